@@ -1,0 +1,14 @@
+//! Process exit codes, which are API for scripts and systemd (from BSD `sysexits.h`).
+
+/// The command line was used incorrectly.
+pub const USAGE: i32 = 64;
+/// Input data (a file the operator named) was malformed.
+pub const DATA_ERR: i32 = 65;
+/// A service the command needs (the coordinator's API) could not be reached.
+pub const UNAVAILABLE: i32 = 69;
+/// Something went wrong that is not the operator's input.
+pub const SOFTWARE: i32 = 70;
+/// A file could not be created or written.
+pub const CANT_CREATE: i32 = 73;
+/// A configuration file is missing, unreadable or invalid.
+pub const CONFIG: i32 = 78;

@@ -1,0 +1,14 @@
+//! Pieces shared by every understudy binary: the wire protocol and its framing, the codec,
+//! host identities and mutual-TLS setup, and config-file plumbing.
+//!
+//! This crate owns formats and their validation; it makes no policy decisions and opens no
+//! sockets of its own (framing works over any async stream it is handed).
+
+pub mod codec;
+pub mod config;
+pub mod exit;
+pub mod frame;
+pub mod protocol;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;

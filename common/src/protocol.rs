@@ -1,0 +1,99 @@
+//! Control-plane messages between an agent and the coordinator, and the QUIC close codes
+//! both sides use.
+//!
+//! The agent opens one bidirectional stream per connection and speaks first: `Register`,
+//! then a `Heartbeat` every interval; the coordinator answers each. Who the agent is comes
+//! from its certificate, never from these messages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::TelemetrySummary;
+
+/// Version of the control protocol this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest control-plane payload either side accepts.
+pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
+/// ALPN protocol name for the agent ⇄ coordinator control plane.
+pub const CONTROL_ALPN: &[u8] = b"understudy-control/1";
+
+/// Sent by an agent to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// First message on a new connection.
+    Register(Register),
+    /// Periodic liveness and telemetry.
+    Heartbeat(Heartbeat),
+}
+
+/// An agent announcing itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// The agent's build version, for operators.
+    pub agent_version: String,
+    /// Telemetry at the time of registration.
+    pub telemetry: TelemetrySummary,
+}
+
+/// A heartbeat with fresh telemetry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increases by one per heartbeat on a connection.
+    pub seq: u64,
+    /// The latest telemetry sample.
+    pub telemetry: TelemetrySummary,
+}
+
+/// Sent by the coordinator to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// Registration accepted under `host`, the name in the agent's certificate.
+    Registered {
+        /// The identity the coordinator recorded.
+        host: String,
+        /// How often the coordinator expects heartbeats, milliseconds.
+        heartbeat_interval_ms: u64,
+    },
+    /// A heartbeat was recorded.
+    HeartbeatAck {
+        /// The heartbeat's sequence number.
+        seq: u64,
+    },
+    /// The coordinator refuses what the agent sent; the connection closes after this.
+    Error(ProtocolError),
+}
+
+/// A refusal with a reason a human can act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolError {
+    /// What kind of refusal this is.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Kinds of protocol refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame or message could not be decoded.
+    Malformed,
+    /// A message arrived out of order (e.g. a heartbeat before registering).
+    UnexpectedMessage,
+    /// The coordinator failed internally.
+    Internal,
+}
+
+/// QUIC application close codes used on every understudy connection.
+pub mod close {
+    /// Orderly shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer sent something malformed or out of order.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// The peer speaks another protocol version.
+    pub const UNSUPPORTED_VERSION: u32 = 2;
+    /// The peer's identity was refused (no certificate, wrong role).
+    pub const REFUSED: u32 = 3;
+    /// A newer connection from the same host replaced this one.
+    pub const REPLACED: u32 = 4;
+    /// The peer stopped sending heartbeats.
+    pub const TIMED_OUT: u32 = 5;
+}

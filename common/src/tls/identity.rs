@@ -1,0 +1,118 @@
+//! Reading a host's name and role out of a certificate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// What a certificate allows its holder to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Runs workloads and shadows them; connects to coordinators and to other agents.
+    Agent,
+    /// Member of the coordinator group; accepts agents.
+    Coordinator,
+}
+
+impl Role {
+    /// The spelling used in certificates and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Coordinator => "coordinator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "coordinator" => Ok(Role::Coordinator),
+            other => Err(format!(
+                "unknown role {other:?}; expected \"agent\" or \"coordinator\""
+            )),
+        }
+    }
+}
+
+/// Who a verified peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Host name from the certificate's subject CN.
+    pub name: String,
+    /// Role from the certificate's subject OU, if it names a known role.
+    pub role: Option<Role>,
+    /// End of the certificate's validity, seconds since the Unix epoch.
+    pub not_after_unix: i64,
+}
+
+/// Why a certificate's identity could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The bytes are not a DER X.509 certificate.
+    #[error("not a valid X.509 certificate: {0}")]
+    Parse(String),
+    /// The subject has no common name.
+    #[error("certificate subject has no common name")]
+    NoCommonName,
+}
+
+/// Reads the identity from a DER certificate. Does not verify it.
+pub fn read_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityError> {
+    let (_, parsed) =
+        X509Certificate::from_der(cert.as_ref()).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let subject = parsed.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or(IdentityError::NoCommonName)?
+        .to_owned();
+    let role = subject
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok())
+        .find_map(|ou| ou.parse().ok());
+    Ok(PeerIdentity {
+        name,
+        role,
+        not_after_unix: parsed.validity().not_after.timestamp(),
+    })
+}
+
+/// Checks that `name` is usable as a host name in certificates: 1–63 characters of
+/// lowercase letters, digits and `-`, not starting or ending with `-`.
+pub fn validate_host_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() || name.len() > 63 || !ok_chars || name.starts_with('-') || name.ends_with('-')
+    {
+        return Err(format!(
+            "host name {name:?} must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert!(validate_host_name("host-a").is_ok());
+        assert!(validate_host_name("Host_A").is_err());
+        assert!(validate_host_name("").is_err());
+        assert!(validate_host_name("-a").is_err());
+    }
+}

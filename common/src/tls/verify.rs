@@ -1,0 +1,243 @@
+//! Certificate verifiers that add the role check to webpki's chain check and report every
+//! refusal with a reason, so the coordinator can log and count them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::identity::{read_identity, Role};
+
+/// Why a peer was refused. The label is what `/metrics` counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Not signed by this cluster's CA.
+    UnknownCa,
+    /// Past its validity.
+    Expired,
+    /// Before its validity.
+    NotYetValid,
+    /// Signed by the CA but for another role.
+    WrongRole,
+    /// The peer presented no certificate.
+    NoCertificate,
+    /// The certificate is malformed or unusable for another reason.
+    BadCertificate,
+    /// The peer completed TLS but then broke the protocol.
+    Protocol,
+}
+
+impl Refusal {
+    /// Every reason, for pre-registering metric labels.
+    pub const ALL: [Refusal; 7] = [
+        Refusal::UnknownCa,
+        Refusal::Expired,
+        Refusal::NotYetValid,
+        Refusal::WrongRole,
+        Refusal::NoCertificate,
+        Refusal::BadCertificate,
+        Refusal::Protocol,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownCa => "unknown_ca",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::WrongRole => "wrong_role",
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::BadCertificate => "bad_certificate",
+            Refusal::Protocol => "protocol",
+        }
+    }
+
+    fn from_rustls(err: &rustls::Error) -> Refusal {
+        match err {
+            rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    Refusal::UnknownCa
+                }
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    Refusal::Expired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    Refusal::NotYetValid
+                }
+                _ => Refusal::BadCertificate,
+            },
+            _ => Refusal::BadCertificate,
+        }
+    }
+}
+
+/// Called once per refused peer with the reason and a human-readable detail.
+pub type RefusalSink = Arc<dyn Fn(Refusal, &str) + Send + Sync>;
+
+fn check_role(cert: &CertificateDer<'_>, expected: Role) -> Result<(), (Refusal, String)> {
+    let id = read_identity(cert).map_err(|e| (Refusal::BadCertificate, e.to_string()))?;
+    match id.role {
+        Some(r) if r == expected => Ok(()),
+        other => Err((
+            Refusal::WrongRole,
+            format!(
+                "certificate of {:?} has role {}, expected {expected}",
+                id.name,
+                other.map_or("none".into(), |r| r.to_string())
+            ),
+        )),
+    }
+}
+
+fn role_error() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+}
+
+/// Server-side verifier: webpki chain check against the cluster CA plus a role check.
+///
+/// Client certificates are requested but not mandatory at the TLS layer, so that a peer
+/// without one completes the handshake and can be counted and refused by the application
+/// (`Refusal::NoCertificate`) instead of vanishing in a TLS alert.
+pub struct RoleClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    role: Role,
+    sink: RefusalSink,
+}
+
+impl fmt::Debug for RoleClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoleClientVerifier")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleClientVerifier {
+    /// Accepts clients signed by `inner`'s roots whose certificate is for `role`.
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, role: Role, sink: RefusalSink) -> Self {
+        RoleClientVerifier { inner, role, sink }
+    }
+}
+
+impl ClientCertVerifier for RoleClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| (self.sink)(Refusal::from_rustls(e), &e.to_string()))?;
+        check_role(end_entity, self.role).map_err(|(reason, detail)| {
+            (self.sink)(reason, &detail);
+            role_error()
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Client-side verifier: webpki chain and name check plus a role check on the server.
+pub struct RoleServerVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    role: Role,
+}
+
+impl fmt::Debug for RoleServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoleServerVerifier")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleServerVerifier {
+    /// Accepts servers signed by `inner`'s roots whose certificate is for `role`.
+    pub fn new(inner: Arc<dyn ServerCertVerifier>, role: Role) -> Self {
+        RoleServerVerifier { inner, role }
+    }
+}
+
+impl ServerCertVerifier for RoleServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        check_role(end_entity, self.role).map_err(|(_, detail)| {
+            tracing::warn!("refusing server: {detail}");
+            role_error()
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,144 @@
+//! Operator commands that query the coordinator's HTTP API and print the answer.
+
+use std::time::Duration;
+
+use comfy_table::{presets::NOTHING, Table};
+use serde::de::DeserializeOwned;
+use understudy_common::exit;
+
+use super::Output;
+use crate::registry::HostRecord;
+use crate::server::http::{Health, HostList};
+use crate::server::wall_ms;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let resp = ureq::get(&url).timeout(TIMEOUT).call().map_err(|e| {
+        eprintln!("cannot reach the coordinator at {base}: {e}");
+        eprintln!("(set --coordinator or UNDERSTUDY_COORDINATOR to its HTTP API address)");
+        exit::UNAVAILABLE
+    })?;
+    resp.into_json().map_err(|e| {
+        eprintln!("unexpected answer from {url}: {e}");
+        exit::UNAVAILABLE
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> i32 {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cannot render JSON: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
+/// `understudy hosts`
+pub fn hosts(base: &str, output: Output) -> i32 {
+    let list: HostList = match get(base, "/v1/hosts") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if output == Output::Json {
+        return print_json(&list);
+    }
+    if list.hosts.is_empty() {
+        println!("no hosts have registered yet");
+        return 0;
+    }
+    let now = wall_ms();
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header([
+        "NAME", "STATE", "ADDRESS", "LAST SEEN", "CPU", "MEMORY", "LOAD", "UPTIME", "VERSION",
+    ]);
+    for h in &list.hosts {
+        table.add_row(host_row(h, now));
+    }
+    println!("{table}");
+    0
+}
+
+fn host_row(h: &HostRecord, now_ms: u64) -> Vec<String> {
+    let ago = Duration::from_millis(now_ms.saturating_sub(h.last_seen_unix_ms));
+    let (cpu, mem, load, up) = match &h.telemetry {
+        Some(t) => (
+            format!("{:.0}%", t.cpu_percent),
+            format!(
+                "{:.1}/{:.1} GiB",
+                gib(t.memory_used_bytes),
+                gib(t.memory_total_bytes)
+            ),
+            format!("{:.2}", t.load[0]),
+            short_duration(Duration::from_secs(t.uptime_secs)),
+        ),
+        None => ("-".into(), "-".into(), "-".into(), "-".into()),
+    };
+    vec![
+        h.name.clone(),
+        if h.connected { "connected" } else { "disconnected" }.into(),
+        h.address.map_or("-".into(), |a| a.to_string()),
+        format!("{} ago", short_duration(ago)),
+        cpu,
+        mem,
+        load,
+        up,
+        h.agent_version.clone(),
+    ]
+}
+
+#[allow(clippy::cast_precision_loss)] // display only
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// `understudy status`
+pub fn status(base: &str, output: Output) -> i32 {
+    let health: Health = match get(base, "/v1/health") {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    if output == Output::Json {
+        return print_json(&health);
+    }
+    println!(
+        "coordinator {base}: {} (version {}, up {})",
+        health.status,
+        health.version,
+        short_duration(Duration::from_secs(health.uptime_secs))
+    );
+    println!(
+        "hosts: {} connected, {} disconnected",
+        health.hosts_connected,
+        health.hosts_known - health.hosts_connected.min(health.hosts_known)
+    );
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(short_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(short_duration(Duration::from_secs(125)), "2m");
+        assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 120)), "3h2m");
+        assert_eq!(short_duration(Duration::from_secs(2 * 86400 + 3600)), "2d1h");
+    }
+}

@@ -1,0 +1,136 @@
+//! The `understudy` command line: the coordinator server and the operator's commands.
+//!
+//! Every command returns a process exit code; usage errors exit 64, config errors 78.
+
+mod api;
+mod ca;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use understudy_common::exit;
+
+use crate::config::CoordinatorConfig;
+
+/// understudy: keep a live understudy of every important workload.
+#[derive(Debug, Parser)]
+#[command(name = "understudy", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How query commands print their answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// Base URL of the coordinator's HTTP API.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_COORDINATOR",
+        default_value = "http://127.0.0.1:7441",
+        global = true
+    )]
+    coordinator: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinator.
+    Serve {
+        /// Path to coordinator.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a coordinator config file and print every problem with its key.
+    Validate {
+        /// Path to coordinator.toml.
+        config: PathBuf,
+    },
+    /// Manage the cluster certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// List hosts known to the coordinator.
+    Hosts {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show the coordinator's health and a summary of the cluster.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Validate { config } => validate(&config),
+        Command::Ca { command } => ca::run(command),
+        Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
+        Command::Status { api } => api::status(&api.coordinator, api.output),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<CoordinatorConfig, i32> {
+    understudy_common::config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        exit::CONFIG
+    })
+}
+
+fn validate(path: &std::path::Path) -> i32 {
+    match load_config(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+fn serve(path: &std::path::Path) -> i32 {
+    understudy_common::shutdown::init_logging();
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    match runtime.block_on(crate::server::serve::serve(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("understudy serve: {e}");
+            exit::SOFTWARE
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The coordinator's config file (`coordinator.toml`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use understudy_common::config::{Problem, Validate};
+use understudy_common::tls::files::TlsFiles;
+use understudy_common::tls::Role;
+
+/// Everything `understudy serve` reads from its config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Where agents connect.
+    #[serde(default)]
+    pub quic: QuicSection,
+    /// Where operators and monitoring connect.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// The cluster CA and this coordinator's certificate.
+    pub tls: TlsFiles,
+    /// Where the registry is kept.
+    pub store: StoreSection,
+    /// How often agents report and when silence means a lost host.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSection,
+}
+
+/// `[quic]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicSection {
+    /// UDP address agents connect to.
+    pub listen: SocketAddr,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        QuicSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7440)),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// TCP address of the JSON API and `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7441)),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The registry database file; its directory must exist.
+    pub path: PathBuf,
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSection {
+    /// How often agents send a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Silence after which a host is shown disconnected.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validate for CoordinatorConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.quic.listen.port() == 0 {
+            problems.push(Problem::new("quic.listen", "port must not be 0"));
+        }
+        if self.http.listen.port() == 0 {
+            problems.push(Problem::new("http.listen", "port must not be 0"));
+        }
+        if self.quic.listen == self.http.listen {
+            problems.push(Problem::new(
+                "http.listen",
+                "must differ from quic.listen",
+            ));
+        }
+        let hb = &self.heartbeat;
+        if hb.interval < Duration::from_millis(100) || hb.interval > Duration::from_secs(60) {
+            problems.push(Problem::new(
+                "heartbeat.interval",
+                format!(
+                    "{} is outside 100ms..60s",
+                    humantime::format_duration(hb.interval)
+                ),
+            ));
+        }
+        if hb.timeout < hb.interval * 2 {
+            problems.push(Problem::new(
+                "heartbeat.timeout",
+                format!(
+                    "{} must be at least twice heartbeat.interval ({})",
+                    humantime::format_duration(hb.timeout),
+                    humantime::format_duration(hb.interval)
+                ),
+            ));
+        }
+        match self.store.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => problems.push(
+                Problem::new(
+                    "store.path",
+                    format!("directory {} does not exist", dir.display()),
+                ),
+            ),
+            _ => {}
+        }
+        if let Err(e) = self.tls.load(Role::Coordinator) {
+            problems.push(Problem::new("", e.to_string()));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_common::config::parse;
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let cfg: CoordinatorConfig = parse(
+            r#"
+            [tls]
+            ca = "/nonexistent/ca.crt"
+            cert = "/nonexistent/c.crt"
+            key = "/nonexistent/c.key"
+            [store]
+            path = "/nonexistent/dir/coordinator.redb"
+            [heartbeat]
+            interval = "2s"
+            timeout = "3s"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<_> = cfg.validate().into_iter().map(|p| p.reason.clone() + "|" + &p.key).collect();
+        assert!(keys.iter().any(|k| k.ends_with("|heartbeat.timeout")), "{keys:?}");
+        assert!(keys.iter().any(|k| k.ends_with("|store.path")), "{keys:?}");
+        assert!(keys.iter().any(|k| k.contains("tls.ca")), "{keys:?}");
+    }
+
+    #[test]
+    fn unknown_key_refused() {
+        let err = parse::<CoordinatorConfig>("[quic]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n")
+            .unwrap_err();
+        assert_eq!(err.0, "quic.listen_port");
+    }
+}

@@ -1,0 +1,9 @@
+//! The understudy coordinator: host registry, control-plane server, HTTP API, and the
+//! operator CLI that talks to it.
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;

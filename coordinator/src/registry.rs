@@ -1,0 +1,239 @@
+//! The host registry: which hosts exist, which are connected, what they last reported.
+//!
+//! Sans-IO: events come in with the current time, the registry answers with what the shell
+//! must do (close a replaced connection, persist a record). It owns no sockets, store or
+//! clock, so it is tested deterministically.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use understudy_common::telemetry::TelemetrySummary;
+
+/// Identifies one connection, so that events from a replaced connection are ignored.
+pub type ConnId = u64;
+
+/// What the registry knows about a host; also what is persisted and served by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Name from the host's certificate.
+    pub name: String,
+    /// Address the host last connected from.
+    pub address: Option<SocketAddr>,
+    /// Whether the host has a live, heartbeating connection.
+    pub connected: bool,
+    /// First registration, milliseconds since the Unix epoch.
+    pub first_seen_unix_ms: u64,
+    /// Last message received, milliseconds since the Unix epoch.
+    pub last_seen_unix_ms: u64,
+    /// The agent's build version.
+    pub agent_version: String,
+    /// The latest telemetry the host sent.
+    pub telemetry: Option<TelemetrySummary>,
+    /// Heartbeats received from this host since it was first seen.
+    pub heartbeats: u64,
+}
+
+#[derive(Debug)]
+struct Live {
+    conn: ConnId,
+    last_heard: Instant,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: HostRecord,
+    live: Option<Live>,
+}
+
+/// A host registering on a new connection.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Name from the certificate.
+    pub name: String,
+    /// Remote address of the connection.
+    pub address: SocketAddr,
+    /// The new connection.
+    pub conn: ConnId,
+    /// The agent's build version.
+    pub agent_version: String,
+    /// Telemetry sent with the registration.
+    pub telemetry: TelemetrySummary,
+}
+
+/// The registry of hosts.
+#[derive(Debug)]
+pub struct Registry {
+    hosts: BTreeMap<String, Entry>,
+    timeout: Duration,
+}
+
+impl Registry {
+    /// A registry that remembers `records` (all shown disconnected until they reconnect) and
+    /// treats `timeout` of silence as a lost connection.
+    pub fn new(records: impl IntoIterator<Item = HostRecord>, timeout: Duration) -> Self {
+        let hosts = records
+            .into_iter()
+            .map(|mut record| {
+                record.connected = false;
+                (record.name.clone(), Entry { record, live: None })
+            })
+            .collect();
+        Registry { hosts, timeout }
+    }
+
+    /// Records a registration. Returns the connection it replaces, which the caller closes.
+    pub fn register(&mut self, reg: Registration, now: Instant, wall_ms: u64) -> Option<ConnId> {
+        let entry = self
+            .hosts
+            .entry(reg.name.clone())
+            .or_insert_with(|| Entry {
+                record: HostRecord {
+                    name: reg.name.clone(),
+                    address: None,
+                    connected: false,
+                    first_seen_unix_ms: wall_ms,
+                    last_seen_unix_ms: wall_ms,
+                    agent_version: String::new(),
+                    telemetry: None,
+                    heartbeats: 0,
+                },
+                live: None,
+            });
+        let replaced = entry.live.take().map(|l| l.conn);
+        entry.live = Some(Live {
+            conn: reg.conn,
+            last_heard: now,
+        });
+        let r = &mut entry.record;
+        r.address = Some(reg.address);
+        r.connected = true;
+        r.last_seen_unix_ms = wall_ms;
+        r.agent_version = reg.agent_version;
+        r.telemetry = Some(reg.telemetry);
+        replaced
+    }
+
+    /// Records a heartbeat. Returns false (and changes nothing) if `conn` is not the host's
+    /// current connection.
+    pub fn heartbeat(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        telemetry: TelemetrySummary,
+        now: Instant,
+        wall_ms: u64,
+    ) -> bool {
+        let Some(entry) = self.current(name, conn) else {
+            return false;
+        };
+        if let Some(live) = entry.live.as_mut() {
+            live.last_heard = now;
+        }
+        entry.record.last_seen_unix_ms = wall_ms;
+        entry.record.telemetry = Some(telemetry);
+        entry.record.heartbeats += 1;
+        true
+    }
+
+    /// Records that `conn` ended. Returns the updated record if it was the current one.
+    pub fn disconnected(&mut self, name: &str, conn: ConnId) -> Option<HostRecord> {
+        let entry = self.current(name, conn)?;
+        entry.live = None;
+        entry.record.connected = false;
+        Some(entry.record.clone())
+    }
+
+    /// Marks every host silent for longer than the timeout as disconnected and returns the
+    /// connections the caller must close.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, ConnId)> {
+        let mut expired = Vec::new();
+        for (name, entry) in &mut self.hosts {
+            let stale = entry
+                .live
+                .as_ref()
+                .is_some_and(|l| now.saturating_duration_since(l.last_heard) > self.timeout);
+            if stale {
+                if let Some(live) = entry.live.take() {
+                    expired.push((name.clone(), live.conn));
+                }
+                entry.record.connected = false;
+            }
+        }
+        expired
+    }
+
+    /// The record of one host.
+    pub fn get(&self, name: &str) -> Option<&HostRecord> {
+        self.hosts.get(name).map(|e| &e.record)
+    }
+
+    /// Every host, ordered by name.
+    pub fn records(&self) -> impl Iterator<Item = &HostRecord> {
+        self.hosts.values().map(|e| &e.record)
+    }
+
+    /// How many hosts are connected.
+    pub fn connected_count(&self) -> usize {
+        self.hosts.values().filter(|e| e.live.is_some()).count()
+    }
+
+    fn current(&mut self, name: &str, conn: ConnId) -> Option<&mut Entry> {
+        self.hosts
+            .get_mut(name)
+            .filter(|e| e.live.as_ref().is_some_and(|l| l.conn == conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(name: &str, conn: ConnId) -> Registration {
+        Registration {
+            name: name.into(),
+            address: SocketAddr::from(([10, 0, 0, 1], 4000)),
+            conn,
+            agent_version: "0.1.0".into(),
+            telemetry: TelemetrySummary::default(),
+        }
+    }
+
+    #[test]
+    fn silent_host_expires_after_timeout_only() {
+        let t0 = Instant::now();
+        let mut r = Registry::new([], Duration::from_secs(5));
+        assert_eq!(r.register(reg("a", 1), t0, 1000), None);
+        assert!(r.heartbeat("a", 1, TelemetrySummary::default(), t0 + Duration::from_secs(3), 4000));
+        assert!(r.expire(t0 + Duration::from_secs(7)).is_empty());
+        assert_eq!(r.expire(t0 + Duration::from_secs(9)), vec![("a".into(), 1)]);
+        assert!(!r.get("a").unwrap().connected);
+        assert_eq!(r.connected_count(), 0);
+    }
+
+    #[test]
+    fn reconnect_replaces_old_connection_and_ignores_its_events() {
+        let t0 = Instant::now();
+        let mut r = Registry::new([], Duration::from_secs(5));
+        r.register(reg("a", 1), t0, 1000);
+        assert_eq!(r.register(reg("a", 2), t0, 2000), Some(1));
+        // The old connection's late events change nothing.
+        assert!(!r.heartbeat("a", 1, TelemetrySummary::default(), t0, 3000));
+        assert!(r.disconnected("a", 1).is_none());
+        assert!(r.get("a").unwrap().connected);
+        assert_eq!(r.get("a").unwrap().first_seen_unix_ms, 1000);
+    }
+
+    #[test]
+    fn restored_records_start_disconnected() {
+        let t0 = Instant::now();
+        let mut r = Registry::new([], Duration::from_secs(5));
+        r.register(reg("a", 1), t0, 1000);
+        let saved: Vec<_> = r.records().cloned().collect();
+        let restored = Registry::new(saved, Duration::from_secs(5));
+        let a = restored.get("a").unwrap();
+        assert!(!a.connected);
+        assert_eq!(a.first_seen_unix_ms, 1000);
+    }
+}

@@ -1,0 +1,144 @@
+//! One agent's control connection: identity check, registration, heartbeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use understudy_common::frame::{read_frame, write_frame, FrameError};
+use understudy_common::protocol::{
+    close, AgentMessage, CoordinatorMessage, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
+};
+use understudy_common::tls::identity::read_identity;
+use understudy_common::tls::Refusal;
+
+use super::Shared;
+
+/// How long a new connection may take to open its stream and register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("no stream opened within {0:?}")]
+    Timeout(Duration),
+}
+
+fn kind(msg: &AgentMessage) -> &'static str {
+    match msg {
+        AgentMessage::Register(_) => "Register",
+        AgentMessage::Heartbeat(_) => "Heartbeat",
+    }
+}
+
+/// Accepts one incoming connection and serves it until it ends.
+pub async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            // Certificate refusals were already logged and counted by the verifier.
+            tracing::info!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    let Some(name) = peer_name(&conn) else {
+        shared.metrics.refused(Refusal::NoCertificate);
+        tracing::warn!(%remote, "refused connection: no client certificate");
+        conn.close(close::REFUSED.into(), b"a client certificate is required");
+        return;
+    };
+    let mut conn_id = None;
+    let result = session(&shared, &conn, &name, &mut conn_id).await;
+    if let Err(e) = &result {
+        refuse(&shared, &conn, &name, e);
+    }
+    if let Some(id) = conn_id {
+        shared.disconnected(&name, id);
+    }
+}
+
+fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    read_identity(certs.first()?).ok().map(|id| id.name)
+}
+
+async fn session(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    name: &str,
+    conn_id: &mut Option<u64>,
+) -> Result<(), SessionError> {
+    let (mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| SessionError::Timeout(REGISTER_TIMEOUT))??;
+    let reg = match read_frame(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME).await? {
+        AgentMessage::Register(reg) => reg,
+        other => {
+            return Err(SessionError::Unexpected {
+                expected: "Register",
+                got: kind(&other),
+            })
+        }
+    };
+    let id = shared.register(conn, name, reg.agent_version.clone(), reg.telemetry);
+    *conn_id = Some(id);
+    tracing::info!(host = name, remote = %conn.remote_address(), version = %reg.agent_version, "agent registered");
+    let hb_ms = u64::try_from(shared.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
+    let reply = CoordinatorMessage::Registered {
+        host: name.to_owned(),
+        heartbeat_interval_ms: hb_ms,
+    };
+    write_frame(&mut send, PROTOCOL_VERSION, &reply).await?;
+
+    loop {
+        let msg = match read_frame(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME).await {
+            Ok(m) => m,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match msg {
+            AgentMessage::Heartbeat(hb) => {
+                if !shared.heartbeat(name, id, hb.telemetry) {
+                    // Replaced by a newer connection or timed out: this one is finished.
+                    return Ok(());
+                }
+                let ack = CoordinatorMessage::HeartbeatAck { seq: hb.seq };
+                write_frame(&mut send, PROTOCOL_VERSION, &ack).await?;
+            }
+            other => {
+                return Err(SessionError::Unexpected {
+                    expected: "Heartbeat",
+                    got: kind(&other),
+                })
+            }
+        }
+    }
+}
+
+/// Closes the connection with a reason the peer can read whatever protocol version it
+/// speaks: QUIC close reasons are outside our framing.
+fn refuse(shared: &Shared, conn: &quinn::Connection, name: &str, err: &SessionError) {
+    let code = match err {
+        SessionError::Frame(FrameError::Io(_) | FrameError::Closed) | SessionError::Connection(_) => {
+            tracing::info!(host = name, "connection ended: {err}");
+            return;
+        }
+        SessionError::Frame(FrameError::UnsupportedVersion { .. }) => close::UNSUPPORTED_VERSION,
+        _ => close::PROTOCOL_ERROR,
+    };
+    shared.metrics.protocol_errors.inc();
+    tracing::warn!(host = name, remote = %conn.remote_address(), "closing connection: {err}");
+    let reason = err.to_string();
+    conn.close(code.into(), &reason.as_bytes()[..reason.len().min(512)]);
+}
