@@ -157,15 +157,15 @@ if [ "$mode" = system ]; then
   printf '#!/bin/sh\nexec %q "$@"\n' "$sys_criu" >"$wrapper.tmp"
   inc=$sys_inc lib=$sys_lib root_env=""
 else
-  if [ -d "$ROOT" ] && [ ! -x "$ROOT/usr/sbin/criu" ]; then  # tampered with: start over
+  if [ -d "$ROOT" ] && [ ! -x "$ROOT/usr/sbin/criu" ]; then  # damaged by hand: start over
     unmount_under "$ROOT"; rm -rf --one-file-system "$ROOT"
   fi
   [ -d "$ROOT" ] || build_root
   # The sid binaries cannot run on the host's older glibc, so criu's helpers
-  # (sh, iptables, ip) must come from the host PATH, not from the root. The
-  # host has no iptables, which criu uses by default to lock established TCP
-  # connections; nftables locking is done in-process via the root's
-  # libnftables, so make it the default (a later --network-lock overrides it).
+  # (sh, iptables, ip) must come from the host PATH, not from the root. By
+  # default criu locks established TCP connections by running iptables, which
+  # minimal Debian hosts lack; nftables locking runs in-process via the
+  # root's libnftables, so default to it (a later --network-lock overrides it).
   # --library-path (not LD_LIBRARY_PATH) keeps sid's libs out of those helpers.
   cat >"$wrapper.tmp" <<EOF
 #!/bin/sh
@@ -215,6 +215,7 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 c = socket.create_connection(s.getsockname()); a, _ = s.accept()
 open(sys.argv[1] + ".tmp", "w").write(str(os.getpid())); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(600)' "$work/pid" </dev/null >"$work/test.out" 2>&1 3>&- 9>&- &
+test_pid=$!  # same process (setsid/pyenv shims exec); the pid file confirms it
 for _ in $(seq 100); do [ -s "$work/pid" ] && break; sleep 0.1; done
 [ -s "$work/pid" ] || { cat "$work/test.out" >&2; die "TCP test process did not start"; }
 test_pid=$(cat "$work/pid")

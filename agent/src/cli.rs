@@ -1,0 +1,86 @@
+//! The `understudy-agent` command line. Usage errors exit 64, config errors 78.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use understudy_common::exit;
+
+use crate::config::AgentConfig;
+
+/// understudy-agent: watches this host and keeps understudies of its workloads.
+#[derive(Debug, Parser)]
+#[command(name = "understudy-agent", version, about)]
+pub struct Cli {
+    /// Path to agent.toml (to run the agent).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check an agent config file and print every problem with its key.
+    Validate {
+        /// Path to agent.toml.
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line and runs; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match (cli.command, cli.config) {
+        (Some(Command::Validate { config }), _) => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                0
+            }
+            Err(code) => code,
+        },
+        (None, Some(config)) => run(&config),
+        (None, None) => {
+            eprintln!("understudy-agent: --config FILE is required to run the agent (see --help)");
+            exit::USAGE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<AgentConfig, i32> {
+    understudy_common::config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        exit::CONFIG
+    })
+}
+
+fn run(path: &Path) -> i32 {
+    understudy_common::shutdown::init_logging();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    match runtime.block_on(crate::run::run(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("understudy-agent: {e}");
+            exit::SOFTWARE
+        }
+    }
+}

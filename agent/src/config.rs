@@ -1,0 +1,129 @@
+//! The agent's config file (`agent.toml`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use understudy_common::config::{Problem, Validate};
+use understudy_common::tls::files::TlsFiles;
+use understudy_common::tls::Role;
+
+/// Everything `understudy-agent` reads from its config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host.
+    pub agent: AgentSection,
+    /// How to reach the coordinator group.
+    pub coordinator: CoordinatorSection,
+    /// The cluster CA and this agent's certificate.
+    pub tls: TlsFiles,
+    /// How quickly to retry a lost coordinator.
+    #[serde(default)]
+    pub reconnect: ReconnectSection,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Where the agent keeps its state; created if missing.
+    pub data_dir: PathBuf,
+}
+
+/// `[coordinator]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorSection {
+    /// QUIC addresses of the coordinators, tried in order.
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// `[reconnect]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectSection {
+    /// First wait after a lost connection.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for ReconnectSection {
+    fn default() -> Self {
+        ReconnectSection {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validate for AgentConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if !self.agent.data_dir.is_absolute() {
+            problems.push(Problem::new(
+                "agent.data_dir",
+                format!("{} must be an absolute path", self.agent.data_dir.display()),
+            ));
+        }
+        if self.coordinator.addresses.is_empty() {
+            problems.push(Problem::new(
+                "coordinator.addresses",
+                "at least one coordinator address is needed",
+            ));
+        }
+        for (i, a) in self.coordinator.addresses.iter().enumerate() {
+            if a.port() == 0 || a.ip().is_unspecified() {
+                problems.push(Problem::new(
+                    format!("coordinator.addresses[{i}]"),
+                    format!("{a} is not an address a coordinator can be reached at"),
+                ));
+            }
+        }
+        let r = &self.reconnect;
+        if r.initial.is_zero() || r.initial > r.max {
+            problems.push(Problem::new(
+                "reconnect.initial",
+                format!(
+                    "{} must be above 0 and at most reconnect.max ({})",
+                    humantime::format_duration(r.initial),
+                    humantime::format_duration(r.max)
+                ),
+            ));
+        }
+        if let Err(e) = self.tls.load(Role::Agent) {
+            problems.push(Problem::new("", e.to_string()));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_common::config::parse;
+
+    #[test]
+    fn problems_name_their_keys() {
+        let cfg: AgentConfig = parse(
+            r#"
+            [agent]
+            data_dir = "relative"
+            [coordinator]
+            addresses = ["0.0.0.0:7440"]
+            [tls]
+            ca = "/x/ca.crt"
+            cert = "/x/a.crt"
+            key = "/x/a.key"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"agent.data_dir".to_string()), "{keys:?}");
+        assert!(keys.contains(&"coordinator.addresses[0]".to_string()), "{keys:?}");
+    }
+}
