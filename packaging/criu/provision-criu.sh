@@ -89,6 +89,7 @@ ensure_debootstrap() {
   command -v debootstrap >/dev/null && return
   log "installing debootstrap"
   # Stale or empty package lists are common on fresh machines: update on failure.
+  export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q debootstrap >/dev/null ||
     { apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null; } ||
     die "could not install debootstrap with apt-get"

@@ -1,0 +1,325 @@
+//! A cluster of real understudy processes on namespace hosts: one coordinator host and any
+//! number of agent hosts, each with its own directory, certificate, config and log.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use understudy_common::tls::ca::{create_ca, issue, PemPair, Validity};
+use understudy_common::tls::Role;
+use understudy_coordinator::registry::HostRecord;
+use understudy_coordinator::server::http::HostList;
+
+use crate::netns::{Host, Net};
+
+/// QUIC port of the coordinator on its host.
+pub const QUIC_PORT: u16 = 7440;
+/// HTTP API port of the coordinator on its host.
+pub const HTTP_PORT: u16 = 7441;
+/// Heartbeat timeout configured for test coordinators.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Path of one of the workspace's binaries (built next to the test executables).
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("UNDERSTUDY_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// The cluster. Dropping it kills every process and removes every namespace.
+#[derive(Debug)]
+pub struct Cluster {
+    net: Net,
+    dir: tempfile::TempDir,
+    ca: PemPair,
+    hosts: HashMap<String, Host>,
+    procs: Mutex<HashMap<String, Child>>,
+}
+
+impl Cluster {
+    /// Creates the network, a coordinator host named `coord` and one host per agent name,
+    /// a cluster CA and a certificate and config for every host. Starts nothing.
+    pub fn new(agents: &[&str]) -> Self {
+        let mut net = Net::new().expect("test network");
+        let dir = tempfile::Builder::new()
+            .prefix("understudy-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let ca = create_ca(Validity::days_from_now(30)).expect("CA");
+        let mut hosts = HashMap::new();
+        for name in std::iter::once("coord").chain(agents.iter().copied()) {
+            hosts.insert(name.to_owned(), net.add_host(name).expect("test host"));
+        }
+        let cluster = Cluster {
+            net,
+            dir,
+            ca,
+            hosts,
+            procs: Mutex::new(HashMap::new()),
+        };
+        cluster.write_coordinator_files();
+        for name in agents {
+            cluster.write_agent_files(name);
+        }
+        cluster
+    }
+
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .get(name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    /// A host's own directory.
+    pub fn host_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(name)
+    }
+
+    /// The cluster CA.
+    pub fn ca(&self) -> &PemPair {
+        &self.ca
+    }
+
+    /// The coordinator's HTTP API base URL, reachable from the test process.
+    pub fn api(&self) -> String {
+        format!("http://{}:{HTTP_PORT}", self.host("coord").addr)
+    }
+
+    /// The coordinator's QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.host("coord").addr, QUIC_PORT))
+    }
+
+    /// Puts `cert` (and the CA it should trust) in place as `name`'s TLS files.
+    pub fn install_tls(&self, name: &str, cert: &PemPair, ca_pem: &str) {
+        let d = self.host_dir(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("ca.crt"), ca_pem).unwrap();
+        fs::write(d.join("host.crt"), &cert.cert_pem).unwrap();
+        fs::write(d.join("host.key"), &cert.key_pem).unwrap();
+    }
+
+    fn write_coordinator_files(&self) {
+        let leaf = issue(&self.ca, "coord", Role::Coordinator, Validity::days_from_now(30))
+            .unwrap();
+        self.install_tls("coord", &leaf, &self.ca.cert_pem);
+        let d = self.host_dir("coord");
+        fs::create_dir_all(d.join("data")).unwrap();
+        let cfg = format!(
+            r#"[quic]
+listen = "0.0.0.0:{QUIC_PORT}"
+[http]
+listen = "0.0.0.0:{HTTP_PORT}"
+[tls]
+ca = "{d}/ca.crt"
+cert = "{d}/host.crt"
+key = "{d}/host.key"
+[store]
+path = "{d}/data/coordinator.redb"
+[heartbeat]
+interval = "500ms"
+timeout = "{}ms"
+"#,
+            HEARTBEAT_TIMEOUT.as_millis(),
+            d = d.display()
+        );
+        fs::write(d.join("coordinator.toml"), cfg).unwrap();
+    }
+
+    fn write_agent_files(&self, name: &str) {
+        let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();
+        self.install_tls(name, &leaf, &self.ca.cert_pem);
+        let d = self.host_dir(name);
+        let cfg = format!(
+            r#"[agent]
+data_dir = "{d}/data"
+[coordinator]
+addresses = ["{}"]
+[tls]
+ca = "{d}/ca.crt"
+cert = "{d}/host.crt"
+key = "{d}/host.key"
+[reconnect]
+initial = "100ms"
+max = "1s"
+"#,
+            self.quic_addr(),
+            d = d.display()
+        );
+        fs::write(d.join("agent.toml"), cfg).unwrap();
+    }
+
+    fn spawn(&self, name: &str, program: &str, args: &[&str]) {
+        let log_path = self.host_dir(name).join("log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = self
+            .net
+            .command(self.host(name), &bin(program))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} on {name}: {e}"));
+        let old = self.procs.lock().unwrap().insert(name.to_owned(), child);
+        assert!(old.is_none(), "{name} already has a running process");
+    }
+
+    /// Starts the coordinator on its host.
+    pub fn start_coordinator(&self) {
+        let cfg = self.host_dir("coord").join("coordinator.toml");
+        self.spawn("coord", "understudy", &["serve", "--config", cfg.to_str().unwrap()]);
+    }
+
+    /// Starts the agent on host `name`.
+    pub fn start_agent(&self, name: &str) {
+        let cfg = self.host_dir(name).join("agent.toml");
+        self.spawn(name, "understudy-agent", &["--config", cfg.to_str().unwrap()]);
+    }
+
+    /// Stops `name`'s process with SIGTERM and returns its exit status code.
+    pub fn stop(&self, name: &str) -> Option<i32> {
+        let mut child = self.procs.lock().unwrap().remove(name)?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} did not stop within 10 s of SIGTERM");
+    }
+
+    /// Kills a host: SIGKILL to its process and its link cut, with no chance to say goodbye.
+    pub fn kill_host(&self, name: &str) {
+        self.net.set_link(self.host(name), false).unwrap();
+        if let Some(mut child) = self.procs.lock().unwrap().remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether `name`'s process is still running.
+    pub fn is_running(&self, name: &str) -> bool {
+        let mut procs = self.procs.lock().unwrap();
+        procs
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Cuts or restores `name`'s link.
+    pub fn set_link(&self, name: &str, up: bool) {
+        self.net.set_link(self.host(name), up).unwrap();
+    }
+
+    /// Runs the operator CLI from the test machine against this cluster's coordinator.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("understudy"))
+            .args(args)
+            .env("UNDERSTUDY_COORDINATOR", self.api())
+            .output()
+            .expect("run understudy CLI")
+    }
+
+    /// `understudy hosts --output json`, parsed.
+    pub fn hosts(&self) -> Result<Vec<HostRecord>, String> {
+        let out = self.cli(&["hosts", "--output", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let list: HostList = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok(list.hosts)
+    }
+
+    /// The coordinator's `/metrics` text.
+    pub fn metrics(&self) -> Result<String, String> {
+        http_get(SocketAddr::from((self.host("coord").addr, HTTP_PORT)), "/metrics")
+    }
+
+    /// The value of one metric sample (`name{labels}` exactly as exposed).
+    pub fn metric(&self, sample: &str) -> Result<f64, String> {
+        let text = self.metrics()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+            .ok_or_else(|| format!("no sample {sample} in /metrics"))
+    }
+
+    /// A host's log so far.
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.host_dir(name).join("log")).unwrap_or_default()
+    }
+
+    /// Adds a client-side mark to a host's log (helps reading logs of failed tests).
+    pub fn note(&self, name: &str, text: &str) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .append(true)
+            .open(self.host_dir(name).join("log"))
+        {
+            let _ = writeln!(f, "---- test: {text}");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, mut c) in procs.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            for name in self.hosts.keys() {
+                let log = self.log(name);
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("==== last lines of {name}'s log ====");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET over TCP; returns the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_owned());
+    }
+    Ok(body.to_owned())
+}

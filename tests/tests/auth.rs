@@ -1,0 +1,116 @@
+//! End to end: only peers with a valid certificate of the right role from this cluster's
+//! CA are served; every refusal is logged and counted, and nothing refused is registered.
+
+use std::time::Duration;
+
+use understudy_common::tls::ca::{create_ca, issue, Validity};
+use understudy_common::tls::Role;
+use understudy_tests::cluster::Cluster;
+use understudy_tests::require_e2e;
+use understudy_tests::wait::eventually;
+
+fn refused(c: &Cluster, reason: &str) -> Result<f64, String> {
+    c.metric(&format!(
+        "understudy_connections_refused_total{{reason=\"{reason}\"}}"
+    ))
+}
+
+fn assert_never_listed(c: &Cluster, name: &str) {
+    let hosts = c.hosts().unwrap();
+    assert!(
+        hosts.iter().all(|h| h.name != name),
+        "{name} was registered: {hosts:?}"
+    );
+}
+
+#[test]
+fn agent_with_certificate_from_another_ca_is_refused_and_never_listed() {
+    require_e2e!();
+    let c = Cluster::new(&["host-a", "rogue"]);
+    // "rogue" gets a certificate of the same name and role from a different CA, and trusts
+    // that CA, so it would happily talk to a coordinator of its own cluster.
+    let other_ca = create_ca(Validity::days_from_now(30)).unwrap();
+    let cert = issue(&other_ca, "rogue", Role::Agent, Validity::days_from_now(30)).unwrap();
+    c.install_tls("rogue", &cert, &format!("{}{}", other_ca.cert_pem, c.ca().cert_pem));
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.start_agent("rogue");
+    eventually("unknown-CA refusal counted", Duration::from_secs(10), || {
+        match refused(&c, "unknown_ca")? {
+            n if n >= 1.0 => Ok(()),
+            n => Err(format!("{n} refusals")),
+        }
+    });
+    eventually("legitimate agent listed", Duration::from_secs(10), || {
+        let hosts = c.hosts()?;
+        hosts
+            .iter()
+            .find(|h| h.name == "host-a" && h.connected)
+            .map(|_| ())
+            .ok_or_else(|| format!("{hosts:?}"))
+    });
+    assert_never_listed(&c, "rogue");
+    assert!(c.log("coord").contains("refused agent certificate"));
+    // The rogue agent keeps retrying and is refused every time, never registered.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(refused(&c, "unknown_ca").unwrap() >= 2.0);
+    assert_never_listed(&c, "rogue");
+}
+
+#[test]
+fn expired_and_wrong_role_certificates_are_refused_and_counted() {
+    require_e2e!();
+    let c = Cluster::new(&["stale", "imposter"]);
+    let now = time::OffsetDateTime::now_utc();
+    let expired = issue(
+        c.ca(),
+        "stale",
+        Role::Agent,
+        Validity {
+            not_before: now - time::Duration::days(10),
+            not_after: now - time::Duration::days(1),
+        },
+    )
+    .unwrap();
+    c.install_tls("stale", &expired, &c.ca().cert_pem);
+    c.start_coordinator();
+    c.start_agent("stale");
+
+    // A coordinator certificate cannot be used to join as an agent: the agent itself
+    // refuses to start with it (exit 78, naming the file), and a hand-made client using
+    // it is refused by the coordinator as the wrong role.
+    let coord_cert = issue(c.ca(), "imposter", Role::Coordinator, Validity::days_from_now(1))
+        .unwrap();
+    c.install_tls("imposter", &coord_cert, &c.ca().cert_pem);
+    let cfg = c.host_dir("imposter").join("agent.toml");
+    let out = std::process::Command::new(understudy_tests::cluster::bin("understudy-agent"))
+        .args(["validate", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host.crt") && err.contains("role coordinator"), "{err}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(understudy_tests::rawclient::connect(
+            c.quic_addr(),
+            &coord_cert,
+            &c.ca().cert_pem,
+        ))
+        .err()
+        .expect("a coordinator certificate must not be accepted from a client");
+    eprintln!("wrong-role client refused: {err}");
+
+    eventually("refusals counted", Duration::from_secs(10), || {
+        let expired = refused(&c, "expired")?;
+        let wrong = refused(&c, "wrong_role")?;
+        if expired >= 1.0 && wrong >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("expired={expired} wrong_role={wrong}"))
+        }
+    });
+    assert_never_listed(&c, "stale");
+    assert_never_listed(&c, "imposter");
+}
