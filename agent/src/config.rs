@@ -124,6 +124,9 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"agent.data_dir".to_string()), "{keys:?}");
-        assert!(keys.contains(&"coordinator.addresses[0]".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"coordinator.addresses[0]".to_string()),
+            "{keys:?}"
+        );
     }
 }

@@ -49,7 +49,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     })?;
     let client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;
     let bind: std::net::SocketAddr = if config.coordinator.addresses.iter().any(|a| a.is_ipv6()) {
-        "[::]:0".parse().map_err(|_| std::io::Error::other("bad bind address"))?
+        "[::]:0"
+            .parse()
+            .map_err(|_| std::io::Error::other("bad bind address"))?
     } else {
         std::net::SocketAddr::from(([0, 0, 0, 0], 0))
     };

@@ -74,7 +74,10 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(fail(
             String::new(),
-            format!("file is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()),
+            format!(
+                "file is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+                meta.len()
+            ),
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| fail(String::new(), e.to_string()))?;

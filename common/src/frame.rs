@@ -172,7 +172,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FrameError::BadMagic { .. }));
         let empty: &[u8] = &[];
-        let err = read_frame::<_, u8>(&mut &*empty, 1, 1024).await.unwrap_err();
+        let err = read_frame::<_, u8>(&mut &*empty, 1, 1024)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Closed));
     }
 }

@@ -99,10 +99,7 @@ impl Validate for CoordinatorConfig {
             problems.push(Problem::new("http.listen", "port must not be 0"));
         }
         if self.quic.listen == self.http.listen {
-            problems.push(Problem::new(
-                "http.listen",
-                "must differ from quic.listen",
-            ));
+            problems.push(Problem::new("http.listen", "must differ from quic.listen"));
         }
         let hb = &self.heartbeat;
         if hb.interval < Duration::from_millis(100) || hb.interval > Duration::from_secs(60) {
@@ -125,12 +122,12 @@ impl Validate for CoordinatorConfig {
             ));
         }
         match self.store.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => problems.push(
-                Problem::new(
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                problems.push(Problem::new(
                     "store.path",
                     format!("directory {} does not exist", dir.display()),
-                ),
-            ),
+                ))
+            }
             _ => {}
         }
         if let Err(e) = self.tls.load(Role::Coordinator) {
@@ -161,8 +158,15 @@ mod tests {
             "#,
         )
         .unwrap();
-        let keys: Vec<_> = cfg.validate().into_iter().map(|p| p.reason.clone() + "|" + &p.key).collect();
-        assert!(keys.iter().any(|k| k.ends_with("|heartbeat.timeout")), "{keys:?}");
+        let keys: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .map(|p| p.reason.clone() + "|" + &p.key)
+            .collect();
+        assert!(
+            keys.iter().any(|k| k.ends_with("|heartbeat.timeout")),
+            "{keys:?}"
+        );
         assert!(keys.iter().any(|k| k.ends_with("|store.path")), "{keys:?}");
         assert!(keys.iter().any(|k| k.contains("tls.ca")), "{keys:?}");
     }

@@ -85,22 +85,19 @@ impl Registry {
 
     /// Records a registration. Returns the connection it replaces, which the caller closes.
     pub fn register(&mut self, reg: Registration, now: Instant, wall_ms: u64) -> Option<ConnId> {
-        let entry = self
-            .hosts
-            .entry(reg.name.clone())
-            .or_insert_with(|| Entry {
-                record: HostRecord {
-                    name: reg.name.clone(),
-                    address: None,
-                    connected: false,
-                    first_seen_unix_ms: wall_ms,
-                    last_seen_unix_ms: wall_ms,
-                    agent_version: String::new(),
-                    telemetry: None,
-                    heartbeats: 0,
-                },
-                live: None,
-            });
+        let entry = self.hosts.entry(reg.name.clone()).or_insert_with(|| Entry {
+            record: HostRecord {
+                name: reg.name.clone(),
+                address: None,
+                connected: false,
+                first_seen_unix_ms: wall_ms,
+                last_seen_unix_ms: wall_ms,
+                agent_version: String::new(),
+                telemetry: None,
+                heartbeats: 0,
+            },
+            live: None,
+        });
         let replaced = entry.live.take().map(|l| l.conn);
         entry.live = Some(Live {
             conn: reg.conn,
@@ -205,7 +202,13 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::new([], Duration::from_secs(5));
         assert_eq!(r.register(reg("a", 1), t0, 1000), None);
-        assert!(r.heartbeat("a", 1, TelemetrySummary::default(), t0 + Duration::from_secs(3), 4000));
+        assert!(r.heartbeat(
+            "a",
+            1,
+            TelemetrySummary::default(),
+            t0 + Duration::from_secs(3),
+            4000
+        ));
         assert!(r.expire(t0 + Duration::from_secs(7)).is_empty());
         assert_eq!(r.expire(t0 + Duration::from_secs(9)), vec![("a".into(), 1)]);
         assert!(!r.get("a").unwrap().connected);

@@ -119,8 +119,13 @@ impl Cluster {
     }
 
     fn write_coordinator_files(&self) {
-        let leaf = issue(&self.ca, "coord", Role::Coordinator, Validity::days_from_now(30))
-            .unwrap();
+        let leaf = issue(
+            &self.ca,
+            "coord",
+            Role::Coordinator,
+            Validity::days_from_now(30),
+        )
+        .unwrap();
         self.install_tls("coord", &leaf, &self.ca.cert_pem);
         let d = self.host_dir("coord");
         fs::create_dir_all(d.join("data")).unwrap();
@@ -192,13 +197,21 @@ max = "1s"
     /// Starts the coordinator on its host.
     pub fn start_coordinator(&self) {
         let cfg = self.host_dir("coord").join("coordinator.toml");
-        self.spawn("coord", "understudy", &["serve", "--config", cfg.to_str().unwrap()]);
+        self.spawn(
+            "coord",
+            "understudy",
+            &["serve", "--config", cfg.to_str().unwrap()],
+        );
     }
 
     /// Starts the agent on host `name`.
     pub fn start_agent(&self, name: &str) {
         let cfg = self.host_dir(name).join("agent.toml");
-        self.spawn(name, "understudy-agent", &["--config", cfg.to_str().unwrap()]);
+        self.spawn(
+            name,
+            "understudy-agent",
+            &["--config", cfg.to_str().unwrap()],
+        );
     }
 
     /// Stops `name`'s process with SIGTERM and returns its exit status code.
@@ -261,14 +274,23 @@ max = "1s"
 
     /// The coordinator's `/metrics` text.
     pub fn metrics(&self) -> Result<String, String> {
-        http_get(SocketAddr::from((self.host("coord").addr, HTTP_PORT)), "/metrics")
+        http_get(
+            SocketAddr::from((self.host("coord").addr, HTTP_PORT)),
+            "/metrics",
+        )
     }
 
     /// The value of one metric sample (`name{labels}` exactly as exposed).
     pub fn metric(&self, sample: &str) -> Result<f64, String> {
         let text = self.metrics()?;
         text.lines()
-            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .ok_or_else(|| format!("no sample {sample} in /metrics"))
     }
 
@@ -310,11 +332,15 @@ impl Drop for Cluster {
 
 /// A plain HTTP/1.1 GET over TCP; returns the body of a 200 answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
     let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP header end")?;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cluster;
+pub mod criu;
 pub mod netns;
 pub mod rawclient;
 pub mod wait;
@@ -56,4 +57,15 @@ macro_rules! require_e2e {
             return;
         }
     };
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -99,7 +99,15 @@ impl Net {
         ip(&["link", "set", &peer, "netns", &netns])?;
         ip(&["link", "set", &veth, "master", &self.bridge(), "up"])?;
         ip(&["-n", &netns, "link", "set", &peer, "name", "eth0"])?;
-        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
         let host = Host {

@@ -44,8 +44,8 @@ pub async fn open(addr: SocketAddr, cert: &PemPair, ca_pem: &str) -> Result<Conn
         Duration::from_secs(10),
     )
     .map_err(|e| e.to_string())?;
-    let mut ep = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
-        .map_err(|e| e.to_string())?;
+    let mut ep =
+        quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(|e| e.to_string())?;
     ep.set_default_client_config(cfg);
     ep.connect(addr, COORDINATOR_SAN)
         .map_err(|e| e.to_string())?
@@ -69,14 +69,16 @@ pub async fn connect(
     write_frame(&mut send, PROTOCOL_VERSION, &reg)
         .await
         .map_err(|e| e.to_string())?;
-    let answer: CoordinatorMessage =
-        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME))
-            .await
-            .map_err(|_| "no answer to Register within 5 s".to_string())?
-            .map_err(|e| match conn.close_reason() {
-                Some(r) => r.to_string(),
-                None => e.to_string(),
-            })?;
+    let answer: CoordinatorMessage = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_frame(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
+    )
+    .await
+    .map_err(|_| "no answer to Register within 5 s".to_string())?
+    .map_err(|e| match conn.close_reason() {
+        Some(r) => r.to_string(),
+        None => e.to_string(),
+    })?;
     match answer {
         CoordinatorMessage::Registered { .. } => Ok((conn, send, recv)),
         other => Err(format!("unexpected answer {other:?}")),
@@ -84,9 +86,11 @@ pub async fn connect(
 }
 
 /// Waits for the connection to be closed by the peer; returns the close error.
-pub async fn closed_within(conn: &Connection, limit: Duration) -> Result<quinn::ConnectionError, String> {
+pub async fn closed_within(
+    conn: &Connection,
+    limit: Duration,
+) -> Result<quinn::ConnectionError, String> {
     tokio::time::timeout(limit, conn.closed())
         .await
         .map_err(|_| format!("connection still open after {limit:?}"))
 }
-

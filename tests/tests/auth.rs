@@ -31,16 +31,22 @@ fn agent_with_certificate_from_another_ca_is_refused_and_never_listed() {
     // that CA, so it would happily talk to a coordinator of its own cluster.
     let other_ca = create_ca(Validity::days_from_now(30)).unwrap();
     let cert = issue(&other_ca, "rogue", Role::Agent, Validity::days_from_now(30)).unwrap();
-    c.install_tls("rogue", &cert, &format!("{}{}", other_ca.cert_pem, c.ca().cert_pem));
+    c.install_tls(
+        "rogue",
+        &cert,
+        &format!("{}{}", other_ca.cert_pem, c.ca().cert_pem),
+    );
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent("rogue");
-    eventually("unknown-CA refusal counted", Duration::from_secs(10), || {
-        match refused(&c, "unknown_ca")? {
+    eventually(
+        "unknown-CA refusal counted",
+        Duration::from_secs(10),
+        || match refused(&c, "unknown_ca")? {
             n if n >= 1.0 => Ok(()),
             n => Err(format!("{n} refusals")),
-        }
-    });
+        },
+    );
     eventually("legitimate agent listed", Duration::from_secs(10), || {
         let hosts = c.hosts()?;
         hosts
@@ -79,8 +85,13 @@ fn expired_and_wrong_role_certificates_are_refused_and_counted() {
     // A coordinator certificate cannot be used to join as an agent: the agent itself
     // refuses to start with it (exit 78, naming the file), and a hand-made client using
     // it is refused by the coordinator as the wrong role.
-    let coord_cert = issue(c.ca(), "imposter", Role::Coordinator, Validity::days_from_now(1))
-        .unwrap();
+    let coord_cert = issue(
+        c.ca(),
+        "imposter",
+        Role::Coordinator,
+        Validity::days_from_now(1),
+    )
+    .unwrap();
     c.install_tls("imposter", &coord_cert, &c.ca().cert_pem);
     let cfg = c.host_dir("imposter").join("agent.toml");
     let out = std::process::Command::new(understudy_tests::cluster::bin("understudy-agent"))
@@ -89,7 +100,10 @@ fn expired_and_wrong_role_certificates_are_refused_and_counted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("host.crt") && err.contains("role coordinator"), "{err}");
+    assert!(
+        err.contains("host.crt") && err.contains("role coordinator"),
+        "{err}"
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt

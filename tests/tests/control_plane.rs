@@ -40,9 +40,11 @@ fn two_agents_on_their_own_hosts_appear_with_fresh_telemetry() {
     c.start_agent("host-a");
     c.start_agent("host-b");
     for name in ["host-a", "host-b"] {
-        let h = eventually("agent listed with fresh telemetry", Duration::from_secs(10), || {
-            connected_with_fresh_telemetry(&c, name)
-        });
+        let h = eventually(
+            "agent listed with fresh telemetry",
+            Duration::from_secs(10),
+            || connected_with_fresh_telemetry(&c, name),
+        );
         // The address the coordinator saw is the agent's own namespace host, not localhost.
         let addr = h.address.expect("address");
         assert_eq!(addr.ip(), c.host(name).addr, "{name} seen from {addr}");
@@ -55,19 +57,26 @@ fn two_agents_on_their_own_hosts_appear_with_fresh_telemetry() {
     assert!(out.status.success());
     for name in ["host-a", "host-b"] {
         let line = table.lines().find(|l| l.contains(name)).expect("row");
-        assert!(line.contains("connected") && !line.contains("disconnected"), "{table}");
+        assert!(
+            line.contains("connected") && !line.contains("disconnected"),
+            "{table}"
+        );
     }
     assert_eq!(c.metric("understudy_agents_connected").unwrap(), 2.0);
     // A clean SIGTERM stops the agent with exit 0 and the coordinator sees it go at once.
     assert_eq!(c.stop("host-b"), Some(0));
-    eventually("stopped agent shown disconnected", Duration::from_secs(2), || {
-        let hosts = c.hosts()?;
-        if find(&hosts, "host-b")?.connected {
-            Err("still connected".into())
-        } else {
-            Ok(())
-        }
-    });
+    eventually(
+        "stopped agent shown disconnected",
+        Duration::from_secs(2),
+        || {
+            let hosts = c.hosts()?;
+            if find(&hosts, "host-b")?.connected {
+                Err("still connected".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
     assert_eq!(c.stop("coord"), Some(0));
 }
 
@@ -96,12 +105,17 @@ fn agents_reconnect_after_coordinator_restart_and_registry_remembers_them() {
     c.start_coordinator();
 
     // Right after the restart the registry still lists both hosts (from its store)...
-    let hosts = eventually("registry answers after restart", Duration::from_secs(10), || {
-        c.hosts()
-    });
+    let hosts = eventually(
+        "registry answers after restart",
+        Duration::from_secs(10),
+        || c.hosts(),
+    );
     for (name, seen) in ["host-a", "host-b"].iter().zip(&first_seen) {
         let h = find(&hosts, name).unwrap();
-        assert_eq!(h.first_seen_unix_ms, *seen, "{name} forgotten across restart");
+        assert_eq!(
+            h.first_seen_unix_ms, *seen,
+            "{name} forgotten across restart"
+        );
     }
     // ...and both agents reconnect on their own.
     for name in ["host-a", "host-b"] {

@@ -54,7 +54,8 @@ fn malformed_frames_close_only_the_offending_connection() {
     let heartbeats = || -> Result<u64, String> {
         let hosts = c.hosts()?;
         let a = hosts.iter().find(|h| h.name == "host-a" && h.connected);
-        a.map(|h| h.heartbeats).ok_or_else(|| format!("host-a not connected: {hosts:?}"))
+        a.map(|h| h.heartbeats)
+            .ok_or_else(|| format!("host-a not connected: {hosts:?}"))
     };
     let before = eventually("host-a heartbeating", Duration::from_secs(10), || {
         heartbeats().and_then(|n| if n >= 2 { Ok(n) } else { Err(format!("{n}")) })
@@ -67,7 +68,10 @@ fn malformed_frames_close_only_the_offending_connection() {
 
     let (code, reason) = rt.block_on(send_raw(&c, &header(99, 1), false));
     assert_eq!(code, u64::from(close::UNSUPPORTED_VERSION));
-    assert!(reason.contains("version 99") && reason.contains("speaks version 1"), "{reason}");
+    assert!(
+        reason.contains("version 99") && reason.contains("speaks version 1"),
+        "{reason}"
+    );
 
     // A 4 GiB length is refused from the header alone: no hang waiting for the payload.
     let (code, reason) = rt.block_on(send_raw(&c, &header(1, u32::MAX), false));
@@ -83,7 +87,13 @@ fn malformed_frames_close_only_the_offending_connection() {
 
     // Meanwhile the real agent never stopped being served.
     eventually("host-a keeps heartbeating", Duration::from_secs(5), || {
-        heartbeats().and_then(|n| if n >= before + 4 { Ok(()) } else { Err(format!("{n}")) })
+        heartbeats().and_then(|n| {
+            if n >= before + 4 {
+                Ok(())
+            } else {
+                Err(format!("{n}"))
+            }
+        })
     });
     assert!(c.is_running("coord"), "coordinator died");
     let errors = c.metric("understudy_protocol_errors_total").unwrap();

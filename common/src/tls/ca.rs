@@ -94,9 +94,9 @@ pub fn issue(ca: &PemPair, name: &str, role: Role, validity: Validity) -> Result
         sans.push(COORDINATOR_SAN.to_owned());
     }
     let mut params = CertificateParams::new(sans)?;
-    params
-        .subject_alt_names
-        .push(SanType::URI(format!("understudy://{role}/{name}").try_into()?));
+    params.subject_alt_names.push(SanType::URI(
+        format!("understudy://{role}/{name}").try_into()?,
+    ));
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationalUnitName, role.as_str());

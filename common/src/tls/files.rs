@@ -97,7 +97,12 @@ impl TlsFiles {
                 .map_err(|e| pem_err("ca", &self.ca, "CA certificate", e.to_string()))?;
         }
         if roots.is_empty() {
-            return Err(pem_err("ca", &self.ca, "certificate", "file is empty".into()));
+            return Err(pem_err(
+                "ca",
+                &self.ca,
+                "certificate",
+                "file is empty".into(),
+            ));
         }
 
         let cert_bytes = read("cert", &self.cert)?;

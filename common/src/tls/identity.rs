@@ -69,8 +69,8 @@ pub enum IdentityError {
 
 /// Reads the identity from a DER certificate. Does not verify it.
 pub fn read_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityError> {
-    let (_, parsed) =
-        X509Certificate::from_der(cert.as_ref()).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
     let subject = parsed.subject();
     let name = subject
         .iter_common_name()
@@ -95,7 +95,11 @@ pub fn validate_host_name(name: &str) -> Result<(), String> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if name.is_empty() || name.len() > 63 || !ok_chars || name.starts_with('-') || name.ends_with('-')
+    if name.is_empty()
+        || name.len() > 63
+        || !ok_chars
+        || name.starts_with('-')
+        || name.ends_with('-')
     {
         return Err(format!(
             "host name {name:?} must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"

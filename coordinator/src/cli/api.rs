@@ -55,7 +55,15 @@ pub fn hosts(base: &str, output: Output) -> i32 {
     let now = wall_ms();
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header([
-        "NAME", "STATE", "ADDRESS", "LAST SEEN", "CPU", "MEMORY", "LOAD", "UPTIME", "VERSION",
+        "NAME",
+        "STATE",
+        "ADDRESS",
+        "LAST SEEN",
+        "CPU",
+        "MEMORY",
+        "LOAD",
+        "UPTIME",
+        "VERSION",
     ]);
     for h in &list.hosts {
         table.add_row(host_row(h, now));
@@ -81,7 +89,12 @@ fn host_row(h: &HostRecord, now_ms: u64) -> Vec<String> {
     };
     vec![
         h.name.clone(),
-        if h.connected { "connected" } else { "disconnected" }.into(),
+        if h.connected {
+            "connected"
+        } else {
+            "disconnected"
+        }
+        .into(),
         h.address.map_or("-".into(), |a| a.to_string()),
         format!("{} ago", short_duration(ago)),
         cpu,
@@ -139,6 +152,9 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(5)), "5s");
         assert_eq!(short_duration(Duration::from_secs(125)), "2m");
         assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 120)), "3h2m");
-        assert_eq!(short_duration(Duration::from_secs(2 * 86400 + 3600)), "2d1h");
+        assert_eq!(
+            short_duration(Duration::from_secs(2 * 86400 + 3600)),
+            "2d1h"
+        );
     }
 }

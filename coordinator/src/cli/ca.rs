@@ -61,7 +61,14 @@ pub fn run(cmd: CaCommand) -> i32 {
             days,
             out,
             force,
-        } => issue_cmd(&dir, &name, role, days, out.as_deref().unwrap_or(&dir), force),
+        } => issue_cmd(
+            &dir,
+            &name,
+            role,
+            days,
+            out.as_deref().unwrap_or(&dir),
+            force,
+        ),
     }
 }
 
@@ -95,7 +102,11 @@ fn init(dir: &Path, days: u32) -> i32 {
 fn issue_cmd(dir: &Path, name: &str, role: Role, days: u32, out: &Path, force: bool) -> i32 {
     let read = |p: PathBuf| {
         fs::read_to_string(&p).map_err(|e| {
-            eprintln!("cannot read {}: {e} (run `understudy ca init --dir {}` first?)", p.display(), dir.display());
+            eprintln!(
+                "cannot read {}: {e} (run `understudy ca init --dir {}` first?)",
+                p.display(),
+                dir.display()
+            );
             exit::DATA_ERR
         })
     };
@@ -103,7 +114,10 @@ fn issue_cmd(dir: &Path, name: &str, role: Role, days: u32, out: &Path, force: b
         (Ok(cert_pem), Ok(key_pem)) => PemPair { cert_pem, key_pem },
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let (crt, key) = (out.join(format!("{name}.crt")), out.join(format!("{name}.key")));
+    let (crt, key) = (
+        out.join(format!("{name}.crt")),
+        out.join(format!("{name}.key")),
+    );
     if !force {
         if let Some(p) = [&crt, &key].into_iter().find(|p| p.exists()) {
             eprintln!("{} already exists; pass --force to replace it", p.display());

@@ -130,7 +130,8 @@ async fn session(
 /// speaks: QUIC close reasons are outside our framing.
 fn refuse(shared: &Shared, conn: &quinn::Connection, name: &str, err: &SessionError) {
     let code = match err {
-        SessionError::Frame(FrameError::Io(_) | FrameError::Closed) | SessionError::Connection(_) => {
+        SessionError::Frame(FrameError::Io(_) | FrameError::Closed)
+        | SessionError::Connection(_) => {
             tracing::info!(host = name, "connection ended: {err}");
             return;
         }

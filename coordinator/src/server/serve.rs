@@ -56,18 +56,22 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {
-        tracing::warn!(reason = reason.label(), "refused agent certificate: {detail}");
+        tracing::warn!(
+            reason = reason.label(),
+            "refused agent certificate: {detail}"
+        );
         if let Some(s) = sink_shared.upgrade() {
             s.metrics.refused(reason);
         }
     });
     let quic_cfg = server_config(&tls, Role::Agent, CONTROL_ALPN, hb.timeout * 2, sink)?;
-    let endpoint =
-        quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| ServeError::Bind {
+    let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
+        ServeError::Bind {
             what: "quic.listen",
             addr: config.quic.listen,
             source,
-        })?;
+        }
+    })?;
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {
