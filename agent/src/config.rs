@@ -130,3 +130,20 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+    use understudy_common::config::parse;
+
+    #[test]
+    fn shipped_sample_parses() {
+        let cfg: AgentConfig = parse(include_str!("../../packaging/agent.toml")).unwrap();
+        let problems: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .filter(|p| !p.reason.contains("tls."))
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}

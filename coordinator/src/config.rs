@@ -178,3 +178,22 @@ mod tests {
         assert_eq!(err.0, "quic.listen_port");
     }
 }
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+    use understudy_common::config::parse;
+
+    #[test]
+    fn shipped_sample_parses() {
+        let cfg: CoordinatorConfig =
+            parse(include_str!("../../packaging/coordinator.toml")).unwrap();
+        // Everything but the certificate files (not present here) is valid.
+        let problems: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .filter(|p| !p.reason.contains("tls.") && p.key != "store.path")
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}

@@ -1,6 +1,8 @@
 //! The command lines as an operator meets them: config mistakes exit 78 naming the file
 //! and key, usage mistakes exit 64, and nothing is overwritten or half-written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::process::{Command, Output};
 
 use understudy_tests::cluster::bin;

@@ -1,6 +1,8 @@
 //! End to end: a coordinator and agents on separate namespace hosts, talking over real
 //! mutual-TLS QUIC, observed the way an operator would — through `understudy hosts`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use understudy_coordinator::registry::HostRecord;

@@ -2,6 +2,8 @@
 //! passes, and a live process holding a TCP listener on a namespace host is dumped
 //! without being disturbed (it keeps serving and keeps its in-memory state).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! oversized frame is disconnected with a clear reason, while the coordinator keeps
 //! serving everyone else without a stall.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use understudy_common::frame::MAGIC;

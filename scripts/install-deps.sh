@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, the demo and the tests need on a fresh Debian 12 (run as root).
+# Idempotent: packages already present are not reinstalled, and apt-get update runs only
+# when something is missing.
+set -euo pipefail
+
+[ "$(id -u)" = 0 ] || { echo "install-deps: run as root (namespaces, CRIU and apt need it)" >&2; exit 77; }
+
+# iproute2 + util-linux: namespace test hosts (ip, nsenter); python3: demo and test
+# workloads; debootstrap: the private CRIU root; libclang-dev + pkg-config: bindgen for libcriu.
+pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  for d in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+    [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
+  done
+fi
+command -v cargo >/dev/null || {
+  echo "install-deps: cargo not found; install Rust 1.95 with rustup (rust-toolchain.toml pins it)" >&2
+  exit 69
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: installs prerequisites, provisions CRIU, then runs the formatting and
+# lint gates and every test (unit, CLI, and end-to-end on network-namespace hosts).
+# Run as root on Debian 12:  sudo bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/install-deps.sh
+bash packaging/criu/provision-criu.sh
+
+cargo fmt --all -- --check
+cargo build --workspace --bins --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# End-to-end tests fail instead of skipping when their prerequisites are missing here.
+UNDERSTUDY_REQUIRE_E2E=1 UNDERSTUDY_REQUIRE_CRIU=1 cargo test --workspace --locked
