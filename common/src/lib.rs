@@ -6,9 +6,12 @@
 
 pub mod codec;
 pub mod config;
+pub mod epoch;
 pub mod exit;
 pub mod frame;
 pub mod protocol;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod transfer;
+pub mod workload;

@@ -32,6 +32,8 @@ pub struct Register {
     pub agent_version: String,
     /// Telemetry at the time of registration.
     pub telemetry: TelemetrySummary,
+    /// UDP port of the agent's data plane (where shadows receive epochs), if it serves one.
+    pub data_port: Option<u16>,
 }
 
 /// A heartbeat with fresh telemetry.

@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod workloads;

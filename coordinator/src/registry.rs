@@ -33,6 +33,9 @@ pub struct HostRecord {
     pub telemetry: Option<TelemetrySummary>,
     /// Heartbeats received from this host since it was first seen.
     pub heartbeats: u64,
+    /// UDP port of the host's data plane, if it serves one.
+    #[serde(default)]
+    pub data_port: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,8 @@ pub struct Registration {
     pub agent_version: String,
     /// Telemetry sent with the registration.
     pub telemetry: TelemetrySummary,
+    /// The host's data-plane port.
+    pub data_port: Option<u16>,
 }
 
 /// The registry of hosts.
@@ -95,6 +100,7 @@ impl Registry {
                 agent_version: String::new(),
                 telemetry: None,
                 heartbeats: 0,
+                data_port: None,
             },
             live: None,
         });
@@ -109,6 +115,7 @@ impl Registry {
         r.last_seen_unix_ms = wall_ms;
         r.agent_version = reg.agent_version;
         r.telemetry = Some(reg.telemetry);
+        r.data_port = reg.data_port;
         replaced
     }
 
@@ -171,6 +178,11 @@ impl Registry {
         self.hosts.values().map(|e| &e.record)
     }
 
+    /// The current connection of a connected host.
+    pub fn connection_of(&self, name: &str) -> Option<ConnId> {
+        self.hosts.get(name)?.live.as_ref().map(|l| l.conn)
+    }
+
     /// How many hosts are connected.
     pub fn connected_count(&self) -> usize {
         self.hosts.values().filter(|e| e.live.is_some()).count()
@@ -194,6 +206,7 @@ mod tests {
             conn,
             agent_version: "0.1.0".into(),
             telemetry: TelemetrySummary::default(),
+            data_port: Some(7442),
         }
     }
 

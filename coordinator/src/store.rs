@@ -1,5 +1,5 @@
-//! Durable storage of host records in an embedded redb database, so a restarted coordinator
-//! still knows every host.
+//! Durable storage of host and workload records in an embedded redb database, so a
+//! restarted coordinator still knows every host and workload.
 //!
 //! Each value is a one-byte format version followed by the encoded record; a value of an
 //! unknown version is refused with its key named rather than misread.
@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 use understudy_common::codec;
 
+use serde::{de::DeserializeOwned, Serialize};
+
 use crate::registry::HostRecord;
+use crate::workloads::WorkloadRecord;
 
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+const WORKLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("workloads");
 const RECORD_VERSION: u8 = 1;
 const MAX_RECORD_BYTES: usize = 64 * 1024;
 
@@ -38,7 +42,7 @@ pub enum StoreError {
     },
 }
 
-/// The registry's database.
+/// The coordinator's database: host and workload records.
 #[derive(Debug)]
 pub struct Store {
     db: Database,
@@ -56,14 +60,40 @@ impl Store {
         // Make sure the table exists so that reads on a fresh store succeed.
         let tx = store.db.begin_write().map_err(|e| store.err(e))?;
         tx.open_table(HOSTS).map_err(|e| store.err(e))?;
+        tx.open_table(WORKLOADS).map_err(|e| store.err(e))?;
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
     }
 
     /// Every stored host record.
     pub fn load_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        self.load(HOSTS)
+    }
+
+    /// Writes the given host records in one transaction.
+    pub fn save_hosts<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a HostRecord>,
+    ) -> Result<(), StoreError> {
+        self.save(HOSTS, records.into_iter().map(|r| (r.name.as_str(), r)))
+    }
+
+    /// Every stored workload record.
+    pub fn load_workloads(&self) -> Result<Vec<WorkloadRecord>, StoreError> {
+        self.load(WORKLOADS)
+    }
+
+    /// Writes one workload record.
+    pub fn save_workload(&self, record: &WorkloadRecord) -> Result<(), StoreError> {
+        self.save(WORKLOADS, [(record.spec.name.as_str(), record)])
+    }
+
+    fn load<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(HOSTS).map_err(|e| self.err(e))?;
+        let table = tx.open_table(def).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
@@ -72,30 +102,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the given records in one transaction.
-    pub fn save_hosts<'a>(
+    fn save<'a, T: Serialize + 'a>(
         &self,
-        records: impl IntoIterator<Item = &'a HostRecord>,
+        def: TableDefinition<&str, &[u8]>,
+        records: impl IntoIterator<Item = (&'a str, &'a T)>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut table = tx.open_table(HOSTS).map_err(|e| self.err(e))?;
-            for record in records {
+            let mut table = tx.open_table(def).map_err(|e| self.err(e))?;
+            for (key, record) in records {
                 let mut bytes = vec![RECORD_VERSION];
                 bytes.extend(codec::encode(record).map_err(|e| StoreError::Record {
                     path: self.path.clone(),
-                    key: record.name.clone(),
+                    key: key.to_owned(),
                     reason: e.to_string(),
                 })?);
                 table
-                    .insert(record.name.as_str(), bytes.as_slice())
+                    .insert(key, bytes.as_slice())
                     .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn decode(&self, key: &str, value: &[u8]) -> Result<HostRecord, StoreError> {
+    fn decode<T: DeserializeOwned>(&self, key: &str, value: &[u8]) -> Result<T, StoreError> {
         let bad = |reason: String| StoreError::Record {
             path: self.path.clone(),
             key: key.to_owned(),
@@ -141,6 +171,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             telemetry: None,
             heartbeats: 3,
+            data_port: None,
         };
         Store::open(&path).unwrap().save_hosts([&rec]).unwrap();
         let loaded = Store::open(&path).unwrap().load_hosts().unwrap();

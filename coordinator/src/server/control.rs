@@ -11,7 +11,9 @@ use understudy_common::protocol::{
 use understudy_common::tls::identity::read_identity;
 use understudy_common::tls::Refusal;
 
-use super::Shared;
+use understudy_common::workload::Report;
+
+use super::{workloads, Shared};
 
 /// How long a new connection may take to open its stream and register.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +76,7 @@ fn peer_name(conn: &quinn::Connection) -> Option<String> {
 }
 
 async fn session(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &quinn::Connection,
     name: &str,
     conn_id: &mut Option<u64>,
@@ -91,8 +93,15 @@ async fn session(
             })
         }
     };
-    let id = shared.register(conn, name, reg.agent_version.clone(), reg.telemetry);
+    let id = shared.register(
+        conn,
+        name,
+        reg.agent_version.clone(),
+        reg.telemetry,
+        reg.data_port,
+    );
     *conn_id = Some(id);
+    tokio::spawn(read_reports(shared.clone(), conn.clone(), name.to_owned()));
     tracing::info!(host = name, remote = %conn.remote_address(), version = %reg.agent_version, "agent registered");
     let hb_ms = u64::try_from(shared.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
     let reply = CoordinatorMessage::Registered {
@@ -122,6 +131,16 @@ async fn session(
                     got: kind(&other),
                 })
             }
+        }
+    }
+}
+
+/// Reads the agent's reports: one frame per unidirectional stream.
+async fn read_reports(shared: Arc<Shared>, conn: quinn::Connection, name: String) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        match read_frame::<_, Report>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME).await {
+            Ok(report) => workloads::on_report(&shared, &name, report),
+            Err(e) => tracing::warn!(host = %name, "unreadable report: {e}"),
         }
     }
 }

@@ -5,18 +5,25 @@
 
 pub mod control;
 pub mod http;
+pub mod orders;
 pub mod serve;
+pub mod workloads;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use understudy_common::protocol::close;
 use understudy_common::telemetry::TelemetrySummary;
+use understudy_common::workload::Peer;
 
 use crate::metrics::Metrics;
 use crate::registry::{ConnId, HostRecord, Registration, Registry};
 use crate::store::Store;
+use crate::workloads::placement::Candidate;
+use crate::workloads::WorkloadRecord;
+use workloads::MigrationStatus;
 
 /// Milliseconds since the Unix epoch.
 pub fn wall_ms() -> u64 {
@@ -36,6 +43,8 @@ struct State {
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
+    workloads: Mutex<BTreeMap<String, WorkloadRecord>>,
+    migrations: Mutex<HashMap<String, MigrationStatus>>,
     store: Store,
     /// Exported metrics.
     pub metrics: Metrics,
@@ -50,6 +59,7 @@ impl Shared {
     pub fn new(
         store: Store,
         records: Vec<HostRecord>,
+        workloads: Vec<WorkloadRecord>,
         heartbeat_interval: Duration,
         heartbeat_timeout: Duration,
     ) -> Self {
@@ -60,6 +70,13 @@ impl Shared {
                 conns: HashMap::new(),
                 next_conn: 1,
             }),
+            workloads: Mutex::new(
+                workloads
+                    .into_iter()
+                    .map(|w| (w.spec.name.clone(), w))
+                    .collect(),
+            ),
+            migrations: Mutex::new(HashMap::new()),
             store,
             metrics: Metrics::new(),
             started: Instant::now(),
@@ -97,6 +114,7 @@ impl Shared {
         name: &str,
         agent_version: String,
         telemetry: TelemetrySummary,
+        data_port: Option<u16>,
     ) -> ConnId {
         let mut st = self.lock();
         let id = st.next_conn;
@@ -109,6 +127,7 @@ impl Shared {
                 conn: id,
                 agent_version,
                 telemetry,
+                data_port,
             },
             Instant::now(),
             wall_ms(),
@@ -175,5 +194,123 @@ impl Shared {
     /// A snapshot of every host.
     pub fn hosts(&self) -> Vec<HostRecord> {
         self.lock().registry.records().cloned().collect()
+    }
+}
+
+impl Shared {
+    /// The live connection to host `name`.
+    pub fn connection(&self, name: &str) -> Option<quinn::Connection> {
+        let st = self.lock();
+        let id = st.registry.connection_of(name)?;
+        st.conns.get(&id).cloned()
+    }
+
+    /// How other agents reach `name`'s data plane, if it is connected and serves one.
+    pub fn peer(&self, name: &str) -> Result<Peer, String> {
+        let st = self.lock();
+        let rec = st
+            .registry
+            .get(name)
+            .ok_or_else(|| format!("host {name:?} is not known to this coordinator"))?;
+        if !rec.connected {
+            return Err(format!("host {name:?} is not connected"));
+        }
+        match (rec.address, rec.data_port) {
+            (Some(a), Some(port)) => Ok(Peer {
+                name: name.to_owned(),
+                addr: SocketAddr::new(a.ip(), port),
+            }),
+            _ => Err(format!("host {name:?} serves no data plane")),
+        }
+    }
+
+    /// Connected hosts serving a data plane, with their load, for placement.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let st = self.lock();
+        st.registry
+            .records()
+            .filter(|r| r.connected && r.data_port.is_some())
+            .map(|r| {
+                let t = r.telemetry.clone().unwrap_or_default();
+                #[allow(clippy::cast_precision_loss)] // a share, precision is irrelevant
+                let memory_share = if t.memory_total_bytes == 0 {
+                    0.0
+                } else {
+                    t.memory_used_bytes as f32 / t.memory_total_bytes as f32
+                };
+                Candidate {
+                    name: r.name.clone(),
+                    cpu_percent: t.cpu_percent,
+                    memory_share,
+                }
+            })
+            .collect()
+    }
+
+    fn workloads_lock(&self) -> MutexGuard<'_, BTreeMap<String, WorkloadRecord>> {
+        self.workloads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of one workload's record.
+    pub fn workload(&self, name: &str) -> Option<WorkloadRecord> {
+        self.workloads_lock().get(name).cloned()
+    }
+
+    /// Every workload.
+    pub fn workload_list(&self) -> Vec<WorkloadRecord> {
+        self.workloads_lock().values().cloned().collect()
+    }
+
+    /// Changes a workload's record with `f` and persists it; returns the new record.
+    pub fn update_workload(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut WorkloadRecord),
+    ) -> Option<WorkloadRecord> {
+        let mut w = self.workloads_lock();
+        let rec = w.get_mut(name)?;
+        f(rec);
+        let rec = rec.clone();
+        drop(w);
+        if let Err(e) = self.store.save_workload(&rec) {
+            tracing::error!(workload = name, "could not persist workload: {e}");
+        }
+        Some(rec)
+    }
+
+    /// Adds a new workload; false if the name is taken.
+    pub fn insert_workload(&self, rec: WorkloadRecord) -> bool {
+        let mut w = self.workloads_lock();
+        if w.contains_key(&rec.spec.name) {
+            return false;
+        }
+        w.insert(rec.spec.name.clone(), rec.clone());
+        drop(w);
+        if let Err(e) = self.store.save_workload(&rec) {
+            tracing::error!(workload = %rec.spec.name, "could not persist workload: {e}");
+        }
+        true
+    }
+
+    fn migrations_lock(&self) -> MutexGuard<'_, HashMap<String, MigrationStatus>> {
+        self.migrations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current or last migration of a workload.
+    pub fn migration(&self, name: &str) -> Option<MigrationStatus> {
+        self.migrations_lock().get(name).cloned()
+    }
+
+    /// Changes a migration's status.
+    pub fn update_migration(&self, name: &str, f: impl FnOnce(&mut MigrationStatus)) {
+        if let Some(m) = self.migrations_lock().get_mut(name) {
+            f(m);
+        }
+    }
+
+    /// Records a new migration.
+    pub fn set_migration(&self, status: MigrationStatus) {
+        self.migrations_lock()
+            .insert(status.workload.clone(), status);
     }
 }

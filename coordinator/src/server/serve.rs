@@ -51,8 +51,15 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     let tls = config.tls.load(Role::Coordinator)?;
     let store = Store::open(&config.store.path)?;
     let records = store.load_hosts()?;
+    let workloads = store.load_workloads()?;
     let hb = &config.heartbeat;
-    let shared = Arc::new(Shared::new(store, records, hb.interval, hb.timeout));
+    let shared = Arc::new(Shared::new(
+        store,
+        records,
+        workloads,
+        hb.interval,
+        hb.timeout,
+    ));
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {

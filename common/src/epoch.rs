@@ -1,0 +1,209 @@
+//! Epoch manifests: what one checkpoint epoch consists of, with a BLAKE3 hash per file.
+//!
+//! On disk a manifest is the magic `USMF`, a format version (u16), the payload length
+//! (u32), the encoded manifest, and the BLAKE3 hash of the payload, so a truncated or
+//! altered manifest is refused rather than trusted.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+
+const MAGIC: [u8; 4] = *b"USMF";
+/// Format version of manifests written by this build.
+pub const MANIFEST_VERSION: u16 = 1;
+/// Largest manifest accepted.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// File name of the manifest inside an epoch directory.
+pub const MANIFEST_FILE: &str = "manifest.bin";
+
+/// One file of an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name inside the epoch directory (no directories).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 hash of the content.
+    pub blake3: [u8; 32],
+}
+
+/// One consistent cut of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The workload.
+    pub workload: String,
+    /// Its generation when the epoch was taken.
+    pub generation: u64,
+    /// Epoch number, increasing per workload.
+    pub epoch: u64,
+    /// When the dump was taken, milliseconds since the Unix epoch.
+    pub taken_unix_ms: u64,
+    /// CRIU key of the pipe carrying the workload's stdout/stderr (e.g. `pipe:[123]`), which
+    /// the restoring host replaces with a pipe of its own.
+    pub stdio_key: Option<String>,
+    /// The files, sorted by name.
+    pub files: Vec<FileEntry>,
+}
+
+/// Why a manifest could not be read or a file did not match it.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// I/O error on the named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The manifest is damaged or of an unknown version.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file's content does not match the manifest.
+    #[error("{name}: {reason}")]
+    Mismatch {
+        /// File name.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
+}
+
+impl Manifest {
+    /// Encodes the manifest for disk.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, codec::CodecError> {
+        let payload = codec::encode(self)?;
+        let mut out = Vec::with_capacity(payload.len() + 42);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_be_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(blake3::hash(&payload).as_bytes());
+        Ok(out)
+    }
+
+    /// Decodes a manifest, checking magic, version, length and checksum.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 42 || bytes[..4] != MAGIC {
+            return Err("not a manifest (bad magic or too short)".into());
+        }
+        let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+        if version != MANIFEST_VERSION {
+            return Err(format!(
+                "manifest format version {version} is not supported (this build reads {MANIFEST_VERSION})"
+            ));
+        }
+        let len = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+        if len > MAX_MANIFEST_BYTES || bytes.len() != 10 + len + 32 {
+            return Err(format!("manifest length {len} does not match the file"));
+        }
+        let payload = &bytes[10..10 + len];
+        if blake3::hash(payload).as_bytes() != &bytes[10 + len..] {
+            return Err("manifest checksum mismatch".into());
+        }
+        codec::decode(payload, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())
+    }
+
+    /// Reads `dir/manifest.bin`.
+    pub fn read_from(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes).map_err(|reason| ManifestError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// Total size of the epoch's files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Checks every file in `dir` against the manifest (size and hash); extra files other
+    /// than the manifest and CRIU logs are refused too.
+    pub fn verify_dir(&self, dir: &Path) -> Result<(), ManifestError> {
+        for f in &self.files {
+            check_file(&dir.join(&f.name), f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Hashes a file in one pass.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hasher = blake3::Hasher::new();
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok((size, *hasher.finalize().as_bytes()))
+}
+
+/// Checks one file against its manifest entry.
+pub fn check_file(path: &Path, entry: &FileEntry) -> Result<(), ManifestError> {
+    let (size, hash) = hash_file(path).map_err(|source| ManifestError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if size != entry.size {
+        return Err(ManifestError::Mismatch {
+            name: entry.name.clone(),
+            reason: format!("size {size}, manifest says {}", entry.size),
+        });
+    }
+    if hash != entry.blake3 {
+        return Err(ManifestError::Mismatch {
+            name: entry.name.clone(),
+            reason: "BLAKE3 hash differs from the manifest".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            workload: "w".into(),
+            generation: 2,
+            epoch: 7,
+            taken_unix_ms: 1,
+            stdio_key: Some("pipe:[1]".into()),
+            files: vec![FileEntry {
+                name: "pages-1.img".into(),
+                size: 3,
+                blake3: *blake3::hash(b"abc").as_bytes(),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_any_flipped_byte_is_refused() {
+        let bytes = sample().to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), sample());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(Manifest::from_bytes(&b).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn verify_dir_finds_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pages-1.img"), b"abc").unwrap();
+        sample().verify_dir(dir.path()).unwrap();
+        std::fs::write(dir.path().join("pages-1.img"), b"abd").unwrap();
+        let err = sample().verify_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("pages-1.img"));
+    }
+}

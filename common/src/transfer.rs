@@ -1,0 +1,75 @@
+//! Data-plane messages: a primary agent sending one epoch to its shadow over one QUIC
+//! stream.
+//!
+//! The primary offers the epoch (its manifest and the epoch its deltas are against); the
+//! shadow accepts, saying whether it holds that base, or refuses. Each file then follows as
+//! a `File` frame announcing its encoding and compressed length, followed by exactly that
+//! many raw bytes (zstd of the whole file, or of a fast_rsync delta against the base
+//! epoch's file of the same name). After `Done` the shadow checks every hash and either
+//! commits, or asks for named files whole, once; a file that still fails refuses the epoch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::epoch::Manifest;
+
+/// ALPN protocol name of the agent ⇄ agent data plane.
+pub const DATA_ALPN: &[u8] = b"understudy-data/1";
+/// Largest data-plane control frame (manifests included).
+pub const MAX_DATA_FRAME: u32 = 8 * 1024 * 1024;
+
+/// Sent by the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataMessage {
+    /// An epoch is coming.
+    Offer {
+        /// What it consists of.
+        manifest: Manifest,
+        /// The committed epoch deltas are computed against, if any.
+        base_epoch: Option<u64>,
+    },
+    /// One file's bytes follow this frame.
+    File {
+        /// File name from the manifest.
+        name: String,
+        /// How the bytes encode the file.
+        encoding: Encoding,
+        /// Number of raw bytes after this frame.
+        len: u64,
+    },
+    /// Every file has been sent.
+    Done,
+}
+
+/// How a file's bytes are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// zstd of the whole file.
+    Whole,
+    /// zstd of a fast_rsync delta against the base epoch's file of the same name.
+    Delta,
+}
+
+/// Sent by the shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataReply {
+    /// Go ahead.
+    Accept {
+        /// Whether the shadow holds the offered base epoch (else send every file whole).
+        have_base: bool,
+    },
+    /// Send these files again, whole: they did not match the manifest.
+    Resend {
+        /// File names.
+        names: Vec<String>,
+    },
+    /// The epoch is committed.
+    Committed {
+        /// Its number.
+        epoch: u64,
+    },
+    /// The offer or epoch is refused; nothing was committed.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,87 @@
+//! Workloads as the coordinator sees them: where each runs, where its shadow is, its
+//! generation and its recovery point; and the decisions about them (placement,
+//! migration), kept free of I/O.
+
+pub mod migration;
+pub mod placement;
+
+use serde::{Deserialize, Serialize};
+use understudy_common::workload::{EpochReport, WorkloadSpec};
+
+/// What state a workload is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum WorkloadState {
+    /// Being started on its primary.
+    Starting,
+    /// Running on its primary.
+    Running,
+    /// A switchover is in progress.
+    Migrating,
+    /// The tree exited on its own (the detail says how).
+    Exited(String),
+    /// Could not be started or was lost (the detail says why).
+    Failed(String),
+}
+
+/// The coordinator's record of a workload; persisted and served by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// What to run.
+    pub spec: WorkloadSpec,
+    /// Host running it.
+    pub primary: String,
+    /// Host holding its understudy, if any.
+    pub shadow: Option<String>,
+    /// Bumped by every switchover; orders carry it.
+    pub generation: u64,
+    /// Lifecycle state.
+    pub state: WorkloadState,
+    /// Why it is not protected right now (no shadow, CRIU error, shadow unreachable).
+    pub unprotected: Option<String>,
+    /// The newest epoch committed on the shadow: the recovery point.
+    pub last_epoch: Option<EpochReport>,
+    /// Epochs committed so far.
+    pub epochs: u64,
+    /// When the record was created, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// The last switchover's outcome, if any.
+    pub last_migration: Option<MigrationSummary>,
+}
+
+/// How a switchover ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationSummary {
+    /// From host.
+    pub from: String,
+    /// To host.
+    pub to: String,
+    /// Generation it ran under.
+    pub generation: u64,
+    /// "succeeded", "rolled back" or "failed".
+    pub outcome: String,
+    /// Error, when it did not succeed.
+    pub error: Option<String>,
+    /// Freeze time: from the final-checkpoint order to the restored workload's reply, ms.
+    pub freeze_ms: Option<u64>,
+    /// Total time, ms.
+    pub total_ms: u64,
+    /// When it finished, milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+}
+
+impl WorkloadRecord {
+    /// Applies a committed epoch, if it belongs to the current generation.
+    pub fn epoch_committed(&mut self, report: EpochReport) -> bool {
+        if report.generation != self.generation {
+            return false;
+        }
+        if self.last_epoch.as_ref().is_some_and(|e| e.epoch >= report.epoch) {
+            return false;
+        }
+        self.unprotected = None;
+        self.epochs += 1;
+        self.last_epoch = Some(report);
+        true
+    }
+}
