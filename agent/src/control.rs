@@ -107,6 +107,7 @@ async fn registered_session(
     let register = AgentMessage::Register(Register {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         telemetry: sampler.sample(),
+        data_port: None,
     });
     write_frame(&mut send, PROTOCOL_VERSION, &register).await?;
     let interval = match answer(&mut recv).await? {

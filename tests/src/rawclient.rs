@@ -65,6 +65,7 @@ pub async fn connect(
     let reg = AgentMessage::Register(Register {
         agent_version: "raw-test-client".into(),
         telemetry: TelemetrySummary::default(),
+        data_port: None,
     });
     write_frame(&mut send, PROTOCOL_VERSION, &reg)
         .await
