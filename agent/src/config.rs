@@ -22,6 +22,37 @@ pub struct AgentConfig {
     /// How quickly to retry a lost coordinator.
     #[serde(default)]
     pub reconnect: ReconnectSection,
+    /// Where other agents send epochs to this one.
+    #[serde(default)]
+    pub data_plane: DataPlaneSection,
+    /// Which CRIU to use.
+    #[serde(default)]
+    pub criu: CriuSection,
+}
+
+/// `[data_plane]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneSection {
+    /// UDP address of the agent-to-agent data plane.
+    pub listen: SocketAddr,
+}
+
+impl Default for DataPlaneSection {
+    fn default() -> Self {
+        DataPlaneSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7442)),
+        }
+    }
+}
+
+/// `[criu]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriuSection {
+    /// The criu binary (default: `CRIU_BIN` from the environment, else the one found at
+    /// build time, e.g. `/var/cache/understudy/criu/bin/criu`).
+    pub binary: Option<PathBuf>,
 }
 
 /// `[agent]`
@@ -94,6 +125,17 @@ impl Validate for AgentConfig {
                     humantime::format_duration(r.max)
                 ),
             ));
+        }
+        if self.data_plane.listen.port() == 0 {
+            problems.push(Problem::new("data_plane.listen", "port must not be 0"));
+        }
+        if let Some(bin) = &self.criu.binary {
+            if !bin.exists() {
+                problems.push(Problem::new(
+                    "criu.binary",
+                    format!("{} does not exist", bin.display()),
+                ));
+            }
         }
         if let Err(e) = self.tls.load(Role::Agent) {
             problems.push(Problem::new("", e.to_string()));

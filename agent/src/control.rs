@@ -2,17 +2,20 @@
 //! and reconnect with capped backoff whenever the connection is lost.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use understudy_common::frame::{read_frame, write_frame, FrameError};
 use understudy_common::protocol::{
     close, AgentMessage, CoordinatorMessage, Heartbeat, Register, MAX_CONTROL_FRAME,
     PROTOCOL_VERSION,
 };
 use understudy_common::tls::COORDINATOR_SAN;
+use understudy_common::workload::{Order, OrderReply, Report};
 
 use crate::backoff::Backoff;
+use crate::node::Node;
 use crate::telemetry::Sampler;
 
 /// How long to wait for the coordinator to answer a message.
@@ -37,9 +40,22 @@ enum Outcome {
     Stopped,
 }
 
+/// What a control session needs besides the connection.
+#[derive(Debug)]
+pub struct Control {
+    /// The agent's shared state (orders act on it).
+    pub node: Arc<Node>,
+    /// Client config for coordinator connections.
+    pub client: quinn::ClientConfig,
+    /// Data-plane port to announce.
+    pub data_port: u16,
+    /// Reports waiting to be sent.
+    pub reports: mpsc::Receiver<Report>,
+}
+
 /// Keeps the agent connected to a coordinator until `stop` turns true.
 pub async fn run(
-    endpoint: quinn::Endpoint,
+    mut ctl: Control,
     addresses: Vec<SocketAddr>,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
@@ -49,7 +65,7 @@ pub async fn run(
     loop {
         let addr = addresses[next % addresses.len()];
         next += 1;
-        match session(&endpoint, addr, &mut sampler, &mut backoff, &mut stop).await {
+        match session(&mut ctl, addr, &mut sampler, &mut backoff, &mut stop).await {
             Ok(Outcome::Stopped) => return,
             Err(e) => {
                 let wait = backoff.next_wait();
@@ -74,14 +90,20 @@ async fn answer(recv: &mut quinn::RecvStream) -> Result<CoordinatorMessage, Sess
 }
 
 async fn session(
-    endpoint: &quinn::Endpoint,
+    ctl: &mut Control,
     addr: SocketAddr,
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, SessionError> {
-    let conn = endpoint.connect(addr, COORDINATOR_SAN)?.await?;
-    let result = registered_session(&conn, sampler, backoff, stop).await;
+    let conn = ctl
+        .node
+        .endpoint
+        .connect_with(ctl.client.clone(), addr, COORDINATOR_SAN)?
+        .await?;
+    let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone()));
+    let result = registered_session(&conn, ctl, sampler, backoff, stop).await;
+    orders.abort();
     match &result {
         Ok(Outcome::Stopped) => conn.close(close::SHUTDOWN.into(), b"agent shutting down"),
         Err(SessionError::Frame(FrameError::Io(_))) | Err(SessionError::Connection(_)) => {
@@ -99,6 +121,7 @@ async fn session(
 
 async fn registered_session(
     conn: &quinn::Connection,
+    ctl: &mut Control,
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
@@ -107,7 +130,7 @@ async fn registered_session(
     let register = AgentMessage::Register(Register {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         telemetry: sampler.sample(),
-        data_port: None,
+        data_port: Some(ctl.data_port),
     });
     write_frame(&mut send, PROTOCOL_VERSION, &register).await?;
     let interval = match answer(&mut recv).await? {
@@ -127,9 +150,19 @@ async fn registered_session(
     tick.tick().await;
     let mut seq = 0u64;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return Ok(Outcome::Stopped),
+        let report = tokio::select! {
+            _ = tick.tick() => None,
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(Outcome::Stopped);
+                }
+                continue;
+            }
+            Some(report) = ctl.reports.recv() => Some(report),
+        };
+        if let Some(report) = report {
+            send_report(conn, &report).await?;
+            continue;
         }
         seq += 1;
         let hb = AgentMessage::Heartbeat(Heartbeat {
@@ -141,5 +174,31 @@ async fn registered_session(
             CoordinatorMessage::HeartbeatAck { seq: acked } if acked == seq => {}
             other => return Err(SessionError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+async fn send_report(conn: &quinn::Connection, report: &Report) -> Result<(), SessionError> {
+    let mut s = conn.open_uni().await?;
+    write_frame(&mut s, PROTOCOL_VERSION, report).await?;
+    let _ = s.finish();
+    Ok(())
+}
+
+/// Serves the coordinator's orders: one bidirectional stream per order.
+async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let reply = match read_frame::<_, Order>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME)
+                .await
+            {
+                Ok(order) => crate::orders::handle(&node, order).await,
+                Err(e) => OrderReply::Failed(format!("unreadable order: {e}")),
+            };
+            if let Err(e) = write_frame(&mut send, PROTOCOL_VERSION, &reply).await {
+                tracing::warn!("could not answer an order: {e}");
+            }
+            let _ = send.finish();
+        });
     }
 }

@@ -1,9 +1,17 @@
-//! The understudy agent: host telemetry and the control connection to the coordinator.
-//! Later capabilities (workload supervision, checkpoints, replication) hang off [`run`].
+//! The understudy agent: host telemetry, the control connection to the coordinator, the
+//! workloads it runs as primary, and the epochs it sends to and keeps for shadows.
 
 pub mod backoff;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dataplane;
+pub mod fence;
+pub mod node;
+pub mod orders;
+pub mod primary;
+pub mod replication;
 pub mod run;
 pub mod telemetry;
+pub mod workload;

@@ -1,17 +1,23 @@
-//! `understudy-agent` run: wires config → QUIC endpoint → control connection, waits for a
-//! signal, and drains under a deadline.
+//! `understudy-agent` run: wires config → CRIU, fence, QUIC endpoint (data-plane server and
+//! client) → control connection, waits for a signal, and drains under a deadline.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use criu_sys::Criu;
 use understudy_common::protocol::{close, CONTROL_ALPN};
 use understudy_common::shutdown::wait_for_signal;
-use understudy_common::tls::endpoint::{client_config, EndpointConfigError};
+use understudy_common::tls::endpoint::{client_config, server_config, EndpointConfigError};
 use understudy_common::tls::files::TlsFileError;
-use understudy_common::tls::Role;
+use understudy_common::tls::{Refusal, Role};
+use understudy_common::transfer::DATA_ALPN;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
-use crate::control;
+use crate::fence::Fence;
+use crate::node::Node;
+use crate::{control, dataplane};
 
 /// How long a shutdown waits for the coordinator to acknowledge the close.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
@@ -38,6 +44,45 @@ pub enum RunError {
     /// A socket or signal handler could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The data-plane port could not be bound.
+    #[error("data_plane.listen: cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The agent's own state files are unreadable.
+    #[error("{0}")]
+    State(String),
+}
+
+fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
+    let criu = match &config.criu.binary {
+        Some(bin) => Criu::new(bin.clone()),
+        None => Criu::from_env().map_err(|e| e.to_string())?,
+    };
+    let version = criu.version().map_err(|e| {
+        format!(
+            "CRIU at {} does not work: {e}",
+            criu.service_binary().display()
+        )
+    })?;
+    if version < 40200 {
+        return Err(format!(
+            "CRIU at {} is version {version}; 4.2 or newer is needed on this kernel",
+            criu.service_binary().display()
+        ));
+    }
+    let tracking = criu.feature_mem_track().unwrap_or(false);
+    tracing::info!(
+        binary = %criu.service_binary().display(),
+        version,
+        memory_tracking = tracking,
+        "CRIU ready ({})",
+        if tracking { "pre-dumps possible" } else { "no soft-dirty tracking: full dumps, deltas keep the wire small" }
+    );
+    Ok(Arc::new(criu))
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -47,23 +92,53 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         path: config.agent.data_dir.clone(),
         source,
     })?;
-    let client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;
-    let bind: std::net::SocketAddr = if config.coordinator.addresses.iter().any(|a| a.is_ipv6()) {
-        "[::]:0"
-            .parse()
-            .map_err(|_| std::io::Error::other("bad bind address"))?
-    } else {
-        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
-    };
-    let mut endpoint = quinn::Endpoint::client(bind)?;
-    endpoint.set_default_client_config(client);
-    tracing::info!(host = %tls.identity.name, "agent starting");
+    let fence = Fence::load(&config.agent.data_dir).map_err(RunError::State)?;
+    let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;
+    let data_client = client_config(&tls, Role::Agent, DATA_ALPN, IDLE_TIMEOUT)?;
+    let data_server = server_config(
+        &tls,
+        Role::Agent,
+        DATA_ALPN,
+        IDLE_TIMEOUT,
+        Arc::new(|reason: Refusal, detail: &str| {
+            tracing::warn!(reason = reason.label(), "refused data-plane peer: {detail}");
+        }),
+    )?;
+    let listen = config.data_plane.listen;
+    let endpoint =
+        quinn::Endpoint::server(data_server, listen).map_err(|source| RunError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let criu = find_criu(&config);
+    if let Err(e) = &criu {
+        tracing::warn!("workloads will run unprotected: {e}");
+    }
+    tracing::info!(host = %tls.identity.name, data_plane = %listen, "agent starting");
+
+    let (report_tx, report_rx) = tokio::sync::mpsc::channel(1024);
+    let node = Arc::new(Node::new(
+        tls.identity.name.clone(),
+        config.agent.data_dir.clone(),
+        criu,
+        fence,
+        endpoint.clone(),
+        data_client,
+        report_tx,
+    ));
+    tokio::spawn(dataplane::serve(node.clone()));
 
     let seed = u64::from(std::process::id()) ^ tls.identity.name.len() as u64;
     let backoff = Backoff::new(config.reconnect.initial, config.reconnect.max, seed);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ctl = control::Control {
+        node: node.clone(),
+        client: control_client,
+        data_port: listen.port(),
+        reports: report_rx,
+    };
     let control = tokio::spawn(control::run(
-        endpoint.clone(),
+        ctl,
         config.coordinator.addresses.clone(),
         backoff,
         stop_rx,
@@ -71,6 +146,10 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
 
     wait_for_signal().await?;
     let _ = stop_tx.send(true);
+    for p in node.primaries() {
+        // Workloads keep running when the agent stops; only its epochs stop.
+        p.stop_loop().await;
+    }
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
         let _ = control.await;
         endpoint.close(close::SHUTDOWN.into(), b"agent shutting down");

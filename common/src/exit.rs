@@ -8,6 +8,8 @@ pub const DATA_ERR: i32 = 65;
 pub const UNAVAILABLE: i32 = 69;
 /// Something went wrong that is not the operator's input.
 pub const SOFTWARE: i32 = 70;
+/// A temporary failure: the operation was undone and may be retried.
+pub const TEMP_FAIL: i32 = 75;
 /// A file could not be created or written.
 pub const CANT_CREATE: i32 = 73;
 /// A configuration file is missing, unreadable or invalid.

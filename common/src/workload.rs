@@ -72,7 +72,10 @@ impl WorkloadSpec {
         }
         if let Some(dir) = &self.workdir {
             if !dir.is_absolute() {
-                out.push(("workdir".into(), format!("{} must be absolute", dir.display())));
+                out.push((
+                    "workdir".into(),
+                    format!("{} must be absolute", dir.display()),
+                ));
             }
         }
         out
@@ -118,10 +121,10 @@ pub enum Order {
         /// Where to send epochs.
         shadow: Option<Peer>,
     },
-    /// Accept epochs of `workload` from `primary`, for this generation or newer.
+    /// Accept epochs of the workload from `primary`, for this generation or newer.
     ExpectShadow {
-        /// The workload.
-        workload: String,
+        /// The workload, so the shadow can restore it.
+        spec: WorkloadSpec,
         /// Its generation.
         generation: u64,
         /// The host allowed to send epochs.
@@ -168,13 +171,13 @@ impl Order {
     /// The workload and generation the order is for.
     pub fn target(&self) -> (&str, u64) {
         match self {
-            Order::Start { spec, generation, .. } => (&spec.name, *generation),
-            Order::ExpectShadow {
-                workload,
-                generation,
-                ..
+            Order::Start {
+                spec, generation, ..
             }
-            | Order::Checkpoint {
+            | Order::ExpectShadow {
+                spec, generation, ..
+            } => (&spec.name, *generation),
+            Order::Checkpoint {
                 workload,
                 generation,
                 ..

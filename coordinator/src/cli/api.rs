@@ -13,7 +13,8 @@ use crate::server::wall_ms;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
+/// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
+pub(super) fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let resp = ureq::get(&url).timeout(TIMEOUT).call().map_err(|e| {
         eprintln!("cannot reach the coordinator at {base}: {e}");
@@ -26,7 +27,64 @@ fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
     })
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> i32 {
+/// Why a POST did not succeed.
+#[derive(Debug)]
+pub(super) enum ApiFailure {
+    /// The coordinator could not be reached or answered nonsense.
+    Unreachable(String),
+    /// The coordinator refused the request.
+    Refused(u16, String),
+}
+
+impl ApiFailure {
+    /// Prints the failure and returns the exit code for it.
+    pub(super) fn report(self) -> i32 {
+        match self {
+            ApiFailure::Unreachable(e) => {
+                eprintln!("{e}");
+                exit::UNAVAILABLE
+            }
+            ApiFailure::Refused(status, msg) => {
+                eprintln!("refused: {msg}");
+                if status >= 500 {
+                    exit::SOFTWARE
+                } else {
+                    exit::DATA_ERR
+                }
+            }
+        }
+    }
+}
+
+/// POST `body` as JSON to `path` and decode the JSON answer.
+pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, ApiFailure> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    match ureq::post(&url)
+        .timeout(Duration::from_secs(120))
+        .send_json(body)
+    {
+        Ok(resp) => resp
+            .into_json()
+            .map_err(|e| ApiFailure::Unreachable(format!("unexpected answer from {url}: {e}"))),
+        Err(ureq::Error::Status(code, resp)) => {
+            let msg = resp
+                .into_json::<crate::server::http::ErrorBody>()
+                .map(|b| b.error)
+                .unwrap_or_else(|e| format!("HTTP {code} ({e})"));
+            Err(ApiFailure::Refused(code, msg))
+        }
+        Err(e) => Err(ApiFailure::Unreachable(format!(
+            "cannot reach the coordinator at {base}: {e}"
+        ))),
+    }
+}
+
+/// Prints `value` as pretty JSON.
+pub(super) fn print_json<T: serde::Serialize>(value: &T) -> i32 {
     match serde_json::to_string_pretty(value) {
         Ok(s) => {
             println!("{s}");
@@ -110,7 +168,8 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
-fn short_duration(d: Duration) -> String {
+/// "5s", "2m", "3h2m", "2d1h".
+pub(super) fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s}s"),

@@ -4,6 +4,7 @@
 
 mod api;
 mod ca;
+mod workload;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,26 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Create, list and inspect protected workloads.
+    Workload {
+        #[command(subcommand)]
+        command: workload::WorkloadCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Move a workload to its shadow (or --to HOST) with a planned switchover.
+    Migrate {
+        /// Workload name.
+        name: String,
+        /// Target host (default: the current shadow).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only say what would happen.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -93,6 +114,13 @@ pub fn main() -> i32 {
         Command::Ca { command } => ca::run(command),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
         Command::Status { api } => api::status(&api.coordinator, api.output),
+        Command::Workload { command, api } => workload::run(&api.coordinator, api.output, command),
+        Command::Migrate {
+            name,
+            to,
+            dry_run,
+            api,
+        } => workload::migrate(&api.coordinator, api.output, &name, to, dry_run),
     }
 }
 

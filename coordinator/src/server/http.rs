@@ -24,7 +24,13 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -136,7 +142,11 @@ async fn migrate(
     })?;
     let dry = req.dry_run;
     let status = workloads::migrate(&shared, &name, req).await?;
-    let code = if dry { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let code = if dry {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((code, Json(status)))
 }
 
@@ -144,8 +154,10 @@ async fn migration(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Json<workloads::MigrationStatus>, ApiError> {
-    workloads::live_status(&shared, &name).map(Json).ok_or(ApiError {
-        status: 404,
-        message: format!("workload {name:?} has no migration"),
-    })
+    workloads::live_status(&shared, &name)
+        .map(Json)
+        .ok_or(ApiError {
+            status: 404,
+            message: format!("workload {name:?} has no migration"),
+        })
 }

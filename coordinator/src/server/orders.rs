@@ -15,7 +15,13 @@ pub async fn send(shared: &Shared, host: &str, order: &Order, timeout: Duration)
     let Some(conn) = shared.connection(host) else {
         return OrderReply::Failed(format!("host {host} is not connected"));
     };
-    tracing::info!(host, order = order.kind(), workload = order.target().0, generation = order.target().1, "sending order");
+    tracing::info!(
+        host,
+        order = order.kind(),
+        workload = order.target().0,
+        generation = order.target().1,
+        "sending order"
+    );
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(&mut send, PROTOCOL_VERSION, order)

@@ -97,13 +97,17 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
     if shared.workload(&name).is_some() {
         return Err(err(409, format!("workload {name:?} already exists")));
     }
-    shared.peer(&req.host).map_err(|e| err(400, format!("host: {e}")))?;
+    shared
+        .peer(&req.host)
+        .map_err(|e| err(400, format!("host: {e}")))?;
     let shadow = match &req.shadow {
         Some(s) if *s == req.host => {
             return Err(err(400, format!("shadow: {s:?} is the primary itself")))
         }
         Some(s) => {
-            shared.peer(s).map_err(|e| err(400, format!("shadow: {e}")))?;
+            shared
+                .peer(s)
+                .map_err(|e| err(400, format!("shadow: {e}")))?;
             Some(s.clone())
         }
         None => pick_shadow(&name, &req.host, &shared.candidates()),
@@ -164,8 +168,11 @@ async fn expect_shadow(
             return None;
         }
     };
+    let Some(spec) = shared.workload(workload).map(|r| r.spec) else {
+        return None;
+    };
     let order = Order::ExpectShadow {
-        workload: workload.to_owned(),
+        spec,
         generation,
         primary: primary.to_owned(),
     };
@@ -181,7 +188,11 @@ async fn expect_shadow(
 
 fn plan_text(rec: &WorkloadRecord, to: &str, new_shadow: Option<&str>) -> String {
     let (epoch, age, size) = rec.last_epoch.as_ref().map_or((0, 0, 0), |e| {
-        (e.epoch, wall_ms().saturating_sub(e.committed_unix_ms), e.bytes_total)
+        (
+            e.epoch,
+            wall_ms().saturating_sub(e.committed_unix_ms),
+            e.bytes_total,
+        )
     });
     format!(
         "migrate {} from {} to {}: generation {} -> {}; one more epoch while running, then the final epoch with the workload stopped, restore on {to} (newest committed epoch now: {epoch}, {:.1} s old, {:.1} MiB); afterwards shadowed on {}",
@@ -299,7 +310,8 @@ async fn drive(
         (Some(_), Some(s)) => expect_shadow(&shared, &name, generation, s, &to_name).await,
         _ => None,
     };
-    let (mut machine, mut step) = Migration::start(&name, &from, to, generation, new_shadow_peer.clone());
+    let (mut machine, mut step) =
+        Migration::start(&name, &from, to, generation, new_shadow_peer.clone());
     if ok.is_none() {
         step = machine.on_reply(
             OrderReply::Failed(format!("target {to_name} did not accept the epochs")),

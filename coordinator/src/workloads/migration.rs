@@ -184,7 +184,9 @@ impl Migration {
                 self.rollback(format!("final epoch failed: {}", describe(&other)))
             }
             (Phase::Restore, OrderReply::Restored { .. }) => {
-                self.freeze = self.freeze_started.map(|t| now.saturating_duration_since(t));
+                self.freeze = self
+                    .freeze_started
+                    .map(|t| now.saturating_duration_since(t));
                 self.phase = Phase::Release;
                 Step::Send {
                     host: self.from.clone(),
@@ -214,7 +216,9 @@ impl Migration {
                 );
                 self.finish(Outcome::Failed(e))
             }
-            (Phase::Finished, _) => Step::Finished(Outcome::Failed("migration already finished".into())),
+            (Phase::Finished, _) => {
+                Step::Finished(Outcome::Failed("migration already finished".into()))
+            }
         }
     }
 }
@@ -262,7 +266,13 @@ mod tests {
         let s = m.on_reply(epoch(11), t0 + Duration::from_millis(50));
         assert_eq!(host_and_kind(&s), ("b".into(), "restore"));
         if let Step::Send {
-            order: Order::Restore { epoch, generation, shadow, .. },
+            order:
+                Order::Restore {
+                    epoch,
+                    generation,
+                    shadow,
+                    ..
+                },
             ..
         } = &s
         {
@@ -277,13 +287,19 @@ mod tests {
         let s = m.on_reply(restored, t0 + Duration::from_millis(200));
         assert_eq!(host_and_kind(&s), ("a".into(), "release"));
         assert_eq!(m.freeze(), Some(Duration::from_millis(200)));
-        assert_eq!(m.on_reply(OrderReply::Done, t0), Step::Finished(Outcome::Succeeded));
+        assert_eq!(
+            m.on_reply(OrderReply::Done, t0),
+            Step::Finished(Outcome::Succeeded)
+        );
     }
 
     #[test]
     fn failure_before_freeze_changes_nothing() {
         let (mut m, _) = Migration::start("w", "a", peer("b"), 4, None);
-        let s = m.on_reply(OrderReply::Failed("shadow unreachable".into()), Instant::now());
+        let s = m.on_reply(
+            OrderReply::Failed("shadow unreachable".into()),
+            Instant::now(),
+        );
         match s {
             Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("shadow unreachable")),
             other => panic!("{other:?}"),

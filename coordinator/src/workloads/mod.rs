@@ -76,7 +76,11 @@ impl WorkloadRecord {
         if report.generation != self.generation {
             return false;
         }
-        if self.last_epoch.as_ref().is_some_and(|e| e.epoch >= report.epoch) {
+        if self
+            .last_epoch
+            .as_ref()
+            .is_some_and(|e| e.epoch >= report.epoch)
+        {
             return false;
         }
         self.unprotected = None;

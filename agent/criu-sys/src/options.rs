@@ -1,0 +1,132 @@
+//! The plain-data option structs for dump and restore, and their defaults.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use crate::bindings;
+
+/// How CRIU locks the network of the dumped/restored tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkLock {
+    /// `iptables` rules (needs the iptables binary on the host).
+    Iptables,
+    /// An nftables table, set up in-process by CRIU.
+    #[default]
+    Nftables,
+    /// No locking.
+    Skip,
+}
+
+impl NetworkLock {
+    pub(crate) fn raw(self) -> bindings::criu_network_lock_method {
+        match self {
+            Self::Iptables => bindings::CRIU_NETWORK_LOCK_IPTABLES,
+            Self::Nftables => bindings::CRIU_NETWORK_LOCK_NFTABLES,
+            Self::Skip => bindings::CRIU_NETWORK_LOCK_SKIP,
+        }
+    }
+}
+
+/// Options for [`Criu::dump`](crate::Criu::dump) and
+/// [`Criu::pre_dump`](crate::Criu::pre_dump).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpOptions {
+    /// Root of the process tree to dump.
+    pub pid: i32,
+    /// Where the images go (must exist); opened as a directory fd for CRIU.
+    pub images_dir: PathBuf,
+    /// Resume the tree after dumping instead of killing it.
+    pub leave_running: bool,
+    /// Dump established TCP connections.
+    pub tcp_established: bool,
+    /// Allow external unix socket peers.
+    pub ext_unix_sk: bool,
+    /// Dump file locks.
+    pub file_locks: bool,
+    /// The tree is a shell job (its session/pgid come from outside).
+    pub shell_job: bool,
+    /// Track memory changes (soft-dirty) for incremental dumps.
+    pub track_mem: bool,
+    /// Images of the previous pre-dump, relative to `images_dir`, for chains.
+    pub parent_images: Option<String>,
+    /// How to lock the network.
+    pub network_lock: NetworkLock,
+    /// Log file name, written inside `images_dir` (no `/` allowed).
+    pub log_file: String,
+    /// CRIU log level, 0..=4.
+    pub log_level: i32,
+    /// `--external` entries (`criu_local_add_external`).
+    pub external: Vec<String>,
+    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`).
+    pub ext_mounts: Vec<(String, String)>,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            images_dir: PathBuf::new(),
+            leave_running: false,
+            tcp_established: false,
+            ext_unix_sk: false,
+            file_locks: false,
+            shell_job: false,
+            track_mem: false,
+            parent_images: None,
+            network_lock: NetworkLock::Nftables,
+            log_file: "dump.log".into(),
+            log_level: 4,
+            external: Vec::new(),
+            ext_mounts: Vec::new(),
+        }
+    }
+}
+
+/// Options for [`Criu::restore_child`](crate::Criu::restore_child).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Where the images are; opened as a directory fd for CRIU.
+    pub images_dir: PathBuf,
+    /// Restore established TCP connections.
+    pub tcp_established: bool,
+    /// Restore TCP sockets closed.
+    pub tcp_close: bool,
+    /// Allow external unix socket peers.
+    pub ext_unix_sk: bool,
+    /// Restore file locks.
+    pub file_locks: bool,
+    /// The tree is a shell job.
+    pub shell_job: bool,
+    /// How to lock the network.
+    pub network_lock: NetworkLock,
+    /// Log file name, written inside `images_dir` (no `/` allowed).
+    pub log_file: String,
+    /// CRIU log level, 0..=4.
+    pub log_level: i32,
+    /// `(fd, key)` pairs (`criu_local_add_inherit_fd`), e.g. `(3, "pipe:[12345]")`.
+    /// The fds are made inheritable (`FD_CLOEXEC` cleared) for the duration of the call.
+    pub inherit_fds: Vec<(RawFd, String)>,
+    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`).
+    pub ext_mounts: Vec<(String, String)>,
+    /// `--external` entries (`criu_local_add_external`).
+    pub external: Vec<String>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            images_dir: PathBuf::new(),
+            tcp_established: false,
+            tcp_close: false,
+            ext_unix_sk: false,
+            file_locks: false,
+            shell_job: false,
+            network_lock: NetworkLock::Nftables,
+            log_file: "restore.log".into(),
+            log_level: 4,
+            inherit_fds: Vec::new(),
+            ext_mounts: Vec::new(),
+            external: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+/* Input for bindgen (see build.rs): the whole public libcriu API. */
+#include <criu/criu.h>

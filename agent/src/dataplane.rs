@@ -1,0 +1,45 @@
+//! The agent's data-plane server: other agents (primaries) connect with mutual TLS and
+//! open one stream per epoch they send.
+
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+use understudy_common::tls::identity::read_identity;
+
+use crate::node::Node;
+use crate::replication::receive;
+
+/// Accepts data-plane connections until the endpoint closes.
+pub async fn serve(node: Arc<Node>) {
+    while let Some(incoming) = node.endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(%remote, "data-plane handshake failed: {e}");
+                    return;
+                }
+            };
+            let Some(peer) = peer_name(&conn) else {
+                conn.close(
+                    understudy_common::protocol::close::REFUSED.into(),
+                    b"a client certificate is required",
+                );
+                return;
+            };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(receive::handle(node.clone(), peer.clone(), send, recv));
+            }
+        });
+    }
+}
+
+fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    read_identity(certs.first()?).ok().map(|id| id.name)
+}

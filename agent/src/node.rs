@@ -1,0 +1,145 @@
+//! The agent's shared state: its identity and data directory, CRIU, the generation fence,
+//! the workloads it runs as primary and those it shadows, data-plane connections to
+//! peers, and the channel its reports leave by.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use criu_sys::Criu;
+use tokio::sync::mpsc;
+use understudy_common::workload::{Peer, Report, WorkloadSpec};
+
+use crate::fence::Fence;
+use crate::primary::Primary;
+
+/// Everything the agent's tasks share.
+#[derive(Debug)]
+pub struct Node {
+    /// This host's name (from its certificate).
+    pub name: String,
+    /// The agent's data directory.
+    pub data_dir: PathBuf,
+    /// CRIU, or why it cannot be used.
+    pub criu: Result<Arc<Criu>, String>,
+    /// Newest generation seen per workload.
+    pub fence: Fence,
+    /// The QUIC endpoint (data-plane server, and client for everything).
+    pub endpoint: quinn::Endpoint,
+    /// Client config for connecting to other agents' data planes.
+    pub data_client: quinn::ClientConfig,
+    reports: mpsc::Sender<Report>,
+    primaries: Mutex<HashMap<String, Arc<Primary>>>,
+    shadows: Mutex<HashMap<String, (String, WorkloadSpec)>>,
+    peers: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    hash_mismatches: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    /// A node with no workloads yet.
+    pub fn new(
+        name: String,
+        data_dir: PathBuf,
+        criu: Result<Arc<Criu>, String>,
+        fence: Fence,
+        endpoint: quinn::Endpoint,
+        data_client: quinn::ClientConfig,
+        reports: mpsc::Sender<Report>,
+    ) -> Self {
+        Node {
+            name,
+            data_dir,
+            criu,
+            fence,
+            endpoint,
+            data_client,
+            reports,
+            primaries: Mutex::new(HashMap::new()),
+            shadows: Mutex::new(HashMap::new()),
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            hash_mismatches: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a report for the coordinator; dropped (with a log line) if the queue is full.
+    pub fn report(&self, report: Report) {
+        if let Err(e) = self.reports.try_send(report) {
+            tracing::warn!("report dropped: {e}");
+        }
+    }
+
+    /// The workload this host runs as primary.
+    pub fn primary(&self, workload: &str) -> Option<Arc<Primary>> {
+        lock(&self.primaries).get(workload).cloned()
+    }
+
+    /// Records a primary workload.
+    pub fn set_primary(&self, workload: &str, p: Arc<Primary>) {
+        lock(&self.primaries).insert(workload.to_owned(), p);
+    }
+
+    /// Forgets a primary workload.
+    pub fn remove_primary(&self, workload: &str) -> Option<Arc<Primary>> {
+        lock(&self.primaries).remove(workload)
+    }
+
+    /// The primary whose epochs of `workload` this host accepts.
+    pub fn expected_primary(&self, workload: &str) -> Option<String> {
+        lock(&self.shadows).get(workload).map(|(p, _)| p.clone())
+    }
+
+    /// The spec of a workload shadowed here.
+    pub fn shadow_spec(&self, workload: &str) -> Option<WorkloadSpec> {
+        lock(&self.shadows).get(workload).map(|(_, s)| s.clone())
+    }
+
+    /// Accept epochs of `spec`'s workload from `primary` from now on.
+    pub fn expect_shadow(&self, spec: WorkloadSpec, primary: &str) {
+        lock(&self.shadows).insert(spec.name.clone(), (primary.to_owned(), spec));
+    }
+
+    /// Stop shadowing `workload`.
+    pub fn stop_shadowing(&self, workload: &str) {
+        lock(&self.shadows).remove(workload);
+    }
+
+    /// Counts staged files whose hash did not match their manifest.
+    pub fn count_hash_mismatch(&self, n: usize) {
+        self.hash_mismatches.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Staged files refused for a hash mismatch since start.
+    pub fn hash_mismatches(&self) -> u64 {
+        self.hash_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// A live data-plane connection to `peer`, reusing an open one.
+    pub async fn connect(&self, peer: &Peer) -> Result<quinn::Connection, String> {
+        let mut peers = self.peers.lock().await;
+        if let Some(c) = peers.get(&peer.name) {
+            if c.close_reason().is_none() && c.remote_address() == peer.addr {
+                return Ok(c.clone());
+            }
+        }
+        let conn = self
+            .endpoint
+            .connect_with(self.data_client.clone(), peer.addr, &peer.name)
+            .map_err(|e| format!("shadow {} at {}: {e}", peer.name, peer.addr))?;
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(5), conn)
+            .await
+            .map_err(|_| format!("shadow {} at {}: connect timed out", peer.name, peer.addr))?
+            .map_err(|e| format!("shadow {} at {}: {e}", peer.name, peer.addr))?;
+        peers.insert(peer.name.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Every primary workload, for shutdown.
+    pub fn primaries(&self) -> Vec<Arc<Primary>> {
+        lock(&self.primaries).values().cloned().collect()
+    }
+}

@@ -1,0 +1,235 @@
+//! Carrying out the coordinator's orders. Every order is checked against the generation
+//! fence first: one older than what this agent has seen is refused, naming both numbers.
+
+use std::sync::Arc;
+
+use understudy_common::epoch::Manifest;
+use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec};
+
+use crate::node::Node;
+use crate::primary::{exit_hook, restore_tree, Primary, PrimaryState};
+use crate::replication::shadow_store::ShadowStore;
+use crate::workload::{process, Paths};
+
+/// Handles one order and returns the reply.
+pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
+    let (workload, generation) = order.target();
+    if let Err(e) = node.fence.admit(workload, generation) {
+        tracing::warn!(order = order.kind(), "refused: {e}");
+        return OrderReply::Failed(e);
+    }
+    tracing::info!(order = order.kind(), workload, generation, "order");
+    let result = match order {
+        Order::Start {
+            spec,
+            generation,
+            shadow,
+        } => start(node, spec, generation, shadow).await,
+        Order::ExpectShadow { spec, primary, .. } => {
+            node.expect_shadow(spec, &primary);
+            Ok(OrderReply::Done)
+        }
+        Order::Checkpoint {
+            workload,
+            generation,
+            final_epoch,
+        } => checkpoint(node, &workload, generation, final_epoch).await,
+        Order::Restore {
+            workload,
+            generation,
+            epoch,
+            shadow,
+        } => restore(node, &workload, generation, epoch, shadow).await,
+        Order::Release { workload, .. } => release(node, &workload).await,
+        Order::Resume {
+            workload,
+            generation,
+        } => resume(node, &workload, generation).await,
+    };
+    result.unwrap_or_else(OrderReply::Failed)
+}
+
+async fn start(
+    node: &Arc<Node>,
+    spec: WorkloadSpec,
+    generation: u64,
+    shadow: Option<Peer>,
+) -> Result<OrderReply, String> {
+    if let Some(p) = node.primary(&spec.name) {
+        let st = p.state.lock().await;
+        return if st.running.as_ref().is_some_and(|r| r.is_alive()) {
+            Ok(OrderReply::Done)
+        } else {
+            Err(format!(
+                "workload {:?} already exists here but is not running",
+                spec.name
+            ))
+        };
+    }
+    let paths = Paths::new(&node.data_dir, &spec.name);
+    std::fs::create_dir_all(paths.root())
+        .map_err(|e| format!("{}: {e}", paths.root().display()))?;
+    let running = process::start(
+        &spec,
+        &paths.output_log(),
+        exit_hook(node, &spec.name, generation),
+    )
+    .map_err(|e| e.to_string())?;
+    tracing::info!(workload = %spec.name, pid = running.pid, "workload started");
+    if let Err(reason) = &node.criu {
+        node.report(Report::Unprotected {
+            workload: spec.name.clone(),
+            generation,
+            reason: format!("unprotected: {reason}"),
+        });
+    }
+    let name = spec.name.clone();
+    let primary = Primary::new(
+        spec,
+        PrimaryState {
+            generation,
+            shadow,
+            running: Some(running),
+            next_epoch: 1,
+            acked: None,
+            final_dump: None,
+            loop_id: 0,
+            last_unprotected: None,
+        },
+    );
+    node.set_primary(&name, primary.clone());
+    primary.start_loop(node).await;
+    Ok(OrderReply::Done)
+}
+
+fn primary_of(node: &Node, workload: &str) -> Result<Arc<Primary>, String> {
+    node.primary(workload)
+        .ok_or_else(|| format!("workload {workload:?} does not run on {}", node.name))
+}
+
+async fn checkpoint(
+    node: &Arc<Node>,
+    workload: &str,
+    generation: u64,
+    final_epoch: bool,
+) -> Result<OrderReply, String> {
+    let p = primary_of(node, workload)?;
+    let mut st = p.state.lock().await;
+    st.generation = generation;
+    if final_epoch {
+        // No periodic epoch may start after the final one.
+        st.loop_id += 1;
+    }
+    let report = p.take_epoch(node, &mut st, final_epoch).await?;
+    Ok(OrderReply::Epoch(report))
+}
+
+async fn restore(
+    node: &Arc<Node>,
+    workload: &str,
+    generation: u64,
+    epoch: u64,
+    shadow: Option<Peer>,
+) -> Result<OrderReply, String> {
+    let paths = Paths::new(&node.data_dir, workload);
+    let store = ShadowStore::new(paths.shadow_epochs());
+    match store.newest() {
+        Some(n) if n == epoch => {}
+        Some(n) => {
+            return Err(format!(
+                "asked to restore epoch {epoch}, but the newest committed epoch here is {n}"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "no committed epoch of {workload:?} on {}",
+                node.name
+            ))
+        }
+    }
+    let dir = store.epoch_dir(epoch);
+    let manifest = Manifest::read_from(&dir).map_err(|e| e.to_string())?;
+    let d2 = dir.clone();
+    let m2 = manifest.clone();
+    tokio::task::spawn_blocking(move || m2.verify_dir(&d2))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("refusing to restore epoch {epoch}: {e}"))?;
+    let spec = node
+        .shadow_spec(workload)
+        .ok_or_else(|| format!("no spec of {workload:?} known here"))?;
+    let (running, restore_ms, check_ms) =
+        restore_tree(node, &spec, generation, dir, &manifest).await?;
+    let pid = running.pid;
+    tracing::info!(
+        workload,
+        pid,
+        restore_ms,
+        "workload restored; now primary here"
+    );
+    node.stop_shadowing(workload);
+    let primary = Primary::new(
+        spec,
+        PrimaryState {
+            generation,
+            shadow,
+            running: Some(running),
+            next_epoch: epoch + 1,
+            acked: None,
+            final_dump: None,
+            loop_id: 0,
+            last_unprotected: None,
+        },
+    );
+    node.set_primary(workload, primary.clone());
+    primary.start_loop(node).await;
+    store.clear();
+    Ok(OrderReply::Restored {
+        pid,
+        restore_ms,
+        check_ms,
+    })
+}
+
+async fn release(node: &Arc<Node>, workload: &str) -> Result<OrderReply, String> {
+    if let Some(p) = node.remove_primary(workload) {
+        let mut st = p.state.lock().await;
+        st.loop_id += 1;
+        if let Some(r) = st.running.take() {
+            r.kill();
+        }
+        st.final_dump = None;
+        st.acked = None;
+    }
+    crate::checkpoint::remove_dir(&Paths::new(&node.data_dir, workload).primary_epochs());
+    tracing::info!(workload, "released: the workload now runs elsewhere");
+    Ok(OrderReply::Done)
+}
+
+async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<OrderReply, String> {
+    let p = primary_of(node, workload)?;
+    {
+        let mut st = p.state.lock().await;
+        st.generation = generation;
+        let alive = st.running.as_ref().is_some_and(|r| r.is_alive());
+        if !alive {
+            let (dir, manifest) = st
+                .final_dump
+                .clone()
+                .ok_or("the workload is stopped and there is no final dump to resume from")?;
+            let (running, restore_ms, _) =
+                restore_tree(node, &p.spec, generation, dir, &manifest).await?;
+            tracing::info!(
+                workload,
+                pid = running.pid,
+                restore_ms,
+                "resumed from the final dump"
+            );
+            st.running = Some(running);
+            st.next_epoch = st.next_epoch.max(manifest.epoch + 1);
+        }
+        st.final_dump = None;
+    }
+    p.start_loop(node).await;
+    Ok(OrderReply::Done)
+}

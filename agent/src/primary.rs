@@ -1,0 +1,292 @@
+//! A workload this host runs as primary: its process tree, its periodic epochs to the
+//! shadow, and the transitions a switchover puts it through (final epoch, release,
+//! resume), plus restoring a tree from an epoch directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Mutex;
+use understudy_common::epoch::Manifest;
+use understudy_common::workload::{EpochReport, Peer, Probe, Report, WorkloadSpec};
+
+use crate::checkpoint::{self, DumpRequest};
+use crate::node::Node;
+use crate::replication::send::{send_epoch, Base};
+use crate::workload::process::{self, adopt_restored, pump_output, Running, StdioPipe};
+use crate::workload::Paths;
+
+/// Mutable state of a primary workload; one epoch or transition at a time holds it.
+#[derive(Debug)]
+pub struct PrimaryState {
+    /// Current generation.
+    pub generation: u64,
+    /// Where epochs go.
+    pub shadow: Option<Peer>,
+    /// The live tree, if it runs.
+    pub running: Option<Running>,
+    /// Number of the next epoch.
+    pub next_epoch: u64,
+    /// The epoch the shadow last acknowledged.
+    pub acked: Option<Base>,
+    /// The final dump of a switchover, kept to resume from if the switchover fails.
+    pub final_dump: Option<(PathBuf, Manifest)>,
+    /// Periodic epochs stop when this changes; bumped by every (re)start of the loop.
+    pub loop_id: u64,
+    /// The reason last reported for not being protected, to avoid repeating it.
+    pub last_unprotected: Option<String>,
+}
+
+/// A workload running here as primary.
+#[derive(Debug)]
+pub struct Primary {
+    /// What it runs.
+    pub spec: WorkloadSpec,
+    /// Its state.
+    pub state: Mutex<PrimaryState>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn cpu_ms() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| {
+            u64::try_from(tv.tv_sec()).unwrap_or(0) * 1000
+                + u64::try_from(tv.tv_usec()).unwrap_or(0) / 1000
+        };
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// The hook reporting an unexpected exit of `workload`'s tree.
+pub fn exit_hook(node: &Arc<Node>, workload: &str, generation: u64) -> process::ExitHook {
+    let node = node.clone();
+    let workload = workload.to_owned();
+    Box::new(move |status| {
+        tracing::warn!(workload = %workload, "process tree {status}");
+        node.report(Report::Exited {
+            workload,
+            generation,
+            status,
+        });
+    })
+}
+
+impl Primary {
+    /// A primary workload with the given starting state.
+    pub fn new(spec: WorkloadSpec, state: PrimaryState) -> Arc<Self> {
+        Arc::new(Primary {
+            spec,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Starts (or restarts) the periodic epoch loop.
+    pub async fn start_loop(self: &Arc<Self>, node: &Arc<Node>) {
+        let id = {
+            let mut st = self.state.lock().await;
+            st.loop_id += 1;
+            st.loop_id
+        };
+        let (me, node) = (self.clone(), node.clone());
+        tokio::spawn(async move { me.epoch_loop(node, id).await });
+    }
+
+    /// Stops the periodic epoch loop.
+    pub async fn stop_loop(&self) {
+        self.state.lock().await.loop_id += 1;
+    }
+
+    async fn epoch_loop(self: Arc<Self>, node: Arc<Node>, id: u64) {
+        let interval = Duration::from_millis(self.spec.interval_ms);
+        loop {
+            tokio::time::sleep(interval).await;
+            let mut st = self.state.lock().await;
+            if st.loop_id != id {
+                return;
+            }
+            if st.running.is_none() {
+                continue;
+            }
+            let generation = st.generation;
+            match self.take_epoch(&node, &mut st, false).await {
+                Ok(report) => {
+                    st.last_unprotected = None;
+                    node.report(Report::EpochCommitted(report));
+                }
+                Err(reason) => {
+                    if st.last_unprotected.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(workload = %self.spec.name, "epoch failed: {reason}");
+                        st.last_unprotected = Some(reason.clone());
+                        node.report(Report::Unprotected {
+                            workload: self.spec.name.clone(),
+                            generation,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one epoch and sends it to the shadow. A final epoch leaves the tree stopped
+    /// (CRIU kills it after a successful dump) and keeps the dump to resume from.
+    pub async fn take_epoch(
+        &self,
+        node: &Arc<Node>,
+        st: &mut PrimaryState,
+        final_epoch: bool,
+    ) -> Result<EpochReport, String> {
+        let criu = node.criu.clone().map_err(|e| format!("unprotected: {e}"))?;
+        let running = st
+            .running
+            .clone()
+            .ok_or("the workload is not running here")?;
+        let shadow = st.shadow.clone().ok_or("no shadow host")?;
+        let epoch = st.next_epoch;
+        st.next_epoch += 1;
+        let dir = Paths::new(&node.data_dir, &self.spec.name)
+            .primary_epochs()
+            .join(format!("epoch-{epoch}"));
+        if final_epoch {
+            running.expect_exit();
+        }
+        let req = DumpRequest {
+            workload: self.spec.name.clone(),
+            generation: st.generation,
+            epoch,
+            pid: running.pid,
+            stdio_key: running.stdio_key.clone(),
+            leave_running: !final_epoch,
+            dir: dir.clone(),
+        };
+        let dumped = match checkpoint::dump(criu, req).await {
+            Ok(d) => d,
+            Err(e) => {
+                if final_epoch && running.is_alive() {
+                    running.unexpect_exit();
+                }
+                return Err(format!("unprotected: {e}"));
+            }
+        };
+        if final_epoch {
+            st.running = None;
+            st.final_dump = Some((dumped.dir.clone(), dumped.manifest.clone()));
+        }
+        let cpu_before = cpu_ms();
+        let conn = node.connect(&shadow).await?;
+        let (name, generation) = (self.spec.name.clone(), st.generation);
+        let node2 = node.clone();
+        let progress = move |sent: u64, total: u64| {
+            node2.report(Report::Progress {
+                workload: name.clone(),
+                generation,
+                sent,
+                total,
+            });
+        };
+        let sent = match send_epoch(&conn, &dumped, st.acked.as_ref(), &progress).await {
+            Ok(s) => s,
+            Err(e) => {
+                if !final_epoch {
+                    checkpoint::remove_dir(&dir);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(old) = st.acked.take() {
+            if old.dir != dir {
+                checkpoint::remove_dir(&old.dir);
+            }
+        }
+        st.acked = Some(Base {
+            epoch,
+            dir,
+            sigs: sent.sigs,
+        });
+        Ok(EpochReport {
+            workload: self.spec.name.clone(),
+            generation: st.generation,
+            epoch,
+            shadow: shadow.name,
+            bytes_total: dumped.manifest.total_bytes(),
+            bytes_sent: sent.bytes_sent,
+            bytes_changed: sent.bytes_changed,
+            frozen_ms: dumped.frozen_ms,
+            transfer_ms: sent.transfer_ms,
+            cpu_ms: cpu_ms().saturating_sub(cpu_before),
+            committed_unix_ms: now_ms(),
+            incremental: false,
+        })
+    }
+}
+
+/// Restores `workload` from the epoch in `dir` as this host's child, checks it is alive
+/// (and passes the spec's probe), and returns it running with its output pumped to the
+/// workload's log. On a failed check the restored tree is killed.
+pub async fn restore_tree(
+    node: &Arc<Node>,
+    spec: &WorkloadSpec,
+    generation: u64,
+    dir: PathBuf,
+    manifest: &Manifest,
+) -> Result<(Running, u64, u64), String> {
+    let criu = node.criu.clone()?;
+    let pipe = StdioPipe::new().map_err(|e| format!("stdout pipe: {e}"))?;
+    let started = Instant::now();
+    let pid = checkpoint::restore(criu, dir, manifest.stdio_key.clone(), pipe.write).await?;
+    let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let paths = Paths::new(&node.data_dir, &spec.name);
+    let _ = std::fs::create_dir_all(paths.root());
+    pump_output(pipe.read, paths.output_log());
+    let running = adopt_restored(pid, pipe.key, exit_hook(node, &spec.name, generation));
+    let started = Instant::now();
+    if let Err(e) = liveness(&running, spec.probe.as_ref()).await {
+        running.kill();
+        return Err(format!("restored workload failed its liveness check: {e}"));
+    }
+    let check_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok((running, restore_ms, check_ms))
+}
+
+async fn liveness(running: &Running, probe: Option<&Probe>) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if !running.is_alive() {
+        return Err("the restored process tree exited at once".into());
+    }
+    match probe {
+        None => Ok(()),
+        Some(Probe::Tcp { port }) => {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match tokio::net::TcpStream::connect(("127.0.0.1", *port)).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(format!("TCP probe of port {port}: {e}"))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        Some(Probe::Command { argv }) => {
+            let (prog, args) = argv.split_first().ok_or("empty probe command")?;
+            let out = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::process::Command::new(prog).args(args).output(),
+            )
+            .await
+            .map_err(|_| "probe command timed out after 10 s".to_string())?
+            .map_err(|e| format!("probe command {prog:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("probe command {prog:?} {}", out.status))
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Replication of checkpoint epochs from a primary to its shadow over the data plane:
+//! encoding (`delta`), the shadow's decisions (`receive_core`), its on-disk epochs
+//! (`shadow_store`), and the two ends of a transfer (`send`, `receive`).
+
+pub mod delta;
+pub mod receive;
+pub mod receive_core;
+pub mod send;
+pub mod shadow_store;

@@ -1,0 +1,201 @@
+//! The shadow's end of one epoch transfer: stage every file, check every hash, and commit
+//! the epoch atomically — or discard the staging and keep the last committed epoch whole.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use quinn::{RecvStream, SendStream};
+use understudy_common::epoch::check_file;
+use understudy_common::frame::{read_frame, write_frame};
+use understudy_common::protocol::PROTOCOL_VERSION;
+use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
+use understudy_common::workload::validate_workload_name;
+
+use super::delta;
+use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
+use super::shadow_store::ShadowStore;
+use crate::node::Node;
+use crate::workload::Paths;
+
+/// Test-only fault injection: `UNDERSTUDY_FAULT_CORRUPT_STAGED=NAME` flips a byte in every
+/// staged file whose name contains NAME; `once:NAME` only in the first one. It lets the
+/// end-to-end tests corrupt a staged file at the exact moment a disk or memory fault would.
+fn corrupt_if_asked(path: &Path, name: &str) {
+    static DONE_ONCE: AtomicBool = AtomicBool::new(false);
+    let Ok(spec) = std::env::var("UNDERSTUDY_FAULT_CORRUPT_STAGED") else {
+        return;
+    };
+    let (once, pat) = match spec.strip_prefix("once:") {
+        Some(p) => (true, p.to_owned()),
+        None => (false, spec),
+    };
+    if pat.is_empty() || !name.contains(&pat) || (once && DONE_ONCE.swap(true, Ordering::SeqCst)) {
+        return;
+    }
+    if let Ok(mut bytes) = std::fs::read(path) {
+        let mid = bytes.len() / 2;
+        if let Some(b) = bytes.get_mut(mid) {
+            *b ^= 0x01;
+            let _ = std::fs::write(path, bytes);
+            tracing::warn!(
+                "fault injection: flipped a byte in staged {}",
+                path.display()
+            );
+        }
+    }
+}
+
+async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, String> {
+    let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("primary: {e}"))?;
+    Ok(buf)
+}
+
+fn stage_file(
+    staging: &Path,
+    base_dir: Option<PathBuf>,
+    name: &str,
+    encoding: Encoding,
+    wire: &[u8],
+    size: u64,
+) -> Result<(), String> {
+    let base = match (encoding, base_dir) {
+        (Encoding::Delta, Some(dir)) => {
+            Some(std::fs::read(dir.join(name)).map_err(|e| format!("base {name}: {e}"))?)
+        }
+        _ => None,
+    };
+    let data =
+        delta::decode(encoding, wire, base.as_deref(), size).map_err(|e| format!("{name}: {e}"))?;
+    let path = staging.join(name);
+    std::fs::write(&path, data).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    corrupt_if_asked(&path, name);
+    Ok(())
+}
+
+/// Serves one epoch-transfer stream from `peer`.
+pub async fn handle(node: Arc<Node>, peer: String, mut send: SendStream, mut recv: RecvStream) {
+    let mut staging_of: Option<ShadowStore> = None;
+    let result = receive(&node, &peer, &mut send, &mut recv, &mut staging_of).await;
+    if let Err(reason) = result {
+        if let Some(store) = staging_of {
+            store.discard_staging();
+        }
+        tracing::warn!(%peer, "epoch refused: {reason}");
+        let _ = write_frame(&mut send, PROTOCOL_VERSION, &DataReply::Refused { reason }).await;
+        let _ = send.finish();
+    }
+}
+
+async fn receive(
+    node: &Node,
+    peer: &str,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    staging_of: &mut Option<ShadowStore>,
+) -> Result<(), String> {
+    let (manifest, base_epoch) = match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME).await {
+        Ok(DataMessage::Offer {
+            manifest,
+            base_epoch,
+        }) => (manifest, base_epoch),
+        Ok(other) => return Err(format!("expected an offer, got {other:?}")),
+        Err(e) => return Err(format!("primary: {e}")),
+    };
+    validate_workload_name(&manifest.workload)?;
+    let store = ShadowStore::new(Paths::new(&node.data_dir, &manifest.workload).shadow_epochs());
+    let expected = node.expected_primary(&manifest.workload);
+    let view = ShadowView {
+        expected_primary: expected.as_deref(),
+        seen_generation: node.fence.seen(&manifest.workload),
+        newest_committed: store.newest(),
+    };
+    check_offer(&view, peer, &manifest)?;
+    node.fence.admit(&manifest.workload, manifest.generation)?;
+    let have_base = base_epoch.is_some_and(|b| store.committed().contains(&b));
+    let base_dir = base_epoch.filter(|_| have_base).map(|b| store.epoch_dir(b));
+    let staging = store
+        .begin(manifest.epoch)
+        .map_err(|e| format!("cannot stage epoch {}: {e}", manifest.epoch))?;
+    *staging_of = Some(store.clone());
+    write_frame(send, PROTOCOL_VERSION, &DataReply::Accept { have_base })
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut core = Receiving::new(manifest, have_base);
+    loop {
+        match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME)
+            .await
+            .map_err(|e| format!("primary: {e}"))?
+        {
+            DataMessage::File {
+                name,
+                encoding,
+                len,
+            } => {
+                let entry = core.on_file(&name, encoding, len)?;
+                let wire = read_exact_vec(recv, len).await?;
+                let (st, bd) = (staging.clone(), base_dir.clone());
+                tokio::task::spawn_blocking(move || {
+                    stage_file(&st, bd, &entry.name, encoding, &wire, entry.size)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            }
+            DataMessage::Done => {
+                let (st, m) = (staging.clone(), core.manifest().clone());
+                let mismatched = tokio::task::spawn_blocking(move || {
+                    m.files
+                        .iter()
+                        .filter(|f| st.join(&f.name).exists())
+                        .filter_map(|f| match check_file(&st.join(&f.name), f) {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::warn!("staged file refused: {e}");
+                                Some(f.name.clone())
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                if !mismatched.is_empty() {
+                    node.count_hash_mismatch(mismatched.len());
+                }
+                match core.on_done(mismatched) {
+                    DoneDecision::Commit => {
+                        let (st, m, s2) = (staging.clone(), core.manifest().clone(), store.clone());
+                        tokio::task::spawn_blocking(move || s2.commit(&st, &m))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| {
+                                format!("commit of epoch {}: {e}", core.manifest().epoch)
+                            })?;
+                        *staging_of = None;
+                        let epoch = core.manifest().epoch;
+                        tracing::debug!(workload = %core.manifest().workload, epoch, "epoch committed");
+                        write_frame(send, PROTOCOL_VERSION, &DataReply::Committed { epoch })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let _ = send.finish();
+                        return Ok(());
+                    }
+                    DoneDecision::Resend(names) => {
+                        for n in &names {
+                            let _ = std::fs::remove_file(staging.join(n));
+                        }
+                        write_frame(send, PROTOCOL_VERSION, &DataReply::Resend { names })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    DoneDecision::Refuse(reason) => return Err(reason),
+                }
+            }
+            DataMessage::Offer { .. } => return Err("a second offer on one stream".into()),
+        }
+    }
+}

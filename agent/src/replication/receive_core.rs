@@ -1,0 +1,238 @@
+//! The shadow's side of one epoch transfer, as decisions without I/O: whether to accept an
+//! offer, whether a file frame is acceptable, and what to do once every file is in
+//! (commit, ask for mismatched files whole once, or refuse).
+
+use std::collections::BTreeSet;
+
+use understudy_common::epoch::{FileEntry, Manifest};
+use understudy_common::transfer::Encoding;
+
+/// What the shadow knows when an offer arrives.
+#[derive(Debug, Clone)]
+pub struct ShadowView<'a> {
+    /// The primary the coordinator said to accept epochs from, if any.
+    pub expected_primary: Option<&'a str>,
+    /// The newest generation this agent has seen for the workload.
+    pub seen_generation: Option<u64>,
+    /// The newest committed epoch, if any.
+    pub newest_committed: Option<u64>,
+}
+
+/// Whether to accept an offer from `peer`.
+pub fn check_offer(view: &ShadowView<'_>, peer: &str, manifest: &Manifest) -> Result<(), String> {
+    match view.expected_primary {
+        None => {
+            return Err(format!(
+                "this host is not a shadow of workload {:?}",
+                manifest.workload
+            ))
+        }
+        Some(p) if p != peer => {
+            return Err(format!(
+                "workload {:?} is shadowed here for primary {p}, not {peer}",
+                manifest.workload
+            ))
+        }
+        Some(_) => {}
+    }
+    if let Some(seen) = view.seen_generation {
+        if manifest.generation < seen {
+            return Err(format!(
+                "stale generation {} for workload {:?}: this agent has already seen generation {seen}",
+                manifest.generation, manifest.workload
+            ));
+        }
+    }
+    if let Some(newest) = view.newest_committed {
+        if manifest.epoch <= newest {
+            return Err(format!(
+                "epoch {} is not newer than committed epoch {newest}",
+                manifest.epoch
+            ));
+        }
+    }
+    for f in &manifest.files {
+        if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+            return Err(format!("file name {:?} is not allowed", f.name));
+        }
+    }
+    Ok(())
+}
+
+/// Outcome of the `Done` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DoneDecision {
+    /// Every file matches: commit.
+    Commit,
+    /// Ask for these files whole.
+    Resend(Vec<String>),
+    /// Give up on this epoch.
+    Refuse(String),
+}
+
+/// One epoch being received.
+#[derive(Debug)]
+pub struct Receiving {
+    manifest: Manifest,
+    have_base: bool,
+    received: BTreeSet<String>,
+    resent_once: bool,
+}
+
+impl Receiving {
+    /// Starts receiving `manifest`; `have_base` says whether deltas can be applied.
+    pub fn new(manifest: Manifest, have_base: bool) -> Self {
+        Receiving {
+            manifest,
+            have_base,
+            received: BTreeSet::new(),
+            resent_once: false,
+        }
+    }
+
+    /// The manifest being received.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks a `File` frame before its bytes are read; returns the manifest entry.
+    pub fn on_file(
+        &mut self,
+        name: &str,
+        encoding: Encoding,
+        len: u64,
+    ) -> Result<FileEntry, String> {
+        let entry = self
+            .manifest
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .cloned()
+            .ok_or_else(|| format!("file {name:?} is not in the manifest"))?;
+        if encoding == Encoding::Delta && !self.have_base {
+            return Err(format!("delta for {name:?} but no base epoch here"));
+        }
+        // zstd never expands by more than a small fraction; deltas add per-op overhead.
+        let cap = entry.size + entry.size / 4 + 64 * 1024;
+        if len > cap {
+            return Err(format!(
+                "file {name:?} announces {len} wire bytes for {} bytes of content",
+                entry.size
+            ));
+        }
+        self.received.insert(name.to_owned());
+        Ok(entry)
+    }
+
+    /// Decides after `Done`, given the files whose content did not match the manifest.
+    pub fn on_done(&mut self, mismatched: Vec<String>) -> DoneDecision {
+        let mut bad: BTreeSet<String> = mismatched.into_iter().collect();
+        for f in &self.manifest.files {
+            if !self.received.contains(&f.name) {
+                bad.insert(f.name.clone());
+            }
+        }
+        if bad.is_empty() {
+            return DoneDecision::Commit;
+        }
+        if self.resent_once {
+            return DoneDecision::Refuse(format!(
+                "BLAKE3 mismatch on {} even after resending whole; epoch {} refused",
+                bad.into_iter().collect::<Vec<_>>().join(", "),
+                self.manifest.epoch
+            ));
+        }
+        self.resent_once = true;
+        self.have_base = false;
+        for name in &bad {
+            self.received.remove(name);
+        }
+        DoneDecision::Resend(bad.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(gen: u64, epoch: u64) -> Manifest {
+        Manifest {
+            workload: "w".into(),
+            generation: gen,
+            epoch,
+            taken_unix_ms: 0,
+            stdio_key: None,
+            files: vec![
+                FileEntry {
+                    name: "a.img".into(),
+                    size: 100,
+                    blake3: [0; 32],
+                },
+                FileEntry {
+                    name: "pages-1.img".into(),
+                    size: 1 << 20,
+                    blake3: [1; 32],
+                },
+            ],
+        }
+    }
+
+    fn view(seen: Option<u64>) -> ShadowView<'static> {
+        ShadowView {
+            expected_primary: Some("host-a"),
+            seen_generation: seen,
+            newest_committed: Some(4),
+        }
+    }
+
+    #[test]
+    fn offers_are_fenced_by_primary_generation_and_epoch() {
+        assert!(check_offer(&view(Some(2)), "host-a", &manifest(2, 5)).is_ok());
+        let e = check_offer(&view(Some(3)), "host-a", &manifest(2, 5)).unwrap_err();
+        assert!(
+            e.contains("stale generation 2") && e.contains("generation 3"),
+            "{e}"
+        );
+        assert!(check_offer(&view(Some(2)), "host-c", &manifest(2, 5)).is_err());
+        assert!(check_offer(&view(Some(2)), "host-a", &manifest(2, 4)).is_err());
+        let mut m = manifest(2, 5);
+        m.files[0].name = "../../etc/passwd".into();
+        assert!(check_offer(&view(Some(2)), "host-a", &m).is_err());
+    }
+
+    #[test]
+    fn mismatch_is_resent_whole_once_then_refused() {
+        let mut r = Receiving::new(manifest(1, 5), true);
+        r.on_file("a.img", Encoding::Delta, 10).unwrap();
+        r.on_file("pages-1.img", Encoding::Delta, 1000).unwrap();
+        assert_eq!(
+            r.on_done(vec!["pages-1.img".into()]),
+            DoneDecision::Resend(vec!["pages-1.img".into()])
+        );
+        // The resend must be whole.
+        assert!(r.on_file("pages-1.img", Encoding::Delta, 1000).is_err());
+        r.on_file("pages-1.img", Encoding::Whole, 1000).unwrap();
+        assert_eq!(r.on_done(vec![]), DoneDecision::Commit);
+
+        let mut r = Receiving::new(manifest(1, 5), false);
+        r.on_file("a.img", Encoding::Whole, 10).unwrap();
+        r.on_file("pages-1.img", Encoding::Whole, 1000).unwrap();
+        r.on_done(vec!["a.img".into()]);
+        r.on_file("a.img", Encoding::Whole, 10).unwrap();
+        assert!(
+            matches!(r.on_done(vec!["a.img".into()]), DoneDecision::Refuse(e) if e.contains("a.img"))
+        );
+    }
+
+    #[test]
+    fn missing_files_and_oversized_frames_are_caught() {
+        let mut r = Receiving::new(manifest(1, 5), false);
+        assert!(r.on_file("nope.img", Encoding::Whole, 1).is_err());
+        assert!(r.on_file("a.img", Encoding::Whole, 10 << 20).is_err());
+        r.on_file("a.img", Encoding::Whole, 10).unwrap();
+        assert_eq!(
+            r.on_done(vec![]),
+            DoneDecision::Resend(vec!["pages-1.img".into()])
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! Workloads on this host: starting and supervising their process trees, and where their
+//! files live in the agent's data directory.
+
+pub mod process;
+
+use std::path::{Path, PathBuf};
+
+/// Where one workload's files live under the agent's data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// Paths for `workload` under `data_dir`.
+    pub fn new(data_dir: &Path, workload: &str) -> Self {
+        Paths {
+            root: data_dir.join("workloads").join(workload),
+        }
+    }
+
+    /// The workload's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The workload's stdout and stderr, as written on this host.
+    pub fn output_log(&self) -> PathBuf {
+        self.root.join("output.log")
+    }
+
+    /// Epochs this host took as primary.
+    pub fn primary_epochs(&self) -> PathBuf {
+        self.root.join("primary")
+    }
+
+    /// Epochs this host holds as shadow.
+    pub fn shadow_epochs(&self) -> PathBuf {
+        self.root.join("shadow")
+    }
+}

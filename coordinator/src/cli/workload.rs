@@ -1,0 +1,417 @@
+//! `understudy workload …` and `understudy migrate`: creating and inspecting workloads and
+//! moving them, through the coordinator's API.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Subcommand;
+use comfy_table::{presets::NOTHING, Table};
+use serde::Deserialize;
+use understudy_common::exit;
+use understudy_common::workload::{Probe, WorkloadSpec};
+
+use super::api::{get, print_json, short_duration};
+use super::Output;
+use crate::server::http::WorkloadList;
+use crate::server::wall_ms;
+use crate::server::workloads::{CreateRequest, MigrateRequest, MigrationStatus};
+use crate::workloads::migration::Phase;
+use crate::workloads::{WorkloadRecord, WorkloadState};
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Start a protected workload: `understudy workload create NAME --host A -- CMD ARGS…`.
+    Create {
+        /// Workload name (omit with --spec, which names it).
+        name: Option<String>,
+        /// Host to run it on.
+        #[arg(long)]
+        host: Option<String>,
+        /// Host to keep its understudy on (default: chosen by the coordinator).
+        #[arg(long)]
+        shadow: Option<String>,
+        /// Time between checkpoint epochs.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// After a restore, check that this TCP port accepts connections.
+        #[arg(long)]
+        probe_tcp: Option<u16>,
+        /// Environment variable for the workload, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Working directory (must exist on every host).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Read the spec from a TOML file instead.
+        #[arg(long, conflicts_with = "command")]
+        spec: Option<PathBuf>,
+        /// Program and arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List workloads.
+    List,
+    /// Show one workload in detail.
+    Show {
+        /// Workload name.
+        name: String,
+    },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// A workload spec file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: String,
+    command: Vec<String>,
+    host: Option<String>,
+    shadow: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    workdir: Option<PathBuf>,
+    probe: Option<ProbeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeFile {
+    tcp: Option<u16>,
+    command: Option<Vec<String>>,
+}
+
+fn read_spec_file(path: &Path) -> Result<SpecFile, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        exit::DATA_ERR
+    })?;
+    understudy_common::config::parse::<SpecFile>(&text).map_err(|(key, reason)| {
+        eprintln!("{}: {key}: {reason}", path.display());
+        exit::DATA_ERR
+    })
+}
+
+fn interval_ms(d: Option<Duration>) -> u64 {
+    d.map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs a workload subcommand.
+pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
+    match cmd {
+        WorkloadCommand::Create {
+            name,
+            host,
+            shadow,
+            interval,
+            probe_tcp,
+            env,
+            workdir,
+            spec,
+            command,
+        } => {
+            let req = match spec {
+                Some(path) => {
+                    let f = match read_spec_file(&path) {
+                        Ok(f) => f,
+                        Err(code) => return code,
+                    };
+                    let probe = f.probe.and_then(|p| match (p.tcp, p.command) {
+                        (Some(port), _) => Some(Probe::Tcp { port }),
+                        (None, Some(argv)) => Some(Probe::Command { argv }),
+                        _ => None,
+                    });
+                    let Some(host) = host.or(f.host) else {
+                        eprintln!(
+                            "{}: host: no host given (in the file or with --host)",
+                            path.display()
+                        );
+                        return exit::USAGE;
+                    };
+                    CreateRequest {
+                        spec: WorkloadSpec {
+                            name: f.name,
+                            command: f.command,
+                            env: f.env.into_iter().collect(),
+                            workdir: f.workdir,
+                            interval_ms: interval_ms(interval.or(f.interval)),
+                            probe,
+                        },
+                        host,
+                        shadow: shadow.or(f.shadow),
+                    }
+                }
+                None => {
+                    let (Some(name), Some(host)) = (name, host) else {
+                        eprintln!("understudy workload create: NAME and --host are required (or --spec FILE)");
+                        return exit::USAGE;
+                    };
+                    if command.is_empty() {
+                        eprintln!("understudy workload create: give the command after `--`");
+                        return exit::USAGE;
+                    }
+                    CreateRequest {
+                        spec: WorkloadSpec {
+                            name,
+                            command,
+                            env,
+                            workdir,
+                            interval_ms: interval_ms(interval),
+                            probe: probe_tcp.map(|port| Probe::Tcp { port }),
+                        },
+                        host,
+                        shadow,
+                    }
+                }
+            };
+            match super::api::post::<_, WorkloadRecord>(base, "/v1/workloads", &req) {
+                Ok(rec) if output == Output::Json => print_json(&rec),
+                Ok(rec) => {
+                    print_workload(&rec);
+                    match rec.state {
+                        WorkloadState::Failed(_) => exit::SOFTWARE,
+                        _ => 0,
+                    }
+                }
+                Err(f) => f.report(),
+            }
+        }
+        WorkloadCommand::List => {
+            let list: WorkloadList = match get(base, "/v1/workloads") {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            if output == Output::Json {
+                return print_json(&list);
+            }
+            if list.workloads.is_empty() {
+                println!("no workloads");
+                return 0;
+            }
+            let mut table = Table::new();
+            table.load_preset(NOTHING).set_header([
+                "NAME",
+                "STATE",
+                "PRIMARY",
+                "SHADOW",
+                "GEN",
+                "EPOCH",
+                "RECOVERY POINT",
+                "SIZE",
+            ]);
+            for w in &list.workloads {
+                let (epoch, age, size) = match &w.last_epoch {
+                    Some(e) => (
+                        e.epoch.to_string(),
+                        format!(
+                            "{} ago",
+                            short_duration(Duration::from_millis(
+                                wall_ms().saturating_sub(e.committed_unix_ms)
+                            ))
+                        ),
+                        mib(e.bytes_total),
+                    ),
+                    None => ("-".into(), "none".into(), "-".into()),
+                };
+                table.add_row(vec![
+                    w.spec.name.clone(),
+                    state_text(w),
+                    w.primary.clone(),
+                    w.shadow.clone().unwrap_or_else(|| "-".into()),
+                    w.generation.to_string(),
+                    epoch,
+                    age,
+                    size,
+                ]);
+            }
+            println!("{table}");
+            0
+        }
+        WorkloadCommand::Show { name } => {
+            let rec: WorkloadRecord = match get(base, &format!("/v1/workloads/{name}")) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            if output == Output::Json {
+                return print_json(&rec);
+            }
+            print_workload(&rec);
+            0
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn state_text(w: &WorkloadRecord) -> String {
+    let base = match &w.state {
+        WorkloadState::Starting => "starting".to_string(),
+        WorkloadState::Running => "running".to_string(),
+        WorkloadState::Migrating => "migrating".to_string(),
+        WorkloadState::Exited(s) => format!("exited ({s})"),
+        WorkloadState::Failed(e) => format!("failed: {e}"),
+    };
+    match (&w.state, &w.unprotected) {
+        (WorkloadState::Running, Some(why)) => format!("{base}, unprotected: {why}"),
+        _ => base,
+    }
+}
+
+fn print_workload(w: &WorkloadRecord) {
+    println!("workload:     {}", w.spec.name);
+    println!("state:        {}", state_text(w));
+    println!("command:      {}", w.spec.command.join(" "));
+    println!("primary:      {}", w.primary);
+    println!("shadow:       {}", w.shadow.as_deref().unwrap_or("-"));
+    println!("generation:   {}", w.generation);
+    println!(
+        "interval:     {}",
+        humantime::format_duration(Duration::from_millis(w.spec.interval_ms))
+    );
+    match &w.last_epoch {
+        Some(e) => {
+            let age = Duration::from_millis(wall_ms().saturating_sub(e.committed_unix_ms));
+            println!(
+                "last epoch:   {} on {}, {} ago (the recovery point)",
+                e.epoch,
+                e.shadow,
+                short_duration(age)
+            );
+            println!(
+                "epoch size:   {} total, {} changed, {} sent",
+                mib(e.bytes_total),
+                mib(e.bytes_changed),
+                mib(e.bytes_sent)
+            );
+            println!(
+                "epoch timing: frozen {} ms for the dump, transfer {} ms, agent CPU {} ms",
+                e.frozen_ms, e.transfer_ms, e.cpu_ms
+            );
+            println!("epochs:       {} committed", w.epochs);
+        }
+        None => println!("last epoch:   none yet"),
+    }
+    if let Some(m) = &w.last_migration {
+        println!(
+            "last move:    {} -> {} {} (generation {}){}{}",
+            m.from,
+            m.to,
+            m.outcome,
+            m.generation,
+            m.freeze_ms
+                .map(|f| format!(", frozen {f} ms"))
+                .unwrap_or_default(),
+            m.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `understudy migrate NAME [--to HOST] [--dry-run]`
+pub fn migrate(base: &str, output: Output, name: &str, to: Option<String>, dry_run: bool) -> i32 {
+    let req = MigrateRequest { to, dry_run };
+    let started: MigrationStatus =
+        match super::api::post(base, &format!("/v1/workloads/{name}/migrate"), &req) {
+            Ok(s) => s,
+            Err(f) => return f.report(),
+        };
+    if dry_run {
+        if output == Output::Json {
+            return print_json(&started);
+        }
+        println!("dry run: {}", started.plan);
+        return 0;
+    }
+    if output == Output::Table {
+        println!("{}", started.plan);
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut last_line = String::new();
+    let status = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let s: MigrationStatus = match get(base, &format!("/v1/workloads/{name}/migration")) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        if s.outcome.is_some() {
+            break s;
+        }
+        if output == Output::Table {
+            let line = progress_line(&s);
+            if tty {
+                print!("\r\x1b[2K{line}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            } else if phase_of(&line) != phase_of(&last_line) {
+                println!("{line}");
+            }
+            last_line = line;
+        }
+    };
+    if tty && output == Output::Table {
+        println!();
+    }
+    if output == Output::Json {
+        print_json(&status);
+    } else {
+        match status.outcome.as_deref() {
+            Some("succeeded") => println!(
+                "migrated {name} from {} to {} in {:.2} s; frozen for {} ms",
+                status.from,
+                status.to,
+                status.elapsed_ms as f64 / 1000.0,
+                status.freeze_ms.unwrap_or(0)
+            ),
+            Some(other) => eprintln!(
+                "migration of {name} {other}: {}",
+                status.error.as_deref().unwrap_or("no reason given")
+            ),
+            None => {}
+        }
+    }
+    match status.outcome.as_deref() {
+        Some("succeeded") => 0,
+        Some("rolled back") => exit::TEMP_FAIL,
+        _ => exit::SOFTWARE,
+    }
+}
+
+fn phase_of(line: &str) -> &str {
+    line.split_whitespace().nth(1).unwrap_or("")
+}
+
+fn progress_line(s: &MigrationStatus) -> String {
+    let phase = match s.phase {
+        Phase::Sync => "sync (last epoch while running)",
+        Phase::Freeze => "freeze (final epoch, workload stopped)",
+        Phase::Restore => "restore",
+        Phase::Release => "release",
+        Phase::Rollback => "rollback",
+        Phase::Finished => "finished",
+    };
+    let mut line = format!(
+        "phase {phase}  elapsed {:.1} s",
+        s.elapsed_ms as f64 / 1000.0
+    );
+    if s.bytes_total > 0 {
+        line.push_str(&format!(
+            "  sent {} / {}",
+            mib(s.bytes_sent),
+            mib(s.bytes_total)
+        ));
+    }
+    if let Some(eta) = s.eta_ms {
+        line.push_str(&format!("  ~{:.1} s left", eta as f64 / 1000.0));
+    }
+    line
+}
