@@ -41,7 +41,7 @@ struct ApiArgs {
     )]
     coordinator: String,
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
 }
 
