@@ -174,6 +174,10 @@ max = "1s"
     }
 
     fn spawn(&self, name: &str, program: &str, args: &[&str]) {
+        self.spawn_env(name, program, args, &[]);
+    }
+
+    fn spawn_env(&self, name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) {
         let log_path = self.host_dir(name).join("log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -185,6 +189,7 @@ max = "1s"
             .command(self.host(name), &bin(program))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -214,6 +219,17 @@ max = "1s"
         );
     }
 
+    /// Starts the agent on host `name` with extra environment variables.
+    pub fn start_agent_env(&self, name: &str, env: &[(&str, &str)]) {
+        let cfg = self.host_dir(name).join("agent.toml");
+        self.spawn_env(
+            name,
+            "understudy-agent",
+            &["--config", cfg.to_str().unwrap()],
+            env,
+        );
+    }
+
     /// Stops `name`'s process with SIGTERM and returns its exit status code.
     pub fn stop(&self, name: &str) -> Option<i32> {
         let mut child = self.procs.lock().unwrap().remove(name)?;
@@ -231,13 +247,15 @@ max = "1s"
         panic!("{name} did not stop within 10 s of SIGTERM");
     }
 
-    /// Kills a host: SIGKILL to its process and its link cut, with no chance to say goodbye.
+    /// Kills a host: its link cut and SIGKILL to everything running on it (agent and
+    /// workloads), with no chance to say goodbye.
     pub fn kill_host(&self, name: &str) {
         self.net.set_link(self.host(name), false).unwrap();
         if let Some(mut child) = self.procs.lock().unwrap().remove(name) {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.net.kill_all(self.host(name));
     }
 
     /// Whether `name`'s process is still running.

@@ -135,6 +135,29 @@ impl Net {
         cmd
     }
 
+    /// SIGKILLs every process in `host`'s network namespace (its agent and workloads
+    /// alike, as when a machine dies).
+    pub fn kill_all(&self, host: &Host) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(format!("/run/netns/{}", host.netns)) else {
+            return;
+        };
+        let want = format!("net:[{}]", meta.ino());
+        let pids: Vec<String> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+                (ns.to_string_lossy() == want).then(|| pid.to_string())
+            })
+            .collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-9").args(&pids).status();
+        }
+    }
+
     fn cleanup_leftovers(&self) {
         let prefix = self.ns_prefix();
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
@@ -152,6 +175,9 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        for h in &self.hosts {
+            self.kill_all(h);
+        }
         for h in &self.hosts {
             let _ = ip(&["netns", "del", &h.netns]);
         }

@@ -53,6 +53,28 @@ pub async fn open(addr: SocketAddr, cert: &PemPair, ca_pem: &str) -> Result<Conn
         .map_err(|e| e.to_string())
 }
 
+/// Opens a data-plane connection to the agent `name` at `addr`, presenting `cert`.
+pub async fn open_data(
+    addr: SocketAddr,
+    name: &str,
+    cert: &PemPair,
+    ca_pem: &str,
+) -> Result<Connection, String> {
+    let cfg = client_config(
+        &loaded(cert, ca_pem),
+        Role::Agent,
+        understudy_common::transfer::DATA_ALPN,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    let ep =
+        quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(|e| e.to_string())?;
+    ep.connect_with(cfg, addr, name)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Connects and registers like an agent; returns the control stream once the coordinator
 /// has accepted the registration.
 pub async fn connect(

@@ -11,7 +11,8 @@ use understudy_tests::wait::eventually;
 use understudy_tests::{criu, require_e2e};
 
 /// Counts in memory and prints every value, every 10 ms.
-const COUNTER: &str = "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
+const COUNTER: &str =
+    "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
 
 fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
     let out = c.cli(&["workload", "show", name, "--output", "json"]);
@@ -43,20 +44,31 @@ fn started_cluster() -> Cluster {
     eventually("both agents connected", Duration::from_secs(10), || {
         let hosts = c.hosts()?;
         let n = hosts.iter().filter(|h| h.connected).count();
-        if n == 2 { Ok(()) } else { Err(format!("{n} connected")) }
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} connected"))
+        }
     });
     c
 }
 
 fn wait_for_epochs(c: &Cluster, name: &str, at_least: u64) -> WorkloadRecord {
-    eventually("epochs committed on the shadow", Duration::from_secs(30), || {
-        let w = workload(c, name)?;
-        if w.epochs >= at_least {
-            Ok(w)
-        } else {
-            Err(format!("{} epochs; unprotected: {:?}; state {:?}", w.epochs, w.unprotected, w.state))
-        }
-    })
+    eventually(
+        "epochs committed on the shadow",
+        Duration::from_secs(30),
+        || {
+            let w = workload(c, name)?;
+            if w.epochs >= at_least {
+                Ok(w)
+            } else {
+                Err(format!(
+                    "{} epochs; unprotected: {:?}; state {:?}",
+                    w.epochs, w.unprotected, w.state
+                ))
+            }
+        },
+    )
 }
 
 #[test]
@@ -68,10 +80,25 @@ fn counter_continues_on_the_new_host_after_migrate() {
     }
     let c = started_cluster();
     let out = c.cli(&[
-        "workload", "create", "counter", "--host", "host-a", "--shadow", "host-b",
-        "--interval", "500ms", "--", "/usr/bin/python3", "-c", COUNTER,
+        "workload",
+        "create",
+        "counter",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
     ]);
-    assert!(out.status.success(), "create failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = wait_for_epochs(&c, "counter", 2);
     assert_eq!(before.primary, "host-a");
     let e = before.last_epoch.clone().unwrap();
@@ -79,16 +106,26 @@ fn counter_continues_on_the_new_host_after_migrate() {
 
     let out = c.cli(&["migrate", "counter"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "migrate failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "migrate failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("frozen for"), "{stdout}");
-    let last_on_a = *numbers(&output_log(&c, "host-a", "counter")).last().expect("A logged counts");
+    let last_on_a = *numbers(&output_log(&c, "host-a", "counter"))
+        .last()
+        .expect("A logged counts");
 
     let after = workload(&c, "counter").unwrap();
     assert_eq!(after.primary, "host-b");
     assert_eq!(after.generation, before.generation + 1);
     let b_counts = eventually("counter logs on host-b", Duration::from_secs(10), || {
         let n = numbers(&output_log(&c, "host-b", "counter"));
-        if n.len() >= 20 { Ok(n) } else { Err(format!("{} lines", n.len())) }
+        if n.len() >= 20 {
+            Ok(n)
+        } else {
+            Err(format!("{} lines", n.len()))
+        }
     });
     // It did not restart from zero: it continues from at least the last value host-a logged.
     assert!(
@@ -96,17 +133,228 @@ fn counter_continues_on_the_new_host_after_migrate() {
         "host-b started at {} but host-a had logged {last_on_a}",
         b_counts[0]
     );
-    assert!(b_counts.windows(2).all(|w| w[1] == w[0] + 1), "counts on B are not consecutive");
+    assert!(
+        b_counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "counts on B are not consecutive"
+    );
     // And it keeps counting there, with A's copy gone.
     std::thread::sleep(Duration::from_millis(300));
     let later = numbers(&output_log(&c, "host-b", "counter"));
     assert!(later.len() > b_counts.len());
     let a_len = numbers(&output_log(&c, "host-a", "counter")).len();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(numbers(&output_log(&c, "host-a", "counter")).len(), a_len, "A still runs a copy");
+    assert_eq!(
+        numbers(&output_log(&c, "host-a", "counter")).len(),
+        a_len,
+        "A still runs a copy"
+    );
     eprintln!(
         "counter: A logged up to {last_on_a}, B continued from {}; freeze {:?} ms",
         b_counts[0],
         after.last_migration.as_ref().and_then(|m| m.freeze_ms)
     );
+}
+
+/// A line-based key-value server that keeps everything in memory.
+const KV_SERVER: &str = r#"
+import socket
+store = {}
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    f = c.makefile("rwb")
+    for line in f:
+        p = line.decode().split()
+        if len(p) == 3 and p[0] == "SET":
+            store[p[1]] = p[2]
+            f.write(b"OK\n")
+        elif len(p) == 2 and p[0] == "GET":
+            f.write((store.get(p[1], "NONE") + "\n").encode())
+        else:
+            f.write(b"ERR\n")
+        f.flush()
+    c.close()
+"#;
+
+fn kv(addr: std::net::SocketAddr, lines: &[String]) -> Result<Vec<String>, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut out = Vec::new();
+    for l in lines {
+        writeln!(w, "{l}").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        r.read_line(&mut answer).map_err(|e| e.to_string())?;
+        out.push(answer.trim().to_owned());
+    }
+    Ok(out)
+}
+
+#[test]
+fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
+    require_e2e!();
+    if let Err(why) = criu::provisioned() {
+        eprintln!("SKIPPED: CRIU not provisioned: {why}");
+        return;
+    }
+    let c = started_cluster();
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "kv",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "1s",
+        "--probe-tcp",
+        "7000",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        KV_SERVER,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = std::net::SocketAddr::from((c.host("host-a").addr, 7000));
+    let b = std::net::SocketAddr::from((c.host("host-b").addr, 7000));
+    eventually("kv answers on host-a", Duration::from_secs(10), || {
+        kv(a, &["GET x".into()])
+    });
+    wait_for_epochs(&c, "kv", 1);
+    // Written after the last periodic epoch too: only the final epoch carries these.
+    let sets: Vec<String> = (0..50).map(|i| format!("SET key{i} value-{i}")).collect();
+    assert!(kv(a, &sets).unwrap().iter().all(|r| r == "OK"));
+
+    let out = c.cli(&["migrate", "kv"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let gets: Vec<String> = (0..50).map(|i| format!("GET key{i}")).collect();
+    let answers = kv(b, &gets).expect("kv answers on host-b");
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a, &format!("value-{i}"), "key{i} lost in the move");
+    }
+    assert!(
+        kv(a, &["GET key1".into()]).is_err(),
+        "host-a still serves a copy"
+    );
+    assert_eq!(workload(&c, "kv").unwrap().primary, "host-b");
+}
+
+#[test]
+fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
+    require_e2e!();
+    if let Err(why) = criu::provisioned() {
+        eprintln!("SKIPPED: CRIU not provisioned: {why}");
+        return;
+    }
+    let c = started_cluster();
+    // ~200 MiB of incompressible memory makes each whole transfer long enough to cut.
+    let big = "import os, time\nblob = os.urandom(200 * 1024 * 1024)\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "big",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "1s",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        big,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_epochs(&c, "big", 1);
+
+    // Kill host-b as soon as the migration is under way.
+    let migrate = {
+        let cmd = understudy_tests::cluster::bin("understudy");
+        std::process::Command::new(cmd)
+            .args(["migrate", "big"])
+            .env("UNDERSTUDY_COORDINATOR", c.api())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    eventually("migration under way", Duration::from_secs(10), || {
+        let w = workload(&c, "big")?;
+        if w.state == understudy_coordinator::workloads::WorkloadState::Migrating {
+            Ok(())
+        } else {
+            Err(format!("{:?}", w.state))
+        }
+    });
+    c.note("coord", "killing host-b mid-migration");
+    c.kill_host("host-b");
+    let out = migrate.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "migration should roll back: {err}"
+    );
+    assert!(err.contains("rolled back"), "{err}");
+
+    // The workload still runs on host-a and keeps counting.
+    let w = workload(&c, "big").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert_eq!(
+        w.state,
+        understudy_coordinator::workloads::WorkloadState::Running
+    );
+    let n1 = numbers(&output_log(&c, "host-a", "big")).len();
+    eventually("host-a keeps counting", Duration::from_secs(5), || {
+        let n2 = numbers(&output_log(&c, "host-a", "big")).len();
+        if n2 > n1 + 20 {
+            Ok(())
+        } else {
+            Err(format!("{n1} -> {n2}"))
+        }
+    });
+
+    // host-b comes back; shadowing resumes and a later migration succeeds.
+    c.set_link("host-b", true);
+    c.start_agent("host-b");
+    let before = workload(&c, "big").unwrap().epochs;
+    wait_for_epochs(&c, "big", before + 1);
+    let out = c.cli(&["migrate", "big"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(workload(&c, "big").unwrap().primary, "host-b");
+    eventually("counting on host-b", Duration::from_secs(10), || {
+        let n = numbers(&output_log(&c, "host-b", "big"));
+        if n.len() > 10 {
+            Ok(())
+        } else {
+            Err(format!("{}", n.len()))
+        }
+    });
 }

@@ -102,6 +102,8 @@ async fn session(
     );
     *conn_id = Some(id);
     tokio::spawn(read_reports(shared.clone(), conn.clone(), name.to_owned()));
+    // A restarted agent has forgotten which workloads it shadows: tell it again.
+    tokio::spawn(workloads::reshadow_host(shared.clone(), name.to_owned()));
     tracing::info!(host = name, remote = %conn.remote_address(), version = %reg.agent_version, "agent registered");
     let hb_ms = u64::try_from(shared.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
     let reply = CoordinatorMessage::Registered {

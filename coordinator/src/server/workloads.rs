@@ -382,6 +382,24 @@ async fn drive(
     });
 }
 
+/// Re-sends `ExpectShadow` for every running workload shadowed on `host` (after it
+/// registers: a restarted agent has forgotten them).
+pub async fn reshadow_host(shared: Arc<Shared>, host: String) {
+    let shadowed: Vec<WorkloadRecord> = shared
+        .workload_list()
+        .into_iter()
+        .filter(|w| w.shadow.as_deref() == Some(host.as_str()) && w.state == WorkloadState::Running)
+        .collect();
+    for w in shadowed {
+        if expect_shadow(&shared, &w.spec.name, w.generation, &host, &w.primary)
+            .await
+            .is_some()
+        {
+            tracing::info!(workload = %w.spec.name, shadow = %host, "shadow re-armed after reconnect");
+        }
+    }
+}
+
 /// Applies a report from agent `host`.
 pub fn on_report(shared: &Shared, host: &str, report: Report) {
     match report {
