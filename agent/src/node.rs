@@ -34,6 +34,7 @@ pub struct Node {
     shadows: Mutex<HashMap<String, (String, WorkloadSpec)>>,
     peers: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     hash_mismatches: AtomicU64,
+    verified: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +64,7 @@ impl Node {
             shadows: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             hash_mismatches: AtomicU64::new(0),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +138,17 @@ impl Node {
             .map_err(|e| format!("shadow {} at {}: {e}", peer.name, peer.addr))?;
         peers.insert(peer.name.clone(), conn.clone());
         Ok(conn)
+    }
+
+    /// Records that this process verified every hash of `workload`'s `epoch` as it
+    /// committed it, so a restore right after need not hash the files again.
+    pub fn mark_verified(&self, workload: &str, epoch: u64) {
+        lock(&self.verified).insert(workload.to_owned(), epoch);
+    }
+
+    /// Whether `epoch` of `workload` was verified by this process when committed.
+    pub fn was_verified(&self, workload: &str, epoch: u64) -> bool {
+        lock(&self.verified).get(workload) == Some(&epoch)
     }
 
     /// Every primary workload, for shutdown.

@@ -190,7 +190,9 @@ impl Primary {
                 total,
             });
         };
-        let sent = match send_epoch(&conn, &dumped, st.acked.as_ref(), &progress).await {
+        let send_started = Instant::now();
+        let sent = match send_epoch(&conn, &dumped, st.acked.as_ref(), final_epoch, &progress).await
+        {
             Ok(s) => s,
             Err(e) => {
                 if !final_epoch {
@@ -199,6 +201,15 @@ impl Primary {
                 return Err(e);
             }
         };
+        tracing::debug!(
+            workload = %self.spec.name,
+            epoch,
+            final_epoch,
+            dump_ms = dumped.frozen_ms,
+            send_ms = send_started.elapsed().as_millis() as u64,
+            bytes_sent = sent.bytes_sent,
+            "epoch committed on the shadow"
+        );
         if let Some(old) = st.acked.take() {
             if old.dir != dir {
                 checkpoint::remove_dir(&old.dir);
@@ -240,6 +251,7 @@ pub async fn restore_tree(
     let pipe = StdioPipe::new().map_err(|e| format!("stdout pipe: {e}"))?;
     let started = Instant::now();
     let pid = checkpoint::restore(criu, dir, manifest.stdio_key.clone(), pipe.write).await?;
+    tracing::debug!(workload = %spec.name, pid, ms = started.elapsed().as_millis() as u64, "CRIU restore done");
     let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let paths = Paths::new(&node.data_dir, &spec.name);
     let _ = std::fs::create_dir_all(paths.root());

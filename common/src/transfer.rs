@@ -26,6 +26,10 @@ pub enum DataMessage {
         manifest: Manifest,
         /// The committed epoch deltas are computed against, if any.
         base_epoch: Option<u64>,
+        /// The last epoch before a switchover: it is restored at once, and a failed
+        /// switchover resumes from the primary's own copy, so the shadow need not sync it
+        /// to disk before committing.
+        final_epoch: bool,
     },
     /// One file's bytes follow this frame.
     File {

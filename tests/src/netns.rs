@@ -169,6 +169,9 @@ impl Net {
                 }
             }
         }
+        for i in 0..16 {
+            let _ = ip(&["link", "del", &format!("us{}v{i}", self.slot)]);
+        }
         let _ = ip(&["link", "del", &self.bridge()]);
     }
 }
@@ -179,6 +182,9 @@ impl Drop for Net {
             self.kill_all(h);
         }
         for h in &self.hosts {
+            // Deleting the root end removes the pair now; a namespace may outlive its
+            // name while its last processes exit.
+            let _ = ip(&["link", "del", &h.veth]);
             let _ = ip(&["netns", "del", &h.netns]);
         }
         self.cleanup_leftovers();

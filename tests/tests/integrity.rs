@@ -34,13 +34,32 @@ fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
     c.start_agent_env("host-b", env);
     eventually("both agents connected", Duration::from_secs(10), || {
         let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 2 { Ok(()) } else { Err(format!("{n} connected")) }
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} connected"))
+        }
     });
     let out = c.cli(&[
-        "workload", "create", "w", "--host", "host-a", "--shadow", "host-b", "--interval",
-        "500ms", "--", "/usr/bin/python3", "-c", SLEEPER,
+        "workload",
+        "create",
+        "w",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        SLEEPER,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c
 }
 
@@ -77,12 +96,25 @@ fn flipped_byte_in_a_staged_file_is_caught_refetched_and_never_committed() {
     let c = cluster_with_shadow_env(&[("UNDERSTUDY_FAULT_CORRUPT_STAGED", "once:pages-")]);
     eventually("an epoch committed", Duration::from_secs(30), || {
         let w = workload(&c, "w")?;
-        if w.epochs >= 2 { Ok(()) } else { Err(format!("{} epochs, {:?}", w.epochs, w.unprotected)) }
+        if w.epochs >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{} epochs, {:?}", w.epochs, w.unprotected))
+        }
     });
     let log = c.log("host-b");
-    assert!(log.contains("fault injection: flipped a byte"), "fault never injected");
-    assert!(log.contains("staged file refused"), "flip not detected:\n{log}");
-    assert!(c.log("host-a").contains("resending whole"), "no whole resend");
+    assert!(
+        log.contains("fault injection: flipped a byte"),
+        "fault never injected"
+    );
+    assert!(
+        log.contains("staged file refused"),
+        "flip not detected:\n{log}"
+    );
+    assert!(
+        c.log("host-a").contains("resending whole"),
+        "no whole resend"
+    );
     // Every committed epoch matches its manifest byte for byte.
     let epochs = committed_epochs(&c);
     assert!(!epochs.is_empty());
@@ -98,15 +130,22 @@ fn persistent_corruption_refuses_the_epoch_and_nothing_is_committed_or_restorabl
         return;
     }
     let c = cluster_with_shadow_env(&[("UNDERSTUDY_FAULT_CORRUPT_STAGED", "pages-")]);
-    let w = eventually("workload reported unprotected", Duration::from_secs(30), || {
-        let w = workload(&c, "w")?;
-        match &w.unprotected {
-            Some(why) if why.contains("BLAKE3 mismatch") => Ok(w),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let w = eventually(
+        "workload reported unprotected",
+        Duration::from_secs(30),
+        || {
+            let w = workload(&c, "w")?;
+            match &w.unprotected {
+                Some(why) if why.contains("BLAKE3 mismatch") => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
     assert_eq!(w.epochs, 0);
-    assert!(committed_epochs(&c).is_empty(), "a corrupt epoch was committed");
+    assert!(
+        committed_epochs(&c).is_empty(),
+        "a corrupt epoch was committed"
+    );
     let out = c.cli(&["migrate", "w"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -124,10 +163,18 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
     let c = cluster_with_shadow_env(&[]);
     eventually("an epoch committed", Duration::from_secs(30), || {
         let w = workload(&c, "w")?;
-        if w.epochs >= 1 { Ok(()) } else { Err(format!("{:?}", w.unprotected)) }
+        if w.epochs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", w.unprotected))
+        }
     });
     let out = c.cli(&["migrate", "w"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w = workload(&c, "w").unwrap();
     assert_eq!((w.primary.as_str(), w.generation), ("host-b", 2));
     assert_eq!(w.shadow.as_deref(), Some("host-a"));
@@ -138,7 +185,9 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
     let addr = std::net::SocketAddr::from((c.host("host-a").addr, 7442));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reply: DataReply = rt.block_on(async {
-        let conn = rawclient::open_data(addr, "host-a", &cert, &c.ca().cert_pem).await.unwrap();
+        let conn = rawclient::open_data(addr, "host-a", &cert, &c.ca().cert_pem)
+            .await
+            .unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let offer = DataMessage::Offer {
             manifest: Manifest {
@@ -150,18 +199,30 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
                 files: vec![],
             },
             base_epoch: None,
+            final_epoch: false,
         };
-        write_frame(&mut send, PROTOCOL_VERSION, &offer).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME))
+        write_frame(&mut send, PROTOCOL_VERSION, &offer)
             .await
-            .unwrap()
-            .unwrap()
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+        )
+        .await
+        .unwrap()
+        .unwrap()
     });
     match reply {
         DataReply::Refused { reason } => {
-            assert!(reason.contains("stale generation 1") && reason.contains("generation 2"), "{reason}")
+            assert!(
+                reason.contains("stale generation 1") && reason.contains("generation 2"),
+                "{reason}"
+            )
         }
         other => panic!("stale epoch accepted: {other:?}"),
     }
-    assert!(!c.host_dir("host-a").join("data/workloads/w/shadow/epoch-1000").exists());
+    assert!(!c
+        .host_dir("host-a")
+        .join("data/workloads/w/shadow/epoch-1000")
+        .exists());
 }

@@ -21,7 +21,11 @@ fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
 fn connected(c: &Cluster) {
     eventually("agents connected", Duration::from_secs(10), || {
         let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 2 { Ok(()) } else { Err(format!("{n} connected")) }
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} connected"))
+        }
     });
 }
 
@@ -34,16 +38,35 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
     c.start_agent("host-b");
     connected(&c);
     let out = c.cli(&[
-        "workload", "create", "w", "--host", "host-a", "--shadow", "host-b", "--", "/bin/sleep", "600",
+        "workload",
+        "create",
+        "w",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--",
+        "/bin/sleep",
+        "600",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w = eventually("reported unprotected", Duration::from_secs(10), || {
         let w = workload(&c, "w")?;
-        w.unprotected.clone().map(|_| w.clone()).ok_or_else(|| "still protected".to_string())
+        w.unprotected
+            .clone()
+            .map(|_| w.clone())
+            .ok_or_else(|| "still protected".to_string())
     });
     assert_eq!(w.state, WorkloadState::Running);
     let why = w.unprotected.unwrap();
-    assert!(why.starts_with("unprotected:") && why.contains("/nonexistent/criu"), "{why}");
+    assert!(
+        why.starts_with("unprotected:") && why.contains("/nonexistent/criu"),
+        "{why}"
+    );
     let out = c.cli(&["workload", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("unprotected"));
 }
@@ -69,15 +92,38 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
         sock.to_str().unwrap()
     );
     let out = c.cli(&[
-        "workload", "create", "w", "--host", "host-a", "--shadow", "host-b", "--interval", "500ms",
-        "--", "/usr/bin/python3", "-c", &script,
+        "workload",
+        "create",
+        "w",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &script,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let why = eventually("reported unprotected", Duration::from_secs(20), || {
-        workload(&c, "w")?.unprotected.ok_or_else(|| "still protected".to_string())
+        workload(&c, "w")?
+            .unprotected
+            .ok_or_else(|| "still protected".to_string())
     });
-    assert!(why.contains("criu dump failed") && why.contains("Error"), "{why}");
-    assert!(why.to_lowercase().contains("socket") || why.contains("sk-unix"), "{why}");
+    assert!(
+        why.contains("criu dump failed") && why.contains("Error"),
+        "{why}"
+    );
+    assert!(
+        why.to_lowercase().contains("socket") || why.contains("sk-unix"),
+        "{why}"
+    );
     assert_eq!(workload(&c, "w").unwrap().state, WorkloadState::Running);
 }
 
@@ -89,8 +135,21 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
     c.start_agent_env("host-a", &[("CRIU_BIN", "/nonexistent/criu")]);
     c.start_agent("host-b");
     connected(&c);
-    let out = c.cli(&["workload", "create", "w", "--host", "host-a", "--", "/bin/sleep", "600"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "w",
+        "--host",
+        "host-a",
+        "--",
+        "/bin/sleep",
+        "600",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = workload(&c, "w").unwrap();
     // Placement chose the only other host.
     assert_eq!(before.shadow.as_deref(), Some("host-b"));
@@ -108,13 +167,32 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
     let out = c.cli(&["migrate", "w", "--dry-run"]);
-    assert!(!out.status.success(), "a dry run of an impossible move must fail too");
+    assert!(
+        !out.status.success(),
+        "a dry run of an impossible move must fail too"
+    );
     assert_eq!(workload(&c, "w").unwrap().generation, before.generation);
     assert_eq!(workload(&c, "w").unwrap().primary, "host-a");
 
     // Creating with a bad name or a disconnected host is refused with the field named.
-    let out = c.cli(&["workload", "create", "Bad/Name", "--host", "host-a", "--", "/bin/true"]);
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "Bad/Name",
+        "--host",
+        "host-a",
+        "--",
+        "/bin/true",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("name"));
-    let out = c.cli(&["workload", "create", "x", "--host", "ghost", "--", "/bin/true"]);
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "x",
+        "--host",
+        "ghost",
+        "--",
+        "/bin/true",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("host: host \"ghost\""));
 }

@@ -98,14 +98,16 @@ async fn receive(
     recv: &mut RecvStream,
     staging_of: &mut Option<ShadowStore>,
 ) -> Result<(), String> {
-    let (manifest, base_epoch) = match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME).await {
-        Ok(DataMessage::Offer {
-            manifest,
-            base_epoch,
-        }) => (manifest, base_epoch),
-        Ok(other) => return Err(format!("expected an offer, got {other:?}")),
-        Err(e) => return Err(format!("primary: {e}")),
-    };
+    let (manifest, base_epoch, final_epoch) =
+        match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME).await {
+            Ok(DataMessage::Offer {
+                manifest,
+                base_epoch,
+                final_epoch,
+            }) => (manifest, base_epoch, final_epoch),
+            Ok(other) => return Err(format!("expected an offer, got {other:?}")),
+            Err(e) => return Err(format!("primary: {e}")),
+        };
     validate_workload_name(&manifest.workload)?;
     let store = ShadowStore::new(Paths::new(&node.data_dir, &manifest.workload).shadow_epochs());
     let expected = node.expected_primary(&manifest.workload);
@@ -140,13 +142,19 @@ async fn receive(
                 let entry = core.on_file(&name, encoding, len)?;
                 let wire = read_exact_vec(recv, len).await?;
                 let (st, bd) = (staging.clone(), base_dir.clone());
+                let t = std::time::Instant::now();
+                let size = entry.size;
                 tokio::task::spawn_blocking(move || {
                     stage_file(&st, bd, &entry.name, encoding, &wire, entry.size)
                 })
                 .await
                 .map_err(|e| e.to_string())??;
+                if size > 1 << 20 {
+                    tracing::debug!(file = %name, ms = t.elapsed().as_millis() as u64, "file staged");
+                }
             }
             DataMessage::Done => {
+                let t = std::time::Instant::now();
                 let (st, m) = (staging.clone(), core.manifest().clone());
                 let mismatched = tokio::task::spawn_blocking(move || {
                     m.files
@@ -166,10 +174,11 @@ async fn receive(
                 if !mismatched.is_empty() {
                     node.count_hash_mismatch(mismatched.len());
                 }
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, "staged files verified");
                 match core.on_done(mismatched) {
                     DoneDecision::Commit => {
                         let (st, m, s2) = (staging.clone(), core.manifest().clone(), store.clone());
-                        tokio::task::spawn_blocking(move || s2.commit(&st, &m))
+                        tokio::task::spawn_blocking(move || s2.commit(&st, &m, !final_epoch))
                             .await
                             .map_err(|e| e.to_string())?
                             .map_err(|e| {
@@ -177,6 +186,12 @@ async fn receive(
                             })?;
                         *staging_of = None;
                         let epoch = core.manifest().epoch;
+                        node.mark_verified(&core.manifest().workload, epoch);
+                        tracing::debug!(
+                            epoch,
+                            ms = t.elapsed().as_millis() as u64,
+                            "verified and committed"
+                        );
                         tracing::debug!(workload = %core.manifest().workload, epoch, "epoch committed");
                         write_frame(send, PROTOCOL_VERSION, &DataReply::Committed { epoch })
                             .await

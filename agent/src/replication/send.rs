@@ -44,17 +44,29 @@ struct Encoded {
     changed: u64,
 }
 
+/// Encodes one file. `next_base` also computes what the next epoch needs (the file's
+/// signature) and the changed-bytes figure; a final epoch has no next, so it skips both and
+/// keeps the freeze short.
 fn encode_file(
     dir: &Path,
     name: &str,
     base: Option<&Base>,
     use_base: bool,
+    next_base: bool,
 ) -> Result<Encoded, String> {
     let path = dir.join(name);
     let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let base_sig = base.filter(|_| use_base).and_then(|b| b.sigs.get(name));
     let (encoding, wire) =
         delta::encode(&data, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))?;
+    if !next_base {
+        return Ok(Encoded {
+            encoding,
+            wire,
+            sig: Vec::new(),
+            changed: 0,
+        });
+    }
     let changed = match base.map(|b| b.dir.join(name)) {
         Some(old) => match std::fs::read(old) {
             Ok(old) => delta::changed_bytes(&old, &data),
@@ -76,12 +88,16 @@ async fn send_file(
     name: &str,
     base: Option<&Base>,
     use_base: bool,
+    next_base: bool,
 ) -> Result<(Encoded, u64), String> {
     let (dir2, name2, base2) = (dir.to_owned(), name.to_owned(), base.cloned());
-    let enc =
-        tokio::task::spawn_blocking(move || encode_file(&dir2, &name2, base2.as_ref(), use_base))
-            .await
-            .map_err(|e| e.to_string())??;
+    let t = Instant::now();
+    let enc = tokio::task::spawn_blocking(move || {
+        encode_file(&dir2, &name2, base2.as_ref(), use_base, next_base)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let encode_ms = t.elapsed().as_millis() as u64;
     let header = DataMessage::File {
         name: name.to_owned(),
         encoding: enc.encoding,
@@ -96,6 +112,15 @@ async fn send_file(
         .await
         .map_err(|e| format!("sending {name}: {e}"))?;
     let n = (frame.len() + enc.wire.len()) as u64;
+    if encode_ms > 20 {
+        tracing::debug!(
+            file = name,
+            encode_ms,
+            send_ms = t.elapsed().as_millis() as u64 - encode_ms,
+            wire = n,
+            "file sent"
+        );
+    }
     Ok((enc, n))
 }
 
@@ -106,10 +131,12 @@ async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
 }
 
 /// Sends `dumped` over a new stream of `conn`; `progress(done, total)` is called per file.
+/// A final epoch is the last before a switchover: nothing will be computed against it.
 pub async fn send_epoch(
     conn: &quinn::Connection,
     dumped: &Dumped,
     base: Option<&Base>,
+    final_epoch: bool,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<Sent, String> {
     let started = Instant::now();
@@ -118,6 +145,7 @@ pub async fn send_epoch(
     let offer = DataMessage::Offer {
         manifest: manifest.clone(),
         base_epoch: base.map(|b| b.epoch),
+        final_epoch,
     };
     write_frame(&mut send, PROTOCOL_VERSION, &offer)
         .await
@@ -133,7 +161,15 @@ pub async fn send_epoch(
     let mut bytes_changed = 0u64;
     let mut sigs = HashMap::new();
     for f in &manifest.files {
-        let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, base, have_base).await?;
+        let (enc, n) = send_file(
+            &mut send,
+            &dumped.dir,
+            &f.name,
+            base,
+            have_base,
+            !final_epoch,
+        )
+        .await?;
         bytes_sent += n;
         bytes_changed += enc.changed;
         sigs.insert(f.name.clone(), enc.sig);
@@ -149,7 +185,9 @@ pub async fn send_epoch(
             DataReply::Resend { names } => {
                 tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
                 for name in names {
-                    let (_, n) = send_file(&mut send, &dumped.dir, &name, None, false).await?;
+                    let (enc, n) =
+                        send_file(&mut send, &dumped.dir, &name, None, false, !final_epoch).await?;
+                    sigs.insert(name, enc.sig);
                     bytes_sent += n;
                 }
             }

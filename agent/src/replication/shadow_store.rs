@@ -62,20 +62,31 @@ impl ShadowStore {
         }
     }
 
-    /// Commits a verified staging directory as its epoch and prunes old epochs.
-    pub fn commit(&self, staging: &Path, manifest: &Manifest) -> std::io::Result<PathBuf> {
+    /// Commits a verified staging directory as its epoch and prunes old epochs. With
+    /// `durable`, files and directories are synced first, so a crash cannot leave a
+    /// committed epoch with missing data.
+    pub fn commit(
+        &self,
+        staging: &Path,
+        manifest: &Manifest,
+        durable: bool,
+    ) -> std::io::Result<PathBuf> {
         let bytes = manifest
             .to_bytes()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         std::fs::write(staging.join(MANIFEST_FILE), bytes)?;
-        for f in &manifest.files {
-            File::open(staging.join(&f.name))?.sync_all()?;
+        if durable {
+            for f in &manifest.files {
+                File::open(staging.join(&f.name))?.sync_all()?;
+            }
+            File::open(staging.join(MANIFEST_FILE))?.sync_all()?;
+            File::open(staging)?.sync_all()?;
         }
-        File::open(staging.join(MANIFEST_FILE))?.sync_all()?;
-        File::open(staging)?.sync_all()?;
         let target = self.epoch_dir(manifest.epoch);
         std::fs::rename(staging, &target)?;
-        File::open(&self.dir)?.sync_all()?;
+        if durable {
+            File::open(&self.dir)?.sync_all()?;
+        }
         let committed = self.committed();
         if committed.len() > KEEP {
             for old in &committed[..committed.len() - KEEP] {
@@ -112,7 +123,7 @@ mod tests {
         let s = ShadowStore::new(dir.path().join("shadow"));
         for n in 1..=5 {
             let st = s.begin(n).unwrap();
-            s.commit(&st, &manifest(n)).unwrap();
+            s.commit(&st, &manifest(n), true).unwrap();
         }
         assert_eq!(s.committed(), vec![3, 4, 5]);
         let st = s.begin(6).unwrap();

@@ -282,11 +282,11 @@ mod tests {
         let restored = OrderReply::Restored {
             pid: 1,
             restore_ms: 5,
-            check_ms: 1,
+            check_ms: 20,
         };
-        let s = m.on_reply(restored, t0 + Duration::from_millis(200));
+        let s = m.on_reply(restored, t0 + Duration::from_millis(250));
         assert_eq!(host_and_kind(&s), ("a".into(), "release"));
-        assert_eq!(m.freeze(), Some(Duration::from_millis(200)));
+        assert_eq!(m.freeze(), Some(Duration::from_millis(180)));
         assert_eq!(
             m.on_reply(OrderReply::Done, t0),
             Step::Finished(Outcome::Succeeded)

@@ -1,0 +1,413 @@
+//! `switchover` benchmark: how long a workload is frozen by `understudy migrate`, and what
+//! steady-state epochs cost, against the naive baseline of `criu dump` → copy the whole
+//! image directory → `criu restore` on the other host, measured the same way in the same
+//! run. Needs root and the provisioned CRIU.
+//!
+//! Workloads of 64, 256 and 1024 MiB resident memory (random content) dirty 1% of their
+//! pages per second and answer UDP probes. A prober sends a probe to both hosts every
+//! millisecond; the freeze is the gap between the last answer from the old host and the
+//! first from the new one.
+//!
+//! Usage: switchover [SIZE_MIB ...]   (default: 64 256 1024)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use understudy_coordinator::workloads::WorkloadRecord;
+use understudy_tests::cluster::Cluster;
+use understudy_tests::criu;
+use understudy_tests::wait::eventually;
+
+const PORT: u16 = 9100;
+const DIRTY_SHARE_PER_SEC: f64 = 0.01;
+
+fn workload_script(mib: usize) -> String {
+    format!(
+        r#"
+import os, random, select, socket, time
+size = {mib} * 1024 * 1024
+buf = bytearray(os.urandom(size))
+pages = size // 4096
+per_tick = max(1, int(pages * {DIRTY_SHARE_PER_SEC} / 100))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {PORT}))
+s.setblocking(False)
+while True:
+    r, _, _ = select.select([s], [], [], 0.01)
+    if r:
+        try:
+            while True:
+                data, addr = s.recvfrom(64)
+                s.sendto(data, addr)
+        except BlockingIOError:
+            pass
+    for _ in range(per_tick):
+        p = random.randrange(pages) * 4096
+        buf[p] = (buf[p] + 1) % 256
+"#
+    )
+}
+
+fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
+    let out = c.cli(&["workload", "show", name, "--output", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Probes `a` and `b` every millisecond; records when each last/first answered.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(Instant, u8)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(a: SocketAddr, b: SocketAddr) -> Self {
+        let sock = Arc::new(UdpSocket::bind("0.0.0.0:0").unwrap());
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (s1, st1) = (sock.clone(), stop.clone());
+        let sender = std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !st1.load(Ordering::Relaxed) {
+                n += 1;
+                let _ = s1.send_to(&n.to_be_bytes(), a);
+                let _ = s1.send_to(&n.to_be_bytes(), b);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let (s2, st2, ans) = (sock, stop.clone(), answers.clone());
+        let receiver = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !st2.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = s2.recv_from(&mut buf) {
+                    let host = if from == a { 0 } else { 1 };
+                    ans.lock().unwrap().push((Instant::now(), host));
+                }
+            }
+        });
+        Prober {
+            stop,
+            answers,
+            threads: vec![sender, receiver],
+        }
+    }
+
+    /// Stops and returns the gap between the last answer from A and the first from B
+    /// after it.
+    fn freeze(self) -> Option<Duration> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let answers = self.answers.lock().unwrap();
+        let last_a = answers
+            .iter()
+            .filter(|(_, h)| *h == 0)
+            .map(|(t, _)| *t)
+            .max()?;
+        let first_b = answers
+            .iter()
+            .filter(|(t, h)| *h == 1 && *t > last_a)
+            .map(|(t, _)| *t)
+            .min()?;
+        Some(first_b - last_a)
+    }
+}
+
+struct Row {
+    mib: usize,
+    ours_freeze: Duration,
+    naive_freeze: Duration,
+    steady_sent: f64,
+    steady_changed: f64,
+    steady_total: f64,
+    cpu_ms: f64,
+    dump_ms: f64,
+}
+
+fn started_cluster() -> Cluster {
+    let c = Cluster::new(&["host-a", "host-b"]);
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.start_agent("host-b");
+    eventually("agents connected", Duration::from_secs(15), || {
+        let n = c.hosts()?.iter().filter(|h| h.connected).count();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    });
+    c
+}
+
+fn ours(mib: usize) -> (Duration, [f64; 5]) {
+    let c = started_cluster();
+    let name = format!("mem{mib}");
+    let out = c.cli(&[
+        "workload",
+        "create",
+        &name,
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "2s",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &workload_script(mib),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Collect steady-state epochs (the first is sent whole).
+    let mut seen = std::collections::BTreeMap::new();
+    eventually("4 epochs", Duration::from_secs(600), || {
+        let w = workload(&c, &name)?;
+        if let Some(e) = w.last_epoch {
+            seen.insert(e.epoch, e);
+        }
+        if seen.len() >= 4 {
+            Ok(())
+        } else {
+            Err(format!("{} epochs; {:?}", seen.len(), w.unprotected))
+        }
+    });
+    let steady: Vec<_> = seen.values().skip(1).collect();
+    let n = steady.len() as f64;
+    let avg = |f: &dyn Fn(&understudy_common::workload::EpochReport) -> u64| {
+        steady.iter().map(|e| f(e) as f64).sum::<f64>() / n
+    };
+    let stats = [
+        avg(&|e| e.bytes_sent),
+        avg(&|e| e.bytes_changed),
+        avg(&|e| e.bytes_total),
+        avg(&|e| e.cpu_ms),
+        avg(&|e| e.frozen_ms),
+    ];
+    let a = SocketAddr::from((c.host("host-a").addr, PORT));
+    let b = SocketAddr::from((c.host("host-b").addr, PORT));
+    let prober = Prober::start(a, b);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.cli(&["migrate", &name]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!(
+        "  ours: {}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let freeze = prober.freeze().expect("no answers around the switchover");
+    println!("; client-seen freeze {} ms", freeze.as_millis());
+    if std::env::var("SWITCHOVER_VERBOSE").is_ok() {
+        for host in ["host-a", "host-b"] {
+            for l in c
+                .log(host)
+                .lines()
+                .filter(|l| l.contains("DEBUG"))
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                println!("    {host}: {l}");
+            }
+        }
+    }
+    (freeze, stats)
+}
+
+fn naive(mib: usize, criu_bin: &std::path::Path) -> Duration {
+    let c = Cluster::new(&["host-a", "host-b"]);
+    let (ha, hb) = (c.host("host-a").clone(), c.host("host-b").clone());
+    let ns = |h: &understudy_tests::netns::Host| format!("--net=/run/netns/{}", h.netns);
+    let work = c.host_dir("naive");
+    let (dir_a, dir_b) = (work.join("a"), work.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let child = Command::new("nsenter")
+        .args([
+            &ns(&ha),
+            "--",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--",
+            "setsid",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            &workload_script(mib),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let unshare = child.id();
+    let a = SocketAddr::from((ha.addr, PORT));
+    let b = SocketAddr::from((hb.addr, PORT));
+    let init: u32 = eventually("naive workload up", Duration::from_secs(60), || {
+        let probe = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        probe.send_to(b"x", a).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 8];
+        probe.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let kids = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .map_err(|e| e.to_string())?;
+        kids.split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("no child".into())
+    });
+    // The copy goes from host-a to host-b over TCP (tar through a socket); the receiver
+    // listens before the clock starts.
+    let recv = Command::new("nsenter")
+        .args([&ns(&hb), "--", "sh", "-c", &format!(
+            "python3 -c 'import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((\"0.0.0.0\",9999));s.listen(1);c,_=s.accept()\nwhile True:\n  d=c.recv(1<<20)\n  if not d: break\n  sys.stdout.buffer.write(d)' | tar xf - -C {}", dir_b.display())])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let prober = Prober::start(a, b);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    // As an operator would: criu runs on host-a, then on host-b.
+    let dump = Command::new("nsenter")
+        .args([&ns(&ha), "--", criu_bin.to_str().unwrap()])
+        .args([
+            "dump",
+            "-t",
+            &init.to_string(),
+            "-D",
+            dir_a.to_str().unwrap(),
+            "--tcp-established",
+            "-o",
+            "dump.log",
+        ])
+        .status()
+        .unwrap();
+    assert!(dump.success(), "naive criu dump failed");
+    let t_dump = t0.elapsed();
+    let send = Command::new("nsenter")
+        .args([&ns(&ha), "--", "sh", "-c", &format!(
+            "tar cf - -C {} . | python3 -c 'import socket,sys\ns=socket.create_connection((\"{}\",9999))\nwhile True:\n  d=sys.stdin.buffer.read(1<<20)\n  if not d: break\n  s.sendall(d)'", dir_a.display(), hb.addr)])
+        .status()
+        .unwrap();
+    assert!(send.success());
+    assert!(recv.wait_with_output().unwrap().status.success());
+    let t_copy = t0.elapsed() - t_dump;
+    let restore = Command::new("nsenter")
+        .args([
+            &ns(&hb),
+            "--",
+            criu_bin.to_str().unwrap(),
+            "restore",
+            "-d",
+            "-D",
+            dir_b.to_str().unwrap(),
+            "--tcp-close",
+            "-o",
+            "restore.log",
+        ])
+        .status()
+        .unwrap();
+    assert!(restore.success(), "naive criu restore failed");
+    let t_restore = t0.elapsed() - t_dump - t_copy;
+    std::thread::sleep(Duration::from_millis(500));
+    let freeze = prober
+        .freeze()
+        .expect("naive: no answers around the switchover");
+    println!(
+        "  naive: dump {} ms, copy {} ms, restore {} ms; client-seen freeze {} ms",
+        t_dump.as_millis(),
+        t_copy.as_millis(),
+        t_restore.as_millis(),
+        freeze.as_millis()
+    );
+    freeze
+}
+
+fn main() {
+    let criu = match criu::provisioned() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchover: {e}");
+            std::process::exit(69);
+        }
+    };
+    if let Some(why) = understudy_tests::e2e_unavailable() {
+        eprintln!("switchover: {why}");
+        std::process::exit(77);
+    }
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![64, 256, 1024]
+    } else {
+        sizes
+    };
+    let mut rows = Vec::new();
+    for mib in sizes {
+        println!(
+            "{mib} MiB workload, dirtying {:.0}% of its pages per second:",
+            DIRTY_SHARE_PER_SEC * 100.0
+        );
+        let (ours_freeze, s) = ours(mib);
+        let naive_freeze = naive(mib, &criu.bin);
+        rows.push(Row {
+            mib,
+            ours_freeze,
+            naive_freeze,
+            steady_sent: s[0],
+            steady_changed: s[1],
+            steady_total: s[2],
+            cpu_ms: s[3],
+            dump_ms: s[4],
+        });
+    }
+    let mb = |b: f64| b / (1024.0 * 1024.0);
+    println!();
+    println!("| size | freeze ours | freeze naive | ours/naive | epoch size | changed/epoch | sent/epoch | sent/changed | dump (frozen) | agent CPU/epoch |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} MiB | {} ms | {} ms | {:.2} | {:.1} MiB | {:.2} MiB | {:.2} MiB | {:.2} | {:.0} ms | {:.0} ms |",
+            r.mib,
+            r.ours_freeze.as_millis(),
+            r.naive_freeze.as_millis(),
+            r.ours_freeze.as_secs_f64() / r.naive_freeze.as_secs_f64(),
+            mb(r.steady_total),
+            mb(r.steady_changed),
+            mb(r.steady_sent),
+            r.steady_sent / r.steady_changed.max(1.0),
+            r.dump_ms,
+            r.cpu_ms
+        );
+    }
+}
