@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The demo: builds understudy, creates a cluster CA, and starts a coordinator and two agents
 # on three hosts (network namespaces on this machine, joined by a bridge). The agents find
-# the coordinator over mutual-TLS QUIC; the demo prints `understudy hosts` every few seconds
+# the coordinator over mutual-TLS QUIC. Then it starts a protected workload on host-a (a
+# counter that keeps its count only in memory), waits until its understudy on host-b is
+# current, migrates it to host-b with `understudy migrate`, and shows that it kept
+# counting from where it was. It refreshes `understudy workload list` every few seconds
 # until Ctrl-C, then stops everything cleanly and removes the hosts.
 #
 # Run as root on Debian 12:  sudo bash scripts/demo.sh
@@ -9,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
+bash packaging/criu/provision-criu.sh
 
 echo "==> building" >&2
 cargo build --workspace --bins --locked -q
@@ -24,6 +28,10 @@ cleanup() {
   echo "==> stopping (SIGTERM, bounded drain)" >&2
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Workloads outlive their agent (as under systemd's KillMode=process); the demo's do not.
+  for h in "${HOSTS[@]}"; do
+    ip netns pids "usdemo-$h" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  done
   for h in "${HOSTS[@]}"; do ip netns del "usdemo-$h" 2>/dev/null || true; done
   ip link del "$BR" 2>/dev/null || true
   echo "==> stopped; logs are in $DIR/*/log" >&2
@@ -112,10 +120,41 @@ done
 echo
 "$BIN/understudy" hosts
 echo
-echo "==> both agents registered over mutual-TLS QUIC. Refreshing every 5 s; Ctrl-C stops." >&2
+echo "==> both agents registered over mutual-TLS QUIC" >&2
+
+echo "==> starting workload 'counter' on host-a, shadowed on host-b (epoch every 1 s)" >&2
+"$BIN/understudy" workload create counter --host host-a --shadow host-b --interval 1s -- \
+  /usr/bin/python3 -c 'import time
+n = 0
+while True:
+    n += 1
+    print(n, flush=True)
+    time.sleep(0.01)'
+epochs=0
+for _ in $(seq 150); do
+  epochs=$("$BIN/understudy" workload show counter --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["epochs"])')
+  [ "$epochs" -ge 2 ] && break
+  sleep 0.2
+done
+[ "$epochs" -ge 2 ] || { echo "demo: no epoch reached host-b; see $DIR/*/log" >&2; exit 1; }
+echo
+"$BIN/understudy" workload show counter
+echo
+log() { echo "$DIR/$1/data/workloads/counter/output.log"; }
+echo "==> counter on host-a is at $(tail -n1 "$(log host-a)"); migrating it to host-b" >&2
+"$BIN/understudy" migrate counter
+sleep 0.5
+echo
+echo "==> last count logged on host-a: $(tail -n1 "$(log host-a)")"
+echo "==> first counts logged on host-b: $(head -n3 "$(log host-b)" | tr '\n' ' ')"
+echo "==> latest on host-b:              $(tail -n1 "$(log host-b)") (still counting, in memory, on the new host)"
+echo
+"$BIN/understudy" workload list
+echo
+echo "==> refreshing every 5 s; Ctrl-C stops" >&2
 end=$(( $(date +%s) + ${UNDERSTUDY_DEMO_SECONDS:-1000000000} ))
 while [ "$(date +%s)" -lt "$end" ]; do
   sleep 5
   echo "--- $(date +%T)"
-  "$BIN/understudy" hosts
+  "$BIN/understudy" workload list
 done

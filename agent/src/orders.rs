@@ -187,7 +187,9 @@ async fn restore(
     );
     node.set_primary(workload, primary.clone());
     primary.start_loop(node).await;
-    store.clear();
+    // The shadow copies are not needed any more; removing gigabytes takes time, so it
+    // happens after the reply, off the switchover's critical path.
+    tokio::task::spawn_blocking(move || store.clear());
     Ok(OrderReply::Restored {
         pid,
         restore_ms,
@@ -205,7 +207,8 @@ async fn release(node: &Arc<Node>, workload: &str) -> Result<OrderReply, String>
         st.final_dump = None;
         st.acked = None;
     }
-    crate::checkpoint::remove_dir(&Paths::new(&node.data_dir, workload).primary_epochs());
+    let dir = Paths::new(&node.data_dir, workload).primary_epochs();
+    tokio::task::spawn_blocking(move || crate::checkpoint::remove_dir(&dir));
     tracing::info!(workload, "released: the workload now runs elsewhere");
     Ok(OrderReply::Done)
 }

@@ -210,14 +210,13 @@ impl Primary {
             bytes_sent = sent.bytes_sent,
             "epoch committed on the shadow"
         );
-        if let Some(old) = st.acked.take() {
-            if old.dir != dir {
-                checkpoint::remove_dir(&old.dir);
-            }
+        // The signatures are all the next delta needs; only a final dump is kept, to
+        // resume from if the switchover fails.
+        if !final_epoch {
+            checkpoint::remove_dir(&dir);
         }
         st.acked = Some(Base {
             epoch,
-            dir,
             sigs: sent.sigs,
         });
         Ok(EpochReport {

@@ -269,6 +269,13 @@ max = "1s"
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Limits every host's link to `rate` (tc syntax, e.g. `1gbit`).
+    pub fn limit_links(&self, rate: &str) {
+        for h in self.hosts.values() {
+            self.net.limit_rate(h, rate).unwrap();
+        }
+    }
+
     /// Cuts or restores `name`'s link.
     pub fn set_link(&self, name: &str, up: bool) {
         self.net.set_link(self.host(name), up).unwrap();

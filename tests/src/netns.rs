@@ -125,6 +125,30 @@ impl Net {
         ip(&["link", "set", &host.veth, if up { "up" } else { "down" }])
     }
 
+    /// Limits `host`'s link to `rate` (tc syntax, e.g. `1gbit`) in both directions.
+    pub fn limit_rate(&self, host: &Host, rate: &str) -> Result<(), String> {
+        let tbf = [
+            "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms",
+        ];
+        let out = Command::new("tc")
+            .args(["qdisc", "replace", "dev", &host.veth])
+            .args(tbf)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let out = Command::new("tc")
+            .args(["-n", &host.netns, "qdisc", "replace", "dev", "eth0"])
+            .args(tbf)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(())
+    }
+
     /// A command that runs `program` inside `host`'s network namespace (only the network
     /// namespace: CRIU refuses trees in a private mount namespace made by `ip netns exec`).
     pub fn command(&self, host: &Host, program: &std::path::Path) -> Command {

@@ -2,15 +2,15 @@
 //! resend what the shadow asks for, until it commits or refuses.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use quinn::{RecvStream, SendStream};
-use understudy_common::frame::{read_frame, write_frame};
+use understudy_common::frame::{encode_frame, read_frame, write_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
-use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
+use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
 
-use super::delta;
+use super::delta::{self, EncodedFile, PageSignature};
 use crate::checkpoint::Dumped;
 
 /// The epoch the shadow last acknowledged, which deltas are computed against.
@@ -18,10 +18,8 @@ use crate::checkpoint::Dumped;
 pub struct Base {
     /// Its number.
     pub epoch: u64,
-    /// Its directory on this host (for counting changed bytes).
-    pub dir: PathBuf,
-    /// Signature of each of its files.
-    pub sigs: HashMap<String, Vec<u8>>,
+    /// Page signature of each of its files.
+    pub sigs: HashMap<String, PageSignature>,
 }
 
 /// What a committed transfer cost.
@@ -29,57 +27,25 @@ pub struct Base {
 pub struct Sent {
     /// Bytes written to the stream.
     pub bytes_sent: u64,
-    /// Bytes of content that differ from the base (all of it without a base).
+    /// Bytes of content not found at the same place in the base (all without a base).
     pub bytes_changed: u64,
-    /// Signatures of the sent epoch's files, the base of the next delta.
-    pub sigs: HashMap<String, Vec<u8>>,
+    /// Page signatures of the sent epoch's files, the base of the next delta.
+    pub sigs: HashMap<String, PageSignature>,
     /// Wall time of the transfer, milliseconds.
     pub transfer_ms: u64,
 }
 
-struct Encoded {
-    encoding: Encoding,
-    wire: Vec<u8>,
-    sig: Vec<u8>,
-    changed: u64,
-}
-
-/// Encodes one file. `next_base` also computes what the next epoch needs (the file's
-/// signature) and the changed-bytes figure; a final epoch has no next, so it skips both and
-/// keeps the freeze short.
+/// Reads and encodes one file (a delta when `use_base` and the base has its signature).
 fn encode_file(
     dir: &Path,
     name: &str,
     base: Option<&Base>,
     use_base: bool,
-    next_base: bool,
-) -> Result<Encoded, String> {
+) -> Result<EncodedFile, String> {
     let path = dir.join(name);
     let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let base_sig = base.filter(|_| use_base).and_then(|b| b.sigs.get(name));
-    let (encoding, wire) =
-        delta::encode(&data, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))?;
-    if !next_base {
-        return Ok(Encoded {
-            encoding,
-            wire,
-            sig: Vec::new(),
-            changed: 0,
-        });
-    }
-    let changed = match base.map(|b| b.dir.join(name)) {
-        Some(old) => match std::fs::read(old) {
-            Ok(old) => delta::changed_bytes(&old, &data),
-            Err(_) => data.len() as u64,
-        },
-        None => data.len() as u64,
-    };
-    Ok(Encoded {
-        encoding,
-        wire,
-        sig: delta::signature(&data),
-        changed,
-    })
+    delta::encode(&data, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))
 }
 
 async fn send_file(
@@ -88,23 +54,20 @@ async fn send_file(
     name: &str,
     base: Option<&Base>,
     use_base: bool,
-    next_base: bool,
-) -> Result<(Encoded, u64), String> {
+) -> Result<(EncodedFile, u64), String> {
     let (dir2, name2, base2) = (dir.to_owned(), name.to_owned(), base.cloned());
     let t = Instant::now();
-    let enc = tokio::task::spawn_blocking(move || {
-        encode_file(&dir2, &name2, base2.as_ref(), use_base, next_base)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let encode_ms = t.elapsed().as_millis() as u64;
+    let enc =
+        tokio::task::spawn_blocking(move || encode_file(&dir2, &name2, base2.as_ref(), use_base))
+            .await
+            .map_err(|e| e.to_string())??;
+    let encode_ms = t.elapsed().as_millis();
     let header = DataMessage::File {
         name: name.to_owned(),
         encoding: enc.encoding,
         len: enc.wire.len() as u64,
     };
-    let frame = understudy_common::frame::encode_frame(PROTOCOL_VERSION, &header)
-        .map_err(|e| e.to_string())?;
+    let frame = encode_frame(PROTOCOL_VERSION, &header).map_err(|e| e.to_string())?;
     send.write_all(&frame)
         .await
         .map_err(|e| format!("sending {name}: {e}"))?;
@@ -116,7 +79,7 @@ async fn send_file(
         tracing::debug!(
             file = name,
             encode_ms,
-            send_ms = t.elapsed().as_millis() as u64 - encode_ms,
+            total_ms = t.elapsed().as_millis(),
             wire = n,
             "file sent"
         );
@@ -131,7 +94,7 @@ async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
 }
 
 /// Sends `dumped` over a new stream of `conn`; `progress(done, total)` is called per file.
-/// A final epoch is the last before a switchover: nothing will be computed against it.
+/// A final epoch is the last before a switchover: the shadow restores it at once.
 pub async fn send_epoch(
     conn: &quinn::Connection,
     dumped: &Dumped,
@@ -161,18 +124,10 @@ pub async fn send_epoch(
     let mut bytes_changed = 0u64;
     let mut sigs = HashMap::new();
     for f in &manifest.files {
-        let (enc, n) = send_file(
-            &mut send,
-            &dumped.dir,
-            &f.name,
-            base,
-            have_base,
-            !final_epoch,
-        )
-        .await?;
+        let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, base, have_base).await?;
         bytes_sent += n;
         bytes_changed += enc.changed;
-        sigs.insert(f.name.clone(), enc.sig);
+        sigs.insert(f.name.clone(), enc.signature);
         done += f.size;
         progress(done, total);
     }
@@ -185,10 +140,9 @@ pub async fn send_epoch(
             DataReply::Resend { names } => {
                 tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
                 for name in names {
-                    let (enc, n) =
-                        send_file(&mut send, &dumped.dir, &name, None, false, !final_epoch).await?;
-                    sigs.insert(name, enc.sig);
+                    let (enc, n) = send_file(&mut send, &dumped.dir, &name, None, false).await?;
                     bytes_sent += n;
+                    sigs.insert(name, enc.signature);
                 }
             }
             DataReply::Refused { reason } => {

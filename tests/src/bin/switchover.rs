@@ -8,7 +8,11 @@
 //! millisecond; the freeze is the gap between the last answer from the old host and the
 //! first from the new one.
 //!
-//! Usage: switchover [SIZE_MIB ...]   (default: 64 256 1024)
+//! Usage: switchover [--link RATE] [SIZE_MIB ...]   (default: 64 256 1024, unlimited links)
+//!
+//! `--link 1gbit` limits every host's link with a tc token bucket, both directions, for
+//! ours and the baseline alike: namespace links otherwise move data at memory speed, which
+//! no network between two machines does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
 
@@ -135,8 +139,22 @@ struct Row {
     dump_ms: f64,
 }
 
+fn limited(c: &Cluster) {
+    if let Some(rate) = link_rate() {
+        c.limit_links(&rate);
+    }
+}
+
+fn link_rate() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--link")
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 fn started_cluster() -> Cluster {
     let c = Cluster::new(&["host-a", "host-b"]);
+    limited(&c);
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent("host-b");
@@ -241,6 +259,7 @@ fn ours(mib: usize) -> (Duration, [f64; 5]) {
 
 fn naive(mib: usize, criu_bin: &std::path::Path) -> Duration {
     let c = Cluster::new(&["host-a", "host-b"]);
+    limited(&c);
     let (ha, hb) = (c.host("host-a").clone(), c.host("host-b").clone());
     let ns = |h: &understudy_tests::netns::Host| format!("--net=/run/netns/{}", h.netns);
     let work = c.host_dir("naive");
