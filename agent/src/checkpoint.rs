@@ -72,6 +72,9 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         leave_running: req.leave_running,
         tcp_established: true,
         network_lock: NetworkLock::Nftables,
+        // Errors and warnings only: level 4 logs every VMA and page run, which slows
+        // large dumps, and the failure reason needs only the error lines.
+        log_level: 2,
         ..DumpOptions::default()
     };
     let taken_unix_ms = now_ms();
@@ -127,6 +130,7 @@ pub async fn restore(
             // closed, so clients reconnect, while listeners come back as they were.
             tcp_close: true,
             network_lock: NetworkLock::Nftables,
+            log_level: 2,
             ..RestoreOptions::default()
         };
         if let Some(key) = stdio_key {

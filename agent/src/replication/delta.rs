@@ -17,6 +17,7 @@
 //! cannot make the shadow allocate more than the file it expects.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 
 use fast_rsync::apply_limited;
 use understudy_common::transfer::Encoding;
@@ -76,7 +77,7 @@ pub fn signature(data: &[u8]) -> PageSignature {
 struct DeltaWriter {
     out: Vec<u8>,
     copy: Option<(u64, u64)>,
-    literal: Option<(usize, usize)>,
+    literal: Vec<u8>,
 }
 
 impl DeltaWriter {
@@ -86,8 +87,8 @@ impl DeltaWriter {
         w
     }
 
-    fn copy(&mut self, data: &[u8], offset: u64, len: u64) {
-        self.flush_literal(data);
+    fn copy(&mut self, offset: u64, len: u64) {
+        self.flush_literal();
         match &mut self.copy {
             Some((o, l)) if *o + *l == offset => *l += len,
             _ => {
@@ -97,15 +98,9 @@ impl DeltaWriter {
         }
     }
 
-    fn literal(&mut self, data: &[u8], start: usize, end: usize) {
+    fn literal(&mut self, bytes: &[u8]) {
         self.flush_copy();
-        match &mut self.literal {
-            Some((_, e)) if *e == start => *e = end,
-            _ => {
-                self.flush_literal(data);
-                self.literal = Some((start, end));
-            }
-        }
+        self.literal.extend_from_slice(bytes);
     }
 
     fn flush_copy(&mut self) {
@@ -116,72 +111,100 @@ impl DeltaWriter {
         }
     }
 
-    fn flush_literal(&mut self, data: &[u8]) {
-        if let Some((start, end)) = self.literal.take() {
+    fn flush_literal(&mut self) {
+        if !self.literal.is_empty() {
             self.out.push(OP_LITERAL_N8);
             self.out
-                .extend_from_slice(&((end - start) as u64).to_be_bytes());
-            self.out.extend_from_slice(&data[start..end]);
+                .extend_from_slice(&(self.literal.len() as u64).to_be_bytes());
+            self.out.append(&mut self.literal);
         }
     }
 
-    fn finish(mut self, data: &[u8]) -> Vec<u8> {
+    fn finish(mut self) -> Vec<u8> {
         self.flush_copy();
-        self.flush_literal(data);
+        self.flush_literal();
         self.out.push(OP_END);
         self.out
     }
 }
 
-/// The librsync delta turning the file `base` describes into `data`, its signature and the
-/// bytes that changed.
-fn page_delta(data: &[u8], base: &[u128]) -> (Vec<u8>, PageSignature, u64) {
-    let mut w = DeltaWriter::new();
-    let mut sig = Vec::with_capacity(data.len() / PAGE);
-    let mut anywhere: Option<HashMap<u128, usize>> = None;
-    let mut changed = 0u64;
-    for (i, page) in data.chunks_exact(PAGE).enumerate() {
-        let fp = xxh3_128(page);
-        sig.push(fp);
-        let start = i * PAGE;
-        if base.get(i) == Some(&fp) {
-            w.copy(data, start as u64, PAGE as u64);
-            continue;
-        }
-        changed += PAGE as u64;
-        let index = anywhere.get_or_insert_with(|| {
-            let mut m = HashMap::with_capacity(base.len());
-            for (j, f) in base.iter().enumerate() {
-                m.entry(*f).or_insert(j);
+/// Bytes read per step while encoding: files are streamed, never held whole.
+const READ_CHUNK: usize = 256 * PAGE;
+
+/// Reads `r` to its end in chunks of whole pages, calling `f` on each.
+fn for_each_chunk(mut r: impl Read, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            m
-        });
-        match index.get(&fp) {
-            Some(&j) => w.copy(data, (j * PAGE) as u64, PAGE as u64),
-            None => w.literal(data, start, start + PAGE),
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        f(&buf[..filled]);
+        if filled < buf.len() {
+            return Ok(());
         }
     }
-    let tail = data.len() - data.len() % PAGE;
-    if tail < data.len() {
-        changed += (data.len() - tail) as u64;
-        w.literal(data, tail, data.len());
-    }
-    (w.finish(data), sig, changed)
 }
 
-/// Encodes `data` for the wire: a delta against `base` when given, else whole.
-pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
-    let (encoding, raw, signature, changed) = match base {
-        Some(base) => {
-            let (delta, sig, changed) = page_delta(data, base);
-            (Encoding::Delta, delta, sig, changed)
+/// Encodes the file read from `r` for the wire: a delta against `base` when given, else
+/// whole.
+pub fn encode_reader(r: impl Read, base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
+    let mut signature = Vec::new();
+    let mut changed = 0u64;
+    let (encoding, raw) = match base {
+        None => {
+            let mut whole = Vec::new();
+            for_each_chunk(r, |chunk| {
+                signature.extend(chunk.chunks_exact(PAGE).map(xxh3_128));
+                whole.extend_from_slice(chunk);
+            })
+            .map_err(DeltaError::Zstd)?;
+            changed = whole.len() as u64;
+            (Encoding::Whole, whole)
         }
-        None => (
-            Encoding::Whole,
-            data.to_vec(),
-            signature(data),
-            data.len() as u64,
-        ),
+        Some(base) => {
+            let mut w = DeltaWriter::new();
+            let mut anywhere: Option<HashMap<u128, usize>> = None;
+            let mut index = 0usize;
+            for_each_chunk(r, |chunk| {
+                let full = chunk.len() - chunk.len() % PAGE;
+                for page in chunk[..full].chunks_exact(PAGE) {
+                    let fp = xxh3_128(page);
+                    signature.push(fp);
+                    if base.get(index) == Some(&fp) {
+                        w.copy((index * PAGE) as u64, PAGE as u64);
+                    } else {
+                        changed += PAGE as u64;
+                        let map = anywhere.get_or_insert_with(|| {
+                            let mut m = HashMap::with_capacity(base.len());
+                            for (j, f) in base.iter().enumerate() {
+                                m.entry(*f).or_insert(j);
+                            }
+                            m
+                        });
+                        match map.get(&fp) {
+                            Some(&j) => w.copy((j * PAGE) as u64, PAGE as u64),
+                            None => w.literal(page),
+                        }
+                    }
+                    index += 1;
+                }
+                if full < chunk.len() {
+                    changed += (chunk.len() - full) as u64;
+                    w.literal(&chunk[full..]);
+                }
+            })
+            .map_err(DeltaError::Zstd)?;
+            (Encoding::Delta, w.finish())
+        }
     };
     let wire = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(DeltaError::Zstd)?;
     Ok(EncodedFile {
@@ -192,6 +215,35 @@ pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaEr
     })
 }
 
+/// Encodes `data` for the wire: a delta against `base` when given, else whole.
+pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
+    encode_reader(data, base)
+}
+
+/// Applies a decoded file's wire bytes and writes the result to `out`.
+pub fn decode_into(
+    encoding: Encoding,
+    wire: &[u8],
+    base: Option<&[u8]>,
+    size: u64,
+    out: &mut impl Write,
+) -> Result<(), DeltaError> {
+    let limit = usize::try_from(size).map_err(|_| DeltaError::TooLarge { limit: size })?;
+    match encoding {
+        Encoding::Whole => {
+            let data = zstd::bulk::decompress(wire, limit.max(1)).map_err(DeltaError::Zstd)?;
+            out.write_all(&data).map_err(DeltaError::Zstd)
+        }
+        Encoding::Delta => {
+            let base = base.ok_or_else(|| DeltaError::Apply("no base file".into()))?;
+            // A delta is at most the new file plus per-command overhead.
+            let delta_cap = limit + limit / 8 + 1024;
+            let delta = zstd::bulk::decompress(wire, delta_cap).map_err(DeltaError::Zstd)?;
+            apply_limited(base, &delta, out, limit).map_err(|e| DeltaError::Apply(e.to_string()))
+        }
+    }
+}
+
 /// Decodes wire bytes into the file, which must be at most `size` bytes; `base` is the
 /// base epoch's file for a delta.
 pub fn decode(
@@ -200,20 +252,9 @@ pub fn decode(
     base: Option<&[u8]>,
     size: u64,
 ) -> Result<Vec<u8>, DeltaError> {
-    let limit = usize::try_from(size).map_err(|_| DeltaError::TooLarge { limit: size })?;
-    match encoding {
-        Encoding::Whole => zstd::bulk::decompress(wire, limit.max(1)).map_err(DeltaError::Zstd),
-        Encoding::Delta => {
-            let base = base.ok_or_else(|| DeltaError::Apply("no base file".into()))?;
-            // A delta is at most the new file plus per-command overhead.
-            let delta_cap = limit + limit / 8 + 1024;
-            let delta = zstd::bulk::decompress(wire, delta_cap).map_err(DeltaError::Zstd)?;
-            let mut out = Vec::with_capacity(limit);
-            apply_limited(base, &delta, &mut out, limit)
-                .map_err(|e| DeltaError::Apply(e.to_string()))?;
-            Ok(out)
-        }
-    }
+    let mut out = Vec::new();
+    decode_into(encoding, wire, base, size, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -63,16 +63,29 @@ fn stage_file(
     wire: &[u8],
     size: u64,
 ) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
     let base = match (encoding, base_dir) {
         (Encoding::Delta, Some(dir)) => {
             Some(std::fs::read(dir.join(name)).map_err(|e| format!("base {name}: {e}"))?)
         }
         _ => None,
     };
-    let data =
-        delta::decode(encoding, wire, base.as_deref(), size).map_err(|e| format!("{name}: {e}"))?;
+    let read_ms = t0.elapsed().as_millis();
     let path = staging.join(name);
-    std::fs::write(&path, data).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    delta::decode_into(encoding, wire, base.as_deref(), size, &mut out)
+        .map_err(|e| format!("{name}: {e}"))?;
+    std::io::Write::flush(&mut out).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    if size > 1 << 20 {
+        tracing::debug!(
+            file = name,
+            read_ms,
+            total_ms = t0.elapsed().as_millis(),
+            "staged"
+        );
+    }
     corrupt_if_asked(&path, name);
     Ok(())
 }

@@ -43,9 +43,9 @@ fn encode_file(
     use_base: bool,
 ) -> Result<EncodedFile, String> {
     let path = dir.join(name);
-    let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let base_sig = base.filter(|_| use_base).and_then(|b| b.sigs.get(name));
-    delta::encode(&data, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))
+    delta::encode_reader(file, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))
 }
 
 async fn send_file(
