@@ -37,10 +37,12 @@ import os, random, select, socket, time
 size = {mib} * 1024 * 1024
 buf = bytearray(os.urandom(size))
 pages = size // 4096
-per_tick = max(1, int(pages * {DIRTY_SHARE_PER_SEC} / 100))
+rate = pages * {DIRTY_SHARE_PER_SEC}  # pages dirtied per second, however often we wake up
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", {PORT}))
 s.setblocking(False)
+last = time.monotonic()
+debt = 0.0
 while True:
     r, _, _ = select.select([s], [], [], 0.01)
     if r:
@@ -50,7 +52,12 @@ while True:
                 s.sendto(data, addr)
         except BlockingIOError:
             pass
-    for _ in range(per_tick):
+    now = time.monotonic()
+    debt += (now - last) * rate
+    last = now
+    n = int(debt)
+    debt -= n
+    for _ in range(n):
         p = random.randrange(pages) * 4096
         buf[p] = (buf[p] + 1) % 256
 "#
