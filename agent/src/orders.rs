@@ -45,6 +45,11 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             workload,
             generation,
         } => resume(node, &workload, generation).await,
+        Order::SetShadow {
+            workload,
+            generation,
+            shadow,
+        } => set_shadow(node, &workload, generation, shadow).await,
     };
     result.unwrap_or_else(OrderReply::Failed)
 }
@@ -116,10 +121,9 @@ async fn checkpoint(
     let p = primary_of(node, workload)?;
     let mut st = p.state.lock().await;
     st.generation = generation;
-    if final_epoch {
-        // No periodic epoch may start after the final one.
-        st.loop_id += 1;
-    }
+    // A switchover has begun: periodic epochs pause, so none holds the workload up between
+    // the switchover's last epoch and its final one. `Resume` restarts them.
+    st.loop_id += 1;
     let report = p.take_epoch(node, &mut st, final_epoch).await?;
     Ok(OrderReply::Epoch(report))
 }
@@ -238,5 +242,23 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
         st.final_dump = None;
     }
     p.start_loop(node).await;
+    Ok(OrderReply::Done)
+}
+
+async fn set_shadow(
+    node: &Arc<Node>,
+    workload: &str,
+    generation: u64,
+    shadow: Peer,
+) -> Result<OrderReply, String> {
+    let p = primary_of(node, workload)?;
+    let mut st = p.state.lock().await;
+    st.generation = generation;
+    if st.shadow.as_ref() != Some(&shadow) {
+        tracing::info!(workload, shadow = %shadow.name, "new shadow; the next epoch goes whole");
+        st.shadow = Some(shadow);
+        // The new shadow holds nothing to apply deltas to.
+        st.acked = None;
+    }
     Ok(OrderReply::Done)
 }

@@ -165,6 +165,15 @@ pub enum Order {
         /// Its generation.
         generation: u64,
     },
+    /// Send epochs to another shadow from now on (the next one whole).
+    SetShadow {
+        /// The workload.
+        workload: String,
+        /// Its generation.
+        generation: u64,
+        /// The new shadow.
+        shadow: Peer,
+    },
 }
 
 impl Order {
@@ -194,6 +203,11 @@ impl Order {
             | Order::Resume {
                 workload,
                 generation,
+            }
+            | Order::SetShadow {
+                workload,
+                generation,
+                ..
             } => (workload, *generation),
         }
     }
@@ -212,6 +226,7 @@ impl Order {
             Order::Restore { .. } => "restore",
             Order::Release { .. } => "release",
             Order::Resume { .. } => "resume",
+            Order::SetShadow { .. } => "set-shadow",
         }
     }
 }

@@ -358,3 +358,72 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
         }
     });
 }
+
+#[test]
+fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
+    require_e2e!();
+    if let Err(why) = criu::provisioned() {
+        eprintln!("SKIPPED: CRIU not provisioned: {why}");
+        return;
+    }
+    let c = Cluster::new(&["host-a", "host-b", "host-c"]);
+    c.start_coordinator();
+    for h in ["host-a", "host-b", "host-c"] {
+        c.start_agent(h);
+    }
+    eventually("three agents connected", Duration::from_secs(10), || {
+        let n = c.hosts()?.iter().filter(|h| h.connected).count();
+        if n == 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} connected"))
+        }
+    });
+    let out = c.cli(&[
+        "workload",
+        "create",
+        "counter",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_epochs(&c, "counter", 1);
+    let out = c.cli(&["migrate", "counter", "--to", "host-c"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last_on_a = *numbers(&output_log(&c, "host-a", "counter"))
+        .last()
+        .unwrap();
+    let w = workload(&c, "counter").unwrap();
+    assert_eq!(w.primary, "host-c");
+    assert_ne!(w.shadow.as_deref(), Some("host-c"));
+    let on_c = eventually("counting on host-c", Duration::from_secs(10), || {
+        let n = numbers(&output_log(&c, "host-c", "counter"));
+        if n.len() > 10 {
+            Ok(n)
+        } else {
+            Err(format!("{}", n.len()))
+        }
+    });
+    assert!(
+        on_c[0] >= last_on_a,
+        "host-c started at {} after host-a's {last_on_a}",
+        on_c[0]
+    );
+}

@@ -242,23 +242,20 @@ pub async fn migrate(
         return Err(err(400, format!("to: {to:?} already runs {name:?}")));
     }
     let to_peer = shared.peer(&to).map_err(|e| err(400, format!("to: {e}")))?;
-    if rec.shadow.as_deref() != Some(to.as_str()) {
-        return Err(err(
-            409,
-            format!(
-                "to: {to:?} holds no epochs of {name:?}; its shadow is {}",
-                rec.shadow.as_deref().unwrap_or("none")
-            ),
-        ));
-    }
-    if rec.last_epoch.is_none() {
+    let reshadow = rec.shadow.as_deref() != Some(to.as_str());
+    if rec.last_epoch.is_none() && !reshadow {
         return Err(err(
             409,
             format!("workload {name:?} has no committed epoch yet: nothing to restore from"),
         ));
     }
     let new_shadow = pick_shadow(name, &to, &shared.candidates());
-    let plan = plan_text(&rec, &to, new_shadow.as_deref());
+    let mut plan = plan_text(&rec, &to, new_shadow.as_deref());
+    if reshadow {
+        plan = format!(
+            "{to} is not the shadow of {name}: first make it the shadow and wait for a whole epoch there; then {plan}"
+        );
+    }
     let mut status = MigrationStatus {
         workload: name.to_owned(),
         from: rec.primary.clone(),
@@ -289,9 +286,91 @@ pub async fn migrate(
     let shared2 = shared.clone();
     let name2 = name.to_owned();
     tokio::spawn(async move {
+        if reshadow {
+            if let Err(e) = move_shadow(&shared2, &name2, &rec.primary, generation, &to_peer).await
+            {
+                finish_early(&shared2, &name2, &rec.primary, &to_peer.name, generation, e);
+                return;
+            }
+        }
         drive(shared2, name2, rec.primary, to_peer, generation, new_shadow).await;
     });
     Ok(status)
+}
+
+/// How long a re-shadowed target may take to receive its first (whole) epoch.
+const RESHADOW_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Makes `to` the shadow of `name` and waits until an epoch is committed there.
+async fn move_shadow(
+    shared: &Arc<Shared>,
+    name: &str,
+    primary: &str,
+    generation: u64,
+    to: &understudy_common::workload::Peer,
+) -> Result<(), String> {
+    if expect_shadow(shared, name, generation, &to.name, primary)
+        .await
+        .is_none()
+    {
+        return Err(format!("{} did not accept to become the shadow", to.name));
+    }
+    let order = Order::SetShadow {
+        workload: name.to_owned(),
+        generation,
+        shadow: to.clone(),
+    };
+    match orders::send(shared, primary, &order, ORDER_TIMEOUT).await {
+        OrderReply::Done => {}
+        other => {
+            return Err(format!(
+                "primary {primary} did not switch shadows: {other:?}"
+            ))
+        }
+    }
+    shared.update_workload(name, |r| r.shadow = Some(to.name.clone()));
+    let started = Instant::now();
+    loop {
+        let committed_there = shared.workload(name).is_some_and(|r| {
+            r.last_epoch
+                .as_ref()
+                .is_some_and(|e| e.shadow == to.name && e.generation == generation)
+        });
+        if committed_there {
+            return Ok(());
+        }
+        if started.elapsed() > RESHADOW_TIMEOUT {
+            return Err(format!(
+                "no epoch reached {} within {RESHADOW_TIMEOUT:?}",
+                to.name
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Ends a migration that failed before anything was stopped.
+fn finish_early(shared: &Shared, name: &str, from: &str, to: &str, generation: u64, error: String) {
+    tracing::warn!(workload = name, "migration abandoned: {error}");
+    let summary = MigrationSummary {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        generation,
+        outcome: "rolled back".into(),
+        error: Some(error.clone()),
+        freeze_ms: None,
+        total_ms: 0,
+        finished_unix_ms: wall_ms(),
+    };
+    shared.update_workload(name, |r| {
+        r.state = WorkloadState::Running;
+        r.last_migration = Some(summary);
+    });
+    shared.update_migration(name, |m| {
+        m.phase = Phase::Finished;
+        m.outcome = Some("rolled back".into());
+        m.error = Some(error);
+    });
 }
 
 async fn drive(

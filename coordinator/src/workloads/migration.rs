@@ -9,7 +9,8 @@
 //! 4. **release**: the old primary forgets the stopped original.
 //!
 //! Any failure before the restore is confirmed rolls back: the old primary resumes the
-//! workload (restoring from its own final dump if it had stopped it). A failure of the
+//! workload (restoring from its own final dump if it had stopped it) and its periodic
+//! epochs, which the switchover paused. A failure of the
 //! release itself does not undo a confirmed switchover.
 
 use std::time::{Duration, Instant};
@@ -161,10 +162,8 @@ impl Migration {
                 self.checkpoint(true)
             }
             (Phase::Sync, other) => {
-                // Nothing was stopped: the workload still runs where it was.
-                let e = format!("pre-switchover epoch failed: {}", describe(&other));
-                self.error = Some(e.clone());
-                self.finish(Outcome::RolledBack(e))
+                // Nothing was stopped; resuming restarts the periodic epochs it paused.
+                self.rollback(format!("pre-switchover epoch failed: {}", describe(&other)))
             }
             (Phase::Freeze, OrderReply::Epoch(report)) => {
                 self.phase = Phase::Restore;
@@ -183,10 +182,12 @@ impl Migration {
             (Phase::Freeze, other) => {
                 self.rollback(format!("final epoch failed: {}", describe(&other)))
             }
-            (Phase::Restore, OrderReply::Restored { .. }) => {
-                self.freeze = self
-                    .freeze_started
-                    .map(|t| now.saturating_duration_since(t));
+            (Phase::Restore, OrderReply::Restored { check_ms, .. }) => {
+                // The workload runs again once restored; its liveness check is not freeze.
+                self.freeze = self.freeze_started.map(|t| {
+                    now.saturating_duration_since(t)
+                        .saturating_sub(Duration::from_millis(check_ms))
+                });
                 self.phase = Phase::Release;
                 Step::Send {
                     host: self.from.clone(),
@@ -294,16 +295,18 @@ mod tests {
     }
 
     #[test]
-    fn failure_before_freeze_changes_nothing() {
+    fn failure_before_freeze_resumes_where_it_runs() {
         let (mut m, _) = Migration::start("w", "a", peer("b"), 4, None);
         let s = m.on_reply(
             OrderReply::Failed("shadow unreachable".into()),
             Instant::now(),
         );
-        match s {
+        assert_eq!(host_and_kind(&s), ("a".into(), "resume"));
+        match m.on_reply(OrderReply::Done, Instant::now()) {
             Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("shadow unreachable")),
             other => panic!("{other:?}"),
         }
+        assert_eq!(m.freeze(), None);
     }
 
     #[test]
