@@ -168,9 +168,7 @@ async fn expect_shadow(
             return None;
         }
     };
-    let Some(spec) = shared.workload(workload).map(|r| r.spec) else {
-        return None;
-    };
+    let spec = shared.workload(workload).map(|r| r.spec)?;
     let order = Order::ExpectShadow {
         spec,
         generation,

@@ -287,7 +287,7 @@ mod tests {
         };
         let s = m.on_reply(restored, t0 + Duration::from_millis(250));
         assert_eq!(host_and_kind(&s), ("a".into(), "release"));
-        assert_eq!(m.freeze(), Some(Duration::from_millis(180)));
+        assert_eq!(m.freeze(), Some(Duration::from_millis(230)));
         assert_eq!(
             m.on_reply(OrderReply::Done, t0),
             Step::Finished(Outcome::Succeeded)

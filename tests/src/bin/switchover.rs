@@ -273,26 +273,28 @@ fn naive(mib: usize, criu_bin: &std::path::Path) -> Duration {
     let (dir_a, dir_b) = (work.join("a"), work.join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let child = Command::new("nsenter")
-        .args([
-            &ns(&ha),
-            "--",
-            "unshare",
-            "--pid",
-            "--fork",
-            "--",
-            "setsid",
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            &workload_script(mib),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let unshare = child.id();
+    let child = understudy_tests::ChildGuard(
+        Command::new("nsenter")
+            .args([
+                &ns(&ha),
+                "--",
+                "unshare",
+                "--pid",
+                "--fork",
+                "--",
+                "setsid",
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                &workload_script(mib),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let unshare = child.0.id();
     let a = SocketAddr::from((ha.addr, PORT));
     let b = SocketAddr::from((hb.addr, PORT));
     let init: u32 = eventually("naive workload up", Duration::from_secs(60), || {
