@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use rustls_pki_types::CertificateDer;
-use understudy_common::tls::identity::read_identity;
+use understudy_common::tls::identity::peer_name;
 
 use crate::node::Node;
 use crate::replication::receive;
@@ -34,12 +33,4 @@ pub async fn serve(node: Arc<Node>) {
             }
         });
     }
-}
-
-fn peer_name(conn: &quinn::Connection) -> Option<String> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    read_identity(certs.first()?).ok().map(|id| id.name)
 }

@@ -14,6 +14,7 @@ use understudy_common::tls::ca::{create_ca, issue, PemPair, Validity};
 use understudy_common::tls::Role;
 use understudy_coordinator::registry::HostRecord;
 use understudy_coordinator::server::http::HostList;
+use understudy_coordinator::workloads::WorkloadRecord;
 
 use crate::netns::{Host, Net};
 
@@ -298,6 +299,57 @@ max = "1s"
         }
         let list: HostList = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         Ok(list.hosts)
+    }
+
+    /// `understudy workload show NAME --output json`, parsed.
+    pub fn workload(&self, name: &str) -> Result<WorkloadRecord, String> {
+        let out = self.cli(&["workload", "show", name, "--output", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits until `n` hosts are connected.
+    pub fn wait_connected(&self, n: usize) {
+        crate::wait::eventually("agents connected", Duration::from_secs(15), || {
+            let got = self.hosts()?.iter().filter(|h| h.connected).count();
+            if got == n {
+                Ok(())
+            } else {
+                Err(format!("{got} of {n} connected"))
+            }
+        });
+    }
+
+    /// Waits until at least `at_least` epochs of `name` are committed on its shadow.
+    pub fn wait_for_epochs(&self, name: &str, at_least: u64) -> WorkloadRecord {
+        crate::wait::eventually(
+            "epochs committed on the shadow",
+            Duration::from_secs(60),
+            || {
+                let w = self.workload(name)?;
+                if w.epochs >= at_least {
+                    Ok(w)
+                } else {
+                    Err(format!(
+                        "{} epochs; unprotected: {:?}; state {:?}",
+                        w.epochs, w.unprotected, w.state
+                    ))
+                }
+            },
+        )
+    }
+
+    /// What workload `name` has printed on `host` (its output log there).
+    pub fn output_log(&self, host: &str, name: &str) -> String {
+        fs::read_to_string(
+            self.host_dir(host)
+                .join("data/workloads")
+                .join(name)
+                .join("output.log"),
+        )
+        .unwrap_or_default()
     }
 
     /// The coordinator's `/metrics` text.

@@ -59,6 +59,22 @@ macro_rules! require_e2e {
     };
 }
 
+/// The numbers a workload printed one per line (other lines are skipped).
+pub fn numbers(log: &str) -> Vec<u64> {
+    log.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Returns early from a test, saying why, when the provisioned CRIU is missing.
+#[macro_export]
+macro_rules! require_criu {
+    () => {
+        if let Err(why) = $crate::criu::provisioned() {
+            eprintln!("SKIPPED {}: CRIU not provisioned: {why}", module_path!());
+            return;
+        }
+    };
+}
+
 /// A child process killed when dropped, so a failing test leaves nothing running.
 #[derive(Debug)]
 pub struct ChildGuard(pub std::process::Child);

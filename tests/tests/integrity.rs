@@ -12,34 +12,18 @@ use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::tls::ca::{issue, Validity};
 use understudy_common::tls::Role;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
-use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::Cluster;
 use understudy_tests::wait::eventually;
-use understudy_tests::{criu, rawclient, require_e2e};
+use understudy_tests::{rawclient, require_criu, require_e2e};
 
 const SLEEPER: &str = "import time\nx = bytearray(8 * 1024 * 1024)\nwhile True:\n    x[0] = (x[0] + 1) % 256\n    time.sleep(0.05)\n";
-
-fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
-    let out = c.cli(&["workload", "show", name, "--output", "json"]);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
 
 fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
     let c = Cluster::new(&["host-a", "host-b"]);
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent_env("host-b", env);
-    eventually("both agents connected", Duration::from_secs(10), || {
-        let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} connected"))
-        }
-    });
+    c.wait_connected(2);
     let out = c.cli(&[
         "workload",
         "create",
@@ -76,26 +60,14 @@ fn committed_epochs(c: &Cluster) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn skip_without_criu() -> bool {
-    match criu::provisioned() {
-        Ok(_) => false,
-        Err(why) => {
-            eprintln!("SKIPPED: CRIU not provisioned: {why}");
-            true
-        }
-    }
-}
-
 #[test]
 fn flipped_byte_in_a_staged_file_is_caught_refetched_and_never_committed() {
     require_e2e!();
-    if skip_without_criu() {
-        return;
-    }
+    require_criu!();
     // Corrupt the first staged page image once: the shadow must notice and ask again.
     let c = cluster_with_shadow_env(&[("UNDERSTUDY_FAULT_CORRUPT_STAGED", "once:pages-")]);
     eventually("an epoch committed", Duration::from_secs(30), || {
-        let w = workload(&c, "w")?;
+        let w = c.workload("w")?;
         if w.epochs >= 2 {
             Ok(())
         } else {
@@ -126,15 +98,13 @@ fn flipped_byte_in_a_staged_file_is_caught_refetched_and_never_committed() {
 #[test]
 fn persistent_corruption_refuses_the_epoch_and_nothing_is_committed_or_restorable() {
     require_e2e!();
-    if skip_without_criu() {
-        return;
-    }
+    require_criu!();
     let c = cluster_with_shadow_env(&[("UNDERSTUDY_FAULT_CORRUPT_STAGED", "pages-")]);
     let w = eventually(
         "workload reported unprotected",
         Duration::from_secs(30),
         || {
-            let w = workload(&c, "w")?;
+            let w = c.workload("w")?;
             match &w.unprotected {
                 Some(why) if why.contains("BLAKE3 mismatch") => Ok(w),
                 other => Err(format!("{other:?}")),
@@ -151,18 +121,16 @@ fn persistent_corruption_refuses_the_epoch_and_nothing_is_committed_or_restorabl
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no committed epoch"), "{err}");
     // The workload was never disturbed.
-    assert_eq!(workload(&c, "w").unwrap().primary, "host-a");
+    assert_eq!(c.workload("w").unwrap().primary, "host-a");
 }
 
 #[test]
 fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
     require_e2e!();
-    if skip_without_criu() {
-        return;
-    }
+    require_criu!();
     let c = cluster_with_shadow_env(&[]);
     eventually("an epoch committed", Duration::from_secs(30), || {
-        let w = workload(&c, "w")?;
+        let w = c.workload("w")?;
         if w.epochs >= 1 {
             Ok(())
         } else {
@@ -175,7 +143,7 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let w = workload(&c, "w").unwrap();
+    let w = c.workload("w").unwrap();
     assert_eq!((w.primary.as_str(), w.generation), ("host-b", 2));
     assert_eq!(w.shadow.as_deref(), Some("host-a"));
 

@@ -5,79 +5,27 @@
 
 use std::time::Duration;
 
-use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::Cluster;
 use understudy_tests::wait::eventually;
-use understudy_tests::{criu, require_e2e};
+use understudy_tests::{numbers, require_criu, require_e2e};
 
 /// Counts in memory and prints every value, every 10 ms.
 const COUNTER: &str =
     "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
-
-fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
-    let out = c.cli(&["workload", "show", name, "--output", "json"]);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
-fn numbers(log: &str) -> Vec<u64> {
-    log.lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
-
-fn output_log(c: &Cluster, host: &str, name: &str) -> String {
-    std::fs::read_to_string(
-        c.host_dir(host)
-            .join("data/workloads")
-            .join(name)
-            .join("output.log"),
-    )
-    .unwrap_or_default()
-}
 
 fn started_cluster() -> Cluster {
     let c = Cluster::new(&["host-a", "host-b"]);
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent("host-b");
-    eventually("both agents connected", Duration::from_secs(10), || {
-        let hosts = c.hosts()?;
-        let n = hosts.iter().filter(|h| h.connected).count();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} connected"))
-        }
-    });
+    c.wait_connected(2);
     c
-}
-
-fn wait_for_epochs(c: &Cluster, name: &str, at_least: u64) -> WorkloadRecord {
-    eventually(
-        "epochs committed on the shadow",
-        Duration::from_secs(30),
-        || {
-            let w = workload(c, name)?;
-            if w.epochs >= at_least {
-                Ok(w)
-            } else {
-                Err(format!(
-                    "{} epochs; unprotected: {:?}; state {:?}",
-                    w.epochs, w.unprotected, w.state
-                ))
-            }
-        },
-    )
 }
 
 #[test]
 fn counter_continues_on_the_new_host_after_migrate() {
     require_e2e!();
-    if let Err(why) = criu::provisioned() {
-        eprintln!("SKIPPED: CRIU not provisioned: {why}");
-        return;
-    }
+    require_criu!();
     let c = started_cluster();
     let out = c.cli(&[
         "workload",
@@ -99,7 +47,7 @@ fn counter_continues_on_the_new_host_after_migrate() {
         "create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let before = wait_for_epochs(&c, "counter", 2);
+    let before = c.wait_for_epochs("counter", 2);
     assert_eq!(before.primary, "host-a");
     let e = before.last_epoch.clone().unwrap();
     assert!(e.bytes_total > 0 && e.bytes_sent > 0);
@@ -112,15 +60,15 @@ fn counter_continues_on_the_new_host_after_migrate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("frozen for"), "{stdout}");
-    let last_on_a = *numbers(&output_log(&c, "host-a", "counter"))
+    let last_on_a = *numbers(&c.output_log("host-a", "counter"))
         .last()
         .expect("A logged counts");
 
-    let after = workload(&c, "counter").unwrap();
+    let after = c.workload("counter").unwrap();
     assert_eq!(after.primary, "host-b");
     assert_eq!(after.generation, before.generation + 1);
     let b_counts = eventually("counter logs on host-b", Duration::from_secs(10), || {
-        let n = numbers(&output_log(&c, "host-b", "counter"));
+        let n = numbers(&c.output_log("host-b", "counter"));
         if n.len() >= 20 {
             Ok(n)
         } else {
@@ -139,12 +87,12 @@ fn counter_continues_on_the_new_host_after_migrate() {
     );
     // And it keeps counting there, with A's copy gone.
     std::thread::sleep(Duration::from_millis(300));
-    let later = numbers(&output_log(&c, "host-b", "counter"));
+    let later = numbers(&c.output_log("host-b", "counter"));
     assert!(later.len() > b_counts.len());
-    let a_len = numbers(&output_log(&c, "host-a", "counter")).len();
+    let a_len = numbers(&c.output_log("host-a", "counter")).len();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        numbers(&output_log(&c, "host-a", "counter")).len(),
+        numbers(&c.output_log("host-a", "counter")).len(),
         a_len,
         "A still runs a copy"
     );
@@ -200,10 +148,7 @@ fn kv(addr: std::net::SocketAddr, lines: &[String]) -> Result<Vec<String>, Strin
 #[test]
 fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
     require_e2e!();
-    if let Err(why) = criu::provisioned() {
-        eprintln!("SKIPPED: CRIU not provisioned: {why}");
-        return;
-    }
+    require_criu!();
     let c = started_cluster();
     let out = c.cli(&[
         "workload",
@@ -232,7 +177,7 @@ fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
     eventually("kv answers on host-a", Duration::from_secs(10), || {
         kv(a, &["GET x".into()])
     });
-    wait_for_epochs(&c, "kv", 1);
+    c.wait_for_epochs("kv", 1);
     // Written after the last periodic epoch too: only the final epoch carries these.
     let sets: Vec<String> = (0..50).map(|i| format!("SET key{i} value-{i}")).collect();
     assert!(kv(a, &sets).unwrap().iter().all(|r| r == "OK"));
@@ -254,16 +199,13 @@ fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
         kv(a, &["GET key1".into()]).is_err(),
         "host-a still serves a copy"
     );
-    assert_eq!(workload(&c, "kv").unwrap().primary, "host-b");
+    assert_eq!(c.workload("kv").unwrap().primary, "host-b");
 }
 
 #[test]
 fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
     require_e2e!();
-    if let Err(why) = criu::provisioned() {
-        eprintln!("SKIPPED: CRIU not provisioned: {why}");
-        return;
-    }
+    require_criu!();
     let c = started_cluster();
     // ~200 MiB of incompressible memory makes each whole transfer long enough to cut.
     let big = "import os, time\nblob = os.urandom(200 * 1024 * 1024)\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
@@ -287,7 +229,7 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for_epochs(&c, "big", 1);
+    c.wait_for_epochs("big", 1);
 
     // Kill host-b as soon as the migration is under way.
     let migrate = {
@@ -301,7 +243,7 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
             .unwrap()
     };
     eventually("migration under way", Duration::from_secs(10), || {
-        let w = workload(&c, "big")?;
+        let w = c.workload("big")?;
         if w.state == understudy_coordinator::workloads::WorkloadState::Migrating {
             Ok(())
         } else {
@@ -320,15 +262,15 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
     assert!(err.contains("rolled back"), "{err}");
 
     // The workload still runs on host-a and keeps counting.
-    let w = workload(&c, "big").unwrap();
+    let w = c.workload("big").unwrap();
     assert_eq!(w.primary, "host-a");
     assert_eq!(
         w.state,
         understudy_coordinator::workloads::WorkloadState::Running
     );
-    let n1 = numbers(&output_log(&c, "host-a", "big")).len();
+    let n1 = numbers(&c.output_log("host-a", "big")).len();
     eventually("host-a keeps counting", Duration::from_secs(5), || {
-        let n2 = numbers(&output_log(&c, "host-a", "big")).len();
+        let n2 = numbers(&c.output_log("host-a", "big")).len();
         if n2 > n1 + 20 {
             Ok(())
         } else {
@@ -339,8 +281,8 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
     // host-b comes back; shadowing resumes and a later migration succeeds.
     c.set_link("host-b", true);
     c.start_agent("host-b");
-    let before = workload(&c, "big").unwrap().epochs;
-    wait_for_epochs(&c, "big", before + 1);
+    let before = c.workload("big").unwrap().epochs;
+    c.wait_for_epochs("big", before + 1);
     let out = c.cli(&["migrate", "big"]);
     assert!(
         out.status.success(),
@@ -348,9 +290,9 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(workload(&c, "big").unwrap().primary, "host-b");
+    assert_eq!(c.workload("big").unwrap().primary, "host-b");
     eventually("counting on host-b", Duration::from_secs(10), || {
-        let n = numbers(&output_log(&c, "host-b", "big"));
+        let n = numbers(&c.output_log("host-b", "big"));
         if n.len() > 10 {
             Ok(())
         } else {
@@ -362,23 +304,13 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
 #[test]
 fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
     require_e2e!();
-    if let Err(why) = criu::provisioned() {
-        eprintln!("SKIPPED: CRIU not provisioned: {why}");
-        return;
-    }
+    require_criu!();
     let c = Cluster::new(&["host-a", "host-b", "host-c"]);
     c.start_coordinator();
     for h in ["host-a", "host-b", "host-c"] {
         c.start_agent(h);
     }
-    eventually("three agents connected", Duration::from_secs(10), || {
-        let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} connected"))
-        }
-    });
+    c.wait_connected(3);
     let out = c.cli(&[
         "workload",
         "create",
@@ -399,7 +331,7 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for_epochs(&c, "counter", 1);
+    c.wait_for_epochs("counter", 1);
     let out = c.cli(&["migrate", "counter", "--to", "host-c"]);
     assert!(
         out.status.success(),
@@ -407,14 +339,12 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let last_on_a = *numbers(&output_log(&c, "host-a", "counter"))
-        .last()
-        .unwrap();
-    let w = workload(&c, "counter").unwrap();
+    let last_on_a = *numbers(&c.output_log("host-a", "counter")).last().unwrap();
+    let w = c.workload("counter").unwrap();
     assert_eq!(w.primary, "host-c");
     assert_ne!(w.shadow.as_deref(), Some("host-c"));
     let on_c = eventually("counting on host-c", Duration::from_secs(10), || {
-        let n = numbers(&output_log(&c, "host-c", "counter"));
+        let n = numbers(&c.output_log("host-c", "counter"));
         if n.len() > 10 {
             Ok(n)
         } else {

@@ -5,29 +5,10 @@
 
 use std::time::Duration;
 
-use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::Cluster;
 use understudy_tests::wait::eventually;
-use understudy_tests::{criu, require_e2e};
-
-fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
-    let out = c.cli(&["workload", "show", name, "--output", "json"]);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
-fn connected(c: &Cluster) {
-    eventually("agents connected", Duration::from_secs(10), || {
-        let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} connected"))
-        }
-    });
-}
+use understudy_tests::{require_criu, require_e2e};
 
 #[test]
 fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
@@ -36,7 +17,7 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
     c.start_coordinator();
     c.start_agent_env("host-a", &[("CRIU_BIN", "/nonexistent/criu")]);
     c.start_agent("host-b");
-    connected(&c);
+    c.wait_connected(2);
     let out = c.cli(&[
         "workload",
         "create",
@@ -55,7 +36,7 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
         String::from_utf8_lossy(&out.stderr)
     );
     let w = eventually("reported unprotected", Duration::from_secs(10), || {
-        let w = workload(&c, "w")?;
+        let w = c.workload("w")?;
         w.unprotected
             .clone()
             .map(|_| w.clone())
@@ -74,10 +55,7 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
 #[test]
 fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
     require_e2e!();
-    if let Err(why) = criu::provisioned() {
-        eprintln!("SKIPPED: CRIU not provisioned: {why}");
-        return;
-    }
+    require_criu!();
     let c = Cluster::new(&["host-a", "host-b"]);
     // A unix socket connected to a listener outside the workload's tree: CRIU refuses
     // such external sockets unless told how to treat them.
@@ -86,7 +64,7 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent("host-b");
-    connected(&c);
+    c.wait_connected(2);
     let script = format!(
         "import socket, time\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\nwhile True:\n    time.sleep(1)\n",
         sock.to_str().unwrap()
@@ -112,7 +90,7 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
         String::from_utf8_lossy(&out.stderr)
     );
     let why = eventually("reported unprotected", Duration::from_secs(20), || {
-        workload(&c, "w")?
+        c.workload("w")?
             .unprotected
             .ok_or_else(|| "still protected".to_string())
     });
@@ -124,7 +102,7 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
         why.to_lowercase().contains("socket") || why.contains("sk-unix"),
         "{why}"
     );
-    assert_eq!(workload(&c, "w").unwrap().state, WorkloadState::Running);
+    assert_eq!(c.workload("w").unwrap().state, WorkloadState::Running);
 }
 
 #[test]
@@ -134,7 +112,7 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
     c.start_coordinator();
     c.start_agent_env("host-a", &[("CRIU_BIN", "/nonexistent/criu")]);
     c.start_agent("host-b");
-    connected(&c);
+    c.wait_connected(2);
     let out = c.cli(&[
         "workload",
         "create",
@@ -150,7 +128,7 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let before = workload(&c, "w").unwrap();
+    let before = c.workload("w").unwrap();
     // Placement chose the only other host.
     assert_eq!(before.shadow.as_deref(), Some("host-b"));
 
@@ -171,8 +149,8 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
         !out.status.success(),
         "a dry run of an impossible move must fail too"
     );
-    assert_eq!(workload(&c, "w").unwrap().generation, before.generation);
-    assert_eq!(workload(&c, "w").unwrap().primary, "host-a");
+    assert_eq!(c.workload("w").unwrap().generation, before.generation);
+    assert_eq!(c.workload("w").unwrap().primary, "host-a");
 
     // Creating with a bad name or a disconnected host is refused with the field named.
     let out = c.cli(&[

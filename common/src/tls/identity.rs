@@ -108,6 +108,16 @@ pub fn validate_host_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The host name of the peer of a QUIC connection, from its verified certificate; `None`
+/// if it presented none.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    read_identity(certs.first()?).ok().map(|id| id.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

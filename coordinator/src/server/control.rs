@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
 use understudy_common::frame::{read_frame, write_frame, FrameError};
 use understudy_common::protocol::{
     close, AgentMessage, CoordinatorMessage, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
-use understudy_common::tls::identity::read_identity;
+use understudy_common::tls::identity::peer_name;
 use understudy_common::tls::Refusal;
 
 use understudy_common::workload::Report;
@@ -65,14 +64,6 @@ pub async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
     if let Some(id) = conn_id {
         shared.disconnected(&name, id);
     }
-}
-
-fn peer_name(conn: &quinn::Connection) -> Option<String> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    read_identity(certs.first()?).ok().map(|id| id.name)
 }
 
 async fn session(

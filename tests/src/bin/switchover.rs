@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::Cluster;
 use understudy_tests::criu;
 use understudy_tests::wait::eventually;
@@ -62,14 +61,6 @@ while True:
         buf[p] = (buf[p] + 1) % 256
 "#
     )
-}
-
-fn workload(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
-    let out = c.cli(&["workload", "show", name, "--output", "json"]);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 /// Probes `a` and `b` every millisecond; records when each last/first answered.
@@ -165,14 +156,7 @@ fn started_cluster() -> Cluster {
     c.start_coordinator();
     c.start_agent("host-a");
     c.start_agent("host-b");
-    eventually("agents connected", Duration::from_secs(15), || {
-        let n = c.hosts()?.iter().filter(|h| h.connected).count();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n}"))
-        }
-    });
+    c.wait_connected(2);
     c
 }
 
@@ -202,7 +186,7 @@ fn ours(mib: usize) -> (Duration, [f64; 5]) {
     // Collect steady-state epochs (the first is sent whole).
     let mut seen = std::collections::BTreeMap::new();
     eventually("4 epochs", Duration::from_secs(600), || {
-        let w = workload(&c, &name)?;
+        let w = c.workload(&name)?;
         if let Some(e) = w.last_epoch {
             seen.insert(e.epoch, e);
         }
