@@ -186,15 +186,19 @@ pub fn start(spec: &WorkloadSpec, log: &Path, hook: ExitHook) -> Result<Running,
         source,
     };
     let pipe = StdioPipe::new().map_err(spawn_err)?;
-    let out = pipe.write.try_clone().map_err(spawn_err)?;
+    // `unshare` stays behind as the namespace init's parent and has its own complaints when
+    // the tree is stopped by a final dump; those go to /dev/null. The workload's stderr is
+    // joined to its stdout by the `sh` that `exec`s it (so the tree's root is the command).
     let child = Command::new("unshare")
-        .args(["--pid", "--fork", "--", "setsid", "--"])
+        .args(["--pid", "--fork", "--", "setsid", "--", "/bin/sh", "-c"])
+        .arg("exec \"$@\" 2>&1")
+        .arg("sh")
         .args(&spec.command)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&workdir)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(pipe.write))
+        .stdout(Stdio::from(pipe.write))
+        .stderr(Stdio::null())
         .spawn()
         .map_err(spawn_err)?;
     let unshare_pid =
