@@ -310,6 +310,18 @@ max = "1s"
         serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
     }
 
+    /// `understudy workload create ARGS…`, which must succeed.
+    pub fn create_workload(&self, args: &[&str]) {
+        let mut all = vec!["workload", "create"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "workload create {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until `n` hosts are connected.
     pub fn wait_connected(&self, n: usize) {
         crate::wait::eventually("agents connected", Duration::from_secs(15), || {

@@ -24,9 +24,7 @@ fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
     c.start_agent("host-a");
     c.start_agent_env("host-b", env);
     c.wait_connected(2);
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "w",
         "--host",
         "host-a",
@@ -39,11 +37,6 @@ fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
         "-c",
         SLEEPER,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     c
 }
 

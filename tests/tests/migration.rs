@@ -27,9 +27,7 @@ fn counter_continues_on_the_new_host_after_migrate() {
     require_e2e!();
     require_criu!();
     let c = started_cluster();
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "counter",
         "--host",
         "host-a",
@@ -42,11 +40,6 @@ fn counter_continues_on_the_new_host_after_migrate() {
         "-c",
         COUNTER,
     ]);
-    assert!(
-        out.status.success(),
-        "create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let before = c.wait_for_epochs("counter", 2);
     assert_eq!(before.primary, "host-a");
     let e = before.last_epoch.clone().unwrap();
@@ -150,9 +143,7 @@ fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
     require_e2e!();
     require_criu!();
     let c = started_cluster();
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "kv",
         "--host",
         "host-a",
@@ -167,11 +158,6 @@ fn key_value_server_answers_from_the_new_host_with_its_in_memory_data() {
         "-c",
         KV_SERVER,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let a = std::net::SocketAddr::from((c.host("host-a").addr, 7000));
     let b = std::net::SocketAddr::from((c.host("host-b").addr, 7000));
     eventually("kv answers on host-a", Duration::from_secs(10), || {
@@ -209,9 +195,7 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
     let c = started_cluster();
     // ~200 MiB of incompressible memory makes each whole transfer long enough to cut.
     let big = "import os, time\nblob = os.urandom(200 * 1024 * 1024)\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "big",
         "--host",
         "host-a",
@@ -224,11 +208,6 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
         "-c",
         big,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     c.wait_for_epochs("big", 1);
 
     // Kill host-b as soon as the migration is under way.
@@ -311,9 +290,7 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         c.start_agent(h);
     }
     c.wait_connected(3);
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "counter",
         "--host",
         "host-a",
@@ -326,11 +303,6 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         "-c",
         COUNTER,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     c.wait_for_epochs("counter", 1);
     let out = c.cli(&["migrate", "counter", "--to", "host-c"]);
     assert!(

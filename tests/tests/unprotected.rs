@@ -18,9 +18,7 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
     c.start_agent_env("host-a", &[("CRIU_BIN", "/nonexistent/criu")]);
     c.start_agent("host-b");
     c.wait_connected(2);
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "w",
         "--host",
         "host-a",
@@ -30,11 +28,6 @@ fn missing_criu_leaves_the_workload_running_but_unprotected_with_the_reason() {
         "/bin/sleep",
         "600",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let w = eventually("reported unprotected", Duration::from_secs(10), || {
         let w = c.workload("w")?;
         w.unprotected
@@ -69,9 +62,7 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
         "import socket, time\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\nwhile True:\n    time.sleep(1)\n",
         sock.to_str().unwrap()
     );
-    let out = c.cli(&[
-        "workload",
-        "create",
+    c.create_workload(&[
         "w",
         "--host",
         "host-a",
@@ -84,11 +75,6 @@ fn a_tree_criu_cannot_dump_shows_criu_s_reason() {
         "-c",
         &script,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let why = eventually("reported unprotected", Duration::from_secs(20), || {
         c.workload("w")?
             .unprotected
@@ -113,21 +99,7 @@ fn bad_migrate_requests_are_refused_and_change_nothing() {
     c.start_agent_env("host-a", &[("CRIU_BIN", "/nonexistent/criu")]);
     c.start_agent("host-b");
     c.wait_connected(2);
-    let out = c.cli(&[
-        "workload",
-        "create",
-        "w",
-        "--host",
-        "host-a",
-        "--",
-        "/bin/sleep",
-        "600",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.create_workload(&["w", "--host", "host-a", "--", "/bin/sleep", "600"]);
     let before = c.workload("w").unwrap();
     // Placement chose the only other host.
     assert_eq!(before.shadow.as_deref(), Some("host-b"));
