@@ -50,6 +50,13 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             generation,
             shadow,
         } => set_shadow(node, &workload, generation, shadow).await,
+        Order::Remove { workload, .. } => {
+            let reply = release(node, &workload).await;
+            node.stop_shadowing(&workload);
+            let store = ShadowStore::new(Paths::new(&node.data_dir, &workload).shadow_epochs());
+            tokio::task::spawn_blocking(move || store.clear());
+            reply
+        }
     };
     result.unwrap_or_else(OrderReply::Failed)
 }

@@ -165,6 +165,13 @@ pub enum Order {
         /// Its generation.
         generation: u64,
     },
+    /// The workload is deleted: stop it if it runs here and forget every copy of it.
+    Remove {
+        /// The workload.
+        workload: String,
+        /// Its generation.
+        generation: u64,
+    },
     /// Send epochs to another shadow from now on (the next one whole).
     SetShadow {
         /// The workload.
@@ -208,6 +215,10 @@ impl Order {
                 workload,
                 generation,
                 ..
+            }
+            | Order::Remove {
+                workload,
+                generation,
             } => (workload, *generation),
         }
     }
@@ -227,6 +238,7 @@ impl Order {
             Order::Release { .. } => "release",
             Order::Resume { .. } => "resume",
             Order::SetShadow { .. } => "set-shadow",
+            Order::Remove { .. } => "remove",
         }
     }
 }

@@ -88,6 +88,16 @@ impl Store {
         self.save(WORKLOADS, [(record.spec.name.as_str(), record)])
     }
 
+    /// Deletes one workload record.
+    pub fn delete_workload(&self, name: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(WORKLOADS).map_err(|e| self.err(e))?;
+            table.remove(name).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     fn load<T: DeserializeOwned>(
         &self,
         def: TableDefinition<&str, &[u8]>,

@@ -329,3 +329,48 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         on_c[0]
     );
 }
+
+#[test]
+fn deleted_workload_stops_and_leaves_no_copies() {
+    require_e2e!();
+    require_criu!();
+    let c = started_cluster();
+    c.create_workload(&[
+        "counter",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
+    ]);
+    c.wait_for_epochs("counter", 1);
+    let out = c.cli(&["workload", "delete", "counter"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = numbers(&c.output_log("host-a", "counter")).len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        numbers(&c.output_log("host-a", "counter")).len(),
+        n,
+        "still counting"
+    );
+    let shadow_dir = c.host_dir("host-b").join("data/workloads/counter/shadow");
+    eventually("shadow copies dropped", Duration::from_secs(5), || {
+        if shadow_dir.exists() {
+            Err("still there".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    let out = c.cli(&["workload", "show", "counter"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workload named"));
+}

@@ -16,14 +16,13 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
 pub(super) fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let resp = ureq::get(&url).timeout(TIMEOUT).call().map_err(|e| {
-        eprintln!("cannot reach the coordinator at {base}: {e}");
-        eprintln!("(set --coordinator or UNDERSTUDY_COORDINATOR to its HTTP API address)");
-        exit::UNAVAILABLE
-    })?;
-    resp.into_json().map_err(|e| {
-        eprintln!("unexpected answer from {url}: {e}");
-        exit::UNAVAILABLE
+    answer(base, &url, ureq::get(&url).timeout(TIMEOUT).call()).map_err(|f| {
+        let unreachable = matches!(f, ApiFailure::Unreachable(_));
+        let code = f.report();
+        if unreachable {
+            eprintln!("(set --coordinator or UNDERSTUDY_COORDINATOR to its HTTP API address)");
+        }
+        code
     })
 }
 
@@ -56,17 +55,22 @@ impl ApiFailure {
     }
 }
 
-/// POST `body` as JSON to `path` and decode the JSON answer.
-pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
-    base: &str,
-    path: &str,
-    body: &B,
-) -> Result<T, ApiFailure> {
+/// DELETE `path` and decode the JSON answer.
+pub(super) fn delete<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, ApiFailure> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    match ureq::post(&url)
-        .timeout(Duration::from_secs(120))
-        .send_json(body)
-    {
+    answer(
+        base,
+        &url,
+        ureq::delete(&url).timeout(Duration::from_secs(120)).call(),
+    )
+}
+
+fn answer<T: DeserializeOwned>(
+    base: &str,
+    url: &str,
+    result: Result<ureq::Response, ureq::Error>,
+) -> Result<T, ApiFailure> {
+    match result {
         Ok(resp) => resp
             .into_json()
             .map_err(|e| ApiFailure::Unreachable(format!("unexpected answer from {url}: {e}"))),
@@ -81,6 +85,22 @@ pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
             "cannot reach the coordinator at {base}: {e}"
         ))),
     }
+}
+
+/// POST `body` as JSON to `path` and decode the JSON answer.
+pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, ApiFailure> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    answer(
+        base,
+        &url,
+        ureq::post(&url)
+            .timeout(Duration::from_secs(120))
+            .send_json(body),
+    )
 }
 
 /// Prints `value` as pretty JSON.

@@ -57,6 +57,11 @@ pub enum WorkloadCommand {
         /// Workload name.
         name: String,
     },
+    /// Stop a workload and delete it, with every copy of it on its shadow.
+    Delete {
+        /// Workload name.
+        name: String,
+    },
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -233,6 +238,22 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             }
             println!("{table}");
             0
+        }
+        WorkloadCommand::Delete { name } => {
+            match super::api::delete::<WorkloadRecord>(base, &format!("/v1/workloads/{name}")) {
+                Ok(rec) if output == Output::Json => print_json(&rec),
+                Ok(rec) => {
+                    println!(
+                        "deleted {name}: stopped on {}{}",
+                        rec.primary,
+                        rec.shadow
+                            .map(|s| format!(", epochs dropped on {s}"))
+                            .unwrap_or_default()
+                    );
+                    0
+                }
+                Err(f) => f.report(),
+            }
         }
         WorkloadCommand::Show { name } => {
             let rec: WorkloadRecord = match get(base, &format!("/v1/workloads/{name}")) {

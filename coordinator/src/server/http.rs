@@ -70,7 +70,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/workloads", get(list_workloads).post(create_workload))
-        .route("/v1/workloads/{name}", get(get_workload))
+        .route(
+            "/v1/workloads/{name}",
+            get(get_workload).delete(delete_workload),
+        )
         .route("/v1/workloads/{name}/migrate", post(migrate))
         .route("/v1/workloads/{name}/migration", get(migration))
         .with_state(shared)
@@ -160,4 +163,11 @@ async fn migration(
             status: 404,
             message: format!("workload {name:?} has no migration"),
         })
+}
+
+async fn delete_workload(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<WorkloadRecord>, ApiError> {
+    workloads::delete(&shared, &name).await.map(Json)
 }

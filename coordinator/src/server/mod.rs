@@ -292,6 +292,16 @@ impl Shared {
         true
     }
 
+    /// Removes a workload's record.
+    pub fn remove_workload(&self, name: &str) -> Option<WorkloadRecord> {
+        let rec = self.workloads_lock().remove(name)?;
+        if let Err(e) = self.store.delete_workload(name) {
+            tracing::error!(workload = name, "could not delete workload record: {e}");
+        }
+        self.migrations_lock().remove(name);
+        Some(rec)
+    }
+
     fn migrations_lock(&self) -> MutexGuard<'_, HashMap<String, MigrationStatus>> {
         self.migrations.lock().unwrap_or_else(|e| e.into_inner())
     }

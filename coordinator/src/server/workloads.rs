@@ -459,6 +459,38 @@ async fn drive(
     });
 }
 
+/// Deletes a workload: stops it on its primary, drops its epochs on its shadow, forgets
+/// its record. Refused while a switchover is running.
+pub async fn delete(shared: &Arc<Shared>, name: &str) -> Result<WorkloadRecord, ApiError> {
+    let rec = shared
+        .workload(name)
+        .ok_or_else(|| err(404, format!("no workload named {name:?}")))?;
+    if rec.state == WorkloadState::Migrating {
+        return Err(err(
+            409,
+            format!("workload {name:?} is migrating; delete it when the switchover has ended"),
+        ));
+    }
+    let order = Order::Remove {
+        workload: name.to_owned(),
+        generation: rec.generation,
+    };
+    if let OrderReply::Failed(e) = orders::send(shared, &rec.primary, &order, ORDER_TIMEOUT).await {
+        return Err(err(
+            409,
+            format!(
+                "primary {} did not stop {name:?} ({e}); nothing was deleted",
+                rec.primary
+            ),
+        ));
+    }
+    if let Some(shadow) = &rec.shadow {
+        let _ = orders::send(shared, shadow, &order, ORDER_TIMEOUT).await;
+    }
+    shared.remove_workload(name);
+    Ok(rec)
+}
+
 /// Re-sends `ExpectShadow` for every running workload shadowed on `host` (after it
 /// registers: a restarted agent has forgotten them).
 pub async fn reshadow_host(shared: Arc<Shared>, host: String) {
