@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::{ConnId, HostRecord, Registration, Registry};
 use crate::store::Store;
 use crate::workloads::placement::Candidate;
-use crate::workloads::WorkloadRecord;
+use crate::workloads::{WorkloadRecord, WorkloadState};
 use workloads::MigrationStatus;
 
 /// Milliseconds since the Unix epoch.
@@ -73,7 +73,17 @@ impl Shared {
             workloads: Mutex::new(
                 workloads
                     .into_iter()
-                    .map(|w| (w.spec.name.clone(), w))
+                    .map(|mut w| {
+                        // The switchover's driver died with the previous process: say so
+                        // rather than show it migrating forever.
+                        if w.state == WorkloadState::Migrating {
+                            w.state = WorkloadState::Failed(format!(
+                                "a switchover (generation {}) was interrupted by a coordinator restart; check which host runs it",
+                                w.generation
+                            ));
+                        }
+                        (w.spec.name.clone(), w)
+                    })
                     .collect(),
             ),
             migrations: Mutex::new(HashMap::new()),
