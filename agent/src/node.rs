@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use criu_sys::Criu;
@@ -33,7 +32,6 @@ pub struct Node {
     primaries: Mutex<HashMap<String, Arc<Primary>>>,
     shadows: Mutex<HashMap<String, (String, WorkloadSpec)>>,
     peers: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
-    hash_mismatches: AtomicU64,
     verified: Mutex<HashMap<String, u64>>,
 }
 
@@ -63,7 +61,6 @@ impl Node {
             primaries: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
-            hash_mismatches: AtomicU64::new(0),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -108,16 +105,6 @@ impl Node {
     /// Stop shadowing `workload`.
     pub fn stop_shadowing(&self, workload: &str) {
         lock(&self.shadows).remove(workload);
-    }
-
-    /// Counts staged files whose hash did not match their manifest.
-    pub fn count_hash_mismatch(&self, n: usize) {
-        self.hash_mismatches.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Staged files refused for a hash mismatch since start.
-    pub fn hash_mismatches(&self) -> u64 {
-        self.hash_mismatches.load(Ordering::Relaxed)
     }
 
     /// A live data-plane connection to `peer`, reusing an open one.

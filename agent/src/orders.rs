@@ -96,19 +96,7 @@ async fn start(
         });
     }
     let name = spec.name.clone();
-    let primary = Primary::new(
-        spec,
-        PrimaryState {
-            generation,
-            shadow,
-            running: Some(running),
-            next_epoch: 1,
-            acked: None,
-            final_dump: None,
-            loop_id: 0,
-            last_unprotected: None,
-        },
-    );
+    let primary = Primary::new(spec, PrimaryState::running(generation, shadow, running, 1));
     node.set_primary(&name, primary.clone());
     primary.start_loop(node).await;
     Ok(OrderReply::Done)
@@ -185,16 +173,7 @@ async fn restore(
     node.stop_shadowing(workload);
     let primary = Primary::new(
         spec,
-        PrimaryState {
-            generation,
-            shadow,
-            running: Some(running),
-            next_epoch: epoch + 1,
-            acked: None,
-            final_dump: None,
-            loop_id: 0,
-            last_unprotected: None,
-        },
+        PrimaryState::running(generation, shadow, running, epoch + 1),
     );
     node.set_primary(workload, primary.clone());
     primary.start_loop(node).await;

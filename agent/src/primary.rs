@@ -37,6 +37,28 @@ pub struct PrimaryState {
     pub last_unprotected: Option<String>,
 }
 
+impl PrimaryState {
+    /// The state of a tree that runs here, whose next epoch is `next_epoch` and goes
+    /// whole to `shadow` (nothing acknowledged yet).
+    pub fn running(
+        generation: u64,
+        shadow: Option<Peer>,
+        running: Running,
+        next_epoch: u64,
+    ) -> Self {
+        PrimaryState {
+            generation,
+            shadow,
+            running: Some(running),
+            next_epoch,
+            acked: None,
+            final_dump: None,
+            loop_id: 0,
+            last_unprotected: None,
+        }
+    }
+}
+
 /// A workload running here as primary.
 #[derive(Debug)]
 pub struct Primary {

@@ -60,28 +60,6 @@ pub enum CoordinatorMessage {
         /// The heartbeat's sequence number.
         seq: u64,
     },
-    /// The coordinator refuses what the agent sent; the connection closes after this.
-    Error(ProtocolError),
-}
-
-/// A refusal with a reason a human can act on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProtocolError {
-    /// What kind of refusal this is.
-    pub code: ErrorCode,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-/// Kinds of protocol refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorCode {
-    /// The frame or message could not be decoded.
-    Malformed,
-    /// A message arrived out of order (e.g. a heartbeat before registering).
-    UnexpectedMessage,
-    /// The coordinator failed internally.
-    Internal,
 }
 
 /// QUIC application close codes used on every understudy connection.

@@ -184,9 +184,6 @@ async fn receive(
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-                if !mismatched.is_empty() {
-                    node.count_hash_mismatch(mismatched.len());
-                }
                 tracing::debug!(ms = t.elapsed().as_millis() as u64, "staged files verified");
                 match core.on_done(mismatched) {
                     DoneDecision::Commit => {
