@@ -1,5 +1,7 @@
 //! Taking a checkpoint epoch on the primary: a CRIU dump of the tree into a fresh
-//! directory, then a manifest with every file's size and BLAKE3 hash.
+//! directory, the workload's data directories captured while CRIU still holds the tree
+//! frozen (its `post-dump` notification), then a manifest with every file's size and
+//! BLAKE3 hash. Restoring maps the data-directory mounts to this host's copies.
 //!
 //! CRIU calls block, so they run on tokio's blocking pool, never on the async workers.
 
@@ -8,7 +10,15 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use criu_sys::{Criu, DumpOptions, NetworkLock, RestoreOptions};
+use understudy_common::data_entry::DATA_PREFIX;
 use understudy_common::epoch::{hash_file, FileEntry, Manifest, MANIFEST_FILE};
+
+use crate::datadir::capture::{self, Index};
+use crate::datadir::mapped::shared_writable;
+use crate::datadir::mount_key;
+
+/// Deleted-but-open files up to this size are saved in the images (CRIU's default is 1 MiB).
+const GHOST_LIMIT: u32 = 64 << 20;
 
 /// CRIU's own log files in an images directory: never part of an epoch.
 pub fn is_log(name: &str) -> bool {
@@ -24,6 +34,12 @@ pub struct Dumped {
     pub manifest: Manifest,
     /// How long the tree was frozen, milliseconds.
     pub frozen_ms: u64,
+    /// Of `frozen_ms`, the time spent capturing data directories.
+    pub frozen_disk_ms: u64,
+    /// Data-directory bytes copied while frozen.
+    pub snapshot_bytes: u64,
+    /// What the shadow holds of the data directories once it commits this epoch.
+    pub index: Index,
 }
 
 /// What to dump.
@@ -43,6 +59,10 @@ pub struct DumpRequest {
     pub leave_running: bool,
     /// Where to write the images (created; must not exist).
     pub dir: PathBuf,
+    /// The workload's data directories, in spec order.
+    pub data: Vec<capture::Dir>,
+    /// What the shadow holds of them (empty: capture everything).
+    pub index: Arc<Index>,
 }
 
 fn now_ms() -> u64 {
@@ -66,26 +86,71 @@ pub async fn dump(criu: Arc<Criu>, req: DumpRequest) -> Result<Dumped, String> {
 
 fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     std::fs::create_dir_all(&req.dir).map_err(|e| format!("{}: {e}", req.dir.display()))?;
+    let has_data = !req.data.is_empty();
     let opts = DumpOptions {
         pid: req.pid,
         images_dir: req.dir.clone(),
         leave_running: req.leave_running,
         tcp_established: true,
+        file_locks: true,
         network_lock: NetworkLock::Nftables,
         // Errors and warnings only: level 4 logs every VMA and page run, which slows
         // large dumps, and the failure reason needs only the error lines.
         log_level: 2,
+        ext_mounts: req
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.logical.display().to_string(), mount_key(i)))
+            .collect(),
+        auto_external_mounts: has_data,
+        ghost_limit: Some(GHOST_LIMIT),
         ..DumpOptions::default()
     };
     let taken_unix_ms = now_ms();
     let started = Instant::now();
-    criu.dump(&opts).map_err(|e| e.to_string())?;
+    let mut captured: Option<Result<capture::Capture, String>> = None;
+    let mut on_notify = |action: &str| {
+        // CRIU runs post-dump after the images are written and before it thaws (or
+        // kills) the tree: the data directories are cut at the same instant as memory.
+        if action != "post-dump" || !has_data {
+            return true;
+        }
+        let logical: Vec<PathBuf> = req.data.iter().map(|d| d.logical.clone()).collect();
+        let always = shared_writable(req.pid, &logical);
+        let result = capture::capture(&req.data, &req.index, &always, &req.dir);
+        let ok = result.is_ok();
+        captured = Some(result);
+        ok
+    };
+    let dumped = criu.dump_with_notify(&opts, &mut on_notify);
     let frozen_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let manifest = build_manifest(req, taken_unix_ms)?;
+    let capture = match (dumped, captured) {
+        (_, Some(Err(e))) => return Err(format!("data directories not captured: {e}")),
+        (Err(e), _) => return Err(e.to_string()),
+        (Ok(()), Some(Ok(c))) => Some(c),
+        (Ok(()), None) if has_data => {
+            return Err("CRIU never reported post-dump; data directories not captured".into())
+        }
+        (Ok(()), None) => None,
+    };
+    let (frozen_disk_ms, snapshot_bytes) = capture
+        .as_ref()
+        .map_or((0, 0), |c| (c.ms, c.snapshot_bytes));
+    let mut manifest = build_manifest(req, taken_unix_ms)?;
+    let mut index = Index::default();
+    if let Some(c) = capture {
+        let (entries, new_index) = capture::finish(c, &req.dir)?;
+        manifest.data = entries;
+        index = new_index;
+    }
     Ok(Dumped {
         dir: req.dir.clone(),
         manifest,
         frozen_ms,
+        frozen_disk_ms,
+        snapshot_bytes,
+        index,
     })
 }
 
@@ -95,7 +160,7 @@ fn build_manifest(req: &DumpRequest, taken_unix_ms: u64) -> Result<Manifest, Str
     for entry in entries {
         let entry = entry.map_err(|e| e.to_string())?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_log(&name) || name == MANIFEST_FILE {
+        if is_log(&name) || name == MANIFEST_FILE || DATA_PREFIX.trim_end_matches('/') == name {
             continue;
         }
         let (size, blake3) =
@@ -110,16 +175,19 @@ fn build_manifest(req: &DumpRequest, taken_unix_ms: u64) -> Result<Manifest, Str
         taken_unix_ms,
         stdio_key: Some(req.stdio_key.clone()),
         files,
+        data: Vec::new(),
     })
 }
 
 /// Restores the tree from `dir` as a child of this process, handing it `stdio_write` in
-/// place of the dumped pipe. Returns the restored root's pid.
+/// place of the dumped pipe and binding its data-directory mounts to `data_dirs` (this
+/// host's copies, in spec order). Returns the restored root's pid.
 pub async fn restore(
     criu: Arc<Criu>,
     dir: PathBuf,
     stdio_key: Option<String>,
     stdio_write: std::os::fd::OwnedFd,
+    data_dirs: Vec<PathBuf>,
 ) -> Result<i32, String> {
     tokio::task::spawn_blocking(move || {
         use std::os::fd::AsRawFd;
@@ -130,9 +198,21 @@ pub async fn restore(
             // closed, so clients reconnect, while listeners come back as they were.
             tcp_close: true,
             network_lock: NetworkLock::Nftables,
+            file_locks: true,
             log_level: 2,
             ..RestoreOptions::default()
         };
+        if !data_dirs.is_empty() {
+            // The tree has its own mount namespace: CRIU rebuilds it on this host's root,
+            // with each data directory bound from this host's copy.
+            opts.root = Some(PathBuf::from("/"));
+            opts.auto_external_mounts = true;
+            opts.ext_mounts = data_dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (mount_key(i), d.display().to_string()))
+                .collect();
+        }
         if let Some(key) = stdio_key {
             opts.inherit_fds.push((stdio_write.as_raw_fd(), key));
         }

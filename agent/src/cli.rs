@@ -63,7 +63,26 @@ fn load(path: &Path) -> Result<AgentConfig, i32> {
     })
 }
 
+/// Marks every descriptor above stderr that this process inherited close-on-exec, so
+/// none leaks into the workloads it starts (CRIU cannot dump a descriptor opened in
+/// another mount namespace).
+fn close_inherited_fds() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+}
+
 fn run(path: &Path) -> i32 {
+    close_inherited_fds();
     understudy_common::shutdown::init_logging();
     let config = match load(path) {
         Ok(c) => c,

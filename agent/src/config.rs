@@ -28,6 +28,32 @@ pub struct AgentConfig {
     /// Which CRIU to use.
     #[serde(default)]
     pub criu: CriuSection,
+    /// Where workloads' data directories live on this host.
+    #[serde(default)]
+    pub workload_data: WorkloadDataSection,
+}
+
+/// `[workload_data]`: which logical paths workloads may declare as data directories, and
+/// where this host keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadDataSection {
+    /// Logical paths under which data directories may be declared.
+    pub allowed_roots: Vec<PathBuf>,
+    /// The host directory logical paths are found under (`/`: the same path on the host).
+    /// Each workload sees its data directories at their logical paths in its own mount
+    /// namespace, so hosts may keep them elsewhere (and namespace test hosts sharing one
+    /// filesystem keep separate copies).
+    pub host_root: PathBuf,
+}
+
+impl Default for WorkloadDataSection {
+    fn default() -> Self {
+        WorkloadDataSection {
+            allowed_roots: vec![PathBuf::from("/srv")],
+            host_root: PathBuf::from("/"),
+        }
+    }
 }
 
 /// `[data_plane]`
@@ -128,6 +154,18 @@ impl Validate for AgentConfig {
         }
         if self.data_plane.listen.port() == 0 {
             problems.push(Problem::new("data_plane.listen", "port must not be 0"));
+        }
+        let wd = &self.workload_data;
+        if !wd.host_root.is_absolute() {
+            problems.push(Problem::new(
+                "workload_data.host_root",
+                format!("{} must be an absolute path", wd.host_root.display()),
+            ));
+        }
+        for (i, root) in wd.allowed_roots.iter().enumerate() {
+            if let Err(e) = understudy_common::workload::check_data_dir_path(root) {
+                problems.push(Problem::new(format!("workload_data.allowed_roots[{i}]"), e));
+            }
         }
         if let Some(bin) = &self.criu.binary {
             if !bin.exists() {

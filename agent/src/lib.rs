@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod datadir;
 pub mod dataplane;
 pub mod fence;
 pub mod node;

@@ -10,6 +10,7 @@ use criu_sys::Criu;
 use tokio::sync::mpsc;
 use understudy_common::workload::{Peer, Report, WorkloadSpec};
 
+use crate::datadir::DataRoots;
 use crate::fence::Fence;
 use crate::primary::Primary;
 
@@ -22,6 +23,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// CRIU, or why it cannot be used.
     pub criu: Result<Arc<Criu>, String>,
+    /// Where workloads' data directories live on this host.
+    pub data_roots: DataRoots,
     /// Newest generation seen per workload.
     pub fence: Fence,
     /// The QUIC endpoint (data-plane server, and client for everything).
@@ -41,10 +44,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Node {
     /// A node with no workloads yet.
+    // Each argument is one independent part of the agent, built separately in `run`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         data_dir: PathBuf,
         criu: Result<Arc<Criu>, String>,
+        data_roots: DataRoots,
         fence: Fence,
         endpoint: quinn::Endpoint,
         data_client: quinn::ClientConfig,
@@ -54,6 +60,7 @@ impl Node {
             name,
             data_dir,
             criu,
+            data_roots,
             fence,
             endpoint,
             data_client,
@@ -63,6 +70,14 @@ impl Node {
             peers: tokio::sync::Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This host's paths of `spec`'s data directories, in spec order.
+    pub fn data_host_paths(&self, spec: &WorkloadSpec) -> Vec<PathBuf> {
+        spec.data_dirs
+            .iter()
+            .map(|d| self.data_roots.host_path(d))
+            .collect()
     }
 
     /// Queues a report for the coordinator; dropped (with a log line) if the queue is full.

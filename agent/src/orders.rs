@@ -6,6 +6,7 @@ use std::sync::Arc;
 use understudy_common::epoch::Manifest;
 use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec};
 
+use crate::datadir::materialize::{materialize, remove_aside};
 use crate::node::Node;
 use crate::primary::{exit_hook, restore_tree, Primary, PrimaryState};
 use crate::replication::shadow_store::ShadowStore;
@@ -25,10 +26,7 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             generation,
             shadow,
         } => start(node, spec, generation, shadow).await,
-        Order::ExpectShadow { spec, primary, .. } => {
-            node.expect_shadow(spec, &primary);
-            Ok(OrderReply::Done)
-        }
+        Order::ExpectShadow { spec, primary, .. } => expect_shadow(node, spec, &primary),
         Order::Checkpoint {
             workload,
             generation,
@@ -40,7 +38,7 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             epoch,
             shadow,
         } => restore(node, &workload, generation, epoch, shadow).await,
-        Order::Release { workload, .. } => release(node, &workload).await,
+        Order::Release { workload, .. } => release(node, &workload, true).await,
         Order::Resume {
             workload,
             generation,
@@ -51,7 +49,8 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             shadow,
         } => set_shadow(node, &workload, generation, shadow).await,
         Order::Remove { workload, .. } => {
-            let reply = release(node, &workload).await;
+            // Deleting a workload stops it; its data directories stay where they are.
+            let reply = release(node, &workload, false).await;
             node.stop_shadowing(&workload);
             let store = ShadowStore::new(Paths::new(&node.data_dir, &workload).shadow_epochs());
             tokio::task::spawn_blocking(move || store.clear());
@@ -59,6 +58,16 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
         }
     };
     result.unwrap_or_else(OrderReply::Failed)
+}
+
+fn expect_shadow(node: &Node, spec: WorkloadSpec, primary: &str) -> Result<OrderReply, String> {
+    for d in &spec.data_dirs {
+        node.data_roots
+            .check_allowed(d)
+            .map_err(|e| format!("{} cannot shadow this workload: {e}", node.name))?;
+    }
+    node.expect_shadow(spec, primary);
+    Ok(OrderReply::Done)
 }
 
 async fn start(
@@ -78,11 +87,22 @@ async fn start(
             ))
         };
     }
+    let mut binds = Vec::new();
+    for d in &spec.data_dirs {
+        match node.data_roots.check_existing(d) {
+            Ok(host) => binds.push(process::Bind {
+                host,
+                logical: d.clone(),
+            }),
+            Err(e) => return Ok(OrderReply::Invalid(e)),
+        }
+    }
     let paths = Paths::new(&node.data_dir, &spec.name);
     std::fs::create_dir_all(paths.root())
         .map_err(|e| format!("{}: {e}", paths.root().display()))?;
     let running = process::start(
         &spec,
+        &binds,
         &paths.output_log(),
         exit_hook(node, &spec.name, generation),
     )
@@ -161,8 +181,36 @@ async fn restore(
     let spec = node
         .shadow_spec(workload)
         .ok_or_else(|| format!("no spec of {workload:?} known here"))?;
-    let (running, restore_ms, check_ms) =
-        restore_tree(node, &spec, generation, dir, &manifest).await?;
+    if !spec.data_dirs.is_empty() {
+        // The epoch's data files move into place (hard links shared with older epochs,
+        // which go): from here on this host has no shadow copy to fall back on.
+        let (entries, d2, targets) = (
+            manifest.data.clone(),
+            dir.clone(),
+            node.data_host_paths(&spec),
+        );
+        let logical = (!node.data_roots.is_identity()).then(|| spec.data_dirs.clone());
+        let placed = tokio::task::spawn_blocking(move || {
+            for mount_point in logical.iter().flatten() {
+                std::fs::create_dir_all(mount_point)
+                    .map_err(|e| format!("{}: {e}", mount_point.display()))?;
+            }
+            materialize(&entries, &d2, &targets)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Err(e) = placed {
+            let s2 = store.clone();
+            tokio::task::spawn_blocking(move || s2.clear());
+            return Err(format!("cannot put the data directories in place: {e}"));
+        }
+    }
+    let restored = restore_tree(node, &spec, generation, dir, &manifest).await;
+    if restored.is_err() && !spec.data_dirs.is_empty() {
+        let s2 = store.clone();
+        tokio::task::spawn_blocking(move || s2.clear());
+    }
+    let (running, restore_ms, check_ms) = restored?;
     let pid = running.pid;
     tracing::info!(
         workload,
@@ -187,7 +235,9 @@ async fn restore(
     })
 }
 
-async fn release(node: &Arc<Node>, workload: &str) -> Result<OrderReply, String> {
+/// Stops the tree here; after a switchover (`stale_data`) this host's copy of the data
+/// directories is stale and is removed.
+async fn release(node: &Arc<Node>, workload: &str, stale_data: bool) -> Result<OrderReply, String> {
     if let Some(p) = node.remove_primary(workload) {
         let mut st = p.state.lock().await;
         st.loop_id += 1;
@@ -196,6 +246,16 @@ async fn release(node: &Arc<Node>, workload: &str) -> Result<OrderReply, String>
         }
         st.final_dump = None;
         st.acked = None;
+        // The workload's data now lives where it runs: this host's copy is stale.
+        for dir in node
+            .data_host_paths(&p.spec)
+            .into_iter()
+            .filter(|_| stale_data)
+        {
+            if let Err(e) = remove_aside(&dir) {
+                tracing::warn!(workload, "{e}");
+            }
+        }
     }
     let dir = Paths::new(&node.data_dir, workload).primary_epochs();
     tokio::task::spawn_blocking(move || crate::checkpoint::remove_dir(&dir));

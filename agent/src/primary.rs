@@ -11,8 +11,9 @@ use understudy_common::epoch::Manifest;
 use understudy_common::workload::{EpochReport, Peer, Probe, Report, WorkloadSpec};
 
 use crate::checkpoint::{self, DumpRequest};
+use crate::datadir::capture;
 use crate::node::Node;
-use crate::replication::send::{send_epoch, Base};
+use crate::replication::send::{send_epoch, Base, BASE_LOST};
 use crate::workload::process::{self, adopt_restored, pump_output, Running, StdioPipe};
 use crate::workload::Paths;
 
@@ -186,6 +187,19 @@ impl Primary {
             stdio_key: running.stdio_key.clone(),
             leave_running: !final_epoch,
             dir: dir.clone(),
+            data: self
+                .spec
+                .data_dirs
+                .iter()
+                .map(|d| capture::Dir {
+                    logical: d.clone(),
+                    host: node.data_roots.host_path(d),
+                })
+                .collect(),
+            index: st
+                .acked
+                .as_ref()
+                .map_or_else(Default::default, |b| b.index.clone()),
         };
         let dumped = match checkpoint::dump(criu, req).await {
             Ok(d) => d,
@@ -201,7 +215,21 @@ impl Primary {
             st.final_dump = Some((dumped.dir.clone(), dumped.manifest.clone()));
         }
         let cpu_before = cpu_ms();
-        let conn = node.connect(&shadow).await?;
+        let lagging = |e: String| {
+            format!(
+                "shadow lagging: {} has not committed epoch {epoch}: {e}",
+                shadow.name
+            )
+        };
+        let conn = match node.connect(&shadow).await {
+            Ok(c) => c,
+            Err(e) => {
+                if !final_epoch {
+                    checkpoint::remove_dir(&dir);
+                }
+                return Err(lagging(e));
+            }
+        };
         let (name, generation) = (self.spec.name.clone(), st.generation);
         let node2 = node.clone();
         let progress = move |sent: u64, total: u64| {
@@ -220,7 +248,10 @@ impl Primary {
                 if !final_epoch {
                     checkpoint::remove_dir(&dir);
                 }
-                return Err(e);
+                if e.starts_with(BASE_LOST) {
+                    st.acked = None;
+                }
+                return Err(lagging(e));
             }
         };
         tracing::debug!(
@@ -237,9 +268,16 @@ impl Primary {
         if !final_epoch {
             checkpoint::remove_dir(&dir);
         }
+        let hashes = dumped
+            .manifest
+            .data_files()
+            .map(|f| (f.name, f.blake3))
+            .collect();
         st.acked = Some(Base {
             epoch,
             sigs: sent.sigs,
+            hashes,
+            index: Arc::new(dumped.index),
         });
         Ok(EpochReport {
             workload: self.spec.name.clone(),
@@ -250,6 +288,9 @@ impl Primary {
             bytes_sent: sent.bytes_sent,
             bytes_changed: sent.bytes_changed,
             frozen_ms: dumped.frozen_ms,
+            frozen_disk_ms: dumped.frozen_disk_ms,
+            data_bytes: dumped.manifest.data_bytes(),
+            data_changed: sent.data_changed,
             transfer_ms: sent.transfer_ms,
             cpu_ms: cpu_ms().saturating_sub(cpu_before),
             committed_unix_ms: now_ms(),
@@ -271,7 +312,9 @@ pub async fn restore_tree(
     let criu = node.criu.clone()?;
     let pipe = StdioPipe::new().map_err(|e| format!("stdout pipe: {e}"))?;
     let started = Instant::now();
-    let pid = checkpoint::restore(criu, dir, manifest.stdio_key.clone(), pipe.write).await?;
+    let data_dirs = node.data_host_paths(spec);
+    let pid =
+        checkpoint::restore(criu, dir, manifest.stdio_key.clone(), pipe.write, data_dirs).await?;
     tracing::debug!(workload = %spec.name, pid, ms = started.elapsed().as_millis() as u64, "CRIU restore done");
     let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let paths = Paths::new(&node.data_dir, &spec.name);

@@ -121,6 +121,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         tls.identity.name.clone(),
         config.agent.data_dir.clone(),
         criu,
+        crate::datadir::DataRoots::new(&config.workload_data),
         fence,
         endpoint.clone(),
         data_client,

@@ -9,10 +9,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::data_entry::{wire_name, DataEntry, DataKind};
 
 const MAGIC: [u8; 4] = *b"USMF";
 /// Format version of manifests written by this build.
-pub const MANIFEST_VERSION: u16 = 1;
+pub const MANIFEST_VERSION: u16 = 2;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// File name of the manifest inside an epoch directory.
@@ -45,6 +46,8 @@ pub struct Manifest {
     pub stdio_key: Option<String>,
     /// The files, sorted by name.
     pub files: Vec<FileEntry>,
+    /// The data directories' entries, parents before children.
+    pub data: Vec<DataEntry>,
 }
 
 /// Why a manifest could not be read or a file did not match it.
@@ -124,16 +127,33 @@ impl Manifest {
         })
     }
 
-    /// Total size of the epoch's files.
+    /// Total size of the epoch's files, memory images and data files.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files.iter().map(|f| f.size).sum::<u64>() + self.data_bytes()
     }
 
-    /// Checks every file in `dir` against the manifest (size and hash); extra files other
-    /// than the manifest and CRIU logs are refused too.
+    /// Total size of the data directories' files.
+    pub fn data_bytes(&self) -> u64 {
+        self.data.iter().map(DataEntry::size).sum()
+    }
+
+    /// The data files as file entries named by their wire names.
+    pub fn data_files(&self) -> impl Iterator<Item = FileEntry> + '_ {
+        self.data.iter().filter_map(|d| match &d.kind {
+            DataKind::File { size, blake3, .. } => Some(FileEntry {
+                name: wire_name(&d.path),
+                size: *size,
+                blake3: *blake3,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Checks every file in `dir`, memory images and data files, against the manifest
+    /// (size and hash).
     pub fn verify_dir(&self, dir: &Path) -> Result<(), ManifestError> {
-        for f in &self.files {
-            check_file(&dir.join(&f.name), f)?;
+        for f in self.files.iter().cloned().chain(self.data_files()) {
+            check_file(&dir.join(&f.name), &f)?;
         }
         Ok(())
     }
@@ -183,6 +203,7 @@ mod tests {
                 size: 3,
                 blake3: *blake3::hash(b"abc").as_bytes(),
             }],
+            data: vec![],
         }
     }
 

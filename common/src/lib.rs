@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod data_entry;
 pub mod epoch;
 pub mod exit;
 pub mod frame;

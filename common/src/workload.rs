@@ -32,7 +32,14 @@ pub struct WorkloadSpec {
     /// How to check that a restored workload serves.
     #[serde(default)]
     pub probe: Option<Probe>,
+    /// Data directories (absolute logical paths) captured with every epoch and
+    /// materialised at the same paths on the host it moves to.
+    #[serde(default)]
+    pub data_dirs: Vec<PathBuf>,
 }
+
+/// Most data directories one workload may declare.
+pub const MAX_DATA_DIRS: usize = 16;
 
 fn default_interval_ms() -> u64 {
     5000
@@ -78,8 +85,58 @@ impl WorkloadSpec {
                 ));
             }
         }
+        if self.data_dirs.len() > MAX_DATA_DIRS {
+            out.push((
+                "data_dirs".into(),
+                format!(
+                    "{} data directories; at most {MAX_DATA_DIRS} are allowed",
+                    self.data_dirs.len()
+                ),
+            ));
+        }
+        for (i, dir) in self.data_dirs.iter().enumerate() {
+            if let Err(e) = check_data_dir_path(dir) {
+                out.push(("data_dirs".into(), e));
+                continue;
+            }
+            for other in &self.data_dirs[..i] {
+                if dir.starts_with(other) || other.starts_with(dir) {
+                    out.push((
+                        "data_dirs".into(),
+                        format!(
+                            "{} and {} overlap; data directories must not contain each other",
+                            other.display(),
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
         out
     }
+}
+
+/// Checks that a data directory is an absolute, normalised path other than `/`.
+pub fn check_data_dir_path(dir: &std::path::Path) -> Result<(), String> {
+    use std::path::Component;
+    let text = dir
+        .to_str()
+        .ok_or_else(|| format!("data directory {} is not valid UTF-8", dir.display()))?;
+    if !dir.is_absolute() {
+        return Err(format!("data directory {text} must be an absolute path"));
+    }
+    let normal = dir
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !normal || text.ends_with('/') || text.contains("//") {
+        return Err(format!(
+            "data directory {text} must be a normalised path (no '.', '..', '//' or trailing '/')"
+        ));
+    }
+    if dir.parent().is_none() {
+        return Err("the root directory / cannot be a data directory".into());
+    }
+    Ok(())
 }
 
 /// Checks a workload name: 1–63 characters of `a-z`, `0-9`, `-`, `_`, `.`, starting with
@@ -261,6 +318,9 @@ pub enum OrderReply {
     },
     /// The order was refused or failed; nothing it would have changed was changed.
     Failed(String),
+    /// The order's input is unusable on this host (e.g. a data directory that does not
+    /// exist there); nothing was done, and repeating it will not help.
+    Invalid(String),
 }
 
 /// One committed epoch, as the primary saw it.
@@ -282,6 +342,12 @@ pub struct EpochReport {
     pub bytes_changed: u64,
     /// Time the workload was frozen for the dump, milliseconds.
     pub frozen_ms: u64,
+    /// Of `frozen_ms`, the part spent capturing the data directories.
+    pub frozen_disk_ms: u64,
+    /// Bytes in the workload's data directories at this epoch.
+    pub data_bytes: u64,
+    /// Of `bytes_changed`, bytes of the data directories.
+    pub data_changed: u64,
     /// Time the transfer and commit took, milliseconds.
     pub transfer_ms: u64,
     /// Agent CPU time spent on this epoch (dump excluded), milliseconds.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -95,6 +95,22 @@ impl Cluster {
         self.dir.path().join("hosts").join(name)
     }
 
+    /// Under which the tests' workloads declare data directories (the agents' allowed root).
+    pub fn logical_root(&self) -> PathBuf {
+        self.dir.path().join("logical")
+    }
+
+    /// A data directory's logical path, as a workload declares it.
+    pub fn logical_dir(&self, name: &str) -> PathBuf {
+        self.logical_root().join(name)
+    }
+
+    /// Where `host` keeps the data directory declared as `logical`.
+    pub fn data_path(&self, host: &str, logical: &Path) -> PathBuf {
+        let rel = logical.strip_prefix("/").unwrap_or(logical);
+        self.host_dir(host).join("root").join(rel)
+    }
+
     /// The cluster CA.
     pub fn ca(&self) -> &PemPair {
         &self.ca
@@ -167,9 +183,13 @@ key = "{d}/host.key"
 [reconnect]
 initial = "100ms"
 max = "1s"
+[workload_data]
+allowed_roots = ["{logical}"]
+host_root = "{d}/root"
 "#,
             self.quic_addr(),
-            d = d.display()
+            d = d.display(),
+            logical = self.logical_root().display(),
         );
         fs::write(d.join("agent.toml"), cfg).unwrap();
     }

@@ -158,6 +158,7 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
                 taken_unix_ms: 0,
                 stdio_key: None,
                 files: vec![],
+                data: vec![],
             },
             base_epoch: None,
             final_epoch: false,

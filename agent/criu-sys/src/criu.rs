@@ -102,6 +102,11 @@ impl Criu {
             &opts.external,
             &opts.ext_mounts,
         )?;
+        set_auto_external_mounts(&mut h, opts.auto_external_mounts);
+        if let Some(root) = &opts.root {
+            let root = h.c_string("root", root.as_os_str().as_encoded_bytes())?;
+            h.set_str("criu_local_set_root", bindings::criu_local_set_root, &root)?;
+        }
         for (fd, key) in &opts.inherit_fds {
             let key = h.c_string("inherit fd key", key.as_bytes())?;
             h.add_inherit_fd(*fd, &key)?;
@@ -205,6 +210,10 @@ impl Criu {
             &opts.external,
             &opts.ext_mounts,
         )?;
+        set_auto_external_mounts(&mut h, opts.auto_external_mounts);
+        if let Some(limit) = opts.ghost_limit {
+            h.set_ghost_limit(limit);
+        }
         let call = |h: &mut OptsHandle| {
             // SAFETY: `operation` is criu_local_dump or criu_local_pre_dump;
             // `h` holds fully initialised options and the images dir fd
@@ -278,6 +287,13 @@ fn prepare_log(
         }),
         _ => Ok(Some(path)),
     }
+}
+
+/// `--ext-mount-map auto` with external sharing and masters allowed, or none of them.
+fn set_auto_external_mounts(h: &mut OptsHandle, on: bool) {
+    h.set_flag(bindings::criu_local_set_auto_ext_mnt, on);
+    h.set_flag(bindings::criu_local_set_ext_sharing, on);
+    h.set_flag(bindings::criu_local_set_ext_masters, on);
 }
 
 /// Settings shared by dump and restore.

@@ -121,6 +121,11 @@ impl OptsHandle {
         unsafe { bindings::criu_local_set_images_dir_fd(self.ptr.as_ptr(), fd) }
     }
 
+    pub(crate) fn set_ghost_limit(&mut self, limit: u32) {
+        // SAFETY: stores an int into the live options.
+        unsafe { bindings::criu_local_set_ghost_limit(self.ptr.as_ptr(), limit) }
+    }
+
     pub(crate) fn set_log_level(&mut self, level: i32) {
         // SAFETY: stores an int into the live options.
         unsafe { bindings::criu_local_set_log_level(self.ptr.as_ptr(), level) }

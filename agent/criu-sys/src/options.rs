@@ -57,8 +57,15 @@ pub struct DumpOptions {
     pub log_level: i32,
     /// `--external` entries (`criu_local_add_external`).
     pub external: Vec<String>,
-    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`).
+    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`): on dump the
+    /// mount point and the name it is given in the images.
     pub ext_mounts: Vec<(String, String)>,
+    /// Treat mounts of the tree's mount namespace that CRIU can find in its own
+    /// namespace as external bind mounts, with external sharing and masters allowed
+    /// (`--ext-mount-map auto --enable-external-sharing --enable-external-masters`).
+    pub auto_external_mounts: bool,
+    /// Largest deleted-but-open file whose content goes into the images, bytes.
+    pub ghost_limit: Option<u32>,
 }
 
 impl Default for DumpOptions {
@@ -78,6 +85,8 @@ impl Default for DumpOptions {
             log_level: 4,
             external: Vec::new(),
             ext_mounts: Vec::new(),
+            auto_external_mounts: false,
+            ghost_limit: None,
         }
     }
 }
@@ -106,10 +115,15 @@ pub struct RestoreOptions {
     /// `(fd, key)` pairs (`criu_local_add_inherit_fd`), e.g. `(3, "pipe:[12345]")`.
     /// The fds are made inheritable (`FD_CLOEXEC` cleared) for the duration of the call.
     pub inherit_fds: Vec<(RawFd, String)>,
-    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`).
+    /// External mounts as `(key, value)` (`criu_local_add_ext_mount`): on restore the
+    /// name given at dump and the host directory to bind-mount in its place.
     pub ext_mounts: Vec<(String, String)>,
     /// `--external` entries (`criu_local_add_external`).
     pub external: Vec<String>,
+    /// As in [`DumpOptions::auto_external_mounts`].
+    pub auto_external_mounts: bool,
+    /// Root directory of a restored mount namespace (`--root`).
+    pub root: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -127,6 +141,8 @@ impl Default for RestoreOptions {
             inherit_fds: Vec::new(),
             ext_mounts: Vec::new(),
             external: Vec::new(),
+            auto_external_mounts: false,
+            root: None,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The shadow's end of one epoch transfer: stage every file, check every hash, and commit
 //! the epoch atomically — or discard the staging and keep the last committed epoch whole.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quinn::{RecvStream, SendStream};
-use understudy_common::epoch::check_file;
+use understudy_common::epoch::{check_file, Manifest};
 use understudy_common::frame::{read_frame, write_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
@@ -58,7 +59,7 @@ async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Stri
 fn stage_file(
     staging: &Path,
     base_dir: Option<PathBuf>,
-    name: &str,
+    (name, base_name): (&str, &str),
     encoding: Encoding,
     wire: &[u8],
     size: u64,
@@ -66,12 +67,16 @@ fn stage_file(
     let t0 = std::time::Instant::now();
     let base = match (encoding, base_dir) {
         (Encoding::Delta, Some(dir)) => {
-            Some(std::fs::read(dir.join(name)).map_err(|e| format!("base {name}: {e}"))?)
+            Some(std::fs::read(dir.join(base_name)).map_err(|e| format!("base {base_name}: {e}"))?)
         }
         _ => None,
     };
     let read_ms = t0.elapsed().as_millis();
     let path = staging.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("staging {}: {e}", parent.display()))?;
+    }
     let file =
         std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -88,6 +93,33 @@ fn stage_file(
     }
     corrupt_if_asked(&path, name);
     Ok(())
+}
+
+/// Hard-links into `staging` each unsent data file whose base holds the same content;
+/// returns the names linked. Anything else stays missing and is asked for whole.
+fn link_unchanged(
+    staging: &Path,
+    base_dir: &Path,
+    base_hashes: &HashMap<String, [u8; 32]>,
+    unsent: Vec<(String, String, [u8; 32])>,
+) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    for (name, base_name, hash) in unsent {
+        if base_hashes.get(&base_name) != Some(&hash) {
+            continue;
+        }
+        let dst = staging.join(&name);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("staging {}: {e}", parent.display()))?;
+        }
+        match std::fs::hard_link(base_dir.join(&base_name), &dst) {
+            Ok(()) => done.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("staging {}: {e}", dst.display())),
+        }
+    }
+    Ok(done)
 }
 
 /// Serves one epoch-transfer stream from `peer`.
@@ -128,11 +160,24 @@ async fn receive(
         expected_primary: expected.as_deref(),
         seen_generation: node.fence.seen(&manifest.workload),
         newest_committed: store.newest(),
+        data_dirs: node
+            .shadow_spec(&manifest.workload)
+            .map_or(0, |s| s.data_dirs.len()),
     };
     check_offer(&view, peer, &manifest)?;
     node.fence.admit(&manifest.workload, manifest.generation)?;
     let have_base = base_epoch.is_some_and(|b| store.committed().contains(&b));
     let base_dir = base_epoch.filter(|_| have_base).map(|b| store.epoch_dir(b));
+    // The base's data-file hashes, to link unchanged files instead of receiving them.
+    let base_hashes: HashMap<String, [u8; 32]> = match &base_dir {
+        Some(dir) if !manifest.data.is_empty() => Manifest::read_from(dir)
+            .map_err(|e| format!("base epoch: {e}"))?
+            .data_files()
+            .map(|f| (f.name, f.blake3))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut linked: HashSet<String> = HashSet::new();
     let staging = store
         .begin(manifest.epoch)
         .map_err(|e| format!("cannot stage epoch {}: {e}", manifest.epoch))?;
@@ -153,12 +198,21 @@ async fn receive(
                 len,
             } => {
                 let entry = core.on_file(&name, encoding, len)?;
+                let base_name = core.base_name(&name);
                 let wire = read_exact_vec(recv, len).await?;
                 let (st, bd) = (staging.clone(), base_dir.clone());
                 let t = std::time::Instant::now();
                 let size = entry.size;
+                linked.remove(&name);
                 tokio::task::spawn_blocking(move || {
-                    stage_file(&st, bd, &entry.name, encoding, &wire, entry.size)
+                    stage_file(
+                        &st,
+                        bd,
+                        (&entry.name, &base_name),
+                        encoding,
+                        &wire,
+                        entry.size,
+                    )
                 })
                 .await
                 .map_err(|e| e.to_string())??;
@@ -168,12 +222,27 @@ async fn receive(
             }
             DataMessage::Done => {
                 let t = std::time::Instant::now();
-                let (st, m) = (staging.clone(), core.manifest().clone());
+                if let Some(bd) = &base_dir {
+                    let unsent = core.unsent_data();
+                    let (st, bd, bh) = (staging.clone(), bd.clone(), base_hashes.clone());
+                    let done =
+                        tokio::task::spawn_blocking(move || link_unchanged(&st, &bd, &bh, unsent))
+                            .await
+                            .map_err(|e| e.to_string())??;
+                    for name in done {
+                        core.mark_linked(&name);
+                        linked.insert(name);
+                    }
+                }
+                let (st, m, skip) = (staging.clone(), core.manifest().clone(), linked.clone());
                 let mismatched = tokio::task::spawn_blocking(move || {
                     m.files
                         .iter()
+                        .cloned()
+                        .chain(m.data_files())
+                        .filter(|f| !skip.contains(&f.name))
                         .filter(|f| st.join(&f.name).exists())
-                        .filter_map(|f| match check_file(&st.join(&f.name), f) {
+                        .filter_map(|f| match check_file(&st.join(&f.name), &f) {
                             Ok(()) => None,
                             Err(e) => {
                                 tracing::warn!("staged file refused: {e}");

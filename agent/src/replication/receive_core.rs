@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use understudy_common::data_entry::{check_entry_path, wire_name, DataKind};
 use understudy_common::epoch::{FileEntry, Manifest};
 use understudy_common::transfer::Encoding;
 
@@ -16,6 +17,8 @@ pub struct ShadowView<'a> {
     pub seen_generation: Option<u64>,
     /// The newest committed epoch, if any.
     pub newest_committed: Option<u64>,
+    /// How many data directories the workload's spec declares.
+    pub data_dirs: usize,
 }
 
 /// Whether to accept an offer from `peer`.
@@ -54,6 +57,15 @@ pub fn check_offer(view: &ShadowView<'_>, peer: &str, manifest: &Manifest) -> Re
     for f in &manifest.files {
         if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
             return Err(format!("file name {:?} is not allowed", f.name));
+        }
+    }
+    for d in &manifest.data {
+        check_entry_path(&d.path, view.data_dirs)?;
+        if let DataKind::File {
+            origin: Some(o), ..
+        } = &d.kind
+        {
+            check_entry_path(o, view.data_dirs)?;
         }
     }
     Ok(())
@@ -108,6 +120,7 @@ impl Receiving {
             .iter()
             .find(|f| f.name == name)
             .cloned()
+            .or_else(|| self.manifest.data_files().find(|f| f.name == name))
             .ok_or_else(|| format!("file {name:?} is not in the manifest"))?;
         if encoding == Encoding::Delta && !self.have_base {
             return Err(format!("delta for {name:?} but no base epoch here"));
@@ -124,12 +137,48 @@ impl Receiving {
         Ok(entry)
     }
 
+    /// The base epoch's file a delta for `name` applies to: the data file's origin, or
+    /// the file of the same name.
+    pub fn base_name(&self, name: &str) -> String {
+        self.manifest
+            .data
+            .iter()
+            .find(|d| wire_name(&d.path) == name)
+            .and_then(|d| match &d.kind {
+                DataKind::File { origin, .. } => origin.as_deref().map(wire_name),
+                _ => None,
+            })
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// Data files not received (yet): `(name, base name, hash)`, for linking from the
+    /// base epoch when it holds the same content.
+    pub fn unsent_data(&self) -> Vec<(String, String, [u8; 32])> {
+        self.manifest
+            .data_files()
+            .filter(|f| !self.received.contains(&f.name))
+            .map(|f| (self.base_name(&f.name), f))
+            .map(|(base, f)| (f.name, base, f.blake3))
+            .collect()
+    }
+
+    /// Records that `name` was linked from the base epoch (its content is known good).
+    pub fn mark_linked(&mut self, name: &str) {
+        self.received.insert(name.to_owned());
+    }
+
     /// Decides after `Done`, given the files whose content did not match the manifest.
     pub fn on_done(&mut self, mismatched: Vec<String>) -> DoneDecision {
         let mut bad: BTreeSet<String> = mismatched.into_iter().collect();
-        for f in &self.manifest.files {
+        for f in self
+            .manifest
+            .files
+            .iter()
+            .cloned()
+            .chain(self.manifest.data_files())
+        {
             if !self.received.contains(&f.name) {
-                bad.insert(f.name.clone());
+                bad.insert(f.name);
             }
         }
         if bad.is_empty() {
@@ -174,6 +223,7 @@ mod tests {
                     blake3: [1; 32],
                 },
             ],
+            data: vec![],
         }
     }
 
@@ -182,6 +232,7 @@ mod tests {
             expected_primary: Some("host-a"),
             seen_generation: seen,
             newest_committed: Some(4),
+            data_dirs: 1,
         }
     }
 
@@ -198,6 +249,56 @@ mod tests {
         let mut m = manifest(2, 5);
         m.files[0].name = "../../etc/passwd".into();
         assert!(check_offer(&view(Some(2)), "host-a", &m).is_err());
+        for path in ["0/../../x", "1/a"] {
+            let mut m = manifest(2, 5);
+            m.data.push(understudy_common::data_entry::DataEntry {
+                path: path.into(),
+                kind: DataKind::Dir,
+                meta: Default::default(),
+            });
+            let e = check_offer(&view(Some(2)), "host-a", &m).unwrap_err();
+            assert!(e.contains(path), "{e}");
+        }
+    }
+
+    #[test]
+    fn unsent_data_files_are_linked_from_their_origin_or_asked_for() {
+        let mut m = manifest(1, 5);
+        for (path, origin) in [
+            ("0/kept", Some("0/kept")),
+            ("0/moved", Some("0/old")),
+            ("0/new", None),
+        ] {
+            m.data.push(understudy_common::data_entry::DataEntry {
+                path: path.into(),
+                kind: DataKind::File {
+                    size: 1,
+                    blake3: [7; 32],
+                    origin: origin.map(Into::into),
+                },
+                meta: Default::default(),
+            });
+        }
+        let mut r = Receiving::new(m, true);
+        r.on_file("a.img", Encoding::Delta, 10).unwrap();
+        r.on_file("pages-1.img", Encoding::Delta, 10).unwrap();
+        r.on_file("data/0/new", Encoding::Whole, 1).unwrap();
+        let unsent = r.unsent_data();
+        assert_eq!(
+            unsent
+                .iter()
+                .map(|(n, b, _)| (n.as_str(), b.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("data/0/kept", "data/0/kept"),
+                ("data/0/moved", "data/0/old")
+            ]
+        );
+        r.mark_linked("data/0/kept");
+        assert_eq!(
+            r.on_done(vec![]),
+            DoneDecision::Resend(vec!["data/0/moved".into()])
+        );
     }
 
     #[test]

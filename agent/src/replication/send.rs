@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use quinn::{RecvStream, SendStream};
@@ -10,16 +11,27 @@ use understudy_common::frame::{encode_frame, read_frame, write_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
 
+use understudy_common::data_entry::{wire_name, DataKind};
+
 use super::delta::{self, EncodedFile, PageSignature};
 use crate::checkpoint::Dumped;
+use crate::datadir::capture::Index;
+
+/// How a failed transfer starts when the shadow lost the base epoch: the primary then
+/// forgets it, so the next epoch captures and sends everything.
+pub const BASE_LOST: &str = "the shadow no longer holds the base epoch";
 
 /// The epoch the shadow last acknowledged, which deltas are computed against.
 #[derive(Debug, Clone)]
 pub struct Base {
     /// Its number.
     pub epoch: u64,
-    /// Page signature of each of its files.
+    /// Page signature of each of its files (data files by wire name).
     pub sigs: HashMap<String, PageSignature>,
+    /// Hash of each of its data files, by wire name.
+    pub hashes: HashMap<String, [u8; 32]>,
+    /// Its data-directory entries, what the next capture compares with.
+    pub index: Arc<Index>,
 }
 
 /// What a committed transfer cost.
@@ -29,22 +41,28 @@ pub struct Sent {
     pub bytes_sent: u64,
     /// Bytes of content not found at the same place in the base (all without a base).
     pub bytes_changed: u64,
+    /// Of `bytes_changed`, bytes of data files.
+    pub data_changed: u64,
     /// Page signatures of the sent epoch's files, the base of the next delta.
     pub sigs: HashMap<String, PageSignature>,
     /// Wall time of the transfer, milliseconds.
     pub transfer_ms: u64,
 }
 
-/// Reads and encodes one file (a delta when `use_base` and the base has its signature).
+/// Reads and encodes one file (a delta when `use_base` and the base has a signature of
+/// `base_name`).
 fn encode_file(
     dir: &Path,
     name: &str,
+    base_name: &str,
     base: Option<&Base>,
     use_base: bool,
 ) -> Result<EncodedFile, String> {
     let path = dir.join(name);
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let base_sig = base.filter(|_| use_base).and_then(|b| b.sigs.get(name));
+    let base_sig = base
+        .filter(|_| use_base)
+        .and_then(|b| b.sigs.get(base_name));
     delta::encode_reader(file, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))
 }
 
@@ -52,15 +70,18 @@ async fn send_file(
     send: &mut SendStream,
     dir: &Path,
     name: &str,
+    base_name: &str,
     base: Option<&Base>,
     use_base: bool,
 ) -> Result<(EncodedFile, u64), String> {
-    let (dir2, name2, base2) = (dir.to_owned(), name.to_owned(), base.cloned());
+    let (dir2, name2, base_name2) = (dir.to_owned(), name.to_owned(), base_name.to_owned());
+    let base2 = base.cloned();
     let t = Instant::now();
-    let enc =
-        tokio::task::spawn_blocking(move || encode_file(&dir2, &name2, base2.as_ref(), use_base))
-            .await
-            .map_err(|e| e.to_string())??;
+    let enc = tokio::task::spawn_blocking(move || {
+        encode_file(&dir2, &name2, &base_name2, base2.as_ref(), use_base)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let encode_ms = t.elapsed().as_millis();
     let header = DataMessage::File {
         name: name.to_owned(),
@@ -124,11 +145,45 @@ pub async fn send_epoch(
     let mut bytes_changed = 0u64;
     let mut sigs = HashMap::new();
     for f in &manifest.files {
-        let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, base, have_base).await?;
+        let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, &f.name, base, have_base).await?;
         bytes_sent += n;
         bytes_changed += enc.changed;
         sigs.insert(f.name.clone(), enc.signature);
         done += f.size;
+        progress(done, total);
+    }
+    let mut data_changed = 0u64;
+    for d in &manifest.data {
+        let DataKind::File {
+            size,
+            blake3,
+            origin,
+        } = &d.kind
+        else {
+            continue;
+        };
+        let name = wire_name(&d.path);
+        let base_name = origin.as_deref().map_or_else(|| name.clone(), wire_name);
+        let base_here = base.filter(|_| have_base);
+        if base_here.is_some_and(|b| b.hashes.get(&base_name) == Some(blake3)) {
+            // The shadow links it from its copy: nothing to send.
+            if let Some(sig) = base_here.and_then(|b| b.sigs.get(&base_name)) {
+                sigs.insert(name, sig.clone());
+            }
+        } else if !dumped.dir.join(&name).exists() {
+            return Err(format!(
+                "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
+                d.path
+            ));
+        } else {
+            let (enc, n) =
+                send_file(&mut send, &dumped.dir, &name, &base_name, base, have_base).await?;
+            bytes_sent += n;
+            bytes_changed += enc.changed;
+            data_changed += enc.changed;
+            sigs.insert(name, enc.signature);
+        }
+        done += size;
         progress(done, total);
     }
     loop {
@@ -140,7 +195,13 @@ pub async fn send_epoch(
             DataReply::Resend { names } => {
                 tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
                 for name in names {
-                    let (enc, n) = send_file(&mut send, &dumped.dir, &name, None, false).await?;
+                    if !dumped.dir.join(&name).exists() {
+                        return Err(format!(
+                            "{BASE_LOST}: it asked for {name}, which this epoch did not copy"
+                        ));
+                    }
+                    let (enc, n) =
+                        send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
                     bytes_sent += n;
                     sigs.insert(name, enc.signature);
                 }
@@ -155,6 +216,7 @@ pub async fn send_epoch(
     Ok(Sent {
         bytes_sent,
         bytes_changed,
+        data_changed,
         sigs,
         transfer_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })

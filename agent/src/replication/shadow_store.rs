@@ -76,7 +76,7 @@ impl ShadowStore {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         std::fs::write(staging.join(MANIFEST_FILE), bytes)?;
         if durable {
-            for f in &manifest.files {
+            for f in manifest.files.iter().cloned().chain(manifest.data_files()) {
                 File::open(staging.join(&f.name))?.sync_all()?;
             }
             File::open(staging.join(MANIFEST_FILE))?.sync_all()?;
@@ -114,6 +114,7 @@ mod tests {
             taken_unix_ms: 0,
             stdio_key: None,
             files: vec![],
+            data: vec![],
         }
     }
 

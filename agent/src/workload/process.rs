@@ -5,6 +5,12 @@
 //! on the same kernel. Its stdout and stderr go to one pipe the agent reads and appends to
 //! the workload's log; a restored tree gets a fresh pipe from the restoring agent in
 //! place of the dumped one (CRIU's inherit-fd, keyed by the pipe's inode).
+//!
+//! A workload with data directories also gets its own mount namespace, in which each
+//! directory's copy on this host is bind-mounted at its logical path. Everything the tree
+//! holds open is opened inside that namespace (stdin is reopened there), and the network
+//! namespace handles of `ip netns` are unmounted from it, so CRIU can dump the namespace
+//! and rebuild it on another host.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -172,14 +178,43 @@ pub enum StartError {
     Died(String),
 }
 
-/// Starts `spec` in a new PID namespace and session, output appended to `log`.
-pub fn start(spec: &WorkloadSpec, log: &Path, hook: ExitHook) -> Result<Running, StartError> {
+/// Sets up the workload's mount namespace, then runs the workload: `$1` = number of bind
+/// mounts, then host/logical path pairs, the working directory, and the command.
+const MOUNT_NS_INIT: &str = r#"exec 2>&1
+set -e
+awk '$0 ~ / - nsfs / { print $5 }' /proc/self/mountinfo | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+n=$1; shift
+while [ "$n" -gt 0 ]; do mount --bind -- "$1" "$2"; shift 2; n=$((n - 1)); done
+cd -- "$1"; shift
+exec </dev/null
+exec setsid -- /bin/sh -c 'exec "$@" 2>&1' sh "$@""#;
+
+/// One data directory to bind into the workload's mount namespace.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    /// This host's copy.
+    pub host: PathBuf,
+    /// Where the workload sees it.
+    pub logical: PathBuf,
+}
+
+/// Starts `spec` in a new PID namespace and session (and mount namespace with `binds`
+/// when it has data directories), output appended to `log`.
+pub fn start(
+    spec: &WorkloadSpec,
+    binds: &[Bind],
+    log: &Path,
+    hook: ExitHook,
+) -> Result<Running, StartError> {
     let workdir = spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    if let Err(source) = std::fs::read_dir(&workdir) {
-        return Err(StartError::Workdir {
-            path: workdir,
-            source,
-        });
+    let in_data_dir = binds.iter().any(|b| workdir.starts_with(&b.logical));
+    if !in_data_dir {
+        if let Err(source) = std::fs::read_dir(&workdir) {
+            return Err(StartError::Workdir {
+                path: workdir,
+                source,
+            });
+        }
     }
     let spawn_err = |source| StartError::Spawn {
         program: spec.command[0].clone(),
@@ -189,13 +224,38 @@ pub fn start(spec: &WorkloadSpec, log: &Path, hook: ExitHook) -> Result<Running,
     // `unshare` stays behind as the namespace init's parent and has its own complaints when
     // the tree is stopped by a final dump; those go to /dev/null. The workload's stderr is
     // joined to its stdout by the `sh` that `exec`s it (so the tree's root is the command).
-    let child = Command::new("unshare")
-        .args(["--pid", "--fork", "--", "setsid", "--", "/bin/sh", "-c"])
-        .arg("exec \"$@\" 2>&1")
-        .arg("sh")
+    let mut cmd = Command::new("unshare");
+    if binds.is_empty() {
+        cmd.args(["--pid", "--fork", "--", "setsid", "--", "/bin/sh", "-c"])
+            .arg("exec \"$@\" 2>&1")
+            .arg("sh")
+            .current_dir(&workdir);
+    } else {
+        for b in binds {
+            // The mount point, on this host's root: the logical path itself.
+            std::fs::create_dir_all(&b.logical).map_err(|source| StartError::Workdir {
+                path: b.logical.clone(),
+                source,
+            })?;
+        }
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .args(["/bin/sh", "-c", MOUNT_NS_INIT, "sh"])
+        .arg(binds.len().to_string());
+        for b in binds {
+            cmd.arg(&b.host).arg(&b.logical);
+        }
+        cmd.arg(&workdir).current_dir("/");
+    }
+    let child = cmd
         .args(&spec.command)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(pipe.write))
         .stderr(Stdio::null())

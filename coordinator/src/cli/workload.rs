@@ -40,9 +40,13 @@ pub enum WorkloadCommand {
         /// Environment variable for the workload, KEY=VALUE (repeatable).
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
-        /// Working directory (must exist on every host).
+        /// Working directory (must exist on every host, or lie in a data directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
+        /// A data directory (absolute path) captured with every epoch and moved with the
+        /// workload (repeatable).
+        #[arg(long = "data-dir")]
+        data_dirs: Vec<PathBuf>,
         /// Read the spec from a TOML file instead.
         #[arg(long, conflicts_with = "command")]
         spec: Option<PathBuf>,
@@ -84,6 +88,8 @@ struct SpecFile {
     env: std::collections::BTreeMap<String, String>,
     workdir: Option<PathBuf>,
     probe: Option<ProbeFile>,
+    #[serde(default)]
+    data_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +125,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             probe_tcp,
             env,
             workdir,
+            data_dirs,
             spec,
             command,
         } => {
@@ -148,6 +155,11 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                             workdir: f.workdir,
                             interval_ms: interval_ms(interval.or(f.interval)),
                             probe,
+                            data_dirs: if data_dirs.is_empty() {
+                                f.data_dirs
+                            } else {
+                                data_dirs
+                            },
                         },
                         host,
                         shadow: shadow.or(f.shadow),
@@ -170,6 +182,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                             workdir,
                             interval_ms: interval_ms(interval),
                             probe: probe_tcp.map(|port| Probe::Tcp { port }),
+                            data_dirs,
                         },
                         host,
                         shadow,
@@ -282,6 +295,11 @@ fn state_text(w: &WorkloadRecord) -> String {
         WorkloadState::Failed(e) => format!("failed: {e}"),
     };
     match (&w.state, &w.unprotected) {
+        (WorkloadState::Running, Some(why))
+            if why.starts_with("unprotected") || why.starts_with("shadow lagging") =>
+        {
+            format!("{base}, {why}")
+        }
         (WorkloadState::Running, Some(why)) => format!("{base}, unprotected: {why}"),
         _ => base,
     }
@@ -314,9 +332,26 @@ fn print_workload(w: &WorkloadRecord) {
                 mib(e.bytes_sent)
             );
             println!(
-                "epoch timing: frozen {} ms for the dump, transfer {} ms, agent CPU {} ms",
-                e.frozen_ms, e.transfer_ms, e.cpu_ms
+                "epoch timing: frozen {} ms ({} ms memory, {} ms disk), transfer {} ms, agent CPU {} ms",
+                e.frozen_ms,
+                e.frozen_ms.saturating_sub(e.frozen_disk_ms),
+                e.frozen_disk_ms,
+                e.transfer_ms,
+                e.cpu_ms
             );
+            if !w.spec.data_dirs.is_empty() {
+                println!(
+                    "data dirs:    {} ({} in the last epoch, {} changed)",
+                    w.spec
+                        .data_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    mib(e.data_bytes),
+                    mib(e.data_changed)
+                );
+            }
             println!("epochs:       {} committed", w.epochs);
         }
         None => println!("last epoch:   none yet"),

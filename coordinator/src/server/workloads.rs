@@ -139,6 +139,18 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         shadow: shadow_peer.clone(),
     };
     let reply = orders::send(shared, &req.host, &order, ORDER_TIMEOUT).await;
+    if let OrderReply::Invalid(e) = reply {
+        // Nothing runs: forget the workload, and the shadow's expectation of it.
+        shared.remove_workload(&name);
+        if let Some(s) = &shadow_peer {
+            let forget = Order::Remove {
+                workload: name.clone(),
+                generation: 1,
+            };
+            orders::send(shared, &s.name, &forget, ORDER_TIMEOUT).await;
+        }
+        return Err(err(400, format!("{}: {e}", req.host)));
+    }
     let rec = shared.update_workload(&name, |r| {
         if shadow_peer.is_none() {
             r.shadow = None;
