@@ -5,6 +5,7 @@
 //!
 //! CRIU calls block, so they run on tokio's blocking pool, never on the async workers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,8 @@ use understudy_common::epoch::{hash_file, FileEntry, Manifest, MANIFEST_FILE};
 use crate::datadir::capture::{self, Index};
 use crate::datadir::mapped::shared_writable;
 use crate::datadir::mount_key;
+use crate::datadir::patch::Patch;
+use crate::replication::delta::PageSignature;
 
 /// Deleted-but-open files up to this size are saved in the images (CRIU's default is 1 MiB).
 const GHOST_LIMIT: u32 = 64 << 20;
@@ -40,6 +43,8 @@ pub struct Dumped {
     pub snapshot_bytes: u64,
     /// What the shadow holds of the data directories once it commits this epoch.
     pub index: Index,
+    /// Data files captured as changed pages, by wire name.
+    pub patches: HashMap<String, Patch>,
 }
 
 /// What to dump.
@@ -63,6 +68,8 @@ pub struct DumpRequest {
     pub data: Vec<capture::Dir>,
     /// What the shadow holds of them (empty: capture everything).
     pub index: Arc<Index>,
+    /// Page signatures of the shadow's files, by wire name.
+    pub sigs: Arc<HashMap<String, PageSignature>>,
 }
 
 fn now_ms() -> u64 {
@@ -118,7 +125,7 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         }
         let logical: Vec<PathBuf> = req.data.iter().map(|d| d.logical.clone()).collect();
         let always = shared_writable(req.pid, &logical);
-        let result = capture::capture(&req.data, &req.index, &always, &req.dir);
+        let result = capture::capture(&req.data, &req.index, &req.sigs, &always, &req.dir);
         let ok = result.is_ok();
         captured = Some(result);
         ok
@@ -139,10 +146,12 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         .map_or((0, 0), |c| (c.ms, c.snapshot_bytes));
     let mut manifest = build_manifest(req, taken_unix_ms)?;
     let mut index = Index::default();
+    let mut patches = HashMap::new();
     if let Some(c) = capture {
-        let (entries, new_index) = capture::finish(c, &req.dir)?;
-        manifest.data = entries;
-        index = new_index;
+        let finished = capture::finish(c, &req.dir)?;
+        manifest.data = finished.entries;
+        index = finished.index;
+        patches = finished.patches;
     }
     Ok(Dumped {
         dir: req.dir.clone(),
@@ -151,6 +160,7 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         frozen_disk_ms,
         snapshot_bytes,
         index,
+        patches,
     })
 }
 

@@ -200,6 +200,10 @@ impl Primary {
                 .acked
                 .as_ref()
                 .map_or_else(Default::default, |b| b.index.clone()),
+            sigs: st
+                .acked
+                .as_ref()
+                .map_or_else(Default::default, |b| b.sigs.clone()),
         };
         let dumped = match checkpoint::dump(criu, req).await {
             Ok(d) => d,
@@ -275,7 +279,7 @@ impl Primary {
             .collect();
         st.acked = Some(Base {
             epoch,
-            sigs: sent.sigs,
+            sigs: Arc::new(sent.sigs),
             hashes,
             index: Arc::new(dumped.index),
         });
@@ -291,6 +295,7 @@ impl Primary {
             frozen_disk_ms: dumped.frozen_disk_ms,
             data_bytes: dumped.manifest.data_bytes(),
             data_changed: sent.data_changed,
+            data_sent: sent.data_sent,
             transfer_ms: sent.transfer_ms,
             cpu_ms: cpu_ms().saturating_sub(cpu_before),
             committed_unix_ms: now_ms(),

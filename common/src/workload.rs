@@ -348,6 +348,8 @@ pub struct EpochReport {
     pub data_bytes: u64,
     /// Of `bytes_changed`, bytes of the data directories.
     pub data_changed: u64,
+    /// Of `bytes_sent`, bytes of data-directory files.
+    pub data_sent: u64,
     /// Time the transfer and commit took, milliseconds.
     pub transfer_ms: u64,
     /// Agent CPU time spent on this epoch (dump excluded), milliseconds.

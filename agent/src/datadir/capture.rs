@@ -17,6 +17,8 @@ use understudy_common::data_entry::{wire_name, DataEntry, DataKind, Meta};
 use understudy_common::epoch::hash_file;
 
 use super::meta;
+use super::patch::{self, Patch, PATCH_MIN_BYTES};
+use crate::replication::delta::PageSignature;
 
 /// A file whose modification time is this close to the capture (or after it) is "racy":
 /// a write right after the thaw could leave size and mtime unchanged within the
@@ -136,6 +138,13 @@ pub fn decide(path: &str, now: &Stat, index: &Index, by_ino: &HashMap<u64, Strin
 #[derive(Debug)]
 enum Item {
     Ready(Known),
+    Patched {
+        path: String,
+        stat: Stat,
+        meta: Meta,
+        origin: String,
+        patch: Patch,
+    },
     Snapshot {
         path: String,
         stat: Stat,
@@ -179,6 +188,7 @@ fn now_ns() -> i64 {
 
 struct Walk<'a> {
     index: &'a Index,
+    sigs: &'a HashMap<String, PageSignature>,
     always: &'a HashSet<String>,
     by_ino: HashMap<u64, String>,
     snap_root: &'a Path,
@@ -294,6 +304,25 @@ impl Walk<'_> {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| format!("snapshot {}: {e}", parent.display()))?;
                 }
+                let base_sig = origin
+                    .as_ref()
+                    .filter(|_| stat.size >= PATCH_MIN_BYTES)
+                    .and_then(|o| self.sigs.get(&wire_name(o)));
+                if let (Some(o), Some(sig)) = (origin.clone(), base_sig) {
+                    let patch = patch::capture(host, &patch_path(&dst), sig).map_err(err)?;
+                    self.snapshot_bytes += patch.stored_bytes();
+                    self.items.push(Item::Patched {
+                        path,
+                        stat: Stat {
+                            size: patch.size,
+                            ..stat
+                        },
+                        meta,
+                        origin: o,
+                        patch,
+                    });
+                    return Ok(());
+                }
                 let copied = std::fs::copy(host, &dst).map_err(err)?;
                 self.snapshot_bytes += copied;
                 self.items.push(Item::Snapshot {
@@ -311,12 +340,22 @@ impl Walk<'_> {
     }
 }
 
+/// Where a file captured as changed pages keeps them, beside its would-be copy.
+pub fn patch_path(copy: &Path) -> PathBuf {
+    let mut name = copy.as_os_str().to_owned();
+    name.push(".patch");
+    PathBuf::from(name)
+}
+
 /// Captures `dirs` against `index` (what the shadow holds; empty for a whole epoch),
-/// copying changed files, and the entry paths in `always` (files mapped shared and
-/// writable), under `snap_root/data/`. Call while the tree is frozen.
+/// saving changed files, and the entry paths in `always` (files mapped shared and
+/// writable), under `snap_root/data/`: as the pages that differ from the shadow's copy
+/// when `sigs` has its page signature (by wire name), else as a copy. Call while the tree
+/// is frozen.
 pub fn capture(
     dirs: &[Dir],
     index: &Index,
+    sigs: &HashMap<String, PageSignature>,
     always: &HashSet<String>,
     snap_root: &Path,
 ) -> Result<Capture, String> {
@@ -329,6 +368,7 @@ pub fn capture(
         .collect();
     let mut walk = Walk {
         index,
+        sigs,
         always,
         by_ino,
         snap_root,
@@ -358,14 +398,50 @@ pub fn capture(
     })
 }
 
-/// Hashes the copies (after the thaw) and returns the manifest entries, with the index
-/// the shadow will hold once it commits them.
-pub fn finish(capture: Capture, snap_root: &Path) -> Result<(Vec<DataEntry>, Index), String> {
+/// What [`finish`] returns.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// The manifest's data entries.
+    pub entries: Vec<DataEntry>,
+    /// What the shadow holds once it commits them.
+    pub index: Index,
+    /// Files captured as changed pages, by wire name.
+    pub patches: HashMap<String, Patch>,
+}
+
+/// Hashes the copies (after the thaw) and returns the manifest entries, the index the
+/// shadow will hold once it commits them, and the files captured as patches.
+pub fn finish(capture: Capture, snap_root: &Path) -> Result<Finished, String> {
     let mut entries = Vec::with_capacity(capture.items.len());
     let mut index = Index::default();
+    let mut patches = HashMap::new();
     for item in capture.items {
         let known = match item {
             Item::Ready(k) => k,
+            Item::Patched {
+                path,
+                stat,
+                meta,
+                origin,
+                patch,
+            } => {
+                let racy = stat.mtime_ns >= capture.captured_at_ns - RACY_NS;
+                let entry = DataEntry {
+                    path,
+                    kind: DataKind::File {
+                        size: patch.size,
+                        blake3: patch.blake3,
+                        origin: Some(origin),
+                    },
+                    meta,
+                };
+                patches.insert(wire_name(&entry.path), patch);
+                Known {
+                    stat: Some(stat),
+                    racy,
+                    entry,
+                }
+            }
             Item::Snapshot {
                 path,
                 stat,
@@ -394,7 +470,11 @@ pub fn finish(capture: Capture, snap_root: &Path) -> Result<(Vec<DataEntry>, Ind
         entries.push(known.entry.clone());
         index.entries.insert(known.entry.path.clone(), known);
     }
-    Ok((entries, index))
+    Ok(Finished {
+        entries,
+        index,
+        patches,
+    })
 }
 
 #[cfg(test)]

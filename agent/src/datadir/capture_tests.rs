@@ -35,9 +35,9 @@ impl Fixture {
     fn epoch(&mut self, index: &Index) -> (Vec<DataEntry>, Index, u64) {
         self.n += 1;
         let snap = self.snaps.join(self.n.to_string());
-        let c = capture(&self.dirs(), index, &HashSet::new(), &snap).unwrap();
+        let c = capture(&self.dirs(), index, &HashMap::new(), &HashSet::new(), &snap).unwrap();
         let copied = c.snapshot_bytes;
-        let (entries, index) = finish(c, &snap).unwrap();
+        let Finished { entries, index, .. } = finish(c, &snap).unwrap();
         (entries, index, copied)
     }
 
@@ -192,4 +192,33 @@ fn decide_prefers_the_same_inode() {
         decide("0/c", &replaced, &index, &by_ino),
         Decision::Snapshot { origin: None }
     );
+}
+
+#[test]
+fn a_large_file_with_a_known_base_is_captured_as_its_changed_pages() {
+    let mut f = Fixture::new();
+    let old: Vec<u8> = (0..PATCH_MIN_BYTES as usize * 2)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(f.data.join("big"), &old).unwrap();
+    f.age();
+    let (_, index, _) = f.epoch(&Index::default());
+    let sigs: HashMap<String, PageSignature> = [(
+        wire_name("0/big"),
+        crate::replication::delta::signature(&old),
+    )]
+    .into();
+    let mut new = old.clone();
+    new[5 * 4096 + 1] ^= 0xff;
+    std::fs::write(f.data.join("big"), &new).unwrap();
+    let snap = f.snaps.join("patched");
+    let c = capture(&f.dirs(), &index, &sigs, &HashSet::new(), &snap).unwrap();
+    assert_eq!(c.snapshot_bytes, 4096, "one page stored, not the file");
+    let done = finish(c, &snap).unwrap();
+    let p = &done.patches[&wire_name("0/big")];
+    assert_eq!(p.pages, [5]);
+    let DataKind::File { blake3, .. } = entry(&done.entries, "0/big").kind else {
+        panic!()
+    };
+    assert_eq!(blake3, *blake3::hash(&new).as_bytes());
 }

@@ -139,8 +139,15 @@ mod tests {
             logical: "/srv/x".into(),
             host: src.clone(),
         }];
-        let c = capture(&dirs, &Index::default(), &Default::default(), &epoch).unwrap();
-        let (entries, _) = finish(c, &epoch).unwrap();
+        let c = capture(
+            &dirs,
+            &Index::default(),
+            &Default::default(),
+            &Default::default(),
+            &epoch,
+        )
+        .unwrap();
+        let entries = finish(c, &epoch).unwrap().entries;
         let dst = tmp.path().join("host-b/srv/x");
         std::fs::create_dir_all(&dst).unwrap();
         std::fs::write(dst.join("stale"), b"old").unwrap();

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod mapped;
 pub mod materialize;
 pub mod meta;
+pub mod patch;
 
 use std::path::{Path, PathBuf};
 

@@ -215,6 +215,146 @@ pub fn encode_reader(r: impl Read, base: Option<&[u128]>) -> Result<EncodedFile,
     })
 }
 
+/// Encodes a file captured as changed pages (see `datadir::patch`): `stored` reads the
+/// changed full pages (indexes `pages`, ascending) then `tail` trailing bytes; every other
+/// of the `total_pages` full pages is a COPY of the base page at the same index.
+pub fn encode_patch(
+    mut stored: impl Read,
+    pages: &[u64],
+    total_pages: u64,
+    tail: u64,
+    signature: PageSignature,
+) -> Result<EncodedFile, DeltaError> {
+    let mut w = DeltaWriter::new();
+    let mut next = pages.iter().peekable();
+    let mut page = vec![0u8; PAGE];
+    for index in 0..total_pages {
+        if next.peek() == Some(&&index) {
+            next.next();
+            stored.read_exact(&mut page).map_err(DeltaError::Zstd)?;
+            w.literal(&page);
+        } else {
+            w.copy(index * PAGE as u64, PAGE as u64);
+        }
+    }
+    let mut rest = Vec::new();
+    stored
+        .take(tail)
+        .read_to_end(&mut rest)
+        .map_err(DeltaError::Zstd)?;
+    if rest.len() as u64 != tail {
+        return Err(DeltaError::Apply(
+            "patch file is shorter than recorded".into(),
+        ));
+    }
+    w.literal(&rest);
+    let wire = zstd::bulk::compress(&w.finish(), ZSTD_LEVEL).map_err(DeltaError::Zstd)?;
+    Ok(EncodedFile {
+        encoding: Encoding::Delta,
+        wire,
+        signature,
+        changed: pages.len() as u64 * PAGE as u64 + tail,
+    })
+}
+
+/// One command of a delta this module wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Copy { offset: u64, len: u64 },
+    Literal { start: usize, len: usize },
+}
+
+/// Parses a raw delta made only of the commands [`DeltaWriter`] emits; `None` for anything
+/// else (which the generic path then applies).
+fn parse_own(delta: &[u8]) -> Option<Vec<Op>> {
+    let mut ops = Vec::new();
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(delta.get(at..at + 8)?.try_into().ok()?))
+    };
+    if delta.get(..4)? != DELTA_MAGIC.to_be_bytes() {
+        return None;
+    }
+    let mut at = 4;
+    loop {
+        match *delta.get(at)? {
+            OP_END => return (at + 1 == delta.len()).then_some(ops),
+            OP_COPY_N8_N8 => {
+                ops.push(Op::Copy {
+                    offset: word(at + 1)?,
+                    len: word(at + 9)?,
+                });
+                at += 17;
+            }
+            OP_LITERAL_N8 => {
+                let len = usize::try_from(word(at + 1)?).ok()?;
+                let start = at + 9;
+                delta.get(start..start.checked_add(len)?)?;
+                ops.push(Op::Literal { start, len });
+                at = start + len;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Rebuilds a delta-encoded file at `out` from a copy of `base` (a reflink where the
+/// filesystem has them), writing only the ranges that differ from the base at the same
+/// offset. Returns `Ok(false)` when the delta is not one this module wrote (nothing was
+/// written; use [`decode_into`]).
+pub fn apply_onto_copy(
+    base: &std::path::Path,
+    out: &std::path::Path,
+    wire: &[u8],
+    size: u64,
+) -> Result<bool, DeltaError> {
+    use std::os::unix::fs::FileExt;
+    let limit = usize::try_from(size).map_err(|_| DeltaError::TooLarge { limit: size })?;
+    let delta = zstd::bulk::decompress(wire, limit + limit / 8 + 1024).map_err(DeltaError::Zstd)?;
+    let Some(ops) = parse_own(&delta) else {
+        return Ok(false);
+    };
+    let base_len = std::fs::metadata(base).map_err(DeltaError::Zstd)?.len();
+    std::fs::copy(base, out).map_err(DeltaError::Zstd)?;
+    let base_file = std::fs::File::open(base).map_err(DeltaError::Zstd)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out)
+        .map_err(DeltaError::Zstd)?;
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    for op in ops {
+        let len = match op {
+            Op::Copy { offset, len } => {
+                if offset.checked_add(len).is_none_or(|end| end > base_len) {
+                    return Err(DeltaError::Apply("COPY beyond the end of the base".into()));
+                }
+                if offset != pos {
+                    buf.resize(
+                        usize::try_from(len).map_err(|_| DeltaError::TooLarge { limit: size })?,
+                        0,
+                    );
+                    base_file
+                        .read_exact_at(&mut buf, offset)
+                        .map_err(DeltaError::Zstd)?;
+                    file.write_all_at(&buf, pos).map_err(DeltaError::Zstd)?;
+                }
+                len
+            }
+            Op::Literal { start, len } => {
+                file.write_all_at(&delta[start..start + len], pos)
+                    .map_err(DeltaError::Zstd)?;
+                len as u64
+            }
+        };
+        pos += len;
+        if pos > size {
+            return Err(DeltaError::TooLarge { limit: size });
+        }
+    }
+    file.set_len(pos).map_err(DeltaError::Zstd)?;
+    Ok(true)
+}
+
 /// Encodes `data` for the wire: a delta against `base` when given, else whole.
 pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
     encode_reader(data, base)
@@ -260,6 +400,25 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applying_onto_a_copy_rebuilds_what_decoding_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = pages(16, 1);
+        let mut new = old.clone();
+        new[5 * PAGE] ^= 1; // changed in place
+        new[9 * PAGE..10 * PAGE].copy_from_slice(&old[2 * PAGE..3 * PAGE]); // moved page
+        new.truncate(12 * PAGE + 10); // shrunk, with a tail
+        let enc = encode(&new, Some(&signature(&old))).unwrap();
+        std::fs::write(dir.path().join("base"), &old).unwrap();
+        let out = dir.path().join("out");
+        assert!(
+            apply_onto_copy(&dir.path().join("base"), &out, &enc.wire, new.len() as u64).unwrap()
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), new);
+        let too_small = apply_onto_copy(&dir.path().join("base"), &out, &enc.wire, 100);
+        assert!(too_small.is_err(), "the announced size caps the result");
+    }
 
     fn pages(n: usize, seed: u8) -> Vec<u8> {
         (0..n * PAGE)

@@ -65,6 +65,20 @@ fn stage_file(
     size: u64,
 ) -> Result<(), String> {
     let t0 = std::time::Instant::now();
+    let path = staging.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("staging {}: {e}", parent.display()))?;
+    }
+    if let (Encoding::Delta, Some(dir)) = (encoding, &base_dir) {
+        // Our own deltas are applied onto a copy of the base, touching only what changed.
+        if delta::apply_onto_copy(&dir.join(base_name), &path, wire, size)
+            .map_err(|e| format!("{name}: {e}"))?
+        {
+            corrupt_if_asked(&path, name);
+            return Ok(());
+        }
+    }
     let base = match (encoding, base_dir) {
         (Encoding::Delta, Some(dir)) => {
             Some(std::fs::read(dir.join(base_name)).map_err(|e| format!("base {base_name}: {e}"))?)
@@ -72,11 +86,6 @@ fn stage_file(
         _ => None,
     };
     let read_ms = t0.elapsed().as_millis();
-    let path = staging.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("staging {}: {e}", parent.display()))?;
-    }
     let file =
         std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

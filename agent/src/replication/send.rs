@@ -15,7 +15,7 @@ use understudy_common::data_entry::{wire_name, DataKind};
 
 use super::delta::{self, EncodedFile, PageSignature};
 use crate::checkpoint::Dumped;
-use crate::datadir::capture::Index;
+use crate::datadir::capture::{patch_path, Index};
 
 /// How a failed transfer starts when the shadow lost the base epoch: the primary then
 /// forgets it, so the next epoch captures and sends everything.
@@ -27,7 +27,7 @@ pub struct Base {
     /// Its number.
     pub epoch: u64,
     /// Page signature of each of its files (data files by wire name).
-    pub sigs: HashMap<String, PageSignature>,
+    pub sigs: Arc<HashMap<String, PageSignature>>,
     /// Hash of each of its data files, by wire name.
     pub hashes: HashMap<String, [u8; 32]>,
     /// Its data-directory entries, what the next capture compares with.
@@ -43,6 +43,8 @@ pub struct Sent {
     pub bytes_changed: u64,
     /// Of `bytes_changed`, bytes of data files.
     pub data_changed: u64,
+    /// Of `bytes_sent`, bytes of data files.
+    pub data_sent: u64,
     /// Page signatures of the sent epoch's files, the base of the next delta.
     pub sigs: HashMap<String, PageSignature>,
     /// Wall time of the transfer, milliseconds.
@@ -83,6 +85,25 @@ async fn send_file(
     .await
     .map_err(|e| e.to_string())??;
     let encode_ms = t.elapsed().as_millis();
+    let n = write_encoded(send, name, &enc).await?;
+    if encode_ms > 20 {
+        tracing::debug!(
+            file = name,
+            encode_ms,
+            total_ms = t.elapsed().as_millis(),
+            wire = n,
+            "file sent"
+        );
+    }
+    Ok((enc, n))
+}
+
+/// Writes one encoded file (header frame, then its bytes); returns the bytes written.
+async fn write_encoded(
+    send: &mut SendStream,
+    name: &str,
+    enc: &EncodedFile,
+) -> Result<u64, String> {
     let header = DataMessage::File {
         name: name.to_owned(),
         encoding: enc.encoding,
@@ -95,17 +116,7 @@ async fn send_file(
     send.write_all(&enc.wire)
         .await
         .map_err(|e| format!("sending {name}: {e}"))?;
-    let n = (frame.len() + enc.wire.len()) as u64;
-    if encode_ms > 20 {
-        tracing::debug!(
-            file = name,
-            encode_ms,
-            total_ms = t.elapsed().as_millis(),
-            wire = n,
-            "file sent"
-        );
-    }
-    Ok((enc, n))
+    Ok((frame.len() + enc.wire.len()) as u64)
 }
 
 async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
@@ -153,6 +164,7 @@ pub async fn send_epoch(
         progress(done, total);
     }
     let mut data_changed = 0u64;
+    let mut data_sent = 0u64;
     for d in &manifest.data {
         let DataKind::File {
             size,
@@ -170,6 +182,37 @@ pub async fn send_epoch(
             if let Some(sig) = base_here.and_then(|b| b.sigs.get(&base_name)) {
                 sigs.insert(name, sig.clone());
             }
+        } else if let Some(p) = dumped.patches.get(&name) {
+            // Captured as the pages that differ from the base's file at `origin`.
+            if !base_here.is_some_and(|b| b.hashes.contains_key(&base_name)) {
+                return Err(format!(
+                    "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
+                    d.path
+                ));
+            }
+            let stored = patch_path(&dumped.dir.join(&name));
+            let p2 = p.clone();
+            let enc = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&stored)
+                    .map_err(|e| format!("{}: {e}", stored.display()))?;
+                let total = p2.signature.len() as u64;
+                delta::encode_patch(
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    &p2.pages,
+                    total,
+                    p2.tail,
+                    p2.signature,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let n = write_encoded(&mut send, &name, &enc).await?;
+            bytes_sent += n;
+            data_sent += n;
+            bytes_changed += enc.changed;
+            data_changed += enc.changed;
+            sigs.insert(name, enc.signature);
         } else if !dumped.dir.join(&name).exists() {
             return Err(format!(
                 "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
@@ -179,6 +222,7 @@ pub async fn send_epoch(
             let (enc, n) =
                 send_file(&mut send, &dumped.dir, &name, &base_name, base, have_base).await?;
             bytes_sent += n;
+            data_sent += n;
             bytes_changed += enc.changed;
             data_changed += enc.changed;
             sigs.insert(name, enc.signature);
@@ -217,6 +261,7 @@ pub async fn send_epoch(
         bytes_sent,
         bytes_changed,
         data_changed,
+        data_sent,
         sigs,
         transfer_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })

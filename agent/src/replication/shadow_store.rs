@@ -1,7 +1,7 @@
 //! Epochs a shadow holds on disk for one workload: committed epochs as `epoch-N`
 //! directories (the newest three are kept), and at most one `.staging-N` directory being
-//! received. A commit is all or nothing: files and manifest are synced, then the staging
-//! directory is renamed into place and the parent synced.
+//! received. A commit is all or nothing: files and manifest are synced (one `syncfs`),
+//! then the staging directory is renamed into place and the parent synced.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,11 +76,10 @@ impl ShadowStore {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         std::fs::write(staging.join(MANIFEST_FILE), bytes)?;
         if durable {
-            for f in manifest.files.iter().cloned().chain(manifest.data_files()) {
-                File::open(staging.join(&f.name))?.sync_all()?;
-            }
-            File::open(staging.join(MANIFEST_FILE))?.sync_all()?;
-            File::open(staging)?.sync_all()?;
+            // One syncfs for every staged file and directory: per-file fsyncs would each
+            // commit the filesystem's journal, hundreds of times for a data directory.
+            let dir = File::open(staging)?;
+            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))?;
         }
         let target = self.epoch_dir(manifest.epoch);
         std::fs::rename(staging, &target)?;

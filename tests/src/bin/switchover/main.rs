@@ -9,12 +9,16 @@
 //! first from the new one.
 //!
 //! Usage: switchover [--link RATE] [SIZE_MIB ...]   (default: 64 256 1024, unlimited links)
+//!        switchover [--link RATE] --data [DATA_MIB]  (a workload with a data directory, see
+//!        `data.rs`; default 1024)
 //!
 //! `--link 1gbit` limits every host's link with a tc token bucket, both directions, for
 //! ours and the baseline alike: namespace links otherwise move data at memory speed, which
 //! no network between two machines does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
+
+mod data;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -374,6 +378,15 @@ fn main() {
     if let Some(why) = understudy_tests::e2e_unavailable() {
         eprintln!("switchover: {why}");
         std::process::exit(77);
+    }
+    if std::env::args().any(|a| a == "--data") {
+        let mib = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .next()
+            .unwrap_or(1024);
+        data::run(mib);
+        return;
     }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
