@@ -72,7 +72,7 @@ fn fill(dir: &Path, mib: usize) {
 fn stat(text: &str, label: &str) -> f64 {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(label))
-        .and_then(|rest| rest.trim().split_whitespace().next())
+        .and_then(|rest| rest.split_whitespace().next())
         .map(|n| n.replace(',', "").parse().unwrap_or(0.0))
         .unwrap_or(0.0)
 }
