@@ -7,8 +7,9 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (namespaces, CRIU and apt need it)" >&2; exit 77; }
 
 # iproute2 + util-linux: namespace test hosts (ip, nsenter); python3: demo and test
-# workloads; debootstrap: the private CRIU root; libclang-dev + pkg-config: bindgen for libcriu.
-pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc)
+# workloads (SQLite through its sqlite3 module); debootstrap: the private CRIU root;
+# libclang-dev + pkg-config: bindgen for libcriu; rsync: the data-directory benchmark baseline.
+pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc rsync)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -131,11 +131,35 @@ fn link_unchanged(
     Ok(done)
 }
 
+/// Files staged at once.
+const STAGING_TASKS: usize = 4;
+
+type StagingTasks = tokio::task::JoinSet<Result<(), String>>;
+
+async fn join_one(tasks: &mut StagingTasks) -> Result<(), String> {
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(format!("staging task failed: {e}")),
+        None => Ok(()),
+    }
+}
+
 /// Serves one epoch-transfer stream from `peer`.
 pub async fn handle(node: Arc<Node>, peer: String, mut send: SendStream, mut recv: RecvStream) {
     let mut staging_of: Option<ShadowStore> = None;
-    let result = receive(&node, &peer, &mut send, &mut recv, &mut staging_of).await;
+    let mut tasks = StagingTasks::new();
+    let result = receive(
+        &node,
+        &peer,
+        &mut send,
+        &mut recv,
+        &mut staging_of,
+        &mut tasks,
+    )
+    .await;
     if let Err(reason) = result {
+        // Let running staging finish before the directory goes.
+        while tasks.join_next().await.is_some() {}
         if let Some(store) = staging_of {
             store.discard_staging();
         }
@@ -151,6 +175,7 @@ async fn receive(
     send: &mut SendStream,
     recv: &mut RecvStream,
     staging_of: &mut Option<ShadowStore>,
+    tasks: &mut StagingTasks,
 ) -> Result<(), String> {
     let (manifest, base_epoch, final_epoch) =
         match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME).await {
@@ -210,10 +235,9 @@ async fn receive(
                 let base_name = core.base_name(&name);
                 let wire = read_exact_vec(recv, len).await?;
                 let (st, bd) = (staging.clone(), base_dir.clone());
-                let t = std::time::Instant::now();
-                let size = entry.size;
                 linked.remove(&name);
-                tokio::task::spawn_blocking(move || {
+                // Files stage in parallel (each its own file) while the next ones arrive.
+                tasks.spawn_blocking(move || {
                     stage_file(
                         &st,
                         bd,
@@ -222,15 +246,16 @@ async fn receive(
                         &wire,
                         entry.size,
                     )
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                if size > 1 << 20 {
-                    tracing::debug!(file = %name, ms = t.elapsed().as_millis() as u64, "file staged");
+                });
+                while tasks.len() >= STAGING_TASKS {
+                    join_one(tasks).await?;
                 }
             }
             DataMessage::Done => {
                 let t = std::time::Instant::now();
+                while !tasks.is_empty() {
+                    join_one(tasks).await?;
+                }
                 if let Some(bd) = &base_dir {
                     let unsent = core.unsent_data();
                     let (st, bd, bh) = (staging.clone(), bd.clone(), base_hashes.clone());

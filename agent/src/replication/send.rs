@@ -247,6 +247,9 @@ pub async fn send_epoch(
                     let (enc, n) =
                         send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
                     bytes_sent += n;
+                    if name.starts_with(understudy_common::data_entry::DATA_PREFIX) {
+                        data_sent += n;
+                    }
                     sigs.insert(name, enc.signature);
                 }
             }
