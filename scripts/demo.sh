@@ -21,6 +21,9 @@ DIR=${UNDERSTUDY_DEMO_DIR:-/tmp/understudy-demo}
 BR=usdemo0
 NET=10.232.0
 HOSTS=(coord host-a host-b)
+# The counter's data directory, as the workload sees it; each host keeps its own copy under
+# $DIR/HOST/root (its [workload_data] host_root).
+DATA=/srv/understudy-demo/counter
 pids=()
 
 cleanup() {
@@ -34,6 +37,7 @@ cleanup() {
   done
   for h in "${HOSTS[@]}"; do ip netns del "usdemo-$h" 2>/dev/null || true; done
   ip link del "$BR" 2>/dev/null || true
+  rmdir "$DATA" /srv/understudy-demo 2>/dev/null || true  # the empty mount point
   echo "==> stopped; logs are in $DIR/*/log" >&2
 }
 trap cleanup EXIT
@@ -90,8 +94,12 @@ addresses = ["$NET.1:7440"]
 ca = "$DIR/tls/ca.crt"
 cert = "$DIR/tls/$h.crt"
 key = "$DIR/tls/$h.key"
+[workload_data]
+allowed_roots = ["/srv/understudy-demo"]
+host_root = "$DIR/$h/root"
 TOML
 done
+mkdir -p "$DIR/host-a/root$DATA"
 
 start() {  # host, program, args...
   local h=$1; shift
@@ -122,13 +130,16 @@ echo
 echo
 echo "==> both agents registered over mutual-TLS QUIC" >&2
 
-echo "==> starting workload 'counter' on host-a, shadowed on host-b (epoch every 1 s)" >&2
-"$BIN/understudy" workload create counter --host host-a --shadow host-b --interval 1s -- \
-  /usr/bin/python3 -c 'import time
+echo "==> starting workload 'counter' on host-a, shadowed on host-b (epoch every 1 s);" >&2
+echo "    it counts in memory, prints each count, and appends it to $DATA/counts.txt" >&2
+"$BIN/understudy" workload create counter --host host-a --shadow host-b --interval 1s \
+  --data-dir "$DATA" -- /usr/bin/python3 -c 'import time
+f = open("'"$DATA"'/counts.txt", "a")
 n = 0
 while True:
     n += 1
     print(n, flush=True)
+    f.write("%d\n" % n); f.flush()
     time.sleep(0.01)'
 epochs=0
 for _ in $(seq 150); do
@@ -148,6 +159,10 @@ echo
 echo "==> last count logged on host-a: $(tail -n1 "$(log host-a)")"
 echo "==> first counts logged on host-b: $(head -n3 "$(log host-b)" | tr '\n' ' ')"
 echo "==> latest on host-b:              $(tail -n1 "$(log host-b)") (still counting, in memory, on the new host)"
+counts() { echo "$DIR/$1/root$DATA/counts.txt"; }
+echo "==> its data file on host-b ($(counts host-b)):"
+echo "    $(wc -l <"$(counts host-b)") lines, last $(tail -n1 "$(counts host-b)"); lines that are not 1, 2, 3, ... in order: $(awk 'NR != $1' "$(counts host-b)" | wc -l)"
+echo "==> host-a's stale copy is gone: $( [ -e "$(counts host-a)" ] && echo "no, still there" || echo yes)"
 echo
 "$BIN/understudy" workload list
 echo

@@ -283,7 +283,11 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
 }
 
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    if bytes < 1 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn state_text(w: &WorkloadRecord) -> String {
