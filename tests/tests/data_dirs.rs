@@ -358,3 +358,61 @@ fn a_data_directory_that_is_missing_a_file_or_not_allowed_is_refused_at_create()
         );
     }
 }
+
+/// Writes a file in its data directory, deletes it while holding it open, and keeps
+/// printing what the open file holds.
+const DELETED_BUT_OPEN: &str = r#"
+import os, sys, time
+path = os.path.join(sys.argv[1], "scratch")
+f = open(path, "w+")
+f.write("kept after unlink")
+f.flush()
+os.unlink(path)
+while True:
+    f.seek(0)
+    print(f.read(), flush=True)
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn a_deleted_but_open_file_comes_back_open_with_its_content() {
+    require_e2e!();
+    require_criu!();
+    let c = started_cluster();
+    let logical = data_dir(&c, "host-a", "ghost");
+    let l = logical.to_str().unwrap();
+    c.create_workload(&[
+        "ghost",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--data-dir",
+        l,
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        DELETED_BUT_OPEN,
+        l,
+    ]);
+    c.wait_for_epochs("ghost", 2);
+    migrate(&c, "ghost");
+    let on_b = eventually("host-b prints", Duration::from_secs(10), || {
+        let out = c.output_log("host-b", "ghost");
+        if out.lines().count() >= 5 {
+            Ok(out)
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+    assert!(
+        on_b.lines().all(|l| l == "kept after unlink"),
+        "the restored process reads its unlinked file: {on_b}"
+    );
+    assert!(
+        !c.data_path("host-b", &logical).join("scratch").exists(),
+        "and the file is not linked into the directory"
+    );
+}
