@@ -25,6 +25,9 @@ enum Command {
         /// Path to agent.toml.
         config: PathBuf,
     },
+    /// Sample this host's metrics (the feature schema in models/schema.toml) twice, one
+    /// second apart, and print each with its unit, or why it is unavailable here.
+    Metrics,
 }
 
 /// Parses the command line and runs; returns the exit code.
@@ -48,12 +51,34 @@ pub fn main() -> i32 {
             }
             Err(code) => code,
         },
+        (Some(Command::Metrics), _) => print_metrics(),
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("understudy-agent: --config FILE is required to run the agent (see --help)");
             exit::USAGE
         }
     }
+}
+
+fn print_metrics() -> i32 {
+    let schema = match crate::hostmetrics::schema::shipped() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::SOFTWARE;
+        }
+    };
+    let mut sampler = crate::hostmetrics::Sampler::new(schema);
+    sampler.sample();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let sample = sampler.sample();
+    for (m, r) in sampler.schema().metric.iter().zip(&sample.readings) {
+        match r {
+            Ok(v) => println!("{:<18} {:>16.3} {}", m.name, v, m.unit),
+            Err(why) => println!("{:<18} {:>16} {why}", m.name, "unavailable:"),
+        }
+    }
+    0
 }
 
 fn load(path: &Path) -> Result<AgentConfig, i32> {

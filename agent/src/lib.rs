@@ -9,6 +9,7 @@ pub mod control;
 pub mod datadir;
 pub mod dataplane;
 pub mod fence;
+pub mod hostmetrics;
 pub mod node;
 pub mod orders;
 pub mod primary;

@@ -1,0 +1,203 @@
+//! Host metrics: the schema's metrics sampled from the kernel's files (procfs, sysfs).
+//!
+//! [`Sampler::sample`] reads every source once and returns one reading per schema metric,
+//! in schema order: a value, or why there is none (a file this kernel does not have, a
+//! counter that went back, the first sample of a rate). Nothing here panics on what the
+//! kernel returns. The parsing ([`parse`]) and the arithmetic ([`compute`]) are pure.
+
+pub mod compute;
+pub mod parse;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use compute::Reading;
+use parse::Raw;
+use schema::Schema;
+
+/// One sample: a reading per schema metric, in schema order.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The readings.
+    pub readings: Vec<Reading>,
+}
+
+/// Samples the host; keeps the previous raw readings for rates.
+#[derive(Debug)]
+pub struct Sampler {
+    schema: Schema,
+    prev: Option<(Instant, Raw)>,
+}
+
+type Reader = fn(&str, &mut Raw);
+
+/// The files read each sample, with their parsers.
+const FILES: &[(&str, Reader)] = &[
+    ("/proc/stat", parse::stat),
+    ("/proc/loadavg", parse::loadavg),
+    ("/proc/meminfo", parse::meminfo),
+    ("/proc/vmstat", parse::vmstat),
+    ("/proc/diskstats", parse::diskstats),
+    ("/proc/net/dev", parse::netdev),
+    ("/proc/net/snmp", parse::snmp_table),
+    ("/proc/net/netstat", parse::snmp_table),
+    ("/proc/net/sockstat", parse::sockstat),
+    ("/proc/sys/fs/file-nr", parse::file_nr),
+    ("/proc/pressure/cpu", |t, r| parse::pressure("cpu", t, r)),
+    ("/proc/pressure/memory", |t, r| {
+        parse::pressure("memory", t, r)
+    }),
+    ("/proc/pressure/io", |t, r| parse::pressure("io", t, r)),
+];
+
+/// Sums `name` files under each `dir/<prefix>*` directory; `None` if there are none.
+fn sum_sysfs(dir: &str, prefix: &str, name: &str, scale: f64, max: bool) -> Option<f64> {
+    let mut out: Option<f64> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Some(v) = std::fs::read_to_string(e.path().join(name))
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let v = v * scale;
+        out = Some(match out {
+            None => v,
+            Some(o) if max => o.max(v),
+            Some(o) => o + v,
+        });
+    }
+    out
+}
+
+impl Sampler {
+    /// A sampler for `schema`.
+    pub fn new(schema: Schema) -> Self {
+        Sampler { schema, prev: None }
+    }
+
+    /// The schema it samples.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Reads every source and returns this step's readings.
+    pub fn sample(&mut self) -> Sample {
+        let now = Instant::now();
+        let mut raw = Raw::new();
+        let mut unreadable: HashMap<&str, String> = HashMap::new();
+        for (path, parser) in FILES {
+            match std::fs::read_to_string(path) {
+                Ok(text) => parser(&text, &mut raw),
+                Err(e) => {
+                    unreadable.insert(path, format!("cannot read {path}: {e}"));
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            let procs = dir
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .count();
+            raw.insert("procs".into(), procs as f64);
+        }
+        let thermal = "/sys/class/thermal";
+        match sum_sysfs(thermal, "thermal_zone", "temp", 0.001, true) {
+            Some(t) => {
+                raw.insert("temp_max".into(), t);
+            }
+            None => {
+                unreadable.insert(thermal, "no thermal zones exposed".into());
+            }
+        }
+        let edac = "/sys/devices/system/edac/mc";
+        match (
+            sum_sysfs(edac, "mc", "ce_count", 1.0, false),
+            sum_sysfs(edac, "mc", "ue_count", 1.0, false),
+        ) {
+            (Some(ce), Some(ue)) => {
+                raw.insert("edac.ce".into(), ce);
+                raw.insert("edac.ue".into(), ue);
+            }
+            _ => {
+                unreadable.insert(edac, "no EDAC memory controllers exposed".into());
+            }
+        }
+        let (prev, dt) = match &self.prev {
+            Some((t, r)) => (Some(r), now.duration_since(*t).as_secs_f64()),
+            None => (None, 0.0),
+        };
+        let readings = self
+            .schema
+            .metric
+            .iter()
+            .map(|m| match unreadable.get(m.source.as_str()) {
+                Some(why) => Err(why.clone()),
+                None => compute::metric(&m.name, prev, &raw, dt),
+            })
+            .collect();
+        self.prev = Some((now, raw));
+        Sample { readings }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_metric_is_sampled_here_or_says_why_not() {
+        let mut s = Sampler::new(schema::shipped().unwrap());
+        let first = s.sample();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let second = s.sample();
+        let n = s.schema().metric.len();
+        assert_eq!(second.readings.len(), n);
+        for (m, r) in s.schema().metric.iter().zip(&second.readings) {
+            if let Err(why) = r {
+                assert!(!why.is_empty(), "{} unavailable without a reason", m.name);
+            }
+        }
+        // What every Linux host has.
+        for name in [
+            "cpu_r",
+            "load_1",
+            "mem_u",
+            "total_mem",
+            "procs",
+            "in_segs",
+            "eth1_fi",
+        ] {
+            let i = s
+                .schema()
+                .metric
+                .iter()
+                .position(|m| m.name == name)
+                .unwrap();
+            let v = second.readings[i]
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(v.is_finite() && *v >= 0.0, "{name} = {v}");
+        }
+        // Rates need two samples: the first says so.
+        let i = s
+            .schema()
+            .metric
+            .iter()
+            .position(|m| m.name == "in_segs")
+            .unwrap();
+        assert!(first.readings[i]
+            .as_ref()
+            .unwrap_err()
+            .contains("second sample"));
+    }
+}
