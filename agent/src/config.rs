@@ -31,6 +31,28 @@ pub struct AgentConfig {
     /// Where workloads' data directories live on this host.
     #[serde(default)]
     pub workload_data: WorkloadDataSection,
+    /// The agent's own metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: where the agent serves this host's metrics (Prometheus text format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// TCP address of `GET /metrics`; `enabled = false` turns it off.
+    pub listen: SocketAddr,
+    /// Whether to serve it.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            enabled: true,
+        }
+    }
 }
 
 /// `[workload_data]`: which logical paths workloads may declare as data directories, and

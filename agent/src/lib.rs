@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod dataplane;
+pub mod exporter;
 pub mod fence;
 pub mod hostmetrics;
 pub mod node;

@@ -128,6 +128,20 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         report_tx,
     ));
     tokio::spawn(dataplane::serve(node.clone()));
+    match crate::hostmetrics::schema::shipped() {
+        Ok(schema) => {
+            let history = crate::exporter::start_sampling(schema);
+            if config.metrics.enabled {
+                let listen = config.metrics.listen;
+                tokio::spawn(async move {
+                    if let Err(e) = crate::exporter::serve(listen, history).await {
+                        tracing::error!(%listen, "metrics endpoint: {e}");
+                    }
+                });
+            }
+        }
+        Err(e) => tracing::error!("host metrics disabled: {e}"),
+    }
 
     let seed = u64::from(std::process::id()) ^ tls.identity.name.len() as u64;
     let backoff = Backoff::new(config.reconnect.initial, config.reconnect.max, seed);

@@ -6,6 +6,7 @@
 //! kernel returns. The parsing ([`parse`]) and the arithmetic ([`compute`]) are pure.
 
 pub mod compute;
+pub mod history;
 pub mod parse;
 pub mod schema;
 
