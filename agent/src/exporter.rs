@@ -1,6 +1,7 @@
 //! The agent's own `/metrics` over HTTP: this host's schema metrics (see `hostmetrics`),
-//! sampled every `step_seconds` into a ring of recent samples, newest rendered on request.
-//! Sampling reads procfs on a blocking thread, never on the async workers.
+//! sampled every `step_seconds` into a ring of recent samples, newest rendered on request;
+//! and the resource use of each workload this host runs, read when asked. Sampling reads
+//! procfs on a blocking thread, never on the async workers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,13 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use std::fmt::Write;
+
 use crate::hostmetrics::history::History;
 use crate::hostmetrics::schema::Schema;
 use crate::hostmetrics::Sampler;
+use crate::node::Node;
+use crate::workload::stats::{self, TreeStats};
 
 /// Samples kept: ten model windows.
 const WINDOWS_KEPT: usize = 10;
@@ -53,14 +58,83 @@ pub fn start_sampling(schema: Schema) -> SharedHistory {
     history
 }
 
+/// The workloads' resource use in the Prometheus text format.
+fn render_workloads(node: &Node) -> String {
+    let families = [
+        (
+            "understudy_workload_cpu_seconds_total",
+            "counter",
+            "CPU time of the workload's process tree, seconds",
+        ),
+        (
+            "understudy_workload_resident_bytes",
+            "gauge",
+            "resident memory of the workload's process tree",
+        ),
+        (
+            "understudy_workload_open_fds",
+            "gauge",
+            "open file descriptors in the workload's process tree",
+        ),
+        (
+            "understudy_workload_threads",
+            "gauge",
+            "threads in the workload's process tree",
+        ),
+        (
+            "understudy_workload_processes",
+            "gauge",
+            "processes in the workload's process tree",
+        ),
+    ];
+    let trees: Vec<(String, TreeStats)> = node
+        .primaries()
+        .into_iter()
+        .filter_map(|p| {
+            let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
+            (pid > 0)
+                .then(|| stats::tree(pid))
+                .flatten()
+                .map(|s| (p.spec.name.clone(), s))
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, (family, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {family} {help}.");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for (name, s) in &trees {
+            let v = match i {
+                0 => s.cpu_seconds,
+                1 => s.rss_bytes as f64,
+                2 => s.fds as f64,
+                3 => s.threads as f64,
+                _ => s.processes as f64,
+            };
+            let _ = writeln!(out, "{family}{{workload=\"{name}\"}} {v}");
+        }
+    }
+    out
+}
+
 /// Serves `GET /metrics` on `listen` until the process ends.
-pub async fn serve(listen: SocketAddr, history: SharedHistory) -> std::io::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    history: SharedHistory,
+    node: Arc<Node>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
-            let text = lock(&history).render();
+            let (history, node) = (history.clone(), node.clone());
             async move {
+                let text = tokio::task::spawn_blocking(move || {
+                    let mut text = lock(&history).render();
+                    text.push_str(&render_workloads(&node));
+                    text
+                })
+                .await
+                .unwrap_or_default();
                 (
                     [(
                         header::CONTENT_TYPE,

@@ -282,6 +282,8 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
                 restore_ms,
                 "resumed from the final dump"
             );
+            p.pid
+                .store(running.pid, std::sync::atomic::Ordering::Relaxed);
             st.running = Some(running);
             st.next_epoch = st.next_epoch.max(manifest.epoch + 1);
         }

@@ -67,6 +67,9 @@ pub struct Primary {
     pub spec: WorkloadSpec,
     /// Its state.
     pub state: Mutex<PrimaryState>,
+    /// Host pid of the tree's root as last started or restored here (0: none), readable
+    /// without waiting for an epoch to release the state.
+    pub pid: std::sync::atomic::AtomicI32,
 }
 
 fn now_ms() -> u64 {
@@ -103,9 +106,11 @@ pub fn exit_hook(node: &Arc<Node>, workload: &str, generation: u64) -> process::
 impl Primary {
     /// A primary workload with the given starting state.
     pub fn new(spec: WorkloadSpec, state: PrimaryState) -> Arc<Self> {
+        let pid = state.running.as_ref().map_or(0, |r| r.pid);
         Arc::new(Primary {
             spec,
             state: Mutex::new(state),
+            pid: std::sync::atomic::AtomicI32::new(pid),
         })
     }
 

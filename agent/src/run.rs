@@ -132,9 +132,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         Ok(schema) => {
             let history = crate::exporter::start_sampling(schema);
             if config.metrics.enabled {
-                let listen = config.metrics.listen;
+                let (listen, node) = (config.metrics.listen, node.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = crate::exporter::serve(listen, history).await {
+                    if let Err(e) = crate::exporter::serve(listen, history, node).await {
                         tracing::error!(%listen, "metrics endpoint: {e}");
                     }
                 });

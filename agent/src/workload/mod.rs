@@ -2,6 +2,7 @@
 //! files live in the agent's data directory.
 
 pub mod process;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 
