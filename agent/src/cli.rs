@@ -28,6 +28,32 @@ enum Command {
     /// Sample this host's metrics (the feature schema in models/schema.toml) twice, one
     /// second apart, and print each with its unit, or why it is unavailable here.
     Metrics,
+    /// Stream recorded telemetry through the live anomaly detector and write
+    /// `row,score,alarm` per test row (baseline learned from --train only).
+    Replay {
+        /// Input layout: smd (rows of comma-separated floats, 1-minute steps; .zst accepted).
+        #[arg(long, value_enum)]
+        format: ReplayFormat,
+        /// Rows to learn the host's baseline from.
+        #[arg(long)]
+        train: PathBuf,
+        /// Rows to score.
+        #[arg(long)]
+        test: PathBuf,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory of the shipped models (default: installed, else the source tree's).
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+}
+
+/// Layouts `replay` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReplayFormat {
+    /// Server Machine Dataset.
+    Smd,
 }
 
 /// Parses the command line and runs; returns the exit code.
@@ -52,10 +78,41 @@ pub fn main() -> i32 {
             Err(code) => code,
         },
         (Some(Command::Metrics), _) => print_metrics(),
+        (
+            Some(Command::Replay {
+                format: ReplayFormat::Smd,
+                train,
+                test,
+                out,
+                models,
+            }),
+            _,
+        ) => replay(&train, &test, &out, models),
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("understudy-agent: --config FILE is required to run the agent (see --help)");
             exit::USAGE
+        }
+    }
+}
+
+fn replay(train: &Path, test: &Path, out: &Path, models: Option<PathBuf>) -> i32 {
+    let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
+    let mut det = match crate::predict::load_anomaly(&dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("understudy-agent replay: {e}");
+            return exit::CONFIG;
+        }
+    };
+    match crate::predict::replay::smd(&mut det, train, test, out) {
+        Ok(n) => {
+            eprintln!("{n} rows scored into {}", out.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("understudy-agent replay: {e}");
+            exit::DATA_ERR
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod fence;
 pub mod hostmetrics;
 pub mod node;
 pub mod orders;
+pub mod predict;
 pub mod primary;
 pub mod replication;
 pub mod run;

@@ -1,0 +1,61 @@
+//! A shipped model's manifest (`models/<name>.toml`, written by `models/train.py`): its
+//! file and SHA-256, the shapes it must have, and the detector parameters around it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `models/anomaly.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// The ONNX file, relative to the manifest.
+    pub file: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// Input shape: [1, samples, features].
+    pub input_shape: [usize; 3],
+    /// Number of schema metrics (from the first) the model reads.
+    pub features: usize,
+    /// Output names, in order.
+    pub outputs: Vec<String>,
+    /// Alarm threshold on the smoothed score.
+    pub threshold: f64,
+    /// Smoothing factor of the score's exponential moving average.
+    pub ema_alpha: f64,
+    /// Normalised inputs are clipped to ±this.
+    pub z_clip: f64,
+    /// Standard deviation floor, relative to max(1, |mean|).
+    pub std_floor_rel: f64,
+    /// Alarm rows closer than this form one alarm event.
+    pub merge_gap: usize,
+}
+
+/// Where the shipped models are when not configured: the installed location, else the
+/// source tree this agent was built from.
+pub fn default_dir() -> PathBuf {
+    let installed = PathBuf::from("/usr/share/understudy/models");
+    if installed.join("anomaly.toml").exists() {
+        installed
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    }
+}
+
+/// Reads `dir/<name>.toml`.
+pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
+    let path = dir.join(format!("{name}.toml"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m: ModelManifest = understudy_common::config::parse(&text)
+        .map_err(|(key, reason)| format!("{}: {key}: {reason}", path.display()))?;
+    if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {
+        return Err(format!(
+            "{}: input_shape {:?} must be [1, samples >= 2, features = {}]",
+            path.display(),
+            m.input_shape,
+            m.features
+        ));
+    }
+    Ok(m)
+}

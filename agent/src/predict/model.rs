@@ -1,0 +1,108 @@
+//! Loading a shipped ONNX model with tract: the file's SHA-256 must match its manifest and
+//! its input and output shapes must be what the detector feeds and reads, or it is refused
+//! with the reason. Runs on the calling thread (callers use a blocking thread).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use super::manifest::ModelManifest;
+
+type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, Graph<TypedFact, Box<dyn TypedOp>>>;
+
+/// A loaded, optimised model.
+pub struct Model {
+    plan: Plan,
+    shape: [usize; 3],
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("shape", &self.shape).finish()
+    }
+}
+
+/// What one evaluation returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The anomaly score.
+    pub score: f32,
+    /// Per-feature contributions.
+    pub contrib: Vec<f32>,
+}
+
+impl Model {
+    /// Loads `dir/<manifest.file>`, checking hash and shapes.
+    pub fn load(dir: &Path, m: &ModelManifest) -> Result<Self, String> {
+        let path = dir.join(&m.file);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        if sha != m.sha256 {
+            return Err(format!(
+                "{}: SHA-256 {sha} does not match the manifest's {}",
+                path.display(),
+                m.sha256
+            ));
+        }
+        let shown = path.display().to_string();
+        let fail = |e: TractError| format!("{shown}: {e}");
+        let shape = m.input_shape;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(fail)?
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(fail)?
+            .into_optimized()
+            .map_err(fail)?;
+        let outs = model.output_outlets().map_err(fail)?.to_vec();
+        let want: [&[usize]; 2] = [&[1, 1], &[1, m.features]];
+        if outs.len() != 2 {
+            return Err(format!("{shown}: {} outputs, the detector reads 2 (score, contrib)", outs.len()));
+        }
+        for (i, (outlet, want)) in outs.iter().zip(want).enumerate() {
+            let fact = model.outlet_fact(*outlet).map_err(fail)?;
+            let got: Option<Vec<usize>> = fact.shape.as_concrete().map(<[usize]>::to_vec);
+            if got.as_deref() != Some(want) {
+                return Err(format!(
+                    "{shown}: output {i} has shape {:?}, the schema needs {want:?}",
+                    fact.shape
+                ));
+            }
+        }
+        let plan = model.into_runnable().map_err(fail)?;
+        Ok(Model { plan, shape })
+    }
+
+    /// Input shape.
+    pub fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    /// Evaluates one window (`shape[1] * shape[2]` values, oldest sample first).
+    pub fn run(&self, window: &[f32]) -> Result<Output, String> {
+        let input = tract_ndarray::Array3::from_shape_vec(
+            (self.shape[0], self.shape[1], self.shape[2]),
+            window.to_vec(),
+        )
+        .map_err(|e| format!("model input: {e}"))?;
+        let out = self
+            .plan
+            .run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| format!("model: {e}"))?;
+        let score = out[0]
+            .as_slice::<f32>()
+            .map_err(|e| format!("model output: {e}"))?
+            .first()
+            .copied()
+            .ok_or("model returned no score")?;
+        let contrib = out[1]
+            .as_slice::<f32>()
+            .map_err(|e| format!("model output: {e}"))?
+            .to_vec();
+        Ok(Output { score, contrib })
+    }
+}

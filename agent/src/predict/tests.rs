@@ -1,0 +1,121 @@
+//! The shipped model against onnxruntime, and replay's determinism and refusals.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn models() -> PathBuf {
+    manifest::default_dir()
+}
+
+#[test]
+fn tract_matches_onnxruntime_on_the_fixtures_within_1e_5() {
+    let m = manifest::read(&models(), "anomaly").unwrap();
+    let model = model::Model::load(&models(), &m).unwrap();
+    let text = std::fs::read_to_string(models().join("fixtures/anomaly-parity.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let window: Vec<f32> = case["window"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let out = model.run(&window).unwrap();
+        let want = case["score"].as_f64().unwrap();
+        assert!(
+            (f64::from(out.score) - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "score {} vs onnxruntime {want}",
+            out.score
+        );
+        for (got, want) in out.contrib.iter().zip(case["contrib"].as_array().unwrap()) {
+            let want = want.as_f64().unwrap();
+            assert!((f64::from(*got) - want).abs() <= 1e-5 * want.abs().max(1.0));
+        }
+    }
+}
+
+#[test]
+fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["anomaly.toml", "anomaly.onnx"] {
+        std::fs::copy(models().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut bytes = std::fs::read(dir.path().join("anomaly.onnx")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.path().join("anomaly.onnx"), bytes).unwrap();
+    let e = load_anomaly(dir.path()).unwrap_err();
+    assert!(e.contains("SHA-256") && e.contains("anomaly.onnx"), "{e}");
+    let toml = std::fs::read_to_string(models().join("anomaly.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("anomaly.toml"),
+        toml.replace("input_shape = [1, 5, 38]", "input_shape = [1, 5, 12]"),
+    )
+    .unwrap();
+    let e = load_anomaly(dir.path()).unwrap_err();
+    assert!(e.contains("input_shape"), "{e}");
+    std::fs::remove_file(dir.path().join("anomaly.toml")).unwrap();
+    assert!(load_anomaly(dir.path()).unwrap_err().contains("anomaly.toml"));
+}
+
+fn fixture_rows(n: usize, seed: u64) -> String {
+    let mut x = seed;
+    let mut out = String::new();
+    for i in 0..n {
+        let row: Vec<String> = (0..38)
+            .map(|j| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let noise = (x % 1000) as f64 / 10_000.0;
+                let spike = if n >= 20 && i == n - 20 && j < 5 { 0.9 } else { 0.0 };
+                format!("{:.4}", 0.3 + noise + spike)
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn replay_is_deterministic_and_flags_a_spike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
+    std::fs::write(&train, fixture_rows(500, 1)).unwrap();
+    std::fs::write(&test, fixture_rows(200, 2)).unwrap();
+    let run = |out: &str| {
+        let mut det = load_anomaly(&models()).unwrap();
+        let n = replay::smd(&mut det, &train, &test, &dir.path().join(out)).unwrap();
+        assert_eq!(n, 200);
+        std::fs::read_to_string(dir.path().join(out)).unwrap()
+    };
+    let (a, b) = (run("a.csv"), run("b.csv"));
+    assert_eq!(a, b, "two replays give identical scores");
+    let alarms: Vec<usize> = a
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",1"))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(alarms.contains(&180), "the spike at row 180 alarms: {alarms:?}");
+    assert!(alarms.len() < 10, "and little else does: {alarms:?}");
+}
+
+#[test]
+fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
+    std::fs::write(&train, fixture_rows(50, 1)).unwrap();
+    let mut rows = fixture_rows(10, 2);
+    rows.push_str("0.1,oops,0.3\n");
+    std::fs::write(&test, rows).unwrap();
+    let mut det = load_anomaly(&models()).unwrap();
+    let out = dir.path().join("out.csv");
+    let e = replay::smd(&mut det, &train, &test, &out).unwrap_err();
+    assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
+    assert!(!out.exists() && !out.with_extension("partial").exists());
+}
