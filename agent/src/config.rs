@@ -34,6 +34,30 @@ pub struct AgentConfig {
     /// The agent's own metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Where the shipped models are.
+    #[serde(default)]
+    pub models: ModelsSection,
+}
+
+/// `[models]`: the directory holding the shipped models (`anomaly.toml`, `anomaly.onnx`),
+/// and how many samples of this host's own history the anomaly detector learns before it
+/// scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Default: /usr/share/understudy/models, else the source tree's models/.
+    pub dir: Option<PathBuf>,
+    /// Samples learned before the first score (default 300: five minutes at 1 s).
+    pub warmup_samples: u32,
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        ModelsSection {
+            dir: None,
+            warmup_samples: 300,
+        }
+    }
 }
 
 /// `[metrics]`: where the agent serves this host's metrics (Prometheus text format).

@@ -129,7 +129,7 @@ async fn registered_session(
     let (mut send, mut recv) = conn.open_bi().await?;
     let register = AgentMessage::Register(Register {
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        telemetry: sampler.sample(),
+        telemetry: with_health(&ctl.node, sampler.sample()),
         data_port: Some(ctl.data_port),
     });
     write_frame(&mut send, PROTOCOL_VERSION, &register).await?;
@@ -167,7 +167,7 @@ async fn registered_session(
         seq += 1;
         let hb = AgentMessage::Heartbeat(Heartbeat {
             seq,
-            telemetry: sampler.sample(),
+            telemetry: with_health(&ctl.node, sampler.sample()),
         });
         write_frame(&mut send, PROTOCOL_VERSION, &hb).await?;
         match answer(&mut recv).await? {
@@ -201,4 +201,13 @@ async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
             let _ = send.finish();
         });
     }
+}
+
+/// Adds the newest health assessment to a telemetry sample.
+fn with_health(
+    node: &crate::node::Node,
+    mut t: understudy_common::telemetry::TelemetrySummary,
+) -> understudy_common::telemetry::TelemetrySummary {
+    t.health = node.health();
+    t
 }

@@ -13,10 +13,17 @@ use axum::routing::get;
 
 use std::fmt::Write;
 
+use std::path::Path;
+
+use understudy_common::telemetry::HealthReport;
+
+use crate::hostmetrics::compute::Reading;
 use crate::hostmetrics::history::History;
 use crate::hostmetrics::schema::Schema;
 use crate::hostmetrics::Sampler;
 use crate::node::Node;
+use crate::predict::detector::Detector;
+use crate::predict::health;
 use crate::workload::stats::{self, TreeStats};
 
 /// Samples kept: ten model windows.
@@ -29,26 +36,92 @@ fn lock(h: &SharedHistory) -> std::sync::MutexGuard<'_, History> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts sampling the host every `schema.step_seconds`; returns the history it fills.
-pub fn start_sampling(schema: Schema) -> SharedHistory {
+/// Sampling and assessment state, used on a blocking thread.
+struct Live {
+    sampler: Sampler,
+    detector: Result<Detector, String>,
+    warmup: f64,
+}
+
+impl Live {
+    /// Samples the host and assesses its health.
+    fn step(&mut self) -> (crate::hostmetrics::Sample, HealthReport) {
+        let sample = self.sampler.sample();
+        let report = match &mut self.detector {
+            Err(e) => health::degraded(format!("no anomaly model: {e}")),
+            Ok(det) => assess(det, self.sampler.schema(), &sample.readings, self.warmup),
+        };
+        (sample, report)
+    }
+}
+
+fn assess(det: &mut Detector, schema: &Schema, readings: &[Reading], warmup: f64) -> HealthReport {
+    let row: Vec<Option<f64>> = readings.iter().map(|r| r.as_ref().ok().copied()).collect();
+    let row = det.fill_missing(&row);
+    let learned = det.baseline().samples();
+    if learned < warmup {
+        det.learn(&row);
+        return health::degraded(format!(
+            "learning this host's baseline: {learned:.0} of {warmup:.0} samples"
+        ));
+    }
+    match det.step(&row) {
+        Err(e) => health::degraded(format!("anomaly model: {e}")),
+        Ok(s) => {
+            let mut top: Vec<(String, f32)> = schema
+                .metric
+                .iter()
+                .zip(&s.contrib)
+                .map(|(m, c)| (m.name.clone(), *c))
+                .collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            top.truncate(3);
+            let mem_u = schema
+                .metric
+                .iter()
+                .position(|m| m.name == "mem_u")
+                .and_then(|i| readings.get(i)?.as_ref().ok().copied());
+            health::assess(s.smoothed, det.threshold(), s.alarm, mem_u, top)
+        }
+    }
+}
+
+/// Starts sampling the host every `schema.step_seconds`, assessing its health with the
+/// anomaly detector from `models` (or reporting why it cannot); returns the history it
+/// fills. Each assessment goes to `node`.
+pub fn start_sampling(
+    schema: Schema,
+    models: &Path,
+    warmup_samples: u32,
+    node: Arc<Node>,
+) -> SharedHistory {
     let step = Duration::from_secs(u64::from(schema.step_seconds.max(1)));
     let capacity = schema.window as usize * WINDOWS_KEPT;
     let history = Arc::new(Mutex::new(History::new(schema.clone(), capacity)));
     let h = history.clone();
+    let detector = crate::predict::load_anomaly(models);
+    if let Err(e) = &detector {
+        tracing::warn!("host health degraded: {e}");
+    }
     tokio::spawn(async move {
-        let sampler = Arc::new(Mutex::new(Sampler::new(schema)));
+        let live = Arc::new(Mutex::new(Live {
+            sampler: Sampler::new(schema),
+            detector,
+            warmup: f64::from(warmup_samples),
+        }));
         let mut tick = tokio::time::interval(step);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let s = sampler.clone();
-            let Ok(sample) = tokio::task::spawn_blocking(move || {
-                s.lock().unwrap_or_else(|e| e.into_inner()).sample()
+            let l = live.clone();
+            let Ok((sample, report)) = tokio::task::spawn_blocking(move || {
+                l.lock().unwrap_or_else(|e| e.into_inner()).step()
             })
             .await
             else {
                 continue;
             };
+            node.set_health(report);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -56,6 +129,35 @@ pub fn start_sampling(schema: Schema) -> SharedHistory {
         }
     });
     history
+}
+
+/// The health assessment in the Prometheus text format.
+fn render_health(node: &Node) -> String {
+    let mut out = String::new();
+    let Some(h) = node.health() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP understudy_host_health_score Host health, 0-100 (healthy >= 80, critical < 70)."
+    );
+    let _ = writeln!(out, "# TYPE understudy_host_health_score gauge");
+    let _ = writeln!(
+        out,
+        "understudy_host_health_score{{level=\"{}\"}} {}",
+        h.level.as_str(),
+        h.score
+    );
+    let _ = writeln!(out, "# HELP understudy_host_anomaly_score The anomaly model's smoothed score (alarms above understudy_host_anomaly_threshold).");
+    let _ = writeln!(out, "# TYPE understudy_host_anomaly_score gauge");
+    let _ = writeln!(out, "understudy_host_anomaly_score {}", h.anomaly);
+    let _ = writeln!(out, "# TYPE understudy_host_anomaly_threshold gauge");
+    let _ = writeln!(
+        out,
+        "understudy_host_anomaly_threshold {}",
+        h.anomaly_threshold
+    );
+    out
 }
 
 /// The workloads' resource use in the Prometheus text format.
@@ -130,6 +232,7 @@ pub async fn serve(
             async move {
                 let text = tokio::task::spawn_blocking(move || {
                     let mut text = lock(&history).render();
+                    text.push_str(&render_health(&node));
                     text.push_str(&render_workloads(&node));
                     text
                 })

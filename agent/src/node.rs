@@ -25,6 +25,8 @@ pub struct Node {
     pub criu: Result<Arc<Criu>, String>,
     /// Where workloads' data directories live on this host.
     pub data_roots: DataRoots,
+    /// The newest health assessment of this host, sent with each heartbeat.
+    pub health: Mutex<Option<understudy_common::telemetry::HealthReport>>,
     /// Newest generation seen per workload.
     pub fence: Fence,
     /// The QUIC endpoint (data-plane server, and client for everything).
@@ -61,6 +63,7 @@ impl Node {
             data_dir,
             criu,
             data_roots,
+            health: Mutex::new(None),
             fence,
             endpoint,
             data_client,
@@ -78,6 +81,16 @@ impl Node {
             .iter()
             .map(|d| self.data_roots.host_path(d))
             .collect()
+    }
+
+    /// The newest health assessment.
+    pub fn health(&self) -> Option<understudy_common::telemetry::HealthReport> {
+        lock(&self.health).clone()
+    }
+
+    /// Records a new health assessment.
+    pub fn set_health(&self, report: understudy_common::telemetry::HealthReport) {
+        *lock(&self.health) = Some(report);
     }
 
     /// Queues a report for the coordinator; dropped (with a log line) if the queue is full.

@@ -130,7 +130,17 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     tokio::spawn(dataplane::serve(node.clone()));
     match crate::hostmetrics::schema::shipped() {
         Ok(schema) => {
-            let history = crate::exporter::start_sampling(schema);
+            let models = config
+                .models
+                .dir
+                .clone()
+                .unwrap_or_else(crate::predict::manifest::default_dir);
+            let history = crate::exporter::start_sampling(
+                schema,
+                &models,
+                config.models.warmup_samples,
+                node.clone(),
+            );
             if config.metrics.enabled {
                 let (listen, node) = (config.metrics.listen, node.clone());
                 tokio::spawn(async move {

@@ -38,6 +38,7 @@ impl Sampler {
             #[allow(clippy::cast_possible_truncation)] // load averages are small
             load: [load.one as f32, load.five as f32, load.fifteen as f32],
             uptime_secs: System::uptime(),
+            health: None,
         }
     }
 }

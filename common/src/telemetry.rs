@@ -17,4 +17,49 @@ pub struct TelemetrySummary {
     pub load: [f32; 3],
     /// Seconds since the host booted.
     pub uptime_secs: u64,
+    /// The host's health as the agent's models see it, if the agent has an assessment.
+    pub health: Option<HealthReport>,
+}
+
+/// How healthy a host is: a 0–100 score, its level, and what drives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// 0 (failing) to 100 (nothing unusual).
+    pub score: u8,
+    /// healthy (score ≥ 80), warning, critical (< 70), or degraded (no assessment).
+    pub level: HealthLevel,
+    /// The anomaly model's smoothed score.
+    pub anomaly: f32,
+    /// The score at which the anomaly model alarms.
+    pub anomaly_threshold: f32,
+    /// Metrics contributing most to the anomaly score, largest first.
+    pub top: Vec<(String, f32)>,
+    /// Why the assessment is degraded or what limits it, if anything.
+    pub note: Option<String>,
+}
+
+/// A health level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthLevel {
+    /// Score at or above the healthy threshold.
+    Healthy,
+    /// Between the thresholds.
+    Warning,
+    /// Below the critical threshold.
+    Critical,
+    /// No trustworthy assessment (model missing, baseline still being learned).
+    Degraded,
+}
+
+impl HealthLevel {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Healthy => "healthy",
+            HealthLevel::Warning => "warning",
+            HealthLevel::Critical => "critical",
+            HealthLevel::Degraded => "degraded",
+        }
+    }
 }

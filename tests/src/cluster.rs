@@ -186,6 +186,8 @@ max = "1s"
 [workload_data]
 allowed_roots = ["{logical}"]
 host_root = "{d}/root"
+[models]
+warmup_samples = 3
 "#,
             self.quic_addr(),
             d = d.display(),

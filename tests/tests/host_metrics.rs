@@ -103,3 +103,65 @@ fn the_agent_reports_each_workloads_resource_use() {
     assert!(value(&text, "understudy_workload_open_fds").unwrap() >= 3.0);
     assert!(value(&text, "understudy_workload_cpu_seconds_total").unwrap() >= 0.0);
 }
+
+#[test]
+fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
+    require_e2e!();
+    let c = Cluster::new(&["host-a", "host-b"]);
+    // host-b's models are missing: it keeps running and says why it has no assessment.
+    let cfg = c.host_dir("host-b").join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("[models]\n", "[models]\ndir = \"/nonexistent/models\"\n"),
+    )
+    .unwrap();
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.start_agent("host-b");
+    c.wait_connected(2);
+    let show = |host: &str| {
+        let out = c.cli(&["host", "show", host]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let a = eventually("host-a assessed", Duration::from_secs(20), || {
+        let s = show("host-a");
+        if s.contains("anomaly:") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(a.contains("top metrics:"), "{a}");
+    let health_line = a.lines().find(|l| l.starts_with("health:")).unwrap();
+    let score: u32 = health_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{health_line}"));
+    assert!(score <= 100, "{health_line}");
+    let b = eventually("host-b reports why", Duration::from_secs(10), || {
+        let s = show("host-b");
+        if s.contains("degraded") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(
+        b.contains("no anomaly model") && b.contains("/nonexistent/models"),
+        "{b}"
+    );
+    let hosts = String::from_utf8_lossy(&c.cli(&["hosts"]).stdout).into_owned();
+    assert!(
+        hosts.contains("HEALTH") && hosts.contains("degraded"),
+        "{hosts}"
+    );
+    let out = c.cli(&["host", "show", "nobody"]);
+    assert_eq!(out.status.code(), Some(65));
+}

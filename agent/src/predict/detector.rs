@@ -40,6 +40,11 @@ impl Normalizer {
         self.n
     }
 
+    /// The learned mean of feature `i`.
+    pub fn mean(&self, i: usize) -> f64 {
+        self.mean.get(i).copied().unwrap_or(0.0)
+    }
+
     /// Learns one sample.
     pub fn update(&mut self, row: &[f64]) {
         self.n = (self.n + 1.0).min(BASELINE_CAP);
@@ -103,6 +108,30 @@ impl Detector {
     /// The normaliser (for warm-up checks).
     pub fn baseline(&self) -> &Normalizer {
         &self.norm
+    }
+
+    /// Number of metrics the model reads (the schema's first ones).
+    pub fn features(&self) -> usize {
+        self.manifest.features
+    }
+
+    /// The alarm threshold.
+    pub fn threshold(&self) -> f64 {
+        self.manifest.threshold
+    }
+
+    /// A live sample with missing metrics filled in with the baseline's mean (which
+    /// normalises to zero: "as usual").
+    pub fn fill_missing(&self, row: &[Option<f64>]) -> Vec<f64> {
+        (0..self.features())
+            .map(|i| {
+                row.get(i)
+                    .copied()
+                    .flatten()
+                    .filter(|v| v.is_finite())
+                    .unwrap_or_else(|| self.norm.mean(i))
+            })
+            .collect()
     }
 
     /// Learns a baseline sample without scoring it.

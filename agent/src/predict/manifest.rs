@@ -45,8 +45,7 @@ pub fn default_dir() -> PathBuf {
 /// Reads `dir/<name>.toml`.
 pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
     let path = dir.join(format!("{name}.toml"));
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let m: ModelManifest = understudy_common::config::parse(&text)
         .map_err(|(key, reason)| format!("{}: {key}: {reason}", path.display()))?;
     if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {

@@ -61,7 +61,10 @@ impl Model {
         let outs = model.output_outlets().map_err(fail)?.to_vec();
         let want: [&[usize]; 2] = [&[1, 1], &[1, m.features]];
         if outs.len() != 2 {
-            return Err(format!("{shown}: {} outputs, the detector reads 2 (score, contrib)", outs.len()));
+            return Err(format!(
+                "{shown}: {} outputs, the detector reads 2 (score, contrib)",
+                outs.len()
+            ));
         }
         for (i, (outlet, want)) in outs.iter().zip(want).enumerate() {
             let fact = model.outlet_fact(*outlet).map_err(fail)?;

@@ -16,7 +16,10 @@ use super::detector::Detector;
 fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "zst") {
-        Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| format!("{}: {e}", path.display()))?)
+        Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        )
     } else {
         Box::new(file)
     };
@@ -66,7 +69,10 @@ pub fn smd(det: &mut Detector, train: &Path, test: &Path, out: &Path) -> Result<
         Ok(())
     })?;
     if learned == 0 {
-        return Err(format!("{}: no rows to learn a baseline from", train.display()));
+        return Err(format!(
+            "{}: no rows to learn a baseline from",
+            train.display()
+        ));
     }
     let tmp = out.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;

@@ -58,7 +58,9 @@ fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
     let e = load_anomaly(dir.path()).unwrap_err();
     assert!(e.contains("input_shape"), "{e}");
     std::fs::remove_file(dir.path().join("anomaly.toml")).unwrap();
-    assert!(load_anomaly(dir.path()).unwrap_err().contains("anomaly.toml"));
+    assert!(load_anomaly(dir.path())
+        .unwrap_err()
+        .contains("anomaly.toml"));
 }
 
 fn fixture_rows(n: usize, seed: u64) -> String {
@@ -71,7 +73,11 @@ fn fixture_rows(n: usize, seed: u64) -> String {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let noise = (x % 1000) as f64 / 10_000.0;
-                let spike = if n >= 20 && i == n - 20 && j < 5 { 0.9 } else { 0.0 };
+                let spike = if n >= 20 && i == n - 20 && j < 5 {
+                    0.9
+                } else {
+                    0.0
+                };
                 format!("{:.4}", 0.3 + noise + spike)
             })
             .collect();
@@ -101,7 +107,10 @@ fn replay_is_deterministic_and_flags_a_spike() {
         .filter(|l| l.ends_with(",1"))
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect();
-    assert!(alarms.contains(&180), "the spike at row 180 alarms: {alarms:?}");
+    assert!(
+        alarms.contains(&180),
+        "the spike at row 180 alarms: {alarms:?}"
+    );
     assert!(alarms.len() < 10, "and little else does: {alarms:?}");
 }
 

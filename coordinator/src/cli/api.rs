@@ -135,6 +135,7 @@ pub fn hosts(base: &str, output: Output) -> i32 {
     table.load_preset(NOTHING).set_header([
         "NAME",
         "STATE",
+        "HEALTH",
         "ADDRESS",
         "LAST SEEN",
         "CPU",
@@ -148,6 +149,69 @@ pub fn hosts(base: &str, output: Output) -> i32 {
     }
     println!("{table}");
     0
+}
+
+/// `understudy host show NAME`
+pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
+    let list: HostList = match get(base, "/v1/hosts") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let Some(h) = list.hosts.iter().find(|h| h.name == name) else {
+        eprintln!("understudy host show: no host named {name:?}");
+        return exit::DATA_ERR;
+    };
+    if output == Output::Json {
+        return print_json(h);
+    }
+    let now = wall_ms();
+    let row = host_row(h, now);
+    println!("host:         {}", h.name);
+    println!("state:        {}", row[1]);
+    println!("address:      {}", row[3]);
+    println!("last seen:    {}", row[4]);
+    println!(
+        "cpu:          {}   memory: {}   load: {}   uptime: {}",
+        row[5], row[6], row[7], row[8]
+    );
+    match h.telemetry.as_ref().and_then(|t| t.health.as_ref()) {
+        None => println!("health:       - (this agent sends no assessment)"),
+        Some(r) => {
+            println!("health:       {}", health_text(h));
+            if let Some(note) = &r.note {
+                println!("              {note}");
+            }
+            if r.level != understudy_common::telemetry::HealthLevel::Degraded {
+                println!(
+                    "anomaly:      {:.3} (alarms above {:.3})",
+                    r.anomaly, r.anomaly_threshold
+                );
+                let top: Vec<String> = r.top.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
+                println!("top metrics:  {}", top.join(", "));
+            }
+        }
+    }
+    println!("version:      {}", h.agent_version);
+    0
+}
+
+/// `92 healthy`, `64 critical (top: disk_q)`, `degraded`, or `-`.
+fn health_text(h: &HostRecord) -> String {
+    use understudy_common::telemetry::HealthLevel;
+    match h.telemetry.as_ref().and_then(|t| t.health.as_ref()) {
+        None => "-".into(),
+        Some(r) if r.level == HealthLevel::Degraded => "degraded".into(),
+        Some(r) if r.level == HealthLevel::Healthy => format!("{} {}", r.score, r.level.as_str()),
+        Some(r) => format!(
+            "{} {}{}",
+            r.score,
+            r.level.as_str(),
+            r.top
+                .first()
+                .map(|(m, _)| format!(" (top: {m})"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 fn host_row(h: &HostRecord, now_ms: u64) -> Vec<String> {
@@ -173,6 +237,7 @@ fn host_row(h: &HostRecord, now_ms: u64) -> Vec<String> {
             "disconnected"
         }
         .into(),
+        health_text(h),
         h.address.map_or("-".into(), |a| a.to_string()),
         format!("{} ago", short_duration(ago)),
         cpu,

@@ -68,6 +68,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show one host: its telemetry and health assessment.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Show the coordinator's health and a summary of the cluster.
     Status {
         #[command(flatten)]
@@ -95,6 +100,18 @@ enum Command {
     },
 }
 
+/// `understudy host …`
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// One host's telemetry, health score, anomaly score and top contributing metrics.
+    Show {
+        /// Host name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -113,6 +130,9 @@ pub fn main() -> i32 {
         Command::Validate { config } => validate(&config),
         Command::Ca { command } => ca::run(command),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
+        Command::Host {
+            command: HostCommand::Show { name, api },
+        } => api::host_show(&api.coordinator, api.output, &name),
         Command::Status { api } => api::status(&api.coordinator, api.output),
         Command::Workload { command, api } => workload::run(&api.coordinator, api.output, command),
         Command::Migrate {

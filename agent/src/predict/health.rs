@@ -1,0 +1,93 @@
+//! The host's health score, 0–100, from the anomaly detector's state and the host's
+//! memory headroom: a documented heuristic, not a trained model.
+//!
+//! score = 100 − 40·min(1, anomaly/threshold) − 10·[alarming] − 40·clamp((mem_u − 0.8)/0.2, 0, 1)
+//!
+//! Levels: healthy ≥ 80, critical < 70, warning between; degraded while there is no
+//! assessment (no model, or the host's baseline is still being learned).
+
+use understudy_common::telemetry::{HealthLevel, HealthReport};
+
+/// Scores at or above this are healthy.
+pub const HEALTHY: u8 = 80;
+/// Scores below this are critical.
+pub const CRITICAL: u8 = 70;
+
+/// The level of a score.
+pub fn level(score: u8) -> HealthLevel {
+    if score >= HEALTHY {
+        HealthLevel::Healthy
+    } else if score >= CRITICAL {
+        HealthLevel::Warning
+    } else {
+        HealthLevel::Critical
+    }
+}
+
+/// The report for an anomaly score against its threshold and the memory in use (0..1).
+pub fn assess(
+    anomaly: f64,
+    threshold: f64,
+    alarm: bool,
+    mem_used: Option<f64>,
+    top: Vec<(String, f32)>,
+) -> HealthReport {
+    let a = (anomaly / threshold.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
+    let m = mem_used.map_or(0.0, |u| ((u - 0.8) / 0.2).clamp(0.0, 1.0));
+    let score = (100.0 - 40.0 * a - if alarm { 10.0 } else { 0.0 } - 40.0 * m).clamp(0.0, 100.0);
+    let score = score.round() as u8;
+    HealthReport {
+        score,
+        level: level(score),
+        anomaly: anomaly as f32,
+        anomaly_threshold: threshold as f32,
+        top,
+        note: None,
+    }
+}
+
+/// A report without an assessment.
+pub fn degraded(note: String) -> HealthReport {
+    HealthReport {
+        score: 0,
+        level: HealthLevel::Degraded,
+        anomaly: 0.0,
+        anomaly_threshold: 0.0,
+        top: Vec::new(),
+        note: Some(note),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hosts_are_healthy_and_alarms_are_critical() {
+        assert_eq!(assess(0.0, 6.0, false, Some(0.3), vec![]).score, 100);
+        assert_eq!(
+            assess(0.0, 6.0, false, Some(0.3), vec![]).level,
+            HealthLevel::Healthy
+        );
+        let half = assess(3.0, 6.0, false, None, vec![]);
+        assert_eq!((half.score, half.level), (80, HealthLevel::Healthy));
+        let alarm = assess(9.0, 6.0, true, None, vec![]);
+        assert_eq!((alarm.score, alarm.level), (50, HealthLevel::Critical));
+    }
+
+    #[test]
+    fn memory_running_out_lowers_health_into_warning_then_critical() {
+        let levels: Vec<HealthLevel> = [0.5, 0.93, 0.98]
+            .iter()
+            .map(|u| assess(0.0, 6.0, false, Some(*u), vec![]).level)
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                HealthLevel::Healthy,
+                HealthLevel::Warning,
+                HealthLevel::Critical
+            ]
+        );
+    }
+}
