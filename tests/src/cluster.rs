@@ -225,6 +225,11 @@ warmup_samples = 3
         assert!(old.is_none(), "{name} already has a running process");
     }
 
+    /// Host pid of `name`'s running process (the agent or coordinator), if any.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.lock().unwrap().get(name).map(Child::id)
+    }
+
     /// Starts the coordinator on its host.
     pub fn start_coordinator(&self) {
         let cfg = self.host_dir("coord").join("coordinator.toml");

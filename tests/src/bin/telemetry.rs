@@ -1,0 +1,145 @@
+//! `telemetry` benchmark: what watching a host costs.
+//!
+//! 1. The anomaly detector's evaluation per host per step (normalise, model, smoothing),
+//!    and one full sample of the host's schema metrics from procfs.
+//! 2. Side by side in one run, on one namespace host: the understudy agent (sampling and
+//!    assessing every second, heartbeating, its /metrics scraped every second) and
+//!    `prometheus-node-exporter` (Debian's package, scraped every second): CPU time and
+//!    resident memory of each process over the same minute.
+//!
+//! Usage: telemetry [SECONDS]   (default 60; needs root and prometheus-node-exporter)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use understudy_agent::hostmetrics::{schema, Sampler};
+use understudy_agent::predict;
+use understudy_tests::cluster::{http_get, Cluster};
+use understudy_tests::ChildGuard;
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn detector_cost() {
+    let dir = predict::manifest::default_dir();
+    let mut det = predict::load_anomaly(&dir).unwrap();
+    let mut x: u64 = 88;
+    let mut row = || -> Vec<f64> {
+        (0..38)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 1000) as f64 / 1000.0
+            })
+            .collect()
+    };
+    for _ in 0..1000 {
+        det.learn(&row());
+    }
+    let rows: Vec<Vec<f64>> = (0..20_000).map(|_| row()).collect();
+    let t = Instant::now();
+    for r in &rows {
+        det.step(r).unwrap();
+    }
+    let per_step = t.elapsed().as_secs_f64() / rows.len() as f64;
+    let mut sampler = Sampler::new(schema::shipped().unwrap());
+    sampler.sample();
+    let t = Instant::now();
+    for _ in 0..200 {
+        sampler.sample();
+    }
+    let per_sample = t.elapsed().as_secs_f64() / 200.0;
+    println!(
+        "anomaly detector: {:.1} µs per host per step ({} steps); host sample from procfs: {:.0} µs",
+        per_step * 1e6,
+        rows.len(),
+        per_sample * 1e6
+    );
+}
+
+fn main() {
+    if let Some(why) = understudy_tests::e2e_unavailable() {
+        eprintln!("telemetry: {why}");
+        std::process::exit(77);
+    }
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(60);
+    detector_cost();
+    let exporter = "/usr/bin/prometheus-node-exporter";
+    if !std::path::Path::new(exporter).exists() {
+        eprintln!("telemetry: {exporter} missing (apt-get install prometheus-node-exporter)");
+        std::process::exit(69);
+    }
+    let c = Cluster::new(&["host-a"]);
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.wait_connected(1);
+    let h = c.host("host-a").clone();
+    let _ne = ChildGuard(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", h.netns))
+            .arg(exporter)
+            .arg(format!("--web.listen-address={}:9100", h.addr))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ne_pid = _ne.0.id();
+    let agent_pid = c.pid("host-a").unwrap();
+    let (agent_url, ne_url) = (
+        SocketAddr::from((h.addr, 7443)),
+        SocketAddr::from((h.addr, 9100)),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let (a0, n0) = (cpu_seconds(agent_pid), cpu_seconds(ne_pid));
+    let (mut a_max, mut n_max) = (0, 0);
+    let (mut a_bytes, mut n_bytes) = (0usize, 0usize);
+    let start = Instant::now();
+    for i in 0..seconds {
+        a_bytes = http_get(agent_url, "/metrics").map_or(0, |t| t.len());
+        n_bytes = http_get(ne_url, "/metrics").map_or(0, |t| t.len());
+        a_max = a_max.max(rss_kib(agent_pid));
+        n_max = n_max.max(rss_kib(ne_pid));
+        let next = Duration::from_secs(i + 1);
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (a_cpu, n_cpu) = (cpu_seconds(agent_pid) - a0, cpu_seconds(ne_pid) - n0);
+    println!();
+    println!("| process ({seconds} s, scraped every second) | CPU (% of one core) | peak RSS | /metrics size |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| understudy-agent (samples + assesses every second, heartbeats) | {:.2}% | {:.1} MiB | {} KiB |",
+        100.0 * a_cpu / secs,
+        a_max as f64 / 1024.0,
+        a_bytes / 1024
+    );
+    println!(
+        "| prometheus-node-exporter (Debian 12 package, default collectors) | {:.2}% | {:.1} MiB | {} KiB |",
+        100.0 * n_cpu / secs,
+        n_max as f64 / 1024.0,
+        n_bytes / 1024
+    );
+}
