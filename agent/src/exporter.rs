@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use std::path::Path;
 
-use understudy_common::telemetry::HealthReport;
+use understudy_common::telemetry::{Forecast, HealthReport};
 
 use crate::hostmetrics::compute::Reading;
 use crate::hostmetrics::history::History;
@@ -23,6 +23,7 @@ use crate::hostmetrics::schema::Schema;
 use crate::hostmetrics::Sampler;
 use crate::node::Node;
 use crate::predict::detector::Detector;
+use crate::predict::forecast::Forecaster;
 use crate::predict::health;
 use crate::workload::stats::{self, TreeStats};
 
@@ -40,6 +41,7 @@ fn lock(h: &SharedHistory) -> std::sync::MutexGuard<'_, History> {
 struct Live {
     sampler: Sampler,
     detector: Result<Detector, String>,
+    forecaster: Result<Forecaster, String>,
     warmup: f64,
 }
 
@@ -47,15 +49,36 @@ impl Live {
     /// Samples the host and assesses its health.
     fn step(&mut self) -> (crate::hostmetrics::Sample, HealthReport) {
         let sample = self.sampler.sample();
+        let schema = self.sampler.schema();
+        let forecasts = match &mut self.forecaster {
+            Err(_) => Vec::new(),
+            Ok(f) => {
+                let values: Vec<Option<f64>> = f
+                    .metrics()
+                    .iter()
+                    .map(|name| {
+                        let i = schema.metric.iter().position(|m| &m.name == name)?;
+                        sample.readings.get(i)?.as_ref().ok().copied()
+                    })
+                    .collect();
+                f.push(&values).ok().flatten().unwrap_or_default()
+            }
+        };
         let report = match &mut self.detector {
             Err(e) => health::degraded(format!("no anomaly model: {e}")),
-            Ok(det) => assess(det, self.sampler.schema(), &sample.readings, self.warmup),
+            Ok(det) => assess(det, schema, &sample.readings, self.warmup, forecasts),
         };
         (sample, report)
     }
 }
 
-fn assess(det: &mut Detector, schema: &Schema, readings: &[Reading], warmup: f64) -> HealthReport {
+fn assess(
+    det: &mut Detector,
+    schema: &Schema,
+    readings: &[Reading],
+    warmup: f64,
+    forecasts: Vec<Forecast>,
+) -> HealthReport {
     let row: Vec<Option<f64>> = readings.iter().map(|r| r.as_ref().ok().copied()).collect();
     let row = det.fill_missing(&row);
     let learned = det.baseline().samples();
@@ -81,7 +104,7 @@ fn assess(det: &mut Detector, schema: &Schema, readings: &[Reading], warmup: f64
                 .iter()
                 .position(|m| m.name == "mem_u")
                 .and_then(|i| readings.get(i)?.as_ref().ok().copied());
-            health::assess(s.smoothed, det.threshold(), s.alarm, mem_u, top)
+            health::assess(s.smoothed, det.threshold(), s.alarm, mem_u, top, forecasts)
         }
     }
 }
@@ -103,10 +126,15 @@ pub fn start_sampling(
     if let Err(e) = &detector {
         tracing::warn!("host health degraded: {e}");
     }
+    let forecaster = Forecaster::load(models);
+    if let Err(e) = &forecaster {
+        tracing::warn!("no resource forecasts: {e}");
+    }
     tokio::spawn(async move {
         let live = Arc::new(Mutex::new(Live {
             sampler: Sampler::new(schema),
             detector,
+            forecaster,
             warmup: f64::from(warmup_samples),
         }));
         let mut tick = tokio::time::interval(step);

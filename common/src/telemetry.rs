@@ -36,6 +36,21 @@ pub struct HealthReport {
     pub top: Vec<(String, f32)>,
     /// Why the assessment is degraded or what limits it, if anything.
     pub note: Option<String>,
+    /// Resource forecasts, when the forecaster has a full window.
+    pub forecasts: Vec<Forecast>,
+}
+
+/// Where a resource is heading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Schema metric name (a 0..1 share: `mem_u`, `cpu_r`, `disk_u`).
+    pub metric: String,
+    /// How far ahead, seconds.
+    pub horizon_secs: u32,
+    /// Central estimate.
+    pub central: f32,
+    /// Upper bound (p90).
+    pub upper: f32,
 }
 
 /// A health level.

@@ -2,6 +2,7 @@
 //! tract after checking their SHA-256 and shapes, and the detectors around them.
 
 pub mod detector;
+pub mod forecast;
 pub mod health;
 pub mod manifest;
 pub mod model;

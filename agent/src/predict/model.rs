@@ -15,6 +15,7 @@ type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, Graph<TypedFact, Box<dyn Typ
 pub struct Model {
     plan: Plan,
     shape: [usize; 3],
+    input: Vec<usize>,
 }
 
 impl std::fmt::Debug for Model {
@@ -33,43 +34,61 @@ pub struct Output {
 }
 
 impl Model {
-    /// Loads `dir/<manifest.file>`, checking hash and shapes.
+    /// Loads the anomaly model `dir/<manifest.file>`, checking hash and shapes.
     pub fn load(dir: &Path, m: &ModelManifest) -> Result<Self, String> {
-        let path = dir.join(&m.file);
+        let mut model = Self::load_checked(
+            dir,
+            &m.file,
+            &m.sha256,
+            &m.input_shape,
+            &[&[1, 1], &[1, m.features]],
+        )?;
+        model.shape = m.input_shape;
+        Ok(model)
+    }
+
+    /// Loads `dir/file`, checking its SHA-256 and that it takes `input` and returns
+    /// `outputs`, in these shapes.
+    pub fn load_checked(
+        dir: &Path,
+        file: &str,
+        sha256: &str,
+        input: &[usize],
+        outputs: &[&[usize]],
+    ) -> Result<Self, String> {
+        let path = dir.join(file);
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let sha = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
-        if sha != m.sha256 {
+        if sha != sha256 {
             return Err(format!(
-                "{}: SHA-256 {sha} does not match the manifest's {}",
-                path.display(),
-                m.sha256
+                "{}: SHA-256 {sha} does not match the manifest's {sha256}",
+                path.display()
             ));
         }
         let shown = path.display().to_string();
         let fail = |e: TractError| format!("{shown}: {e}");
-        let shape = m.input_shape;
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(fail)?
-            .with_input_fact(0, f32::fact(shape).into())
+            .with_input_fact(0, f32::fact(input).into())
             .map_err(fail)?
             .into_optimized()
             .map_err(fail)?;
         let outs = model.output_outlets().map_err(fail)?.to_vec();
-        let want: [&[usize]; 2] = [&[1, 1], &[1, m.features]];
-        if outs.len() != 2 {
+        if outs.len() != outputs.len() {
             return Err(format!(
-                "{shown}: {} outputs, the detector reads 2 (score, contrib)",
-                outs.len()
+                "{shown}: {} outputs, the agent reads {}",
+                outs.len(),
+                outputs.len()
             ));
         }
-        for (i, (outlet, want)) in outs.iter().zip(want).enumerate() {
+        for (i, (outlet, want)) in outs.iter().zip(outputs).enumerate() {
             let fact = model.outlet_fact(*outlet).map_err(fail)?;
             let got: Option<Vec<usize>> = fact.shape.as_concrete().map(<[usize]>::to_vec);
-            if got.as_deref() != Some(want) {
+            if got.as_deref() != Some(*want) {
                 return Err(format!(
                     "{shown}: output {i} has shape {:?}, the schema needs {want:?}",
                     fact.shape
@@ -77,7 +96,29 @@ impl Model {
             }
         }
         let plan = model.into_runnable().map_err(fail)?;
-        Ok(Model { plan, shape })
+        Ok(Model {
+            plan,
+            shape: [0; 3],
+            input: input.to_vec(),
+        })
+    }
+
+    /// Evaluates the model on `input` (row-major, the checked input shape); returns each
+    /// output flattened.
+    pub fn run_all(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, String> {
+        let tensor =
+            Tensor::from_shape(&self.input, input).map_err(|e| format!("model input: {e}"))?;
+        let out = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| format!("model: {e}"))?;
+        out.iter()
+            .map(|t| {
+                t.as_slice::<f32>()
+                    .map(<[f32]>::to_vec)
+                    .map_err(|e| format!("model output: {e}"))
+            })
+            .collect()
     }
 
     /// Input shape.

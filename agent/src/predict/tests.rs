@@ -128,3 +128,87 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
 }
+
+#[test]
+fn the_forecaster_matches_onnxruntime_within_1e_5() {
+    let text = std::fs::read_to_string(models().join("fixtures/forecast-parity.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let f = forecast::Forecaster::load(&models()).unwrap();
+    let n = f.metrics().len();
+    for case in fixture["cases"].as_array().unwrap() {
+        let series: Vec<f32> = case["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let window = series.len() / n;
+        // Feed the series sample by sample, as the live agent does.
+        let mut f = forecast::Forecaster::load(&models()).unwrap();
+        let mut last = None;
+        for t in 0..window {
+            let values: Vec<Option<f64>> = (0..n)
+                .map(|i| Some(f64::from(series[i * window + t])))
+                .collect();
+            last = f.push(&values).unwrap();
+        }
+        let got = last.expect("a full window gives forecasts");
+        for (i, fc) in got.iter().enumerate() {
+            for (g, key) in [(fc.central, "central"), (fc.upper, "upper")] {
+                let want = case[key][i].as_f64().unwrap();
+                assert!(
+                    (f64::from(g) - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{key} {g} vs onnxruntime {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn climbing_memory_turns_warning_before_the_limit_and_the_upper_bound_leads() {
+    use understudy_common::telemetry::HealthLevel;
+    let mut f = forecast::Forecaster::load(&models()).unwrap();
+    let (mut warning_at, mut upper_at, mut central_at, mut limit_at) = (None, None, None, None);
+    let mut x: u64 = 5;
+    for t in 0..1200u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let noise = ((x % 2001) as f64 / 1000.0 - 1.0) * 0.01;
+        let mem = (0.6 + 0.0005 * f64::from(t) + noise).min(1.0);
+        if mem >= 1.0 && limit_at.is_none() {
+            limit_at = Some(t);
+        }
+        let Some(fc) = f.push(&[Some(mem), Some(0.2), Some(0.1)]).unwrap() else {
+            continue;
+        };
+        let m = fc.iter().find(|c| c.metric == "mem_u").unwrap();
+        if m.upper >= 1.0 && upper_at.is_none() {
+            upper_at = Some(t);
+        }
+        if m.central >= 1.0 && central_at.is_none() {
+            central_at = Some(t);
+        }
+        let report = health::assess(0.0, 6.0, false, Some(mem), vec![], fc);
+        if report.level != HealthLevel::Healthy && warning_at.is_none() {
+            warning_at = Some(t);
+            assert!(
+                report.note.unwrap().contains("memory"),
+                "the reason is the forecast"
+            );
+        }
+    }
+    let (w, u, c, l) = (
+        warning_at.unwrap(),
+        upper_at.unwrap(),
+        central_at.unwrap(),
+        limit_at.unwrap(),
+    );
+    assert!(w < l, "warning at {w} s, before the limit at {l} s");
+    assert!(
+        u < c,
+        "the p90 bound reaches the limit ({u} s) before the central estimate ({c} s)"
+    );
+    assert_eq!(w, u, "the warning comes from the upper bound");
+}

@@ -188,6 +188,15 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
                 );
                 let top: Vec<String> = r.top.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
                 println!("top metrics:  {}", top.join(", "));
+                for f in &r.forecasts {
+                    println!(
+                        "forecast:     {} in {} min: {:.2} (p90 {:.2})",
+                        f.metric,
+                        f.horizon_secs / 60,
+                        f.central,
+                        f.upper
+                    );
+                }
             }
         }
     }
