@@ -8,6 +8,15 @@ fn models() -> PathBuf {
     manifest::default_dir()
 }
 
+/// A JSON array of numbers from a parity fixture.
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 #[test]
 fn tract_matches_onnxruntime_on_the_fixtures_within_1e_5() {
     let m = manifest::read(&models(), "anomaly").unwrap();
@@ -17,12 +26,7 @@ fn tract_matches_onnxruntime_on_the_fixtures_within_1e_5() {
     let cases = fixture["cases"].as_array().unwrap();
     assert!(!cases.is_empty());
     for case in cases {
-        let window: Vec<f32> = case["window"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let window = floats(&case["window"]);
         let out = model.run(&window).unwrap();
         let want = case["score"].as_f64().unwrap();
         assert!(
@@ -136,12 +140,7 @@ fn the_forecaster_matches_onnxruntime_within_1e_5() {
     let f = forecast::Forecaster::load(&models()).unwrap();
     let n = f.metrics().len();
     for case in fixture["cases"].as_array().unwrap() {
-        let series: Vec<f32> = case["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let series = floats(&case["series"]);
         let window = series.len() / n;
         // Feed the series sample by sample, as the live agent does.
         let mut f = forecast::Forecaster::load(&models()).unwrap();
