@@ -277,15 +277,9 @@ impl Primary {
         if !final_epoch {
             checkpoint::remove_dir(&dir);
         }
-        let hashes = dumped
-            .manifest
-            .data_files()
-            .map(|f| (f.name, f.blake3))
-            .collect();
         st.acked = Some(Base {
             epoch,
             sigs: Arc::new(sent.sigs),
-            hashes,
             index: Arc::new(dumped.index),
         });
         Ok(EpochReport {

@@ -73,15 +73,12 @@ impl Index {
         self.entries.get(path)
     }
 
-    /// Wire names and hashes of its files, for deciding what the shadow already has.
-    pub fn hashes(&self) -> HashMap<String, [u8; 32]> {
-        self.entries
-            .values()
-            .filter_map(|k| match &k.entry.kind {
-                DataKind::File { blake3, .. } => Some((wire_name(&k.entry.path), *blake3)),
-                _ => None,
-            })
-            .collect()
+    /// The hash of the file at `path`, for deciding what the shadow already has.
+    pub fn file_hash(&self, path: &str) -> Option<[u8; 32]> {
+        match self.get(path)?.entry.kind {
+            DataKind::File { blake3, .. } => Some(blake3),
+            _ => None,
+        }
     }
 }
 

@@ -28,8 +28,6 @@ pub struct Base {
     pub epoch: u64,
     /// Page signature of each of its files (data files by wire name).
     pub sigs: Arc<HashMap<String, PageSignature>>,
-    /// Hash of each of its data files, by wire name.
-    pub hashes: HashMap<String, [u8; 32]>,
     /// Its data-directory entries, what the next capture compares with.
     pub index: Arc<Index>,
 }
@@ -175,16 +173,18 @@ pub async fn send_epoch(
             continue;
         };
         let name = wire_name(&d.path);
-        let base_name = origin.as_deref().map_or_else(|| name.clone(), wire_name);
+        let origin = origin.as_deref().unwrap_or(&d.path);
+        let base_name = wire_name(origin);
         let base_here = base.filter(|_| have_base);
-        if base_here.is_some_and(|b| b.hashes.get(&base_name) == Some(blake3)) {
+        let base_hash = base_here.and_then(|b| b.index.file_hash(origin));
+        if base_hash.as_ref() == Some(blake3) {
             // The shadow links it from its copy: nothing to send.
             if let Some(sig) = base_here.and_then(|b| b.sigs.get(&base_name)) {
                 sigs.insert(name, sig.clone());
             }
         } else if let Some(p) = dumped.patches.get(&name) {
             // Captured as the pages that differ from the base's file at `origin`.
-            if !base_here.is_some_and(|b| b.hashes.contains_key(&base_name)) {
+            if base_hash.is_none() {
                 return Err(format!(
                     "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
                     d.path
