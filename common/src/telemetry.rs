@@ -18,6 +18,7 @@ pub struct TelemetrySummary {
     /// Seconds since the host booted.
     pub uptime_secs: u64,
     /// The host's health as the agent's models see it, if the agent has an assessment.
+    #[serde(default)]
     pub health: Option<HealthReport>,
 }
 
@@ -37,6 +38,7 @@ pub struct HealthReport {
     /// Why the assessment is degraded or what limits it, if anything.
     pub note: Option<String>,
     /// Resource forecasts, when the forecaster has a full window.
+    #[serde(default)]
     pub forecasts: Vec<Forecast>,
 }
 

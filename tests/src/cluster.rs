@@ -349,6 +349,37 @@ warmup_samples = 3
         );
     }
 
+    /// Creates workload `name` on host-a, shadowed on host-b with an epoch every
+    /// `interval`, with data directory `logical`, running `argv`; it must succeed.
+    pub fn create_with_data_dir(&self, name: &str, interval: &str, logical: &Path, argv: &[&str]) {
+        let dir = logical.to_str().expect("UTF-8 path");
+        let mut args = vec![
+            name,
+            "--host",
+            "host-a",
+            "--shadow",
+            "host-b",
+            "--interval",
+            interval,
+            "--data-dir",
+            dir,
+            "--",
+        ];
+        args.extend_from_slice(argv);
+        self.create_workload(&args);
+    }
+
+    /// A cluster with its coordinator and every agent started and connected.
+    pub fn started(agents: &[&str]) -> Self {
+        let c = Self::new(agents);
+        c.start_coordinator();
+        for a in agents {
+            c.start_agent(a);
+        }
+        c.wait_connected(agents.len());
+        c
+    }
+
     /// Waits until `n` hosts are connected.
     pub fn wait_connected(&self, n: usize) {
         crate::wait::eventually("agents connected", Duration::from_secs(15), || {

@@ -12,12 +12,7 @@ use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
 fn started_cluster() -> Cluster {
-    let c = Cluster::new(&["host-a", "host-b"]);
-    c.start_coordinator();
-    c.start_agent("host-a");
-    c.start_agent("host-b");
-    c.wait_connected(2);
-    c
+    Cluster::started(&["host-a", "host-b"])
 }
 
 /// Creates the data directory `name` on `host`; returns its logical path.
@@ -56,23 +51,12 @@ fn an_append_only_file_has_no_gap_or_duplicate_after_migration_and_keeps_growing
     let c = started_cluster();
     let logical = data_dir(&c, "host-a", "log");
     let l = logical.to_str().unwrap();
-    c.create_workload(&[
+    c.create_with_data_dir(
         "appender",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "500ms",
-        "--data-dir",
-        l,
-        "--",
-        "/bin/sh",
-        "-c",
-        APPENDER,
-        "sh",
-        l,
-    ]);
+        &logical,
+        &["/bin/sh", "-c", APPENDER, "sh", l],
+    );
     let before = c.wait_for_epochs("appender", 2);
     let e = before.last_epoch.unwrap();
     assert!(
@@ -175,22 +159,12 @@ fn a_sqlite_database_keeps_every_acknowledged_transaction_across_migration() {
     let c = started_cluster();
     let logical = data_dir(&c, "host-a", "db");
     let l = logical.to_str().unwrap();
-    c.create_workload(&[
+    c.create_with_data_dir(
         "db",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "500ms",
-        "--data-dir",
-        l,
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        SQLITE_WRITER,
-        l,
-    ]);
+        &logical,
+        &["/usr/bin/python3", "-c", SQLITE_WRITER, l],
+    );
     c.wait_for_epochs("db", 2);
     migrate(&c, "db");
     let acked_on_a = numbers(&c.output_log("host-a", "db"));
@@ -259,21 +233,12 @@ fn deletes_renames_modes_owners_symlinks_and_empty_dirs_arrive_as_such() {
     std::fs::write(a.join("doomed"), b"delete me").unwrap();
     std::fs::write(a.join("old-name"), vec![7u8; 200_000]).unwrap();
     std::fs::write(a.join("private"), b"secret").unwrap();
-    c.create_workload(&[
+    c.create_with_data_dir(
         "files",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "500ms",
-        "--data-dir",
-        logical.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "while :; do sleep 1; done",
-    ]);
+        &logical,
+        &["/bin/sh", "-c", "while :; do sleep 1; done"],
+    );
     let first = c.wait_for_epochs("files", 2).epochs;
 
     std::fs::remove_file(a.join("doomed")).unwrap();
@@ -381,22 +346,12 @@ fn a_deleted_but_open_file_comes_back_open_with_its_content() {
     let c = started_cluster();
     let logical = data_dir(&c, "host-a", "ghost");
     let l = logical.to_str().unwrap();
-    c.create_workload(&[
+    c.create_with_data_dir(
         "ghost",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "500ms",
-        "--data-dir",
-        l,
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        DELETED_BUT_OPEN,
-        l,
-    ]);
+        &logical,
+        &["/usr/bin/python3", "-c", DELETED_BUT_OPEN, l],
+    );
     c.wait_for_epochs("ghost", 2);
     migrate(&c, "ghost");
     let on_b = eventually("host-b prints", Duration::from_secs(10), || {

@@ -94,21 +94,12 @@ fn disk_full_on_the_shadow_keeps_the_previous_epoch_and_recovers_when_space_retu
     // host-b keeps this workload's epochs on a small filesystem of their own.
     let store_fs = c.host_dir("host-b").join("data/workloads/full");
     let tmpfs = Tmpfs::mount(&store_fs, "40m");
-    c.create_workload(&[
+    c.create_with_data_dir(
         "full",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "500ms",
-        "--data-dir",
-        logical.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "while :; do sleep 1; done",
-    ]);
+        &logical,
+        &["/bin/sh", "-c", "while :; do sleep 1; done"],
+    );
     c.wait_for_epochs("full", 2);
 
     // Written beside the data directory and renamed in, so no epoch sees half of it.
@@ -185,21 +176,12 @@ fn an_unreadable_data_file_fails_the_epoch_loudly_and_commits_nothing() {
     std::fs::create_dir_all(a.join("sub")).unwrap();
     std::fs::write(a.join("readable"), b"fine").unwrap();
     std::fs::write(a.join("sub/locked-away"), b"secret").unwrap();
-    c.create_workload(&[
+    c.create_with_data_dir(
         "perm",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
         "300ms",
-        "--data-dir",
-        logical.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "while :; do sleep 1; done",
-    ]);
+        &logical,
+        &["/bin/sh", "-c", "while :; do sleep 1; done"],
+    );
     let why = eventually("epoch failure reported", Duration::from_secs(15), || {
         c.workload("perm")?
             .unprotected

@@ -23,10 +23,7 @@ fn schema_names() -> Vec<String> {
 #[test]
 fn the_agent_serves_every_schema_metric_or_says_why_not() {
     require_e2e!();
-    let c = Cluster::new(&["host-a"]);
-    c.start_coordinator();
-    c.start_agent("host-a");
-    c.wait_connected(1);
+    let c = Cluster::started(&["host-a"]);
     let addr = SocketAddr::from((c.host("host-a").addr, 7443));
     let names = schema_names();
     assert!(
@@ -63,10 +60,7 @@ fn the_agent_serves_every_schema_metric_or_says_why_not() {
 #[test]
 fn the_agent_reports_each_workloads_resource_use() {
     require_e2e!();
-    let c = Cluster::new(&["host-a"]);
-    c.start_coordinator();
-    c.start_agent("host-a");
-    c.wait_connected(1);
+    let c = Cluster::started(&["host-a"]);
     // 64 MiB resident, in a tree of two processes.
     c.create_workload(&[
         "hog",

@@ -14,12 +14,7 @@ const COUNTER: &str =
     "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
 
 fn started_cluster() -> Cluster {
-    let c = Cluster::new(&["host-a", "host-b"]);
-    c.start_coordinator();
-    c.start_agent("host-a");
-    c.start_agent("host-b");
-    c.wait_connected(2);
-    c
+    Cluster::started(&["host-a", "host-b"])
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use understudy_tests::wait::eventually;
 use understudy_tests::ChildGuard;
 
-use super::{started_cluster, Prober, PORT};
+use super::{echoing_workload, started_cluster, Prober, PORT};
 
 const FILE_MIB: usize = 4;
 const CHANGE_SHARE: f64 = 0.01;
@@ -21,35 +21,15 @@ const INTERVAL_S: f64 = 2.0;
 const RSYNC_PORT: u16 = 8730;
 
 fn workload_script() -> String {
-    format!(
-        r#"
-import os, random, select, socket, sys, time
-root = sys.argv[1]
-fds = [os.open(os.path.join(root, n), os.O_RDWR) for n in sorted(os.listdir(root))]
-size = os.fstat(fds[0]).st_size
-rate = size * len(fds) * {CHANGE_SHARE} / {INTERVAL_S}
-block = 65536
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", {PORT}))
-s.setblocking(False)
-last = time.monotonic()
-debt = 0.0
-while True:
-    r, _, _ = select.select([s], [], [], 0.01)
-    if r:
-        try:
-            while True:
-                data, addr = s.recvfrom(64)
-                s.sendto(data, addr)
-        except BlockingIOError:
-            pass
-    now = time.monotonic()
-    debt += (now - last) * rate
-    last = now
-    while debt >= block:
-        debt -= block
-        os.pwrite(random.choice(fds), os.urandom(block), random.randrange(size // block) * block)
-"#
+    echoing_workload(
+        &format!(
+            "root = sys.argv[1]\n\
+             fds = [os.open(os.path.join(root, n), os.O_RDWR) for n in sorted(os.listdir(root))]\n\
+             size = os.fstat(fds[0]).st_size\n\
+             rate = size * len(fds) * {CHANGE_SHARE} / {INTERVAL_S}"
+        ),
+        "65536",
+        "        os.pwrite(random.choice(fds), os.urandom(65536), random.randrange(size // 65536) * 65536)",
     )
 }
 

@@ -33,14 +33,14 @@ use understudy_tests::wait::eventually;
 const PORT: u16 = 9100;
 const DIRTY_SHARE_PER_SEC: f64 = 0.01;
 
-fn workload_script(mib: usize) -> String {
+/// A Python workload that answers UDP probes on PORT and, between them, does `work` (code
+/// indented by 8 spaces) once per `unit` of `rate` accrued; `setup` defines `rate` per second
+/// of wall time (so probes never change how much the workload changes).
+pub(crate) fn echoing_workload(setup: &str, unit: &str, work: &str) -> String {
     format!(
         r#"
-import os, random, select, socket, time
-size = {mib} * 1024 * 1024
-buf = bytearray(os.urandom(size))
-pages = size // 4096
-rate = pages * {DIRTY_SHARE_PER_SEC}  # pages dirtied per second, however often we wake up
+import os, random, select, socket, sys, time
+{setup}
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", {PORT}))
 s.setblocking(False)
@@ -58,12 +58,21 @@ while True:
     now = time.monotonic()
     debt += (now - last) * rate
     last = now
-    n = int(debt)
-    debt -= n
-    for _ in range(n):
-        p = random.randrange(pages) * 4096
-        buf[p] = (buf[p] + 1) % 256
+    while debt >= {unit}:
+        debt -= {unit}
+{work}
 "#
+    )
+}
+
+fn workload_script(mib: usize) -> String {
+    echoing_workload(
+        &format!(
+            "size = {mib} * 1024 * 1024\nbuf = bytearray(os.urandom(size))\npages = size // 4096\n\
+             rate = pages * {DIRTY_SHARE_PER_SEC}  # pages dirtied per second"
+        ),
+        "1",
+        "        p = random.randrange(pages) * 4096\n        buf[p] = (buf[p] + 1) % 256",
     )
 }
 
