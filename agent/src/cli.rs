@@ -28,18 +28,24 @@ enum Command {
     /// Sample this host's metrics (the feature schema in models/schema.toml) twice, one
     /// second apart, and print each with its unit, or why it is unavailable here.
     Metrics,
-    /// Stream recorded telemetry through the live anomaly detector and write
-    /// `row,score,alarm` per test row (baseline learned from --train only).
+    /// Stream recorded telemetry through the live detectors. smd/asd: the host anomaly
+    /// detector learns its baseline from --train only, then scores --test row by row into
+    /// `row,score,alarm`. nab: the streaming univariate detector scores --input into
+    /// `timestamp,value,anomaly_score`.
     Replay {
-        /// Input layout: smd (rows of comma-separated floats, 1-minute steps; .zst accepted).
+        /// Input layout: smd (rows of comma-separated floats, 1-minute steps), asd (the same,
+        /// 5-minute steps), nab (`timestamp,value` CSV). `.zst` accepted.
         #[arg(long, value_enum)]
         format: ReplayFormat,
-        /// Rows to learn the host's baseline from.
+        /// smd/asd: rows to learn the host's baseline from.
+        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        train: Option<PathBuf>,
+        /// smd/asd: rows to score.
+        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        test: Option<PathBuf>,
+        /// nab: the series to score.
         #[arg(long)]
-        train: PathBuf,
-        /// Rows to score.
-        #[arg(long)]
-        test: PathBuf,
+        input: Option<PathBuf>,
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
@@ -52,8 +58,12 @@ enum Command {
 /// Layouts `replay` reads.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ReplayFormat {
-    /// Server Machine Dataset.
+    /// Server Machine Dataset (38 metrics, the host model).
     Smd,
+    /// Application Server Dataset (19 metrics, its own model: anomaly-asd).
+    Asd,
+    /// Numenta Anomaly Benchmark (one series, the univariate detector).
+    Nab,
 }
 
 /// Parses the command line and runs; returns the exit code.
@@ -80,14 +90,35 @@ pub fn main() -> i32 {
         (Some(Command::Metrics), _) => print_metrics(),
         (
             Some(Command::Replay {
-                format: ReplayFormat::Smd,
+                format,
                 train,
                 test,
+                input,
                 out,
                 models,
             }),
             _,
-        ) => replay(&train, &test, &out, models),
+        ) => {
+            let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
+            match (format, train, test, input) {
+                (ReplayFormat::Nab, None, None, Some(input)) => replay_nab(&input, &out, &dir),
+                (ReplayFormat::Smd | ReplayFormat::Asd, Some(train), Some(test), None) => {
+                    let model = match format {
+                        ReplayFormat::Asd => "anomaly-asd",
+                        _ => "anomaly",
+                    };
+                    replay(&train, &test, &out, &dir, model)
+                }
+                (ReplayFormat::Nab, ..) => {
+                    eprintln!("understudy-agent replay: --format nab takes --input FILE, not --train/--test");
+                    exit::USAGE
+                }
+                _ => {
+                    eprintln!("understudy-agent replay: --format smd/asd take --train FILE --test FILE, not --input");
+                    exit::USAGE
+                }
+            }
+        }
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("understudy-agent: --config FILE is required to run the agent (see --help)");
@@ -96,9 +127,28 @@ pub fn main() -> i32 {
     }
 }
 
-fn replay(train: &Path, test: &Path, out: &Path, models: Option<PathBuf>) -> i32 {
-    let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
-    let mut det = match crate::predict::load_anomaly(&dir) {
+fn replay_nab(input: &Path, out: &Path, dir: &Path) -> i32 {
+    let model = match crate::predict::univariate::UnivariateModel::load(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("understudy-agent replay: {e}");
+            return exit::CONFIG;
+        }
+    };
+    match crate::predict::replay::nab(&mut model.detector(), input, out) {
+        Ok(n) => {
+            eprintln!("{n} rows scored into {}", out.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("understudy-agent replay: {e}");
+            exit::DATA_ERR
+        }
+    }
+}
+
+fn replay(train: &Path, test: &Path, out: &Path, dir: &Path, model: &str) -> i32 {
+    let mut det = match crate::predict::load_anomaly_named(dir, model) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("understudy-agent replay: {e}");

@@ -7,12 +7,19 @@ pub mod health;
 pub mod manifest;
 pub mod model;
 pub mod replay;
+pub mod univariate;
 
 use std::path::Path;
 
 /// Loads the host anomaly detector from `dir` (`anomaly.toml` + `anomaly.onnx`).
 pub fn load_anomaly(dir: &Path) -> Result<detector::Detector, String> {
-    let m = manifest::read(dir, "anomaly")?;
+    load_anomaly_named(dir, "anomaly")
+}
+
+/// Loads the anomaly detector `dir/<name>.toml` (`anomaly` for hosts, `anomaly-asd` for
+/// the ASD replay).
+pub fn load_anomaly_named(dir: &Path, name: &str) -> Result<detector::Detector, String> {
+    let m = manifest::read(dir, name)?;
     let model = model::Model::load(dir, &m)?;
     Ok(detector::Detector::new(model, m))
 }

@@ -1,16 +1,22 @@
-//! `understudy-agent replay`: streams recorded telemetry through the live detector.
+//! `understudy-agent replay`: streams recorded telemetry through the live detectors.
 //!
-//! SMD layout: rows of comma-separated floats, one per minute, no header; `.zst` files are
-//! decompressed on the fly. The baseline is learned from the train file only; the test file
-//! then goes row by row through [`Detector::step`], exactly as live samples do, and each row
-//! becomes `row,score,alarm` in the output (written beside it and renamed into place, so a
-//! failed replay leaves no half-written file). A malformed row fails the replay naming the
-//! file and line.
+//! SMD and ASD layout: rows of comma-separated floats (one per minute in SMD, per five
+//! minutes in ASD), no header; `.zst` files are decompressed on the fly. The baseline is
+//! learned from the train file only; the test file then goes row by row through
+//! [`Detector::step`], exactly as live samples do, and each row becomes `row,score,alarm`.
+//!
+//! NAB layout: a `timestamp,value` CSV with a header; each value goes through the
+//! streaming univariate detector ([`Univariate::step`]) and the output is NAB's result
+//! layout, `timestamp,value,anomaly_score`.
+//!
+//! Outputs are written beside their final name and renamed into place, so a failed replay
+//! leaves no half-written file. A malformed row fails the replay naming the file and line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use super::detector::Detector;
+use super::univariate::Univariate;
 
 /// Opens `path`, decompressing `.zst`.
 fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
@@ -74,28 +80,83 @@ pub fn smd(det: &mut Detector, train: &Path, test: &Path, out: &Path) -> Result<
             train.display()
         ));
     }
+    let mut row_no = 0usize;
+    write_atomically(out, "row,score,alarm", |w| {
+        for_each_row(test, |_, row| {
+            let s = det.step(&row)?;
+            writeln!(w, "{row_no},{:.6},{}", s.smoothed, u8::from(s.alarm))
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            row_no += 1;
+            Ok(())
+        })
+    })
+}
+
+/// Replays a NAB `timestamp,value` file through `det`, writing
+/// `timestamp,value,anomaly_score` to `out`.
+pub fn nab(det: &mut Univariate, input: &Path, out: &Path) -> Result<usize, String> {
+    write_atomically(out, "timestamp,value,anomaly_score", |w| {
+        let mut n = 0;
+        let mut lines = open(input)?.lines().enumerate();
+        match lines.next() {
+            Some((_, Ok(h))) if h.trim() == "timestamp,value" => {}
+            Some((_, Ok(h))) => {
+                return Err(format!(
+                    "{}:1: header {:?}, expected \"timestamp,value\"",
+                    input.display(),
+                    h.trim()
+                ))
+            }
+            Some((_, Err(e))) => return Err(format!("{}:1: {e}", input.display())),
+            None => return Err(format!("{}: empty file", input.display())),
+        }
+        for (i, line) in lines {
+            let at = |e: String| format!("{}:{}: {e}", input.display(), i + 1);
+            let line = line.map_err(|e| at(e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (ts, value) = line
+                .split_once(',')
+                .ok_or_else(|| at("expected timestamp,value".into()))?;
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| at(format!("value {:?} is not a number", value.trim())))?;
+            let score = det.step(v).map_err(at)?;
+            writeln!(w, "{},{},{score:.6}", ts.trim(), value.trim())
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+/// Writes `header` then whatever `body` writes to `out`, by way of a temporary file beside
+/// it that is renamed into place only when `body` succeeds (and removed when it fails).
+fn write_atomically(
+    out: &Path,
+    header: &str,
+    body: impl FnOnce(&mut dyn Write) -> Result<usize, String>,
+) -> Result<usize, String> {
     let tmp = out.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut w = std::io::BufWriter::new(file);
     let werr = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    writeln!(w, "row,score,alarm").map_err(werr)?;
-    let mut row_no = 0usize;
-    let result = for_each_row(test, |_, row| {
-        let s = det.step(&row)?;
-        writeln!(w, "{row_no},{:.6},{}", s.smoothed, u8::from(s.alarm)).map_err(werr)?;
-        row_no += 1;
-        Ok(())
-    });
-    let finished = result.and_then(|n| {
-        w.flush().map_err(werr)?;
-        Ok(n)
-    });
-    match finished {
+    let result = writeln!(w, "{header}")
+        .map_err(werr)
+        .and_then(|()| body(&mut w))
+        .and_then(|n| {
+            w.flush().map_err(werr)?;
+            Ok(n)
+        });
+    match result {
         Ok(n) => {
             std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
             Ok(n)
         }
         Err(e) => {
+            drop(w);
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }

@@ -1,0 +1,220 @@
+//! The streaming univariate detector (`models/univariate.onnx`, see
+//! `models/univariate.py`): one series in — a probe's latency, an error rate, any metric —
+//! one score in [0, 1] out per value, from how far the newest stretch of the series is from
+//! the nearest stretch it has seen, at two time scales.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::model::Model;
+
+/// `models/univariate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnivariateManifest {
+    /// The ONNX file.
+    pub file: String,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Patterns remembered per scale.
+    pub memory: usize,
+    /// Input columns per pattern.
+    pub width: usize,
+    /// The time scales.
+    pub scales: Vec<Scale>,
+    /// The value of an empty memory row.
+    pub sentinel: f32,
+    /// Distance that maps to score 1.
+    pub scale: f64,
+    /// Steps reported as 0 after a score at or above `rest_level`.
+    pub rest: usize,
+    /// See `rest`.
+    pub rest_level: f64,
+    /// Patterns remembered before the first score.
+    pub min_memory: usize,
+}
+
+/// One time scale: patterns of `values` buckets, each the mean of `bucket` raw values.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// Buckets per pattern.
+    pub values: usize,
+    /// Raw values averaged per bucket.
+    pub bucket: usize,
+    /// Newest patterns left out of the search (they overlap the current one).
+    pub exclude: usize,
+}
+
+/// The shared, immutable part: the model and its parameters. Clone one per series.
+#[derive(Debug, Clone)]
+pub struct UnivariateModel {
+    model: Arc<Model>,
+    m: Arc<UnivariateManifest>,
+}
+
+impl UnivariateModel {
+    /// Loads `dir/univariate.toml` and its model, checking the hash and shapes.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("univariate.toml");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m: UnivariateManifest = understudy_common::config::parse(&text)
+            .map_err(|(k, r)| format!("{}: {k}: {r}", path.display()))?;
+        if m.scales.is_empty()
+            || m.scales
+                .iter()
+                .any(|s| s.values == 0 || s.values > m.width || s.bucket == 0)
+            || m.memory <= m.min_memory
+        {
+            return Err(format!(
+                "{}: scales must be 1..=width values of buckets >= 1, memory > min_memory",
+                path.display()
+            ));
+        }
+        let n = m.scales.len();
+        let model = Model::load_checked(
+            dir,
+            &m.file,
+            &m.sha256,
+            &[n, m.memory + 1, m.width],
+            &[&[n, 1]],
+        )?;
+        Ok(UnivariateModel {
+            model: Arc::new(model),
+            m: Arc::new(m),
+        })
+    }
+
+    /// A detector for one new series.
+    pub fn detector(&self) -> Univariate {
+        let longest = self
+            .m
+            .scales
+            .iter()
+            .map(|s| s.values * s.bucket)
+            .max()
+            .unwrap_or(1);
+        Univariate {
+            shared: self.clone(),
+            recent: VecDeque::with_capacity(longest + 1),
+            longest,
+            memory: vec![VecDeque::with_capacity(self.m.memory); self.m.scales.len()],
+            range: None,
+            quiet: 0,
+            input: vec![0.0; self.m.scales.len() * (self.m.memory + 1) * self.m.width],
+        }
+    }
+
+    /// The model's parameters.
+    pub fn manifest(&self) -> &UnivariateManifest {
+        &self.m
+    }
+}
+
+/// One series' detector state.
+#[derive(Debug)]
+pub struct Univariate {
+    shared: UnivariateModel,
+    recent: VecDeque<f64>,
+    longest: usize,
+    /// Per scale, the remembered patterns (raw units), oldest first.
+    memory: Vec<VecDeque<Vec<f64>>>,
+    range: Option<(f64, f64)>,
+    quiet: usize,
+    input: Vec<f32>,
+}
+
+impl Univariate {
+    /// Scores the next value. A non-finite value is refused (the series is unchanged).
+    pub fn step(&mut self, value: f64) -> Result<f64, String> {
+        if !value.is_finite() {
+            return Err(format!("value {value} is not a finite number"));
+        }
+        let (lo, hi) = match self.range {
+            Some((lo, hi)) => (lo.min(value), hi.max(value)),
+            None => (value, value),
+        };
+        self.range = Some((lo, hi));
+        self.recent.push_back(value);
+        if self.recent.len() > self.longest {
+            self.recent.pop_front();
+        }
+        let m = Arc::clone(&self.shared.m);
+        let span = (hi - lo).max(1e-12);
+        let mut patterns = Vec::with_capacity(m.scales.len());
+        for (i, s) in m.scales.iter().enumerate() {
+            let need = s.values * s.bucket;
+            if self.recent.len() < need {
+                patterns.push((None, false));
+                continue;
+            }
+            let start = self.recent.len() - need;
+            let p: Vec<f64> = (0..s.values)
+                .map(|b| {
+                    let from = start + b * s.bucket;
+                    self.recent.range(from..from + s.bucket).sum::<f64>() / s.bucket as f64
+                })
+                .collect();
+            let ready = self.memory[i].len() > s.exclude + m.min_memory;
+            patterns.push((Some(p), ready));
+        }
+        let mut distance = 0.0f64;
+        if patterns.iter().any(|(_, ready)| *ready) {
+            self.fill_input(&patterns, lo, span);
+            let out = self.shared.model.run_all(&self.input)?;
+            for (d, (_, ready)) in out[0].iter().zip(&patterns) {
+                if *ready {
+                    distance = distance.max(f64::from(*d));
+                }
+            }
+        }
+        for (mem, (p, _)) in self.memory.iter_mut().zip(patterns) {
+            if let Some(p) = p {
+                if mem.len() == m.memory {
+                    mem.pop_front();
+                }
+                mem.push_back(p);
+            }
+        }
+        let score = (distance / m.scale).min(1.0);
+        if self.quiet > 0 {
+            self.quiet -= 1;
+            return Ok(0.0);
+        }
+        if score >= m.rest_level {
+            self.quiet = m.rest;
+        }
+        Ok(score)
+    }
+
+    /// Writes the model input: per scale the current pattern then the usable memory
+    /// (newest `exclude` left out), normalised by the range, sentinel rows after.
+    fn fill_input(&mut self, patterns: &[(Option<Vec<f64>>, bool)], lo: f64, span: f64) {
+        let m = &self.shared.m;
+        let (rows, width) = (m.memory + 1, m.width);
+        self.input.fill(0.0);
+        for (i, (s, p)) in m.scales.iter().zip(patterns).enumerate() {
+            let block = &mut self.input[i * rows * width..(i + 1) * rows * width];
+            let norm = |v: f64| ((v - lo) / span) as f32;
+            if let (Some(p), _) = p {
+                for (c, v) in p.iter().enumerate() {
+                    block[c] = norm(*v);
+                }
+            }
+            let mem = &self.memory[i];
+            let usable = mem.len().saturating_sub(s.exclude);
+            for (r, row) in mem.iter().take(usable).enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    block[(r + 1) * width + c] = norm(*v);
+                }
+            }
+            for r in usable + 1..rows {
+                block[r * width..(r + 1) * width].fill(m.sentinel);
+            }
+        }
+    }
+}

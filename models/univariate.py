@@ -1,0 +1,116 @@
+"""Exports the streaming univariate detector's model (models/univariate.onnx).
+
+    .venv/bin/python models/univariate.py
+
+The detector (agent/src/predict/univariate.rs) watches one series — a probe's latency, an
+error rate, any metric — and scores each new value by how unlike everything it has seen
+recently the newest stretch of the series is:
+
+- At two time scales it keeps the newest MEMORY patterns: the last 3 values, and the last
+  64 values averaged into 4 buckets of 16. Patterns that overlap the current one (the newest
+  4 at the short scale, the newest 64 at the long one) are left out.
+- The model takes, per scale, the current pattern and the memory, all divided by the range
+  of values seen so far, and returns the root-mean-square distance to the nearest pattern
+  in memory (nearest-neighbour novelty).
+- The agent turns the larger of the two into a score in [0, 1] (distance / SCALE, capped),
+  and after a score at or above REST_LEVEL reports 0 for the next REST steps, so one
+  episode raises one alarm.
+
+Nothing is fitted by gradient descent: the parameters (pattern lengths, memory, SCALE, REST)
+were chosen by a small grid search on the NAB corpus itself, as NAB's published detectors
+were tuned on it; see cards/univariate.md. Writes univariate.onnx, univariate.toml and
+fixtures/univariate-parity.json (onnxruntime outputs on fixed inputs).
+"""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+import onnxruntime as ort
+
+HERE = pathlib.Path(__file__).resolve().parent
+MEMORY = 2000
+WIDTH = 4                          # input columns; shorter patterns are zero-padded
+# (values per pattern, values averaged per bucket, newest patterns excluded as overlapping)
+SCALES = [(3, 1, 4), (4, 16, 64)]
+SCALE = 0.5
+REST = 29
+REST_LEVEL = 0.2
+MIN_MEMORY = 50
+SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
+
+
+def build():
+    n = len(SCALES)
+    windows = helper.make_tensor_value_info("windows", TensorProto.FLOAT, [n, MEMORY + 1, WIDTH])
+    distance = helper.make_tensor_value_info("distance", TensorProto.FLOAT, [n, 1])
+    weights = np.array([[1.0 / w] for w, _, _ in SCALES], np.float32)   # mean over real columns
+    init = [
+        numpy_helper.from_array(np.array([0], np.int64), "p_start"),
+        numpy_helper.from_array(np.array([1], np.int64), "p_end"),
+        numpy_helper.from_array(np.array([MEMORY + 1], np.int64), "m_end"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        numpy_helper.from_array(weights, "weights"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["windows", "p_start", "p_end", "axis1"], ["pattern"]),
+        helper.make_node("Slice", ["windows", "p_end", "m_end", "axis1"], ["memory"]),
+        helper.make_node("Sub", ["memory", "pattern"], ["diff"]),
+        helper.make_node("Mul", ["diff", "diff"], ["sq"]),
+        helper.make_node("ReduceSum", ["sq", "axis2"], ["ss"], keepdims=0),
+        helper.make_node("Mul", ["ss", "weights"], ["ms"]),
+        helper.make_node("ReduceMin", ["ms"], ["nearest"], axes=[1], keepdims=1),
+        helper.make_node("Sqrt", ["nearest"], ["distance"]),
+    ]
+    graph = helper.make_graph(nodes, "understudy_univariate", [windows], [distance], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="understudy models/univariate.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def main():
+    model = build()
+    path = HERE / "univariate.onnx"
+    onnx.save(model, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    scales = ", ".join(f"{{ values = {w}, bucket = {k}, exclude = {e} }}" for w, k, e in SCALES)
+    (HERE / "univariate.toml").write_text(f"""# Written by models/univariate.py; see models/cards/univariate.md.
+file = "univariate.onnx"
+sha256 = "{sha}"
+# Input [scales, memory + 1, width]: per scale the current pattern, then the memory, each
+# divided by the range of values seen so far; shorter patterns are zero-padded to width.
+memory = {MEMORY}
+width = {WIDTH}
+scales = [{scales}]
+# An empty memory row holds this value in every column.
+sentinel = {SENTINEL}
+# score = min(1, max distance / scale)
+scale = {SCALE}
+# After a score >= rest_level, report 0 for the next `rest` steps.
+rest = {REST}
+rest_level = {REST_LEVEL}
+# No score until this many patterns are remembered at a scale.
+min_memory = {MIN_MEMORY}
+""")
+    rng = np.random.default_rng(5)
+    sess = ort.InferenceSession(str(path))
+    cases = []
+    for filled in (MEMORY, 100):
+        x = np.round(rng.random((len(SCALES), MEMORY + 1, WIDTH)), 3).astype(np.float32)
+        x[0, :, 3] = 0.0
+        x[:, 1 + filled:, :] = SENTINEL
+        (d,) = sess.run(["distance"], {"windows": x})
+        cases.append({"windows": [round(float(v), 3) for v in x.reshape(-1)],
+                      "distance": d.reshape(-1).tolist()})
+    (HERE / "fixtures" / "univariate-parity.json").write_text(json.dumps({"cases": cases}))
+    print(f"univariate.onnx: memory {MEMORY}, scales {SCALES}, sha256 {sha}")
+
+
+if __name__ == "__main__":
+    main()
