@@ -47,13 +47,13 @@ def false_alarms_per_day(flags, rows_per_day=1440):
     return len(events(flags)) / max(len(flags) / rows_per_day, 1e-9)
 
 
-def pick_threshold(smoothed_per_machine, target_fa_per_day=0.5):
+def pick_threshold(smoothed_per_machine, target_fa_per_day=0.5, rows_per_day=1440):
     """Smallest threshold (over a grid of high quantiles of the pooled train scores) whose
     alarm events on the train data stay at or under target per machine-day."""
     pooled = np.concatenate(smoothed_per_machine)
     for q in [0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 0.99995, 1.0]:
         t = float(np.quantile(pooled, q))
-        days = sum(len(s) for s in smoothed_per_machine) / 1440
+        days = sum(len(s) for s in smoothed_per_machine) / rows_per_day
         fa = sum(len(events(s > t)) for s in smoothed_per_machine) / days
         if fa <= target_fa_per_day:
             return t, q, fa

@@ -1,19 +1,27 @@
-"""Evaluates the host anomaly model on SMD's test halves, beside two baselines run the same way.
+"""Evaluates the shipped models through the agent's replay, beside baselines run the same way.
 
-    .venv/bin/python models/evaluate.py [--agent target/release/understudy-agent]
+    .venv/bin/python models/evaluate.py [smd|asd|nab|all] [--agent target/release/understudy-agent]
 
-Ours: `understudy-agent replay --format smd` for each machine (baseline learned from the
-train half only, then the test half streamed row by row through the agent's live code
-path), its alarms read back from the CSV. Baselines, scored in Python with the same
+smd / asd — the host anomaly model (anomaly-asd for ASD). Ours: `understudy-agent replay
+--format smd|asd` for each machine (baseline learned from the train part only, then the
+test part streamed row by row through the agent's live code path), its alarms read back
+from the CSV. Baselines, scored in Python with the same
 normalisation, smoothing and threshold rule (threshold picked on the train halves only):
 PCA reconstruction error (10 components fitted per machine on its train half), and random
 scores. Reported per detector: event recall (a labelled segment counts as found if any of
 its rows alarms; no point-adjust), false alarm events per machine-day (alarm events that
 touch no labelled segment), and point-wise precision, recall and F1.
+
+nab — the streaming univariate detector. `understudy-agent replay --format nab` over every
+corpus file, scored by models/nab.py (NAB's published scoring: windows, sigmoid, profiles,
+probationary period, one threshold per profile optimised over the corpus, normalisation
+against the null and perfect detectors), printed beside NAB's published scores for other
+detectors (reference/final_results.json, computed by NAB with the same rules).
 """
 
 import argparse
 import csv
+import json
 import pathlib
 import subprocess
 import tempfile
@@ -21,7 +29,8 @@ import tempfile
 import numpy as np
 
 import detector
-import smd
+import datasets
+import nab
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -39,12 +48,12 @@ def _runs(labels):
     return out
 
 
-def metrics(alarm, labels):
+def metrics(alarm, labels, rows_per_day):
     segs = _runs(labels)
     found = sum(1 for s, e in segs if alarm[s:e + 1].any())
     evs = detector.events(alarm)
     false = sum(1 for s, e in evs if not labels[s:e + 1].any())
-    days = len(labels) / 1440
+    days = len(labels) / rows_per_day
     tp = int((alarm & (labels == 1)).sum())
     fp = int((alarm & (labels == 0)).sum())
     fn = int((~alarm & (labels == 1)).sum())
@@ -76,44 +85,87 @@ def pca_scores(train_z, test_z, k=10):
     return score(train_z), score(test_z)
 
 
-def ours(agent, machine, out_dir):
+def ours(agent, ds, machine, out_dir):
     out = out_dir / f"{machine}.csv"
-    subprocess.run([agent, "replay", "--format", "smd", "--train", smd.path(machine, "train"),
-                    "--test", smd.path(machine, "test"), "--out", out], check=True)
+    subprocess.run([agent, "replay", "--format", ds, "--train", datasets.path(machine, "train", ds),
+                    "--test", datasets.path(machine, "test", ds), "--out", out], check=True,
+                   stderr=subprocess.DEVNULL)
     with open(out) as f:
         rows = list(csv.DictReader(f))
     return np.array([int(r["alarm"]) for r in rows], dtype=bool)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--agent", default=str(HERE.parent / "target" / "release" / "understudy-agent"))
-    args = ap.parse_args()
-    machines = smd.machines()
+def multivariate(agent, ds):
+    per_day = datasets.ROWS_PER_DAY[ds]
+    machines = datasets.machines(ds)
     data = {}
     for m in machines:
-        tr, te = smd.load(m, "train"), smd.load(m, "test")
+        tr, te = datasets.load(m, "train", ds), datasets.load(m, "test", ds)
         mu, sd = detector.baseline(tr)
-        data[m] = (detector.normalise(tr, mu, sd), detector.normalise(te, mu, sd), smd.labels(m))
+        data[m] = (detector.normalise(tr, mu, sd), detector.normalise(te, mu, sd), datasets.labels(m, ds))
     results = {"ours": [], "PCA (10 components)": [], "random": []}
     rng = np.random.default_rng(1)
     pca = {m: pca_scores(tz, sz) for m, (tz, sz, _) in data.items()}
-    t_pca, _, _ = detector.pick_threshold([detector.smooth(pca[m][0]) for m in machines])
+    t_pca, _, _ = detector.pick_threshold([detector.smooth(pca[m][0]) for m in machines], rows_per_day=per_day)
     rnd = {m: (rng.random(len(tz)), rng.random(len(sz))) for m, (tz, sz, _) in data.items()}
-    t_rnd, _, _ = detector.pick_threshold([detector.smooth(rnd[m][0]) for m in machines])
+    t_rnd, _, _ = detector.pick_threshold([detector.smooth(rnd[m][0]) for m in machines], rows_per_day=per_day)
     with tempfile.TemporaryDirectory() as d:
         for m in machines:
             _, _, lab = data[m]
-            results["ours"].append(metrics(ours(args.agent, m, pathlib.Path(d)), lab))
-            results["PCA (10 components)"].append(metrics(detector.smooth(pca[m][1]) > t_pca, lab))
-            results["random"].append(metrics(detector.smooth(rnd[m][1]) > t_rnd, lab))
-    print(f"SMD, {len(machines)} machines, test halves ({sum(len(data[m][2]) for m in machines)} rows, "
-          f"{sum(len(data[m][2]) for m in machines) / 1440:.1f} machine-days)")
+            results["ours"].append(metrics(ours(agent, ds, m, pathlib.Path(d)), lab, per_day))
+            results["PCA (10 components)"].append(metrics(detector.smooth(pca[m][1]) > t_pca, lab, per_day))
+            results["random"].append(metrics(detector.smooth(rnd[m][1]) > t_rnd, lab, per_day))
+    rows = sum(len(data[m][2]) for m in machines)
+    print(f"{ds.upper()}, {len(machines)} machines, test parts ({rows} rows, {rows / per_day:.1f} machine-days)")
     print()
     print("| detector | events found | false alarms / machine-day | point precision | point recall | point F1 |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         print(summarise(name, rows))
+    print()
+
+
+def univariate(agent):
+    corpus = nab.CORPUS
+    with tempfile.TemporaryDirectory() as d:
+        out_dir = pathlib.Path(d)
+        jobs = []
+        for rel in nab.files(corpus):
+            out = out_dir / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            jobs.append(subprocess.Popen([agent, "replay", "--format", "nab", "--input", corpus / "data" / rel,
+                                          "--out", out], stderr=subprocess.DEVNULL))
+            if len(jobs) >= 2:
+                if jobs.pop(0).wait() != 0:
+                    raise SystemExit("replay failed")
+        for j in jobs:
+            if j.wait() != 0:
+                raise SystemExit("replay failed")
+        scores = nab.normalised(nab.read_results(out_dir, corpus), corpus)
+    with open(corpus / "reference" / "final_results.json") as f:
+        published = json.load(f)
+    print(f"NAB v1.1, {len(nab.files(corpus))} files (scored by models/nab.py; others: NAB's published scores)")
+    print()
+    print("| detector | standard | reward low FP | reward low FN |")
+    print("|---|---:|---:|---:|")
+    rows = [("**ours (univariate.onnx)**", [scores[p][0] for p in nab.PROFILES])]
+    rows += [(k, [v[p] for p in nab.PROFILES]) for k, v in published.items()]
+    for name, vals in sorted(rows, key=lambda r: -r[1][0]):
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", nargs="?", default="all", choices=["smd", "asd", "nab", "all"])
+    ap.add_argument("--agent", default=str(HERE.parent / "target" / "release" / "understudy-agent"))
+    args = ap.parse_args()
+    if args.what in ("smd", "all"):
+        multivariate(args.agent, "smd")
+    if args.what in ("asd", "all"):
+        multivariate(args.agent, "asd")
+    if args.what in ("nab", "all"):
+        univariate(args.agent)
 
 
 if __name__ == "__main__":

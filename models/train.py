@@ -1,4 +1,5 @@
-"""Trains the multivariate host anomaly model on SMD's train halves and exports it.
+"""Trains the multivariate host anomaly model on SMD's train halves and exports it; then the
+same recipe on ASD's train parts for the ASD replay.
 
     python3 -m venv .venv && .venv/bin/pip install -r models/requirements.txt
     .venv/bin/python models/train.py
@@ -13,7 +14,8 @@ model serves every host). Errors are clipped and squared; the score is their mea
 features, and the per-feature terms are the "top contributing metrics".
 Writes models/anomaly.onnx, models/anomaly.toml (SHA-256, shapes, threshold and the
 detector parameters) and models/fixtures/anomaly-parity.json (onnxruntime outputs on fixed
-inputs, which the agent's tests compare tract against).
+inputs, which the agent's tests compare tract against). ASD's 19 metrics are unnamed, so its
+model (anomaly-asd.onnx/.toml) serves `understudy-agent replay --format asd` only.
 """
 
 import hashlib
@@ -27,14 +29,13 @@ import onnxruntime as ort
 
 import detector
 import features
-import smd
+import datasets
 
 HERE = pathlib.Path(__file__).resolve().parent
 LAGS = 4
 COMPONENTS = 10
 RIDGE = 1.0
 RESIDUAL_CLIP = 10.0
-N_FEATURES = 38
 
 
 def lagged(z):
@@ -45,6 +46,7 @@ def lagged(z):
 
 
 def fit(trains):
+    N_FEATURES = trains[0].shape[1]
     xtx = np.zeros((LAGS * N_FEATURES + 1,) * 2)
     xty = np.zeros((LAGS * N_FEATURES + 1, N_FEATURES))
     for z in trains:
@@ -59,6 +61,7 @@ def fit(trains):
 
 
 def fit_subspace(trains):
+    N_FEATURES = trains[0].shape[1]
     z = np.concatenate(trains)
     _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
     v = vt[:COMPONENTS].T
@@ -76,6 +79,7 @@ def scores(z, w, b, p):
 
 
 def export(w, b, p, path):
+    N_FEATURES = p.shape[0]
     window = helper.make_tensor_value_info("window", TensorProto.FLOAT, [1, LAGS + 1, N_FEATURES])
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])
     contrib = helper.make_tensor_value_info("contrib", TensorProto.FLOAT, [1, N_FEATURES])
@@ -117,28 +121,27 @@ def export(w, b, p, path):
     onnx.save(model, path)
 
 
-def main():
-    schema = features.load()
-    assert [m.get("smd_column") for m in schema["metric"][:N_FEATURES]] == list(range(1, 39))
-    machines = smd.machines()
+def train(ds, name, rows_per_day, describe):
+    machines = datasets.machines(ds)
     trains = []
     for m in machines:
-        x = smd.load(m, "train")
+        x = datasets.load(m, "train", ds)
         mu, sd = detector.baseline(x)
         trains.append(detector.normalise(x, mu, sd))
+    n_features = trains[0].shape[1]
     w, b = fit(trains)
     p = fit_subspace(trains)
     smoothed = [detector.smooth(scores(z, w, b, p)) for z in trains]
-    threshold, q, fa = detector.pick_threshold(smoothed)
-    onnx_path = HERE / "anomaly.onnx"
+    threshold, q, fa = detector.pick_threshold(smoothed, rows_per_day=rows_per_day)
+    onnx_path = HERE / f"{name}.onnx"
     export(w, b, p, onnx_path)
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    (HERE / "anomaly.toml").write_text(f"""# Written by models/train.py; see models/cards/anomaly.md.
-file = "anomaly.onnx"
+    (HERE / f"{name}.toml").write_text(f"""# Written by models/train.py; see models/cards/anomaly.md.
+file = "{name}.onnx"
 sha256 = "{sha}"
-# Input: LAGS + 1 normalised samples of the schema's first 38 metrics (the SMD columns).
-input_shape = [1, {LAGS + 1}, {N_FEATURES}]
-features = {N_FEATURES}
+# Input: LAGS + 1 normalised samples of {describe}.
+input_shape = [1, {LAGS + 1}, {n_features}]
+features = {n_features}
 outputs = ["score", "contrib"]
 # Alarm when the smoothed score exceeds this (train quantile {q}: {fa:.2f} alarm events per
 # machine-day on the train halves).
@@ -150,16 +153,23 @@ merge_gap = {detector.MERGE_GAP}
 """)
     # Parity fixture: onnxruntime's outputs on fixed inputs.
     rng = np.random.default_rng(7)
-    inputs = (rng.standard_normal((8, 1, LAGS + 1, N_FEATURES)) * 3).astype(np.float32)
+    inputs = (rng.standard_normal((8, 1, LAGS + 1, n_features)) * 3).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path))
     cases = []
     for x in inputs:
         s, c = sess.run(["score", "contrib"], {"window": x})
         cases.append({"window": x.reshape(-1).tolist(), "score": float(s[0, 0]), "contrib": c.reshape(-1).tolist()})
     (HERE / "fixtures").mkdir(exist_ok=True)
-    (HERE / "fixtures" / "anomaly-parity.json").write_text(json.dumps({"cases": cases}))
-    print(f"trained on {len(machines)} machines ({sum(len(z) for z in trains)} rows); "
+    (HERE / "fixtures" / f"{name}-parity.json").write_text(json.dumps({"cases": cases}))
+    print(f"{name}: trained on {len(machines)} {ds.upper()} machines ({sum(len(z) for z in trains)} rows); "
           f"threshold {threshold:.4f} (train quantile {q}, {fa:.2f} alarm events/machine-day on train); sha256 {sha}")
+
+
+def main():
+    schema = features.load()
+    assert [m.get("smd_column") for m in schema["metric"][:38]] == list(range(1, 39))
+    train("smd", "anomaly", datasets.ROWS_PER_DAY["smd"], "the schema's first 38 metrics (the SMD columns)")
+    train("asd", "anomaly-asd", datasets.ROWS_PER_DAY["asd"], "ASD's 19 (unnamed) metrics")
 
 
 if __name__ == "__main__":

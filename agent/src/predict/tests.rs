@@ -19,9 +19,16 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 
 #[test]
 fn tract_matches_onnxruntime_on_the_fixtures_within_1e_5() {
-    let m = manifest::read(&models(), "anomaly").unwrap();
+    for name in ["anomaly", "anomaly-asd"] {
+        anomaly_parity(name);
+    }
+}
+
+fn anomaly_parity(name: &str) {
+    let m = manifest::read(&models(), name).unwrap();
     let model = model::Model::load(&models(), &m).unwrap();
-    let text = std::fs::read_to_string(models().join("fixtures/anomaly-parity.json")).unwrap();
+    let text =
+        std::fs::read_to_string(models().join(format!("fixtures/{name}-parity.json"))).unwrap();
     let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = fixture["cases"].as_array().unwrap();
     assert!(!cases.is_empty());

@@ -113,6 +113,11 @@ impl UnivariateModel {
     pub fn manifest(&self) -> &UnivariateManifest {
         &self.m
     }
+
+    /// The model's nearest-pattern distance per scale for a prepared input.
+    pub fn distances(&self, input: &[f32]) -> Result<Vec<f32>, String> {
+        Ok(self.model.run_all(input)?.remove(0))
+    }
 }
 
 /// One series' detector state.
@@ -218,3 +223,7 @@ impl Univariate {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "univariate_tests.rs"]
+mod tests;

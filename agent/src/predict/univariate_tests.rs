@@ -1,0 +1,143 @@
+//! The univariate detector against onnxruntime, on series with a known break, and its
+//! replay in NAB's layout.
+
+use super::*;
+use crate::predict::{manifest, replay};
+
+fn model() -> UnivariateModel {
+    UnivariateModel::load(&manifest::default_dir()).unwrap()
+}
+
+/// A noisy daily-like wave: `period` steps, amplitude 10 around 50, noise ±1.
+fn wave(n: usize, period: f64, seed: u64) -> Vec<f64> {
+    let mut x = seed;
+    (0..n)
+        .map(|t| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise = (x % 2001) as f64 / 1000.0 - 1.0;
+            50.0 + 10.0 * (t as f64 * std::f64::consts::TAU / period).sin() + noise
+        })
+        .collect()
+}
+
+#[test]
+fn the_distance_model_matches_onnxruntime_within_1e_5() {
+    let text =
+        std::fs::read_to_string(manifest::default_dir().join("fixtures/univariate-parity.json"))
+            .unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = model();
+    for case in fixture["cases"].as_array().unwrap() {
+        let input: Vec<f32> = case["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let got = m.distances(&input).unwrap();
+        for (g, want) in got.iter().zip(case["distance"].as_array().unwrap()) {
+            let want = want.as_f64().unwrap();
+            assert!(
+                (f64::from(*g) - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{g} vs onnxruntime {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_level_shift_alarms_at_once_and_the_steady_wave_before_it_does_not() {
+    let m = model();
+    let level = m.manifest().rest_level;
+    let mut det = m.detector();
+    let mut series = wave(1500, 96.0, 7);
+    for v in &mut series[1200..] {
+        *v += 25.0;
+    }
+    let scores: Vec<f64> = series.iter().map(|v| det.step(*v).unwrap()).collect();
+    let before: Vec<usize> = (400..1200).filter(|t| scores[*t] >= level).collect();
+    assert!(before.is_empty(), "no alarm on the steady wave: {before:?}");
+    let first = (1200..1500).find(|t| scores[*t] >= level);
+    assert!(
+        first.is_some_and(|t| t <= 1202),
+        "the shift at 1200 alarms within 2 steps: {first:?}"
+    );
+    let again: Vec<usize> = (1201..1200 + m.manifest().rest)
+        .filter(|t| scores[*t] > 0.0)
+        .collect();
+    assert!(again.is_empty(), "one alarm per episode: {again:?}");
+}
+
+#[test]
+fn a_non_finite_value_is_refused_and_changes_nothing() {
+    let m = model();
+    let (mut a, mut b) = (m.detector(), m.detector());
+    let series = wave(300, 50.0, 3);
+    for (t, v) in series.iter().enumerate() {
+        if t == 150 {
+            let e = a.step(f64::NAN).unwrap_err();
+            assert!(e.contains("NaN"), "{e}");
+            assert!(a.step(f64::INFINITY).is_err());
+        }
+        assert_eq!(a.step(*v).unwrap(), b.step(*v).unwrap());
+    }
+}
+
+fn nab_file(dir: &std::path::Path, values: &[f64]) -> std::path::PathBuf {
+    let mut text = String::from("timestamp,value\n");
+    for (i, v) in values.iter().enumerate() {
+        text.push_str(&format!(
+            "2024-01-{:02} {:02}:{:02}:00,{v:.3}\n",
+            1 + i / 1440,
+            i / 60 % 24,
+            i % 60
+        ));
+    }
+    let path = dir.join("series.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = wave(1000, 60.0, 11);
+    series[900] += 40.0;
+    let input = nab_file(dir.path(), &series);
+    let run = |out: &str| {
+        let n = replay::nab(&mut model().detector(), &input, &dir.path().join(out)).unwrap();
+        assert_eq!(n, 1000);
+        std::fs::read_to_string(dir.path().join(out)).unwrap()
+    };
+    let (a, b) = (run("a.csv"), run("b.csv"));
+    assert_eq!(a, b, "two replays give identical scores");
+    let lines: Vec<&str> = a.lines().collect();
+    assert_eq!(lines[0], "timestamp,value,anomaly_score");
+    let spike: Vec<&str> = lines[901].split(',').collect();
+    assert_eq!(spike[0], "2024-01-01 15:00:00", "the input's timestamp");
+    assert!(
+        spike[2].parse::<f64>().unwrap() >= model().manifest().rest_level,
+        "the spike scores high: {}",
+        lines[901]
+    );
+}
+
+#[test]
+fn nab_replay_refuses_a_malformed_row_or_header_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    let out = dir.path().join("out.csv");
+    std::fs::write(
+        &input,
+        "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:01:00,n/a\n",
+    )
+    .unwrap();
+    let e = replay::nab(&mut model().detector(), &input, &out).unwrap_err();
+    assert!(e.contains("bad.csv:3") && e.contains("\"n/a\""), "{e}");
+    assert!(!out.exists() && !out.with_extension("partial").exists());
+    std::fs::write(&input, "time;value\n").unwrap();
+    let e = replay::nab(&mut model().detector(), &input, &out).unwrap_err();
+    assert!(e.contains("bad.csv:1") && e.contains("header"), "{e}");
+}
