@@ -2,7 +2,7 @@
 
     .venv/bin/python models/forecast.py
 
-For each resource series (the newest WINDOW samples of mem_u, cpu_r and disk_u, one per
+For each resource series (the newest WINDOW samples of mem_u, cpu_r, disk_u and fs_used, one per
 second), a least-squares line through the window extrapolated HORIZON steps ahead gives the
 central estimate; the upper bound adds the one-sided p90 prediction interval of that line
 (z = 1.2816 times the residual standard deviation, scaled for the extrapolation distance).
@@ -23,7 +23,7 @@ import onnxruntime as ort
 HERE = pathlib.Path(__file__).resolve().parent
 WINDOW = 120
 HORIZON = 300
-METRICS = ["mem_u", "cpu_r", "disk_u"]
+METRICS = ["mem_u", "cpu_r", "disk_u", "fs_used"]
 Z90 = 1.2815516
 
 

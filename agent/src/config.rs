@@ -37,6 +37,29 @@ pub struct AgentConfig {
     /// Where the shipped models are.
     #[serde(default)]
     pub models: ModelsSection,
+    /// Where the host health levels change.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// `[health]`: scores at or above `healthy` are healthy, below `critical` critical,
+/// warning between.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Default 80.
+    pub healthy: u8,
+    /// Default 70.
+    pub critical: u8,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            healthy: 80,
+            critical: 70,
+        }
+    }
 }
 
 /// `[models]`: the directory holding the shipped models (`anomaly.toml`, `anomaly.onnx`),
@@ -213,6 +236,16 @@ impl Validate for AgentConfig {
                 problems.push(Problem::new(format!("workload_data.allowed_roots[{i}]"), e));
             }
         }
+        let h = &self.health;
+        if h.healthy > 100 || h.critical == 0 || h.critical > h.healthy {
+            problems.push(Problem::new(
+                "health.critical",
+                format!(
+                    "{} must be between 1 and health.healthy ({}), which is at most 100",
+                    h.critical, h.healthy
+                ),
+            ));
+        }
         if let Some(bin) = &self.criu.binary {
             if !bin.exists() {
                 problems.push(Problem::new(
@@ -241,6 +274,9 @@ mod tests {
             data_dir = "relative"
             [coordinator]
             addresses = ["0.0.0.0:7440"]
+            [health]
+            healthy = 60
+            critical = 75
             [tls]
             ca = "/x/ca.crt"
             cert = "/x/a.crt"
@@ -254,6 +290,7 @@ mod tests {
             keys.contains(&"coordinator.addresses[0]".to_string()),
             "{keys:?}"
         );
+        assert!(keys.contains(&"health.critical".to_string()), "{keys:?}");
     }
 }
 

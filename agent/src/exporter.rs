@@ -43,6 +43,7 @@ struct Live {
     detector: Result<Detector, String>,
     forecaster: Result<Forecaster, String>,
     warmup: f64,
+    thresholds: health::Thresholds,
 }
 
 impl Live {
@@ -64,21 +65,39 @@ impl Live {
                 f.push(&values).ok().flatten().unwrap_or_default()
             }
         };
+        let kernel_errors = self.sampler.recent_kernel_errors();
+        let schema = self.sampler.schema();
         let report = match &mut self.detector {
             Err(e) => health::degraded(format!("no anomaly model: {e}")),
-            Ok(det) => assess(det, schema, &sample.readings, self.warmup, forecasts),
+            Ok(det) => {
+                let ctx = Context {
+                    schema,
+                    warmup: self.warmup,
+                    thresholds: &self.thresholds,
+                    kernel_errors,
+                };
+                assess(det, &ctx, &sample.readings, forecasts)
+            }
         };
         (sample, report)
     }
 }
 
+/// What an assessment needs besides the detector and the sample.
+struct Context<'a> {
+    schema: &'a Schema,
+    warmup: f64,
+    thresholds: &'a health::Thresholds,
+    kernel_errors: [u32; 3],
+}
+
 fn assess(
     det: &mut Detector,
-    schema: &Schema,
+    ctx: &Context,
     readings: &[Reading],
-    warmup: f64,
     forecasts: Vec<Forecast>,
 ) -> HealthReport {
+    let (schema, warmup) = (ctx.schema, ctx.warmup);
     let row: Vec<Option<f64>> = readings.iter().map(|r| r.as_ref().ok().copied()).collect();
     let row = det.fill_missing(&row);
     let learned = det.baseline().samples();
@@ -104,7 +123,16 @@ fn assess(
                 .iter()
                 .position(|m| m.name == "mem_u")
                 .and_then(|i| readings.get(i)?.as_ref().ok().copied());
-            health::assess(s.smoothed, det.threshold(), s.alarm, mem_u, top, forecasts)
+            let inputs = health::Inputs {
+                anomaly: s.smoothed,
+                threshold: det.threshold(),
+                alarm: s.alarm,
+                mem_used: mem_u,
+                top,
+                forecasts,
+                kernel_errors: ctx.kernel_errors,
+            };
+            health::assess(inputs, ctx.thresholds)
         }
     }
 }
@@ -116,6 +144,7 @@ pub fn start_sampling(
     schema: Schema,
     models: &Path,
     warmup_samples: u32,
+    thresholds: health::Thresholds,
     node: Arc<Node>,
 ) -> SharedHistory {
     let step = Duration::from_secs(u64::from(schema.step_seconds.max(1)));
@@ -136,6 +165,7 @@ pub fn start_sampling(
             detector,
             forecaster,
             warmup: f64::from(warmup_samples),
+            thresholds,
         }));
         let mut tick = tokio::time::interval(step);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,7 +197,7 @@ fn render_health(node: &Node) -> String {
     };
     let _ = writeln!(
         out,
-        "# HELP understudy_host_health_score Host health, 0-100 (healthy >= 80, critical < 70)."
+        "# HELP understudy_host_health_score Host health, 0-100 (levels from [health] in agent.toml)."
     );
     let _ = writeln!(out, "# TYPE understudy_host_health_score gauge");
     let _ = writeln!(
@@ -185,6 +215,29 @@ fn render_health(node: &Node) -> String {
         "understudy_host_anomaly_threshold {}",
         h.anomaly_threshold
     );
+    if let Some(r) = &h.risk {
+        let _ = writeln!(out, "# HELP understudy_host_failure_risk Probability that memory or disk space runs out within the horizon.");
+        let _ = writeln!(out, "# TYPE understudy_host_failure_risk gauge");
+        let _ = writeln!(
+            out,
+            "understudy_host_failure_risk{{horizon_seconds=\"{}\",cause=\"{}\"}} {}",
+            r.horizon_secs, r.cause, r.probability
+        );
+    }
+    let _ = writeln!(out, "# HELP understudy_host_kernel_errors_last_hour Kernel log errors in the last hour (mce, edac, io).");
+    let _ = writeln!(out, "# TYPE understudy_host_kernel_errors_last_hour gauge");
+    for kind in crate::hostmetrics::kmsg::KernelError::ALL {
+        let n = h
+            .kernel_errors
+            .iter()
+            .find(|(k, _)| k == kind.name())
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(
+            out,
+            "understudy_host_kernel_errors_last_hour{{kind=\"{}\"}} {n}",
+            kind.name()
+        );
+    }
     out
 }
 

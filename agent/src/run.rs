@@ -139,6 +139,10 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 schema,
                 &models,
                 config.models.warmup_samples,
+                crate::predict::health::Thresholds {
+                    healthy: config.health.healthy,
+                    critical: config.health.critical,
+                },
                 node.clone(),
             );
             if config.metrics.enabled {

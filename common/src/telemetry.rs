@@ -40,6 +40,23 @@ pub struct HealthReport {
     /// Resource forecasts, when the forecaster has a full window.
     #[serde(default)]
     pub forecasts: Vec<Forecast>,
+    /// The chance that a resource runs out within the forecasts' horizon.
+    #[serde(default)]
+    pub risk: Option<Risk>,
+    /// Kernel errors logged in the last hour, by kind (`mce`, `edac`, `io`), non-zero only.
+    #[serde(default)]
+    pub kernel_errors: Vec<(String, u32)>,
+}
+
+/// The chance of failure within a horizon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Risk {
+    /// Probability, 0–1.
+    pub probability: f32,
+    /// Within how many seconds from now.
+    pub horizon_secs: u32,
+    /// The resource most likely to run out (`mem_u`, `fs_used`).
+    pub cause: String,
 }
 
 /// Where a resource is heading.

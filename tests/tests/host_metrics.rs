@@ -159,3 +159,56 @@ fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
     let out = c.cli(&["host", "show", "nobody"]);
     assert_eq!(out.status.code(), Some(65));
 }
+
+#[test]
+fn an_io_error_in_the_kernel_log_is_counted_and_named() {
+    require_e2e!();
+    let c = Cluster::started(&["host-a"]);
+    let show = || String::from_utf8_lossy(&c.cli(&["host", "show", "host-a"]).stdout).into_owned();
+    let before = eventually("host-a assessed", Duration::from_secs(20), || {
+        let s = show();
+        if s.contains("anomaly:") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    let io_before = kernel_count(&before, "io");
+    // What a failing disk logs; root may write to the kernel log.
+    std::fs::write(
+        "/dev/kmsg",
+        "<3>understudy-test: blk_update_request: I/O error, dev sdz, sector 2048 op 0x0:(READ)\n",
+    )
+    .unwrap();
+    let after = eventually("the error counted", Duration::from_secs(10), || {
+        let s = show();
+        if kernel_count(&s, "io") > io_before {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    // Its cost to the score is unit-tested (the anomaly part moves with the host's load).
+    assert!(after.contains("health:"), "{after}");
+    let addr = SocketAddr::from((c.host("host-a").addr, 7443));
+    let metrics = http_get(addr, "/metrics").unwrap();
+    assert!(
+        metrics.contains("understudy_host_kernel_errors_last_hour{kind=\"io\"}"),
+        "{metrics}"
+    );
+}
+
+/// The count of `kind` on `host show`'s "kernel errors:" line, 0 without one.
+fn kernel_count(show: &str, kind: &str) -> u32 {
+    let Some(line) = show.lines().find(|l| l.starts_with("kernel errors:")) else {
+        return 0;
+    };
+    line.trim_start_matches("kernel errors:")
+        .split(',')
+        .filter_map(|part| {
+            let mut w = part.split_whitespace();
+            let n: u32 = w.next()?.parse().ok()?;
+            (w.next()? == kind).then_some(n)
+        })
+        .sum()
+}

@@ -112,6 +112,10 @@ pub fn metric(name: &str, prev: Option<&Raw>, cur: &Raw, dt: f64) -> Reading {
         "fds" | "procs" | "temp_max" => s.gauge(name)?,
         "edac_ce" => s.rate("edac.ce")?,
         "edac_ue" => s.rate("edac.ue")?,
+        "kernel_mce" => s.rate("kmsg.mce")?,
+        "kernel_edac" => s.rate("kmsg.edac")?,
+        "kernel_io_errors" => s.rate("kmsg.io")?,
+        "fs_used" => s.gauge("fs_used")?,
         other => return Err(format!("this agent has no collector for {other:?}")),
     };
     if v.is_finite() {

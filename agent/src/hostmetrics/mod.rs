@@ -7,6 +7,7 @@
 
 pub mod compute;
 pub mod history;
+pub mod kmsg;
 pub mod parse;
 pub mod schema;
 
@@ -29,6 +30,7 @@ pub struct Sample {
 pub struct Sampler {
     schema: Schema,
     prev: Option<(Instant, Raw)>,
+    kmsg: kmsg::KernelLog,
 }
 
 type Reader = fn(&str, &mut Raw);
@@ -75,10 +77,43 @@ fn sum_sysfs(dir: &str, prefix: &str, name: &str, scale: f64, max: bool) -> Opti
     out
 }
 
+/// The share of space in use on the fullest writable block-device filesystem (as `df`
+/// counts it: used / (used + available to unprivileged users)).
+fn fullest_filesystem() -> Option<f64> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mut fullest: Option<f64> = None;
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || !f[0].starts_with("/dev/") || f[3].split(',').any(|o| o == "ro") {
+            continue;
+        }
+        let path = f[1].replace("\\040", " ");
+        let Ok(st) = nix::sys::statvfs::statvfs(path.as_str()) else {
+            continue;
+        };
+        let used = st.blocks().saturating_sub(st.blocks_free()) as f64;
+        let total = used + st.blocks_available() as f64;
+        if total > 0.0 {
+            let u = used / total;
+            fullest = Some(fullest.map_or(u, |o: f64| o.max(u)));
+        }
+    }
+    fullest
+}
+
 impl Sampler {
     /// A sampler for `schema`.
     pub fn new(schema: Schema) -> Self {
-        Sampler { schema, prev: None }
+        Sampler {
+            schema,
+            prev: None,
+            kmsg: kmsg::KernelLog::open(),
+        }
+    }
+
+    /// Kernel errors of each kind ([`kmsg::KernelError::ALL`] order) in the last hour.
+    pub fn recent_kernel_errors(&mut self) -> [u32; 3] {
+        self.kmsg.recent(kmsg::now_usec())
     }
 
     /// The schema it samples.
@@ -131,6 +166,27 @@ impl Sampler {
             }
             _ => {
                 unreadable.insert(edac, "no EDAC memory controllers exposed".into());
+            }
+        }
+        match self.kmsg.poll().and_then(|()| self.kmsg.totals()) {
+            Ok(totals) => {
+                for (kind, n) in kmsg::KernelError::ALL.iter().zip(totals) {
+                    raw.insert(format!("kmsg.{}", kind.name()), n as f64);
+                }
+            }
+            Err(why) => {
+                unreadable.insert("/dev/kmsg", why);
+            }
+        }
+        match fullest_filesystem() {
+            Some(u) => {
+                raw.insert("fs_used".into(), u);
+            }
+            None => {
+                unreadable.insert(
+                    "/proc/self/mounts",
+                    "no writable block-device filesystem mounted".into(),
+                );
             }
         }
         let (prev, dt) = match &self.prev {

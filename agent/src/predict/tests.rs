@@ -186,7 +186,10 @@ fn climbing_memory_turns_warning_before_the_limit_and_the_upper_bound_leads() {
         if mem >= 1.0 && limit_at.is_none() {
             limit_at = Some(t);
         }
-        let Some(fc) = f.push(&[Some(mem), Some(0.2), Some(0.1)]).unwrap() else {
+        let Some(fc) = f
+            .push(&[Some(mem), Some(0.2), Some(0.1), Some(0.4)])
+            .unwrap()
+        else {
             continue;
         };
         let m = fc.iter().find(|c| c.metric == "mem_u").unwrap();
@@ -196,7 +199,13 @@ fn climbing_memory_turns_warning_before_the_limit_and_the_upper_bound_leads() {
         if m.central >= 1.0 && central_at.is_none() {
             central_at = Some(t);
         }
-        let report = health::assess(0.0, 6.0, false, Some(mem), vec![], fc);
+        let inputs = health::Inputs {
+            threshold: 6.0,
+            mem_used: Some(mem),
+            forecasts: fc,
+            ..health::Inputs::default()
+        };
+        let report = health::assess(inputs, &health::Thresholds::default());
         if report.level != HealthLevel::Healthy && warning_at.is_none() {
             warning_at = Some(t);
             assert!(

@@ -188,6 +188,22 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
                 );
                 let top: Vec<String> = r.top.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
                 println!("top metrics:  {}", top.join(", "));
+                if let Some(risk) = &r.risk {
+                    println!(
+                        "risk:         {:.1}% within {} min (most likely: {} runs out)",
+                        100.0 * risk.probability,
+                        risk.horizon_secs / 60,
+                        risk.cause
+                    );
+                }
+                if !r.kernel_errors.is_empty() {
+                    let e: Vec<String> = r
+                        .kernel_errors
+                        .iter()
+                        .map(|(k, n)| format!("{n} {k}"))
+                        .collect();
+                    println!("kernel errors: {} in the last hour", e.join(", "));
+                }
                 for f in &r.forecasts {
                     println!(
                         "forecast:     {} in {} min: {:.2} (p90 {:.2})",
