@@ -40,6 +40,27 @@ pub struct AgentConfig {
     /// Where the host health levels change.
     #[serde(default)]
     pub health: HealthSection,
+    /// How often workloads' probes run.
+    #[serde(default)]
+    pub probes: ProbesSection,
+}
+
+/// `[probes]`: each workload with a probe in its spec is probed every `interval` while it
+/// runs here; latency and failures are reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesSection {
+    /// Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ProbesSection {
+    fn default() -> Self {
+        ProbesSection {
+            interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[health]`: scores at or above `healthy` are healthy, below `critical` critical,
@@ -235,6 +256,15 @@ impl Validate for AgentConfig {
             if let Err(e) = understudy_common::workload::check_data_dir_path(root) {
                 problems.push(Problem::new(format!("workload_data.allowed_roots[{i}]"), e));
             }
+        }
+        if self.probes.interval < Duration::from_millis(100) {
+            problems.push(Problem::new(
+                "probes.interval",
+                format!(
+                    "{} is too short (at least 100ms)",
+                    humantime::format_duration(self.probes.interval)
+                ),
+            ));
         }
         let h = &self.health;
         if h.healthy > 100 || h.critical == 0 || h.critical > h.healthy {

@@ -203,11 +203,12 @@ async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
     }
 }
 
-/// Adds the newest health assessment to a telemetry sample.
+/// Adds the newest health assessment and probe reports to a telemetry sample.
 fn with_health(
     node: &crate::node::Node,
     mut t: understudy_common::telemetry::TelemetrySummary,
 ) -> understudy_common::telemetry::TelemetrySummary {
     t.health = node.health();
+    t.probes = node.probes();
     t
 }

@@ -296,6 +296,51 @@ fn render_workloads(node: &Node) -> String {
             let _ = writeln!(out, "{family}{{workload=\"{name}\"}} {v}");
         }
     }
+    out.push_str(&render_probes(&node.probes()));
+    out
+}
+
+/// The workloads' probe reports in the Prometheus text format.
+fn render_probes(probes: &[understudy_common::telemetry::ProbeReport]) -> String {
+    let families: [(&str, &str, &str); 4] = [
+        (
+            "understudy_workload_probe_runs_total",
+            "counter",
+            "probes run since the workload started here",
+        ),
+        (
+            "understudy_workload_probe_failures_total",
+            "counter",
+            "probes that failed",
+        ),
+        (
+            "understudy_workload_probe_latency_seconds",
+            "gauge",
+            "latency of the newest successful probe",
+        ),
+        (
+            "understudy_workload_probe_latency_anomaly",
+            "gauge",
+            "the univariate detector's score of that latency, 0-1",
+        ),
+    ];
+    let mut out = String::new();
+    for (i, (family, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {family} {help}.");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for p in probes {
+            let v = match i {
+                0 => p.runs as f64,
+                1 => p.failures as f64,
+                2 => match p.latency_ms {
+                    Some(ms) => f64::from(ms) / 1000.0,
+                    None => continue,
+                },
+                _ => f64::from(p.latency_anomaly),
+            };
+            let _ = writeln!(out, "{family}{{workload=\"{}\"}} {v}", p.workload);
+        }
+    }
     out
 }
 

@@ -27,6 +27,8 @@ pub struct Node {
     pub data_roots: DataRoots,
     /// The newest health assessment of this host, sent with each heartbeat.
     pub health: Mutex<Option<understudy_common::telemetry::HealthReport>>,
+    /// The newest probe reports of the workloads running here.
+    pub probes: Mutex<Vec<understudy_common::telemetry::ProbeReport>>,
     /// Newest generation seen per workload.
     pub fence: Fence,
     /// The QUIC endpoint (data-plane server, and client for everything).
@@ -64,6 +66,7 @@ impl Node {
             criu,
             data_roots,
             health: Mutex::new(None),
+            probes: Mutex::new(Vec::new()),
             fence,
             endpoint,
             data_client,
@@ -91,6 +94,16 @@ impl Node {
     /// Records a new health assessment.
     pub fn set_health(&self, report: understudy_common::telemetry::HealthReport) {
         *lock(&self.health) = Some(report);
+    }
+
+    /// The newest probe reports.
+    pub fn probes(&self) -> Vec<understudy_common::telemetry::ProbeReport> {
+        lock(&self.probes).clone()
+    }
+
+    /// Records new probe reports.
+    pub fn set_probes(&self, reports: Vec<understudy_common::telemetry::ProbeReport>) {
+        *lock(&self.probes) = reports;
     }
 
     /// Queues a report for the coordinator; dropped (with a log line) if the queue is full.

@@ -339,34 +339,18 @@ async fn liveness(running: &Running, probe: Option<&Probe>) -> Result<(), String
     if !running.is_alive() {
         return Err("the restored process tree exited at once".into());
     }
-    match probe {
-        None => Ok(()),
-        Some(Probe::Tcp { port }) => {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match tokio::net::TcpStream::connect(("127.0.0.1", *port)).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(format!("TCP probe of port {port}: {e}"))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
+    let Some(probe) = probe else {
+        return Ok(());
+    };
+    // A TCP server may need a moment to accept again after the restore: retry for 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match crate::workload::probes::once(probe, Duration::from_secs(10)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if matches!(probe, Probe::Command { .. }) || Instant::now() >= deadline => {
+                return Err(e)
             }
-        }
-        Some(Probe::Command { argv }) => {
-            let (prog, args) = argv.split_first().ok_or("empty probe command")?;
-            let out = tokio::time::timeout(
-                Duration::from_secs(10),
-                tokio::process::Command::new(prog).args(args).output(),
-            )
-            .await
-            .map_err(|_| "probe command timed out after 10 s".to_string())?
-            .map_err(|e| format!("probe command {prog:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("probe command {prog:?} {}", out.status))
-            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }

@@ -135,6 +135,11 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 .dir
                 .clone()
                 .unwrap_or_else(crate::predict::manifest::default_dir);
+            tokio::spawn(crate::workload::probes::watch(
+                node.clone(),
+                config.probes.interval,
+                crate::predict::univariate::UnivariateModel::load(&models),
+            ));
             let history = crate::exporter::start_sampling(
                 schema,
                 &models,

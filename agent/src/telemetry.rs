@@ -39,6 +39,7 @@ impl Sampler {
             load: [load.one as f32, load.five as f32, load.fifteen as f32],
             uptime_secs: System::uptime(),
             health: None,
+            probes: Vec::new(),
         }
     }
 }

@@ -20,6 +20,34 @@ pub struct TelemetrySummary {
     /// The host's health as the agent's models see it, if the agent has an assessment.
     #[serde(default)]
     pub health: Option<HealthReport>,
+    /// The probes of the workloads running here as primaries.
+    #[serde(default)]
+    pub probes: Vec<ProbeReport>,
+}
+
+/// How a workload's probe (the spec's TCP or command check, run periodically while the
+/// workload runs) has been answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The workload.
+    pub workload: String,
+    /// What is probed, e.g. `tcp 7000`.
+    pub probe: String,
+    /// Probes run on this host since the workload started here.
+    pub runs: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// Failures in a row, up to now.
+    pub consecutive_failures: u32,
+    /// Latency of the newest successful probe, milliseconds.
+    pub latency_ms: Option<f32>,
+    /// The streaming univariate detector's score for that latency, 0–1 (alarms at
+    /// `latency_alarm_level` and above).
+    pub latency_anomaly: f32,
+    /// Latency anomalies alarmed since the workload started here.
+    pub latency_alarms: u64,
+    /// Why the newest probe failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// How healthy a host is: a 0–100 score, its level, and what drives it.

@@ -188,6 +188,8 @@ allowed_roots = ["{logical}"]
 host_root = "{d}/root"
 [models]
 warmup_samples = 3
+[probes]
+interval = "200ms"
 "#,
             self.quic_addr(),
             d = d.display(),

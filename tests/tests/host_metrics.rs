@@ -212,3 +212,72 @@ fn kernel_count(show: &str, kind: &str) -> u32 {
         })
         .sum()
 }
+
+#[test]
+fn a_workloads_probe_is_run_and_its_failures_are_shown() {
+    require_e2e!();
+    let c = Cluster::started(&["host-a"]);
+    let flag = c.host_dir("host-a").join("stop-listening");
+    // Accepts on 7070 until the flag file appears, then closes its listener and idles.
+    let server = format!(
+        "import os, socket, time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', 7070)); s.listen(16); s.settimeout(0.05)\n\
+         while not os.path.exists({flag:?}):\n\
+         \x20   try:\n\
+         \x20       c, _ = s.accept(); c.close()\n\
+         \x20   except socket.timeout:\n\
+         \x20       pass\n\
+         s.close()\n\
+         while True: time.sleep(1)\n",
+        flag = flag.display().to_string()
+    );
+    c.create_workload(&[
+        "web",
+        "--host",
+        "host-a",
+        "--probe-tcp",
+        "7070",
+        "--",
+        "python3",
+        "-c",
+        &server,
+    ]);
+    let show = || String::from_utf8_lossy(&c.cli(&["workload", "show", "web"]).stdout).into_owned();
+    let ok = eventually("probes answered", Duration::from_secs(15), || {
+        let s = show();
+        match s.lines().find(|l| l.starts_with("probe:")) {
+            // The first probe may come before the server listens.
+            Some(l)
+                if l.contains("tcp 7070 on host-a:")
+                    && l.contains("(0 in a row), latency ")
+                    && !l.contains("latency -") =>
+            {
+                Ok(s)
+            }
+            _ => Err(s),
+        }
+    });
+    assert!(
+        !ok.contains("last failure"),
+        "no failure since the last success: {ok}"
+    );
+    std::fs::write(&flag, "").unwrap();
+    let failing = eventually("failures counted", Duration::from_secs(15), || {
+        let s = show();
+        if s.contains("last failure: TCP probe of port 7070") && !s.contains("(0 in a row)") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(failing.contains("Connection refused"), "{failing}");
+    let addr = SocketAddr::from((c.host("host-a").addr, 7443));
+    let metrics = http_get(addr, "/metrics").unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("understudy_workload_probe_failures_total{workload=\"web\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(failures >= 1.0, "{metrics}");
+}

@@ -277,8 +277,38 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                 return print_json(&rec);
             }
             print_workload(&rec);
+            if let Ok(hosts) = get::<crate::server::http::HostList>(base, "/v1/hosts") {
+                print_probe(&rec, &hosts);
+            }
             0
         }
+    }
+}
+
+/// The probe line of `workload show`, from the primary's newest heartbeat.
+fn print_probe(w: &WorkloadRecord, hosts: &crate::server::http::HostList) {
+    let Some(probe) = &w.spec.probe else {
+        return;
+    };
+    let report = hosts
+        .hosts
+        .iter()
+        .find(|h| h.name == w.primary)
+        .and_then(|h| h.telemetry.as_ref())
+        .and_then(|t| t.probes.iter().find(|p| p.workload == w.spec.name));
+    let Some(p) = report else {
+        println!("probe:        {probe:?}, no result from {} yet", w.primary);
+        return;
+    };
+    let latency = p
+        .latency_ms
+        .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+    println!(
+        "probe:        {} on {}: {} of {} failed ({} in a row), latency {latency} (anomaly {:.2}, {} latency alarms)",
+        p.probe, w.primary, p.failures, p.runs, p.consecutive_failures, p.latency_anomaly, p.latency_alarms
+    );
+    if let Some(e) = &p.last_error {
+        println!("              last failure: {e}");
     }
 }
 

@@ -1,0 +1,198 @@
+//! Periodic probing of the workloads running here: the spec's probe (TCP connect or a
+//! command) every `[probes] interval`, its latency fed to the streaming univariate detector
+//! (`models/univariate.onnx`) and its failures counted. The reports travel in heartbeats
+//! (`understudy workload show`) and are served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use understudy_common::telemetry::ProbeReport;
+use understudy_common::workload::Probe;
+
+use crate::node::Node;
+use crate::predict::univariate::{Univariate, UnivariateModel};
+
+/// Runs `probe` once against this host; returns how long it took to answer.
+pub async fn once(probe: &Probe, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    match probe {
+        Probe::Tcp { port } => {
+            tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect(("127.0.0.1", *port)),
+            )
+            .await
+            .map_err(|_| format!("TCP probe of port {port}: no answer within {timeout:?}"))?
+            .map_err(|e| format!("TCP probe of port {port}: {e}"))?;
+        }
+        Probe::Command { argv } => {
+            let (prog, args) = argv.split_first().ok_or("empty probe command")?;
+            let out = tokio::time::timeout(
+                timeout,
+                tokio::process::Command::new(prog)
+                    .args(args)
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .map_err(|_| format!("probe command {prog:?} timed out after {timeout:?}"))?
+            .map_err(|e| format!("probe command {prog:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("probe command {prog:?} {}", out.status));
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// What is probed, for people.
+pub fn describe(probe: &Probe) -> String {
+    match probe {
+        Probe::Tcp { port } => format!("tcp {port}"),
+        Probe::Command { argv } => format!("command {}", argv.join(" ")),
+    }
+}
+
+/// One workload's probe state.
+struct Tracked {
+    pid: i32,
+    report: ProbeReport,
+    detector: Option<Univariate>,
+}
+
+/// Folds one probe result into `t`.
+fn record(t: &mut Tracked, result: Result<Duration, String>, alarm_level: f64) {
+    t.report.runs += 1;
+    match result {
+        Ok(latency) => {
+            let ms = latency.as_secs_f64() * 1000.0;
+            t.report.consecutive_failures = 0;
+            t.report.latency_ms = Some(ms as f32);
+            t.report.last_error = None;
+            if let Some(d) = &mut t.detector {
+                if let Ok(score) = d.step(ms) {
+                    t.report.latency_anomaly = score as f32;
+                    if score >= alarm_level {
+                        t.report.latency_alarms += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            t.report.failures += 1;
+            t.report.consecutive_failures += 1;
+            t.report.last_error = Some(e);
+        }
+    }
+}
+
+/// Probes every primary with a probe each `interval`, forever, publishing the reports to
+/// `node`. A workload that (re)starts here starts a fresh report and detector.
+pub async fn watch(node: Arc<Node>, interval: Duration, model: Result<UnivariateModel, String>) {
+    if let Err(e) = &model {
+        tracing::warn!("probe latency is not scored: {e}");
+    }
+    let alarm_level = model.as_ref().map_or(1.0, |m| m.manifest().rest_level);
+    let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut seen = Vec::new();
+        for p in node.primaries() {
+            let Some(probe) = p.spec.probe.clone() else {
+                continue;
+            };
+            let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
+            if pid <= 0 {
+                continue;
+            }
+            let name = p.spec.name.clone();
+            seen.push(name.clone());
+            let t = tracked.entry(name.clone()).or_insert_with(|| Tracked {
+                pid,
+                report: empty(&name, &probe),
+                detector: model.as_ref().ok().map(UnivariateModel::detector),
+            });
+            if t.pid != pid {
+                *t = Tracked {
+                    pid,
+                    report: empty(&name, &probe),
+                    detector: model.as_ref().ok().map(UnivariateModel::detector),
+                };
+            }
+            let result = once(&probe, timeout).await;
+            record(t, result, alarm_level);
+        }
+        tracked.retain(|name, _| seen.contains(name));
+        let mut reports: Vec<ProbeReport> = tracked.values().map(|t| t.report.clone()).collect();
+        reports.sort_by(|a, b| a.workload.cmp(&b.workload));
+        node.set_probes(reports);
+    }
+}
+
+fn empty(workload: &str, probe: &Probe) -> ProbeReport {
+    ProbeReport {
+        workload: workload.to_string(),
+        probe: describe(probe),
+        runs: 0,
+        failures: 0,
+        consecutive_failures: 0,
+        latency_ms: None,
+        latency_anomaly: 0.0,
+        latency_alarms: 0,
+        last_error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_in_a_row_and_a_success_resets_the_run() {
+        let mut t = Tracked {
+            pid: 1,
+            report: empty("kv", &Probe::Tcp { port: 7000 }),
+            detector: None,
+        };
+        record(&mut t, Ok(Duration::from_millis(2)), 0.2);
+        record(&mut t, Err("refused".into()), 0.2);
+        record(&mut t, Err("refused again".into()), 0.2);
+        let r = &t.report;
+        assert_eq!((r.runs, r.failures, r.consecutive_failures), (3, 2, 2));
+        assert_eq!(r.last_error.as_deref(), Some("refused again"));
+        assert_eq!(r.latency_ms, Some(2.0), "the last good latency stays");
+        record(&mut t, Ok(Duration::from_millis(3)), 0.2);
+        assert_eq!(
+            (t.report.consecutive_failures, t.report.last_error.clone()),
+            (0, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_measures_a_listener_and_names_a_closed_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let took = once(&Probe::Tcp { port }, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(took < Duration::from_secs(1));
+        drop(l);
+        let e = once(&Probe::Tcp { port }, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.contains(&port.to_string()), "{e}");
+        let e = once(
+            &Probe::Command {
+                argv: vec!["false".into()],
+            },
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("false"), "{e}");
+    }
+}
