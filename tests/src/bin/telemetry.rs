@@ -27,11 +27,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` field in KiB: VmRSS (all resident), RssAnon (heap and stacks: what
+/// the process allocated) or RssFile (mapped files, mostly its own code; clean, shared with
+/// the page cache, reclaimable).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -66,11 +69,32 @@ fn detector_cost() {
         sampler.sample();
     }
     let per_sample = t.elapsed().as_secs_f64() / 200.0;
+    let uni = predict::univariate::UnivariateModel::load(&dir).unwrap();
+    let mut series = uni.detector();
+    let mut x: u64 = 5;
+    let values: Vec<f64> = (0..5000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 1000) as f64
+        })
+        .collect();
+    for v in &values[..2500] {
+        series.step(*v).unwrap();
+    }
+    let t = Instant::now();
+    for v in &values[2500..] {
+        series.step(*v).unwrap();
+    }
+    let per_value = t.elapsed().as_secs_f64() / 2500.0;
     println!(
-        "anomaly detector: {:.1} µs per host per step ({} steps); host sample from procfs: {:.0} µs",
+        "anomaly detector: {:.1} µs per host per step ({} steps); host sample from procfs: {:.0} µs; \
+         univariate detector (memory full): {:.0} µs per value",
         per_step * 1e6,
         rows.len(),
-        per_sample * 1e6
+        per_sample * 1e6,
+        per_value * 1e6
     );
 }
 
@@ -113,13 +137,16 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5));
     let (a0, n0) = (cpu_seconds(agent_pid), cpu_seconds(ne_pid));
     let (mut a_max, mut n_max) = (0, 0);
+    let (mut a_anon, mut n_anon) = (0, 0);
     let (mut a_bytes, mut n_bytes) = (0usize, 0usize);
     let start = Instant::now();
     for i in 0..seconds {
         a_bytes = http_get(agent_url, "/metrics").map_or(0, |t| t.len());
         n_bytes = http_get(ne_url, "/metrics").map_or(0, |t| t.len());
-        a_max = a_max.max(rss_kib(agent_pid));
-        n_max = n_max.max(rss_kib(ne_pid));
+        a_max = a_max.max(status_kib(agent_pid, "VmRSS"));
+        n_max = n_max.max(status_kib(ne_pid, "VmRSS"));
+        a_anon = a_anon.max(status_kib(agent_pid, "RssAnon"));
+        n_anon = n_anon.max(status_kib(ne_pid, "RssAnon"));
         let next = Duration::from_secs(i + 1);
         if let Some(wait) = next.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
@@ -128,18 +155,20 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let (a_cpu, n_cpu) = (cpu_seconds(agent_pid) - a0, cpu_seconds(ne_pid) - n0);
     println!();
-    println!("| process ({seconds} s, scraped every second) | CPU (% of one core) | peak RSS | /metrics size |");
-    println!("|---|---:|---:|---:|");
+    println!("| process ({seconds} s, scraped every second) | CPU (% of one core) | peak RSS | of which anonymous (peak) | /metrics size |");
+    println!("|---|---:|---:|---:|---:|");
     println!(
-        "| understudy-agent (samples + assesses every second, heartbeats) | {:.2}% | {:.1} MiB | {} KiB |",
+        "| understudy-agent (samples + assesses every second, heartbeats) | {:.2}% | {:.1} MiB | {:.1} MiB | {} KiB |",
         100.0 * a_cpu / secs,
         a_max as f64 / 1024.0,
+        a_anon as f64 / 1024.0,
         a_bytes / 1024
     );
     println!(
-        "| prometheus-node-exporter (Debian 12 package, default collectors) | {:.2}% | {:.1} MiB | {} KiB |",
+        "| prometheus-node-exporter (Debian 12 package, default collectors) | {:.2}% | {:.1} MiB | {:.1} MiB | {} KiB |",
         100.0 * n_cpu / secs,
         n_max as f64 / 1024.0,
+        n_anon as f64 / 1024.0,
         n_bytes / 1024
     );
 }
