@@ -38,10 +38,10 @@ enum Command {
         #[arg(long, value_enum)]
         format: ReplayFormat,
         /// smd/asd: rows to learn the host's baseline from.
-        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        #[arg(long)]
         train: Option<PathBuf>,
         /// smd/asd: rows to score.
-        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        #[arg(long)]
         test: Option<PathBuf>,
         /// nab: the series to score.
         #[arg(long)]
@@ -110,11 +110,11 @@ pub fn main() -> i32 {
                     replay(&train, &test, &out, &dir, model)
                 }
                 (ReplayFormat::Nab, ..) => {
-                    eprintln!("understudy-agent replay: --format nab takes --input FILE, not --train/--test");
+                    eprintln!("understudy-agent replay: --format nab needs --input FILE (and no --train/--test)");
                     exit::USAGE
                 }
                 _ => {
-                    eprintln!("understudy-agent replay: --format smd/asd take --train FILE --test FILE, not --input");
+                    eprintln!("understudy-agent replay: --format smd/asd need --train FILE and --test FILE (and no --input)");
                     exit::USAGE
                 }
             }

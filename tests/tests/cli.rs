@@ -75,6 +75,38 @@ fn usage_errors_exit_64() {
         Some(64)
     );
     assert_eq!(run("understudy", &["--help"]).status.code(), Some(0));
+    let nab = run(
+        "understudy-agent",
+        &[
+            "replay", "--format", "nab", "--train", "a.txt", "--out", "o.csv",
+        ],
+    );
+    assert_eq!(nab.status.code(), Some(64));
+    assert!(stderr(&nab).contains("--input"), "{}", stderr(&nab));
+}
+
+#[test]
+fn replay_without_its_models_is_a_config_error_naming_the_file() {
+    let out = run(
+        "understudy-agent",
+        &[
+            "replay",
+            "--format",
+            "nab",
+            "--input",
+            "in.csv",
+            "--out",
+            "o.csv",
+            "--models",
+            "/nonexistent/models",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("/nonexistent/models/univariate.toml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
