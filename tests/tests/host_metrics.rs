@@ -123,14 +123,12 @@ fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let a = eventually("host-a assessed", Duration::from_secs(20), || {
-        let s = show("host-a");
-        if s.contains("anomaly:") {
-            Ok(s)
-        } else {
-            Err(s)
-        }
-    });
+    let a = until(
+        "host-a assessed",
+        20,
+        || show("host-a"),
+        |s| s.contains("anomaly:"),
+    );
     assert!(a.contains("top metrics:"), "{a}");
     let health_line = a.lines().find(|l| l.starts_with("health:")).unwrap();
     let score: u32 = health_line
@@ -139,14 +137,12 @@ fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{health_line}"));
     assert!(score <= 100, "{health_line}");
-    let b = eventually("host-b reports why", Duration::from_secs(10), || {
-        let s = show("host-b");
-        if s.contains("degraded") {
-            Ok(s)
-        } else {
-            Err(s)
-        }
-    });
+    let b = until(
+        "host-b reports why",
+        10,
+        || show("host-b"),
+        |s| s.contains("degraded"),
+    );
     assert!(
         b.contains("no anomaly model") && b.contains("/nonexistent/models"),
         "{b}"
@@ -165,14 +161,7 @@ fn an_io_error_in_the_kernel_log_is_counted_and_named() {
     require_e2e!();
     let c = Cluster::started(&["host-a"]);
     let show = || String::from_utf8_lossy(&c.cli(&["host", "show", "host-a"]).stdout).into_owned();
-    let before = eventually("host-a assessed", Duration::from_secs(20), || {
-        let s = show();
-        if s.contains("anomaly:") {
-            Ok(s)
-        } else {
-            Err(s)
-        }
-    });
+    let before = until("host-a assessed", 20, show, |s| s.contains("anomaly:"));
     let io_before = kernel_count(&before, "io");
     // What a failing disk logs; root may write to the kernel log.
     std::fs::write(
@@ -180,13 +169,8 @@ fn an_io_error_in_the_kernel_log_is_counted_and_named() {
         "<3>understudy-test: blk_update_request: I/O error, dev sdz, sector 2048 op 0x0:(READ)\n",
     )
     .unwrap();
-    let after = eventually("the error counted", Duration::from_secs(10), || {
-        let s = show();
-        if kernel_count(&s, "io") > io_before {
-            Ok(s)
-        } else {
-            Err(s)
-        }
+    let after = until("the error counted", 10, show, |s| {
+        kernel_count(s, "io") > io_before
     });
     // Its cost to the score is unit-tested (the anomaly part moves with the host's load).
     assert!(after.contains("health:"), "{after}");
@@ -196,6 +180,18 @@ fn an_io_error_in_the_kernel_log_is_counted_and_named() {
         metrics.contains("understudy_host_kernel_errors_last_hour{kind=\"io\"}"),
         "{metrics}"
     );
+}
+
+/// Runs `show` until its output satisfies `ready`, and returns that output.
+fn until(what: &str, secs: u64, show: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
+    eventually(what, Duration::from_secs(secs), || {
+        let s = show();
+        if ready(&s) {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
 }
 
 /// The count of `kind` on `host show`'s "kernel errors:" line, 0 without one.
@@ -244,32 +240,23 @@ fn a_workloads_probe_is_run_and_its_failures_are_shown() {
         &server,
     ]);
     let show = || String::from_utf8_lossy(&c.cli(&["workload", "show", "web"]).stdout).into_owned();
-    let ok = eventually("probes answered", Duration::from_secs(15), || {
-        let s = show();
-        match s.lines().find(|l| l.starts_with("probe:")) {
-            // The first probe may come before the server listens.
-            Some(l)
-                if l.contains("tcp 7070 on host-a:")
+    let ok = until("probes answered", 15, show, |s| {
+        // The first probe may come before the server listens.
+        s.lines()
+            .find(|l| l.starts_with("probe:"))
+            .is_some_and(|l| {
+                l.contains("tcp 7070 on host-a:")
                     && l.contains("(0 in a row), latency ")
-                    && !l.contains("latency -") =>
-            {
-                Ok(s)
-            }
-            _ => Err(s),
-        }
+                    && !l.contains("latency -")
+            })
     });
     assert!(
         !ok.contains("last failure"),
         "no failure since the last success: {ok}"
     );
     std::fs::write(&flag, "").unwrap();
-    let failing = eventually("failures counted", Duration::from_secs(15), || {
-        let s = show();
-        if s.contains("last failure: TCP probe of port 7070") && !s.contains("(0 in a row)") {
-            Ok(s)
-        } else {
-            Err(s)
-        }
+    let failing = until("failures counted", 15, show, |s| {
+        s.contains("last failure: TCP probe of port 7070") && !s.contains("(0 in a row)")
     });
     assert!(failing.contains("Connection refused"), "{failing}");
     let addr = SocketAddr::from((c.host("host-a").addr, 7443));

@@ -22,6 +22,11 @@ impl KernelError {
     /// Every kind, in the order of [`KernelLog::totals`].
     pub const ALL: [KernelError; 3] = [Self::MachineCheck, Self::Memory, Self::Io];
 
+    /// Its position in [`KernelError::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// Its name in metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -136,8 +141,7 @@ impl KernelLog {
         }
         let mut out = [0u32; 3];
         for (_, kind) in &self.recent {
-            let i = KernelError::ALL.iter().position(|k| k == kind).unwrap_or(0);
-            out[i] += 1;
+            out[kind.index()] += 1;
         }
         out
     }

@@ -39,11 +39,7 @@ pub struct Forecaster {
 impl Forecaster {
     /// Loads `dir/forecast.toml` and its model.
     pub fn load(dir: &Path) -> Result<Self, String> {
-        let path = dir.join("forecast.toml");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: ForecastManifest = understudy_common::config::parse(&text)
-            .map_err(|(k, r)| format!("{}: {k}: {r}", path.display()))?;
+        let (m, _): (ForecastManifest, _) = super::manifest::parse_file(dir, "forecast")?;
         let n = m.metrics.len();
         let model =
             Model::load_checked(dir, &m.file, &m.sha256, &[n, m.window], &[&[n, 1], &[n, 1]])?;

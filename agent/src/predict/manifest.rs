@@ -42,12 +42,21 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// Reads `dir/<name>.toml`.
-pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
+/// Reads and parses any model's manifest `dir/<name>.toml`; errors name the file (and the key).
+pub fn parse_file<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<(T, PathBuf), String> {
     let path = dir.join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let m: ModelManifest = understudy_common::config::parse(&text)
+    let m = understudy_common::config::parse(&text)
         .map_err(|(key, reason)| format!("{}: {key}: {reason}", path.display()))?;
+    Ok((m, path))
+}
+
+/// Reads the anomaly manifest `dir/<name>.toml` and checks its shapes.
+pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
+    let (m, path): (ModelManifest, _) = parse_file(dir, name)?;
     if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {
         return Err(format!(
             "{}: input_shape {:?} must be [1, samples >= 2, features = {}]",

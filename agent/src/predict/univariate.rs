@@ -59,11 +59,7 @@ pub struct UnivariateModel {
 impl UnivariateModel {
     /// Loads `dir/univariate.toml` and its model, checking the hash and shapes.
     pub fn load(dir: &Path) -> Result<Self, String> {
-        let path = dir.join("univariate.toml");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: UnivariateManifest = understudy_common::config::parse(&text)
-            .map_err(|(k, r)| format!("{}: {k}: {r}", path.display()))?;
+        let (m, path): (UnivariateManifest, _) = super::manifest::parse_file(dir, "univariate")?;
         if m.scales.is_empty()
             || m.scales
                 .iter()

@@ -111,17 +111,14 @@ pub async fn watch(node: Arc<Node>, interval: Duration, model: Result<Univariate
             }
             let name = p.spec.name.clone();
             seen.push(name.clone());
-            let t = tracked.entry(name.clone()).or_insert_with(|| Tracked {
+            let fresh = || Tracked {
                 pid,
                 report: empty(&name, &probe),
                 detector: model.as_ref().ok().map(UnivariateModel::detector),
-            });
+            };
+            let t = tracked.entry(name.clone()).or_insert_with(fresh);
             if t.pid != pid {
-                *t = Tracked {
-                    pid,
-                    report: empty(&name, &probe),
-                    detector: model.as_ref().ok().map(UnivariateModel::detector),
-                };
+                *t = fresh();
             }
             let result = once(&probe, timeout).await;
             record(t, result, alarm_level);
