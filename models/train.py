@@ -4,18 +4,22 @@ same recipe on ASD's train parts for the ASD replay.
     python3 -m venv .venv && .venv/bin/pip install -r models/requirements.txt
     .venv/bin/python models/train.py
 
-The model scores the newest normalised sample two ways and adds them, per feature:
-- its error against a prediction from the LAGS samples before it (a linear vector
-  autoregression, ridge-regularised): sudden breaks in how metrics move together;
-- its distance from the normal subspace (the top COMPONENTS principal directions of normal
-  samples): shifts that persist, which the autoregression soon learns to predict.
-Both are fitted on all machines' train halves pooled (normalisation is per host, so one
-model serves every host). Errors are clipped and squared; the score is their mean over
-features, and the per-feature terms are the "top contributing metrics".
+The model is per host: a linear vector autoregression predicts the newest normalised sample
+from the LAGS samples before it, and the prediction's error (the innovation) is whitened by
+the host's own innovation covariance (ZCA, shrunk by INNOVATION_FLOOR). The agent learns the
+autoregression and the whitening online from the host's own history (running means and
+covariances of the last LAGS + 1 samples, exactly what `fit_host` below computes in batch);
+the ONNX graph takes them as inputs beside the window. The whitened errors are clipped,
+squared and averaged into the score; per metric they are the "top contributing metrics".
+Whitening makes the score's scale the same on every host, so one alarm threshold, picked
+here on all machines' train halves, serves every host.
+
 Writes models/anomaly.onnx, models/anomaly.toml (SHA-256, shapes, threshold and the
 detector parameters) and models/fixtures/anomaly-parity.json (onnxruntime outputs on fixed
-inputs, which the agent's tests compare tract against). ASD's 19 metrics are unnamed, so its
-model (anomaly-asd.onnx/.toml) serves `understudy-agent replay --format asd` only.
+inputs, which the agent's tests compare tract against), and models/fixtures/anomaly-fit.json
+(a small series and the parameters fit_host learns from it, which the agent's online fit
+must reproduce). ASD's 19 metrics are unnamed, so its model (anomaly-asd.onnx/.toml) serves
+`understudy-agent replay --format asd` only.
 """
 
 import hashlib
@@ -32,67 +36,60 @@ import features
 import datasets
 
 HERE = pathlib.Path(__file__).resolve().parent
-LAGS = 4
-COMPONENTS = 10
-RIDGE = 1.0
-RESIDUAL_CLIP = 10.0
+LAGS = 2
+RIDGE = 1e-4              # added to the lagged samples' covariance (normalised units)
+INNOVATION_FLOOR = 1.0    # added to the innovation covariance before whitening
+RESIDUAL_CLIP = 10.0      # whitened errors are clipped to this before squaring
 
 
-def lagged(z):
-    """Rows of [z_{t-LAGS} .. z_{t-1}] flattened, and z_t."""
+def stacked(z):
+    """Rows [z_{t-LAGS} .. z_{t-1}, z_t] (oldest first), one per t >= LAGS."""
     n = len(z)
-    hist = np.stack([z[i:n - LAGS + i] for i in range(LAGS)], axis=1)  # [n-L, L, d]
-    return hist.reshape(n - LAGS, LAGS * z.shape[1]), z[LAGS:]
+    return np.hstack([z[i:n - LAGS + i] for i in range(LAGS + 1)])
 
 
-def fit(trains):
-    N_FEATURES = trains[0].shape[1]
-    xtx = np.zeros((LAGS * N_FEATURES + 1,) * 2)
-    xty = np.zeros((LAGS * N_FEATURES + 1, N_FEATURES))
-    for z in trains:
-        h, y = lagged(z)
-        h1 = np.hstack([h, np.ones((len(h), 1))])
-        xtx += h1.T @ h1
-        xty += h1.T @ y
-    reg = RIDGE * np.eye(len(xtx))
-    reg[-1, -1] = 0.0
-    wb = np.linalg.solve(xtx + reg, xty)
-    return wb[:-1].astype(np.float32), wb[-1].astype(np.float32)
+def fit_host(z):
+    """The host's parameters from its normalised (unclipped) samples z [n, d]:
+    autoregression `ar` [LAGS*d, d], `bias` [d] and whitening `whiten` [d, d] (symmetric).
+    From the mean and covariance (divided by n) of the stacked rows, as the agent keeps them."""
+    d = z.shape[1]
+    s = stacked(z)
+    m = s.mean(axis=0)
+    c = np.cov(s.T, bias=True)
+    k = LAGS * d
+    chh, chy, cyy = c[:k, :k], c[:k, k:], c[k:, k:]
+    ar = np.linalg.solve(chh + RIDGE * np.eye(k), chy)
+    bias = m[k:] - m[:k] @ ar
+    innov = cyy - chy.T @ ar - ar.T @ chy + ar.T @ chh @ ar
+    w, v = np.linalg.eigh((innov + innov.T) / 2 + INNOVATION_FLOOR * np.eye(d))
+    whiten = (v / np.sqrt(w)) @ v.T
+    return ar, bias, whiten
 
 
-def fit_subspace(trains):
-    N_FEATURES = trains[0].shape[1]
-    z = np.concatenate(trains)
-    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
-    v = vt[:COMPONENTS].T
-    # Residual projector: (I - V V^T), applied to the sample as it is (the mean is ~0 after
-    # per-host normalisation).
-    return (np.eye(N_FEATURES) - v @ v.T).astype(np.float32)
+def scores(z, ar, bias, whiten):
+    """Raw scores of the normalised, clipped samples z (0 for the first LAGS)."""
+    s = stacked(z)
+    k = LAGS * z.shape[1]
+    u = (s[:, k:] - (s[:, :k] @ ar + bias)) @ whiten
+    out = (np.minimum(np.abs(u), RESIDUAL_CLIP) ** 2).mean(axis=1)
+    return np.concatenate([np.zeros(LAGS), out])
 
 
-def scores(z, w, b, p):
-    h, y = lagged(z)
-    r = np.minimum(np.abs(y - (h @ w + b)), RESIDUAL_CLIP)
-    q = np.minimum(np.abs(y @ p), RESIDUAL_CLIP)
-    s = (r * r + q * q).mean(axis=1)
-    return np.concatenate([np.zeros(LAGS), s])
-
-
-def export(w, b, p, path):
-    N_FEATURES = p.shape[0]
-    window = helper.make_tensor_value_info("window", TensorProto.FLOAT, [1, LAGS + 1, N_FEATURES])
+def export(n_features, path):
+    d = n_features
+    window = helper.make_tensor_value_info("window", TensorProto.FLOAT, [1, LAGS + 1, d])
+    ar = helper.make_tensor_value_info("ar", TensorProto.FLOAT, [LAGS * d, d])
+    bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, [1, d])
+    whiten = helper.make_tensor_value_info("whiten", TensorProto.FLOAT, [d, d])
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])
-    contrib = helper.make_tensor_value_info("contrib", TensorProto.FLOAT, [1, N_FEATURES])
+    contrib = helper.make_tensor_value_info("contrib", TensorProto.FLOAT, [1, d])
     init = [
-        numpy_helper.from_array(w, "W"),
-        numpy_helper.from_array(b, "b"),
-        numpy_helper.from_array(p, "P"),
         numpy_helper.from_array(np.array([0, 0, 0], np.int64), "s0"),
-        numpy_helper.from_array(np.array([1, LAGS, N_FEATURES], np.int64), "e0"),
+        numpy_helper.from_array(np.array([1, LAGS, d], np.int64), "e0"),
         numpy_helper.from_array(np.array([0, LAGS, 0], np.int64), "s1"),
-        numpy_helper.from_array(np.array([1, LAGS + 1, N_FEATURES], np.int64), "e1"),
-        numpy_helper.from_array(np.array([1, LAGS * N_FEATURES], np.int64), "hshape"),
-        numpy_helper.from_array(np.array([1, N_FEATURES], np.int64), "cshape"),
+        numpy_helper.from_array(np.array([1, LAGS + 1, d], np.int64), "e1"),
+        numpy_helper.from_array(np.array([1, LAGS * d], np.int64), "hshape"),
+        numpy_helper.from_array(np.array([1, d], np.int64), "cshape"),
         numpy_helper.from_array(np.array(RESIDUAL_CLIP, np.float32), "clip"),
     ]
     nodes = [
@@ -100,20 +97,17 @@ def export(w, b, p, path):
         helper.make_node("Reshape", ["hist3", "hshape"], ["hist"]),
         helper.make_node("Slice", ["window", "s1", "e1"], ["cur3"]),
         helper.make_node("Reshape", ["cur3", "cshape"], ["cur"]),
-        helper.make_node("MatMul", ["hist", "W"], ["pw"]),
-        helper.make_node("Add", ["pw", "b"], ["pred"]),
+        helper.make_node("MatMul", ["hist", "ar"], ["pw"]),
+        helper.make_node("Add", ["pw", "bias"], ["pred"]),
         helper.make_node("Sub", ["cur", "pred"], ["res"]),
-        helper.make_node("Abs", ["res"], ["ares"]),
-        helper.make_node("Min", ["ares", "clip"], ["cres"]),
-        helper.make_node("Mul", ["cres", "cres"], ["var_term"]),
-        helper.make_node("MatMul", ["cur", "P"], ["off"]),
-        helper.make_node("Abs", ["off"], ["aoff"]),
-        helper.make_node("Min", ["aoff", "clip"], ["coff"]),
-        helper.make_node("Mul", ["coff", "coff"], ["sub_term"]),
-        helper.make_node("Add", ["var_term", "sub_term"], ["contrib"]),
+        helper.make_node("MatMul", ["res", "whiten"], ["white"]),
+        helper.make_node("Abs", ["white"], ["awhite"]),
+        helper.make_node("Min", ["awhite", "clip"], ["cwhite"]),
+        helper.make_node("Mul", ["cwhite", "cwhite"], ["contrib"]),
         helper.make_node("ReduceMean", ["contrib"], ["score"], axes=[1], keepdims=1),
     ]
-    graph = helper.make_graph(nodes, "understudy_host_anomaly", [window], [score, contrib], init)
+    graph = helper.make_graph(nodes, "understudy_host_anomaly", [window, ar, bias, whiten],
+                              [score, contrib], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="understudy models/train.py")
     model.ir_version = 8
@@ -121,25 +115,55 @@ def export(w, b, p, path):
     onnx.save(model, path)
 
 
+def fit_fixture(n_features, path):
+    """A small raw series and the parameters fit_host learns from it, for the agent's test of
+    its online fit."""
+    rng = np.random.default_rng(11)
+    n = 600
+    walk = np.cumsum(rng.standard_normal((n, n_features)), axis=0) * 0.1
+    mix = rng.standard_normal((n_features, n_features)) * 0.3
+    x = np.round(5.0 + walk @ mix + rng.standard_normal((n, n_features)) + np.arange(n_features), 4)
+    mu, sd = detector.baseline(x)
+    ar, bias, whiten = fit_host((x - mu) / sd)
+    short = lambda a: [float(f"{v:.7g}") for v in a.reshape(-1)]
+    path.write_text(json.dumps({"rows": x.tolist(), "ar": short(ar), "bias": short(bias), "whiten": short(whiten)}))
+
+
+def parity_fixture(onnx_path, hosts, n_features, path):
+    """onnxruntime's outputs on fixed windows, with the parameters of real train halves."""
+    rng = np.random.default_rng(7)
+    sess = ort.InferenceSession(str(onnx_path))
+    cases = []
+    for i in range(3):
+        ar, bias, whiten = (a.astype(np.float32) for a in hosts[i % len(hosts)])
+        x = (rng.standard_normal((1, LAGS + 1, n_features)) * 3).astype(np.float32)
+        s, c = sess.run(["score", "contrib"], {"window": x, "ar": ar, "bias": bias[None, :], "whiten": whiten})
+        cases.append({"window": x.reshape(-1).tolist(), "ar": ar.reshape(-1).tolist(), "bias": bias.tolist(),
+                      "whiten": whiten.reshape(-1).tolist(), "score": float(s[0, 0]),
+                      "contrib": c.reshape(-1).tolist()})
+    path.write_text(json.dumps({"cases": cases}))
+
+
 def train(ds, name, rows_per_day, describe):
     machines = datasets.machines(ds)
-    trains = []
+    smoothed, hosts, rows = [], [], 0
     for m in machines:
         x = datasets.load(m, "train", ds)
         mu, sd = detector.baseline(x)
-        trains.append(detector.normalise(x, mu, sd))
-    n_features = trains[0].shape[1]
-    w, b = fit(trains)
-    p = fit_subspace(trains)
-    smoothed = [detector.smooth(scores(z, w, b, p)) for z in trains]
+        params = fit_host((x - mu) / sd)
+        hosts.append(params)
+        smoothed.append(detector.smooth(scores(detector.normalise(x, mu, sd), *params)))
+        rows += len(x)
+    n_features = hosts[0][1].shape[0]
     threshold, q, fa = detector.pick_threshold(smoothed, rows_per_day=rows_per_day)
     onnx_path = HERE / f"{name}.onnx"
-    export(w, b, p, onnx_path)
+    export(n_features, onnx_path)
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     (HERE / f"{name}.toml").write_text(f"""# Written by models/train.py; see models/cards/anomaly.md.
 file = "{name}.onnx"
 sha256 = "{sha}"
-# Input: LAGS + 1 normalised samples of {describe}.
+# Input: LAGS + 1 normalised samples of {describe}, oldest first; the
+# other inputs (ar, bias, whiten) are the host's own, learned online.
 input_shape = [1, {LAGS + 1}, {n_features}]
 features = {n_features}
 outputs = ["score", "contrib"]
@@ -150,18 +174,15 @@ ema_alpha = {detector.EMA_ALPHA}
 z_clip = {detector.Z_CLIP}
 std_floor_rel = {detector.STD_FLOOR_REL}
 merge_gap = {detector.MERGE_GAP}
+# The host's autoregression and whitening (see train.py fit_host).
+ridge = {RIDGE}
+innovation_floor = {INNOVATION_FLOOR}
 """)
-    # Parity fixture: onnxruntime's outputs on fixed inputs.
-    rng = np.random.default_rng(7)
-    inputs = (rng.standard_normal((8, 1, LAGS + 1, n_features)) * 3).astype(np.float32)
-    sess = ort.InferenceSession(str(onnx_path))
-    cases = []
-    for x in inputs:
-        s, c = sess.run(["score", "contrib"], {"window": x})
-        cases.append({"window": x.reshape(-1).tolist(), "score": float(s[0, 0]), "contrib": c.reshape(-1).tolist()})
     (HERE / "fixtures").mkdir(exist_ok=True)
-    (HERE / "fixtures" / f"{name}-parity.json").write_text(json.dumps({"cases": cases}))
-    print(f"{name}: trained on {len(machines)} {ds.upper()} machines ({sum(len(z) for z in trains)} rows); "
+    parity_fixture(onnx_path, hosts, n_features, HERE / "fixtures" / f"{name}-parity.json")
+    if ds == "smd":
+        fit_fixture(n_features, HERE / "fixtures" / "anomaly-fit.json")
+    print(f"{name}: fitted on each of {len(machines)} {ds.upper()} machines' train parts ({rows} rows); "
           f"threshold {threshold:.4f} (train quantile {q}, {fa:.2f} alarm events/machine-day on train); sha256 {sha}")
 
 

@@ -30,7 +30,8 @@ enum Command {
     Metrics,
     /// Stream recorded telemetry through the live detectors. smd/asd: the host anomaly
     /// detector learns its baseline from --train only, then scores --test row by row into
-    /// `row,score,alarm`. nab: the streaming univariate detector scores --input into
+    /// `row,score,alarm` (with --keep-learning it goes on learning from the rows it scores
+    /// and does not alarm on, as the live agent does). nab: the streaming univariate detector scores --input into
     /// `timestamp,value,anomaly_score`.
     Replay {
         /// Input layout: smd (rows of comma-separated floats, 1-minute steps), asd (the same,
@@ -52,6 +53,9 @@ enum Command {
         /// Directory of the shipped models (default: installed, else the source tree's).
         #[arg(long)]
         models: Option<PathBuf>,
+        /// smd/asd: go on learning from --test rows that do not alarm, as live.
+        #[arg(long)]
+        keep_learning: bool,
     },
 }
 
@@ -96,6 +100,7 @@ pub fn main() -> i32 {
                 input,
                 out,
                 models,
+                keep_learning,
             }),
             _,
         ) => {
@@ -107,7 +112,7 @@ pub fn main() -> i32 {
                         ReplayFormat::Asd => "anomaly-asd",
                         _ => "anomaly",
                     };
-                    replay(&train, &test, &out, &dir, model)
+                    replay(&train, &test, &out, &dir, model, keep_learning)
                 }
                 (ReplayFormat::Nab, ..) => {
                     eprintln!("understudy-agent replay: --format nab needs --input FILE (and no --train/--test)");
@@ -147,7 +152,14 @@ fn replay_nab(input: &Path, out: &Path, dir: &Path) -> i32 {
     }
 }
 
-fn replay(train: &Path, test: &Path, out: &Path, dir: &Path, model: &str) -> i32 {
+fn replay(
+    train: &Path,
+    test: &Path,
+    out: &Path,
+    dir: &Path,
+    model: &str,
+    keep_learning: bool,
+) -> i32 {
     let mut det = match crate::predict::load_anomaly_named(dir, model) {
         Ok(d) => d,
         Err(e) => {
@@ -155,7 +167,7 @@ fn replay(train: &Path, test: &Path, out: &Path, dir: &Path, model: &str) -> i32
             return exit::CONFIG;
         }
     };
-    match crate::predict::replay::smd(&mut det, train, test, out) {
+    match crate::predict::replay::smd(&mut det, train, test, out, keep_learning) {
         Ok(n) => {
             eprintln!("{n} rows scored into {}", out.display());
             0

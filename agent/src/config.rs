@@ -91,7 +91,8 @@ impl Default for HealthSection {
 pub struct ModelsSection {
     /// Default: /usr/share/understudy/models, else the source tree's models/.
     pub dir: Option<PathBuf>,
-    /// Samples learned before the first score (default 300: five minutes at 1 s).
+    /// Samples learned before the anomaly model first scores (default 3600: an hour at 1 s;
+    /// the host's own autoregression needs that much history to keep false alarms down).
     pub warmup_samples: u32,
 }
 
@@ -99,7 +100,7 @@ impl Default for ModelsSection {
     fn default() -> Self {
         ModelsSection {
             dir: None,
-            warmup_samples: 300,
+            warmup_samples: 3600,
         }
     }
 }

@@ -101,11 +101,32 @@ fn assess(
     let row: Vec<Option<f64>> = readings.iter().map(|r| r.as_ref().ok().copied()).collect();
     let row = det.fill_missing(&row);
     let learned = det.baseline().samples();
+    let mem_used = schema
+        .metric
+        .iter()
+        .position(|m| m.name == "mem_u")
+        .and_then(|i| readings.get(i)?.as_ref().ok().copied());
+    let mut inputs = health::Inputs {
+        anomaly: 0.0,
+        threshold: det.threshold(),
+        alarm: false,
+        mem_used,
+        top: Vec::new(),
+        forecasts,
+        kernel_errors: ctx.kernel_errors,
+    };
     if learned < warmup {
+        // Forecasts, risk and kernel errors count from the start; the anomaly model only
+        // once it knows this host.
         det.learn(&row);
-        return health::degraded(format!(
-            "learning this host's baseline: {learned:.0} of {warmup:.0} samples"
-        ));
+        let mut report = health::assess(inputs, ctx.thresholds);
+        let learning =
+            format!("learning this host's baseline: {learned:.0} of {warmup:.0} samples");
+        report.note = Some(match report.note {
+            Some(n) => format!("{n}; {learning}"),
+            None => learning,
+        });
+        return report;
     }
     match det.step(&row) {
         Err(e) => health::degraded(format!("anomaly model: {e}")),
@@ -118,20 +139,9 @@ fn assess(
                 .collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
             top.truncate(3);
-            let mem_u = schema
-                .metric
-                .iter()
-                .position(|m| m.name == "mem_u")
-                .and_then(|i| readings.get(i)?.as_ref().ok().copied());
-            let inputs = health::Inputs {
-                anomaly: s.smoothed,
-                threshold: det.threshold(),
-                alarm: s.alarm,
-                mem_used: mem_u,
-                top,
-                forecasts,
-                kernel_errors: ctx.kernel_errors,
-            };
+            inputs.anomaly = s.smoothed;
+            inputs.alarm = s.alarm;
+            inputs.top = top;
             health::assess(inputs, ctx.thresholds)
         }
     }

@@ -41,8 +41,13 @@ impl Forecaster {
     pub fn load(dir: &Path) -> Result<Self, String> {
         let (m, _): (ForecastManifest, _) = super::manifest::parse_file(dir, "forecast")?;
         let n = m.metrics.len();
-        let model =
-            Model::load_checked(dir, &m.file, &m.sha256, &[n, m.window], &[&[n, 1], &[n, 1]])?;
+        let model = Model::load_checked(
+            dir,
+            &m.file,
+            &m.sha256,
+            &[&[n, m.window]],
+            &[&[n, 1], &[n, 1]],
+        )?;
         Ok(Forecaster {
             model,
             series: vec![VecDeque::new(); n],

@@ -29,6 +29,10 @@ pub struct ModelManifest {
     pub std_floor_rel: f64,
     /// Alarm rows closer than this form one alarm event.
     pub merge_gap: usize,
+    /// Added to the lagged samples' covariance when fitting the host's autoregression.
+    pub ridge: f64,
+    /// Added to the host's innovation covariance before whitening.
+    pub innovation_floor: f64,
 }
 
 /// Where the shipped models are when not configured: the installed location, else the
@@ -57,6 +61,14 @@ pub fn parse_file<T: serde::de::DeserializeOwned>(
 /// Reads the anomaly manifest `dir/<name>.toml` and checks its shapes.
 pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
     let (m, path): (ModelManifest, _) = parse_file(dir, name)?;
+    if !(m.ridge >= 0.0 && m.innovation_floor > 0.0) {
+        return Err(format!(
+            "{}: ridge must be >= 0 and innovation_floor > 0 (got {} and {})",
+            path.display(),
+            m.ridge,
+            m.innovation_floor
+        ));
+    }
     if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {
         return Err(format!(
             "{}: input_shape {:?} must be [1, samples >= 2, features = {}]",

@@ -4,6 +4,7 @@
 pub mod detector;
 pub mod forecast;
 pub mod health;
+pub mod hostfit;
 pub mod manifest;
 pub mod model;
 pub mod replay;

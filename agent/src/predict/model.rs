@@ -7,6 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+use super::hostfit::HostParams;
 use super::manifest::ModelManifest;
 
 type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, Graph<TypedFact, Box<dyn TypedOp>>>;
@@ -15,7 +16,7 @@ type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, Graph<TypedFact, Box<dyn Typ
 pub struct Model {
     plan: Plan,
     shape: [usize; 3],
-    input: Vec<usize>,
+    inputs: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -34,26 +35,30 @@ pub struct Output {
 }
 
 impl Model {
-    /// Loads the anomaly model `dir/<manifest.file>`, checking hash and shapes.
+    /// Loads the anomaly model `dir/<manifest.file>`, checking hash and shapes: inputs the
+    /// window `[1, lags + 1, d]` and the host's `ar` `[lags d, d]`, `bias` `[1, d]` and
+    /// `whiten` `[d, d]`; outputs the score `[1, 1]` and contributions `[1, d]`.
     pub fn load(dir: &Path, m: &ModelManifest) -> Result<Self, String> {
+        let d = m.features;
+        let lags = m.input_shape[1] - 1;
         let mut model = Self::load_checked(
             dir,
             &m.file,
             &m.sha256,
-            &m.input_shape,
-            &[&[1, 1], &[1, m.features]],
+            &[&m.input_shape, &[lags * d, d], &[1, d], &[d, d]],
+            &[&[1, 1], &[1, d]],
         )?;
         model.shape = m.input_shape;
         Ok(model)
     }
 
-    /// Loads `dir/file`, checking its SHA-256 and that it takes `input` and returns
+    /// Loads `dir/file`, checking its SHA-256 and that it takes `inputs` and returns
     /// `outputs`, in these shapes.
     pub fn load_checked(
         dir: &Path,
         file: &str,
         sha256: &str,
-        input: &[usize],
+        inputs: &[&[usize]],
         outputs: &[&[usize]],
     ) -> Result<Self, String> {
         let path = dir.join(file);
@@ -70,13 +75,22 @@ impl Model {
         }
         let shown = path.display().to_string();
         let fail = |e: TractError| format!("{shown}: {e}");
-        let model = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
-            .map_err(fail)?
-            .with_input_fact(0, f32::fact(input).into())
-            .map_err(fail)?
-            .into_optimized()
             .map_err(fail)?;
+        let declared = model.input_outlets().map_err(fail)?.len();
+        if declared != inputs.len() {
+            return Err(format!(
+                "{shown}: {declared} inputs, the agent feeds {}",
+                inputs.len()
+            ));
+        }
+        for (i, shape) in inputs.iter().enumerate() {
+            model
+                .set_input_fact(i, f32::fact(*shape).into())
+                .map_err(fail)?;
+        }
+        let model = model.into_optimized().map_err(fail)?;
         let outs = model.output_outlets().map_err(fail)?.to_vec();
         if outs.len() != outputs.len() {
             return Err(format!(
@@ -99,19 +113,36 @@ impl Model {
         Ok(Model {
             plan,
             shape: [0; 3],
-            input: input.to_vec(),
+            inputs: inputs.iter().map(|s| s.to_vec()).collect(),
         })
     }
 
-    /// Evaluates the model on `input` (row-major, the checked input shape); returns each
-    /// output flattened.
+    /// Evaluates a one-input model on `input` (row-major, the checked input shape); returns
+    /// each output flattened.
     pub fn run_all(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, String> {
-        let tensor =
-            Tensor::from_shape(&self.input, input).map_err(|e| format!("model input: {e}"))?;
-        let out = self
-            .plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| format!("model: {e}"))?;
+        self.run_inputs(&[input])
+    }
+
+    /// Evaluates the model on `inputs` (each row-major in its checked shape); returns each
+    /// output flattened.
+    pub fn run_inputs(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
+        if inputs.len() != self.inputs.len() {
+            return Err(format!(
+                "model input: {} tensors, the model takes {}",
+                inputs.len(),
+                self.inputs.len()
+            ));
+        }
+        let tensors = inputs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(data, shape)| {
+                Tensor::from_shape(shape, data)
+                    .map(TValue::from)
+                    .map_err(|e| format!("model input: {e}"))
+            })
+            .collect::<Result<TVec<TValue>, String>>()?;
+        let out = self.plan.run(tensors).map_err(|e| format!("model: {e}"))?;
         out.iter()
             .map(|t| {
                 t.as_slice::<f32>()
@@ -126,27 +157,18 @@ impl Model {
         self.shape
     }
 
-    /// Evaluates one window (`shape[1] * shape[2]` values, oldest sample first).
-    pub fn run(&self, window: &[f32]) -> Result<Output, String> {
-        let input = tract_ndarray::Array3::from_shape_vec(
-            (self.shape[0], self.shape[1], self.shape[2]),
-            window.to_vec(),
-        )
-        .map_err(|e| format!("model input: {e}"))?;
-        let out = self
-            .plan
-            .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| format!("model: {e}"))?;
-        let score = out[0]
-            .as_slice::<f32>()
-            .map_err(|e| format!("model output: {e}"))?
-            .first()
-            .copied()
+    /// Evaluates one window (`shape[1] * shape[2]` values, oldest sample first) with the
+    /// host's own parameters.
+    pub fn run(&self, window: &[f32], host: &HostParams) -> Result<Output, String> {
+        let mut out = self.run_inputs(&[window, &host.ar, &host.bias, &host.whiten])?;
+        if out.len() != 2 {
+            return Err(format!("model returned {} outputs, not 2", out.len()));
+        }
+        let contrib = out.pop().unwrap_or_default();
+        let score = out
+            .pop()
+            .and_then(|s| s.first().copied())
             .ok_or("model returned no score")?;
-        let contrib = out[1]
-            .as_slice::<f32>()
-            .map_err(|e| format!("model output: {e}"))?
-            .to_vec();
         Ok(Output { score, contrib })
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! SMD and ASD layout: rows of comma-separated floats (one per minute in SMD, per five
 //! minutes in ASD), no header; `.zst` files are decompressed on the fly. The baseline is
-//! learned from the train file only; the test file then goes row by row through
-//! [`Detector::step`], exactly as live samples do, and each row becomes `row,score,alarm`.
+//! learned from the train file only (or, asked, also from the test rows that do not alarm,
+//! as live); the test file then goes row by row through [`Detector::step`], exactly as live
+//! samples do, and each row becomes `row,score,alarm` (the smoothed score).
 //!
 //! NAB layout: a `timestamp,value` CSV with a header; each value goes through the
 //! streaming univariate detector ([`Univariate::step`]) and the output is NAB's result
@@ -68,8 +69,16 @@ fn for_each_row(
     Ok(n)
 }
 
-/// Replays SMD-layout `train` then `test` through `det`, writing `out`.
-pub fn smd(det: &mut Detector, train: &Path, test: &Path, out: &Path) -> Result<usize, String> {
+/// Replays SMD-layout `train` then `test` through `det`, writing `out`. The baseline is
+/// learned from `train` only unless `keep_learning` (then, as live, also from the test rows
+/// that do not alarm).
+pub fn smd(
+    det: &mut Detector,
+    train: &Path,
+    test: &Path,
+    out: &Path,
+    keep_learning: bool,
+) -> Result<usize, String> {
     let learned = for_each_row(train, |_, row| {
         det.learn(&row);
         Ok(())
@@ -80,6 +89,7 @@ pub fn smd(det: &mut Detector, train: &Path, test: &Path, out: &Path) -> Result<
             train.display()
         ));
     }
+    det.set_learning(keep_learning);
     let mut row_no = 0usize;
     write_atomically(out, "row,score,alarm", |w| {
         for_each_row(test, |_, row| {

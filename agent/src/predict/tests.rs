@@ -34,7 +34,12 @@ fn anomaly_parity(name: &str) {
     assert!(!cases.is_empty());
     for case in cases {
         let window = floats(&case["window"]);
-        let out = model.run(&window).unwrap();
+        let host = hostfit::HostParams {
+            ar: floats(&case["ar"]),
+            bias: floats(&case["bias"]),
+            whiten: floats(&case["whiten"]),
+        };
+        let out = model.run(&window, &host).unwrap();
         let want = case["score"].as_f64().unwrap();
         assert!(
             (f64::from(out.score) - want).abs() <= 1e-5 * want.abs().max(1.0),
@@ -63,7 +68,7 @@ fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
     let toml = std::fs::read_to_string(models().join("anomaly.toml")).unwrap();
     std::fs::write(
         dir.path().join("anomaly.toml"),
-        toml.replace("input_shape = [1, 5, 38]", "input_shape = [1, 5, 12]"),
+        toml.replace("input_shape = [1, 3, 38]", "input_shape = [1, 3, 12]"),
     )
     .unwrap();
     let e = load_anomaly(dir.path()).unwrap_err();
@@ -72,6 +77,39 @@ fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
     assert!(load_anomaly(dir.path())
         .unwrap_err()
         .contains("anomaly.toml"));
+}
+
+#[test]
+fn the_online_fit_learns_what_train_py_fits_in_batch() {
+    let text = std::fs::read_to_string(models().join("fixtures/anomaly-fit.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = manifest::read(&models(), "anomaly").unwrap();
+    let mut norm = detector::Normalizer::new(m.features, &m);
+    let mut stats = hostfit::HostStats::new(m.features, m.input_shape[1] - 1);
+    for row in fixture["rows"].as_array().unwrap() {
+        let row: Vec<f64> = floats(row).iter().map(|v| f64::from(*v)).collect();
+        norm.update(&row);
+        stats.observe(&row, true);
+    }
+    let p = hostfit::FitParams {
+        ridge: m.ridge,
+        innovation_floor: m.innovation_floor,
+    };
+    let got = stats.fit(norm.means(), &norm.sds(), p).unwrap();
+    for (name, got) in [
+        ("ar", &got.ar),
+        ("bias", &got.bias),
+        ("whiten", &got.whiten),
+    ] {
+        let want = floats(&fixture[name]);
+        assert_eq!(got.len(), want.len(), "{name}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-3, "{name}: off by {worst} relative");
+    }
 }
 
 fn fixture_rows(n: usize, seed: u64) -> String {
@@ -104,25 +142,36 @@ fn replay_is_deterministic_and_flags_a_spike() {
     let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
     std::fs::write(&train, fixture_rows(500, 1)).unwrap();
     std::fs::write(&test, fixture_rows(200, 2)).unwrap();
-    let run = |out: &str| {
+    let run = |out: &str, keep_learning: bool| {
         let mut det = load_anomaly(&models()).unwrap();
-        let n = replay::smd(&mut det, &train, &test, &dir.path().join(out)).unwrap();
+        let n = replay::smd(
+            &mut det,
+            &train,
+            &test,
+            &dir.path().join(out),
+            keep_learning,
+        )
+        .unwrap();
         assert_eq!(n, 200);
         std::fs::read_to_string(dir.path().join(out)).unwrap()
     };
-    let (a, b) = (run("a.csv"), run("b.csv"));
+    let (a, b) = (run("a.csv", false), run("b.csv", false));
     assert_eq!(a, b, "two replays give identical scores");
-    let alarms: Vec<usize> = a
-        .lines()
-        .skip(1)
-        .filter(|l| l.ends_with(",1"))
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect();
-    assert!(
-        alarms.contains(&180),
-        "the spike at row 180 alarms: {alarms:?}"
-    );
-    assert!(alarms.len() < 10, "and little else does: {alarms:?}");
+    let learning = run("c.csv", true);
+    assert_ne!(a, learning, "learning from the test rows moves the scores");
+    for out in [a, learning] {
+        let alarms: Vec<usize> = out
+            .lines()
+            .skip(1)
+            .filter(|l| l.ends_with(",1"))
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            alarms.contains(&180),
+            "the spike at row 180 alarms: {alarms:?}"
+        );
+        assert!(alarms.len() < 10, "and little else does: {alarms:?}");
+    }
 }
 
 #[test]
@@ -135,7 +184,7 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     std::fs::write(&test, rows).unwrap();
     let mut det = load_anomaly(&models()).unwrap();
     let out = dir.path().join("out.csv");
-    let e = replay::smd(&mut det, &train, &test, &out).unwrap_err();
+    let e = replay::smd(&mut det, &train, &test, &out, false).unwrap_err();
     assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
 }

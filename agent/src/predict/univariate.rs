@@ -76,7 +76,7 @@ impl UnivariateModel {
             dir,
             &m.file,
             &m.sha256,
-            &[n, m.memory + 1, m.width],
+            &[&[n, m.memory + 1, m.width]],
             &[&[n, 1]],
         )?;
         Ok(UnivariateModel {
