@@ -306,6 +306,19 @@ fn render_workloads(node: &Node) -> String {
             let _ = writeln!(out, "{family}{{workload=\"{name}\"}} {v}");
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP understudy_workload_restarts_total restarts by the workload's restart policy since it started or was restored here."
+    );
+    let _ = writeln!(out, "# TYPE understudy_workload_restarts_total counter");
+    for p in node.primaries() {
+        let n = p.restarts.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "understudy_workload_restarts_total{{workload=\"{}\"}} {n}",
+            p.spec.name
+        );
+    }
     out.push_str(&render_probes(&node.probes()));
     out
 }

@@ -8,8 +8,9 @@ use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec}
 
 use crate::datadir::materialize::{materialize, remove_aside};
 use crate::node::Node;
-use crate::primary::{exit_hook, restore_tree, Primary, PrimaryState};
+use crate::primary::{restore_tree, Primary, PrimaryState};
 use crate::replication::shadow_store::ShadowStore;
+use crate::workload::restart::{binds, exit_hook};
 use crate::workload::{process, Paths};
 
 /// Handles one order and returns the reply.
@@ -87,16 +88,10 @@ async fn start(
             ))
         };
     }
-    let mut binds = Vec::new();
-    for d in &spec.data_dirs {
-        match node.data_roots.check_existing(d) {
-            Ok(host) => binds.push(process::Bind {
-                host,
-                logical: d.clone(),
-            }),
-            Err(e) => return Ok(OrderReply::Invalid(e)),
-        }
-    }
+    let binds = match binds(node, &spec) {
+        Ok(b) => b,
+        Err(e) => return Ok(OrderReply::Invalid(e)),
+    };
     let paths = Paths::new(&node.data_dir, &spec.name);
     std::fs::create_dir_all(paths.root())
         .map_err(|e| format!("{}: {e}", paths.root().display()))?;

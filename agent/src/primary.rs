@@ -14,7 +14,8 @@ use crate::checkpoint::{self, DumpRequest};
 use crate::datadir::capture;
 use crate::node::Node;
 use crate::replication::send::{send_epoch, Base, BASE_LOST};
-use crate::workload::process::{self, adopt_restored, pump_output, Running, StdioPipe};
+use crate::workload::process::{adopt_restored, pump_output, Running, StdioPipe};
+use crate::workload::restart::exit_hook;
 use crate::workload::Paths;
 
 /// Mutable state of a primary workload; one epoch or transition at a time holds it.
@@ -36,6 +37,8 @@ pub struct PrimaryState {
     pub loop_id: u64,
     /// The reason last reported for not being protected, to avoid repeating it.
     pub last_unprotected: Option<String>,
+    /// When its restart policy last restarted it here (ms since the Unix epoch, oldest first).
+    pub restarts_ms: Vec<u64>,
 }
 
 impl PrimaryState {
@@ -56,6 +59,7 @@ impl PrimaryState {
             final_dump: None,
             loop_id: 0,
             last_unprotected: None,
+            restarts_ms: Vec::new(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct Primary {
     /// Host pid of the tree's root as last started or restored here (0: none), readable
     /// without waiting for an epoch to release the state.
     pub pid: std::sync::atomic::AtomicI32,
+    /// Restarts by its restart policy since it started or was restored here.
+    pub restarts: std::sync::atomic::AtomicU32,
 }
 
 fn now_ms() -> u64 {
@@ -89,20 +95,6 @@ fn cpu_ms() -> u64 {
     })
 }
 
-/// The hook reporting an unexpected exit of `workload`'s tree.
-pub fn exit_hook(node: &Arc<Node>, workload: &str, generation: u64) -> process::ExitHook {
-    let node = node.clone();
-    let workload = workload.to_owned();
-    Box::new(move |status| {
-        tracing::warn!(workload = %workload, "process tree {status}");
-        node.report(Report::Exited {
-            workload,
-            generation,
-            status,
-        });
-    })
-}
-
 impl Primary {
     /// A primary workload with the given starting state.
     pub fn new(spec: WorkloadSpec, state: PrimaryState) -> Arc<Self> {
@@ -111,6 +103,7 @@ impl Primary {
             spec,
             state: Mutex::new(state),
             pid: std::sync::atomic::AtomicI32::new(pid),
+            restarts: std::sync::atomic::AtomicU32::new(0),
         })
     }
 

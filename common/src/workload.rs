@@ -36,6 +36,74 @@ pub struct WorkloadSpec {
     /// materialised at the same paths on the host it moves to.
     #[serde(default)]
     pub data_dirs: Vec<PathBuf>,
+    /// What the agent does when the process tree exits on its own (default: nothing).
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+/// Restarting a workload whose process tree exited on its own, on the host it runs on: up
+/// to `attempts` restarts within any `window_ms`, each after `delay_ms`; past that the
+/// workload is left exited. A restart runs the command afresh (memory since the last epoch
+/// is lost, data directories are kept as they are), like Nomad's `restart` block or
+/// systemd's `Restart=on-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Restarts allowed within the window; 0 never restarts.
+    pub attempts: u32,
+    /// Pause before each restart, milliseconds.
+    pub delay_ms: u64,
+    /// Restarts older than this no longer count against `attempts`, milliseconds.
+    pub window_ms: u64,
+}
+
+/// Most restarts a policy may allow per window.
+pub const MAX_RESTART_ATTEMPTS: u32 = 100;
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            attempts: 0,
+            delay_ms: 5_000,
+            window_ms: 30 * 60_000,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Whether the tree should be restarted after an exit at `now_ms`, given when the
+    /// earlier restarts were (oldest first): `Some(delay_ms)` or `None` (give up).
+    pub fn decide(&self, restarts_ms: &[u64], now_ms: u64) -> Option<u64> {
+        let recent = restarts_ms
+            .iter()
+            .filter(|t| now_ms.saturating_sub(**t) < self.window_ms)
+            .count();
+        (recent < self.attempts as usize).then_some(self.delay_ms)
+    }
+
+    fn problems(&self, out: &mut Vec<(String, String)>) {
+        if self.attempts > MAX_RESTART_ATTEMPTS {
+            out.push((
+                "restart.attempts".into(),
+                format!(
+                    "{} is more than {MAX_RESTART_ATTEMPTS} restarts per window",
+                    self.attempts
+                ),
+            ));
+        }
+        if self.delay_ms > 3_600_000 {
+            out.push((
+                "restart.delay".into(),
+                format!("{} ms is outside 0..1h", self.delay_ms),
+            ));
+        }
+        if !(1_000..=7 * 86_400_000).contains(&self.window_ms) {
+            out.push((
+                "restart.window".into(),
+                format!("{} ms is outside 1s..7d", self.window_ms),
+            ));
+        }
+    }
 }
 
 /// Most data directories one workload may declare.
@@ -112,6 +180,7 @@ impl WorkloadSpec {
                 }
             }
         }
+        self.restart.problems(&mut out);
         out
     }
 }
@@ -385,7 +454,18 @@ pub enum Report {
         /// Why, in CRIU's or the network's words.
         reason: String,
     },
-    /// The workload's process tree exited on its own.
+    /// The workload's process tree exited on its own and its restart policy restarted it.
+    Restarted {
+        /// The workload.
+        workload: String,
+        /// Its generation.
+        generation: u64,
+        /// How the tree ended, e.g. "exited with status 3".
+        status: String,
+        /// Restarts on this host so far.
+        restarts: u32,
+    },
+    /// The workload's process tree exited on its own (and was not restarted).
     Exited {
         /// The workload.
         workload: String,
@@ -406,5 +486,44 @@ mod tests {
         assert!(validate_workload_name("../etc").is_err());
         assert!(validate_workload_name("").is_err());
         assert!(validate_workload_name("A").is_err());
+    }
+
+    #[test]
+    fn restarts_are_allowed_up_to_the_attempts_within_the_window_then_refused() {
+        let p = RestartPolicy {
+            attempts: 2,
+            delay_ms: 500,
+            window_ms: 60_000,
+        };
+        assert_eq!(p.decide(&[], 1_000), Some(500), "the first exit restarts");
+        assert_eq!(p.decide(&[1_000], 2_000), Some(500), "so does the second");
+        assert_eq!(p.decide(&[1_000, 2_000], 3_000), None, "the third gives up");
+        assert_eq!(
+            p.decide(&[1_000, 2_000], 61_500),
+            Some(500),
+            "once the first restart is a window old it no longer counts"
+        );
+        assert_eq!(
+            RestartPolicy::default().decide(&[], 0),
+            None,
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn a_restart_policy_out_of_range_is_named() {
+        let mut out = Vec::new();
+        RestartPolicy {
+            attempts: 1000,
+            delay_ms: 7_200_000,
+            window_ms: 10,
+        }
+        .problems(&mut out);
+        let fields: Vec<&str> = out.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["restart.attempts", "restart.delay", "restart.window"]
+        );
+        assert!(out[0].1.contains("1000"), "{out:?}");
     }
 }

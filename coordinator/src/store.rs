@@ -16,7 +16,7 @@ use crate::workloads::WorkloadRecord;
 
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const WORKLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("workloads");
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// Why the store failed.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use understudy_common::frame::MAGIC;
-use understudy_common::protocol::close;
+use understudy_common::protocol::{close, PROTOCOL_VERSION};
 use understudy_common::tls::ca::{issue, Validity};
 use understudy_common::tls::Role;
 use understudy_tests::cluster::Cluster;
@@ -71,17 +71,18 @@ fn malformed_frames_close_only_the_offending_connection() {
     let (code, reason) = rt.block_on(send_raw(&c, &header(99, 1), false));
     assert_eq!(code, u64::from(close::UNSUPPORTED_VERSION));
     assert!(
-        reason.contains("version 99") && reason.contains("speaks version 1"),
+        reason.contains("version 99")
+            && reason.contains(&format!("speaks version {PROTOCOL_VERSION}")),
         "{reason}"
     );
 
     // A 4 GiB length is refused from the header alone: no hang waiting for the payload.
-    let (code, reason) = rt.block_on(send_raw(&c, &header(1, u32::MAX), false));
+    let (code, reason) = rt.block_on(send_raw(&c, &header(PROTOCOL_VERSION, u32::MAX), false));
     assert_eq!(code, u64::from(close::PROTOCOL_ERROR));
     assert!(reason.contains("exceeds the cap"), "{reason}");
 
     // A registered peer sending a frame with a random payload.
-    let mut junk = header(1, 64);
+    let mut junk = header(PROTOCOL_VERSION, 64);
     junk.extend((0..64u8).map(|i| i.wrapping_mul(97).wrapping_add(13)));
     let (code, reason) = rt.block_on(send_raw(&c, &junk, true));
     assert_eq!(code, u64::from(close::PROTOCOL_ERROR));

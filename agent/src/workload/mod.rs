@@ -3,6 +3,7 @@
 
 pub mod probes;
 pub mod process;
+pub mod restart;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 use serde::Deserialize;
 use understudy_common::exit;
-use understudy_common::workload::{Probe, WorkloadSpec};
+use understudy_common::workload::{Probe, RestartPolicy, WorkloadSpec};
 
 use super::api::{get, print_json, short_duration};
 use super::Output;
@@ -20,6 +20,7 @@ use crate::workloads::migration::Phase;
 use crate::workloads::{WorkloadRecord, WorkloadState};
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per invocation; boxing buys nothing
 pub enum WorkloadCommand {
     /// Start a protected workload: `understudy workload create NAME --host A -- CMD ARGS…`.
     Create {
@@ -47,6 +48,16 @@ pub enum WorkloadCommand {
         /// workload (repeatable).
         #[arg(long = "data-dir")]
         data_dirs: Vec<PathBuf>,
+        /// Restart the command when it exits on its own, up to this many times per
+        /// --restart-window (default 0: never).
+        #[arg(long)]
+        restart_attempts: Option<u32>,
+        /// Pause before each restart (default 5s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        restart_delay: Option<Duration>,
+        /// Restarts older than this no longer count against --restart-attempts (default 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        restart_window: Option<Duration>,
         /// Read the spec from a TOML file instead.
         #[arg(long, conflicts_with = "command")]
         spec: Option<PathBuf>,
@@ -90,6 +101,37 @@ struct SpecFile {
     probe: Option<ProbeFile>,
     #[serde(default)]
     data_dirs: Vec<PathBuf>,
+    #[serde(default)]
+    restart: RestartFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartFile {
+    attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The restart policy from flags, falling back to the file's, then the defaults.
+fn restart_policy(
+    attempts: Option<u32>,
+    delay: Option<Duration>,
+    window: Option<Duration>,
+    file: &RestartFile,
+) -> RestartPolicy {
+    let d = RestartPolicy::default();
+    RestartPolicy {
+        attempts: attempts.or(file.attempts).unwrap_or(d.attempts),
+        delay_ms: delay.or(file.delay).map_or(d.delay_ms, ms),
+        window_ms: window.or(file.window).map_or(d.window_ms, ms),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,7 +153,7 @@ fn read_spec_file(path: &Path) -> Result<SpecFile, i32> {
 }
 
 fn interval_ms(d: Option<Duration>) -> u64 {
-    d.map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    d.map_or(5000, ms)
 }
 
 /// Runs a workload subcommand.
@@ -126,6 +168,9 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             env,
             workdir,
             data_dirs,
+            restart_attempts,
+            restart_delay,
+            restart_window,
             spec,
             command,
         } => {
@@ -160,6 +205,12 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                             } else {
                                 data_dirs
                             },
+                            restart: restart_policy(
+                                restart_attempts,
+                                restart_delay,
+                                restart_window,
+                                &f.restart,
+                            ),
                         },
                         host,
                         shadow: shadow.or(f.shadow),
@@ -183,6 +234,12 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                             interval_ms: interval_ms(interval),
                             probe: probe_tcp.map(|port| Probe::Tcp { port }),
                             data_dirs,
+                            restart: restart_policy(
+                                restart_attempts,
+                                restart_delay,
+                                restart_window,
+                                &RestartFile::default(),
+                            ),
                         },
                         host,
                         shadow,
@@ -389,6 +446,20 @@ fn print_workload(w: &WorkloadRecord) {
             println!("epochs:       {} committed", w.epochs);
         }
         None => println!("last epoch:   none yet"),
+    }
+    let r = w.spec.restart;
+    if r.attempts > 0 || w.restarts > 0 {
+        println!(
+            "restarts:     {} (policy: up to {} per {}, {} apart)",
+            w.restarts,
+            r.attempts,
+            humantime::format_duration(Duration::from_millis(r.window_ms)),
+            humantime::format_duration(Duration::from_millis(r.delay_ms))
+        );
+    }
+    if let Some((status, at)) = &w.last_exit {
+        let age = Duration::from_millis(wall_ms().saturating_sub(*at));
+        println!("last exit:    {status}, {} ago", short_duration(age));
     }
     if let Some(m) = &w.last_migration {
         println!(

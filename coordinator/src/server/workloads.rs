@@ -125,6 +125,8 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         epochs: 0,
         created_unix_ms: wall_ms(),
         last_migration: None,
+        restarts: 0,
+        last_exit: None,
     };
     if !shared.insert_workload(record) {
         return Err(err(409, format!("workload {name:?} already exists")));
@@ -555,6 +557,22 @@ pub fn on_report(shared: &Shared, host: &str, report: Report) {
                 }
             });
         }
+        Report::Restarted {
+            workload,
+            generation,
+            status,
+            restarts: _,
+        } => {
+            shared.update_workload(&workload, |w| {
+                if w.primary == host && w.generation == generation {
+                    w.restarts += 1;
+                    w.last_exit = Some((status, wall_ms()));
+                    if matches!(w.state, WorkloadState::Exited(_)) {
+                        w.state = WorkloadState::Running;
+                    }
+                }
+            });
+        }
         Report::Exited {
             workload,
             generation,
@@ -565,6 +583,7 @@ pub fn on_report(shared: &Shared, host: &str, report: Report) {
                     && w.generation == generation
                     && w.state != WorkloadState::Migrating
                 {
+                    w.last_exit = Some((status.clone(), wall_ms()));
                     w.state = WorkloadState::Exited(status);
                 }
             });

@@ -47,6 +47,10 @@ pub struct WorkloadRecord {
     pub created_unix_ms: u64,
     /// The last switchover's outcome, if any.
     pub last_migration: Option<MigrationSummary>,
+    /// Restarts by its restart policy, on every host, since it was created.
+    pub restarts: u64,
+    /// How its process tree last exited on its own, and when (ms since the Unix epoch).
+    pub last_exit: Option<(String, u64)>,
 }
 
 /// How a switchover ended.
