@@ -118,7 +118,9 @@ fn assess(
     if learned < warmup {
         // Forecasts, risk and kernel errors count from the start; the anomaly model only
         // once it knows this host.
-        det.learn(&row);
+        if let Err(e) = det.learn(&row) {
+            return health::degraded(format!("anomaly model: {e}"));
+        }
         let mut report = health::assess(inputs, ctx.thresholds);
         let learning =
             format!("learning this host's baseline: {learned:.0} of {warmup:.0} samples");

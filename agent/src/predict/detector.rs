@@ -172,12 +172,26 @@ impl Detector {
         self.learning = on;
     }
 
+    /// The model's first `features` values of `row`, refused when there are fewer or one
+    /// is not finite.
+    fn checked<'a>(&self, row: &'a [f64]) -> Result<&'a [f64], String> {
+        let features = self.features();
+        let row = row
+            .get(..features)
+            .ok_or_else(|| format!("{} values, the model reads {features}", row.len()))?;
+        match row.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(format!("value {} is {}", i + 1, row[i])),
+            None => Ok(row),
+        }
+    }
+
     /// Learns a baseline sample without scoring it.
-    pub fn learn(&mut self, row: &[f64]) {
-        let row = &row[..self.features().min(row.len())];
+    pub fn learn(&mut self, row: &[f64]) -> Result<(), String> {
+        let row = self.checked(row)?;
         self.norm.update(row);
         self.stats.observe(row, true);
         self.since_fit += 1;
+        Ok(())
     }
 
     /// Refits the host's parameters when [`REFIT_EVERY`] samples have been seen since the
@@ -198,14 +212,8 @@ impl Detector {
     /// Scores one sample (the model's first `features` metrics, finite), then learns it if
     /// its smoothed score is below [`LEARN_BELOW`] of the threshold (and learning is on).
     pub fn step(&mut self, row: &[f64]) -> Result<Scored, String> {
-        let [_, samples, features] = self.model.shape();
-        if row.len() < features {
-            return Err(format!("{} values, the model reads {features}", row.len()));
-        }
-        let row = &row[..features];
-        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
-            return Err(format!("value {} is {}", i + 1, row[i]));
-        }
+        let samples = self.model.shape()[1];
+        let row = self.checked(row)?;
         self.window.push_back(self.norm.z(row));
         if self.window.len() > samples {
             self.window.pop_front();

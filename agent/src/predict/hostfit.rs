@@ -69,12 +69,16 @@ impl HostStats {
         (4 * (self.lags + 1) * self.d) as f64
     }
 
-    /// Sees the newest raw sample; learns the stacked window it completes when `learn`.
+    /// Sees the newest raw sample (its first `d` values; a shorter one is ignored); learns
+    /// the stacked window it completes when `learn`.
     pub fn observe(&mut self, row: &[f64], learn: bool) {
+        let Some(row) = row.get(..self.d) else {
+            return;
+        };
         if self.recent.len() > self.lags {
             self.recent.pop_front();
         }
-        self.recent.push_back(row[..self.d].to_vec());
+        self.recent.push_back(row.to_vec());
         if !learn || self.recent.len() <= self.lags {
             return;
         }

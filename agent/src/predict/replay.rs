@@ -79,10 +79,7 @@ pub fn smd(
     out: &Path,
     keep_learning: bool,
 ) -> Result<usize, String> {
-    let learned = for_each_row(train, |_, row| {
-        det.learn(&row);
-        Ok(())
-    })?;
+    let learned = for_each_row(train, |_, row| det.learn(&row))?;
     if learned == 0 {
         return Err(format!(
             "{}: no rows to learn a baseline from",

@@ -187,6 +187,17 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     let e = replay::smd(&mut det, &train, &test, &out, false).unwrap_err();
     assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
+    // A train row with too few values is refused too (naming the line), not learned.
+    let mut rows = fixture_rows(5, 1);
+    rows.push_str("0.1,0.2,0.3\n");
+    std::fs::write(&train, rows).unwrap();
+    let mut det = load_anomaly(&models()).unwrap();
+    let e = replay::smd(&mut det, &train, &test, &out, false).unwrap_err();
+    assert!(
+        e.contains("train.txt:6") && e.contains("3 values, the model reads 38"),
+        "{e}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]

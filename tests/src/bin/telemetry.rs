@@ -54,7 +54,7 @@ fn detector_cost() {
             .collect()
     };
     for _ in 0..1000 {
-        det.learn(&row());
+        det.learn(&row()).unwrap();
     }
     let rows: Vec<Vec<f64>> = (0..20_000).map(|_| row()).collect();
     let t = Instant::now();
