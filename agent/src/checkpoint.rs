@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use criu_sys::{Criu, DumpOptions, NetworkLock, RestoreOptions};
 use understudy_common::data_entry::DATA_PREFIX;
@@ -18,6 +18,7 @@ use crate::datadir::capture::{self, Index};
 use crate::datadir::mapped::shared_writable;
 use crate::datadir::mount_key;
 use crate::datadir::patch::Patch;
+use crate::primary::now_ms;
 use crate::replication::delta::PageSignature;
 
 /// Deleted-but-open files up to this size are saved in the images (CRIU's default is 1 MiB).
@@ -70,12 +71,6 @@ pub struct DumpRequest {
     pub index: Arc<Index>,
     /// Page signatures of the shadow's files, by wire name.
     pub sigs: Arc<HashMap<String, PageSignature>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Dumps the tree and builds the manifest. On error the directory is removed.

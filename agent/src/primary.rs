@@ -78,7 +78,8 @@ pub struct Primary {
     pub restarts: std::sync::atomic::AtomicU32,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -432,18 +432,18 @@ interval = "200ms"
         )
     }
 
-    /// The value of one metric sample (`name{labels}` exactly as exposed).
+    /// The value of one metric sample (`name{labels}` exactly as exposed) on the
+    /// coordinator's `/metrics`.
     pub fn metric(&self, sample: &str) -> Result<f64, String> {
-        let text = self.metrics()?;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+        sample_value(&self.metrics()?, sample)
             .ok_or_else(|| format!("no sample {sample} in /metrics"))
+    }
+
+    /// The value of one metric sample on agent `host`'s `/metrics`.
+    pub fn agent_metric(&self, host: &str, sample: &str) -> Result<f64, String> {
+        let text = http_get(SocketAddr::from((self.host(host).addr, 7443)), "/metrics")?;
+        sample_value(&text, sample)
+            .ok_or_else(|| format!("no sample {sample} in {host}'s /metrics"))
     }
 
     /// A host's log so far.
@@ -480,6 +480,17 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The value of sample `sample` (`name{labels}` exactly as exposed) in a Prometheus text.
+fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// A plain HTTP/1.1 GET over TCP; returns the body of a 200 answer.

@@ -4,26 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadState;
-use understudy_tests::cluster::{http_get, Cluster};
+use understudy_tests::cluster::Cluster;
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
-
-fn agent_metric(c: &Cluster, host: &str, sample: &str) -> Result<f64, String> {
-    let text = http_get(SocketAddr::from((c.host(host).addr, 7443)), "/metrics")?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| format!("no sample {sample} in the agent's /metrics"))
-}
 
 #[test]
 fn a_crashed_workload_is_restarted_and_its_new_tree_is_checkpointed() {
@@ -81,8 +67,7 @@ fn a_crashed_workload_is_restarted_and_its_new_tree_is_checkpointed() {
         "{text}"
     );
     let n = eventually("the agent counts it", Duration::from_secs(5), || {
-        agent_metric(
-            &c,
+        c.agent_metric(
             "host-a",
             "understudy_workload_restarts_total{workload=\"flaky\"}",
         )

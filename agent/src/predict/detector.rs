@@ -72,12 +72,19 @@ impl Normalizer {
         &self.mean
     }
 
+    /// The standard deviation of a feature with this mean and variance, floored.
+    fn sd(&self, mean: f64, var: f64) -> f64 {
+        var.max(0.0)
+            .sqrt()
+            .max(self.floor_rel * mean.abs().max(1.0))
+    }
+
     /// The per-feature standard deviations, floored.
     pub fn sds(&self) -> Vec<f64> {
         self.mean
             .iter()
             .zip(&self.var)
-            .map(|(m, v)| v.max(0.0).sqrt().max(self.floor_rel * m.abs().max(1.0)))
+            .map(|(m, v)| self.sd(*m, *v))
             .collect()
     }
 
@@ -85,9 +92,9 @@ impl Normalizer {
     pub fn z(&self, row: &[f64]) -> Vec<f32> {
         self.mean
             .iter()
-            .zip(self.sds())
+            .zip(&self.var)
             .zip(row)
-            .map(|((m, sd), x)| ((x - m) / sd).clamp(-self.z_clip, self.z_clip) as f32)
+            .map(|((m, v), x)| ((x - m) / self.sd(*m, *v)).clamp(-self.z_clip, self.z_clip) as f32)
             .collect()
     }
 }

@@ -6,18 +6,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use understudy_common::workload::{Report, WorkloadSpec};
 
 use crate::node::Node;
+use crate::primary::now_ms;
 use crate::workload::{process, Paths};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// The hook watching `workload`'s tree (generation `generation`) for an exit nobody asked
 /// for. Must be made inside the agent's runtime.
