@@ -32,7 +32,8 @@ enum Command {
     /// detector learns its baseline from --train only, then scores --test row by row into
     /// `row,score,alarm` (with --keep-learning it goes on learning from the rows it scores
     /// and does not alarm on, as the live agent does). nab: the streaming univariate detector scores --input into
-    /// `timestamp,value,anomaly_score`.
+    /// `timestamp,value,anomaly_score`, told the file's range and probationary period as NAB
+    /// tells every detector.
     Replay {
         /// Input layout: smd (rows of comma-separated floats, 1-minute steps), asd (the same,
         /// 5-minute steps), nab (`timestamp,value` CSV). `.zst` accepted.
@@ -140,7 +141,7 @@ fn replay_nab(input: &Path, out: &Path, dir: &Path) -> i32 {
             return exit::CONFIG;
         }
     };
-    match crate::predict::replay::nab(&mut model.detector(), input, out) {
+    match crate::predict::replay::nab(&model, input, out) {
         Ok(n) => {
             eprintln!("{n} rows scored into {}", out.display());
             0

@@ -7,8 +7,9 @@
 //! samples do, and each row becomes `row,score,alarm` (the smoothed score).
 //!
 //! NAB layout: a `timestamp,value` CSV with a header; each value goes through the
-//! streaming univariate detector ([`Univariate::step`]) and the output is NAB's result
-//! layout, `timestamp,value,anomaly_score`.
+//! streaming univariate detector ([`Univariate::step`](super::univariate::Univariate::step)),
+//! given the file's range and rest as NAB gives them to every detector, and the output is
+//! NAB's result layout, `timestamp,value,anomaly_score`.
 //!
 //! Outputs are written beside their final name and renamed into place, so a failed replay
 //! leaves no half-written file. A malformed row fails the replay naming the file and line.
@@ -17,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use super::detector::Detector;
-use super::univariate::Univariate;
+use super::univariate::UnivariateModel;
 
 /// Opens `path`, decompressing `.zst`.
 fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
@@ -99,44 +100,74 @@ pub fn smd(
     })
 }
 
-/// Replays a NAB `timestamp,value` file through `det`, writing
-/// `timestamp,value,anomaly_score` to `out`.
-pub fn nab(det: &mut Univariate, input: &Path, out: &Path) -> Result<usize, String> {
+/// NAB's probationary period for a file of `rows` rows: 15 % of it, at most 750 rows.
+pub fn nab_probation(rows: usize) -> usize {
+    (rows * 15 / 100).min(750)
+}
+
+/// Replays a NAB `timestamp,value` file through a detector of `model`, writing
+/// `timestamp,value,anomaly_score` to `out`. As NAB does for every detector, the detector is
+/// told the file's minimum and maximum and rests a fifth of the probationary period after
+/// an alarm (NAB's own context-OSE detector's rule); the values still go through it one by
+/// one. Every row is read and checked before any is scored.
+pub fn nab(model: &UnivariateModel, input: &Path, out: &Path) -> Result<usize, String> {
+    let rows = read_nab(input)?;
+    let (lo, hi) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.1), hi.max(r.1))
+        });
+    let mut det = model
+        .detector()
+        .with_known_range(lo, hi)
+        .with_rest(nab_probation(rows.len()) / 5);
     write_atomically(out, "timestamp,value,anomaly_score", |w| {
-        let mut n = 0;
-        let mut lines = open(input)?.lines().enumerate();
-        match lines.next() {
-            Some((_, Ok(h))) if h.trim() == "timestamp,value" => {}
-            Some((_, Ok(h))) => {
-                return Err(format!(
-                    "{}:1: header {:?}, expected \"timestamp,value\"",
-                    input.display(),
-                    h.trim()
-                ))
-            }
-            Some((_, Err(e))) => return Err(format!("{}:1: {e}", input.display())),
-            None => return Err(format!("{}: empty file", input.display())),
+        for (ts, v, text) in &rows {
+            let score = det.step(*v)?;
+            writeln!(w, "{ts},{text},{score:.6}").map_err(|e| format!("{}: {e}", out.display()))?;
         }
-        for (i, line) in lines {
-            let at = |e: String| format!("{}:{}: {e}", input.display(), i + 1);
-            let line = line.map_err(|e| at(e.to_string()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (ts, value) = line
-                .split_once(',')
-                .ok_or_else(|| at("expected timestamp,value".into()))?;
-            let v: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| at(format!("value {:?} is not a number", value.trim())))?;
-            let score = det.step(v).map_err(at)?;
-            writeln!(w, "{},{},{score:.6}", ts.trim(), value.trim())
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(rows.len())
     })
+}
+
+/// The rows of a NAB file: (timestamp, value, the value as written).
+fn read_nab(input: &Path) -> Result<Vec<(String, f64, String)>, String> {
+    let mut lines = open(input)?.lines().enumerate();
+    match lines.next() {
+        Some((_, Ok(h))) if h.trim() == "timestamp,value" => {}
+        Some((_, Ok(h))) => {
+            return Err(format!(
+                "{}:1: header {:?}, expected \"timestamp,value\"",
+                input.display(),
+                h.trim()
+            ))
+        }
+        Some((_, Err(e))) => return Err(format!("{}:1: {e}", input.display())),
+        None => return Err(format!("{}: empty file", input.display())),
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines {
+        let at = |e: String| format!("{}:{}: {e}", input.display(), i + 1);
+        let line = line.map_err(|e| at(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (ts, value) = line
+            .split_once(',')
+            .ok_or_else(|| at("expected timestamp,value".into()))?;
+        let v: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| at(format!("value {:?} is not a number", value.trim())))?;
+        if !v.is_finite() {
+            return Err(at(format!(
+                "value {:?} is not a finite number",
+                value.trim()
+            )));
+        }
+        rows.push((ts.trim().to_string(), v, value.trim().to_string()));
+    }
+    Ok(rows)
 }
 
 /// Writes `header` then whatever `body` writes to `out`, by way of a temporary file beside

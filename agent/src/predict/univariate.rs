@@ -2,6 +2,11 @@
 //! `models/univariate.py`): one series in — a probe's latency, an error rate, any metric —
 //! one score in [0, 1] out per value, from how far the newest stretch of the series is from
 //! the nearest stretch it has seen, at two time scales.
+//!
+//! Distances are measured in units of the series' range: the range seen so far, or, when the
+//! range the series lives in is known beforehand ([`Univariate::with_known_range`], as NAB
+//! gives every detector its file's minimum and maximum), the geometric mean of the two, so
+//! a series' first values are not judged against a range it has not shown yet.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -100,6 +105,8 @@ impl UnivariateModel {
             longest,
             memory: vec![VecDeque::with_capacity(self.m.memory); self.m.scales.len()],
             range: None,
+            known_span: None,
+            rest: self.m.rest,
             quiet: 0,
             input: vec![0.0; self.m.scales.len() * (self.m.memory + 1) * self.m.width],
         }
@@ -125,11 +132,29 @@ pub struct Univariate {
     /// Per scale, the remembered patterns (raw units), oldest first.
     memory: Vec<VecDeque<Vec<f64>>>,
     range: Option<(f64, f64)>,
+    known_span: Option<f64>,
+    rest: usize,
     quiet: usize,
     input: Vec<f32>,
 }
 
 impl Univariate {
+    /// The series is known to live in `[lo, hi]` (NAB tells its detectors each file's
+    /// minimum and maximum): distances are then in units of the geometric mean of that span
+    /// and the span seen so far.
+    pub fn with_known_range(mut self, lo: f64, hi: f64) -> Self {
+        let span = hi - lo;
+        self.known_span = (span.is_finite() && span > 0.0).then_some(span);
+        self
+    }
+
+    /// Reports 0 for `rest` steps after a score at or above the manifest's `rest_level`
+    /// (instead of the manifest's `rest`).
+    pub fn with_rest(mut self, rest: usize) -> Self {
+        self.rest = rest;
+        self
+    }
+
     /// Scores the next value. A non-finite value is refused (the series is unchanged).
     pub fn step(&mut self, value: f64) -> Result<f64, String> {
         if !value.is_finite() {
@@ -145,7 +170,11 @@ impl Univariate {
             self.recent.pop_front();
         }
         let m = Arc::clone(&self.shared.m);
-        let span = (hi - lo).max(1e-12);
+        let seen = (hi - lo).max(1e-12);
+        let span = match self.known_span {
+            Some(known) => (seen * known.max(seen)).sqrt(),
+            None => seen,
+        };
         let mut patterns = Vec::with_capacity(m.scales.len());
         for (i, s) in m.scales.iter().enumerate() {
             let need = s.values * s.bucket;
@@ -187,13 +216,13 @@ impl Univariate {
             return Ok(0.0);
         }
         if score >= m.rest_level {
-            self.quiet = m.rest;
+            self.quiet = self.rest;
         }
         Ok(score)
     }
 
     /// Writes the model input: per scale the current pattern then the usable memory
-    /// (newest `exclude` left out), normalised by the range, sentinel rows after.
+    /// (newest `exclude` left out), divided by `span`, sentinel rows after.
     fn fill_input(&mut self, patterns: &[(Option<Vec<f64>>, bool)], lo: f64, span: f64) {
         let m = &self.shared.m;
         let (rows, width) = (m.memory + 1, m.width);

@@ -107,7 +107,7 @@ fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
     series[900] += 40.0;
     let input = nab_file(dir.path(), &series);
     let run = |out: &str| {
-        let n = replay::nab(&mut model().detector(), &input, &dir.path().join(out)).unwrap();
+        let n = replay::nab(&model(), &input, &dir.path().join(out)).unwrap();
         assert_eq!(n, 1000);
         std::fs::read_to_string(dir.path().join(out)).unwrap()
     };
@@ -122,6 +122,56 @@ fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
         "the spike scores high: {}",
         lines[901]
     );
+    // NAB's rest: a fifth of the probationary period (15 % of 1000 rows) after the alarm.
+    let rest = replay::nab_probation(1000) / 5;
+    assert_eq!(rest, 30);
+    let score = |row: usize| {
+        lines[row + 1]
+            .split(',')
+            .nth(2)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let quiet: Vec<usize> = (901..=900 + rest).filter(|r| score(*r) > 0.0).collect();
+    assert!(quiet.is_empty(), "rows scored during the rest: {quiet:?}");
+    assert!(score(901 + rest) > 0.0, "scoring resumes after the rest");
+}
+
+#[test]
+fn a_known_range_measures_distances_in_the_geometric_mean_of_the_two_ranges() {
+    let m = model();
+    let series = wave(800, 40.0, 5);
+    let (lo, hi) = series
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+    // Told a range 100 times what the series will show, once the series has shown its whole
+    // range every distance is a tenth of what it is untold.
+    let mut plain = m.detector().with_rest(0);
+    let mut told = m
+        .detector()
+        .with_rest(0)
+        .with_known_range(lo, lo + 100.0 * (hi - lo));
+    let (mut seen_lo, mut seen_hi) = (f64::MAX, f64::MIN);
+    let mut compared = 0;
+    for v in &series {
+        let (p, t) = (plain.step(*v).unwrap(), told.step(*v).unwrap());
+        (seen_lo, seen_hi) = (seen_lo.min(*v), seen_hi.max(*v));
+        if seen_lo == lo && seen_hi == hi && p > 0.0 && p < 1.0 {
+            assert!((t * 10.0 - p).abs() < 1e-5, "{t} vs {p}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 250, "only {compared} values compared");
+    // An empty or non-finite known range is ignored.
+    let mut a = m.detector().with_known_range(3.0, 3.0);
+    let mut b = m.detector().with_known_range(0.0, f64::NAN);
+    let mut c = m.detector();
+    for v in &series[..300] {
+        let want = c.step(*v).unwrap();
+        assert_eq!(a.step(*v).unwrap(), want);
+        assert_eq!(b.step(*v).unwrap(), want);
+    }
 }
 
 #[test]
@@ -134,10 +184,17 @@ fn nab_replay_refuses_a_malformed_row_or_header_naming_the_line() {
         "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:01:00,n/a\n",
     )
     .unwrap();
-    let e = replay::nab(&mut model().detector(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out).unwrap_err();
     assert!(e.contains("bad.csv:3") && e.contains("\"n/a\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
+    std::fs::write(&input, "timestamp,value\n2024-01-01 00:00:00,NaN\n").unwrap();
+    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    assert!(
+        e.contains("bad.csv:2") && e.contains("not a finite number"),
+        "{e}"
+    );
+    assert!(!out.exists());
     std::fs::write(&input, "time;value\n").unwrap();
-    let e = replay::nab(&mut model().detector(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out).unwrap_err();
     assert!(e.contains("bad.csv:1") && e.contains("header"), "{e}");
 }
