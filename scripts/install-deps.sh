@@ -8,8 +8,9 @@ set -euo pipefail
 
 # iproute2 + util-linux: namespace test hosts (ip, nsenter); python3: demo and test
 # workloads (SQLite through its sqlite3 module); debootstrap: the private CRIU root;
-# libclang-dev + pkg-config: bindgen for libcriu; rsync: the data-directory benchmark baseline.
-pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc rsync)
+# libclang-dev + pkg-config: bindgen for libcriu; rsync: the data-directory benchmark baseline;
+# rpm: the package tests read the built .rpm files with it.
+pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc rsync rpm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,3 +31,12 @@ command -v cargo >/dev/null || {
   echo "install-deps: cargo not found; install Rust 1.95 with rustup (rust-toolchain.toml pins it)" >&2
   exit 69
 }
+
+# Packaging (scripts/package.sh): cargo-deb and cargo-generate-rpm, pinned, built once.
+for tool in cargo-deb@3.8.0 cargo-generate-rpm@0.21.1; do
+  name=${tool%@*}
+  if ! "$name" --version 2>/dev/null | grep -q "${tool#*@}"; then
+    echo "install-deps: cargo install $tool" >&2
+    cargo install --locked --quiet "$tool"
+  fi
+done

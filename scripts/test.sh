@@ -11,5 +11,8 @@ bash packaging/criu/provision-criu.sh
 cargo fmt --all -- --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The deb and rpm packages, from the dev build above (tests/tests/packages.rs checks them).
+bash scripts/package.sh --profile dev
+export UNDERSTUDY_PACKAGES=$PWD/target/packages UNDERSTUDY_REQUIRE_PACKAGES=1
 # End-to-end tests fail instead of skipping when their prerequisites are missing here.
 UNDERSTUDY_REQUIRE_E2E=1 UNDERSTUDY_REQUIRE_CRIU=1 cargo test --workspace --locked
