@@ -32,6 +32,20 @@ command -v cargo >/dev/null || {
   exit 69
 }
 
+# promtool, to check the shipped Prometheus alert rules and lint /metrics
+# (tests/tests/alerting.rs): taken from Debian's prometheus package without installing it,
+# so no Prometheus server is set up or started.
+if ! command -v promtool >/dev/null; then
+  echo "install-deps: promtool from Debian's prometheus package" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q prometheus >/dev/null && dpkg-deb -x prometheus_*.deb x) || {
+    apt-get update -q >/dev/null
+    (cd "$tmp" && apt-get download -q prometheus >/dev/null && dpkg-deb -x prometheus_*.deb x)
+  }
+  install -m 755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi
+
 # Packaging (scripts/package.sh): cargo-deb and cargo-generate-rpm, pinned, built once.
 for tool in cargo-deb@3.8.0 cargo-generate-rpm@0.21.1; do
   name=${tool%@*}

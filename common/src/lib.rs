@@ -10,6 +10,7 @@ pub mod data_entry;
 pub mod epoch;
 pub mod exit;
 pub mod frame;
+pub mod prom;
 pub mod protocol;
 pub mod shutdown;
 pub mod telemetry;

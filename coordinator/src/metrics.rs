@@ -1,19 +1,45 @@
-//! The coordinator's Prometheus metrics, rendered in the text exposition format.
+//! The coordinator's own counters (connections, heartbeats, refusals, protocol errors),
+//! rendered in the Prometheus text format (version 0.0.4, as node_exporter serves it).
+//! The fleet's state is rendered beside them by `fleet_metrics`.
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
-use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use understudy_common::prom::{family, sample};
 use understudy_common::tls::Refusal;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
+/// A gauge that can be set.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64
+    }
 }
 
-/// Every metric the coordinator exports.
-#[derive(Debug)]
+/// A counter that only goes up.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64
+    }
+}
+
+/// Every metric the coordinator counts.
+#[derive(Debug, Default)]
 pub struct Metrics {
-    registry: Registry,
     /// Agents with a live connection.
     pub agents_connected: Gauge,
     /// Hosts in the registry, connected or not.
@@ -22,77 +48,85 @@ pub struct Metrics {
     pub heartbeats: Counter,
     /// Authenticated connections closed for protocol violations.
     pub protocol_errors: Counter,
-    refused: Family<ReasonLabel, Counter>,
+    /// Refused connections, indexed like `Refusal::ALL`.
+    refused: [Counter; Refusal::ALL.len()],
 }
 
 impl Metrics {
-    /// Registers every metric, with every refusal reason present from the start at 0.
+    /// Every metric at 0.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let agents_connected = Gauge::default();
-        let hosts_known = Gauge::default();
-        let heartbeats = Counter::default();
-        let protocol_errors = Counter::default();
-        let refused = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "understudy_agents_connected",
-            "Agents with a live, heartbeating connection",
-            agents_connected.clone(),
-        );
-        registry.register(
-            "understudy_hosts_known",
-            "Hosts in the registry, connected or not",
-            hosts_known.clone(),
-        );
-        registry.register(
-            "understudy_heartbeats_received",
-            "Heartbeats received from agents",
-            heartbeats.clone(),
-        );
-        registry.register(
-            "understudy_protocol_errors",
-            "Authenticated connections closed because the peer broke the protocol",
-            protocol_errors.clone(),
-        );
-        registry.register(
-            "understudy_connections_refused",
-            "Connections refused, by reason",
-            refused.clone(),
-        );
-        for r in Refusal::ALL {
-            let _ = refused.get_or_create(&ReasonLabel { reason: r.label() });
-        }
-        Metrics {
-            registry,
-            agents_connected,
-            hosts_known,
-            heartbeats,
-            protocol_errors,
-            refused,
-        }
+        Self::default()
     }
 
     /// Counts one refused connection.
     pub fn refused(&self, reason: Refusal) {
-        self.refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.label(),
-            })
-            .inc();
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
+            self.refused[i].inc();
+        }
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric, every refusal reason present from the start.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let o = &mut out;
+        family(
+            o,
+            "understudy_agents_connected",
+            "gauge",
+            "Agents with a live, heartbeating connection.",
+        );
+        sample(
+            o,
+            "understudy_agents_connected",
+            &[],
+            self.agents_connected.get(),
+        );
+        family(
+            o,
+            "understudy_hosts_known",
+            "gauge",
+            "Hosts in the registry, connected or not.",
+        );
+        sample(o, "understudy_hosts_known", &[], self.hosts_known.get());
+        family(
+            o,
+            "understudy_heartbeats_received_total",
+            "counter",
+            "Heartbeats received from agents.",
+        );
+        sample(
+            o,
+            "understudy_heartbeats_received_total",
+            &[],
+            self.heartbeats.get(),
+        );
+        family(
+            o,
+            "understudy_protocol_errors_total",
+            "counter",
+            "Authenticated connections closed because the peer broke the protocol.",
+        );
+        sample(
+            o,
+            "understudy_protocol_errors_total",
+            &[],
+            self.protocol_errors.get(),
+        );
+        family(
+            o,
+            "understudy_connections_refused_total",
+            "counter",
+            "Connections refused, by reason.",
+        );
+        for (r, n) in Refusal::ALL.iter().zip(&self.refused) {
+            sample(
+                o,
+                "understudy_connections_refused_total",
+                &[("reason", r.label())],
+                n.get(),
+            );
+        }
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -107,9 +141,13 @@ mod tests {
         m.refused(Refusal::UnknownCa);
         let text = m.render();
         assert!(
-            text.contains("understudy_connections_refused_total{reason=\"unknown_ca\"} 2"),
+            text.contains("understudy_connections_refused_total{reason=\"unknown_ca\"} 2\n"),
             "{text}"
         );
-        assert!(text.contains("understudy_connections_refused_total{reason=\"expired\"} 0"));
+        assert!(text.contains("understudy_connections_refused_total{reason=\"expired\"} 0\n"));
+        assert!(
+            text.contains("# TYPE understudy_connections_refused_total counter\n"),
+            "the family is named as its samples are, as the 0.0.4 text format wants: {text}"
+        );
     }
 }

@@ -184,6 +184,19 @@ fn the_debs_install_runnable_binaries_the_models_units_and_configs() {
         control(&coord, "conffiles").trim(),
         "/etc/understudy/coordinator.toml"
     );
+    // The alert rules ship with the coordinator package, as in the source tree (where
+    // tests/tests/alerting.rs checks them with promtool).
+    let rules =
+        std::fs::read_to_string(r.join("usr/share/understudy/prometheus/understudy.rules.yml"))
+            .unwrap();
+    assert_eq!(
+        rules,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../packaging/prometheus/understudy.rules.yml")
+        )
+        .unwrap()
+    );
     let recommends = ok(Command::new("dpkg-deb")
         .arg("-f")
         .arg(&agent)
@@ -259,6 +272,7 @@ fn the_rpms_hold_the_same_files_and_keep_edited_configs() {
         "/usr/bin/understudy",
         "/usr/lib/systemd/system/understudy-coordinator.service",
         "/etc/understudy/coordinator.toml",
+        "/usr/share/understudy/prometheus/understudy.rules.yml",
     ] {
         assert!(
             files.lines().any(|l| l == f),

@@ -2,7 +2,7 @@
 //! the Prometheus text format for the agent's `/metrics`.
 
 use std::collections::VecDeque;
-use std::fmt::Write;
+use understudy_common::prom;
 
 use super::compute::Reading;
 use super::schema::Schema;
@@ -61,34 +61,33 @@ impl History {
             match r {
                 Ok(v) => {
                     let name = format!("understudy_host_{}", m.name);
-                    let _ = writeln!(out, "# HELP {name} {} ({}).", m.help, m.unit);
-                    let _ = writeln!(out, "# TYPE {name} gauge");
-                    let _ = writeln!(out, "{name} {v}");
+                    prom::family(
+                        &mut out,
+                        &name,
+                        "gauge",
+                        &format!("{} ({}).", m.help, m.unit),
+                    );
+                    prom::sample(&mut out, &name, &[], *v);
                 }
                 Err(why) => missing.push((m.name.as_str(), why.as_str())),
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP understudy_host_metric_unavailable Schema metrics this host cannot produce now, with the reason."
+        prom::family(
+            &mut out,
+            "understudy_host_metric_unavailable",
+            "gauge",
+            "Schema metrics this host cannot produce now, with the reason.",
         );
-        let _ = writeln!(out, "# TYPE understudy_host_metric_unavailable gauge");
         for (name, why) in missing {
-            let _ = writeln!(
-                out,
-                "understudy_host_metric_unavailable{{metric=\"{name}\",reason=\"{}\"}} 1",
-                escape(why)
+            prom::sample(
+                &mut out,
+                "understudy_host_metric_unavailable",
+                &[("metric", name), ("reason", why)],
+                1.0,
             );
         }
         out
     }
-}
-
-/// Escapes a Prometheus label value.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The operator HTTP API: `GET /v1/hosts`, `GET /v1/health`, `GET /metrics`.
+//! The operator HTTP API: `GET /v1/hosts`, `GET /v1/health`, `GET /metrics` (the
+//! coordinator's own counters and the fleet's state), and the workload endpoints.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::workloads::{self, ApiError, CreateRequest, MigrateRequest};
 use super::Shared;
+use crate::fleet_metrics;
 use crate::registry::HostRecord;
 use crate::workloads::WorkloadRecord;
 
@@ -102,7 +104,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.render(),
+        shared.metrics.render()
+            + &fleet_metrics::render(&shared.hosts(), &shared.workload_list(), super::wall_ms()),
     )
 }
 

@@ -24,6 +24,22 @@ pub enum WorkloadState {
     Failed(String),
 }
 
+impl WorkloadState {
+    /// Every state's name, as `name` gives it.
+    pub const NAMES: [&'static str; 5] = ["starting", "running", "migrating", "exited", "failed"];
+
+    /// The state's name without its detail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkloadState::Starting => "starting",
+            WorkloadState::Running => "running",
+            WorkloadState::Migrating => "migrating",
+            WorkloadState::Exited(_) => "exited",
+            WorkloadState::Failed(_) => "failed",
+        }
+    }
+}
+
 /// The coordinator's record of a workload; persisted and served by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadRecord {

@@ -1,19 +1,17 @@
 //! The agent's own `/metrics` over HTTP: this host's schema metrics (see `hostmetrics`),
 //! sampled every `step_seconds` into a ring of recent samples, newest rendered on request;
-//! and the resource use of each workload this host runs, read when asked. Sampling reads
-//! procfs on a blocking thread, never on the async workers.
+//! the health assessment made from each sample (`health_text`); and the resource use and
+//! probes of each workload this host runs, read when asked (`workloads_text`). Sampling
+//! reads procfs on a blocking thread, never on the async workers.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-
-use std::fmt::Write;
-
-use std::path::Path;
 
 use understudy_common::telemetry::{Forecast, HealthReport};
 
@@ -25,7 +23,10 @@ use crate::node::Node;
 use crate::predict::detector::Detector;
 use crate::predict::forecast::Forecaster;
 use crate::predict::health;
-use crate::workload::stats::{self, TreeStats};
+use crate::workload::stats;
+
+mod health_text;
+mod workloads_text;
 
 /// Samples kept: ten model windows.
 const WINDOWS_KEPT: usize = 10;
@@ -201,172 +202,21 @@ pub fn start_sampling(
     history
 }
 
-/// The health assessment in the Prometheus text format.
-fn render_health(node: &Node) -> String {
-    let mut out = String::new();
-    let Some(h) = node.health() else {
-        return out;
-    };
-    let _ = writeln!(
-        out,
-        "# HELP understudy_host_health_score Host health, 0-100 (levels from [health] in agent.toml)."
-    );
-    let _ = writeln!(out, "# TYPE understudy_host_health_score gauge");
-    let _ = writeln!(
-        out,
-        "understudy_host_health_score{{level=\"{}\"}} {}",
-        h.level.as_str(),
-        h.score
-    );
-    let _ = writeln!(out, "# HELP understudy_host_anomaly_score The anomaly model's smoothed score (alarms above understudy_host_anomaly_threshold).");
-    let _ = writeln!(out, "# TYPE understudy_host_anomaly_score gauge");
-    let _ = writeln!(out, "understudy_host_anomaly_score {}", h.anomaly);
-    let _ = writeln!(out, "# TYPE understudy_host_anomaly_threshold gauge");
-    let _ = writeln!(
-        out,
-        "understudy_host_anomaly_threshold {}",
-        h.anomaly_threshold
-    );
-    if let Some(r) = &h.risk {
-        let _ = writeln!(out, "# HELP understudy_host_failure_risk Probability that memory or disk space runs out within the horizon.");
-        let _ = writeln!(out, "# TYPE understudy_host_failure_risk gauge");
-        let _ = writeln!(
-            out,
-            "understudy_host_failure_risk{{horizon_seconds=\"{}\",cause=\"{}\"}} {}",
-            r.horizon_secs, r.cause, r.probability
-        );
-    }
-    let _ = writeln!(out, "# HELP understudy_host_kernel_errors_last_hour Kernel log errors in the last hour (mce, edac, io).");
-    let _ = writeln!(out, "# TYPE understudy_host_kernel_errors_last_hour gauge");
-    for kind in crate::hostmetrics::kmsg::KernelError::ALL {
-        let n = h
-            .kernel_errors
-            .iter()
-            .find(|(k, _)| k == kind.name())
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(
-            out,
-            "understudy_host_kernel_errors_last_hour{{kind=\"{}\"}} {n}",
-            kind.name()
-        );
-    }
-    out
-}
-
-/// The workloads' resource use in the Prometheus text format.
+/// The workloads this host runs, read now, in the Prometheus text format.
 fn render_workloads(node: &Node) -> String {
-    let families = [
-        (
-            "understudy_workload_cpu_seconds_total",
-            "counter",
-            "CPU time of the workload's process tree, seconds",
-        ),
-        (
-            "understudy_workload_resident_bytes",
-            "gauge",
-            "resident memory of the workload's process tree",
-        ),
-        (
-            "understudy_workload_open_fds",
-            "gauge",
-            "open file descriptors in the workload's process tree",
-        ),
-        (
-            "understudy_workload_threads",
-            "gauge",
-            "threads in the workload's process tree",
-        ),
-        (
-            "understudy_workload_processes",
-            "gauge",
-            "processes in the workload's process tree",
-        ),
-    ];
-    let trees: Vec<(String, TreeStats)> = node
+    let running: Vec<workloads_text::Running> = node
         .primaries()
         .into_iter()
-        .filter_map(|p| {
+        .map(|p| {
             let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
-            (pid > 0)
-                .then(|| stats::tree(pid))
-                .flatten()
-                .map(|s| (p.spec.name.clone(), s))
+            workloads_text::Running {
+                name: p.spec.name.clone(),
+                tree: (pid > 0).then(|| stats::tree(pid)).flatten(),
+                restarts: u64::from(p.restarts.load(std::sync::atomic::Ordering::Relaxed)),
+            }
         })
         .collect();
-    let mut out = String::new();
-    for (i, (family, kind, help)) in families.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {family} {help}.");
-        let _ = writeln!(out, "# TYPE {family} {kind}");
-        for (name, s) in &trees {
-            let v = match i {
-                0 => s.cpu_seconds,
-                1 => s.rss_bytes as f64,
-                2 => s.fds as f64,
-                3 => s.threads as f64,
-                _ => s.processes as f64,
-            };
-            let _ = writeln!(out, "{family}{{workload=\"{name}\"}} {v}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP understudy_workload_restarts_total restarts by the workload's restart policy since it started or was restored here."
-    );
-    let _ = writeln!(out, "# TYPE understudy_workload_restarts_total counter");
-    for p in node.primaries() {
-        let n = p.restarts.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "understudy_workload_restarts_total{{workload=\"{}\"}} {n}",
-            p.spec.name
-        );
-    }
-    out.push_str(&render_probes(&node.probes()));
-    out
-}
-
-/// The workloads' probe reports in the Prometheus text format.
-fn render_probes(probes: &[understudy_common::telemetry::ProbeReport]) -> String {
-    let families: [(&str, &str, &str); 4] = [
-        (
-            "understudy_workload_probe_runs_total",
-            "counter",
-            "probes run since the workload started here",
-        ),
-        (
-            "understudy_workload_probe_failures_total",
-            "counter",
-            "probes that failed",
-        ),
-        (
-            "understudy_workload_probe_latency_seconds",
-            "gauge",
-            "latency of the newest successful probe",
-        ),
-        (
-            "understudy_workload_probe_latency_anomaly",
-            "gauge",
-            "the univariate detector's score of that latency, 0-1",
-        ),
-    ];
-    let mut out = String::new();
-    for (i, (family, kind, help)) in families.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {family} {help}.");
-        let _ = writeln!(out, "# TYPE {family} {kind}");
-        for p in probes {
-            let v = match i {
-                0 => p.runs as f64,
-                1 => p.failures as f64,
-                2 => match p.latency_ms {
-                    Some(ms) => f64::from(ms) / 1000.0,
-                    None => continue,
-                },
-                _ => f64::from(p.latency_anomaly),
-            };
-            let _ = writeln!(out, "{family}{{workload=\"{}\"}} {v}", p.workload);
-        }
-    }
-    out
+    workloads_text::render(&running, &node.probes())
 }
 
 /// Serves `GET /metrics` on `listen` until the process ends.
@@ -383,7 +233,9 @@ pub async fn serve(
             async move {
                 let text = tokio::task::spawn_blocking(move || {
                     let mut text = lock(&history).render();
-                    text.push_str(&render_health(&node));
+                    if let Some(h) = node.health() {
+                        text.push_str(&health_text::render(&h));
+                    }
                     text.push_str(&render_workloads(&node));
                     text
                 })
