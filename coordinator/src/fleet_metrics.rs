@@ -9,6 +9,14 @@ use understudy_common::prom::{family, sample};
 use crate::registry::HostRecord;
 use crate::workloads::{WorkloadRecord, WorkloadState};
 
+/// A family's name, type, help, and its value for a workload (none: no sample).
+type PerWorkload = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkloadRecord) -> Option<f64>,
+);
+
 /// Every fleet family; each family's HELP and TYPE even when the fleet is empty.
 pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u64) -> String {
     let mut out = String::new();
@@ -66,21 +74,6 @@ pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u
     }
     family(
         o,
-        "understudy_workload_protected",
-        "gauge",
-        "1 while the workload has a shadow host keeping its checkpoints current.",
-    );
-    for w in workloads {
-        let protected = w.shadow.is_some() && w.unprotected.is_none();
-        sample(
-            o,
-            "understudy_workload_protected",
-            &[("workload", &w.spec.name)],
-            f64::from(u8::from(protected)),
-        );
-    }
-    family(
-        o,
         "understudy_workload_recovery_point_age_seconds",
         "gauge",
         "Age of the newest checkpoint committed on the shadow: what a failover now would lose.",
@@ -95,78 +88,57 @@ pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u
             );
         }
     }
-    family(
-        o,
-        "understudy_workload_checkpoint_interval_seconds",
-        "gauge",
-        "How often the workload is checkpointed to its shadow (its spec's interval).",
-    );
-    for w in workloads {
-        sample(
-            o,
+    // The families with one sample per workload, labelled by its name alone.
+    let per_workload: [PerWorkload; 6] = [
+        (
+            "understudy_workload_protected",
+            "gauge",
+            "1 while the workload has a shadow host keeping its checkpoints current.",
+            |w| {
+                let protected = w.shadow.is_some() && w.unprotected.is_none();
+                Some(f64::from(u8::from(protected)))
+            },
+        ),
+        (
             "understudy_workload_checkpoint_interval_seconds",
-            &[("workload", &w.spec.name)],
-            w.spec.interval_ms as f64 / 1000.0,
-        );
-    }
-    family(
-        o,
-        "understudy_workload_checkpoint_frozen_seconds",
-        "gauge",
-        "How long the workload was frozen for its newest committed checkpoint.",
-    );
-    for w in workloads {
-        if let Some(e) = &w.last_epoch {
-            sample(
-                o,
-                "understudy_workload_checkpoint_frozen_seconds",
-                &[("workload", &w.spec.name)],
-                e.frozen_ms as f64 / 1000.0,
-            );
-        }
-    }
-    family(
-        o,
-        "understudy_workload_epochs_committed_total",
-        "counter",
-        "Checkpoint epochs committed on a shadow since the workload was created.",
-    );
-    for w in workloads {
-        sample(
-            o,
+            "gauge",
+            "How often the workload is checkpointed to its shadow (its spec's interval).",
+            |w| Some(w.spec.interval_ms as f64 / 1000.0),
+        ),
+        (
+            "understudy_workload_checkpoint_frozen_seconds",
+            "gauge",
+            "How long the workload was frozen for its newest committed checkpoint.",
+            |w| w.last_epoch.as_ref().map(|e| e.frozen_ms as f64 / 1000.0),
+        ),
+        (
             "understudy_workload_epochs_committed_total",
-            &[("workload", &w.spec.name)],
-            w.epochs as f64,
-        );
-    }
-    family(
-        o,
-        "understudy_workload_generation",
-        "gauge",
-        "The workload's generation: bumped by every switchover.",
-    );
-    for w in workloads {
-        sample(
-            o,
+            "counter",
+            "Checkpoint epochs committed on a shadow since the workload was created.",
+            |w| Some(w.epochs as f64),
+        ),
+        (
             "understudy_workload_generation",
-            &[("workload", &w.spec.name)],
-            w.generation as f64,
-        );
-    }
-    family(
-        o,
-        "understudy_workload_last_switchover_frozen_seconds",
-        "gauge",
-        "How long the workload was frozen by its last switchover (final checkpoint to restored).",
-    );
-    for w in workloads {
-        if let Some(f) = w.last_migration.as_ref().and_then(|m| m.freeze_ms) {
-            sample(
-                o,
-                "understudy_workload_last_switchover_frozen_seconds",
-                &[("workload", &w.spec.name)],
-                f as f64 / 1000.0,
-            );
+            "gauge",
+            "The workload's generation: bumped by every switchover.",
+            |w| Some(w.generation as f64),
+        ),
+        (
+            "understudy_workload_last_switchover_frozen_seconds",
+            "gauge",
+            "How long the workload was frozen by its last switchover (final checkpoint to restored).",
+            |w| {
+                let ms = w.last_migration.as_ref()?.freeze_ms?;
+                Some(ms as f64 / 1000.0)
+            },
+        ),
+    ];
+    for (name, kind, help, value) in per_workload {
+        family(o, name, kind, help);
+        for w in workloads {
+            if let Some(v) = value(w) {
+                sample(o, name, &[("workload", &w.spec.name)], v);
+            }
         }
     }
     out
