@@ -14,6 +14,14 @@ its rows alarms; no point-adjust), false alarm events per machine-day (alarm eve
 touch no labelled segment), the median detection delay (minutes from a found segment's
 first row to its first alarming row), and point-wise precision, recall and F1.
 
+forecast — the resource forecaster: the shipped forecast.onnx (in onnxruntime; tract matches it
+within 1e-5, tested) over every window of the SMD test parts (120 samples, the value 300
+samples ahead; one-minute steps) and of a 30-minute one-second recording of a live host
+(fixtures/live-host-1s.csv: idle, then a build), beside persistence (the newest value) and
+the window's mean: mean absolute error of the central estimate, and how often the actual value
+is at or under the upper bound (the p90 should cover 90 %), for the shipped, calibrated bound
+and for the normal-theory bound it replaced.
+
 nab — the streaming univariate detector. `understudy-agent replay --format nab` over every
 corpus file, scored by models/nab.py (NAB's published scoring: windows, sigmoid, profiles,
 probationary period, one threshold per profile optimised over the corpus, normalisation
@@ -32,6 +40,7 @@ import numpy as np
 
 import detector
 import datasets
+import forecast
 import nab
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -164,15 +173,78 @@ def univariate(agent):
     print()
 
 
+def _forecast_rows(series_by_metric, stride):
+    """Per metric: (central, upper, actual, newest, window mean) over every window, from the
+    shipped model run on all four metrics at once (fs_used, which has no data here, gets a
+    copy of mem_u)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(HERE / "forecast.onnx"))
+    cols = [series_by_metric[m if m in series_by_metric else forecast.BORROWS[m]]
+            for m in forecast.METRICS]
+    y = np.stack(cols, axis=0).astype(np.float32)             # [4, n]
+    W, H = forecast.WINDOW, forecast.HORIZON
+    out = {m: [] for m in series_by_metric}
+    for t in range(W - 1, y.shape[1] - H, stride):
+        win = y[:, t - W + 1:t + 1]
+        c, u = sess.run(["central", "upper"], {"series": win})
+        for i, m in enumerate(forecast.METRICS):
+            if m in out:
+                out[m].append((c[i, 0], u[i, 0], y[i, t + H], win[i, -1], win[i].mean()))
+    return {m: np.array(v, dtype=np.float64) for m, v in out.items()}
+
+
+def _shipped_multipliers():
+    """Metric -> the upper-bound multiplier in the shipped forecast.onnx."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(str(HERE / "forecast.onnx"))
+    scale = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "scale")
+    return dict(zip(forecast.METRICS, scale.reshape(-1).tolist()))
+
+
+def forecaster():
+    cols = forecast.smd_columns()
+    metrics = [m for m in forecast.METRICS if m in cols]
+    smd = {m: [] for m in metrics}
+    for machine in datasets.machines("smd"):
+        rows = datasets.load(machine, "test", "smd")
+        for m, r in _forecast_rows({m: rows[:, cols[m]] for m in metrics}, forecast.STRIDE).items():
+            smd[m].append(r)
+    smd = {m: np.concatenate(v) for m, v in smd.items()}
+    with open(HERE / "fixtures" / "live-host-1s.csv") as f:
+        live = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
+    live = _forecast_rows({m: live[:, i] for i, m in enumerate(["cpu_r", "mem_u", "disk_u"])}, 1)
+    _, _, theory = forecast.matrices()
+    shipped = _shipped_multipliers()
+    print("## Resource forecaster: 300 samples ahead from the newest 120\n")
+    print("| data | metric | windows | MAE line (shipped) | MAE newest value | MAE window mean "
+          "| p90 coverage, shipped | p90 coverage, normal theory |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, data in (("SMD test (1 min)", smd), ("live host (1 s)", live)):
+        for m in metrics:
+            r = data[m]
+            c, u, a, last, mean = r.T
+            half = u - c
+            # The normal-theory bound: the same residual spread, the theory's multiplier.
+            theory_u = c + half / shipped[m] * theory
+            print(f"| {name} | {m} | {len(a)} | {np.abs(c - a).mean():.4f} | "
+                  f"{np.abs(last - a).mean():.4f} | {np.abs(mean - a).mean():.4f} | "
+                  f"{np.mean(a <= u) * 100:.1f} % | {np.mean(a <= theory_u) * 100:.1f} % |")
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="?", default="all", choices=["smd", "asd", "nab", "all"])
+    ap.add_argument("what", nargs="?", default="all",
+                    choices=["smd", "asd", "nab", "forecast", "all"])
     ap.add_argument("--agent", default=str(HERE.parent / "target" / "release" / "understudy-agent"))
     args = ap.parse_args()
     if args.what in ("smd", "all"):
         multivariate(args.agent, "smd")
     if args.what in ("asd", "all"):
         multivariate(args.agent, "asd")
+    if args.what in ("forecast", "all"):
+        forecaster()
     if args.what in ("nab", "all"):
         univariate(args.agent)
 
