@@ -33,6 +33,34 @@ pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64)
     let _ = writeln!(out, " {value}");
 }
 
+/// A family whose samples come one per item of some kind: its name, type, help, and the
+/// item's value (none: no sample for that item).
+pub type PerItem<T> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&T) -> Option<f64>,
+);
+
+/// Writes each family of `families` with one sample per item of `items` that has a value,
+/// labelled `label` = `name(item)`; each family's HELP and TYPE even with no items.
+pub fn per_item<T>(
+    out: &mut String,
+    families: &[PerItem<T>],
+    items: &[T],
+    label: &str,
+    name: fn(&T) -> &str,
+) {
+    for (family_name, kind, help, value) in families {
+        family(out, family_name, kind, help);
+        for item in items {
+            if let Some(v) = value(item) {
+                sample(out, family_name, &[(label, name(item))], v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,18 +4,10 @@
 //! own health is on its agent's `/metrics` (scraped like node_exporter), not repeated here.
 //! Pure: no I/O, the caller passes the records and the time.
 
-use understudy_common::prom::{family, sample};
+use understudy_common::prom::{family, per_item, sample, PerItem};
 
 use crate::registry::HostRecord;
 use crate::workloads::{WorkloadRecord, WorkloadState};
-
-/// A family's name, type, help, and its value for a workload (none: no sample).
-type PerWorkload = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&WorkloadRecord) -> Option<f64>,
-);
 
 /// Every fleet family; each family's HELP and TYPE even when the fleet is empty.
 pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u64) -> String {
@@ -89,7 +81,7 @@ pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u
         }
     }
     // The families with one sample per workload, labelled by its name alone.
-    let per_workload: [PerWorkload; 6] = [
+    let per_workload: [PerItem<WorkloadRecord>; 6] = [
         (
             "understudy_workload_protected",
             "gauge",
@@ -133,14 +125,7 @@ pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u
             },
         ),
     ];
-    for (name, kind, help, value) in per_workload {
-        family(o, name, kind, help);
-        for w in workloads {
-            if let Some(v) = value(w) {
-                sample(o, name, &[("workload", &w.spec.name)], v);
-            }
-        }
-    }
+    per_item(o, &per_workload, workloads, "workload", |w| &w.spec.name);
     out
 }
 

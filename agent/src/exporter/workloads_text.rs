@@ -1,7 +1,7 @@
 //! The resource use, restarts and probes of the workloads this host runs, in the
 //! Prometheus text format. Pure: renders what the caller read.
 
-use understudy_common::prom::{family, sample};
+use understudy_common::prom::{per_item, PerItem};
 use understudy_common::telemetry::ProbeReport;
 
 use crate::workload::stats::TreeStats;
@@ -16,73 +16,47 @@ pub struct Running {
     pub restarts: u64,
 }
 
-/// A family's name, type, help, and how to read its value from a `T` (none: no sample).
-type Family<T> = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&T) -> Option<f64>,
-);
-
 /// Every workload family, in order; each family's HELP and TYPE even with no workload.
 pub fn render(running: &[Running], probes: &[ProbeReport]) -> String {
-    let tree_families: [Family<TreeStats>; 5] = [
+    let running_families: [PerItem<Running>; 6] = [
         (
             "understudy_workload_cpu_seconds_total",
             "counter",
             "CPU time of the workload's process tree, seconds.",
-            |s| Some(s.cpu_seconds),
+            |r| Some(r.tree?.cpu_seconds),
         ),
         (
             "understudy_workload_resident_bytes",
             "gauge",
             "Resident memory of the workload's process tree.",
-            |s| Some(s.rss_bytes as f64),
+            |r| Some(r.tree?.rss_bytes as f64),
         ),
         (
             "understudy_workload_open_fds",
             "gauge",
             "Open file descriptors in the workload's process tree.",
-            |s| Some(s.fds as f64),
+            |r| Some(r.tree?.fds as f64),
         ),
         (
             "understudy_workload_threads",
             "gauge",
             "Threads in the workload's process tree.",
-            |s| Some(s.threads as f64),
+            |r| Some(r.tree?.threads as f64),
         ),
         (
             "understudy_workload_processes",
             "gauge",
             "Processes in the workload's process tree.",
-            |s| Some(s.processes as f64),
+            |r| Some(r.tree?.processes as f64),
+        ),
+        (
+            "understudy_workload_restarts_total",
+            "counter",
+            "Restarts by the workload's restart policy since it started or was restored here.",
+            |r| Some(r.restarts as f64),
         ),
     ];
-    let mut out = String::new();
-    let o = &mut out;
-    for (name, kind, help, value) in tree_families {
-        family(o, name, kind, help);
-        for r in running {
-            if let Some(v) = r.tree.as_ref().and_then(value) {
-                sample(o, name, &[("workload", &r.name)], v);
-            }
-        }
-    }
-    family(
-        o,
-        "understudy_workload_restarts_total",
-        "counter",
-        "Restarts by the workload's restart policy since it started or was restored here.",
-    );
-    for r in running {
-        sample(
-            o,
-            "understudy_workload_restarts_total",
-            &[("workload", &r.name)],
-            r.restarts as f64,
-        );
-    }
-    let probe_families: [Family<ProbeReport>; 5] = [
+    let probe_families: [PerItem<ProbeReport>; 5] = [
         (
             "understudy_workload_probe_runs_total",
             "counter",
@@ -114,14 +88,13 @@ pub fn render(running: &[Running], probes: &[ProbeReport]) -> String {
             |p| Some(p.latency_alarms as f64),
         ),
     ];
-    for (name, kind, help, value) in probe_families {
-        family(o, name, kind, help);
-        for p in probes {
-            if let Some(v) = value(p) {
-                sample(o, name, &[("workload", &p.workload)], v);
-            }
-        }
-    }
+    let mut out = String::new();
+    per_item(&mut out, &running_families, running, "workload", |r| {
+        &r.name
+    });
+    per_item(&mut out, &probe_families, probes, "workload", |p| {
+        &p.workload
+    });
     out
 }
 
