@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cluster;
+pub mod command;
 pub mod criu;
 pub mod netns;
 pub mod rawclient;

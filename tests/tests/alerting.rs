@@ -7,12 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use understudy_tests::cluster::{http_get, Cluster};
+use understudy_tests::command::run;
 use understudy_tests::{require_criu, require_e2e};
 
 fn repo() -> PathBuf {
@@ -41,41 +41,25 @@ fn promtool() -> Option<PathBuf> {
     found
 }
 
-fn run(cmd: &mut Command, stdin: Option<&str>) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 const RULES: &str = "packaging/prometheus/understudy.rules.yml";
 
 #[test]
 fn the_alert_rules_load_and_fire_as_their_unit_tests_say() {
     let Some(promtool) = promtool() else { return };
-    let (ok, text) = run(
+    let (code, text) = run(
         Command::new(&promtool)
             .args(["check", "rules", RULES])
             .current_dir(repo()),
-        None,
+        "",
     );
-    assert!(ok && text.contains("SUCCESS"), "{text}");
-    let (ok, text) = run(
+    assert!(code == 0 && text.contains("SUCCESS"), "{text}");
+    let (code, text) = run(
         Command::new(&promtool)
             .args(["test", "rules", "understudy.rules.test.yml"])
             .current_dir(repo().join("tests/fixtures")),
-        None,
+        "",
     );
-    assert!(ok && text.contains("SUCCESS"), "{text}");
+    assert!(code == 0 && text.contains("SUCCESS"), "{text}");
 }
 
 /// The metric names an expression text uses.
@@ -138,12 +122,9 @@ fn every_metric_the_rules_use_is_served_and_lints_clean() {
         ("host-a", &a),
         ("host-b", &b),
     ] {
-        let (ok, lint) = run(
-            Command::new(&promtool).args(["check", "metrics"]),
-            Some(text),
-        );
+        let (code, lint) = run(Command::new(&promtool).args(["check", "metrics"]), text);
         assert!(
-            ok && lint.trim().is_empty(),
+            code == 0 && lint.trim().is_empty(),
             "{who}'s /metrics: {lint}\n{text}"
         );
     }

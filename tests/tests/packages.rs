@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use understudy_tests::command::run;
+
 fn packages() -> Option<PathBuf> {
     match std::env::var("UNDERSTUDY_PACKAGES") {
         Ok(dir) => Some(PathBuf::from(dir)),
@@ -55,18 +57,8 @@ fn find(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
     found[0].clone()
 }
 
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 fn ok(cmd: &mut Command) -> String {
-    let (code, text) = run(cmd);
+    let (code, text) = run(cmd, "");
     assert_eq!(code, 0, "{cmd:?}: {text}");
     text
 }
@@ -215,9 +207,12 @@ fn the_packaged_sample_configs_validate_once_the_certificates_exist() {
     let etc = r.join("etc/understudy");
 
     // As shipped, only what the operator must supply is missing (no unknown or bad key).
-    let (code, text) = run(Command::new(&agent)
-        .arg("validate")
-        .arg(etc.join("agent.toml")));
+    let (code, text) = run(
+        Command::new(&agent)
+            .arg("validate")
+            .arg(etc.join("agent.toml")),
+        "",
+    );
     assert_eq!(code, 78, "{text}");
     assert!(text.lines().all(|l| l.contains("tls.")), "{text}");
 
