@@ -9,12 +9,17 @@ recently the newest stretch of the series is:
 - At two time scales it keeps the newest MEMORY patterns: the last 3 values, and the last
   64 values averaged into 4 buckets of 16. Patterns that overlap the current one (the newest
   4 at the short scale, the newest 64 at the long one) are left out.
+- When the values come with their times, a third, seasonal scale takes the last 96 values
+  minus their usual value at that time of day (the median, over the last 7 days, of the
+  mean within 10 minutes of the same time; from the second day on), averaged into 3
+  buckets of 32, and its distance is weighed by SEASONAL_WEIGHT: a value ordinary at noon
+  but not at 3 a.m. stands out.
 - The model takes, per scale, the current pattern and the memory, all divided by the range
   of values seen so far (or, when the series' range is known beforehand, as NAB tells every
   detector its file's minimum and maximum, by the geometric mean of that range and the range
   seen so far), and returns the root-mean-square distance to the nearest pattern in memory
   (nearest-neighbour novelty).
-- The agent turns the larger of the two into a score in [0, 1] (distance / SCALE, capped),
+- The agent turns the largest distance into a score in [0, 1] (distance / SCALE, capped),
   and after a score at or above REST_LEVEL reports 0 for the next REST steps, so one
   episode raises one alarm. NAB replay rests a fifth of NAB's probationary period instead
   (at most 150 steps, the value of REST), the rule of NAB's own context-OSE detector.
@@ -39,18 +44,25 @@ MEMORY = 2000
 WIDTH = 4                          # input columns; shorter patterns are zero-padded
 # (values per pattern, values averaged per bucket, newest patterns excluded as overlapping)
 SCALES = [(3, 1, 4), (4, 16, 64)]
+# The seasonal scale: the same kind of pattern over the series minus its usual value at this
+# time of day (see SEASONAL_DOC), its distance weighed by SEASONAL_WEIGHT.
+SEASONAL = (3, 32, 128)
+SEASONAL_WEIGHT = 0.7
+SEASONAL_PROFILE = dict(period=86400, slot=300, days=7, min_days=2, smooth=2)
 SCALE = 0.5
 REST = 150
-REST_LEVEL = 0.13
+REST_LEVEL = 0.155
 MIN_MEMORY = 50
 SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
 
 
 def build():
-    n = len(SCALES)
+    n = len(SCALES) + 1
     windows = helper.make_tensor_value_info("windows", TensorProto.FLOAT, [n, MEMORY + 1, WIDTH])
     distance = helper.make_tensor_value_info("distance", TensorProto.FLOAT, [n, 1])
-    weights = np.array([[1.0 / w] for w, _, _ in SCALES], np.float32)   # mean over real columns
+    # mean over the real columns (the seasonal scale's weighed, under the root)
+    weights = np.array([[1.0 / w] for w, _, _ in SCALES]
+                       + [[SEASONAL_WEIGHT ** 2 / SEASONAL[0]]], np.float32)
     init = [
         numpy_helper.from_array(np.array([0], np.int64), "p_start"),
         numpy_helper.from_array(np.array([1], np.int64), "p_end"),
@@ -82,6 +94,7 @@ def main():
     path = HERE / "univariate.onnx"
     onnx.save(model, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    seasonal_profile = "\n".join(f"{k} = {v}" for k, v in SEASONAL_PROFILE.items())
     scales = ", ".join(f"{{ values = {w}, bucket = {k}, exclude = {e} }}" for w, k, e in SCALES)
     (HERE / "univariate.toml").write_text(f"""# Written by models/univariate.py; see models/cards/univariate.md.
 file = "univariate.onnx"
@@ -100,19 +113,30 @@ rest = {REST}
 rest_level = {REST_LEVEL}
 # No score until this many patterns are remembered at a scale.
 min_memory = {MIN_MEMORY}
+
+# The seasonal scale, last in the input: patterns of the series minus its usual value at
+# this time of day (needs timestamps). The usual value at time t is the median, over the
+# last `days` days (at least `min_days`), of the mean of the values within `smooth` slots
+# of `slot` seconds of t minus that many days. The model weighs this scale's distance by
+# {SEASONAL_WEIGHT}.
+[seasonal]
+{seasonal_profile}
+values = {SEASONAL[0]}
+bucket = {SEASONAL[1]}
+exclude = {SEASONAL[2]}
 """)
     rng = np.random.default_rng(5)
     sess = ort.InferenceSession(str(path))
     cases = []
     for filled in (MEMORY, 100):
-        x = np.round(rng.random((len(SCALES), MEMORY + 1, WIDTH)), 3).astype(np.float32)
+        x = np.round(rng.random((len(SCALES) + 1, MEMORY + 1, WIDTH)), 3).astype(np.float32)
         x[0, :, 3] = 0.0
         x[:, 1 + filled:, :] = SENTINEL
         (d,) = sess.run(["distance"], {"windows": x})
         cases.append({"windows": [round(float(v), 3) for v in x.reshape(-1)],
                       "distance": d.reshape(-1).tolist()})
     (HERE / "fixtures" / "univariate-parity.json").write_text(json.dumps({"cases": cases}))
-    print(f"univariate.onnx: memory {MEMORY}, scales {SCALES}, sha256 {sha}")
+    print(f"univariate.onnx: memory {MEMORY}, scales {SCALES} + seasonal {SEASONAL}, sha256 {sha}")
 
 
 if __name__ == "__main__":

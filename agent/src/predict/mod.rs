@@ -8,6 +8,7 @@ pub mod hostfit;
 pub mod manifest;
 pub mod model;
 pub mod replay;
+pub mod seasonal;
 pub mod univariate;
 
 use std::path::Path;

@@ -122,16 +122,18 @@ pub fn nab(model: &UnivariateModel, input: &Path, out: &Path) -> Result<usize, S
         .with_known_range(lo, hi)
         .with_rest(nab_probation(rows.len()) / 5);
     write_atomically(out, "timestamp,value,anomaly_score", |w| {
-        for (ts, v, text) in &rows {
-            let score = det.step(*v)?;
+        for (ts, v, text, unix) in &rows {
+            let score = det.step_at(*v, Some(*unix))?;
             writeln!(w, "{ts},{text},{score:.6}").map_err(|e| format!("{}: {e}", out.display()))?;
         }
         Ok(rows.len())
     })
 }
 
-/// The rows of a NAB file: (timestamp, value, the value as written).
-fn read_nab(input: &Path) -> Result<Vec<(String, f64, String)>, String> {
+/// The rows of a NAB file: (timestamp, value, the value as written, the time in unix
+/// seconds). Timestamps are `YYYY-MM-DD HH:MM:SS` (UTC, as NAB writes them; RFC 3339 also
+/// accepted) or unix seconds.
+fn read_nab(input: &Path) -> Result<Vec<(String, f64, String, f64)>, String> {
     let mut lines = open(input)?.lines().enumerate();
     match lines.next() {
         Some((_, Ok(h))) if h.trim() == "timestamp,value" => {}
@@ -165,9 +167,25 @@ fn read_nab(input: &Path) -> Result<Vec<(String, f64, String)>, String> {
                 value.trim()
             )));
         }
-        rows.push((ts.trim().to_string(), v, value.trim().to_string()));
+        let unix = parse_time(ts.trim()).ok_or_else(|| {
+            at(format!(
+                "timestamp {:?} is neither YYYY-MM-DD HH:MM:SS nor unix seconds",
+                ts.trim()
+            ))
+        })?;
+        rows.push((ts.trim().to_string(), v, value.trim().to_string(), unix));
     }
     Ok(rows)
+}
+
+/// Seconds since the epoch of a NAB timestamp.
+fn parse_time(ts: &str) -> Option<f64> {
+    if let Ok(secs) = ts.parse::<f64>() {
+        return secs.is_finite().then_some(secs);
+    }
+    let t = humantime::parse_rfc3339_weak(ts).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(d.as_secs_f64())
 }
 
 /// Writes `header` then whatever `body` writes to `out`, by way of a temporary file beside

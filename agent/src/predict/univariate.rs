@@ -7,6 +7,10 @@
 //! range the series lives in is known beforehand ([`Univariate::with_known_range`], as NAB
 //! gives every detector its file's minimum and maximum), the geometric mean of the two, so
 //! a series' first values are not judged against a range it has not shown yet.
+//!
+//! When the values come with their times ([`Univariate::step_at`]) and the manifest has a
+//! `[seasonal]` section, a third scale looks at the series minus its usual value at this
+//! time of day ([`super::seasonal`]), once a couple of days have been seen.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -15,6 +19,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::model::Model;
+use super::seasonal::{SeasonalManifest, SeasonalProfile};
 
 /// `models/univariate.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +45,25 @@ pub struct UnivariateManifest {
     pub rest_level: f64,
     /// Patterns remembered before the first score.
     pub min_memory: usize,
+    /// The seasonal scale, last in the model's input.
+    #[serde(default)]
+    pub seasonal: Option<SeasonalManifest>,
+}
+
+impl UnivariateManifest {
+    /// Per scale in the model's input order: (buckets per pattern, values per bucket,
+    /// newest patterns excluded).
+    fn shapes(&self) -> Vec<(usize, usize, usize)> {
+        let mut out: Vec<_> = self
+            .scales
+            .iter()
+            .map(|s| (s.values, s.bucket, s.exclude))
+            .collect();
+        if let Some(s) = &self.seasonal {
+            out.push((s.values, s.bucket, s.exclude));
+        }
+        out
+    }
 }
 
 /// One time scale: patterns of `values` buckets, each the mean of `bucket` raw values.
@@ -76,7 +100,11 @@ impl UnivariateModel {
                 path.display()
             ));
         }
-        let n = m.scales.len();
+        if let Some(s) = &m.seasonal {
+            s.check(m.width)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let n = m.shapes().len();
         let model = Model::load_checked(
             dir,
             &m.file,
@@ -99,16 +127,19 @@ impl UnivariateModel {
             .map(|s| s.values * s.bucket)
             .max()
             .unwrap_or(1);
+        let n = self.m.shapes().len();
         Univariate {
             shared: self.clone(),
             recent: VecDeque::with_capacity(longest + 1),
             longest,
-            memory: vec![VecDeque::with_capacity(self.m.memory); self.m.scales.len()],
+            profile: self.m.seasonal.as_ref().map(SeasonalProfile::new),
+            residuals: VecDeque::new(),
+            memory: vec![VecDeque::with_capacity(self.m.memory); n],
             range: None,
             known_span: None,
             rest: self.m.rest,
             quiet: 0,
-            input: vec![0.0; self.m.scales.len() * (self.m.memory + 1) * self.m.width],
+            input: vec![0.0; n * (self.m.memory + 1) * self.m.width],
         }
     }
 
@@ -129,6 +160,10 @@ pub struct Univariate {
     shared: UnivariateModel,
     recent: VecDeque<f64>,
     longest: usize,
+    /// The usual value by time of day, when the model has a seasonal scale.
+    profile: Option<SeasonalProfile>,
+    /// The newest values minus their usual value (seasonal scale).
+    residuals: VecDeque<f64>,
     /// Per scale, the remembered patterns (raw units), oldest first.
     memory: Vec<VecDeque<Vec<f64>>>,
     range: Option<(f64, f64)>,
@@ -155,8 +190,15 @@ impl Univariate {
         self
     }
 
-    /// Scores the next value. A non-finite value is refused (the series is unchanged).
+    /// Scores the next value, whose time is not known (no seasonal scale). A non-finite
+    /// value is refused (the series is unchanged).
     pub fn step(&mut self, value: f64) -> Result<f64, String> {
+        self.step_at(value, None)
+    }
+
+    /// Scores the next value, taken at `unix` seconds (a non-finite time counts as unknown).
+    /// A non-finite value is refused (the series is unchanged).
+    pub fn step_at(&mut self, value: f64, unix: Option<f64>) -> Result<f64, String> {
         if !value.is_finite() {
             return Err(format!("value {value} is not a finite number"));
         }
@@ -175,22 +217,28 @@ impl Univariate {
             Some(known) => (seen * known.max(seen)).sqrt(),
             None => seen,
         };
-        let mut patterns = Vec::with_capacity(m.scales.len());
-        for (i, s) in m.scales.iter().enumerate() {
-            let need = s.values * s.bucket;
-            if self.recent.len() < need {
-                patterns.push((None, false));
-                continue;
-            }
-            let start = self.recent.len() - need;
-            let p: Vec<f64> = (0..s.values)
-                .map(|b| {
-                    let from = start + b * s.bucket;
-                    self.recent.range(from..from + s.bucket).sum::<f64>() / s.bucket as f64
+        let mut residual = None;
+        if let (Some(profile), Some(t)) = (&mut self.profile, unix.filter(|t| t.is_finite())) {
+            residual = profile.usual(t).map(|u| value - u);
+            profile.record(t, value);
+        }
+        let shapes = m.shapes();
+        let mut patterns = Vec::with_capacity(shapes.len());
+        for (i, (values, bucket, exclude)) in shapes.into_iter().enumerate() {
+            let seasonal = i == m.scales.len();
+            let p = if seasonal {
+                residual.and_then(|r| {
+                    self.residuals.push_back(r);
+                    if self.residuals.len() > values * bucket {
+                        self.residuals.pop_front();
+                    }
+                    pattern(&self.residuals, values, bucket)
                 })
-                .collect();
-            let ready = self.memory[i].len() > s.exclude + m.min_memory;
-            patterns.push((Some(p), ready));
+            } else {
+                pattern(&self.recent, values, bucket)
+            };
+            let ready = p.is_some() && self.memory[i].len() > exclude + m.min_memory;
+            patterns.push((p, ready));
         }
         let mut distance = 0.0f64;
         if patterns.iter().any(|(_, ready)| *ready) {
@@ -222,21 +270,23 @@ impl Univariate {
     }
 
     /// Writes the model input: per scale the current pattern then the usable memory
-    /// (newest `exclude` left out), divided by `span`, sentinel rows after.
+    /// (newest `exclude` left out), divided by `span` (values less `lo`; residuals as they
+    /// are), sentinel rows after.
     fn fill_input(&mut self, patterns: &[(Option<Vec<f64>>, bool)], lo: f64, span: f64) {
         let m = &self.shared.m;
         let (rows, width) = (m.memory + 1, m.width);
         self.input.fill(0.0);
-        for (i, (s, p)) in m.scales.iter().zip(patterns).enumerate() {
+        for (i, ((_, _, exclude), p)) in m.shapes().into_iter().zip(patterns).enumerate() {
             let block = &mut self.input[i * rows * width..(i + 1) * rows * width];
-            let norm = |v: f64| ((v - lo) / span) as f32;
+            let offset = if i < m.scales.len() { lo } else { 0.0 };
+            let norm = |v: f64| ((v - offset) / span) as f32;
             if let (Some(p), _) = p {
                 for (c, v) in p.iter().enumerate() {
                     block[c] = norm(*v);
                 }
             }
             let mem = &self.memory[i];
-            let usable = mem.len().saturating_sub(s.exclude);
+            let usable = mem.len().saturating_sub(exclude);
             for (r, row) in mem.iter().take(usable).enumerate() {
                 for (c, v) in row.iter().enumerate() {
                     block[(r + 1) * width + c] = norm(*v);
@@ -247,6 +297,21 @@ impl Univariate {
             }
         }
     }
+}
+
+/// The newest pattern of `values` buckets of `bucket` values each from `buf`, if it holds
+/// enough.
+fn pattern(buf: &VecDeque<f64>, values: usize, bucket: usize) -> Option<Vec<f64>> {
+    let need = values * bucket;
+    let start = buf.len().checked_sub(need)?;
+    Some(
+        (0..values)
+            .map(|b| {
+                let from = start + b * bucket;
+                buf.range(from..from + bucket).sum::<f64>() / bucket as f64
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -197,4 +197,61 @@ fn nab_replay_refuses_a_malformed_row_or_header_naming_the_line() {
     std::fs::write(&input, "time;value\n").unwrap();
     let e = replay::nab(&model(), &input, &out).unwrap_err();
     assert!(e.contains("bad.csv:1") && e.contains("header"), "{e}");
+    std::fs::write(
+        &input,
+        "timestamp,value\n2024-01-01 00:00:00,1.5\nyesterday noon,2.5\n",
+    )
+    .unwrap();
+    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    assert!(
+        e.contains("bad.csv:3") && e.contains("timestamp \"yesterday noon\""),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_working_day_that_starts_at_2_am_alarms_only_when_the_detector_knows_the_time() {
+    // Five-minute values, busy (60) from 8:00 to 20:00 and idle (40) otherwise, noise ±1.
+    // On day 5 work starts at 2:00 and ends at 14:00: every value and every stretch, short
+    // or long, is one seen each day, but not at those hours.
+    let m = model();
+    let level = m.manifest().rest_level;
+    let day = 288;
+    let hour = |i: usize| i % day / 12;
+    let mut series = wave(6 * day, f64::INFINITY, 13);
+    for (i, v) in series.iter_mut().enumerate() {
+        let busy = if i / day == 4 {
+            (2..14).contains(&hour(i))
+        } else {
+            (8..20).contains(&hour(i))
+        };
+        *v += if busy { 10.0 } else { -10.0 };
+    }
+    let (mut timed, mut untimed) = (m.detector(), m.detector());
+    let (mut with_time, mut without) = (Vec::new(), Vec::new());
+    for (i, v) in series.iter().enumerate() {
+        // Midnight UTC, 2023-11-15.
+        let unix = 1_700_006_400.0 + 300.0 * i as f64;
+        with_time.push(timed.step_at(*v, Some(unix)).unwrap());
+        without.push(untimed.step(*v).unwrap());
+    }
+    let alarms = |s: &[f64], r: std::ops::Range<usize>| -> Vec<usize> {
+        r.filter(|t| s[*t] >= level).collect()
+    };
+    let odd_day = 4 * day..5 * day;
+    assert!(
+        alarms(&without, odd_day.clone()).is_empty(),
+        "without times the day looks ordinary"
+    );
+    let found = alarms(&with_time, odd_day);
+    let two_am = 4 * day + 2 * 12;
+    assert!(
+        found.first().is_some_and(|t| (two_am..two_am + 12).contains(t)),
+        "with times it alarms within the hour after 2:00 (row {two_am}): {found:?}"
+    );
+    assert!(
+        alarms(&with_time, day..4 * day).is_empty(),
+        "and not on the ordinary days before"
+    );
 }

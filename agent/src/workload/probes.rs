@@ -71,7 +71,11 @@ fn record(t: &mut Tracked, result: Result<Duration, String>, alarm_level: f64) {
             t.report.latency_ms = Some(ms as f32);
             t.report.last_error = None;
             if let Some(d) = &mut t.detector {
-                if let Ok(score) = d.step(ms) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .ok();
+                if let Ok(score) = d.step_at(ms, now) {
                     t.report.latency_anomaly = score as f32;
                     if score >= alarm_level {
                         t.report.latency_alarms += 1;
