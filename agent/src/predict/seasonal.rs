@@ -36,7 +36,7 @@ pub struct SeasonalManifest {
 impl SeasonalManifest {
     /// Why the section cannot be used, if it cannot.
     pub fn check(&self, width: usize) -> Result<(), String> {
-        if self.slot == 0 || self.period == 0 || self.period % self.slot != 0 {
+        if self.slot == 0 || self.period == 0 || !self.period.is_multiple_of(self.slot) {
             return Err(format!(
                 "seasonal.slot ({}) must divide seasonal.period ({}), both > 0",
                 self.slot, self.period
