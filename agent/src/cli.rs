@@ -36,7 +36,8 @@ enum Command {
     /// tells every detector.
     Replay {
         /// Input layout: smd (rows of comma-separated floats, 1-minute steps), asd (the same,
-        /// 5-minute steps), nab (`timestamp,value` CSV). `.zst` accepted.
+        /// 5-minute steps), nab (`timestamp,value` CSV; timestamps `YYYY-MM-DD HH:MM:SS` in
+        /// UTC or unix seconds). `.zst` accepted.
         #[arg(long, value_enum)]
         format: ReplayFormat,
         /// smd/asd: rows to learn the host's baseline from.

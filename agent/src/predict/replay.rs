@@ -7,8 +7,9 @@
 //! samples do, and each row becomes `row,score,alarm` (the smoothed score).
 //!
 //! NAB layout: a `timestamp,value` CSV with a header; each value goes through the
-//! streaming univariate detector ([`Univariate::step`](super::univariate::Univariate::step)),
-//! given the file's range and rest as NAB gives them to every detector, and the output is
+//! streaming univariate detector with its timestamp
+//! ([`Univariate::step_at`](super::univariate::Univariate::step_at)), given the file's range
+//! and rest as NAB gives them to every detector, and the output is
 //! NAB's result layout, `timestamp,value,anomaly_score`.
 //!
 //! Outputs are written beside their final name and renamed into place, so a failed replay

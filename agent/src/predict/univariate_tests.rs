@@ -247,7 +247,9 @@ fn a_working_day_that_starts_at_2_am_alarms_only_when_the_detector_knows_the_tim
     let found = alarms(&with_time, odd_day);
     let two_am = 4 * day + 2 * 12;
     assert!(
-        found.first().is_some_and(|t| (two_am..two_am + 12).contains(t)),
+        found
+            .first()
+            .is_some_and(|t| (two_am..two_am + 12).contains(t)),
         "with times it alarms within the hour after 2:00 (row {two_am}): {found:?}"
     );
     assert!(
