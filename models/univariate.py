@@ -19,7 +19,8 @@ recently the newest stretch of the series is:
   detector its file's minimum and maximum, by the geometric mean of that range and the range
   seen so far), and returns the root-mean-square distance to the nearest pattern in memory
   (nearest-neighbour novelty).
-- The agent turns the largest distance into a score in [0, 1] (distance / SCALE, capped),
+- The agent combines the scales' distances as the root of their sum of squares and turns
+  that into a score in [0, 1] (distance / SCALE, capped),
   and after a score at or above REST_LEVEL reports 0 for the next REST steps, so one
   episode raises one alarm. NAB replay rests a fifth of NAB's probationary period instead
   (at most 150 steps, the value of REST), the rule of NAB's own context-OSE detector.
@@ -45,13 +46,13 @@ WIDTH = 4                          # input columns; shorter patterns are zero-pa
 # (values per pattern, values averaged per bucket, newest patterns excluded as overlapping)
 SCALES = [(3, 1, 4), (4, 16, 64)]
 # The seasonal scale: the same kind of pattern over the series minus its usual value at this
-# time of day (see SEASONAL_DOC), its distance weighed by SEASONAL_WEIGHT.
+# time of day (SEASONAL_PROFILE, see the docstring), its distance weighed by SEASONAL_WEIGHT.
 SEASONAL = (3, 32, 128)
-SEASONAL_WEIGHT = 0.7
+SEASONAL_WEIGHT = 0.4
 SEASONAL_PROFILE = dict(period=86400, slot=300, days=7, min_days=2, smooth=2)
 SCALE = 0.5
 REST = 150
-REST_LEVEL = 0.155
+REST_LEVEL = 0.153
 MIN_MEMORY = 50
 SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
 
@@ -106,7 +107,7 @@ width = {WIDTH}
 scales = [{scales}]
 # An empty memory row holds this value in every column.
 sentinel = {SENTINEL}
-# score = min(1, max distance / scale)
+# score = min(1, root of the sum of the scales' squared distances / scale)
 scale = {SCALE}
 # After a score >= rest_level, report 0 for the next `rest` steps.
 rest = {REST}

@@ -1,7 +1,8 @@
 //! The streaming univariate detector (`models/univariate.onnx`, see
 //! `models/univariate.py`): one series in — a probe's latency, an error rate, any metric —
 //! one score in [0, 1] out per value, from how far the newest stretch of the series is from
-//! the nearest stretch it has seen, at two time scales.
+//! the nearest stretch it has seen, at two time scales (three with times, below), the
+//! scales' distances combined as the root of their sum of squares.
 //!
 //! Distances are measured in units of the series' range: the range seen so far, or, when the
 //! range the series lives in is known beforehand ([`Univariate::with_known_range`], as NAB
@@ -240,16 +241,19 @@ impl Univariate {
             let ready = p.is_some() && self.memory[i].len() > exclude + m.min_memory;
             patterns.push((p, ready));
         }
-        let mut distance = 0.0f64;
+        // The scales' distances combine as the root of their sum of squares: a stretch a
+        // little odd at two scales counts for more than one odd at one.
+        let mut squares = 0.0f64;
         if patterns.iter().any(|(_, ready)| *ready) {
             self.fill_input(&patterns, lo, span);
             let out = self.shared.model.run_all(&self.input)?;
             for (d, (_, ready)) in out[0].iter().zip(&patterns) {
                 if *ready {
-                    distance = distance.max(f64::from(*d));
+                    squares += f64::from(*d).powi(2);
                 }
             }
         }
+        let distance = squares.sqrt();
         for (mem, (p, _)) in self.memory.iter_mut().zip(patterns) {
             if let Some(p) = p {
                 if mem.len() == m.memory {
