@@ -121,11 +121,18 @@ impl SeasonalProfile {
         e.1 += 1;
         let newest = *self.slots.keys().next_back().unwrap_or(&k);
         let oldest_needed = newest - self.days * self.per_season - self.smooth;
-        self.slots = self.slots.split_off(&oldest_needed);
+        while self
+            .slots
+            .first_key_value()
+            .is_some_and(|(&old, _)| old < oldest_needed)
+        {
+            self.slots.pop_first();
+        }
     }
 
     /// Slots held (for tests of the memory bound).
-    pub fn slots(&self) -> usize {
+    #[cfg(test)]
+    fn slots(&self) -> usize {
         self.slots.len()
     }
 }

@@ -51,22 +51,6 @@ pub struct UnivariateManifest {
     pub seasonal: Option<SeasonalManifest>,
 }
 
-impl UnivariateManifest {
-    /// Per scale in the model's input order: (buckets per pattern, values per bucket,
-    /// newest patterns excluded).
-    fn shapes(&self) -> Vec<(usize, usize, usize)> {
-        let mut out: Vec<_> = self
-            .scales
-            .iter()
-            .map(|s| (s.values, s.bucket, s.exclude))
-            .collect();
-        if let Some(s) = &self.seasonal {
-            out.push((s.values, s.bucket, s.exclude));
-        }
-        out
-    }
-}
-
 /// One time scale: patterns of `values` buckets, each the mean of `bucket` raw values.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +68,8 @@ pub struct Scale {
 pub struct UnivariateModel {
     model: Arc<Model>,
     m: Arc<UnivariateManifest>,
+    /// Every scale in the model's input order: the manifest's, then the seasonal one.
+    scales: Arc<[Scale]>,
 }
 
 impl UnivariateModel {
@@ -105,7 +91,17 @@ impl UnivariateModel {
             s.check(m.width)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        let n = m.shapes().len();
+        let scales: Arc<[Scale]> = m
+            .scales
+            .iter()
+            .copied()
+            .chain(m.seasonal.as_ref().map(|s| Scale {
+                values: s.values,
+                bucket: s.bucket,
+                exclude: s.exclude,
+            }))
+            .collect();
+        let n = scales.len();
         let model = Model::load_checked(
             dir,
             &m.file,
@@ -116,6 +112,7 @@ impl UnivariateModel {
         Ok(UnivariateModel {
             model: Arc::new(model),
             m: Arc::new(m),
+            scales,
         })
     }
 
@@ -128,7 +125,7 @@ impl UnivariateModel {
             .map(|s| s.values * s.bucket)
             .max()
             .unwrap_or(1);
-        let n = self.m.shapes().len();
+        let n = self.scales.len();
         Univariate {
             shared: self.clone(),
             recent: VecDeque::with_capacity(longest + 1),
@@ -218,27 +215,30 @@ impl Univariate {
             Some(known) => (seen * known.max(seen)).sqrt(),
             None => seen,
         };
-        let mut residual = None;
-        if let (Some(profile), Some(t)) = (&mut self.profile, unix.filter(|t| t.is_finite())) {
-            residual = profile.usual(t).map(|u| value - u);
+        // The seasonal scale takes a pattern only at a step whose value has a usual value.
+        let mut has_residual = false;
+        let timed = unix.filter(|t| t.is_finite());
+        if let (Some(profile), Some(sm), Some(t)) = (&mut self.profile, &m.seasonal, timed) {
+            if let Some(usual) = profile.usual(t) {
+                self.residuals.push_back(value - usual);
+                if self.residuals.len() > sm.values * sm.bucket {
+                    self.residuals.pop_front();
+                }
+                has_residual = true;
+            }
             profile.record(t, value);
         }
-        let shapes = m.shapes();
-        let mut patterns = Vec::with_capacity(shapes.len());
-        for (i, (values, bucket, exclude)) in shapes.into_iter().enumerate() {
-            let seasonal = i == m.scales.len();
-            let p = if seasonal {
-                residual.and_then(|r| {
-                    self.residuals.push_back(r);
-                    if self.residuals.len() > values * bucket {
-                        self.residuals.pop_front();
-                    }
-                    pattern(&self.residuals, values, bucket)
-                })
+        let scales = Arc::clone(&self.shared.scales);
+        let mut patterns = Vec::with_capacity(scales.len());
+        for (i, s) in scales.iter().enumerate() {
+            let p = if i < m.scales.len() {
+                pattern(&self.recent, s.values, s.bucket)
+            } else if has_residual {
+                pattern(&self.residuals, s.values, s.bucket)
             } else {
-                pattern(&self.recent, values, bucket)
+                None
             };
-            let ready = p.is_some() && self.memory[i].len() > exclude + m.min_memory;
+            let ready = p.is_some() && self.memory[i].len() > s.exclude + m.min_memory;
             patterns.push((p, ready));
         }
         // The scales' distances combine as the root of their sum of squares: a stretch a
@@ -280,7 +280,7 @@ impl Univariate {
         let m = &self.shared.m;
         let (rows, width) = (m.memory + 1, m.width);
         self.input.fill(0.0);
-        for (i, ((_, _, exclude), p)) in m.shapes().into_iter().zip(patterns).enumerate() {
+        for (i, (s, p)) in self.shared.scales.iter().zip(patterns).enumerate() {
             let block = &mut self.input[i * rows * width..(i + 1) * rows * width];
             let offset = if i < m.scales.len() { lo } else { 0.0 };
             let norm = |v: f64| ((v - offset) / span) as f32;
@@ -290,7 +290,7 @@ impl Univariate {
                 }
             }
             let mem = &self.memory[i];
-            let usable = mem.len().saturating_sub(exclude);
+            let usable = mem.len().saturating_sub(s.exclude);
             for (r, row) in mem.iter().take(usable).enumerate() {
                 for (c, v) in row.iter().enumerate() {
                     block[(r + 1) * width + c] = norm(*v);
