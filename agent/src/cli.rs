@@ -1,6 +1,7 @@
 //! The `understudy-agent` command line. Usage errors exit 64, config errors 78.
 
 use std::path::{Path, PathBuf};
+use understudy_common::outln;
 
 use clap::{Parser, Subcommand};
 use understudy_common::exit;
@@ -88,7 +89,7 @@ pub fn main() -> i32 {
     match (cli.command, cli.config) {
         (Some(Command::Validate { config }), _) => match load(&config) {
             Ok(_) => {
-                println!("{}: ok", config.display());
+                outln!("{}: ok", config.display());
                 0
             }
             Err(code) => code,
@@ -195,8 +196,8 @@ fn print_metrics() -> i32 {
     let sample = sampler.sample();
     for (m, r) in sampler.schema().metric.iter().zip(&sample.readings) {
         match r {
-            Ok(v) => println!("{:<18} {:>16.3} {}", m.name, v, m.unit),
-            Err(why) => println!("{:<18} {:>16} {why}", m.name, "unavailable:"),
+            Ok(v) => outln!("{:<18} {:>16.3} {}", m.name, v, m.unit),
+            Err(why) => outln!("{:<18} {:>16} {why}", m.name, "unavailable:"),
         }
     }
     0

@@ -1,5 +1,6 @@
-//! The agent's control connection to the coordinator group: connect, register, heartbeat,
-//! and reconnect with capped backoff whenever the connection is lost.
+//! The agent's control connection to the coordinator group: connect, register (with the
+//! agent's inventory), heartbeat (with the inventory every few beats), and reconnect with
+//! capped backoff whenever the connection is lost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::telemetry::Sampler;
 
 /// How long to wait for the coordinator to answer a message.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every how many heartbeats the inventory goes along (it also goes with registration).
+const INVENTORY_EVERY: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -131,6 +134,7 @@ async fn registered_session(
         agent_version: env!("CARGO_PKG_VERSION").into(),
         telemetry: with_health(&ctl.node, sampler.sample()),
         data_port: Some(ctl.data_port),
+        inventory: crate::inventory::build(&ctl.node).await,
     });
     write_frame(&mut send, PROTOCOL_VERSION, &register).await?;
     let interval = match answer(&mut recv).await? {
@@ -165,9 +169,15 @@ async fn registered_session(
             continue;
         }
         seq += 1;
+        let inventory = if seq.is_multiple_of(INVENTORY_EVERY) {
+            Some(crate::inventory::build(&ctl.node).await)
+        } else {
+            None
+        };
         let hb = AgentMessage::Heartbeat(Heartbeat {
             seq,
             telemetry: with_health(&ctl.node, sampler.sample()),
+            inventory,
         });
         write_frame(&mut send, PROTOCOL_VERSION, &hb).await?;
         match answer(&mut recv).await? {

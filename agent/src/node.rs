@@ -1,6 +1,7 @@
 //! The agent's shared state: its identity and data directory, CRIU, the generation fence,
-//! the workloads it runs as primary and those it shadows, data-plane connections to
-//! peers, and the channel its reports leave by.
+//! the workloads it runs as primary (and the trees an earlier run left behind) and those it
+//! shadows, data-plane connections to peers, the per-workload order locks, and the channel
+//! its reports leave by.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,8 +12,9 @@ use tokio::sync::mpsc;
 use understudy_common::workload::{Peer, Report, WorkloadSpec};
 
 use crate::datadir::DataRoots;
-use crate::fence::Fence;
 use crate::primary::Primary;
+use crate::state::copies::{Copies, CopyRecord};
+use crate::state::fence::Fence;
 
 /// Everything the agent's tasks share.
 #[derive(Debug)]
@@ -31,6 +33,10 @@ pub struct Node {
     pub probes: Mutex<Vec<understudy_common::telemetry::ProbeReport>>,
     /// Newest generation seen per workload.
     pub fence: Fence,
+    /// The trees this agent (or an earlier run of it) started, on disk.
+    pub copies: Copies,
+    /// When this agent process started, ms since the Unix epoch.
+    pub started_unix_ms: u64,
     /// The QUIC endpoint (data-plane server, and client for everything).
     pub endpoint: quinn::Endpoint,
     /// Client config for connecting to other agents' data planes.
@@ -40,6 +46,8 @@ pub struct Node {
     shadows: Mutex<HashMap<String, (String, WorkloadSpec)>>,
     peers: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     verified: Mutex<HashMap<String, u64>>,
+    orphans: Mutex<HashMap<String, CopyRecord>>,
+    order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,11 +63,26 @@ impl Node {
         data_dir: PathBuf,
         criu: Result<Arc<Criu>, String>,
         data_roots: DataRoots,
-        fence: Fence,
+        (fence, copies): (Fence, Copies),
         endpoint: quinn::Endpoint,
         data_client: quinn::ClientConfig,
         reports: mpsc::Sender<Report>,
     ) -> Self {
+        // Trees an earlier run started that still run: reported, and stopped on request.
+        let orphans: HashMap<String, CopyRecord> = copies
+            .all()
+            .into_iter()
+            .filter(|(name, rec)| {
+                let alive = crate::state::copies::still_running(rec);
+                if alive {
+                    tracing::warn!(workload = %name, pid = rec.pid, "a copy started by an earlier run of this agent still runs; it is not supervised");
+                } else {
+                    tracing::warn!(workload = %name, pid = rec.pid, "the copy an earlier run of this agent started is gone");
+                    let _ = copies.remove(name);
+                }
+                alive
+            })
+            .collect();
         Node {
             name,
             data_dir,
@@ -68,6 +91,8 @@ impl Node {
             health: Mutex::new(None),
             probes: Mutex::new(Vec::new()),
             fence,
+            copies,
+            started_unix_ms: crate::primary::now_ms(),
             endpoint,
             data_client,
             reports,
@@ -75,7 +100,73 @@ impl Node {
             shadows: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(orphans),
+            order_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock every order for `workload` holds while it is carried out: orders for one
+    /// workload happen one at a time, in the order they arrive.
+    pub fn order_lock(&self, workload: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.order_locks)
+            .entry(workload.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The tree of `workload` an earlier run of this agent left running, if any.
+    pub fn orphan(&self, workload: &str) -> Option<CopyRecord> {
+        lock(&self.orphans).get(workload).cloned()
+    }
+
+    /// Every orphaned tree.
+    pub fn orphans(&self) -> Vec<CopyRecord> {
+        lock(&self.orphans).values().cloned().collect()
+    }
+
+    /// Records the tree now running `spec`'s workload here, durably.
+    pub fn record_copy(
+        &self,
+        spec: &WorkloadSpec,
+        generation: u64,
+        shadow: Option<&Peer>,
+        pid: i32,
+    ) -> Result<(), String> {
+        let record = CopyRecord {
+            spec: spec.clone(),
+            generation,
+            shadow: shadow.map(|p| p.name.clone()),
+            pid,
+            start_ticks: crate::state::copies::start_ticks(pid).unwrap_or(0),
+        };
+        self.copies.set(record).map_err(|e| e.to_string())
+    }
+
+    /// Stops every copy of `workload` this host runs that no [`Primary`] supervises (an
+    /// earlier run's), and forgets the record of its tree. Errors if one would not die.
+    pub async fn stop_unsupervised(&self, workload: &str) -> Result<(), String> {
+        let orphan = lock(&self.orphans).get(workload).cloned();
+        if let Some(o) = orphan {
+            let o2 = o.clone();
+            let gone = tokio::task::spawn_blocking(move || {
+                crate::state::copies::kill_and_wait(&o2, std::time::Duration::from_secs(10))
+            })
+            .await
+            .unwrap_or(false);
+            if !gone {
+                return Err(format!(
+                    "the copy of {workload:?} left by an earlier run of this agent (pid {}) did not stop",
+                    o.pid
+                ));
+            }
+            tracing::info!(
+                workload,
+                pid = o.pid,
+                "stopped the copy an earlier run of this agent left"
+            );
+            lock(&self.orphans).remove(workload);
+        }
+        self.copies.remove(workload).map_err(|e| e.to_string())
     }
 
     /// This host's paths of `spec`'s data directories, in spec order.
@@ -141,6 +232,11 @@ impl Node {
     /// Accept epochs of `spec`'s workload from `primary` from now on.
     pub fn expect_shadow(&self, spec: WorkloadSpec, primary: &str) {
         lock(&self.shadows).insert(spec.name.clone(), (primary.to_owned(), spec));
+    }
+
+    /// The workloads whose epochs this host has been told to accept.
+    pub fn shadowed(&self) -> Vec<String> {
+        lock(&self.shadows).keys().cloned().collect()
     }
 
     /// Stop shadowing `workload`.

@@ -1,7 +1,10 @@
-//! Carrying out the coordinator's orders. Every order is checked against the generation
-//! fence first: one older than what this agent has seen is refused, naming both numbers.
+//! Carrying out the coordinator's orders. Orders for one workload are carried out one at
+//! a time (each holds the workload's order lock), and every order but `Query` is checked
+//! against the generation fence first: one older than what this agent has seen is refused,
+//! naming both numbers, and a newer one is on disk before anything acts on it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use understudy_common::epoch::Manifest;
 use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec};
@@ -13,12 +16,21 @@ use crate::replication::shadow_store::ShadowStore;
 use crate::workload::restart::{binds, exit_hook};
 use crate::workload::{process, Paths};
 
+/// How long a stopped tree may take to be gone before the stop counts as failed.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
 /// Handles one order and returns the reply.
 pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
     let (workload, generation) = order.target();
+    if let Order::Query { workload, .. } = &order {
+        // Read-only, and waits for the workload's other orders by itself.
+        return OrderReply::Held(crate::inventory::held(node, workload, true).await);
+    }
+    let lock = node.order_lock(workload);
+    let _serial = lock.lock().await;
     if let Err(e) = node.fence.admit(workload, generation) {
         tracing::warn!(order = order.kind(), "refused: {e}");
-        return OrderReply::Failed(e);
+        return OrderReply::Failed(e.to_string());
     }
     tracing::info!(order = order.kind(), workload, generation, "order");
     let result = match order {
@@ -28,6 +40,7 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             shadow,
         } => start(node, spec, generation, shadow).await,
         Order::ExpectShadow { spec, primary, .. } => expect_shadow(node, spec, &primary),
+        Order::Demote { spec, primary, .. } => demote(node, spec, &primary).await,
         Order::Checkpoint {
             workload,
             generation,
@@ -54,11 +67,21 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             let reply = release(node, &workload, false).await;
             node.stop_shadowing(&workload);
             let store = ShadowStore::new(Paths::new(&node.data_dir, &workload).shadow_epochs());
-            tokio::task::spawn_blocking(move || store.clear());
+            let _ = tokio::task::spawn_blocking(move || store.clear()).await;
             reply
         }
+        Order::Query { .. } => Ok(OrderReply::Failed("a query is answered above".into())),
     };
     result.unwrap_or_else(OrderReply::Failed)
+}
+
+/// This host is not the workload's primary: stop any copy, put its stale data aside, and
+/// keep the epochs of `primary` from now on.
+async fn demote(node: &Arc<Node>, spec: WorkloadSpec, primary: &str) -> Result<OrderReply, String> {
+    let name = spec.name.clone();
+    let ran_here = node.primary(&name).is_some() || node.orphan(&name).is_some();
+    release(node, &name, ran_here).await?;
+    expect_shadow(node, spec, primary)
 }
 
 fn expect_shadow(node: &Node, spec: WorkloadSpec, primary: &str) -> Result<OrderReply, String> {
@@ -88,6 +111,12 @@ async fn start(
             ))
         };
     }
+    if let Some(o) = node.orphan(&spec.name) {
+        return Err(format!(
+            "an earlier run of this agent left a copy of {:?} running (pid {}); it must be stopped first",
+            spec.name, o.pid
+        ));
+    }
     let binds = match binds(node, &spec) {
         Ok(b) => b,
         Err(e) => return Ok(OrderReply::Invalid(e)),
@@ -103,6 +132,11 @@ async fn start(
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(workload = %spec.name, pid = running.pid, "workload started");
+    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), running.pid) {
+        // Running but not recorded: a restart of this agent would lose track of it.
+        running.kill();
+        return Err(format!("cannot record the started tree: {e}"));
+    }
     if let Err(reason) = &node.criu {
         node.report(Report::Unprotected {
             workload: spec.name.clone(),
@@ -134,6 +168,7 @@ async fn checkpoint(
     // A switchover has begun: periodic epochs pause, so none holds the workload up between
     // the switchover's last epoch and its final one. `Resume` restarts them.
     st.loop_id += 1;
+    st.epochs_paused = true;
     let report = p.take_epoch(node, &mut st, final_epoch).await?;
     Ok(OrderReply::Epoch(report))
 }
@@ -207,6 +242,17 @@ async fn restore(
     }
     let (running, restore_ms, check_ms) = restored?;
     let pid = running.pid;
+    if node.fence.seen(workload) != Some(generation) {
+        // A newer generation arrived while it was restored: this copy is not the one.
+        running.kill();
+        return Err(format!(
+            "generation {generation} of {workload:?} was superseded during the restore"
+        ));
+    }
+    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), pid) {
+        running.kill();
+        return Err(format!("cannot record the restored tree: {e}"));
+    }
     tracing::info!(
         workload,
         pid,
@@ -230,14 +276,27 @@ async fn restore(
     })
 }
 
-/// Stops the tree here; after a switchover (`stale_data`) this host's copy of the data
-/// directories is stale and is removed.
+/// Stops every copy of the tree here (supervised or left by an earlier run) and waits
+/// until none runs; after a switchover (`stale_data`) this host's copy of the data
+/// directories is stale and is put aside.
 async fn release(node: &Arc<Node>, workload: &str, stale_data: bool) -> Result<OrderReply, String> {
     if let Some(p) = node.remove_primary(workload) {
         let mut st = p.state.lock().await;
         st.loop_id += 1;
         if let Some(r) = st.running.take() {
             r.kill();
+            let started = Instant::now();
+            while r.is_alive() {
+                if started.elapsed() > STOP_LIMIT {
+                    node.set_primary(workload, p.clone());
+                    st.running = Some(r);
+                    return Err(format!(
+                        "{workload:?} (pid {}) did not stop within {STOP_LIMIT:?}",
+                        p.pid.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         st.final_dump = None;
         st.acked = None;
@@ -252,9 +311,10 @@ async fn release(node: &Arc<Node>, workload: &str, stale_data: bool) -> Result<O
             }
         }
     }
+    node.stop_unsupervised(workload).await?;
     let dir = Paths::new(&node.data_dir, workload).primary_epochs();
     tokio::task::spawn_blocking(move || crate::checkpoint::remove_dir(&dir));
-    tracing::info!(workload, "released: the workload now runs elsewhere");
+    tracing::info!(workload, "released: no copy of the workload runs here");
     Ok(OrderReply::Done)
 }
 
@@ -279,10 +339,13 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
             );
             p.pid
                 .store(running.pid, std::sync::atomic::Ordering::Relaxed);
+            node.record_copy(&p.spec, generation, st.shadow.as_ref(), running.pid)?;
             st.running = Some(running);
             st.next_epoch = st.next_epoch.max(manifest.epoch + 1);
         }
         st.final_dump = None;
+        let pid = st.running.as_ref().map_or(0, |r| r.pid);
+        node.record_copy(&p.spec, generation, st.shadow.as_ref(), pid)?;
     }
     p.start_loop(node).await;
     Ok(OrderReply::Done)
@@ -302,6 +365,9 @@ async fn set_shadow(
         st.shadow = Some(shadow);
         // The new shadow holds nothing to apply deltas to.
         st.acked = None;
+    }
+    if let Some(r) = &st.running {
+        node.record_copy(&p.spec, generation, st.shadow.as_ref(), r.pid)?;
     }
     Ok(OrderReply::Done)
 }

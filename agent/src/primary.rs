@@ -39,6 +39,11 @@ pub struct PrimaryState {
     pub last_unprotected: Option<String>,
     /// When its restart policy last restarted it here (ms since the Unix epoch, oldest first).
     pub restarts_ms: Vec<u64>,
+    /// A switchover paused the periodic epochs (a `Checkpoint` order); `Resume` or a new
+    /// loop ends the pause.
+    pub epochs_paused: bool,
+    /// The tree exited and its restart policy's delay is running.
+    pub restart_pending: bool,
 }
 
 impl PrimaryState {
@@ -60,6 +65,8 @@ impl PrimaryState {
             loop_id: 0,
             last_unprotected: None,
             restarts_ms: Vec::new(),
+            epochs_paused: false,
+            restart_pending: false,
         }
     }
 }
@@ -113,6 +120,7 @@ impl Primary {
         let id = {
             let mut st = self.state.lock().await;
             st.loop_id += 1;
+            st.epochs_paused = false;
             st.loop_id
         };
         let (me, node) = (self.clone(), node.clone());

@@ -15,8 +15,9 @@ use understudy_common::transfer::DATA_ALPN;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
-use crate::fence::Fence;
 use crate::node::Node;
+use crate::state::copies::Copies;
+use crate::state::fence::Fence;
 use crate::{control, dataplane};
 
 /// How long a shutdown waits for the coordinator to acknowledge the close.
@@ -92,7 +93,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         path: config.agent.data_dir.clone(),
         source,
     })?;
-    let fence = Fence::load(&config.agent.data_dir).map_err(RunError::State)?;
+    let fence = Fence::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
+    let copies =
+        Copies::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
     let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;
     let data_client = client_config(&tls, Role::Agent, DATA_ALPN, IDLE_TIMEOUT)?;
     let data_server = server_config(
@@ -122,7 +125,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         config.agent.data_dir.clone(),
         criu,
         crate::datadir::DataRoots::new(&config.workload_data),
-        fence,
+        (fence, copies),
         endpoint.clone(),
         data_client,
         report_tx,

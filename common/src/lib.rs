@@ -10,6 +10,8 @@ pub mod data_entry;
 pub mod epoch;
 pub mod exit;
 pub mod frame;
+pub mod inventory;
+pub mod out;
 pub mod prom;
 pub mod protocol;
 pub mod shutdown;

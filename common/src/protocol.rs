@@ -2,15 +2,18 @@
 //! both sides use.
 //!
 //! The agent opens one bidirectional stream per connection and speaks first: `Register`,
-//! then a `Heartbeat` every interval; the coordinator answers each. Who the agent is comes
+//! then a `Heartbeat` every interval; the coordinator answers each. Registration and every
+//! few heartbeats carry the agent's inventory (what it really runs and keeps), which the
+//! coordinator reconciles its records with. Who the agent is comes
 //! from its certificate, never from these messages.
 
 use serde::{Deserialize, Serialize};
 
+use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.
@@ -34,6 +37,8 @@ pub struct Register {
     pub telemetry: TelemetrySummary,
     /// UDP port of the agent's data plane (where shadows receive epochs), if it serves one.
     pub data_port: Option<u16>,
+    /// What the agent holds right now.
+    pub inventory: Inventory,
 }
 
 /// A heartbeat with fresh telemetry.
@@ -43,6 +48,8 @@ pub struct Heartbeat {
     pub seq: u64,
     /// The latest telemetry sample.
     pub telemetry: TelemetrySummary,
+    /// What the agent holds right now, on every few heartbeats.
+    pub inventory: Option<Inventory>,
 }
 
 /// Sent by the coordinator to an agent.

@@ -108,6 +108,31 @@ impl RestartPolicy {
 
 /// Most data directories one workload may declare.
 pub const MAX_DATA_DIRS: usize = 16;
+/// Most arguments a command (or probe command) may have.
+pub const MAX_ARGS: usize = 1024;
+/// Most environment variables a workload may set.
+pub const MAX_ENV: usize = 256;
+/// Most bytes a workload's arguments and environment may take together.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Refuses more than `max` entries, and any entry with a NUL byte (which no argument can
+/// hold), naming `field` and the entry's index.
+fn check_strings(field: &str, items: &[String], max: usize, out: &mut Vec<(String, String)>) {
+    if items.len() > max {
+        out.push((
+            field.into(),
+            format!("{} arguments; at most {max} are allowed", items.len()),
+        ));
+    }
+    for (i, a) in items.iter().enumerate() {
+        if a.contains('\0') {
+            out.push((
+                format!("{field}[{i}]"),
+                "contains a NUL byte, which no argument can hold".into(),
+            ));
+        }
+    }
+}
 
 fn default_interval_ms() -> u64 {
     5000
@@ -139,6 +164,60 @@ impl WorkloadSpec {
         if self.command.is_empty() || self.command[0].is_empty() {
             out.push(("command".into(), "a command to run is required".into()));
         }
+        check_strings("command", &self.command, MAX_ARGS, &mut out);
+        if self.env.len() > MAX_ENV {
+            out.push((
+                "env".into(),
+                format!(
+                    "{} variables; at most {MAX_ENV} are allowed",
+                    self.env.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                out.push((
+                    format!("env.{}", k.escape_debug()),
+                    "a variable name must be non-empty, without '=' or NUL".into(),
+                ));
+            }
+            if v.contains('\0') {
+                out.push((
+                    format!("env.{k}"),
+                    "the value contains a NUL byte, which no process environment can hold".into(),
+                ));
+            }
+        }
+        let size: usize = self.command.iter().map(|a| a.len() + 1).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if size > MAX_COMMAND_BYTES {
+            out.push((
+                "command".into(),
+                format!(
+                    "the arguments and environment take {size} bytes; at most {MAX_COMMAND_BYTES} are allowed"
+                ),
+            ));
+        }
+        if let Some(Probe::Command { argv }) = &self.probe {
+            if argv.is_empty() || argv[0].is_empty() {
+                out.push((
+                    "probe.command".into(),
+                    "a command to run is required".into(),
+                ));
+            }
+            check_strings("probe.command", argv, MAX_ARGS, &mut out);
+            let size: usize = argv.iter().map(|a| a.len() + 1).sum();
+            if size > MAX_COMMAND_BYTES {
+                out.push((
+                    "probe.command".into(),
+                    format!("{size} bytes; at most {MAX_COMMAND_BYTES} are allowed"),
+                ));
+            }
+        }
         if !(100..=3_600_000).contains(&self.interval_ms) {
             out.push((
                 "interval".into(),
@@ -146,7 +225,9 @@ impl WorkloadSpec {
             ));
         }
         if let Some(dir) = &self.workdir {
-            if !dir.is_absolute() {
+            if dir.as_os_str().as_encoded_bytes().contains(&0) {
+                out.push(("workdir".into(), "the path contains a NUL byte".into()));
+            } else if !dir.is_absolute() {
                 out.push((
                     "workdir".into(),
                     format!("{} must be absolute", dir.display()),
@@ -194,9 +275,20 @@ pub fn check_data_dir_path(dir: &std::path::Path) -> Result<(), String> {
     if !dir.is_absolute() {
         return Err(format!("data directory {text} must be an absolute path"));
     }
+    // Path::components() quietly drops interior "." segments, so the text is checked too.
     let normal = dir
         .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && text
+            .split('/')
+            .skip(1)
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if text.contains('\0') {
+        return Err(format!(
+            "data directory {} contains a NUL byte",
+            text.escape_debug()
+        ));
+    }
     if !normal || text.ends_with('/') || text.contains("//") {
         return Err(format!(
             "data directory {text} must be a normalised path (no '.', '..', '//' or trailing '/')"
@@ -256,6 +348,18 @@ pub enum Order {
         /// The host allowed to send epochs.
         primary: String,
     },
+    /// This host is not the workload's primary under `generation`: stop any copy of it
+    /// running here (whatever its generation), put aside this host's stale copy of its data
+    /// directories, and accept epochs from `primary` from now on. Answered only once no copy
+    /// runs here.
+    Demote {
+        /// The workload.
+        spec: WorkloadSpec,
+        /// Its generation.
+        generation: u64,
+        /// The host that runs it.
+        primary: String,
+    },
     /// Take an epoch now. A final epoch stops the workload after the dump.
     Checkpoint {
         /// The workload.
@@ -298,6 +402,15 @@ pub enum Order {
         /// Its generation.
         generation: u64,
     },
+    /// Say what this host holds of the workload (answered with [`OrderReply::Held`]).
+    /// Read-only: it does not move the generation fence. Answered only after every order
+    /// for the workload that this host is carrying out has finished.
+    Query {
+        /// The workload.
+        workload: String,
+        /// The generation the asker knows.
+        generation: u64,
+    },
     /// Send epochs to another shadow from now on (the next one whole).
     SetShadow {
         /// The workload.
@@ -317,6 +430,9 @@ impl Order {
                 spec, generation, ..
             }
             | Order::ExpectShadow {
+                spec, generation, ..
+            }
+            | Order::Demote {
                 spec, generation, ..
             } => (&spec.name, *generation),
             Order::Checkpoint {
@@ -345,6 +461,10 @@ impl Order {
             | Order::Remove {
                 workload,
                 generation,
+            }
+            | Order::Query {
+                workload,
+                generation,
             } => (workload, *generation),
         }
     }
@@ -354,6 +474,7 @@ impl Order {
         match self {
             Order::Start { .. } => "start",
             Order::ExpectShadow { .. } => "expect-shadow",
+            Order::Demote { .. } => "demote",
             Order::Checkpoint {
                 final_epoch: false, ..
             } => "checkpoint",
@@ -365,6 +486,7 @@ impl Order {
             Order::Resume { .. } => "resume",
             Order::SetShadow { .. } => "set-shadow",
             Order::Remove { .. } => "remove",
+            Order::Query { .. } => "query",
         }
     }
 }
@@ -390,6 +512,8 @@ pub enum OrderReply {
     /// The order's input is unusable on this host (e.g. a data directory that does not
     /// exist there); nothing was done, and repeating it will not help.
     Invalid(String),
+    /// What this host holds of the workload (the answer to a `Query`).
+    Held(Option<crate::inventory::Held>),
 }
 
 /// One committed epoch, as the primary saw it.
@@ -479,6 +603,69 @@ pub enum Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(command: &[&str]) -> WorkloadSpec {
+        WorkloadSpec {
+            name: "w".into(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
+            workdir: None,
+            interval_ms: 1000,
+            probe: None,
+            data_dirs: Vec::new(),
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    fn fields(s: &WorkloadSpec) -> Vec<String> {
+        s.problems().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn nul_bytes_and_oversized_commands_are_refused_naming_the_field() {
+        assert!(spec(&["/bin/true"]).problems().is_empty());
+        assert_eq!(fields(&spec(&["/bin/echo", "a\0b"])), ["command[1]"]);
+        let mut s = spec(&["/bin/true"]);
+        s.env = vec![("KEY".into(), "va\0lue".into())];
+        assert_eq!(fields(&s), ["env.KEY"]);
+        s.env = vec![("A=B".into(), "v".into())];
+        assert_eq!(fields(&s), ["env.A=B"]);
+        let big = "x".repeat(100);
+        let many: Vec<&str> = std::iter::once("/bin/true")
+            .chain(std::iter::repeat_n(big.as_str(), 15_000))
+            .collect();
+        let problems = spec(&many).problems();
+        assert!(
+            problems
+                .iter()
+                .any(|(f, r)| f == "command" && r.contains("65536")),
+            "{problems:?}"
+        );
+        let mut s = spec(&["/bin/true"]);
+        s.probe = Some(Probe::Command {
+            argv: vec!["/bin/check".into(), "\0".into()],
+        });
+        assert_eq!(fields(&s), ["probe.command[1]"]);
+    }
+
+    #[test]
+    fn data_directories_must_be_normalised_even_where_components_hide_it() {
+        for bad in [
+            "/srv/x/./db",
+            "/srv/x/.",
+            "/srv/../etc",
+            "/srv//x",
+            "/srv/x/",
+            "srv/x",
+            "/",
+        ] {
+            assert!(
+                check_data_dir_path(std::path::Path::new(bad)).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        assert!(check_data_dir_path(std::path::Path::new("/srv/x/db")).is_ok());
+    }
 
     #[test]
     fn names() {

@@ -187,6 +187,7 @@ mod tests {
             last_migration: None,
             restarts: 0,
             last_exit: None,
+            last_correction: None,
         }
     }
 

@@ -1,8 +1,11 @@
-//! Durable storage of host and workload records in an embedded redb database, so a
-//! restarted coordinator still knows every host and workload.
+//! Durable storage of the coordinator's records in an embedded redb database, so a
+//! restarted coordinator still knows every host, every workload, every switchover in flight
+//! (with its phase) and every deleted workload's last generation.
 //!
 //! Each value is a one-byte format version followed by the encoded record; a value of an
-//! unknown version is refused with its key named rather than misread.
+//! unknown version, or one that does not decode, is refused naming the record's kind and
+//! key rather than misread. [`salvage`] copies every readable record of a damaged store into
+//! a new one, so an operator can start again without the unreadable ones.
 
 use std::path::{Path, PathBuf};
 
@@ -12,12 +15,48 @@ use understudy_common::codec;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::registry::HostRecord;
-use crate::workloads::WorkloadRecord;
+use crate::workloads::migration::Migration;
+use crate::workloads::{Tombstone, WorkloadRecord};
 
-const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
-const WORKLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("workloads");
-const RECORD_VERSION: u8 = 2;
-const MAX_RECORD_BYTES: usize = 64 * 1024;
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// One kind of record: its table and the name errors give it.
+#[derive(Clone, Copy)]
+struct Kind {
+    table: Table,
+    name: &'static str,
+    /// The oldest format version this build still reads for it.
+    oldest: u8,
+}
+
+const HOSTS: Kind = Kind {
+    table: TableDefinition::new("hosts"),
+    name: "host",
+    // Host records have not changed since version 2.
+    oldest: 2,
+};
+const WORKLOADS: Kind = Kind {
+    table: TableDefinition::new("workloads"),
+    name: "workload",
+    oldest: 3,
+};
+const MIGRATIONS: Kind = Kind {
+    table: TableDefinition::new("migrations"),
+    name: "migration",
+    oldest: 3,
+};
+const TOMBSTONES: Kind = Kind {
+    table: TableDefinition::new("tombstones"),
+    name: "tombstone",
+    oldest: 3,
+};
+const KINDS: [Kind; 4] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES];
+
+/// The format version of records this build writes.
+pub const RECORD_VERSION: u8 = 3;
+const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// How many tombstones are kept (the oldest go first).
+const MAX_TOMBSTONES: usize = 10_000;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +70,12 @@ pub enum StoreError {
         source: Box<redb::Error>,
     },
     /// A stored record could not be read.
-    #[error("store {}: host record {key:?}: {reason}", path.display())]
+    #[error("store {}: {kind} record {key:?}: {reason} (see `understudy store salvage` in docs/operations.md)", path.display())]
     Record {
         /// The database file.
         path: PathBuf,
+        /// The kind of record: host, workload, migration or tombstone.
+        kind: &'static str,
         /// The record's key.
         key: String,
         /// What is wrong with it.
@@ -42,7 +83,20 @@ pub enum StoreError {
     },
 }
 
-/// The coordinator's database: host and workload records.
+/// Everything the store holds, as loaded at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Host records.
+    pub hosts: Vec<HostRecord>,
+    /// Workload records.
+    pub workloads: Vec<WorkloadRecord>,
+    /// Switchovers in flight (or finished, until their workload's next one).
+    pub migrations: Vec<Migration>,
+    /// Deleted workloads.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// The coordinator's database.
 #[derive(Debug)]
 pub struct Store {
     db: Database,
@@ -57,17 +111,23 @@ impl Store {
             db,
             path: path.to_owned(),
         };
-        // Make sure the table exists so that reads on a fresh store succeed.
+        // Make sure the tables exist so that reads on a fresh store succeed.
         let tx = store.db.begin_write().map_err(|e| store.err(e))?;
-        tx.open_table(HOSTS).map_err(|e| store.err(e))?;
-        tx.open_table(WORKLOADS).map_err(|e| store.err(e))?;
+        for kind in KINDS {
+            tx.open_table(kind.table).map_err(|e| store.err(e))?;
+        }
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
     }
 
-    /// Every stored host record.
-    pub fn load_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        self.load(HOSTS)
+    /// Every record, refusing the first one that cannot be read.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        Ok(Loaded {
+            hosts: self.load_kind(HOSTS)?,
+            workloads: self.load_kind(WORKLOADS)?,
+            migrations: self.load_kind(MIGRATIONS)?,
+            tombstones: self.load_kind(TOMBSTONES)?,
+        })
     }
 
     /// Writes the given host records in one transaction.
@@ -75,78 +135,107 @@ impl Store {
         &self,
         records: impl IntoIterator<Item = &'a HostRecord>,
     ) -> Result<(), StoreError> {
-        self.save(HOSTS, records.into_iter().map(|r| (r.name.as_str(), r)))
+        self.write(|w| {
+            for r in records {
+                w.put(HOSTS, &r.name, r)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Every stored workload record.
-    pub fn load_workloads(&self) -> Result<Vec<WorkloadRecord>, StoreError> {
-        self.load(WORKLOADS)
-    }
-
-    /// Writes one workload record.
-    pub fn save_workload(&self, record: &WorkloadRecord) -> Result<(), StoreError> {
-        self.save(WORKLOADS, [(record.spec.name.as_str(), record)])
-    }
-
-    /// Deletes one workload record.
-    pub fn delete_workload(&self, name: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut table = tx.open_table(WORKLOADS).map_err(|e| self.err(e))?;
-            table.remove(name).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    fn load<T: DeserializeOwned>(
+    /// Writes one workload record and, in the same transaction, its switchover's state.
+    pub fn save_workload(
         &self,
-        def: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<T>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(def).map_err(|e| self.err(e))?;
+        record: &WorkloadRecord,
+        migration: Option<&Migration>,
+    ) -> Result<(), StoreError> {
+        self.write(|w| {
+            w.put(WORKLOADS, &record.spec.name, record)?;
+            if let Some(m) = migration {
+                w.put(MIGRATIONS, m.workload(), m)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes one workload record and its switchover, leaving `tombstone` (keeping at
+    /// most [`MAX_TOMBSTONES`], oldest dropped first).
+    pub fn delete_workload(&self, name: &str, tombstone: &Tombstone) -> Result<(), StoreError> {
+        let old: Vec<Tombstone> = self.load_kind(TOMBSTONES)?;
+        self.write(|w| {
+            w.remove(WORKLOADS, name)?;
+            w.remove(MIGRATIONS, name)?;
+            w.put(TOMBSTONES, &tombstone.name, tombstone)?;
+            if old.len() >= MAX_TOMBSTONES {
+                let mut by_age: Vec<&Tombstone> =
+                    old.iter().filter(|t| t.name != tombstone.name).collect();
+                by_age.sort_by_key(|t| t.deleted_unix_ms);
+                for t in by_age.iter().take(old.len() + 1 - MAX_TOMBSTONES) {
+                    w.remove(TOMBSTONES, &t.name)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets the tombstone of `name` (a new workload took the name).
+    pub fn remove_tombstone(&self, name: &str) -> Result<(), StoreError> {
+        self.write(|w| w.remove(TOMBSTONES, name))
+    }
+
+    fn load_kind<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            out.push(self.decode(k.value(), v.value())?);
+        for (key, value) in self.raw(kind)? {
+            out.push(self.decode(kind, &key, &value)?);
         }
         Ok(out)
     }
 
-    fn save<'a, T: Serialize + 'a>(
+    fn raw(&self, kind: Kind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(
         &self,
-        def: TableDefinition<&str, &[u8]>,
-        records: impl IntoIterator<Item = (&'a str, &'a T)>,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut table = tx.open_table(def).map_err(|e| self.err(e))?;
-            for (key, record) in records {
-                let mut bytes = vec![RECORD_VERSION];
-                bytes.extend(codec::encode(record).map_err(|e| StoreError::Record {
-                    path: self.path.clone(),
-                    key: key.to_owned(),
-                    reason: e.to_string(),
-                })?);
-                table
-                    .insert(key, bytes.as_slice())
-                    .map_err(|e| self.err(e))?;
-            }
+            let mut w = Writer {
+                store: self,
+                tx: &tx,
+            };
+            f(&mut w)?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &str, value: &[u8]) -> Result<T, StoreError> {
+    fn decode<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        key: &str,
+        value: &[u8],
+    ) -> Result<T, StoreError> {
         let bad = |reason: String| StoreError::Record {
             path: self.path.clone(),
+            kind: kind.name,
             key: key.to_owned(),
             reason,
         };
         match value.split_first() {
-            Some((&RECORD_VERSION, body)) => {
+            Some((&v, body)) if (kind.oldest..=RECORD_VERSION).contains(&v) => {
                 codec::decode(body, MAX_RECORD_BYTES).map_err(|e| bad(e.to_string()))
             }
             Some((v, _)) => Err(bad(format!(
-                "record format version {v} is not supported (this build reads {RECORD_VERSION})"
+                "record format version {v} is not supported (this build reads {} to {RECORD_VERSION})",
+                kind.oldest
             ))),
             None => Err(bad("empty record".into())),
         }
@@ -157,6 +246,41 @@ impl Store {
     }
 }
 
+/// One write transaction in progress.
+struct Writer<'a> {
+    store: &'a Store,
+    tx: &'a redb::WriteTransaction,
+}
+
+impl Writer<'_> {
+    fn put<T: Serialize>(&mut self, kind: Kind, key: &str, record: &T) -> Result<(), StoreError> {
+        let mut bytes = vec![RECORD_VERSION];
+        bytes.extend(codec::encode(record).map_err(|e| StoreError::Record {
+            path: self.store.path.clone(),
+            kind: kind.name,
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?);
+        let mut table = self
+            .tx
+            .open_table(kind.table)
+            .map_err(|e| self.store.err(e))?;
+        table
+            .insert(key, bytes.as_slice())
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    fn remove(&mut self, kind: Kind, key: &str) -> Result<(), StoreError> {
+        let mut table = self
+            .tx
+            .open_table(kind.table)
+            .map_err(|e| self.store.err(e))?;
+        table.remove(key).map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+}
+
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
         path: path.to_owned(),
@@ -164,27 +288,67 @@ fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.redb");
-        let rec = HostRecord {
-            name: "host-a".into(),
-            address: None,
-            connected: true,
-            first_seen_unix_ms: 1,
-            last_seen_unix_ms: 2,
-            agent_version: "0.1.0".into(),
-            telemetry: None,
-            heartbeats: 3,
-            data_port: None,
-        };
-        Store::open(&path).unwrap().save_hosts([&rec]).unwrap();
-        let loaded = Store::open(&path).unwrap().load_hosts().unwrap();
-        assert_eq!(loaded, vec![rec]);
-    }
+/// What [`salvage`] did.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    /// Records copied, by kind.
+    pub kept: Vec<(&'static str, String)>,
+    /// Records left behind, by kind, with why.
+    pub dropped: Vec<(&'static str, String, String)>,
+    /// Where the damaged store was moved.
+    pub moved_to: PathBuf,
 }
+
+/// Copies every readable record of the store at `path` into a fresh store at `path`,
+/// after moving the damaged file aside to `path.damaged-UNIXMS` (never deleted).
+pub fn salvage(path: &Path, now_ms: u64) -> Result<Salvaged, StoreError> {
+    let old = Store::open(path)?;
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        for (key, value) in old.raw(kind)? {
+            rows.push((kind, key, value));
+        }
+    }
+    drop(old);
+    let moved_to = PathBuf::from(format!("{}.damaged-{now_ms}", path.display()));
+    std::fs::rename(path, &moved_to).map_err(|e| db_err(path, redb::Error::Io(e)))?;
+    let new = Store::open(path)?;
+    let mut out = Salvaged {
+        moved_to,
+        ..Salvaged::default()
+    };
+    for (kind, key, value) in rows {
+        let readable = match kind.name {
+            "host" => new.decode::<HostRecord>(kind, &key, &value).map(|_| ()),
+            "workload" => new.decode::<WorkloadRecord>(kind, &key, &value).map(|_| ()),
+            "migration" => new.decode::<Migration>(kind, &key, &value).map(|_| ()),
+            _ => new.decode::<Tombstone>(kind, &key, &value).map(|_| ()),
+        };
+        match readable {
+            Ok(()) => {
+                let mut fresh = vec![RECORD_VERSION];
+                fresh.extend_from_slice(&value[1..]);
+                new.write(|w| {
+                    let mut table = w.tx.open_table(kind.table).map_err(|e| new.err(e))?;
+                    table
+                        .insert(key.as_str(), fresh.as_slice())
+                        .map_err(|e| new.err(e))?;
+                    Ok(())
+                })?;
+                out.kept.push((kind.name, key));
+            }
+            Err(e) => {
+                let reason = match e {
+                    StoreError::Record { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                out.dropped.push((kind.name, key, reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

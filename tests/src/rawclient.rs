@@ -88,6 +88,7 @@ pub async fn connect(
         agent_version: "raw-test-client".into(),
         telemetry: TelemetrySummary::default(),
         data_port: None,
+        inventory: Default::default(),
     });
     write_frame(&mut send, PROTOCOL_VERSION, &reg)
         .await

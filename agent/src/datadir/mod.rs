@@ -51,25 +51,43 @@ impl DataRoots {
         self.host_root == Path::new("/")
     }
 
-    /// Checks that `logical` lies under one of the allowed roots.
+    /// Checks that `logical` lies strictly under one of the allowed roots (never the root
+    /// itself), and that this host's copy of it, with every symlink on the way resolved,
+    /// does too: a parent that is a symlink to `/etc` is refused, naming where it leads.
     pub fn check_allowed(&self, logical: &Path) -> Result<(), String> {
         understudy_common::workload::check_data_dir_path(logical)?;
-        if self.allowed.iter().any(|root| logical.starts_with(root)) {
+        let Some(root) = self.allowed.iter().find(|root| logical.starts_with(root)) else {
+            let roots: Vec<String> = self
+                .allowed
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect();
+            return Err(format!(
+                "data directory {} lies outside this agent's allowed roots ({}; set [workload_data] allowed_roots)",
+                logical.display(),
+                if roots.is_empty() {
+                    "none".to_string()
+                } else {
+                    roots.join(", ")
+                }
+            ));
+        };
+        if logical == root {
+            return Err(format!(
+                "data directory {} is an allowed root itself; give each workload a directory under it",
+                logical.display()
+            ));
+        }
+        let resolved = resolve(&self.host_path(logical))?;
+        let base = resolve(&self.host_path(root))?;
+        if resolved.starts_with(&base) && resolved != base {
             return Ok(());
         }
-        let roots: Vec<String> = self
-            .allowed
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect();
         Err(format!(
-            "data directory {} lies outside this agent's allowed roots ({}; set [workload_data] allowed_roots)",
+            "data directory {} resolves to {} on this host (through a symlink), outside the allowed root {}",
             logical.display(),
-            if roots.is_empty() {
-                "none".to_string()
-            } else {
-                roots.join(", ")
-            }
+            resolved.display(),
+            root.display()
         ))
     }
 
@@ -92,6 +110,29 @@ impl DataRoots {
             Err(e) => Err(format!("data directory {shown}: {e}")),
         }
     }
+}
+
+/// `path` with every symlink resolved, as far as it exists; the part that does not exist
+/// yet is appended as it is (it will be created as plain directories).
+fn resolve(path: &Path) -> Result<PathBuf, String> {
+    let mut existing = path.to_path_buf();
+    let mut missing = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                missing.push(name.to_owned());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut real = existing
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", existing.display()))?;
+    for name in missing.iter().rev() {
+        real.push(name);
+    }
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -129,6 +170,33 @@ mod tests {
         );
         assert!(r.check_allowed(Path::new("/etc")).is_err());
         assert!(r.check_allowed(Path::new("/srv/../etc")).is_err());
+    }
+
+    #[test]
+    fn the_allowed_root_itself_and_paths_that_escape_through_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path();
+        std::fs::create_dir_all(host.join("srv/ok")).unwrap();
+        std::fs::create_dir_all(host.join("elsewhere/db")).unwrap();
+        std::os::unix::fs::symlink(host.join("elsewhere"), host.join("srv/x")).unwrap();
+        std::os::unix::fs::symlink("/etc", host.join("srv/etc-link")).unwrap();
+        let r = DataRoots::new(&WorkloadDataSection {
+            allowed_roots: vec!["/srv".into()],
+            host_root: host.into(),
+        });
+        assert!(r.check_allowed(Path::new("/srv/ok")).is_ok());
+        assert!(
+            r.check_allowed(Path::new("/srv/new/db")).is_ok(),
+            "not created yet"
+        );
+        let e = r.check_allowed(Path::new("/srv")).unwrap_err();
+        assert!(e.contains("allowed root itself"), "{e}");
+        let e = r.check_allowed(Path::new("/srv/x/db")).unwrap_err();
+        assert!(e.contains("elsewhere/db") && e.contains("outside"), "{e}");
+        let e = r.check_allowed(Path::new("/srv/etc-link/new")).unwrap_err();
+        assert!(e.contains("/etc/new"), "{e}");
+        let e = r.check_allowed(Path::new("/srv/x/./db")).unwrap_err();
+        assert!(e.contains("normalised"), "{e}");
     }
 
     #[test]

@@ -199,7 +199,9 @@ async fn receive(
             .map_or(0, |s| s.data_dirs.len()),
     };
     check_offer(&view, peer, &manifest)?;
-    node.fence.admit(&manifest.workload, manifest.generation)?;
+    node.fence
+        .admit(&manifest.workload, manifest.generation)
+        .map_err(|e| e.to_string())?;
     let have_base = base_epoch.is_some_and(|b| store.committed().contains(&b));
     let base_dir = base_epoch.filter(|_| have_base).map(|b| store.epoch_dir(b));
     // The base's data-file hashes, to link unchanged files instead of receiving them.

@@ -61,6 +61,7 @@ async fn on_exit(node: Arc<Node>, workload: String, generation: u64, status: Str
             Some(delay) => {
                 // No epochs of a dead tree while the restart waits.
                 st.running = None;
+                st.restart_pending = true;
                 delay
             }
             None => {
@@ -81,6 +82,7 @@ async fn on_exit(node: Arc<Node>, workload: String, generation: u64, status: Str
     };
     tokio::time::sleep(Duration::from_millis(delay)).await;
     let mut st = p.state.lock().await;
+    st.restart_pending = false;
     let still_ours = node
         .primary(&workload)
         .is_some_and(|now| Arc::ptr_eq(&now, &p));
@@ -104,6 +106,9 @@ async fn on_exit(node: Arc<Node>, workload: String, generation: u64, status: Str
             let restarts = p.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             p.pid.store(running.pid, Ordering::SeqCst);
             tracing::info!(workload = %workload, pid = running.pid, restarts, "workload restarted");
+            if let Err(e) = node.record_copy(&p.spec, generation, st.shadow.as_ref(), running.pid) {
+                tracing::warn!(workload = %workload, "cannot record the restarted tree: {e}");
+            }
             st.running = Some(running);
             node.report(Report::Restarted {
                 workload,

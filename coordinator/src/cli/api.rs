@@ -1,6 +1,7 @@
 //! Operator commands that query the coordinator's HTTP API and print the answer.
 
 use std::time::Duration;
+use understudy_common::outln;
 
 use comfy_table::{presets::NOTHING, Table};
 use serde::de::DeserializeOwned;
@@ -107,7 +108,7 @@ pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
 pub(super) fn print_json<T: serde::Serialize>(value: &T) -> i32 {
     match serde_json::to_string_pretty(value) {
         Ok(s) => {
-            println!("{s}");
+            outln!("{s}");
             0
         }
         Err(e) => {
@@ -127,7 +128,7 @@ pub fn hosts(base: &str, output: Output) -> i32 {
         return print_json(&list);
     }
     if list.hosts.is_empty() {
-        println!("no hosts have registered yet");
+        outln!("no hosts have registered yet");
         return 0;
     }
     let now = wall_ms();
@@ -147,7 +148,7 @@ pub fn hosts(base: &str, output: Output) -> i32 {
     for h in &list.hosts {
         table.add_row(host_row(h, now));
     }
-    println!("{table}");
+    outln!("{table}");
     0
 }
 
@@ -166,30 +167,34 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
     }
     let now = wall_ms();
     let row = host_row(h, now);
-    println!("host:         {}", h.name);
-    println!("state:        {}", row[1]);
-    println!("address:      {}", row[3]);
-    println!("last seen:    {}", row[4]);
-    println!(
+    outln!("host:         {}", h.name);
+    outln!("state:        {}", row[1]);
+    outln!("address:      {}", row[3]);
+    outln!("last seen:    {}", row[4]);
+    outln!(
         "cpu:          {}   memory: {}   load: {}   uptime: {}",
-        row[5], row[6], row[7], row[8]
+        row[5],
+        row[6],
+        row[7],
+        row[8]
     );
     match h.telemetry.as_ref().and_then(|t| t.health.as_ref()) {
-        None => println!("health:       - (this agent sends no assessment)"),
+        None => outln!("health:       - (this agent sends no assessment)"),
         Some(r) => {
-            println!("health:       {}", health_text(h));
+            outln!("health:       {}", health_text(h));
             if let Some(note) = &r.note {
-                println!("              {note}");
+                outln!("              {note}");
             }
             if r.level != understudy_common::telemetry::HealthLevel::Degraded {
-                println!(
+                outln!(
                     "anomaly:      {:.3} (alarms above {:.3})",
-                    r.anomaly, r.anomaly_threshold
+                    r.anomaly,
+                    r.anomaly_threshold
                 );
                 let top: Vec<String> = r.top.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
-                println!("top metrics:  {}", top.join(", "));
+                outln!("top metrics:  {}", top.join(", "));
                 if let Some(risk) = &r.risk {
-                    println!(
+                    outln!(
                         "risk:         {:.1}% within {} min (most likely: {} runs out)",
                         100.0 * risk.probability,
                         risk.horizon_secs / 60,
@@ -202,10 +207,10 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
                         .iter()
                         .map(|(k, n)| format!("{n} {k}"))
                         .collect();
-                    println!("kernel errors: {} in the last hour", e.join(", "));
+                    outln!("kernel errors: {} in the last hour", e.join(", "));
                 }
                 for f in &r.forecasts {
-                    println!(
+                    outln!(
                         "forecast:     {} in {} min: {:.2} (p90 {:.2})",
                         f.metric,
                         f.horizon_secs / 60,
@@ -216,7 +221,7 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
             }
         }
     }
-    println!("version:      {}", h.agent_version);
+    outln!("version:      {}", h.agent_version);
     0
 }
 
@@ -298,13 +303,13 @@ pub fn status(base: &str, output: Output) -> i32 {
     if output == Output::Json {
         return print_json(&health);
     }
-    println!(
+    outln!(
         "coordinator {base}: {} (version {}, up {})",
         health.status,
         health.version,
         short_duration(Duration::from_secs(health.uptime_secs))
     );
-    println!(
+    outln!(
         "hosts: {} connected, {} disconnected",
         health.hosts_connected,
         health.hosts_known - health.hosts_connected.min(health.hosts_known)

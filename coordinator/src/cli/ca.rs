@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use understudy_common::outln;
 
 use clap::Subcommand;
 use understudy_common::exit;
@@ -92,7 +93,7 @@ fn init(dir: &Path, days: u32) -> i32 {
     };
     match write_pair(dir, &crt, &key, &pair) {
         Ok(()) => {
-            println!("created cluster CA {} (valid {days} days)", crt.display());
+            outln!("created cluster CA {} (valid {days} days)", crt.display());
             0
         }
         Err(code) => code,
@@ -133,7 +134,7 @@ fn issue_cmd(dir: &Path, name: &str, role: Role, days: u32, out: &Path, force: b
     };
     match write_pair(out, &crt, &key, &pair) {
         Ok(()) => {
-            println!("issued {role} certificate for {name}: {}", crt.display());
+            outln!("issued {role} certificate for {name}: {}", crt.display());
             0
         }
         Err(code) => code,

@@ -5,8 +5,10 @@
 mod api;
 mod ca;
 mod workload;
+mod workload_view;
 
 use std::path::PathBuf;
+use understudy_common::outln;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use understudy_common::exit;
@@ -155,7 +157,7 @@ fn load_config(path: &std::path::Path) -> Result<CoordinatorConfig, i32> {
 fn validate(path: &std::path::Path) -> i32 {
     match load_config(path) {
         Ok(_) => {
-            println!("{}: ok", path.display());
+            outln!("{}: ok", path.display());
             0
         }
         Err(code) => code,

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use understudy_common::{out, outln};
 
 use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
@@ -12,8 +13,9 @@ use understudy_common::exit;
 use understudy_common::workload::{Probe, RestartPolicy, WorkloadSpec};
 
 use super::api::{get, print_json, short_duration};
+use super::workload_view as view;
 use super::Output;
-use crate::server::http::WorkloadList;
+use crate::server::http::{WorkloadList, WorkloadView};
 use crate::server::wall_ms;
 use crate::server::workloads::{CreateRequest, MigrateRequest, MigrationStatus};
 use crate::workloads::migration::Phase;
@@ -76,6 +78,10 @@ pub enum WorkloadCommand {
     Delete {
         /// Workload name.
         name: String,
+        /// Delete the record even when its primary cannot confirm it stopped the workload
+        /// (a host that is down): the host stops its copy when it reconnects.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -249,8 +255,13 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             match super::api::post::<_, WorkloadRecord>(base, "/v1/workloads", &req) {
                 Ok(rec) if output == Output::Json => print_json(&rec),
                 Ok(rec) => {
-                    print_workload(&rec);
-                    match rec.state {
+                    let protection = rec.unprotected.clone();
+                    let w = WorkloadView {
+                        record: rec,
+                        protection,
+                    };
+                    print_workload(&w);
+                    match w.record.state {
                         WorkloadState::Failed(_) => exit::SOFTWARE,
                         _ => 0,
                     }
@@ -267,9 +278,10 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                 return print_json(&list);
             }
             if list.workloads.is_empty() {
-                println!("no workloads");
+                outln!("no workloads");
                 return 0;
             }
+            let now = wall_ms();
             let mut table = Table::new();
             table.load_preset(NOTHING).set_header([
                 "NAME",
@@ -277,43 +289,39 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                 "PRIMARY",
                 "SHADOW",
                 "GEN",
-                "EPOCH",
                 "RECOVERY POINT",
                 "SIZE",
             ]);
             for w in &list.workloads {
-                let (epoch, age, size) = match &w.last_epoch {
-                    Some(e) => (
-                        e.epoch.to_string(),
-                        format!(
-                            "{} ago",
-                            short_duration(Duration::from_millis(
-                                wall_ms().saturating_sub(e.committed_unix_ms)
-                            ))
-                        ),
-                        mib(e.bytes_total),
-                    ),
-                    None => ("-".into(), "none".into(), "-".into()),
-                };
+                let r = &w.record;
                 table.add_row(vec![
-                    w.spec.name.clone(),
-                    state_text(w),
-                    w.primary.clone(),
-                    w.shadow.clone().unwrap_or_else(|| "-".into()),
-                    w.generation.to_string(),
-                    epoch,
-                    age,
-                    size,
+                    r.spec.name.clone(),
+                    view::short_state(w),
+                    r.primary.clone(),
+                    r.shadow.clone().unwrap_or_else(|| "-".into()),
+                    r.generation.to_string(),
+                    view::recovery_point_short(r, now),
+                    r.last_epoch
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |e| mib(e.bytes_total)),
                 ]);
             }
-            println!("{table}");
+            outln!("{table}");
             0
         }
-        WorkloadCommand::Delete { name } => {
-            match super::api::delete::<WorkloadRecord>(base, &format!("/v1/workloads/{name}")) {
+        WorkloadCommand::Delete { name, force } => {
+            if let Err(code) = check_name(&name) {
+                return code;
+            }
+            let path = if force {
+                format!("/v1/workloads/{name}?force=true")
+            } else {
+                format!("/v1/workloads/{name}")
+            };
+            match super::api::delete::<WorkloadRecord>(base, &path) {
                 Ok(rec) if output == Output::Json => print_json(&rec),
                 Ok(rec) => {
-                    println!(
+                    outln!(
                         "deleted {name}: stopped on {}{}",
                         rec.primary,
                         rec.shadow
@@ -326,16 +334,19 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             }
         }
         WorkloadCommand::Show { name } => {
-            let rec: WorkloadRecord = match get(base, &format!("/v1/workloads/{name}")) {
+            if let Err(code) = check_name(&name) {
+                return code;
+            }
+            let w: WorkloadView = match get(base, &format!("/v1/workloads/{name}")) {
                 Ok(r) => r,
                 Err(code) => return code,
             };
             if output == Output::Json {
-                return print_json(&rec);
+                return print_json(&w);
             }
-            print_workload(&rec);
+            print_workload(&w);
             if let Ok(hosts) = get::<crate::server::http::HostList>(base, "/v1/hosts") {
-                print_probe(&rec, &hosts);
+                print_probe(&w.record, &hosts);
             }
             0
         }
@@ -354,18 +365,22 @@ fn print_probe(w: &WorkloadRecord, hosts: &crate::server::http::HostList) {
         .and_then(|h| h.telemetry.as_ref())
         .and_then(|t| t.probes.iter().find(|p| p.workload == w.spec.name));
     let Some(p) = report else {
-        println!("probe:        {probe:?}, no result from {} yet", w.primary);
+        outln!(
+            "probe:        {}, no result from {} yet",
+            view::probe_text(probe),
+            w.primary
+        );
         return;
     };
     let latency = p
         .latency_ms
         .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-    println!(
+    outln!(
         "probe:        {} on {}: {} of {} failed ({} in a row), latency {latency} (anomaly {:.2}, {} latency alarms)",
         p.probe, w.primary, p.failures, p.runs, p.consecutive_failures, p.latency_anomaly, p.latency_alarms
     );
     if let Some(e) = &p.last_error {
-        println!("              last failure: {e}");
+        outln!("              last failure: {e}");
     }
 }
 
@@ -377,93 +392,79 @@ fn mib(bytes: u64) -> String {
     }
 }
 
-fn state_text(w: &WorkloadRecord) -> String {
-    let base = match &w.state {
-        WorkloadState::Starting => "starting".to_string(),
-        WorkloadState::Running => "running".to_string(),
-        WorkloadState::Migrating => "migrating".to_string(),
-        WorkloadState::Exited(s) => format!("exited ({s})"),
-        WorkloadState::Failed(e) => format!("failed: {e}"),
-    };
-    match (&w.state, &w.unprotected) {
-        (WorkloadState::Running, Some(why))
-            if why.starts_with("unprotected") || why.starts_with("shadow lagging") =>
-        {
-            format!("{base}, {why}")
-        }
-        (WorkloadState::Running, Some(why)) => format!("{base}, unprotected: {why}"),
-        _ => base,
-    }
+/// Refuses a name the coordinator could never have given a workload, before asking it.
+fn check_name(name: &str) -> Result<(), i32> {
+    understudy_common::workload::validate_workload_name(name).map_err(|e| {
+        eprintln!("understudy: {e}");
+        exit::USAGE
+    })
 }
 
-fn print_workload(w: &WorkloadRecord) {
-    println!("workload:     {}", w.spec.name);
-    println!("state:        {}", state_text(w));
-    println!("command:      {}", w.spec.command.join(" "));
-    println!("primary:      {}", w.primary);
-    println!("shadow:       {}", w.shadow.as_deref().unwrap_or("-"));
-    println!("generation:   {}", w.generation);
-    println!(
-        "interval:     {}",
-        humantime::format_duration(Duration::from_millis(w.spec.interval_ms))
+fn print_workload(w: &WorkloadView) {
+    let r = &w.record;
+    let now = wall_ms();
+    outln!("workload:       {}", r.spec.name);
+    outln!("state:          {}", view::long_state(r));
+    outln!("protection:     {}", view::protection_text(w));
+    outln!("command:        {}", view::quoted(&r.spec.command));
+    outln!("primary:        {}", r.primary);
+    outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
+    outln!("generation:     {}", r.generation);
+    outln!(
+        "interval:       {}",
+        humantime::format_duration(Duration::from_millis(r.spec.interval_ms))
     );
-    match &w.last_epoch {
-        Some(e) => {
-            let age = Duration::from_millis(wall_ms().saturating_sub(e.committed_unix_ms));
-            println!(
-                "last epoch:   {} on {}, {} ago (the recovery point)",
-                e.epoch,
-                e.shadow,
-                short_duration(age)
+    outln!("recovery point: {}", view::recovery_point(r, now));
+    if let Some(e) = &r.last_epoch {
+        outln!(
+            "epoch size:     {} total, {} changed, {} sent",
+            mib(e.bytes_total),
+            mib(e.bytes_changed),
+            mib(e.bytes_sent)
+        );
+        outln!(
+            "epoch timing:   frozen {} ms ({} ms memory, {} ms disk), transfer {} ms, agent CPU {} ms",
+            e.frozen_ms,
+            e.frozen_ms.saturating_sub(e.frozen_disk_ms),
+            e.frozen_disk_ms,
+            e.transfer_ms,
+            e.cpu_ms
+        );
+        if !r.spec.data_dirs.is_empty() {
+            outln!(
+                "data dirs:      {} ({} in the last epoch, {} changed)",
+                r.spec
+                    .data_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                mib(e.data_bytes),
+                mib(e.data_changed)
             );
-            println!(
-                "epoch size:   {} total, {} changed, {} sent",
-                mib(e.bytes_total),
-                mib(e.bytes_changed),
-                mib(e.bytes_sent)
-            );
-            println!(
-                "epoch timing: frozen {} ms ({} ms memory, {} ms disk), transfer {} ms, agent CPU {} ms",
-                e.frozen_ms,
-                e.frozen_ms.saturating_sub(e.frozen_disk_ms),
-                e.frozen_disk_ms,
-                e.transfer_ms,
-                e.cpu_ms
-            );
-            if !w.spec.data_dirs.is_empty() {
-                println!(
-                    "data dirs:    {} ({} in the last epoch, {} changed)",
-                    w.spec
-                        .data_dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    mib(e.data_bytes),
-                    mib(e.data_changed)
-                );
-            }
-            println!("epochs:       {} committed", w.epochs);
         }
-        None => println!("last epoch:   none yet"),
     }
-    let r = w.spec.restart;
-    if r.attempts > 0 || w.restarts > 0 {
-        println!(
-            "restarts:     {} (policy: up to {} per {}, {} apart)",
-            w.restarts,
-            r.attempts,
-            humantime::format_duration(Duration::from_millis(r.window_ms)),
-            humantime::format_duration(Duration::from_millis(r.delay_ms))
+    outln!(
+        "epochs:         {} committed since the workload was created (numbers carry on across hosts)",
+        r.epochs
+    );
+    let rp = r.spec.restart;
+    if rp.attempts > 0 || r.restarts > 0 {
+        outln!(
+            "restarts:       {} (policy: up to {} per {}, {} apart)",
+            r.restarts,
+            rp.attempts,
+            humantime::format_duration(Duration::from_millis(rp.window_ms)),
+            humantime::format_duration(Duration::from_millis(rp.delay_ms))
         );
     }
-    if let Some((status, at)) = &w.last_exit {
-        let age = Duration::from_millis(wall_ms().saturating_sub(*at));
-        println!("last exit:    {status}, {} ago", short_duration(age));
+    if let Some((status, at)) = &r.last_exit {
+        let age = Duration::from_millis(now.saturating_sub(*at));
+        outln!("last exit:      {status}, {} ago", short_duration(age));
     }
-    if let Some(m) = &w.last_migration {
-        println!(
-            "last move:    {} -> {} {} (generation {}){}{}",
+    if let Some(m) = &r.last_migration {
+        outln!(
+            "last move:      {} -> {} {} (generation {}){}{}",
             m.from,
             m.to,
             m.outcome,
@@ -477,10 +478,17 @@ fn print_workload(w: &WorkloadRecord) {
                 .unwrap_or_default()
         );
     }
+    if let Some((why, at)) = &r.last_correction {
+        let age = Duration::from_millis(now.saturating_sub(*at));
+        outln!("corrected:      {} ago: {why}", short_duration(age));
+    }
 }
 
 /// `understudy migrate NAME [--to HOST] [--dry-run]`
 pub fn migrate(base: &str, output: Output, name: &str, to: Option<String>, dry_run: bool) -> i32 {
+    if let Err(code) = check_name(name) {
+        return code;
+    }
     let req = MigrateRequest { to, dry_run };
     let started: MigrationStatus =
         match super::api::post(base, &format!("/v1/workloads/{name}/migrate"), &req) {
@@ -491,11 +499,11 @@ pub fn migrate(base: &str, output: Output, name: &str, to: Option<String>, dry_r
         if output == Output::Json {
             return print_json(&started);
         }
-        println!("dry run: {}", started.plan);
+        outln!("dry run: {}", started.plan);
         return 0;
     }
     if output == Output::Table {
-        println!("{}", started.plan);
+        outln!("{}", started.plan);
     }
     let tty = std::io::stdout().is_terminal();
     let mut last_line = String::new();
@@ -511,22 +519,22 @@ pub fn migrate(base: &str, output: Output, name: &str, to: Option<String>, dry_r
         if output == Output::Table {
             let line = progress_line(&s);
             if tty {
-                print!("\r\x1b[2K{line}");
+                out!("\r\x1b[2K{line}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             } else if phase_of(&line) != phase_of(&last_line) {
-                println!("{line}");
+                outln!("{line}");
             }
             last_line = line;
         }
     };
     if tty && output == Output::Table {
-        println!();
+        outln!();
     }
     if output == Output::Json {
         print_json(&status);
     } else {
         match status.outcome.as_deref() {
-            Some("succeeded") => println!(
+            Some("succeeded") => outln!(
                 "migrated {name} from {} to {} in {:.2} s; frozen for {} ms",
                 status.from,
                 status.to,
@@ -556,6 +564,7 @@ fn progress_line(s: &MigrationStatus) -> String {
         Phase::Sync => "sync (last epoch while running)",
         Phase::Freeze => "freeze (final epoch, workload stopped)",
         Phase::Restore => "restore",
+        Phase::Confirm => "confirm (the restore's answer was lost; asking the target)",
         Phase::Release => "release",
         Phase::Rollback => "rollback",
         Phase::Finished => "finished",
@@ -573,6 +582,9 @@ fn progress_line(s: &MigrationStatus) -> String {
     }
     if let Some(eta) = s.eta_ms {
         line.push_str(&format!("  ~{:.1} s left", eta as f64 / 1000.0));
+    }
+    if let Some(w) = &s.waiting {
+        line.push_str(&format!("  ({w})"));
     }
     line
 }

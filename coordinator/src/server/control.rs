@@ -12,7 +12,7 @@ use understudy_common::tls::Refusal;
 
 use understudy_common::workload::Report;
 
-use super::{workloads, Shared};
+use super::{reconciler, workloads, Shared};
 
 /// How long a new connection may take to open its stream and register.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,8 +93,9 @@ async fn session(
     );
     *conn_id = Some(id);
     tokio::spawn(read_reports(shared.clone(), conn.clone(), name.to_owned()));
-    // A restarted agent has forgotten which workloads it shadows: tell it again.
-    tokio::spawn(workloads::reshadow_host(shared.clone(), name.to_owned()));
+    // What the host really holds: the records follow it (a restarted agent has also
+    // forgotten which workloads it shadows, and is told again).
+    reconciler::on_inventory(shared, name, &reg.inventory);
     tracing::info!(host = name, remote = %conn.remote_address(), version = %reg.agent_version, "agent registered");
     let hb_ms = u64::try_from(shared.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
     let reply = CoordinatorMessage::Registered {
@@ -114,6 +115,9 @@ async fn session(
                 if !shared.heartbeat(name, id, hb.telemetry) {
                     // Replaced by a newer connection or timed out: this one is finished.
                     return Ok(());
+                }
+                if let Some(inventory) = &hb.inventory {
+                    reconciler::on_inventory(shared, name, inventory);
                 }
                 let ack = CoordinatorMessage::HeartbeatAck { seq: hb.seq };
                 write_frame(&mut send, PROTOCOL_VERSION, &ack).await?;

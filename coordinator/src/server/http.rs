@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::switchover;
 use super::workloads::{self, ApiError, CreateRequest, MigrateRequest};
 use super::Shared;
 use crate::fleet_metrics;
@@ -36,11 +37,48 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A workload as the API shows it: its record, plus what is true of it right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadView {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: WorkloadRecord,
+    /// Why it is not protected right now (its shadow host disconnected, or the reason its
+    /// agent last reported); absent while it is protected.
+    #[serde(default)]
+    pub protection: Option<String>,
+}
+
+impl WorkloadView {
+    fn of(shared: &Shared, record: WorkloadRecord) -> Self {
+        let protection = shared
+            .shadow_unreachable(&record)
+            .or_else(|| record.unprotected.clone());
+        WorkloadView { record, protection }
+    }
+}
+
 /// Body of `GET /v1/workloads`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkloadList {
     /// Every workload, by name.
-    pub workloads: Vec<WorkloadRecord>,
+    pub workloads: Vec<WorkloadView>,
+}
+
+/// Query of `DELETE /v1/workloads/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Delete the record even if the primary cannot confirm it stopped the workload.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    understudy_common::workload::validate_workload_name(name).map_err(|e| ApiError {
+        status: 400,
+        message: format!("name: {e}"),
+    })
 }
 
 /// Body of `GET /v1/health`.
@@ -111,18 +149,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn list_workloads(State(shared): State<Arc<Shared>>) -> Json<WorkloadList> {
     Json(WorkloadList {
-        workloads: shared.workload_list(),
+        workloads: shared
+            .workload_list()
+            .into_iter()
+            .map(|r| WorkloadView::of(&shared, r))
+            .collect(),
     })
 }
 
 async fn get_workload(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-) -> Result<Json<WorkloadRecord>, ApiError> {
-    shared.workload(&name).map(Json).ok_or(ApiError {
+) -> Result<Json<WorkloadView>, ApiError> {
+    check_name(&name)?;
+    let rec = shared.workload(&name).ok_or(ApiError {
         status: 404,
         message: format!("no workload named {name:?}"),
-    })
+    })?;
+    Ok(Json(WorkloadView::of(&shared, rec)))
 }
 
 async fn create_workload(
@@ -142,12 +186,13 @@ async fn migrate(
     Path(name): Path<String>,
     body: Result<Json<MigrateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<workloads::MigrationStatus>), ApiError> {
+    check_name(&name)?;
     let Json(req) = body.map_err(|e| ApiError {
         status: 400,
         message: e.body_text(),
     })?;
     let dry = req.dry_run;
-    let status = workloads::migrate(&shared, &name, req).await?;
+    let status = switchover::migrate(&shared, &name, req).await?;
     let code = if dry {
         StatusCode::OK
     } else {
@@ -160,7 +205,7 @@ async fn migration(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Json<workloads::MigrationStatus>, ApiError> {
-    workloads::live_status(&shared, &name)
+    switchover::live_status(&shared, &name)
         .map(Json)
         .ok_or(ApiError {
             status: 404,
@@ -171,6 +216,12 @@ async fn migration(
 async fn delete_workload(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkloadRecord>, ApiError> {
-    workloads::delete(&shared, &name).await.map(Json)
+    check_name(&name)?;
+    let Query(q) = query.map_err(|e| ApiError {
+        status: 400,
+        message: e.body_text(),
+    })?;
+    workloads::delete(&shared, &name, q.force).await.map(Json)
 }

@@ -1,15 +1,19 @@
 //! The running coordinator: shared state behind the QUIC control plane and the HTTP API.
 //!
-//! Decisions live in [`crate::registry`]; this module applies them to real connections,
-//! the store and the metrics.
+//! Decisions live in [`crate::registry`] and [`crate::workloads`]; this module applies them
+//! to real connections, the store and the metrics. The host side of the state is here, the
+//! workload side in [`records`].
 
 pub mod control;
 pub mod http;
 pub mod orders;
+pub mod reconciler;
+pub mod records;
 pub mod serve;
+pub mod switchover;
 pub mod workloads;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,9 +24,8 @@ use understudy_common::workload::Peer;
 
 use crate::metrics::Metrics;
 use crate::registry::{ConnId, HostRecord, Registration, Registry};
-use crate::store::Store;
+use crate::store::{Loaded, Store};
 use crate::workloads::placement::Candidate;
-use crate::workloads::{WorkloadRecord, WorkloadState};
 use workloads::MigrationStatus;
 
 /// Milliseconds since the Unix epoch.
@@ -43,7 +46,7 @@ struct State {
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
-    workloads: Mutex<BTreeMap<String, WorkloadRecord>>,
+    book: Mutex<records::Book>,
     migrations: Mutex<HashMap<String, MigrationStatus>>,
     store: Store,
     /// Exported metrics.
@@ -55,38 +58,35 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the shared state from the store's records.
+    /// Builds the shared state from what the store holds.
     pub fn new(
         store: Store,
-        records: Vec<HostRecord>,
-        workloads: Vec<WorkloadRecord>,
+        loaded: Loaded,
         heartbeat_interval: Duration,
         heartbeat_timeout: Duration,
     ) -> Self {
-        let registry = Registry::new(records, heartbeat_timeout);
+        let registry = Registry::new(loaded.hosts, heartbeat_timeout);
+        let mut workloads = loaded.workloads;
+        crate::faults::drift(&mut workloads);
         let shared = Shared {
             state: Mutex::new(State {
                 registry,
                 conns: HashMap::new(),
                 next_conn: 1,
             }),
-            workloads: Mutex::new(
-                workloads
-                    .into_iter()
-                    .map(|mut w| {
-                        // The switchover's driver died with the previous process: say so
-                        // rather than show it migrating forever.
-                        if w.state == WorkloadState::Migrating {
-                            w.state = WorkloadState::Failed(format!(
-                                "a switchover (generation {}) was interrupted by a coordinator restart; check which host runs it",
-                                w.generation
-                            ));
-                        }
-                        (w.spec.name.clone(), w)
+            book: Mutex::new(records::Book::new(workloads, loaded.tombstones)),
+            migrations: Mutex::new(
+                loaded
+                    .migrations
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.workload().to_owned(),
+                            switchover::status_of(m, String::new()),
+                        )
                     })
                     .collect(),
             ),
-            migrations: Mutex::new(HashMap::new()),
             store,
             metrics: Metrics::new(),
             started: Instant::now(),
@@ -215,6 +215,11 @@ impl Shared {
         st.conns.get(&id).cloned()
     }
 
+    /// Whether host `name` has a live connection.
+    pub fn is_connected(&self, name: &str) -> bool {
+        self.lock().registry.get(name).is_some_and(|r| r.connected)
+    }
+
     /// How other agents reach `name`'s data plane, if it is connected and serves one.
     pub fn peer(&self, name: &str) -> Result<Peer, String> {
         let st = self.lock();
@@ -255,82 +260,5 @@ impl Shared {
                 }
             })
             .collect()
-    }
-
-    fn workloads_lock(&self) -> MutexGuard<'_, BTreeMap<String, WorkloadRecord>> {
-        self.workloads.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A copy of one workload's record.
-    pub fn workload(&self, name: &str) -> Option<WorkloadRecord> {
-        self.workloads_lock().get(name).cloned()
-    }
-
-    /// Every workload.
-    pub fn workload_list(&self) -> Vec<WorkloadRecord> {
-        self.workloads_lock().values().cloned().collect()
-    }
-
-    /// Changes a workload's record with `f` and persists it; returns the new record.
-    pub fn update_workload(
-        &self,
-        name: &str,
-        f: impl FnOnce(&mut WorkloadRecord),
-    ) -> Option<WorkloadRecord> {
-        let mut w = self.workloads_lock();
-        let rec = w.get_mut(name)?;
-        f(rec);
-        let rec = rec.clone();
-        drop(w);
-        if let Err(e) = self.store.save_workload(&rec) {
-            tracing::error!(workload = name, "could not persist workload: {e}");
-        }
-        Some(rec)
-    }
-
-    /// Adds a new workload; false if the name is taken.
-    pub fn insert_workload(&self, rec: WorkloadRecord) -> bool {
-        let mut w = self.workloads_lock();
-        if w.contains_key(&rec.spec.name) {
-            return false;
-        }
-        w.insert(rec.spec.name.clone(), rec.clone());
-        drop(w);
-        if let Err(e) = self.store.save_workload(&rec) {
-            tracing::error!(workload = %rec.spec.name, "could not persist workload: {e}");
-        }
-        true
-    }
-
-    /// Removes a workload's record.
-    pub fn remove_workload(&self, name: &str) -> Option<WorkloadRecord> {
-        let rec = self.workloads_lock().remove(name)?;
-        if let Err(e) = self.store.delete_workload(name) {
-            tracing::error!(workload = name, "could not delete workload record: {e}");
-        }
-        self.migrations_lock().remove(name);
-        Some(rec)
-    }
-
-    fn migrations_lock(&self) -> MutexGuard<'_, HashMap<String, MigrationStatus>> {
-        self.migrations.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The current or last migration of a workload.
-    pub fn migration(&self, name: &str) -> Option<MigrationStatus> {
-        self.migrations_lock().get(name).cloned()
-    }
-
-    /// Changes a migration's status.
-    pub fn update_migration(&self, name: &str, f: impl FnOnce(&mut MigrationStatus)) {
-        if let Some(m) = self.migrations_lock().get_mut(name) {
-            f(m);
-        }
-    }
-
-    /// Records a new migration.
-    pub fn set_migration(&self, status: MigrationStatus) {
-        self.migrations_lock()
-            .insert(status.workload.clone(), status);
     }
 }

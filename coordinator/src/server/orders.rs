@@ -1,5 +1,9 @@
 //! Sending an order to an agent: one bidirectional stream per order, opened by the
 //! coordinator on the agent's control connection, answered by one reply.
+//!
+//! What the caller learns is a [`Delivery`]: the reply, or whether the order certainly never
+//! left (the host was not connected), or may have been carried out without its answer
+//! arriving. Treating the last as a failure is how a lost reply once left two copies.
 
 use std::time::Duration;
 
@@ -8,12 +12,12 @@ use understudy_common::protocol::{MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use understudy_common::workload::{Order, OrderReply};
 
 use super::Shared;
+use crate::workloads::migration::Delivery;
 
-/// Sends `order` to `host` and waits up to `timeout` for its reply. Every failure —
-/// host not connected, stream error, timeout — comes back as [`OrderReply::Failed`].
-pub async fn send(shared: &Shared, host: &str, order: &Order, timeout: Duration) -> OrderReply {
+/// Sends `order` to `host` and waits up to `timeout` for its reply.
+pub async fn deliver(shared: &Shared, host: &str, order: &Order, timeout: Duration) -> Delivery {
     let Some(conn) = shared.connection(host) else {
-        return OrderReply::Failed(format!("host {host} is not connected"));
+        return Delivery::NotSent(format!("host {host} is not connected"));
     };
     tracing::info!(
         host,
@@ -22,26 +26,47 @@ pub async fn send(shared: &Shared, host: &str, order: &Order, timeout: Duration)
         generation = order.target().1,
         "sending order"
     );
+    let kind = order.kind();
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return Delivery::NotSent(format!("{kind} order to {host}: {e}")),
+    };
     let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(&mut send, PROTOCOL_VERSION, order)
             .await
             .map_err(|e| e.to_string())?;
         let _ = send.finish();
+        crate::faults::after_send(kind).await;
         read_frame::<_, OrderReply>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME)
             .await
             .map_err(|e| e.to_string())
     };
-    let reply = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => OrderReply::Failed(format!("{} order to {host}: {e}", order.kind())),
-        Err(_) => OrderReply::Failed(format!(
-            "{} order to {host}: no reply within {timeout:?}",
-            order.kind()
+    let delivery = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(reply)) => Delivery::Reply(reply),
+        Ok(Err(e)) => Delivery::Unknown(format!("{kind} order to {host}: {e}")),
+        Err(_) => Delivery::Unknown(format!(
+            "{kind} order to {host}: no reply within {timeout:?}"
         )),
     };
-    if let OrderReply::Failed(e) = &reply {
-        tracing::warn!(host, order = order.kind(), "order failed: {e}");
+    let delivery = crate::faults::lose_reply(kind, delivery);
+    match &delivery {
+        Delivery::Reply(OrderReply::Failed(e)) => {
+            tracing::warn!(host, order = kind, "order failed: {e}")
+        }
+        Delivery::NotSent(e) | Delivery::Unknown(e) => {
+            tracing::warn!(host, order = kind, "no answer: {e}")
+        }
+        _ => {}
     }
-    reply
+    delivery
+}
+
+/// Sends `order` and folds every failure to deliver it into [`OrderReply::Failed`], for
+/// orders whose caller only needs to know whether it was done.
+pub async fn send(shared: &Shared, host: &str, order: &Order, timeout: Duration) -> OrderReply {
+    match deliver(shared, host, order, timeout).await {
+        Delivery::Reply(r) => r,
+        Delivery::NotSent(e) => OrderReply::Failed(e),
+        Delivery::Unknown(e) => OrderReply::Failed(format!("{e} (it may have been carried out)")),
+    }
 }

@@ -10,7 +10,7 @@ use understudy_common::tls::endpoint::{server_config, EndpointConfigError};
 use understudy_common::tls::files::TlsFileError;
 use understudy_common::tls::{Refusal, Role};
 
-use super::{control, http, Shared};
+use super::{control, http, switchover, Shared};
 use crate::config::CoordinatorConfig;
 use crate::store::{Store, StoreError};
 
@@ -50,16 +50,10 @@ pub enum ServeError {
 pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     let tls = config.tls.load(Role::Coordinator)?;
     let store = Store::open(&config.store.path)?;
-    let records = store.load_hosts()?;
-    let workloads = store.load_workloads()?;
+    let loaded = store.load()?;
+    let interrupted = loaded.migrations.clone();
     let hb = &config.heartbeat;
-    let shared = Arc::new(Shared::new(
-        store,
-        records,
-        workloads,
-        hb.interval,
-        hb.timeout,
-    ));
+    let shared = Arc::new(Shared::new(store, loaded, hb.interval, hb.timeout));
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {
@@ -96,6 +90,9 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+    // Switchovers the previous process left mid-way are finished or rolled back from their
+    // recorded phase (their orders wait for the hosts to reconnect).
+    switchover::resume_interrupted(&shared, interrupted);
     let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone()));
     let mut http_stop = stop_rx;
     let app = http::router(shared.clone());

@@ -1,22 +1,30 @@
-//! The planned-switchover state machine, free of I/O.
+//! The planned-switchover state machine, free of I/O, and persisted at every step.
 //!
-//! The driver feeds it each order's reply and carries out the step it returns; time is
-//! passed in. Phases, in order:
+//! The driver writes the machine to the store, carries out the step it returns, and feeds
+//! back what became of the order ([`Delivery`]); time is passed in. Phases, in order:
 //!
 //! 1. **sync**: one more epoch while the workload runs, so the final one is small;
 //! 2. **freeze**: the final epoch — dump, stop, transfer, commit on the target;
 //! 3. **restore**: the target restores that epoch and checks the workload is alive;
-//! 4. **release**: the old primary forgets the stopped original.
+//! 4. **confirm**: only when the restore's answer was lost: ask the target what it runs;
+//! 5. **release**: the old primary forgets the stopped original.
 //!
 //! Any failure before the restore is confirmed rolls back: the old primary resumes the
-//! workload (restoring from its own final dump if it had stopped it) and its periodic
-//! epochs, which the switchover paused. A failure of the
-//! release itself does not undo a confirmed switchover.
+//! workload (restoring it from its own final dump if it had stopped it). Once a restore
+//! order may have reached the target, a rollback first commits a newer generation and makes
+//! the target a shadow again under it — which stops any copy it restored — and only after
+//! the target has answered does the old primary resume: never two running copies. A
+//! target that cannot be reached is asked again until it answers.
+//!
+//! A coordinator restarted mid-switchover rebuilds the machine from the store and calls
+//! [`Migration::after_restart`]: the last order's fate is unknown, so it continues exactly
+//! as it would after a lost reply.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use understudy_common::workload::{Order, OrderReply, Peer};
+use understudy_common::inventory::Held;
+use understudy_common::workload::{Order, OrderReply, Peer, WorkloadSpec};
 
 /// Where a migration is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +36,8 @@ pub enum Phase {
     Freeze,
     /// Restoring on the target.
     Restore,
+    /// The restore's answer was lost: asking the target whether it runs the workload.
+    Confirm,
     /// Cleaning up on the old primary.
     Release,
     /// Putting the workload back on the old primary after a failure.
@@ -36,8 +46,23 @@ pub enum Phase {
     Finished,
 }
 
+impl Phase {
+    /// The phase as the CLI and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Sync => "sync",
+            Phase::Freeze => "freeze",
+            Phase::Restore => "restore",
+            Phase::Confirm => "confirm",
+            Phase::Release => "release",
+            Phase::Rollback => "rollback",
+            Phase::Finished => "finished",
+        }
+    }
+}
+
 /// How a migration ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The workload runs on the target.
     Succeeded,
@@ -47,300 +72,400 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// "succeeded", "rolled back" or "failed".
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack(_) => "rolled back",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The error, when it did not succeed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Succeeded => None,
+            Outcome::RolledBack(e) | Outcome::Failed(e) => Some(e),
+        }
+    }
+}
+
+/// What became of an order.
+// One delivery exists at a time per order: boxing the reply would only obscure matches.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The host answered.
+    Reply(OrderReply),
+    /// The order never left: the host was not connected.
+    NotSent(String),
+    /// The order may or may not have been carried out: its answer never came (timeout,
+    /// lost connection, or the coordinator restarted while waiting).
+    Unknown(String),
+}
+
+impl Delivery {
+    fn describe(&self) -> String {
+        match self {
+            Delivery::Reply(OrderReply::Failed(e) | OrderReply::Invalid(e)) => e.clone(),
+            Delivery::Reply(other) => format!("unexpected reply {other:?}"),
+            Delivery::NotSent(e) | Delivery::Unknown(e) => e.clone(),
+        }
+    }
+}
+
 /// What the driver must do next.
 // One step exists at a time per migration: boxing the order would only obscure matches.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Send `order` to `host` and feed its reply back.
+    /// Persist the machine, wait `after`, send `order` to `host`, and feed back its fate.
     Send {
         /// The host.
         host: String,
         /// The order.
         order: Order,
-        /// How long to wait for the reply before treating it as failed.
+        /// How long to wait for the reply before treating its fate as unknown.
         timeout: Duration,
+        /// How long to wait before sending (a retry's pause).
+        after: Duration,
     },
     /// The migration is over.
     Finished(Outcome),
 }
 
-/// A switchover of one workload from one host to another.
-#[derive(Debug, Clone)]
-pub struct Migration {
-    workload: String,
-    from: String,
-    to: Peer,
-    generation: u64,
-    new_shadow: Option<Peer>,
-    phase: Phase,
-    freeze_started: Option<Instant>,
-    freeze: Option<Duration>,
-    final_epoch: Option<u64>,
-    error: Option<String>,
-}
-
 const EPOCH_TIMEOUT: Duration = Duration::from_secs(600);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between attempts to reach a host whose answer the migration cannot do without.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A switchover of one workload from one host to another; everything it needs to carry
+/// on after a coordinator restart is in here, and it is stored as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The workload's spec (a rollback makes the target its shadow again).
+    pub spec: WorkloadSpec,
+    /// The old primary.
+    pub from: String,
+    /// The target.
+    pub to: Peer,
+    /// The switchover's generation.
+    pub generation: u64,
+    /// Where the new primary sends epochs after the move.
+    pub new_shadow: Option<Peer>,
+    /// Current phase.
+    pub phase: Phase,
+    /// When it started, ms since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// When the final checkpoint was ordered, ms since the Unix epoch.
+    pub freeze_started_unix_ms: Option<u64>,
+    /// The measured freeze, ms.
+    pub freeze_ms: Option<u64>,
+    /// The final epoch's number, once committed.
+    pub final_epoch: Option<u64>,
+    /// Whether a restore order may have reached the target.
+    pub restore_sent: bool,
+    /// The generation a rollback runs under once a restore order may have been carried
+    /// out (the target is fenced with it before the old primary resumes).
+    pub rollback_generation: Option<u64>,
+    /// In a rollback: whether the target has confirmed it holds no running copy.
+    pub target_demoted: bool,
+    /// What went wrong, in a rollback.
+    pub error: Option<String>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// Attempts at the current step (retries of an unanswered host).
+    pub attempts: u32,
+}
 
 impl Migration {
-    /// Starts moving `workload` (already at its new `generation`) from `from` to `to`;
-    /// after the move the new primary sends epochs to `new_shadow`.
+    /// Starts moving `spec`'s workload (already at its new `generation`) from `from` to
+    /// `to`; after the move the new primary sends epochs to `new_shadow`.
     pub fn start(
-        workload: &str,
+        spec: WorkloadSpec,
         from: &str,
         to: Peer,
         generation: u64,
         new_shadow: Option<Peer>,
+        now_ms: u64,
     ) -> (Self, Step) {
         let m = Migration {
-            workload: workload.to_owned(),
+            spec,
             from: from.to_owned(),
             to,
             generation,
             new_shadow,
             phase: Phase::Sync,
-            freeze_started: None,
-            freeze: None,
+            started_unix_ms: now_ms,
+            freeze_started_unix_ms: None,
+            freeze_ms: None,
             final_epoch: None,
+            restore_sent: false,
+            rollback_generation: None,
+            target_demoted: false,
             error: None,
+            outcome: None,
+            attempts: 0,
         };
         let step = m.checkpoint(false);
         (m, step)
     }
 
-    /// The current phase.
-    pub fn phase(&self) -> Phase {
-        self.phase
+    /// The workload's name.
+    pub fn workload(&self) -> &str {
+        &self.spec.name
     }
 
-    /// The measured freeze: from sending the final checkpoint to the restore's reply.
-    pub fn freeze(&self) -> Option<Duration> {
-        self.freeze
+    /// The generation the workload is at now (a rollback's, once one was committed).
+    pub fn current_generation(&self) -> u64 {
+        self.rollback_generation.unwrap_or(self.generation)
     }
 
-    /// The final epoch's number, once committed.
-    pub fn final_epoch(&self) -> Option<u64> {
-        self.final_epoch
+    /// The step to take after a coordinator restart: the last order's fate is unknown.
+    pub fn after_restart(&mut self, now_ms: u64) -> Step {
+        match self.phase {
+            Phase::Finished => Step::Finished(
+                self.outcome
+                    .clone()
+                    .unwrap_or(Outcome::Failed("finished without an outcome".into())),
+            ),
+            Phase::Rollback => self.rollback_step(Duration::ZERO),
+            Phase::Release => self.release(),
+            Phase::Confirm => self.query(Duration::ZERO),
+            _ => self.on_delivery(
+                Delivery::Unknown("the coordinator restarted while waiting for the answer".into()),
+                now_ms,
+            ),
+        }
     }
 
     fn checkpoint(&self, final_epoch: bool) -> Step {
         Step::Send {
             host: self.from.clone(),
             order: Order::Checkpoint {
-                workload: self.workload.clone(),
+                workload: self.spec.name.clone(),
                 generation: self.generation,
                 final_epoch,
             },
             timeout: EPOCH_TIMEOUT,
+            after: Duration::ZERO,
         }
     }
 
+    fn query(&self, after: Duration) -> Step {
+        Step::Send {
+            host: self.to.name.clone(),
+            order: Order::Query {
+                workload: self.spec.name.clone(),
+                generation: self.generation,
+            },
+            timeout: QUERY_TIMEOUT,
+            after,
+        }
+    }
+
+    fn release(&mut self) -> Step {
+        self.phase = Phase::Release;
+        Step::Send {
+            host: self.from.clone(),
+            order: Order::Release {
+                workload: self.spec.name.clone(),
+                generation: self.generation,
+            },
+            timeout: SHORT_TIMEOUT,
+            after: Duration::ZERO,
+        }
+    }
+
+    /// Begins a rollback after `error`.
     fn rollback(&mut self, error: String) -> Step {
         self.phase = Phase::Rollback;
         self.error = Some(error);
+        self.attempts = 0;
+        if self.restore_sent && self.rollback_generation.is_none() {
+            // The target may run a restored copy: fence it with a newer generation.
+            self.rollback_generation = Some(self.generation + 1);
+        }
+        self.rollback_step(Duration::ZERO)
+    }
+
+    /// The rollback's next order: demote the target (when a restore may have run there),
+    /// then resume on the old primary.
+    fn rollback_step(&self, after: Duration) -> Step {
+        let generation = self.current_generation();
+        if self.rollback_generation.is_some() && !self.target_demoted {
+            return Step::Send {
+                host: self.to.name.clone(),
+                order: Order::Demote {
+                    spec: self.spec.clone(),
+                    generation,
+                    primary: self.from.clone(),
+                },
+                timeout: RESTORE_TIMEOUT,
+                after,
+            };
+        }
         Step::Send {
             host: self.from.clone(),
             order: Order::Resume {
-                workload: self.workload.clone(),
-                generation: self.generation,
+                workload: self.spec.name.clone(),
+                generation,
             },
             timeout: RESTORE_TIMEOUT,
+            after,
         }
     }
 
     fn finish(&mut self, outcome: Outcome) -> Step {
         self.phase = Phase::Finished;
+        self.outcome = Some(outcome.clone());
         Step::Finished(outcome)
     }
 
-    /// Feeds the reply to the last order (a timeout is a `Failed` reply), at time `now`.
-    pub fn on_reply(&mut self, reply: OrderReply, now: Instant) -> Step {
-        match (self.phase, reply) {
-            (Phase::Sync, OrderReply::Epoch(_)) => {
+    /// Feeds what became of the last order, at `now_ms` (ms since the Unix epoch).
+    pub fn on_delivery(&mut self, delivery: Delivery, now_ms: u64) -> Step {
+        self.attempts += 1;
+        match (self.phase, delivery) {
+            (Phase::Sync, Delivery::Reply(OrderReply::Epoch(_))) => {
                 self.phase = Phase::Freeze;
-                self.freeze_started = Some(now);
+                self.attempts = 0;
+                self.freeze_started_unix_ms = Some(now_ms);
                 self.checkpoint(true)
             }
             (Phase::Sync, other) => {
                 // Nothing was stopped; resuming restarts the periodic epochs it paused.
-                self.rollback(format!("pre-switchover epoch failed: {}", describe(&other)))
+                self.rollback(format!("pre-switchover epoch failed: {}", other.describe()))
             }
-            (Phase::Freeze, OrderReply::Epoch(report)) => {
+            (Phase::Freeze, Delivery::Reply(OrderReply::Epoch(report))) => {
                 self.phase = Phase::Restore;
+                self.attempts = 0;
                 self.final_epoch = Some(report.epoch);
+                self.restore_sent = true;
                 Step::Send {
                     host: self.to.name.clone(),
                     order: Order::Restore {
-                        workload: self.workload.clone(),
+                        workload: self.spec.name.clone(),
                         generation: self.generation,
                         epoch: report.epoch,
                         shadow: self.new_shadow.clone(),
                     },
                     timeout: RESTORE_TIMEOUT,
+                    after: Duration::ZERO,
                 }
             }
             (Phase::Freeze, other) => {
-                self.rollback(format!("final epoch failed: {}", describe(&other)))
+                // Resume restores from the final dump if the tree was stopped; the old
+                // primary answers only once any final checkpoint in progress has ended.
+                self.rollback(format!("final epoch failed: {}", other.describe()))
             }
-            (Phase::Restore, OrderReply::Restored { check_ms, .. }) => {
+            (Phase::Restore, Delivery::Reply(OrderReply::Restored { check_ms, .. })) => {
                 // The workload runs again once restored; its liveness check is not freeze.
-                self.freeze = self.freeze_started.map(|t| {
-                    now.saturating_duration_since(t)
-                        .saturating_sub(Duration::from_millis(check_ms))
-                });
-                self.phase = Phase::Release;
-                Step::Send {
-                    host: self.from.clone(),
-                    order: Order::Release {
-                        workload: self.workload.clone(),
-                        generation: self.generation,
-                    },
-                    timeout: SHORT_TIMEOUT,
-                }
+                self.freeze_ms = self
+                    .freeze_started_unix_ms
+                    .map(|t| now_ms.saturating_sub(t).saturating_sub(check_ms));
+                self.release()
+            }
+            (Phase::Restore, Delivery::NotSent(e)) => {
+                // The restore never left: nothing can run on the target.
+                self.restore_sent = false;
+                self.rollback(format!("restore on {} not sent: {e}", self.to.name))
+            }
+            (Phase::Restore, Delivery::Unknown(_)) => {
+                self.phase = Phase::Confirm;
+                self.attempts = 0;
+                self.query(Duration::ZERO)
             }
             (Phase::Restore, other) => self.rollback(format!(
                 "restore on {} failed: {}",
                 self.to.name,
-                describe(&other)
+                other.describe()
             )),
+            (Phase::Confirm, Delivery::Reply(OrderReply::Held(held))) => {
+                let busy = held.as_ref().is_some_and(|h| h.busy);
+                if busy {
+                    self.query(RETRY_PAUSE)
+                } else if runs_here(held.as_ref(), self.generation) {
+                    self.release()
+                } else {
+                    self.rollback(format!(
+                        "the answer to the restore on {} was lost, and {} does not run it",
+                        self.to.name, self.to.name
+                    ))
+                }
+            }
+            (Phase::Confirm, _) => self.query(RETRY_PAUSE),
             (Phase::Release, _) => self.finish(Outcome::Succeeded),
-            (Phase::Rollback, OrderReply::Done) => {
+            (Phase::Rollback, delivery) => self.on_rollback_delivery(delivery),
+            (Phase::Finished, _) => Step::Finished(
+                self.outcome
+                    .clone()
+                    .unwrap_or(Outcome::Failed("migration already finished".into())),
+            ),
+        }
+    }
+
+    fn on_rollback_delivery(&mut self, delivery: Delivery) -> Step {
+        let demoting = self.rollback_generation.is_some() && !self.target_demoted;
+        match delivery {
+            Delivery::Reply(OrderReply::Done) if demoting => {
+                self.target_demoted = true;
+                self.attempts = 0;
+                self.rollback_step(Duration::ZERO)
+            }
+            Delivery::Reply(OrderReply::Done) => {
                 let e = self.error.clone().unwrap_or_default();
                 self.finish(Outcome::RolledBack(e))
             }
-            (Phase::Rollback, other) => {
+            // Without the target's word that it runs nothing, the old primary must not
+            // resume; without the old primary's answer nobody knows whether it resumed.
+            Delivery::NotSent(_) | Delivery::Unknown(_) => self.rollback_step(RETRY_PAUSE),
+            Delivery::Reply(_) if demoting => self.rollback_step(RETRY_PAUSE),
+            other => {
                 let e = format!(
                     "{}; then resuming on {} failed: {}",
                     self.error.clone().unwrap_or_default(),
                     self.from,
-                    describe(&other)
+                    other.describe()
                 );
                 self.finish(Outcome::Failed(e))
             }
-            (Phase::Finished, _) => {
-                Step::Finished(Outcome::Failed("migration already finished".into()))
+        }
+    }
+
+    /// Who the migration is waiting for, when it keeps retrying a host.
+    pub fn waiting_for(&self) -> Option<String> {
+        if self.attempts == 0 {
+            return None;
+        }
+        match self.phase {
+            Phase::Confirm => Some(format!(
+                "the answer to the restore on {} was lost; asking {} whether it runs the workload (attempt {})",
+                self.to.name, self.to.name, self.attempts
+            )),
+            Phase::Rollback if self.rollback_generation.is_some() && !self.target_demoted => {
+                Some(format!(
+                    "rolling back: waiting for {} to confirm it runs no copy (attempt {})",
+                    self.to.name, self.attempts
+                ))
             }
+            Phase::Rollback => Some(format!(
+                "rolling back: waiting for {} to resume the workload (attempt {})",
+                self.from, self.attempts
+            )),
+            _ => None,
         }
     }
 }
 
-fn describe(reply: &OrderReply) -> String {
-    match reply {
-        OrderReply::Failed(e) => e.clone(),
-        other => format!("unexpected reply {other:?}"),
-    }
+/// Whether `held` shows a live copy under `generation`.
+fn runs_here(held: Option<&Held>, generation: u64) -> bool {
+    held.and_then(|h| h.copy.as_ref())
+        .is_some_and(|c| c.generation == generation && c.is_alive())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use understudy_common::workload::EpochReport;
-
-    fn peer(n: &str) -> Peer {
-        Peer {
-            name: n.into(),
-            addr: "10.0.0.2:7442".parse().unwrap(),
-        }
-    }
-
-    fn epoch(n: u64) -> OrderReply {
-        OrderReply::Epoch(EpochReport {
-            epoch: n,
-            ..Default::default()
-        })
-    }
-
-    fn host_and_kind(step: &Step) -> (String, &'static str) {
-        match step {
-            Step::Send { host, order, .. } => (host.clone(), order.kind()),
-            Step::Finished(_) => ("-".into(), "finished"),
-        }
-    }
-
-    #[test]
-    fn happy_path_orders_and_measures_freeze() {
-        let t0 = Instant::now();
-        let (mut m, s) = Migration::start("w", "a", peer("b"), 4, Some(peer("a")));
-        assert_eq!(host_and_kind(&s), ("a".into(), "checkpoint"));
-        let s = m.on_reply(epoch(10), t0);
-        assert_eq!(host_and_kind(&s), ("a".into(), "final-checkpoint"));
-        let s = m.on_reply(epoch(11), t0 + Duration::from_millis(50));
-        assert_eq!(host_and_kind(&s), ("b".into(), "restore"));
-        if let Step::Send {
-            order:
-                Order::Restore {
-                    epoch,
-                    generation,
-                    shadow,
-                    ..
-                },
-            ..
-        } = &s
-        {
-            assert_eq!((*epoch, *generation), (11, 4));
-            assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("a"));
-        }
-        let restored = OrderReply::Restored {
-            pid: 1,
-            restore_ms: 5,
-            check_ms: 20,
-        };
-        let s = m.on_reply(restored, t0 + Duration::from_millis(250));
-        assert_eq!(host_and_kind(&s), ("a".into(), "release"));
-        assert_eq!(m.freeze(), Some(Duration::from_millis(230)));
-        assert_eq!(
-            m.on_reply(OrderReply::Done, t0),
-            Step::Finished(Outcome::Succeeded)
-        );
-    }
-
-    #[test]
-    fn failure_before_freeze_resumes_where_it_runs() {
-        let (mut m, _) = Migration::start("w", "a", peer("b"), 4, None);
-        let s = m.on_reply(
-            OrderReply::Failed("shadow unreachable".into()),
-            Instant::now(),
-        );
-        assert_eq!(host_and_kind(&s), ("a".into(), "resume"));
-        match m.on_reply(OrderReply::Done, Instant::now()) {
-            Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("shadow unreachable")),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(m.freeze(), None);
-    }
-
-    #[test]
-    fn failed_transfer_or_restore_resumes_on_the_old_primary() {
-        for fail_at_restore in [false, true] {
-            let t = Instant::now();
-            let (mut m, _) = Migration::start("w", "a", peer("b"), 4, None);
-            m.on_reply(epoch(1), t);
-            if fail_at_restore {
-                m.on_reply(epoch(2), t);
-            }
-            let s = m.on_reply(OrderReply::Failed("boom".into()), t);
-            assert_eq!(host_and_kind(&s), ("a".into(), "resume"));
-            assert_eq!(m.phase(), Phase::Rollback);
-            match m.on_reply(OrderReply::Done, t) {
-                Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("boom")),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn failed_resume_is_reported_as_failure_with_both_errors() {
-        let t = Instant::now();
-        let (mut m, _) = Migration::start("w", "a", peer("b"), 4, None);
-        m.on_reply(epoch(1), t);
-        m.on_reply(OrderReply::Failed("transfer cut".into()), t);
-        match m.on_reply(OrderReply::Failed("criu restore failed".into()), t) {
-            Step::Finished(Outcome::Failed(e)) => {
-                assert!(e.contains("transfer cut") && e.contains("criu restore failed"))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
+#[path = "migration_tests.rs"]
+mod tests;

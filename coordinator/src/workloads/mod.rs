@@ -1,16 +1,19 @@
 //! Workloads as the coordinator sees them: where each runs, where its shadow is, its
 //! generation and its recovery point; and the decisions about them (placement,
-//! migration), kept free of I/O.
+//! migration, reconciliation with what hosts report), kept free of I/O.
 
 pub mod migration;
 pub mod placement;
+pub mod reconcile;
 
 use serde::{Deserialize, Serialize};
 use understudy_common::workload::{EpochReport, WorkloadSpec};
 
 /// What state a workload is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+// Externally tagged (the serde default): the store's binary encoding cannot carry
+// internally or adjacently tagged enums.
+#[serde(rename_all = "snake_case")]
 pub enum WorkloadState {
     /// Being started on its primary.
     Starting,
@@ -67,6 +70,22 @@ pub struct WorkloadRecord {
     pub restarts: u64,
     /// How its process tree last exited on its own, and when (ms since the Unix epoch).
     pub last_exit: Option<(String, u64)>,
+    /// The last time the coordinator corrected this record from what a host reported, and
+    /// why (ms since the Unix epoch).
+    pub last_correction: Option<(String, u64)>,
+}
+
+/// What is left of a deleted workload: the generation its deletion was ordered under, so
+/// that a copy a host still holds is stopped when it shows up, and a new workload of the
+/// same name starts above it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The deleted workload's name.
+    pub name: String,
+    /// The generation of the `Remove` orders.
+    pub generation: u64,
+    /// When it was deleted, milliseconds since the Unix epoch.
+    pub deleted_unix_ms: u64,
 }
 
 /// How a switchover ended.
@@ -91,6 +110,11 @@ pub struct MigrationSummary {
 }
 
 impl WorkloadRecord {
+    /// Records a correction made from a host's report.
+    pub fn correct(&mut self, why: String, now_ms: u64) {
+        self.last_correction = Some((why, now_ms));
+    }
+
     /// Applies a committed epoch, if it belongs to the current generation.
     pub fn epoch_committed(&mut self, report: EpochReport) -> bool {
         if report.generation != self.generation {

@@ -1,0 +1,133 @@
+//! What this agent holds, as the coordinator's reconciliation needs it: every copy of a
+//! workload it runs (supervised, or left by an earlier run), every workload it keeps epochs
+//! of, and its fence. Built for registration and every few heartbeats (never waiting: a
+//! workload an order or epoch holds right now is reported busy), and for a `Query` order
+//! (waiting until the workload is free, so the answer is settled).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use understudy_common::inventory::{CopyState, Held, Inventory, LocalCopy, ShadowCopy};
+
+use crate::node::Node;
+use crate::primary::PrimaryState;
+use crate::replication::shadow_store::ShadowStore;
+use crate::workload::Paths;
+
+/// Everything this agent holds, without waiting for busy workloads.
+pub async fn build(node: &Node) -> Inventory {
+    let mut names: BTreeSet<String> = node
+        .primaries()
+        .iter()
+        .map(|p| p.spec.name.clone())
+        .collect();
+    names.extend(node.orphans().into_iter().map(|o| o.spec.name));
+    names.extend(node.shadowed());
+    names.extend(shadow_stores(&node.data_dir));
+    let mut workloads = Vec::new();
+    for name in names {
+        if let Some(h) = held(node, &name, false).await {
+            workloads.push(h);
+        }
+    }
+    Inventory {
+        agent_started_unix_ms: node.started_unix_ms,
+        workloads,
+        fence: node.fence.all(),
+    }
+}
+
+/// Workloads with a shadow directory holding committed epochs.
+fn shadow_stores(data_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("workloads"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|name| {
+            ShadowStore::new(Paths::new(data_dir, name).shadow_epochs())
+                .newest()
+                .is_some()
+        })
+        .collect()
+}
+
+/// What this host holds of `workload`; with `wait`, only once no order or epoch holds it.
+pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
+    let order_lock = node.order_lock(workload);
+    let _order = if wait {
+        Some(order_lock.lock().await)
+    } else {
+        match order_lock.try_lock() {
+            Ok(g) => Some(g),
+            Err(_) => return Some(busy(workload)),
+        }
+    };
+    let copy = match node.primary(workload) {
+        Some(p) => {
+            let st = if wait {
+                p.state.lock().await
+            } else {
+                match p.state.try_lock() {
+                    Ok(st) => st,
+                    Err(_) => return Some(busy(workload)),
+                }
+            };
+            if st.restart_pending {
+                // Its restart policy is about to start it again.
+                return Some(busy(workload));
+            }
+            Some(LocalCopy {
+                spec: p.spec.clone(),
+                generation: st.generation,
+                shadow: st.shadow.as_ref().map(|s| s.name.clone()),
+                pid: st.running.as_ref().map_or(0, |r| r.pid),
+                state: copy_state(&st),
+            })
+        }
+        None => node.orphan(workload).map(|o| LocalCopy {
+            spec: o.spec,
+            generation: o.generation,
+            shadow: o.shadow,
+            pid: o.pid,
+            state: CopyState::Orphaned,
+        }),
+    };
+    let store = ShadowStore::new(Paths::new(&node.data_dir, workload).shadow_epochs());
+    let primary = node.expected_primary(workload);
+    let newest_epoch = store.newest();
+    let shadow = (primary.is_some() || newest_epoch.is_some()).then_some(ShadowCopy {
+        primary,
+        newest_epoch,
+    });
+    if copy.is_none() && shadow.is_none() {
+        return None;
+    }
+    Some(Held {
+        workload: workload.to_owned(),
+        copy,
+        shadow,
+        busy: false,
+    })
+}
+
+fn busy(workload: &str) -> Held {
+    Held {
+        workload: workload.to_owned(),
+        copy: None,
+        shadow: None,
+        busy: true,
+    }
+}
+
+/// The state of a supervised copy, from its primary state.
+fn copy_state(st: &PrimaryState) -> CopyState {
+    match &st.running {
+        Some(r) if r.is_alive() => CopyState::Running {
+            epochs: !st.epochs_paused,
+        },
+        Some(_) => CopyState::Exited,
+        None if st.final_dump.is_some() => CopyState::Stopped { final_dump: true },
+        None => CopyState::Stopped { final_dump: false },
+    }
+}

@@ -1,0 +1,179 @@
+//! The process trees this agent started or restored, persisted in `DATA_DIR/copies.bin`,
+//! so that a restarted agent knows which trees an earlier run of it left running: it
+//! reports them (unsupervised: no epochs, no output collected), and stops them when told
+//! to delete or release the workload, instead of losing track of a running copy.
+//!
+//! A tree is recognised by its root's pid *and* that process's start time (field 22 of
+//! `/proc/PID/stat`), so a pid the kernel has since given to another process never is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use understudy_common::workload::WorkloadSpec;
+
+use super::{Format, StateFileError};
+
+const FORMAT: Format = Format {
+    magic: b"USCP",
+    version: 1,
+    max_bytes: 16 << 20,
+};
+
+/// One tree this agent started or restored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyRecord {
+    /// What it runs.
+    pub spec: WorkloadSpec,
+    /// The generation it runs under.
+    pub generation: u64,
+    /// Where its epochs went.
+    pub shadow: Option<String>,
+    /// Host pid of the tree's root.
+    pub pid: i32,
+    /// The root's start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// The persisted set of trees.
+#[derive(Debug)]
+pub struct Copies {
+    path: PathBuf,
+    map: Mutex<BTreeMap<String, CopyRecord>>,
+}
+
+impl Copies {
+    /// Loads `dir/copies.bin` (empty if absent).
+    pub fn load(dir: &Path) -> Result<Self, StateFileError> {
+        let path = dir.join("copies.bin");
+        let map = FORMAT.read(&path)?.unwrap_or_default();
+        Ok(Copies {
+            path,
+            map: Mutex::new(map),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CopyRecord>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every recorded tree, by workload.
+    pub fn all(&self) -> BTreeMap<String, CopyRecord> {
+        self.lock().clone()
+    }
+
+    /// The recorded tree of `workload`.
+    pub fn get(&self, workload: &str) -> Option<CopyRecord> {
+        self.lock().get(workload).cloned()
+    }
+
+    /// Records (or replaces) `workload`'s tree.
+    pub fn set(&self, record: CopyRecord) -> Result<(), StateFileError> {
+        let mut map = self.lock();
+        if map.get(&record.spec.name) == Some(&record) {
+            return Ok(());
+        }
+        let mut next = map.clone();
+        next.insert(record.spec.name.clone(), record);
+        FORMAT.write(&self.path, &next)?;
+        *map = next;
+        Ok(())
+    }
+
+    /// Forgets `workload`'s tree.
+    pub fn remove(&self, workload: &str) -> Result<(), StateFileError> {
+        let mut map = self.lock();
+        if !map.contains_key(workload) {
+            return Ok(());
+        }
+        let mut next = map.clone();
+        next.remove(workload);
+        FORMAT.write(&self.path, &next)?;
+        *map = next;
+        Ok(())
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot, if it exists.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; starttime is field 22 overall.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `record`'s tree is still the live process it was.
+pub fn still_running(record: &CopyRecord) -> bool {
+    start_ticks(record.pid) == Some(record.start_ticks)
+        && crate::workload::process::is_alive(record.pid)
+}
+
+/// Kills `record`'s tree (its root is its PID namespace's init: killing it ends them all)
+/// and waits up to `limit` for it to be gone. Returns whether it is gone.
+pub fn kill_and_wait(record: &CopyRecord, limit: Duration) -> bool {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if still_running(record) {
+        let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+    }
+    let started = Instant::now();
+    while still_running(record) {
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_common::workload::RestartPolicy;
+
+    fn record(name: &str, pid: i32) -> CopyRecord {
+        CopyRecord {
+            spec: WorkloadSpec {
+                name: name.into(),
+                command: vec!["/bin/sleep".into(), "60".into()],
+                env: Vec::new(),
+                workdir: None,
+                interval_ms: 1000,
+                probe: None,
+                data_dirs: Vec::new(),
+                restart: RestartPolicy::default(),
+            },
+            generation: 2,
+            shadow: Some("b".into()),
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reload_and_a_reused_pid_is_not_taken_for_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let c = Copies::load(dir.path()).unwrap();
+        c.set(record("w", pid)).unwrap();
+        c.set(record("x", pid)).unwrap();
+        c.remove("x").unwrap();
+        let c = Copies::load(dir.path()).unwrap();
+        let got = c.get("w").unwrap();
+        assert_eq!(got, record("w", pid));
+        assert!(still_running(&got));
+        let mut reused = got.clone();
+        reused.start_ticks += 1;
+        assert!(!still_running(&reused), "same pid, other start time");
+        assert!(c.get("x").is_none());
+        assert!(kill_and_wait(&got, Duration::from_secs(5)));
+        let _ = child.wait();
+        assert!(!still_running(&got));
+    }
+}

@@ -1,0 +1,247 @@
+use super::*;
+use crate::workloads::migration::Migration;
+use crate::workloads::{MigrationSummary, WorkloadState};
+use understudy_common::telemetry::{
+    Forecast, HealthLevel, HealthReport, ProbeReport, Risk, TelemetrySummary,
+};
+use understudy_common::workload::{EpochReport, Peer, Probe, RestartPolicy, WorkloadSpec};
+
+fn host(name: &str, full: bool) -> HostRecord {
+    let telemetry = full.then(|| TelemetrySummary {
+        sampled_at_unix_ms: 5,
+        cpu_percent: 12.5,
+        memory_used_bytes: 1 << 30,
+        memory_total_bytes: 4 << 30,
+        load: [0.1, 0.2, 0.3],
+        uptime_secs: 99,
+        health: Some(HealthReport {
+            score: 64,
+            level: HealthLevel::Critical,
+            anomaly: 0.9,
+            anomaly_threshold: 0.5,
+            top: vec![("disk_q".into(), 0.7)],
+            note: Some("learning".into()),
+            forecasts: vec![Forecast {
+                metric: "mem_u".into(),
+                horizon_secs: 300,
+                central: 0.5,
+                upper: 0.7,
+            }],
+            risk: Some(Risk {
+                probability: 0.2,
+                horizon_secs: 300,
+                cause: "mem_u".into(),
+            }),
+            kernel_errors: vec![("io".into(), 3)],
+        }),
+        probes: vec![ProbeReport {
+            workload: "w".into(),
+            probe: "tcp 7000".into(),
+            runs: 3,
+            failures: 1,
+            consecutive_failures: 0,
+            latency_ms: Some(1.5),
+            latency_anomaly: 0.1,
+            latency_alarms: 0,
+            last_error: Some("refused".into()),
+        }],
+    });
+    HostRecord {
+        name: name.into(),
+        address: full.then(|| "10.0.0.1:4000".parse().unwrap()),
+        connected: full,
+        first_seen_unix_ms: 1,
+        last_seen_unix_ms: 2,
+        agent_version: "0.1.0".into(),
+        telemetry,
+        heartbeats: 3,
+        data_port: full.then_some(7442),
+    }
+}
+
+fn spec(name: &str, full: bool) -> WorkloadSpec {
+    WorkloadSpec {
+        name: name.into(),
+        command: vec!["/bin/sh".into(), "-c".into(), "a; b".into(), String::new()],
+        env: if full {
+            vec![("K".into(), "v".into())]
+        } else {
+            Vec::new()
+        },
+        workdir: full.then(|| "/srv".into()),
+        interval_ms: 1000,
+        probe: None,
+        data_dirs: if full {
+            vec!["/srv/db".into()]
+        } else {
+            Vec::new()
+        },
+        restart: RestartPolicy {
+            attempts: 2,
+            delay_ms: 100,
+            window_ms: 60_000,
+        },
+    }
+}
+
+/// A workload record in `state`, with every optional field set (`full`) or none.
+fn workload(name: &str, state: WorkloadState, full: bool) -> WorkloadRecord {
+    WorkloadRecord {
+        spec: spec(name, full),
+        primary: "a".into(),
+        shadow: full.then(|| "b".into()),
+        generation: 3,
+        state,
+        unprotected: full.then(|| "shadow lagging: x".into()),
+        last_epoch: full.then(|| EpochReport {
+            workload: name.into(),
+            generation: 3,
+            epoch: 9,
+            shadow: "b".into(),
+            bytes_total: 100,
+            incremental: true,
+            ..Default::default()
+        }),
+        epochs: 9,
+        created_unix_ms: 1,
+        last_migration: full.then(|| MigrationSummary {
+            from: "a".into(),
+            to: "b".into(),
+            generation: 2,
+            outcome: "rolled back".into(),
+            error: Some("e".into()),
+            freeze_ms: Some(12),
+            total_ms: 40,
+            finished_unix_ms: 5,
+        }),
+        restarts: 1,
+        last_exit: full.then(|| ("exited with status 3".into(), 7)),
+        last_correction: full.then(|| ("corrected".into(), 8)),
+    }
+}
+
+fn every_state() -> Vec<WorkloadState> {
+    vec![
+        WorkloadState::Starting,
+        WorkloadState::Running,
+        WorkloadState::Migrating,
+        WorkloadState::Exited("exited with status 3".into()),
+        WorkloadState::Failed("lost".into()),
+    ]
+}
+
+#[test]
+fn every_record_kind_survives_reopen_with_every_variant_and_optional_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let hosts = vec![host("a", true), host("b", false)];
+    let mut workloads = Vec::new();
+    for (i, state) in every_state().into_iter().enumerate() {
+        for full in [true, false] {
+            let mut w = workload(&format!("w{i}-{full}"), state.clone(), full);
+            if full {
+                w.spec.probe = Some(if i % 2 == 0 {
+                    Probe::Tcp { port: 6379 }
+                } else {
+                    Probe::Command {
+                        argv: vec!["/bin/check".into()],
+                    }
+                });
+            }
+            workloads.push(w);
+        }
+    }
+    assert_eq!(
+        workloads.len(),
+        WorkloadState::NAMES.len() * 2,
+        "a state is missing from every_state()"
+    );
+    let peer = |n: &str| Peer {
+        name: n.into(),
+        addr: "10.0.0.3:7442".parse().unwrap(),
+    };
+    let (migration, _) = Migration::start(spec("w0-true", true), "a", peer("b"), 4, None, 1);
+    let (mut with_shadow, _) =
+        Migration::start(spec("w1-true", true), "a", peer("b"), 4, Some(peer("c")), 1);
+    with_shadow.error = Some("x".into());
+    with_shadow.rollback_generation = Some(5);
+    let tomb = Tombstone {
+        name: "gone".into(),
+        generation: 7,
+        deleted_unix_ms: 9,
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.save_hosts(&hosts).unwrap();
+        for w in &workloads {
+            let m = [&migration, &with_shadow]
+                .into_iter()
+                .find(|m| m.workload() == w.spec.name);
+            s.save_workload(w, m).unwrap();
+        }
+        s.save_workload(&workload("gone", WorkloadState::Running, false), None)
+            .unwrap();
+        s.delete_workload("gone", &tomb).unwrap();
+    }
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.hosts, hosts);
+    let mut want = workloads.clone();
+    want.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    assert_eq!(loaded.workloads, want);
+    assert_eq!(loaded.migrations, vec![migration, with_shadow]);
+    assert_eq!(loaded.tombstones, vec![tomb]);
+}
+
+/// Writes a raw value under `key` in `table`, as an older or damaged build would have.
+fn put_raw(path: &Path, table: Table, key: &str, value: &[u8]) {
+    let db = Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(table).unwrap().insert(key, value).unwrap();
+    tx.commit().unwrap();
+}
+
+#[test]
+fn an_unreadable_record_is_refused_naming_its_kind_and_key_and_salvage_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    {
+        let s = Store::open(&path).unwrap();
+        s.save_hosts([&host("a", true)]).unwrap();
+        s.save_workload(&workload("good", WorkloadState::Running, true), None)
+            .unwrap();
+    }
+    // What the earlier build wrote for a workload: version 2, adjacently tagged state.
+    put_raw(&path, WORKLOADS.table, "c4b", &[2, 1, 2, 3]);
+    let err = Store::open(&path).unwrap().load().unwrap_err().to_string();
+    assert!(
+        err.contains("workload record \"c4b\"") && err.contains("version 2"),
+        "{err}"
+    );
+    put_raw(&path, WORKLOADS.table, "c4b", &[RECORD_VERSION, 0xff, 0xff]);
+    let err = Store::open(&path).unwrap().load().unwrap_err().to_string();
+    assert!(err.contains("workload record \"c4b\""), "{err}");
+
+    let report = salvage(&path, 1234).unwrap();
+    assert_eq!(report.dropped.len(), 1, "{report:?}");
+    assert_eq!(report.dropped[0].0, "workload");
+    assert_eq!(report.dropped[0].1, "c4b");
+    assert!(report.moved_to.exists(), "the damaged file is kept");
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.hosts, vec![host("a", true)]);
+    assert_eq!(
+        loaded.workloads,
+        vec![workload("good", WorkloadState::Running, true)]
+    );
+}
+
+#[test]
+fn host_records_of_the_previous_version_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let h = host("a", true);
+    let mut bytes = vec![2u8];
+    bytes.extend(codec::encode(&h).unwrap());
+    Store::open(&path).unwrap();
+    put_raw(&path, HOSTS.table, "a", &bytes);
+    assert_eq!(Store::open(&path).unwrap().load().unwrap().hosts, vec![h]);
+}

@@ -1,0 +1,283 @@
+use super::*;
+use understudy_common::inventory::{CopyState, Held, LocalCopy};
+use understudy_common::workload::{EpochReport, RestartPolicy};
+
+fn peer(n: &str) -> Peer {
+    Peer {
+        name: n.into(),
+        addr: "10.0.0.2:7442".parse().unwrap(),
+    }
+}
+
+fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        name: "w".into(),
+        command: vec!["/bin/true".into()],
+        env: Vec::new(),
+        workdir: None,
+        interval_ms: 1000,
+        probe: None,
+        data_dirs: Vec::new(),
+        restart: RestartPolicy::default(),
+    }
+}
+
+fn epoch(n: u64) -> Delivery {
+    Delivery::Reply(OrderReply::Epoch(EpochReport {
+        epoch: n,
+        ..Default::default()
+    }))
+}
+
+fn failed(e: &str) -> Delivery {
+    Delivery::Reply(OrderReply::Failed(e.into()))
+}
+
+fn done() -> Delivery {
+    Delivery::Reply(OrderReply::Done)
+}
+
+fn restored() -> Delivery {
+    Delivery::Reply(OrderReply::Restored {
+        pid: 1,
+        restore_ms: 5,
+        check_ms: 20,
+    })
+}
+
+fn held(generation: u64, state: CopyState) -> Delivery {
+    held_busy(generation, state, false)
+}
+
+fn held_busy(generation: u64, state: CopyState, busy: bool) -> Delivery {
+    Delivery::Reply(OrderReply::Held(Some(Held {
+        workload: "w".into(),
+        copy: Some(LocalCopy {
+            spec: spec(),
+            generation,
+            shadow: None,
+            pid: 42,
+            state,
+        }),
+        shadow: None,
+        busy,
+    })))
+}
+
+/// (host, order kind, generation) of a step.
+fn what(step: &Step) -> (String, &'static str, u64) {
+    match step {
+        Step::Send { host, order, .. } => (host.clone(), order.kind(), order.target().1),
+        Step::Finished(_) => ("-".into(), "finished", 0),
+    }
+}
+
+fn start() -> Migration {
+    Migration::start(spec(), "a", peer("b"), 4, Some(peer("a")), 1_000).0
+}
+
+/// A migration whose restore order has been sent.
+fn at_restore() -> Migration {
+    let mut m = start();
+    m.on_delivery(epoch(10), 1_000);
+    let s = m.on_delivery(epoch(11), 1_050);
+    assert_eq!(what(&s), ("b".into(), "restore", 4));
+    m
+}
+
+#[test]
+fn happy_path_orders_and_measures_freeze() {
+    let (mut m, s) = Migration::start(spec(), "a", peer("b"), 4, Some(peer("a")), 1_000);
+    assert_eq!(what(&s), ("a".into(), "checkpoint", 4));
+    let s = m.on_delivery(epoch(10), 1_000);
+    assert_eq!(what(&s), ("a".into(), "final-checkpoint", 4));
+    let s = m.on_delivery(epoch(11), 1_050);
+    if let Step::Send {
+        order: Order::Restore { epoch, shadow, .. },
+        ..
+    } = &s
+    {
+        assert_eq!(*epoch, 11);
+        assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("a"));
+    } else {
+        panic!("{s:?}");
+    }
+    let s = m.on_delivery(restored(), 1_250);
+    assert_eq!(what(&s), ("a".into(), "release", 4));
+    assert_eq!(m.freeze_ms, Some(230));
+    assert_eq!(
+        m.on_delivery(done(), 1_300),
+        Step::Finished(Outcome::Succeeded)
+    );
+    assert_eq!(m.phase, Phase::Finished);
+}
+
+#[test]
+fn failure_before_freeze_resumes_where_it_runs() {
+    let mut m = start();
+    let s = m.on_delivery(failed("shadow unreachable"), 1_000);
+    assert_eq!(what(&s), ("a".into(), "resume", 4));
+    match m.on_delivery(done(), 1_000) {
+        Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("shadow unreachable")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.freeze_ms, None);
+}
+
+#[test]
+fn failed_final_epoch_resumes_on_the_old_primary_under_the_same_generation() {
+    let mut m = start();
+    m.on_delivery(epoch(1), 0);
+    let s = m.on_delivery(failed("transfer cut"), 0);
+    assert_eq!(what(&s), ("a".into(), "resume", 4));
+    assert_eq!(
+        m.current_generation(),
+        4,
+        "no restore was sent: no new fence"
+    );
+    match m.on_delivery(done(), 0) {
+        Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("transfer cut")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_restore_fences_the_target_before_the_old_primary_resumes() {
+    let mut m = at_restore();
+    let s = m.on_delivery(failed("criu restore failed"), 0);
+    assert_eq!(
+        what(&s),
+        ("b".into(), "demote", 5),
+        "the target is made a shadow again under a newer generation first"
+    );
+    assert_eq!(m.current_generation(), 5);
+    let s = m.on_delivery(done(), 0);
+    assert_eq!(what(&s), ("a".into(), "resume", 5));
+    match m.on_delivery(done(), 0) {
+        Step::Finished(Outcome::RolledBack(e)) => assert!(e.contains("criu restore failed")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_restore_answer_is_never_taken_for_a_failure() {
+    // The target restored it: go forward.
+    let mut m = at_restore();
+    let s = m.on_delivery(Delivery::Unknown("connection lost".into()), 0);
+    assert_eq!(what(&s), ("b".into(), "query", 4));
+    assert_eq!(m.phase, Phase::Confirm);
+    // An unreachable target is asked again, and the old primary is left alone meanwhile.
+    for _ in 0..3 {
+        let s = m.on_delivery(Delivery::NotSent("b is not connected".into()), 0);
+        assert_eq!(what(&s), ("b".into(), "query", 4));
+        assert!(m.waiting_for().unwrap().contains("asking b"));
+    }
+    let s = m.on_delivery(held(4, CopyState::Running { epochs: true }), 0);
+    assert_eq!(what(&s), ("a".into(), "release", 4));
+    assert_eq!(m.on_delivery(done(), 0), Step::Finished(Outcome::Succeeded));
+
+    // The target does not run it: fence it, then resume on the old primary.
+    let mut m = at_restore();
+    m.on_delivery(Delivery::Unknown("timed out".into()), 0);
+    let s = m.on_delivery(Delivery::Reply(OrderReply::Held(None)), 0);
+    assert_eq!(what(&s), ("b".into(), "demote", 5));
+    assert_eq!(what(&m.on_delivery(done(), 0)), ("a".into(), "resume", 5));
+
+    // A busy copy is asked about again rather than judged.
+    let mut m = at_restore();
+    m.on_delivery(Delivery::Unknown("timed out".into()), 0);
+    let s = m.on_delivery(held_busy(4, CopyState::Running { epochs: true }, true), 0);
+    assert_eq!(what(&s), ("b".into(), "query", 4));
+}
+
+#[test]
+fn the_old_primary_never_resumes_before_the_target_confirms_it_runs_nothing() {
+    let mut m = at_restore();
+    m.on_delivery(failed("liveness check failed"), 0);
+    for d in [
+        Delivery::NotSent("b is not connected".into()),
+        Delivery::Unknown("timed out".into()),
+        failed("disk full"),
+    ] {
+        let s = m.on_delivery(d, 0);
+        assert_eq!(what(&s), ("b".into(), "demote", 5), "{s:?}");
+        if let Step::Send { after, .. } = s {
+            assert_eq!(after, RETRY_PAUSE);
+        }
+    }
+    assert!(m.waiting_for().unwrap().contains("confirm it runs no copy"));
+}
+
+#[test]
+fn a_restore_that_never_left_rolls_back_without_a_new_fence() {
+    let mut m = at_restore();
+    let s = m.on_delivery(Delivery::NotSent("b is not connected".into()), 0);
+    assert_eq!(what(&s), ("a".into(), "resume", 4));
+}
+
+#[test]
+fn failed_resume_is_reported_as_failure_with_both_errors() {
+    let mut m = start();
+    m.on_delivery(epoch(1), 0);
+    m.on_delivery(failed("transfer cut"), 0);
+    match m.on_delivery(failed("criu restore failed"), 0) {
+        Step::Finished(Outcome::Failed(e)) => {
+            assert!(e.contains("transfer cut") && e.contains("criu restore failed"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn after_a_restart_each_phase_continues_as_after_a_lost_answer() {
+    // sync and freeze: roll back on the old primary (nothing was restored anywhere).
+    let mut m = start();
+    assert_eq!(what(&m.after_restart(0)), ("a".into(), "resume", 4));
+    let mut m = start();
+    m.on_delivery(epoch(1), 0);
+    assert_eq!(what(&m.after_restart(0)), ("a".into(), "resume", 4));
+    // restore: ask the target.
+    let mut m = at_restore();
+    assert_eq!(what(&m.after_restart(0)), ("b".into(), "query", 4));
+    // confirm: ask again.
+    assert_eq!(what(&m.after_restart(0)), ("b".into(), "query", 4));
+    // release: release again, then done.
+    let mut m = at_restore();
+    m.on_delivery(restored(), 0);
+    assert_eq!(what(&m.after_restart(0)), ("a".into(), "release", 4));
+    assert_eq!(m.on_delivery(done(), 0), Step::Finished(Outcome::Succeeded));
+    // rollback: the same pending step.
+    let mut m = at_restore();
+    m.on_delivery(failed("boom"), 0);
+    assert_eq!(what(&m.after_restart(0)), ("b".into(), "demote", 5));
+    m.on_delivery(done(), 0);
+    assert_eq!(what(&m.after_restart(0)), ("a".into(), "resume", 5));
+}
+
+#[test]
+fn the_machine_survives_the_store_encoding_in_every_phase() {
+    let mut machines = vec![start()];
+    let mut m = start();
+    m.on_delivery(epoch(1), 7);
+    machines.push(m.clone());
+    machines.push(at_restore());
+    let mut m = at_restore();
+    m.on_delivery(Delivery::Unknown("lost".into()), 0);
+    machines.push(m);
+    let mut m = at_restore();
+    m.on_delivery(restored(), 0);
+    machines.push(m.clone());
+    m.on_delivery(done(), 0);
+    machines.push(m);
+    let mut m = at_restore();
+    m.on_delivery(failed("x"), 0);
+    machines.push(m.clone());
+    m.on_delivery(done(), 0);
+    m.on_delivery(failed("y"), 0);
+    machines.push(m);
+    for m in machines {
+        let bytes = understudy_common::codec::encode(&m).unwrap();
+        let back: Migration = understudy_common::codec::decode(&bytes, 1 << 20).unwrap();
+        assert_eq!(back, m, "phase {:?}", m.phase);
+    }
+}
