@@ -94,6 +94,9 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         images_dir: req.dir.clone(),
         leave_running: req.leave_running,
         tcp_established: true,
+        // A client connecting at the instant of the dump (the agent's own TCP probe, too)
+        // must not fail the epoch or a switchover: it is reset and connects again.
+        tcp_skip_in_flight: true,
         file_locks: true,
         network_lock: NetworkLock::Nftables,
         // Errors and warnings only: level 4 logs every VMA and page run, which slows

@@ -190,6 +190,10 @@ impl Criu {
             bindings::criu_local_set_tcp_established,
             opts.tcp_established,
         );
+        h.set_flag(
+            bindings::criu_local_set_tcp_skip_in_flight,
+            opts.tcp_skip_in_flight,
+        );
         h.set_flag(bindings::criu_local_set_ext_unix_sk, opts.ext_unix_sk);
         h.set_flag(bindings::criu_local_set_file_locks, opts.file_locks);
         h.set_flag(bindings::criu_local_set_shell_job, opts.shell_job);

@@ -39,6 +39,9 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// Dump established TCP connections.
     pub tcp_established: bool,
+    /// Drop connections still in a listener's accept queue instead of failing the dump
+    /// (`--skip-in-flight`): their clients see a reset and connect again.
+    pub tcp_skip_in_flight: bool,
     /// Allow external unix socket peers.
     pub ext_unix_sk: bool,
     /// Dump file locks.
@@ -75,6 +78,7 @@ impl Default for DumpOptions {
             images_dir: PathBuf::new(),
             leave_running: false,
             tcp_established: false,
+            tcp_skip_in_flight: false,
             ext_unix_sk: false,
             file_locks: false,
             shell_job: false,
