@@ -9,10 +9,13 @@ source scripts/install-deps.sh
 bash packaging/criu/provision-criu.sh
 
 cargo fmt --all -- --check
+# The deb and rpm packages, from a dev build of the two binaries as they ship: without the
+# test-only fault hooks (tests/tests/packages.rs checks them).
+bash scripts/package.sh --profile dev
+# The binaries the end-to-end tests start: the workspace build carries the fault hooks
+# (a cargo feature the tests crate turns on; see coordinator/src/faults.rs).
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The deb and rpm packages, from the dev build above (tests/tests/packages.rs checks them).
-bash scripts/package.sh --profile dev
 export UNDERSTUDY_PACKAGES=$PWD/target/packages UNDERSTUDY_REQUIRE_PACKAGES=1
 # End-to-end tests fail instead of skipping when their prerequisites are missing here.
 UNDERSTUDY_REQUIRE_E2E=1 UNDERSTUDY_REQUIRE_CRIU=1 cargo test --workspace --locked

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use understudy_common::config::{Problem, Validate};
+use understudy_common::config::{check_range, Problem, Validate};
 use understudy_common::tls::files::TlsFiles;
 use understudy_common::tls::Role;
 
@@ -209,6 +209,9 @@ impl Default for ReconnectSection {
     }
 }
 
+/// Most samples the anomaly model may learn before scoring (about four months at 1 s).
+const MAX_WARMUP_SAMPLES: u32 = 10_000_000;
+
 impl Validate for AgentConfig {
     fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -233,6 +236,13 @@ impl Validate for AgentConfig {
             }
         }
         let r = &self.reconnect;
+        check_range(
+            &mut problems,
+            "reconnect.max",
+            r.max,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        );
         if r.initial.is_zero() || r.initial > r.max {
             problems.push(Problem::new(
                 "reconnect.initial",
@@ -258,12 +268,19 @@ impl Validate for AgentConfig {
                 problems.push(Problem::new(format!("workload_data.allowed_roots[{i}]"), e));
             }
         }
-        if self.probes.interval < Duration::from_millis(100) {
+        check_range(
+            &mut problems,
+            "probes.interval",
+            self.probes.interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        if self.models.warmup_samples > MAX_WARMUP_SAMPLES {
             problems.push(Problem::new(
-                "probes.interval",
+                "models.warmup_samples",
                 format!(
-                    "{} is too short (at least 100ms)",
-                    humantime::format_duration(self.probes.interval)
+                    "{} is more than {MAX_WARMUP_SAMPLES}",
+                    self.models.warmup_samples
                 ),
             ));
         }
@@ -322,6 +339,34 @@ mod tests {
             "{keys:?}"
         );
         assert!(keys.contains(&"health.critical".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn every_duration_and_count_has_a_range() {
+        let cfg: AgentConfig = parse(
+            r#"
+            [agent]
+            data_dir = "/var/lib/understudy"
+            [coordinator]
+            addresses = ["10.0.0.1:7440"]
+            [reconnect]
+            initial = "1s"
+            max = "300000000000y"
+            [probes]
+            interval = "99999y"
+            [models]
+            warmup_samples = 4000000000
+            [tls]
+            ca = "/x/ca.crt"
+            cert = "/x/a.crt"
+            key = "/x/a.key"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
+        for k in ["reconnect.max", "probes.interval", "models.warmup_samples"] {
+            assert!(keys.contains(&k.to_string()), "{k} not in {keys:?}");
+        }
     }
 }
 

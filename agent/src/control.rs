@@ -202,7 +202,12 @@ async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
             let reply = match read_frame::<_, Order>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME)
                 .await
             {
-                Ok(order) => crate::orders::handle(&node, order).await,
+                Ok(order) => {
+                    let kind = order.kind();
+                    let reply = crate::orders::handle(&node, order).await;
+                    crate::faults::before_reply(kind).await;
+                    reply
+                }
                 Err(e) => OrderReply::Failed(format!("unreadable order: {e}")),
             };
             if let Err(e) = write_frame(&mut send, PROTOCOL_VERSION, &reply).await {

@@ -9,6 +9,7 @@ pub mod control;
 pub mod datadir;
 pub mod dataplane;
 pub mod exporter;
+pub mod faults;
 pub mod hostmetrics;
 pub mod inventory;
 pub mod node;

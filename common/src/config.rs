@@ -70,17 +70,7 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
         path: path.to_owned(),
         problems: vec![Problem { key, reason }],
     };
-    let meta = std::fs::metadata(path).map_err(|e| fail(String::new(), e.to_string()))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(fail(
-            String::new(),
-            format!(
-                "file is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(String::new(), e.to_string()))?;
+    let text = read_capped(path).map_err(|reason| fail(String::new(), reason))?;
     let value: T = parse(&text).map_err(|(key, reason)| fail(key, reason))?;
     let problems = value.validate();
     if problems.is_empty() {
@@ -91,6 +81,74 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
             problems,
         })
     }
+}
+
+/// Reads a config file the operator named: a regular file (not a device, FIFO or
+/// directory, which could block or never end) of at most [`MAX_CONFIG_BYTES`], as UTF-8.
+pub fn read_capped(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file ({}); a config must be a plain file",
+            file_kind(&meta)
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    // The cap holds even if the file grows after the check above.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "file is larger than the limit of {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Adds a problem for `key` unless `value` lies in `min..=max`.
+pub fn check_range(
+    problems: &mut Vec<Problem>,
+    key: &str,
+    value: std::time::Duration,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) {
+    if value < min || value > max {
+        problems.push(Problem::new(
+            key,
+            format!(
+                "{} is outside {}..{}",
+                humantime_text(value),
+                humantime_text(min),
+                humantime_text(max)
+            ),
+        ));
+    }
+}
+
+fn humantime_text(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 /// Parses TOML text, returning the failing key path and reason on error.
@@ -134,6 +192,25 @@ mod tests {
         assert_eq!(key, "inner.prot");
         assert!(reason.contains("prot"), "{reason}");
         assert!(reason.contains("line 3"), "{reason}");
+    }
+
+    #[test]
+    fn devices_fifos_and_oversized_files_are_refused_without_reading_them_whole() {
+        let e = read_capped(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("character device"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = read_capped(&fifo).unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        assert!(read_capped(&big).unwrap_err().contains("limit"));
+        assert!(read_capped(dir.path()).unwrap_err().contains("directory"));
     }
 
     #[test]

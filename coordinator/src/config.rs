@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use understudy_common::config::{Problem, Validate};
+use understudy_common::config::{check_range, Problem, Validate};
 use understudy_common::tls::files::TlsFiles;
 use understudy_common::tls::Role;
 
@@ -102,16 +102,21 @@ impl Validate for CoordinatorConfig {
             problems.push(Problem::new("http.listen", "must differ from quic.listen"));
         }
         let hb = &self.heartbeat;
-        if hb.interval < Duration::from_millis(100) || hb.interval > Duration::from_secs(60) {
-            problems.push(Problem::new(
-                "heartbeat.interval",
-                format!(
-                    "{} is outside 100ms..60s",
-                    humantime::format_duration(hb.interval)
-                ),
-            ));
-        }
-        if hb.timeout < hb.interval * 2 {
+        check_range(
+            &mut problems,
+            "heartbeat.interval",
+            hb.interval,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        check_range(
+            &mut problems,
+            "heartbeat.timeout",
+            hb.timeout,
+            Duration::from_millis(200),
+            Duration::from_secs(600),
+        );
+        if hb.timeout <= Duration::from_secs(600) && hb.timeout < hb.interval.saturating_mul(2) {
             problems.push(Problem::new(
                 "heartbeat.timeout",
                 format!(
@@ -169,6 +174,31 @@ mod tests {
         );
         assert!(keys.iter().any(|k| k.ends_with("|store.path")), "{keys:?}");
         assert!(keys.iter().any(|k| k.contains("tls.ca")), "{keys:?}");
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_naming_the_key_instead_of_overflowing() {
+        let cfg: CoordinatorConfig = parse(
+            r#"
+            [tls]
+            ca = "/x/ca.crt"
+            cert = "/x/c.crt"
+            key = "/x/c.key"
+            [store]
+            path = "/tmp/c.redb"
+            [heartbeat]
+            interval = "1s"
+            timeout = "300000000000y"
+            "#,
+        )
+        .unwrap();
+        let p: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .filter(|p| p.key == "heartbeat.timeout")
+            .collect();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].reason.contains("outside"), "{p:?}");
     }
 
     #[test]

@@ -242,6 +242,74 @@ interval = "200ms"
         );
     }
 
+    /// Starts the coordinator with extra environment variables (e.g. fault hooks).
+    pub fn start_coordinator_env(&self, env: &[(&str, &str)]) {
+        let cfg = self.host_dir("coord").join("coordinator.toml");
+        self.spawn_env(
+            "coord",
+            "understudy",
+            &["serve", "--config", cfg.to_str().unwrap()],
+            env,
+        );
+    }
+
+    /// Kills `name`'s process (the agent or coordinator) with SIGKILL, leaving everything
+    /// else on the host running, and waits for it to be gone.
+    pub fn kill(&self, name: &str) {
+        if let Some(mut child) = self.procs.lock().unwrap().remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for `name`'s process to end on its own (after a fault hook aborted it).
+    pub fn wait_exit(&self, name: &str, limit: Duration) -> Option<i32> {
+        let mut child = self.procs.lock().unwrap().remove(name)?;
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Live processes on `host` whose command line contains `marker`.
+    pub fn processes(&self, host: &str, marker: &str) -> Vec<u32> {
+        self.net
+            .pids(self.host(host))
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let alive = fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned))
+                    })
+                    .is_some_and(|st| st != "Z" && st != "X");
+                alive
+                    && String::from_utf8_lossy(&cmdline)
+                        .replace('\0', " ")
+                        .contains(marker)
+            })
+            .collect()
+    }
+
+    /// The hosts among `hosts` that run a process whose command line contains `marker`.
+    pub fn running_on(&self, hosts: &[&str], marker: &str) -> Vec<String> {
+        hosts
+            .iter()
+            .filter(|h| !self.processes(h, marker).is_empty())
+            .map(|h| (*h).to_owned())
+            .collect()
+    }
+
     /// Starts the agent on host `name`.
     pub fn start_agent(&self, name: &str) {
         let cfg = self.host_dir(name).join("agent.toml");

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod copies;
 pub mod criu;
 pub mod netns;
 pub mod rawclient;

@@ -162,24 +162,29 @@ impl Net {
     /// SIGKILLs every process in `host`'s network namespace (its agent and workloads
     /// alike, as when a machine dies).
     pub fn kill_all(&self, host: &Host) {
+        let pids: Vec<String> = self.pids(host).iter().map(u32::to_string).collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-9").args(&pids).status();
+        }
+    }
+
+    /// Every process in `host`'s network namespace.
+    pub fn pids(&self, host: &Host) -> Vec<u32> {
         use std::os::unix::fs::MetadataExt;
         let Ok(meta) = fs::metadata(format!("/run/netns/{}", host.netns)) else {
-            return;
+            return Vec::new();
         };
         let want = format!("net:[{}]", meta.ino());
-        let pids: Vec<String> = fs::read_dir("/proc")
+        fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
                 let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
                 let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
-                (ns.to_string_lossy() == want).then(|| pid.to_string())
+                (ns.to_string_lossy() == want).then_some(pid)
             })
-            .collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg("-9").args(&pids).status();
-        }
+            .collect()
     }
 
     fn cleanup_leftovers(&self) {

@@ -371,3 +371,84 @@ fn a_deleted_but_open_file_comes_back_open_with_its_content() {
         "and the file is not linked into the directory"
     );
 }
+
+/// `workload create` with data directory `dir`, expected to be refused; returns why.
+fn refused(c: &Cluster, name: &str, dir: &str) -> String {
+    let out = c.cli(&[
+        "workload",
+        "create",
+        name,
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--data-dir",
+        dir,
+        "--",
+        "/bin/sleep",
+        "60",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{name} with {dir} was not refused: {err}"
+    );
+    assert!(c.workload(name).is_err(), "{name} was created");
+    err
+}
+
+#[test]
+fn data_directories_are_never_shared_and_never_leave_the_allowed_roots() {
+    require_e2e!();
+    let c = started_cluster();
+    // The allowed root itself.
+    let root = c.logical_root();
+    let err = refused(&c, "rooted", root.to_str().unwrap());
+    assert!(err.contains("allowed root itself"), "{err}");
+    let db = data_dir(&c, "host-a", "shared/db");
+    c.create_workload(&[
+        "owner",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "1h",
+        "--data-dir",
+        db.to_str().unwrap(),
+        "--",
+        "/bin/sleep",
+        "600",
+    ]);
+    let parent = c.logical_dir("shared");
+    let child = db.join("sub");
+    for (name, dir) in [
+        ("same", db.clone()),
+        ("parent", parent.clone()),
+        ("child", child.clone()),
+    ] {
+        std::fs::create_dir_all(c.data_path("host-a", &dir)).unwrap();
+        let err = refused(&c, name, dir.to_str().unwrap());
+        assert!(
+            err.contains("overlaps") && err.contains("\"owner\""),
+            "{name}: {err}"
+        );
+    }
+    // A parent that is a symlink out of the allowed root, to /etc.
+    let link = c.logical_dir("escape");
+    std::os::unix::fs::symlink("/etc", c.data_path("host-a", &link)).unwrap();
+    let sneaky = link.join("understudy-test");
+    let err = refused(&c, "sneaky", sneaky.to_str().unwrap());
+    assert!(
+        err.contains("/etc/understudy-test") && err.contains("outside"),
+        "{err}"
+    );
+    assert!(!Path::new("/etc/understudy-test").exists());
+    // '.' hidden in the middle of a path.
+    let dotted = format!("{}/./db", parent.display());
+    let err = refused(&c, "dotted", &dotted);
+    assert!(err.contains("normalised"), "{err}");
+    // The owner was never disturbed.
+    assert_eq!(c.workload("owner").unwrap().state.name(), "running");
+}

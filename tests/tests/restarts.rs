@@ -59,11 +59,11 @@ fn a_crashed_workload_is_restarted_and_its_new_tree_is_checkpointed() {
     let shown = c.cli(&["workload", "show", "flaky"]);
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        text.contains("restarts:     1 (policy: up to 2 per 30m, 200ms apart)"),
+        text.contains("restarts:       1 (policy: up to 2 per 30m, 200ms apart)"),
         "{text}"
     );
     assert!(
-        text.contains("last exit:    exited with status 3"),
+        text.contains("last exit:      exited with status 3"),
         "{text}"
     );
     let n = eventually("the agent counts it", Duration::from_secs(5), || {

@@ -58,6 +58,16 @@ pub enum TlsFileError {
         /// What went wrong.
         reason: String,
     },
+    /// The private key does not belong to the certificate.
+    #[error("tls.key: {} is not the key of the certificate {} ({reason})", key.display(), cert.display())]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+        /// What rustls found.
+        reason: String,
+    },
     /// The certificate is for another role than this program needs.
     #[error("tls.cert: {} is a certificate for role {found}, but this program needs role {expected}", path.display())]
     WrongRole {
@@ -125,6 +135,18 @@ impl TlsFiles {
         let key_bytes = read("key", &self.key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes)
             .map_err(|e| pem_err("key", &self.key, "private key", e.to_string()))?;
+        // The same check rustls makes when a server starts, made here so that `validate`
+        // refuses a mismatched pair instead of the service failing later.
+        rustls::sign::CertifiedKey::from_der(
+            chain.clone(),
+            key.clone_key(),
+            &rustls::crypto::ring::default_provider(),
+        )
+        .map_err(|e| TlsFileError::KeyMismatch {
+            key: self.key.clone(),
+            cert: self.cert.clone(),
+            reason: e.to_string(),
+        })?;
 
         Ok(LoadedTls {
             roots,

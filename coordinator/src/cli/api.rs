@@ -79,7 +79,7 @@ fn answer<T: DeserializeOwned>(
             let msg = resp
                 .into_json::<crate::server::http::ErrorBody>()
                 .map(|b| b.error)
-                .unwrap_or_else(|e| format!("HTTP {code} ({e})"));
+                .unwrap_or_else(|_| format!("the coordinator answered HTTP {code} to {url}"));
             Err(ApiFailure::Refused(code, msg))
         }
         Err(e) => Err(ApiFailure::Unreachable(format!(

@@ -14,6 +14,10 @@ use understudy_common::exit;
 use understudy_common::tls::ca::{create_ca, issue, PemPair, Validity};
 use understudy_common::tls::Role;
 
+/// Longest validity `ca init` and `ca issue` accept, in days (a hundred years): beyond it
+/// the dates overflow, and an expired (0-day) certificate is never useful.
+const MAX_DAYS: i64 = 36_500;
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Create a new cluster CA (ca.crt, ca.key) in DIR.
@@ -21,8 +25,8 @@ pub enum CaCommand {
         /// Directory for the CA files; created if missing.
         #[arg(long)]
         dir: PathBuf,
-        /// Days the CA stays valid.
-        #[arg(long, default_value_t = 3650)]
+        /// Days the CA stays valid (1 to 36500).
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=MAX_DAYS))]
         days: u32,
     },
     /// Issue a host certificate (NAME.crt, NAME.key) signed by the CA in DIR.
@@ -36,8 +40,8 @@ pub enum CaCommand {
         /// Role the certificate grants.
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Days the certificate stays valid.
-        #[arg(long, default_value_t = 365)]
+        /// Days the certificate stays valid (1 to 36500).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=MAX_DAYS))]
         days: u32,
         /// Where to write the files (default: DIR).
         #[arg(long)]

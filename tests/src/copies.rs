@@ -1,0 +1,83 @@
+//! Counting copies of a workload: the invariant every fault test checks is that exactly one
+//! copy runs, on the host the coordinator's record names, and that it keeps working there.
+
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::numbers;
+use crate::wait::eventually;
+
+/// Counts in memory and prints every value every 10 ms; its argument (a marker) only
+/// makes its processes easy to find.
+pub const COUNTER: &str =
+    "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.01)\n";
+
+/// A marker to put in a workload's arguments.
+pub fn marker(name: &str) -> String {
+    format!("understudy-test-copy-{name}")
+}
+
+/// Creates a counter workload `name` on `host`, shadowed on `shadow`.
+pub fn create_counter(c: &Cluster, name: &str, host: &str, shadow: &str, interval: &str) {
+    let m = marker(name);
+    c.create_workload(&[
+        name,
+        "--host",
+        host,
+        "--shadow",
+        shadow,
+        "--interval",
+        interval,
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
+        &m,
+    ]);
+}
+
+/// The one host among `hosts` that runs `name`; panics if none or several do.
+pub fn the_one_copy(c: &Cluster, hosts: &[&str], name: &str) -> String {
+    let on = c.running_on(hosts, &marker(name));
+    assert_eq!(
+        on.len(),
+        1,
+        "{name} runs on {on:?}, not on exactly one host"
+    );
+    on[0].clone()
+}
+
+/// Waits until the counter `name` logs on `host` beyond what it had logged, and returns
+/// the last value.
+pub fn advancing(c: &Cluster, host: &str, name: &str) -> u64 {
+    let before = numbers(&c.output_log(host, name))
+        .last()
+        .copied()
+        .unwrap_or(0);
+    eventually(
+        &format!("{name} counting on {host}"),
+        Duration::from_secs(15),
+        || {
+            let now = numbers(&c.output_log(host, name))
+                .last()
+                .copied()
+                .unwrap_or(0);
+            if now > before + 5 {
+                Ok(now)
+            } else {
+                Err(format!("last count {now}, was {before}"))
+            }
+        },
+    )
+}
+
+/// Asserts that `name`'s log on `host` does not grow for `how_long`.
+pub fn silent(c: &Cluster, host: &str, name: &str, how_long: Duration) {
+    let before = c.output_log(host, name).len();
+    std::thread::sleep(how_long);
+    assert_eq!(
+        c.output_log(host, name).len(),
+        before,
+        "{name} still prints on {host}"
+    );
+}

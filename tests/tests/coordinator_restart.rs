@@ -1,0 +1,308 @@
+//! The coordinator restarted — cleanly (SIGTERM) and not (SIGKILL, or an abort in the
+//! middle of a switchover) — with workloads in every state: it comes back with every
+//! record, and a switchover it was driving ends with exactly one running copy, its
+//! periodic epochs resumed, and a record that says how the move ended.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+use understudy_tests::cluster::Cluster;
+use understudy_tests::copies::{advancing, create_counter, marker, the_one_copy};
+use understudy_tests::wait::eventually;
+use understudy_tests::{require_criu, require_e2e};
+
+const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
+
+fn state_of(c: &Cluster, name: &str) -> Result<WorkloadRecord, String> {
+    c.workload(name)
+}
+
+/// Waits until `name` is running (no switchover in flight) and returns its record.
+fn settled_running(c: &Cluster, name: &str) -> WorkloadRecord {
+    eventually(
+        &format!("{name} running again"),
+        Duration::from_secs(60),
+        || {
+            let w = state_of(c, name)?;
+            if w.state == WorkloadState::Running {
+                Ok(w)
+            } else {
+                Err(format!("{:?}", w.state))
+            }
+        },
+    )
+}
+
+/// Waits for two more epochs of `name` under its current generation.
+fn epochs_resume(c: &Cluster, name: &str) {
+    let w = c.workload(name).unwrap();
+    eventually(
+        &format!("{name}'s epochs resume"),
+        Duration::from_secs(60),
+        || {
+            let now = c.workload(name)?;
+            let current = now
+                .last_epoch
+                .as_ref()
+                .is_some_and(|e| e.generation == now.generation);
+            if now.epochs >= w.epochs + 2 && current {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} epochs (was {}), last {:?}, unprotected {:?}",
+                    now.epochs, w.epochs, now.last_epoch, now.unprotected
+                ))
+            }
+        },
+    );
+}
+
+/// The list as an operator reads it: every workload's row by name.
+fn list_rows(c: &Cluster) -> String {
+    let out = c.cli(&["workload", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn row<'a>(list: &'a str, name: &str) -> &'a str {
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name} in:\n{list}"))
+}
+
+#[test]
+fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.wait_connected(1);
+    // Unprotected: created while no other host could shadow it.
+    c.create_workload(&[
+        "lonely",
+        "--host",
+        "host-a",
+        "--interval",
+        "1s",
+        "--",
+        "/bin/sleep",
+        "3600",
+    ]);
+    c.start_agent("host-b");
+    c.start_agent("host-c");
+    c.wait_connected(3);
+    create_counter(&c, "steady", "host-a", "host-b", "500ms");
+    // Lagging: its shadow's agent is stopped below.
+    c.create_workload(&[
+        "lagging",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-c",
+        "--interval",
+        "500ms",
+        "--",
+        "/bin/sleep",
+        "3600",
+    ]);
+    c.create_workload(&[
+        "quitter",
+        "--host",
+        "host-b",
+        "--shadow",
+        "host-a",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo bye; exit 3",
+    ]);
+    // Failed: it prints, so it dies with its agent, whose restart finds no copy.
+    create_counter(&c, "doomed", "host-b", "host-a", "500ms");
+    // Migrating when each restart comes: 150 MiB of memory makes each dump last.
+    c.create_workload(&[
+        "mover", "--host", "host-a", "--shadow", "host-b", "--interval", "2s", "--",
+        "/usr/bin/python3", "-c",
+        "import os, time\nblob = os.urandom(150 * 1024 * 1024)\nwhile True:\n    time.sleep(0.05)\n",
+        &marker("mover"),
+    ]);
+    for name in ["steady", "lagging", "doomed", "mover"] {
+        c.wait_for_epochs(name, 1);
+    }
+    c.stop("host-c");
+    c.kill("host-b");
+    c.start_agent("host-b");
+    eventually("the states settle", Duration::from_secs(40), || {
+        let quit = state_of(&c, "quitter")?;
+        let doomed = state_of(&c, "doomed")?;
+        let lag = state_of(&c, "lagging")?;
+        match (&quit.state, &doomed.state, &lag.unprotected) {
+            (WorkloadState::Exited(_), WorkloadState::Failed(_), Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let WorkloadState::Failed(why) = state_of(&c, "doomed").unwrap().state else {
+        unreachable!()
+    };
+    assert!(
+        why.contains("not running on host-b") && why.contains("holds no copy"),
+        "{why}"
+    );
+    let before: Vec<WorkloadRecord> = ["lonely", "steady", "lagging", "quitter", "doomed"]
+        .iter()
+        .map(|n| c.workload(n).unwrap())
+        .collect();
+
+    for signal in ["TERM", "KILL"] {
+        c.note(
+            "coord",
+            &format!("restart with SIG{signal} while mover migrates"),
+        );
+        let out = c.cli(&["migrate", "mover", "--dry-run"]);
+        assert!(out.status.success());
+        let migrate = {
+            let api = c.api();
+            std::thread::spawn(move || {
+                std::process::Command::new(understudy_tests::cluster::bin("understudy"))
+                    .args(["migrate", "mover"])
+                    .env("UNDERSTUDY_COORDINATOR", api)
+                    .output()
+            })
+        };
+        eventually(
+            "mover is migrating",
+            Duration::from_secs(20),
+            || match state_of(&c, "mover")?.state {
+                WorkloadState::Migrating => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        if signal == "TERM" {
+            assert_eq!(c.stop("coord"), Some(0), "a clean stop exits 0");
+        } else {
+            c.kill("coord");
+        }
+        let _ = migrate.join();
+        c.start_coordinator();
+        c.wait_connected(2);
+        // Every record is back as it was.
+        for old in &before {
+            let now = c.workload(&old.spec.name).unwrap();
+            assert_eq!(now.spec, old.spec);
+            assert_eq!(now.primary, old.primary, "{}", old.spec.name);
+            assert_eq!(now.state.name(), old.state.name(), "{}", old.spec.name);
+        }
+        // The interrupted switchover ended, one way or the other, with one copy.
+        let mover = settled_running(&c, "mover");
+        let m = mover
+            .last_migration
+            .clone()
+            .expect("the move's outcome is recorded");
+        assert!(
+            m.outcome == "succeeded" || m.outcome == "rolled back",
+            "{m:?}"
+        );
+        assert_eq!(
+            the_one_copy(&c, &HOSTS, "mover"),
+            mover.primary,
+            "the copy runs where the record says"
+        );
+        epochs_resume(&c, "mover");
+        epochs_resume(&c, "steady");
+        advancing(&c, "host-a", "steady");
+        assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
+    }
+
+    // As the operator sees it: short states in the list, reasons in show.
+    let list = list_rows(&c);
+    assert!(
+        row(&list, "lonely").contains("running, unprotected"),
+        "{list}"
+    );
+    assert!(
+        row(&list, "lagging").contains("running, shadow unreachable"),
+        "{list}"
+    );
+    assert!(row(&list, "quitter").contains("exited"), "{list}");
+    assert!(row(&list, "doomed").contains("failed"), "{list}");
+    assert!(
+        list.lines().all(|l| l.len() < 160),
+        "no reason text in the list:\n{list}"
+    );
+    let show = c.cli(&["workload", "show", "quitter"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("command:        /bin/sh -c 'echo bye; exit 3'"),
+        "{text}"
+    );
+    assert!(text.contains("exited with status 3"), "{text}");
+}
+
+/// One switchover of `hop`, with the coordinator started with `faults`; returns the
+/// record once it has settled after a restart without them.
+fn interrupted_switchover(c: &Cluster, faults: &str, aborts: bool) -> WorkloadRecord {
+    c.note("coord", &format!("switchover with {faults}"));
+    c.stop("coord");
+    c.start_coordinator_env(&[("UNDERSTUDY_FAULTS", faults)]);
+    c.wait_connected(2);
+    let w = c.workload("hop").unwrap();
+    c.wait_for_epochs("hop", w.epochs + 1);
+    let _ = c.cli(&["migrate", "hop"]);
+    if aborts {
+        c.wait_exit("coord", Duration::from_secs(60));
+        c.start_coordinator();
+        c.wait_connected(2);
+    }
+    let after = eventually("the switchover ended", Duration::from_secs(60), || {
+        let now = c.workload("hop")?;
+        match (&now.state, &now.last_migration) {
+            (WorkloadState::Running, Some(m)) if m.generation > w.generation => Ok(now),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let host = the_one_copy(c, &["host-a", "host-b"], "hop");
+    assert_eq!(
+        host, after.primary,
+        "{faults}: the copy runs where the record says"
+    );
+    advancing(c, &host, "hop");
+    epochs_resume(c, "hop");
+    after
+}
+
+#[test]
+fn a_switchover_interrupted_at_each_phase_ends_with_exactly_one_copy() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started(&["host-a", "host-b"]);
+    create_counter(&c, "hop", "host-a", "host-b", "500ms");
+    for (faults, aborts, outcome) in [
+        // Killed after ordering the last epoch while running: nothing stopped, it resumes.
+        ("crash-after:checkpoint", true, "rolled back"),
+        // Killed after ordering the final epoch: the old primary resumes from its dump.
+        ("crash-after:final-checkpoint", true, "rolled back"),
+        // Killed after ordering the restore: the target is asked, and runs it.
+        ("crash-after:restore", true, "succeeded"),
+        // Killed after ordering the release: the move had succeeded.
+        ("crash-after:release", true, "succeeded"),
+        // The restore's answer lost on the way: the target is asked, and runs it.
+        ("lose-reply:restore", false, "succeeded"),
+    ] {
+        let from = c.workload("hop").unwrap().primary;
+        let after = interrupted_switchover(&c, faults, aborts);
+        let m = after.last_migration.clone().unwrap();
+        assert_eq!(m.outcome, outcome, "{faults}: {m:?}");
+        let expected = if outcome == "succeeded" {
+            m.to.clone()
+        } else {
+            from.clone()
+        };
+        assert_eq!(after.primary, expected, "{faults}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Never two copies: a restore whose answer is lost because the target dropped off the
+//! network is not taken for a failure (the old primary does not resume while the target may
+//! run it), and two migrate requests for one workload never both proceed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use understudy_coordinator::server::workloads::MigrationStatus;
+use understudy_coordinator::workloads::WorkloadState;
+use understudy_tests::cluster::{bin, http_get, Cluster};
+use understudy_tests::copies::{advancing, create_counter, silent, the_one_copy};
+use understudy_tests::wait::eventually;
+use understudy_tests::{numbers, require_criu, require_e2e};
+
+const HOSTS: [&str; 2] = ["host-a", "host-b"];
+
+fn migration_status(c: &Cluster, name: &str) -> Result<MigrationStatus, String> {
+    let addr =
+        std::net::SocketAddr::from((c.host("coord").addr, understudy_tests::cluster::HTTP_PORT));
+    let body = http_get(addr, &format!("/v1/workloads/{name}/migration"))?;
+    serde_json::from_str(&body).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_restore_whose_answer_is_lost_with_the_targets_link_never_leaves_two_copies() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    c.start_agent("host-a");
+    // host-b restores, then holds its answer back long enough for its link to be cut.
+    c.start_agent_env(
+        "host-b",
+        &[("UNDERSTUDY_FAULTS", "delay-reply:restore:3000")],
+    );
+    c.wait_connected(2);
+    create_counter(&c, "split", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("split", 2);
+    let api = c.api();
+    let migrate = std::thread::spawn(move || {
+        std::process::Command::new(bin("understudy"))
+            .args(["migrate", "split"])
+            .env("UNDERSTUDY_COORDINATOR", api)
+            .output()
+            .unwrap()
+    });
+    eventually(
+        "host-b runs the restored copy",
+        Duration::from_secs(30),
+        || {
+            let n = numbers(&c.output_log("host-b", "split"));
+            if n.len() > 5 {
+                Ok(())
+            } else {
+                Err(format!("{} lines on host-b", n.len()))
+            }
+        },
+    );
+    c.note("host-b", "link cut");
+    c.set_link("host-b", false);
+    // The coordinator loses host-b with the answer: it must not resume host-a's copy, but
+    // keep asking host-b.
+    eventually(
+        "the coordinator asks host-b instead of rolling back",
+        Duration::from_secs(30),
+        || {
+            let w = c.workload("split")?;
+            let m = migration_status(&c, "split")?;
+            let waiting = m.waiting.unwrap_or_default();
+            if w.state == WorkloadState::Migrating && waiting.contains("asking host-b") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}, phase {:?}, waiting {waiting:?}",
+                    w.state, m.phase
+                ))
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        the_one_copy(&c, &HOSTS, "split"),
+        "host-b",
+        "host-a resumed while host-b was unreachable"
+    );
+    silent(&c, "host-a", "split", Duration::from_millis(500));
+    c.note("host-b", "link restored");
+    c.set_link("host-b", true);
+    let out = migrate.join().unwrap();
+    eprintln!(
+        "migrate said: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = eventually("the switchover ends", Duration::from_secs(60), || {
+        let w = c.workload("split")?;
+        match (&w.state, &w.last_migration) {
+            (WorkloadState::Running, Some(_)) => Ok(w),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let m = w.last_migration.clone().unwrap();
+    assert_eq!(
+        (m.outcome.as_str(), w.primary.as_str()),
+        ("succeeded", "host-b"),
+        "{m:?}"
+    );
+    assert_eq!(the_one_copy(&c, &HOSTS, "split"), "host-b");
+    advancing(&c, "host-b", "split");
+    silent(&c, "host-a", "split", Duration::from_millis(500));
+    // Counts on host-b carry on from host-a's: the move kept the memory.
+    let a = numbers(&c.output_log("host-a", "split"));
+    let b = numbers(&c.output_log("host-b", "split"));
+    assert!(
+        b[0] >= *a.last().unwrap(),
+        "b starts at {} after a's {:?}",
+        b[0],
+        a.last()
+    );
+}
+
+#[test]
+fn of_two_migrate_requests_at_once_exactly_one_proceeds() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started(&HOSTS);
+    create_counter(&c, "race", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("race", 1);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (api, barrier) = (c.api(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::process::Command::new(bin("understudy"))
+                    .args(["migrate", "race"])
+                    .env("UNDERSTUDY_COORDINATOR", api)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    let refused: Vec<String> = outs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(ok, 1, "exactly one migrate succeeds: {refused:?}");
+    assert!(
+        refused[0].contains("busy") || refused[0].contains("already migrating"),
+        "{refused:?}"
+    );
+    let w = c.workload("race").unwrap();
+    assert_eq!(w.generation, 2, "one switchover, one new generation");
+    assert_eq!(the_one_copy(&c, &HOSTS, "race"), "host-b");
+}
