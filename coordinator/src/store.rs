@@ -288,6 +288,20 @@ fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+/// Every record of the store at `path` by kind and key, with why it cannot be read, if it
+/// cannot (read-only; the coordinator must not be running on it).
+pub fn check(path: &Path) -> Result<Vec<(&'static str, String, Option<String>)>, StoreError> {
+    let store = Store::open(path)?;
+    let mut out = Vec::new();
+    for kind in KINDS {
+        for (key, value) in store.raw(kind)? {
+            let problem = store.readable(kind, &key, &value).err();
+            out.push((kind.name, key, problem));
+        }
+    }
+    Ok(out)
+}
+
 /// What [`salvage`] did.
 #[derive(Debug, Default)]
 pub struct Salvaged {
@@ -297,6 +311,22 @@ pub struct Salvaged {
     pub dropped: Vec<(&'static str, String, String)>,
     /// Where the damaged store was moved.
     pub moved_to: PathBuf,
+}
+
+impl Store {
+    /// Whether one raw record decodes as its kind; the reason if not.
+    fn readable(&self, kind: Kind, key: &str, value: &[u8]) -> Result<(), String> {
+        let result = match kind.name {
+            "host" => self.decode::<HostRecord>(kind, key, value).map(|_| ()),
+            "workload" => self.decode::<WorkloadRecord>(kind, key, value).map(|_| ()),
+            "migration" => self.decode::<Migration>(kind, key, value).map(|_| ()),
+            _ => self.decode::<Tombstone>(kind, key, value).map(|_| ()),
+        };
+        result.map_err(|e| match e {
+            StoreError::Record { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    }
 }
 
 /// Copies every readable record of the store at `path` into a fresh store at `path`,
@@ -318,13 +348,7 @@ pub fn salvage(path: &Path, now_ms: u64) -> Result<Salvaged, StoreError> {
         ..Salvaged::default()
     };
     for (kind, key, value) in rows {
-        let readable = match kind.name {
-            "host" => new.decode::<HostRecord>(kind, &key, &value).map(|_| ()),
-            "workload" => new.decode::<WorkloadRecord>(kind, &key, &value).map(|_| ()),
-            "migration" => new.decode::<Migration>(kind, &key, &value).map(|_| ()),
-            _ => new.decode::<Tombstone>(kind, &key, &value).map(|_| ()),
-        };
-        match readable {
+        match new.readable(kind, &key, &value) {
             Ok(()) => {
                 let mut fresh = vec![RECORD_VERSION];
                 fresh.extend_from_slice(&value[1..]);
@@ -337,13 +361,7 @@ pub fn salvage(path: &Path, now_ms: u64) -> Result<Salvaged, StoreError> {
                 })?;
                 out.kept.push((kind.name, key));
             }
-            Err(e) => {
-                let reason = match e {
-                    StoreError::Record { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                out.dropped.push((kind.name, key, reason));
-            }
+            Err(reason) => out.dropped.push((kind.name, key, reason)),
         }
     }
     Ok(out)

@@ -306,3 +306,72 @@ fn a_switchover_interrupted_at_each_phase_ends_with_exactly_one_copy() {
         assert_eq!(after.primary, expected, "{faults}");
     }
 }
+
+#[test]
+fn an_unreadable_store_is_refused_by_name_and_salvage_loses_no_running_workload() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started(&["host-a", "host-b"]);
+    create_counter(&c, "kept", "host-a", "host-b", "500ms");
+    create_counter(&c, "lost", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("lost", 1);
+    c.stop("coord");
+    let cfg = c.host_dir("coord").join("coordinator.toml");
+    let store = c.host_dir("coord").join("data/coordinator.redb");
+    {
+        // What an older build wrote: a record this build cannot decode.
+        let db = redb::Database::create(&store).unwrap();
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("workloads");
+        let tx = db.begin_write().unwrap();
+        tx.open_table(table)
+            .unwrap()
+            .insert("lost", [2u8, 0xde, 0xad].as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    c.start_coordinator();
+    assert_eq!(c.wait_exit("coord", Duration::from_secs(20)), Some(70));
+    let log = c.log("coord");
+    assert!(
+        log.contains("workload record \"lost\"") && log.contains("store salvage"),
+        "{log}"
+    );
+    let cfg = cfg.to_str().unwrap();
+    let check = c.cli(&["store", "check", "--config", cfg]);
+    assert_eq!(check.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("workload record \"lost\""));
+    let salvage = c.cli(&["store", "salvage", "--config", cfg]);
+    let said = String::from_utf8_lossy(&salvage.stdout).into_owned();
+    assert!(salvage.status.success(), "{said}");
+    assert!(
+        said.contains("1 dropped") && said.contains("\"lost\""),
+        "{said}"
+    );
+    c.start_coordinator();
+    c.wait_connected(2);
+    // The dropped record is rebuilt from host-a's report; nothing was lost track of.
+    let lost = eventually("lost is adopted", Duration::from_secs(30), || {
+        c.workload("lost")
+    });
+    assert_eq!(
+        (lost.primary.as_str(), lost.shadow.as_deref()),
+        ("host-a", Some("host-b"))
+    );
+    assert!(
+        lost.last_correction
+            .as_ref()
+            .is_some_and(|(why, _)| why.contains("rebuilt from host-a's report")),
+        "{lost:?}"
+    );
+    epochs_resume(&c, "lost");
+    assert_eq!(c.workload("kept").unwrap().state, WorkloadState::Running);
+    assert_eq!(the_one_copy(&c, &HOSTS[..2], "lost"), "host-a");
+    // It can be moved like any other.
+    let out = c.cli(&["migrate", "lost"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(the_one_copy(&c, &HOSTS[..2], "lost"), "host-b");
+}

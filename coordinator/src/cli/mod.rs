@@ -4,6 +4,7 @@
 
 mod api;
 mod ca;
+mod store;
 mod workload;
 mod workload_view;
 
@@ -65,6 +66,11 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: ca::CaCommand,
+    },
+    /// Inspect or salvage the coordinator's database (with the coordinator stopped).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
     /// List hosts known to the coordinator.
     Hosts {
@@ -132,6 +138,7 @@ pub fn main() -> i32 {
         Command::Serve { config } => serve(&config),
         Command::Validate { config } => validate(&config),
         Command::Ca { command } => ca::run(command),
+        Command::Store { command } => store::run(command),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
         Command::Host {
             command: HostCommand::Show { name, api },
