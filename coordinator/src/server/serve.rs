@@ -89,10 +89,11 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
     // Switchovers the previous process left mid-way are finished or rolled back from their
-    // recorded phase (their orders wait for the hosts to reconnect).
+    // recorded phase (their orders wait for the hosts to reconnect). Claimed before any
+    // host can register, so reconciliation leaves them to their driver.
     switchover::resume_interrupted(&shared, interrupted);
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
     let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone()));
     let mut http_stop = stop_rx;
     let app = http::router(shared.clone());
