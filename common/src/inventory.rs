@@ -82,6 +82,19 @@ pub enum CopyState {
     Exited,
 }
 
+impl std::fmt::Display for CopyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CopyState::Running { epochs: true } => "running",
+            CopyState::Running { epochs: false } => "running, epochs paused",
+            CopyState::Orphaned => "running unsupervised",
+            CopyState::Stopped { final_dump: true } => "stopped by a final epoch, dump kept",
+            CopyState::Stopped { final_dump: false } => "stopped",
+            CopyState::Exited => "exited",
+        })
+    }
+}
+
 /// The epochs of a workload this host keeps as its shadow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowCopy {

@@ -516,6 +516,28 @@ pub enum OrderReply {
     Held(Option<crate::inventory::Held>),
 }
 
+impl std::fmt::Display for OrderReply {
+    /// What the reply says, for people (logs, errors shown by the CLI).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderReply::Done => write!(f, "done"),
+            OrderReply::Epoch(e) => write!(f, "epoch {} committed on {}", e.epoch, e.shadow),
+            OrderReply::Restored { pid, .. } => write!(f, "restored (pid {pid})"),
+            OrderReply::Failed(e) => write!(f, "failed: {e}"),
+            OrderReply::Invalid(e) => write!(f, "refused: {e}"),
+            OrderReply::Held(None) => write!(f, "holds nothing of it"),
+            OrderReply::Held(Some(h)) => match &h.copy {
+                Some(c) => write!(
+                    f,
+                    "holds a copy under generation {} ({}, pid {})",
+                    c.generation, c.state, c.pid
+                ),
+                None => write!(f, "holds its epochs only"),
+            },
+        }
+    }
+}
+
 /// One committed epoch, as the primary saw it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EpochReport {

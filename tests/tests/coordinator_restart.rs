@@ -273,6 +273,11 @@ fn interrupted_switchover(c: &Cluster, faults: &str, aborts: bool) -> WorkloadRe
     );
     advancing(c, &host, "hop");
     epochs_resume(c, "hop");
+    // The recovery point is on the shadow, never the host that now runs it.
+    let now = c.workload("hop").unwrap();
+    let e = now.last_epoch.clone().unwrap();
+    assert_eq!(Some(&e.shadow), now.shadow.as_ref(), "{faults}");
+    assert_ne!(e.shadow, now.primary, "{faults}");
     after
 }
 

@@ -47,7 +47,7 @@ pub fn on_inventory(shared: &Arc<Shared>, host: &str, inventory: &Inventory) {
                 "reconciling: {why}"
             );
             let reply = orders::send(&shared, &host, &order, ORDER_TIMEOUT).await;
-            tracing::info!(host = %host, order = order.kind(), "reconciliation order answered: {reply:?}");
+            tracing::info!(host = %host, order = order.kind(), "reconciliation order answered: {reply}");
             drop(claim);
         });
     }

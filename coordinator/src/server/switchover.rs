@@ -200,7 +200,7 @@ async fn move_shadow(shared: &Arc<Shared>, m: &Migration, to: &Peer) -> Result<(
         OrderReply::Done => {}
         other => {
             return Err(format!(
-                "primary {} did not switch shadows: {other:?}",
+                "primary {} did not switch shadows: {other}",
                 m.from
             ))
         }

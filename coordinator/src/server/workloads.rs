@@ -189,7 +189,7 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         r.state = match reply {
             OrderReply::Done => WorkloadState::Running,
             OrderReply::Failed(e) => WorkloadState::Failed(e),
-            other => WorkloadState::Failed(format!("unexpected reply {other:?}")),
+            other => WorkloadState::Failed(format!("unexpected reply: {other}")),
         };
     });
     rec.ok_or_else(|| err(500, "workload vanished while starting"))
@@ -220,7 +220,7 @@ pub(super) async fn expect_shadow(
     match orders::send(shared, shadow, &order, ORDER_TIMEOUT).await {
         OrderReply::Done => Some(peer),
         other => {
-            let why = format!("shadow {shadow} refused: {other:?}");
+            let why = format!("shadow {shadow} refused: {other}");
             shared.update_workload(workload, |r| r.unprotected = Some(why));
             None
         }

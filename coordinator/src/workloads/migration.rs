@@ -109,7 +109,7 @@ impl Delivery {
     fn describe(&self) -> String {
         match self {
             Delivery::Reply(OrderReply::Failed(e) | OrderReply::Invalid(e)) => e.clone(),
-            Delivery::Reply(other) => format!("unexpected reply {other:?}"),
+            Delivery::Reply(other) => format!("unexpected reply: {other}"),
             Delivery::NotSent(e) | Delivery::Unknown(e) => e.clone(),
         }
     }

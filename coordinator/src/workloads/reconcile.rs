@@ -247,7 +247,7 @@ fn copy_fixes(
             return;
         }
         let why = format!(
-            "{host} holds a stale copy of {name} (generation {}, {:?}) while {} runs it under generation {}",
+            "{host} holds a stale copy of {name} (generation {}, {}) while {} runs it under generation {}",
             copy.generation, copy.state, rec.primary, rec.generation
         );
         let order = if rec.shadow.as_deref() == Some(host) {
