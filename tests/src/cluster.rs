@@ -262,6 +262,33 @@ interval = "200ms"
         }
     }
 
+    /// Restarts agent `name` (SIGKILL if `kill`, else SIGTERM), waiting until the
+    /// coordinator has seen the old connection go and the new one register.
+    pub fn restart_agent(&self, name: &str, kill: bool) {
+        if kill {
+            self.kill(name);
+        } else {
+            self.stop(name);
+        }
+        crate::wait::eventually(
+            &format!("{name} shown disconnected"),
+            Duration::from_secs(15),
+            || match self.hosts()?.iter().find(|h| h.name == name) {
+                Some(h) if !h.connected => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        self.start_agent(name);
+        crate::wait::eventually(
+            &format!("{name} connected again"),
+            Duration::from_secs(15),
+            || match self.hosts()?.iter().find(|h| h.name == name) {
+                Some(h) if h.connected => Ok(()),
+                _ => Err("not yet".into()),
+            },
+        );
+    }
+
     /// Waits for `name`'s process to end on its own (after a fault hook aborted it).
     pub fn wait_exit(&self, name: &str, limit: Duration) -> Option<i32> {
         let mut child = self.procs.lock().unwrap().remove(name)?;

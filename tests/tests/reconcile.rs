@@ -118,22 +118,23 @@ fn a_delete_stops_a_copy_that_a_restarted_agent_no_longer_supervises() {
         &marker("quiet"),
     ]);
     c.wait_for_epochs("quiet", 1);
-    c.kill("host-a");
-    c.start_agent("host-a");
-    c.wait_connected(2);
-    let w = eventually(
-        "the record says who runs it",
-        Duration::from_secs(30),
-        || {
-            let w = c.workload("quiet")?;
-            match &w.unprotected {
-                Some(why) if why.contains("no longer supervises") => Ok(w),
-                other => Err(format!("{:?} {other:?}", w.state)),
-            }
-        },
-    );
-    assert_eq!(w.state, WorkloadState::Running);
-    assert_eq!(the_one_copy(&c, &HOSTS, "quiet"), "host-a");
+    // Stopped cleanly, then killed: each restarted agent still knows the tree it left.
+    for signal in ["TERM", "KILL"] {
+        c.restart_agent("host-a", signal == "KILL");
+        let w = eventually(
+            "the record says who runs it",
+            Duration::from_secs(30),
+            || {
+                let w = c.workload("quiet")?;
+                match &w.unprotected {
+                    Some(why) if why.contains("no longer supervises") => Ok(w),
+                    other => Err(format!("{:?} {other:?}", w.state)),
+                }
+            },
+        );
+        assert_eq!(w.state, WorkloadState::Running, "after SIG{signal}");
+        assert_eq!(the_one_copy(&c, &HOSTS, "quiet"), "host-a");
+    }
     let out = c.cli(&["workload", "delete", "quiet"]);
     assert!(
         out.status.success(),
