@@ -288,15 +288,30 @@ fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+/// One record as [`check`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// host, workload, migration or tombstone.
+    pub kind: &'static str,
+    /// Its key.
+    pub key: String,
+    /// Why it cannot be read, if it cannot.
+    pub problem: Option<String>,
+}
+
 /// Every record of the store at `path` by kind and key, with why it cannot be read, if it
 /// cannot (read-only; the coordinator must not be running on it).
-pub fn check(path: &Path) -> Result<Vec<(&'static str, String, Option<String>)>, StoreError> {
+pub fn check(path: &Path) -> Result<Vec<Checked>, StoreError> {
     let store = Store::open(path)?;
     let mut out = Vec::new();
     for kind in KINDS {
         for (key, value) in store.raw(kind)? {
             let problem = store.readable(kind, &key, &value).err();
-            out.push((kind.name, key, problem));
+            out.push(Checked {
+                kind: kind.name,
+                key,
+                problem,
+            });
         }
     }
     Ok(out)

@@ -51,16 +51,18 @@ fn check_store(path: &Path) -> i32 {
             return exit::SOFTWARE;
         }
     };
-    let bad: Vec<_> = records.iter().filter(|r| r.2.is_some()).collect();
+    let bad: Vec<_> = records.iter().filter(|r| r.problem.is_some()).collect();
     for kind in ["host", "workload", "migration", "tombstone"] {
-        let n = records.iter().filter(|r| r.0 == kind).count();
+        let n = records.iter().filter(|r| r.kind == kind).count();
         outln!("{kind} records: {n}");
     }
-    for (kind, key, why) in &bad {
+    for r in &bad {
         eprintln!(
-            "{}: {kind} record {key:?} cannot be read: {}",
+            "{}: {} record {:?} cannot be read: {}",
             path.display(),
-            why.as_deref().unwrap_or_default()
+            r.kind,
+            r.key,
+            r.problem.as_deref().unwrap_or_default()
         );
     }
     if bad.is_empty() {
