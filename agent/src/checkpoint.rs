@@ -59,7 +59,7 @@ pub struct DumpRequest {
     pub epoch: u64,
     /// Root of the tree.
     pub pid: i32,
-    /// Key of its stdout/stderr pipe.
+    /// CRIU inherit-fd key of its output log.
     pub stdio_key: String,
     /// Keep the tree running (periodic epoch) or let CRIU stop it (final epoch).
     pub leave_running: bool,
@@ -187,14 +187,14 @@ fn build_manifest(req: &DumpRequest, taken_unix_ms: u64) -> Result<Manifest, Str
     })
 }
 
-/// Restores the tree from `dir` as a child of this process, handing it `stdio_write` in
-/// place of the dumped pipe and binding its data-directory mounts to `data_dirs` (this
-/// host's copies, in spec order). Returns the restored root's pid.
+/// Restores the tree from `dir` as a child of this process, handing it `log` (this host's
+/// output log) in place of the dumped host's and binding its data-directory mounts to
+/// `data_dirs` (this host's copies, in spec order). Returns the restored root's pid.
 pub async fn restore(
     criu: Arc<Criu>,
     dir: PathBuf,
     stdio_key: Option<String>,
-    stdio_write: std::os::fd::OwnedFd,
+    log: std::os::fd::OwnedFd,
     data_dirs: Vec<PathBuf>,
 ) -> Result<i32, String> {
     tokio::task::spawn_blocking(move || {
@@ -222,10 +222,10 @@ pub async fn restore(
                 .collect();
         }
         if let Some(key) = stdio_key {
-            opts.inherit_fds.push((stdio_write.as_raw_fd(), key));
+            opts.inherit_fds.push((log.as_raw_fd(), key));
         }
         let pid = criu.restore_child(&opts).map_err(|e| e.to_string());
-        drop(stdio_write);
+        drop(log);
         pid
     })
     .await

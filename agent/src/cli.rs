@@ -21,6 +21,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Process 1 of a workload's PID namespace (started by the agent, not by hand).
+    #[command(hide = true)]
+    Supervise(crate::supervisor::Launch),
     /// Check an agent config file and print every problem with its key.
     Validate {
         /// Path to agent.toml.
@@ -87,6 +90,7 @@ pub fn main() -> i32 {
         }
     };
     match (cli.command, cli.config) {
+        (Some(Command::Supervise(launch)), _) => crate::supervisor::run(launch),
         (Some(Command::Validate { config }), _) => match load(&config) {
             Ok(_) => {
                 outln!("{}: ok", config.display());

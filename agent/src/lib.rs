@@ -19,5 +19,6 @@ pub mod primary;
 pub mod replication;
 pub mod run;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 pub mod workload;

@@ -143,13 +143,18 @@ impl Node {
     }
 
     /// Stops every copy of `workload` this host runs that no [`Primary`] supervises (an
-    /// earlier run's), and forgets the record of its tree. Errors if one would not die.
-    pub async fn stop_unsupervised(&self, workload: &str) -> Result<(), String> {
+    /// earlier run's), `graceful`ly or not, and forgets the record of its tree. Errors if
+    /// one would not die.
+    pub async fn stop_unsupervised(&self, workload: &str, graceful: bool) -> Result<(), String> {
         let orphan = lock(&self.orphans).get(workload).cloned();
         if let Some(o) = orphan {
             let o2 = o.clone();
             let gone = tokio::task::spawn_blocking(move || {
-                crate::state::copies::kill_and_wait(&o2, std::time::Duration::from_secs(10))
+                crate::state::copies::stop_and_wait(
+                    &o2,
+                    graceful,
+                    std::time::Duration::from_secs(10),
+                )
             })
             .await
             .unwrap_or(false);

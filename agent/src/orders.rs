@@ -24,7 +24,11 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
     let (workload, generation) = order.target();
     if let Order::Query { workload, .. } = &order {
         // Read-only, and waits for the workload's other orders by itself.
-        return OrderReply::Held(crate::inventory::held(node, workload, true).await);
+        return OrderReply::Held(
+            crate::inventory::held(node, workload, true)
+                .await
+                .map(Box::new),
+        );
     }
     let lock = node.order_lock(workload);
     let _serial = lock.lock().await;
@@ -63,8 +67,9 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             shadow,
         } => set_shadow(node, &workload, generation, shadow).await,
         Order::Remove { workload, .. } => {
-            // Deleting a workload stops it; its data directories stay where they are.
-            let reply = release(node, &workload, false).await;
+            // Deleting a workload stops it as a service manager would; its data
+            // directories stay where they are.
+            let reply = release_with(node, &workload, false, Stop::Graceful).await;
             node.stop_shadowing(&workload);
             let store = ShadowStore::new(Paths::new(&node.data_dir, &workload).shadow_epochs());
             let _ = tokio::task::spawn_blocking(move || store.clear()).await;
@@ -121,6 +126,9 @@ async fn start(
         Ok(b) => b,
         Err(e) => return Ok(OrderReply::Invalid(e)),
     };
+    if let Err(e) = crate::workload::precheck::check(&spec, &node.data_roots) {
+        return Ok(OrderReply::Invalid(format!("{}: {e}", spec.name)));
+    }
     let paths = Paths::new(&node.data_dir, &spec.name);
     std::fs::create_dir_all(paths.root())
         .map_err(|e| format!("{}: {e}", paths.root().display()))?;
@@ -276,14 +284,53 @@ async fn restore(
     })
 }
 
+/// How a copy is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// At once (a switchover's stale original, a copy that must not run).
+    Kill,
+    /// As a service manager does (a delete): the spec's stop signal, its stop timeout,
+    /// then SIGKILL.
+    Graceful,
+}
+
 /// Stops every copy of the tree here (supervised or left by an earlier run) and waits
 /// until none runs; after a switchover (`stale_data`) this host's copy of the data
 /// directories is stale and is put aside.
 async fn release(node: &Arc<Node>, workload: &str, stale_data: bool) -> Result<OrderReply, String> {
+    release_with(node, workload, stale_data, Stop::Kill).await
+}
+
+async fn release_with(
+    node: &Arc<Node>,
+    workload: &str,
+    stale_data: bool,
+    how: Stop,
+) -> Result<OrderReply, String> {
     if let Some(p) = node.remove_primary(workload) {
         let mut st = p.state.lock().await;
         st.loop_id += 1;
         if let Some(r) = st.running.take() {
+            if how == Stop::Graceful {
+                r.expect_exit();
+                if let Some(sig) =
+                    understudy_common::workload::stop_signal_number(&p.spec.stop_signal)
+                {
+                    r.signal(sig);
+                }
+                let limit = Duration::from_millis(p.spec.stop_timeout_ms);
+                let started = Instant::now();
+                while r.is_alive() && started.elapsed() < limit {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if r.is_alive() {
+                    tracing::warn!(
+                        workload,
+                        "still running {limit:?} after {}: killing it",
+                        p.spec.stop_signal
+                    );
+                }
+            }
             r.kill();
             let started = Instant::now();
             while r.is_alive() {
@@ -311,7 +358,8 @@ async fn release(node: &Arc<Node>, workload: &str, stale_data: bool) -> Result<O
             }
         }
     }
-    node.stop_unsupervised(workload).await?;
+    node.stop_unsupervised(workload, how == Stop::Graceful)
+        .await?;
     let dir = Paths::new(&node.data_dir, workload).primary_epochs();
     tokio::task::spawn_blocking(move || crate::checkpoint::remove_dir(&dir));
     tracing::info!(workload, "released: no copy of the workload runs here");

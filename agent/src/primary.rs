@@ -14,7 +14,7 @@ use crate::checkpoint::{self, DumpRequest};
 use crate::datadir::capture;
 use crate::node::Node;
 use crate::replication::send::{send_epoch, Base, BASE_LOST};
-use crate::workload::process::{adopt_restored, pump_output, Running, StdioPipe};
+use crate::workload::process::{adopt_restored, open_log, Running};
 use crate::workload::restart::exit_hook;
 use crate::workload::Paths;
 
@@ -316,17 +316,21 @@ pub async fn restore_tree(
     manifest: &Manifest,
 ) -> Result<(Running, u64, u64), String> {
     let criu = node.criu.clone()?;
-    let pipe = StdioPipe::new().map_err(|e| format!("stdout pipe: {e}"))?;
-    let started = Instant::now();
-    let data_dirs = node.data_host_paths(spec);
-    let pid =
-        checkpoint::restore(criu, dir, manifest.stdio_key.clone(), pipe.write, data_dirs).await?;
-    tracing::debug!(workload = %spec.name, pid, ms = started.elapsed().as_millis() as u64, "CRIU restore done");
-    let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let paths = Paths::new(&node.data_dir, &spec.name);
     let _ = std::fs::create_dir_all(paths.root());
-    pump_output(pipe.read, paths.output_log());
-    let running = adopt_restored(pid, pipe.key, exit_hook(node, &spec.name, generation));
+    // The supervisor goes on appending to this host's log in place of the dumped host's.
+    let log = open_log(&paths.output_log())
+        .map_err(|e| format!("{}: {e}", paths.output_log().display()))?;
+    let started = Instant::now();
+    let data_dirs = node.data_host_paths(spec);
+    let pid = checkpoint::restore(criu, dir, manifest.stdio_key.clone(), log, data_dirs).await?;
+    tracing::debug!(workload = %spec.name, pid, ms = started.elapsed().as_millis() as u64, "CRIU restore done");
+    let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let running = adopt_restored(
+        pid,
+        &paths.output_log(),
+        exit_hook(node, &spec.name, generation),
+    );
     let started = Instant::now();
     if let Err(e) = liveness(&running, spec.probe.as_ref()).await {
         running.kill();

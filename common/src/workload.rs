@@ -39,6 +39,91 @@ pub struct WorkloadSpec {
     /// What the agent does when the process tree exits on its own (default: nothing).
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// The user the command runs as, a name or a numeric uid (default: root). The
+    /// workload's supervisor stays root and drops to it just before starting the command.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The command's group, a name or a numeric gid (default: the user's own group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Its supplementary groups (default: the user's, from the host's group database).
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// The signal that asks the command to stop (default `SIGTERM`).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    /// How long a stop waits after the stop signal before it kills the whole tree,
+    /// milliseconds (default 30 s).
+    #[serde(default = "default_stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            name: String::new(),
+            command: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            interval_ms: default_interval_ms(),
+            probe: None,
+            data_dirs: Vec::new(),
+            restart: RestartPolicy::default(),
+            user: None,
+            group: None,
+            groups: None,
+            stop_signal: default_stop_signal(),
+            stop_timeout_ms: default_stop_timeout_ms(),
+        }
+    }
+}
+
+fn default_stop_signal() -> String {
+    "SIGTERM".into()
+}
+
+fn default_stop_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The signals a workload may be stopped with: those its supervisor passes on to the
+/// command, and SIGKILL (which ends the whole tree at once). By number, without `SIG`.
+pub const STOP_SIGNALS: [(&str, i32); 7] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("TERM", 15),
+];
+
+/// The number of a stop signal named `SIGTERM`, `TERM` or `15`.
+pub fn stop_signal_number(name: &str) -> Option<i32> {
+    let bare = name.strip_prefix("SIG").unwrap_or(name);
+    STOP_SIGNALS
+        .iter()
+        .find(|(n, num)| *n == bare || num.to_string() == bare)
+        .map(|(_, num)| *num)
+}
+
+/// Checks a user or group name (or numeric id) as `useradd` would accept it.
+fn check_account_name(field: &str, name: &str, out: &mut Vec<(String, String)>) {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-$".contains(&b))
+        && !name.starts_with('-');
+    if !ok {
+        out.push((
+            field.into(),
+            format!(
+                "{:?} is not a user or group name (1-32 of a-z, A-Z, 0-9, '_', '.', '-', '$', or a number)",
+                name
+            ),
+        ));
+    }
 }
 
 /// Restarting a workload whose process tree exited on its own, on the host it runs on: up
@@ -262,6 +347,39 @@ impl WorkloadSpec {
             }
         }
         self.restart.problems(&mut out);
+        if let Some(u) = &self.user {
+            check_account_name("user", u, &mut out);
+        }
+        if let Some(g) = &self.group {
+            check_account_name("group", g, &mut out);
+        }
+        if let Some(groups) = &self.groups {
+            if groups.len() > 64 {
+                out.push((
+                    "groups".into(),
+                    format!("{} groups; at most 64 are allowed", groups.len()),
+                ));
+            }
+            for g in groups {
+                check_account_name("groups", g, &mut out);
+            }
+        }
+        if stop_signal_number(&self.stop_signal).is_none() {
+            let names: Vec<String> = STOP_SIGNALS
+                .iter()
+                .map(|(n, _)| format!("SIG{n}"))
+                .collect();
+            out.push((
+                "stop_signal".into(),
+                format!("{:?} is not one of {}", self.stop_signal, names.join(", ")),
+            ));
+        }
+        if self.stop_timeout_ms > 3_600_000 {
+            out.push((
+                "stop_timeout".into(),
+                format!("{} ms is outside 0..1h", self.stop_timeout_ms),
+            ));
+        }
         out
     }
 }
@@ -513,7 +631,7 @@ pub enum OrderReply {
     /// exist there); nothing was done, and repeating it will not help.
     Invalid(String),
     /// What this host holds of the workload (the answer to a `Query`).
-    Held(Option<crate::inventory::Held>),
+    Held(Option<Box<crate::inventory::Held>>),
 }
 
 impl std::fmt::Display for OrderReply {
@@ -636,6 +754,7 @@ mod tests {
             probe: None,
             data_dirs: Vec::new(),
             restart: RestartPolicy::default(),
+            ..Default::default()
         }
     }
 

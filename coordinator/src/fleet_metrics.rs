@@ -169,6 +169,7 @@ mod tests {
                 probe: None,
                 data_dirs: Vec::new(),
                 restart: RestartPolicy::default(),
+                ..Default::default()
             },
             primary: "host-a".into(),
             shadow: Some("host-b".into()),

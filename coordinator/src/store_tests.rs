@@ -81,6 +81,11 @@ fn spec(name: &str, full: bool) -> WorkloadSpec {
             delay_ms: 100,
             window_ms: 60_000,
         },
+        user: full.then(|| "memcache".into()),
+        group: full.then(|| "memcache".into()),
+        groups: full.then(|| vec!["adm".into()]),
+        stop_signal: "SIGINT".into(),
+        stop_timeout_ms: 5_000,
     }
 }
 

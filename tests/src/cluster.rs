@@ -328,6 +328,13 @@ interval = "200ms"
             .collect()
     }
 
+    /// Kills (SIGKILL) every process on `host` whose command line contains `marker`.
+    pub fn kill_processes(&self, host: &str, marker: &str) {
+        for pid in self.processes(host, marker) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+
     /// The hosts among `hosts` that run a process whose command line contains `marker`.
     pub fn running_on(&self, hosts: &[&str], marker: &str) -> Vec<String> {
         hosts

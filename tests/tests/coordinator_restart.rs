@@ -123,7 +123,7 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
         "-c",
         "echo bye; exit 3",
     ]);
-    // Failed: it prints, so it dies with its agent, whose restart finds no copy.
+    // Failed: it dies with its agent below, whose restart finds no copy.
     create_counter(&c, "doomed", "host-b", "host-a", "500ms");
     // Migrating when each restart comes: 150 MiB of memory makes each dump last.
     c.create_workload(&[
@@ -137,6 +137,7 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
     }
     c.stop("host-c");
     c.kill("host-b");
+    c.kill_processes("host-b", &marker("doomed"));
     c.start_agent("host-b");
     eventually("the states settle", Duration::from_secs(40), || {
         let quit = state_of(&c, "quitter")?;

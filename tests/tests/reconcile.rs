@@ -1,6 +1,6 @@
 //! The coordinator's records follow what the hosts really run: a record that drifted is
-//! corrected from the primary's report, a primary whose agent restarted without the
-//! workload is shown failed with the cause, a copy an earlier run of an agent left running
+//! corrected from the primary's report, a primary whose workload died with its agent is
+//! shown failed with the cause, a copy an earlier run of an agent left running
 //! is still stopped by a delete, and a shadow whose agent stopped is shown unreachable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
@@ -60,25 +60,22 @@ fn a_record_that_drifted_from_the_hosts_is_corrected_and_protection_resumes() {
 }
 
 #[test]
-fn a_primary_whose_agent_restarted_without_the_workload_is_shown_failed_with_the_cause() {
+fn a_primary_whose_workload_died_with_its_agent_is_shown_failed_with_the_cause() {
     require_e2e!();
     require_criu!();
     let c = Cluster::started(&HOSTS);
-    // It prints: the agent is its stdout's only reader, so it dies with its agent.
     create_counter(&c, "printer", "host-a", "host-b", "500ms");
     c.wait_for_epochs("printer", 1);
+    // The agent and the workload die together (an OOM kill, a crash).
     c.kill("host-a");
-    eventually(
-        "the tree died with its agent",
-        Duration::from_secs(10),
-        || {
-            if c.running_on(&HOSTS, &marker("printer")).is_empty() {
-                Ok(())
-            } else {
-                Err("still running".into())
-            }
-        },
-    );
+    c.kill_processes("host-a", &marker("printer"));
+    eventually("the tree is gone", Duration::from_secs(10), || {
+        if c.running_on(&HOSTS, &marker("printer")).is_empty() {
+            Ok(())
+        } else {
+            Err("still running".into())
+        }
+    });
     c.start_agent("host-a");
     let w = eventually(
         "the record says it is lost",
@@ -102,7 +99,7 @@ fn a_delete_stops_a_copy_that_a_restarted_agent_no_longer_supervises() {
     require_e2e!();
     require_criu!();
     let c = Cluster::started(&HOSTS);
-    // It does not print, so it outlives its agent.
+    // It outlives its agent: its supervisor, not the agent, holds it and its output.
     c.create_workload(&[
         "quiet",
         "--host",

@@ -211,7 +211,7 @@ fn render_workloads(node: &Node) -> String {
             let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
             workloads_text::Running {
                 name: p.spec.name.clone(),
-                tree: (pid > 0).then(|| stats::tree(pid)).flatten(),
+                tree: (pid > 0).then(|| stats::workload(pid)).flatten(),
                 restarts: u64::from(p.restarts.load(std::sync::atomic::Ordering::Relaxed)),
             }
         })

@@ -18,7 +18,7 @@ use super::{Format, StateFileError};
 
 const FORMAT: Format = Format {
     magic: b"USCP",
-    version: 1,
+    version: 2,
     max_bytes: 16 << 20,
 };
 
@@ -110,11 +110,23 @@ pub fn still_running(record: &CopyRecord) -> bool {
         && crate::workload::process::is_alive(record.pid)
 }
 
-/// Kills `record`'s tree (its root is its PID namespace's init: killing it ends them all)
-/// and waits up to `limit` for it to be gone. Returns whether it is gone.
-pub fn kill_and_wait(record: &CopyRecord, limit: Duration) -> bool {
+/// Stops `record`'s tree: with `graceful`, its spec's stop signal first (its supervisor
+/// passes it on) and up to its stop timeout to end; then SIGKILL (its root is its PID
+/// namespace's init: killing it ends them all), waiting up to `limit` for it to be gone.
+/// Returns whether it is gone.
+pub fn stop_and_wait(record: &CopyRecord, graceful: bool, limit: Duration) -> bool {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
+    let sig = understudy_common::workload::stop_signal_number(&record.spec.stop_signal)
+        .and_then(|s| Signal::try_from(s).ok());
+    if let (true, Some(sig)) = (graceful && still_running(record), sig) {
+        let _ = kill(Pid::from_raw(record.pid), sig);
+        let started = Instant::now();
+        let grace = Duration::from_millis(record.spec.stop_timeout_ms);
+        while still_running(record) && started.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if still_running(record) {
         let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
     }
@@ -144,6 +156,7 @@ mod tests {
                 probe: None,
                 data_dirs: Vec::new(),
                 restart: RestartPolicy::default(),
+                ..Default::default()
             },
             generation: 2,
             shadow: Some("b".into()),
@@ -172,7 +185,7 @@ mod tests {
         reused.start_ticks += 1;
         assert!(!still_running(&reused), "same pid, other start time");
         assert!(c.get("x").is_none());
-        assert!(kill_and_wait(&got, Duration::from_secs(5)));
+        assert!(stop_and_wait(&got, false, Duration::from_secs(5)));
         let _ = child.wait();
         assert!(!still_running(&got));
     }

@@ -1,27 +1,24 @@
 //! Starting a workload's process tree and watching it.
 //!
-//! A workload runs in its own PID namespace (`unshare --pid --fork`) and session
-//! (`setsid`), so CRIU can restore it on any host, even beside a still-running original
-//! on the same kernel. Its stdout and stderr go to one pipe the agent reads and appends to
-//! the workload's log; a restored tree gets a fresh pipe from the restoring agent in
-//! place of the dumped one (CRIU's inherit-fd, keyed by the pipe's inode).
+//! A workload runs in its own PID namespace (`unshare --pid --fork`), whose process 1 is
+//! its supervisor (`understudy-agent supervise`, [`crate::supervisor`]): it starts the
+//! command (as the spec's user), owns its output and appends it to the workload's log, and
+//! exits with it. CRIU can restore the tree on any host, even beside a still-running
+//! original on the same kernel; a restored tree is handed the restoring host's log in place
+//! of the dumped one (CRIU's inherit-fd, keyed by the log's path).
 //!
 //! A workload with data directories also gets its own mount namespace, in which each
-//! directory's copy on this host is bind-mounted at its logical path. Everything the tree
-//! holds open is opened inside that namespace (stdin is reopened there), and the network
-//! namespace handles of `ip netns` are unmounted from it, so CRIU can dump the namespace
-//! and rebuild it on another host.
+//! directory's copy on this host is bind-mounted at its logical path; the network namespace
+//! handles of `ip netns` are unmounted from it, so CRIU can dump the namespace and rebuild
+//! it on another host.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -35,7 +32,8 @@ pub type ExitHook = Box<dyn FnOnce(String) + Send>;
 pub struct Running {
     /// Host pid of the tree's root (the PID namespace's init): what CRIU dumps.
     pub pid: i32,
-    /// CRIU key of the stdout/stderr pipe, e.g. `pipe:[4242]`.
+    /// CRIU inherit-fd key of the output log the tree holds: its path without the
+    /// leading `/`.
     pub stdio_key: String,
     expected_exit: Arc<AtomicBool>,
 }
@@ -56,6 +54,13 @@ impl Running {
         is_alive(self.pid)
     }
 
+    /// Sends signal `sig` to the tree's supervisor, which passes it on to the command.
+    pub fn signal(&self, sig: i32) {
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = kill(Pid::from_raw(self.pid), sig);
+        }
+    }
+
     /// Kills the whole tree (killing a PID namespace's init kills everything in it).
     pub fn kill(&self) {
         self.expect_exit();
@@ -74,60 +79,21 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
-/// A pipe for a workload's stdout/stderr: the read end for the agent, the write end for
-/// the tree, and the CRIU key naming it.
-#[derive(Debug)]
-pub struct StdioPipe {
-    /// The agent's end.
-    pub read: OwnedFd,
-    /// The workload's end.
-    pub write: OwnedFd,
-    /// `pipe:[inode]`.
-    pub key: String,
+/// The CRIU inherit-fd key of the file at `path` (absolute): the path without its `/`.
+pub fn file_key(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .trim_start_matches('/')
+        .to_owned()
 }
 
-impl StdioPipe {
-    /// A new pipe (close-on-exec on both ends; spawning dups the write end into place).
-    pub fn new() -> std::io::Result<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let ino = nix::sys::stat::fstat(write.as_raw_fd())?.st_ino;
-        Ok(StdioPipe {
-            read,
-            write,
-            key: format!("pipe:[{ino}]"),
-        })
-    }
-}
-
-/// Copies everything from `read` to the end of `log` until the last writer closes.
-pub fn pump_output(read: OwnedFd, log: PathBuf) {
-    std::thread::spawn(move || {
-        let mut src = File::from(read);
-        let mut dst = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!("cannot open workload log {}: {e}", log.display());
-                return;
-            }
-        };
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match src.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if dst.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    });
+/// Opens (creating) the output log at `log` for appending, for a restored tree.
+pub fn open_log(log: &Path) -> std::io::Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map(OwnedFd::from)
 }
 
 fn describe(status: WaitStatus) -> String {
@@ -138,8 +104,10 @@ fn describe(status: WaitStatus) -> String {
     }
 }
 
-/// Waits for child `pid` in a thread; calls `hook` if it exits unexpectedly.
-fn supervise(pid: i32, expected: Arc<AtomicBool>, hook: ExitHook) {
+/// Waits for child `pid` (the tree's `unshare`, or a restored supervisor) in a thread; calls
+/// `hook` if it exits unexpectedly, with how the command ended as its supervisor recorded it
+/// in `exit_status` (else the tree's own status).
+fn watch(pid: i32, expected: Arc<AtomicBool>, exit_status: PathBuf, hook: ExitHook) {
     std::thread::spawn(move || {
         let text = loop {
             match waitpid(Pid::from_raw(pid), None) {
@@ -148,6 +116,10 @@ fn supervise(pid: i32, expected: Arc<AtomicBool>, hook: ExitHook) {
                 Err(e) => break format!("lost track of the process tree: {e}"),
             }
         };
+        let text = std::fs::read_to_string(&exit_status)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map_or(text, |t| t.trim().to_owned());
         if !expected.load(Ordering::SeqCst) {
             hook(text);
         }
@@ -178,16 +150,13 @@ pub enum StartError {
     Died(String),
 }
 
-/// Sets up the workload's mount namespace, then runs the workload: `$1` = number of bind
-/// mounts, then host/logical path pairs, the working directory, and the command.
-const MOUNT_NS_INIT: &str = r#"exec 2>&1
-set -e
+/// Sets up the workload's mount namespace, then runs its supervisor: `$1` = number of bind
+/// mounts, then host/logical path pairs, then the supervisor's command line.
+const MOUNT_NS_INIT: &str = r#"set -e
 awk '$0 ~ / - nsfs / { print $5 }' /proc/self/mountinfo | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 n=$1; shift
 while [ "$n" -gt 0 ]; do mount --bind -- "$1" "$2"; shift 2; n=$((n - 1)); done
-cd -- "$1"; shift
-exec </dev/null
-exec setsid -- /bin/sh -c 'exec "$@" 2>&1' sh "$@""#;
+exec "$@" </dev/null >/dev/null 2>&1"#;
 
 /// One data directory to bind into the workload's mount namespace.
 #[derive(Debug, Clone)]
@@ -198,8 +167,42 @@ pub struct Bind {
     pub logical: PathBuf,
 }
 
-/// Starts `spec` in a new PID namespace and session (and mount namespace with `binds`
-/// when it has data directories), output appended to `log`.
+/// The supervisor's command line for `spec`, writing to `log`.
+fn supervisor_args(spec: &WorkloadSpec, log: &Path) -> Result<Vec<String>, StartError> {
+    let exe = std::env::current_exe().map_err(|source| StartError::Spawn {
+        program: "understudy-agent".into(),
+        source,
+    })?;
+    let mut args = vec![
+        exe.display().to_string(),
+        "supervise".into(),
+        "--workload".into(),
+        spec.name.clone(),
+        "--log".into(),
+        log.display().to_string(),
+        "--workdir".into(),
+        spec.workdir
+            .as_deref()
+            .unwrap_or(Path::new("/"))
+            .display()
+            .to_string(),
+    ];
+    if let Some(u) = &spec.user {
+        args.extend(["--user".into(), u.clone()]);
+    }
+    if let Some(g) = &spec.group {
+        args.extend(["--group".into(), g.clone()]);
+    }
+    if let Some(gs) = &spec.groups {
+        args.extend(["--groups".into(), gs.join(",")]);
+    }
+    args.push("--".into());
+    args.extend(spec.command.iter().cloned());
+    Ok(args)
+}
+
+/// Starts `spec` under its supervisor in a new PID namespace (and mount namespace with
+/// `binds` when it has data directories), its output appended to `log`.
 pub fn start(
     spec: &WorkloadSpec,
     binds: &[Bind],
@@ -220,16 +223,14 @@ pub fn start(
         program: spec.command[0].clone(),
         source,
     };
-    let pipe = StdioPipe::new().map_err(spawn_err)?;
-    // `unshare` stays behind as the namespace init's parent and has its own complaints when
-    // the tree is stopped by a final dump; those go to /dev/null. The workload's stderr is
-    // joined to its stdout by the `sh` that `exec`s it (so the tree's root is the command).
+    let exit_status = log.with_file_name(crate::supervisor::EXIT_STATUS_FILE);
+    let _ = std::fs::remove_file(&exit_status);
+    // What unshare or the namespace's setup script have to say goes to the log too.
+    let early = open_log(log).map_err(spawn_err)?;
+    let supervisor = supervisor_args(spec, log)?;
     let mut cmd = Command::new("unshare");
     if binds.is_empty() {
-        cmd.args(["--pid", "--fork", "--", "setsid", "--", "/bin/sh", "-c"])
-            .arg("exec \"$@\" 2>&1")
-            .arg("sh")
-            .current_dir(&workdir);
+        cmd.args(["--pid", "--fork", "--"]).args(&supervisor);
     } else {
         for b in binds {
             // The mount point, on this host's root: the logical path itself.
@@ -251,21 +252,21 @@ pub fn start(
         for b in binds {
             cmd.arg(&b.host).arg(&b.logical);
         }
-        cmd.arg(&workdir).current_dir("/");
+        cmd.args(&supervisor);
     }
+    let early_err = early.try_clone().map_err(spawn_err)?;
     let child = cmd
-        .args(&spec.command)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(Stdio::from(pipe.write))
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(early))
+        .stderr(Stdio::from(early_err))
         .spawn()
         .map_err(spawn_err)?;
     let unshare_pid =
         i32::try_from(child.id()).map_err(|_| StartError::Died("pid out of range".into()))?;
-    // The std handle is not needed: `supervise` reaps the child itself.
+    // The std handle is not needed: `watch` reaps the child itself.
     drop(child);
-    pump_output(pipe.read, log.to_owned());
     let init = find_child(unshare_pid, Duration::from_secs(5)).ok_or_else(|| {
         let _ = kill(Pid::from_raw(unshare_pid), Signal::SIGKILL);
         StartError::Died(format!(
@@ -275,21 +276,23 @@ pub fn start(
         ))
     })?;
     let expected = Arc::new(AtomicBool::new(false));
-    supervise(unshare_pid, expected.clone(), hook);
+    watch(unshare_pid, expected.clone(), exit_status, hook);
     Ok(Running {
         pid: init,
-        stdio_key: pipe.key,
+        stdio_key: file_key(log),
         expected_exit: expected,
     })
 }
 
-/// Supervises a tree CRIU restored as this process's child.
-pub fn adopt_restored(pid: i32, stdio_key: String, hook: ExitHook) -> Running {
+/// Watches a tree CRIU restored as this process's child, its output in `log`.
+pub fn adopt_restored(pid: i32, log: &Path, hook: ExitHook) -> Running {
     let expected = Arc::new(AtomicBool::new(false));
-    supervise(pid, expected.clone(), hook);
+    let exit_status = log.with_file_name(crate::supervisor::EXIT_STATUS_FILE);
+    let _ = std::fs::remove_file(&exit_status);
+    watch(pid, expected.clone(), exit_status, hook);
     Running {
         pid,
-        stdio_key,
+        stdio_key: file_key(log),
         expected_exit: expected,
     }
 }

@@ -1,5 +1,6 @@
 //! Resource use of a workload's process tree, summed over every process in it: CPU time,
-//! resident memory, open descriptors, threads. Read from procfs on request.
+//! resident memory, open descriptors, threads. Read from procfs on request. A workload's
+//! tree is counted without its supervisor ([`workload`]): the operator's processes only.
 
 use std::collections::VecDeque;
 
@@ -41,8 +42,31 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-/// Sums the tree rooted at `root`; `None` if the root is gone.
-pub fn tree(root: i32) -> Option<TreeStats> {
+/// Sums a workload's processes: the tree under its supervisor `root`, which is not
+/// counted; `None` if the supervisor is gone.
+pub fn workload(root: i32) -> Option<TreeStats> {
+    let whole = tree(root)?;
+    let own = std::fs::read_to_string(format!("/proc/{root}/stat"))
+        .ok()
+        .as_deref()
+        .and_then(parse_stat);
+    let Some((cpu, threads, rss)) = own else {
+        return Some(whole);
+    };
+    let (ticks, page) = units();
+    Some(TreeStats {
+        processes: whole.processes - 1,
+        threads: whole.threads.saturating_sub(threads),
+        cpu_seconds: (whole.cpu_seconds - cpu as f64 / ticks).max(0.0),
+        rss_bytes: whole.rss_bytes.saturating_sub(rss * page),
+        fds: whole.fds.saturating_sub(
+            std::fs::read_dir(format!("/proc/{root}/fd")).map_or(0, |d| d.count() as u64),
+        ),
+    })
+}
+
+/// Clock ticks per second and the page size.
+fn units() -> (f64, u64) {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -51,6 +75,12 @@ pub fn tree(root: i32) -> Option<TreeStats> {
         .ok()
         .flatten()
         .unwrap_or(4096) as u64;
+    (ticks, page)
+}
+
+/// Sums the tree rooted at `root`; `None` if the root is gone.
+pub fn tree(root: i32) -> Option<TreeStats> {
+    let (ticks, page) = units();
     let mut total = TreeStats::default();
     let mut queue = VecDeque::from([root]);
     let mut first = true;

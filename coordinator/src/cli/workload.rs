@@ -60,6 +60,8 @@ pub enum WorkloadCommand {
         /// Restarts older than this no longer count against --restart-attempts (default 30m).
         #[arg(long, value_parser = humantime::parse_duration)]
         restart_window: Option<Duration>,
+        #[command(flatten)]
+        service: ServiceArgs,
         /// Read the spec from a TOML file instead.
         #[arg(long, conflicts_with = "command")]
         spec: Option<PathBuf>,
@@ -83,6 +85,47 @@ pub enum WorkloadCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Who the command runs as and how it is stopped.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServiceArgs {
+    /// Run the command as this user (name or uid) instead of root.
+    #[arg(long)]
+    user: Option<String>,
+    /// Its group (default: the user's own).
+    #[arg(long)]
+    group: Option<String>,
+    /// Its supplementary groups, comma-separated (default: the user's).
+    #[arg(long, value_delimiter = ',')]
+    groups: Option<Vec<String>>,
+    /// The signal that asks it to stop (default SIGTERM).
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// How long a stop waits before killing the whole tree (default 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stop_timeout: Option<Duration>,
+}
+
+impl ServiceArgs {
+    /// Puts these settings on `spec`, the flags winning over the spec file's.
+    fn apply(self, file: Option<&SpecFile>, spec: &mut WorkloadSpec) {
+        spec.user = self.user.or_else(|| file.and_then(|f| f.user.clone()));
+        spec.group = self.group.or_else(|| file.and_then(|f| f.group.clone()));
+        spec.groups = self.groups.or_else(|| file.and_then(|f| f.groups.clone()));
+        if let Some(sig) = self
+            .stop_signal
+            .or_else(|| file.and_then(|f| f.stop_signal.clone()))
+        {
+            spec.stop_signal = sig;
+        }
+        if let Some(t) = self
+            .stop_timeout
+            .or_else(|| file.and_then(|f| f.stop_timeout))
+        {
+            spec.stop_timeout_ms = ms(t);
+        }
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -109,6 +152,12 @@ struct SpecFile {
     data_dirs: Vec<PathBuf>,
     #[serde(default)]
     restart: RestartFile,
+    user: Option<String>,
+    group: Option<String>,
+    groups: Option<Vec<String>>,
+    stop_signal: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    stop_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,7 +189,7 @@ fn restart_policy(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProbeFile {
     tcp: Option<u16>,
@@ -177,6 +226,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             restart_attempts,
             restart_delay,
             restart_window,
+            service,
             spec,
             command,
         } => {
@@ -186,40 +236,43 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         Ok(f) => f,
                         Err(code) => return code,
                     };
-                    let probe = f.probe.and_then(|p| match (p.tcp, p.command) {
+                    let probe = f.probe.clone().and_then(|p| match (p.tcp, p.command) {
                         (Some(port), _) => Some(Probe::Tcp { port }),
                         (None, Some(argv)) => Some(Probe::Command { argv }),
                         _ => None,
                     });
-                    let Some(host) = host.or(f.host) else {
+                    let Some(host) = host.or(f.host.clone()) else {
                         eprintln!(
                             "{}: host: no host given (in the file or with --host)",
                             path.display()
                         );
                         return exit::USAGE;
                     };
-                    CreateRequest {
-                        spec: WorkloadSpec {
-                            name: f.name,
-                            command: f.command,
-                            env: f.env.into_iter().collect(),
-                            workdir: f.workdir,
-                            interval_ms: interval_ms(interval.or(f.interval)),
-                            probe,
-                            data_dirs: if data_dirs.is_empty() {
-                                f.data_dirs
-                            } else {
-                                data_dirs
-                            },
-                            restart: restart_policy(
-                                restart_attempts,
-                                restart_delay,
-                                restart_window,
-                                &f.restart,
-                            ),
+                    let mut spec = WorkloadSpec {
+                        name: f.name.clone(),
+                        command: f.command.clone(),
+                        env: f.env.clone().into_iter().collect(),
+                        workdir: f.workdir.clone(),
+                        interval_ms: interval_ms(interval.or(f.interval)),
+                        probe,
+                        data_dirs: if data_dirs.is_empty() {
+                            f.data_dirs.clone()
+                        } else {
+                            data_dirs
                         },
+                        restart: restart_policy(
+                            restart_attempts,
+                            restart_delay,
+                            restart_window,
+                            &f.restart,
+                        ),
+                        ..WorkloadSpec::default()
+                    };
+                    service.apply(Some(&f), &mut spec);
+                    CreateRequest {
+                        spec,
                         host,
-                        shadow: shadow.or(f.shadow),
+                        shadow: shadow.or(f.shadow.clone()),
                     }
                 }
                 None => {
@@ -231,25 +284,24 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         eprintln!("understudy workload create: give the command after `--`");
                         return exit::USAGE;
                     }
-                    CreateRequest {
-                        spec: WorkloadSpec {
-                            name,
-                            command,
-                            env,
-                            workdir,
-                            interval_ms: interval_ms(interval),
-                            probe: probe_tcp.map(|port| Probe::Tcp { port }),
-                            data_dirs,
-                            restart: restart_policy(
-                                restart_attempts,
-                                restart_delay,
-                                restart_window,
-                                &RestartFile::default(),
-                            ),
-                        },
-                        host,
-                        shadow,
-                    }
+                    let mut spec = WorkloadSpec {
+                        name,
+                        command,
+                        env,
+                        workdir,
+                        interval_ms: interval_ms(interval),
+                        probe: probe_tcp.map(|port| Probe::Tcp { port }),
+                        data_dirs,
+                        restart: restart_policy(
+                            restart_attempts,
+                            restart_delay,
+                            restart_window,
+                            &RestartFile::default(),
+                        ),
+                        ..WorkloadSpec::default()
+                    };
+                    service.apply(None, &mut spec);
+                    CreateRequest { spec, host, shadow }
                 }
             };
             match super::api::post::<_, WorkloadRecord>(base, "/v1/workloads", &req) {
@@ -407,6 +459,26 @@ fn print_workload(w: &WorkloadView) {
     outln!("state:          {}", view::long_state(r));
     outln!("protection:     {}", view::protection_text(w));
     outln!("command:        {}", view::quoted(&r.spec.command));
+    if let Some(u) = &r.spec.user {
+        outln!(
+            "user:           {u}{}{}",
+            r.spec
+                .group
+                .as_ref()
+                .map(|g| format!(", group {g}"))
+                .unwrap_or_default(),
+            r.spec
+                .groups
+                .as_ref()
+                .map(|g| format!(", groups {}", g.join(",")))
+                .unwrap_or_default()
+        );
+    }
+    outln!(
+        "stop:           {}, then SIGKILL after {}",
+        r.spec.stop_signal,
+        humantime::format_duration(Duration::from_millis(r.spec.stop_timeout_ms))
+    );
     outln!("primary:        {}", r.primary);
     outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
     outln!("generation:     {}", r.generation);

@@ -110,6 +110,7 @@ mod tests {
                     probe: None,
                     data_dirs: Vec::new(),
                     restart: RestartPolicy::default(),
+                    ..Default::default()
                 },
                 primary: "a".into(),
                 shadow: Some("b".into()),

@@ -387,7 +387,7 @@ impl Migration {
                 let busy = held.as_ref().is_some_and(|h| h.busy);
                 if busy {
                     self.query(RETRY_PAUSE)
-                } else if runs_here(held.as_ref(), self.generation) {
+                } else if runs_here(held.as_deref(), self.generation) {
                     self.release()
                 } else {
                     self.rollback(format!(

@@ -19,6 +19,7 @@ fn spec() -> WorkloadSpec {
         probe: None,
         data_dirs: Vec::new(),
         restart: RestartPolicy::default(),
+        ..Default::default()
     }
 }
 
@@ -50,7 +51,7 @@ fn held(generation: u64, state: CopyState) -> Delivery {
 }
 
 fn held_busy(generation: u64, state: CopyState, busy: bool) -> Delivery {
-    Delivery::Reply(OrderReply::Held(Some(Held {
+    Delivery::Reply(OrderReply::Held(Some(Box::new(Held {
         workload: "w".into(),
         copy: Some(LocalCopy {
             spec: spec(),
@@ -61,7 +62,7 @@ fn held_busy(generation: u64, state: CopyState, busy: bool) -> Delivery {
         }),
         shadow: None,
         busy,
-    })))
+    }))))
 }
 
 /// (host, order kind, generation) of a step.

@@ -12,6 +12,7 @@ fn spec(name: &str) -> WorkloadSpec {
         probe: None,
         data_dirs: Vec::new(),
         restart: RestartPolicy::default(),
+        ..Default::default()
     }
 }
 
