@@ -10,6 +10,7 @@
 # (a chroot would not).
 #
 # Usage: provision-criu.sh [--print-env]   (run as root)
+#   --print-mirror  print the Debian mirror it would use (from apt's sources) and exit
 #   --print-env  print only the criu.env lines on stdout, for
 #                eval "$(packaging/criu/provision-criu.sh --print-env)"
 # Env: UNDERSTUDY_CRIU_CACHE   cache dir (default /var/cache/understudy/criu)
@@ -20,12 +21,13 @@ MIN_VERSION=4.2
 CACHE=${UNDERSTUDY_CRIU_CACHE:-/var/cache/understudy/criu}
 ROOT=$CACHE/root
 
-print_env=0
+print_env=0 print_mirror=0
 case "${1:-}" in
   "") ;;
   --print-env) print_env=1 ;;
-  -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--print-env]" >&2; exit 2 ;;
+  --print-mirror) print_mirror=1 ;;
+  -h|--help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--print-env|--print-mirror]" >&2; exit 2 ;;
 esac
 # fd 3 is the "real" stdout; with --print-env everything else goes to stderr
 # so that the output stays eval-able.
@@ -84,6 +86,8 @@ debian_mirror() {
   } | grep -E '^https?://' | grep -v -- '-security' || true)
   echo "$uris" | grep -m1 -E '/debian/?$' || echo "$uris" | grep -m1 . || echo http://deb.debian.org/debian
 }
+
+if [ "$print_mirror" = 1 ]; then debian_mirror >&3; exit 0; fi
 
 ensure_debootstrap() {
   command -v debootstrap >/dev/null && return
