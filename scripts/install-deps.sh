@@ -9,8 +9,10 @@ set -euo pipefail
 # iproute2 + util-linux: namespace test hosts (ip, nsenter); python3: demo and test
 # workloads (SQLite through its sqlite3 module); debootstrap: the private CRIU root;
 # libclang-dev + pkg-config: bindgen for libcriu; rsync: the data-directory benchmark baseline;
-# rpm: the package tests read the built .rpm files with it.
-pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc rsync rpm)
+# rpm: the package tests read the built .rpm files with it; qemu-system-x86, qemu-utils,
+# openssh-client, e2fsprogs: the test VMs (scripts/vm/build-image.sh, tests/src/vm.rs).
+pkgs=(iproute2 util-linux python3 debootstrap libclang-dev pkg-config ca-certificates gcc rsync rpm
+  qemu-system-x86 qemu-utils openssh-client e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +22,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# qemu-system-x86 can displace a qemu-utils from backports (qemu-img then missing): put
+# back the one that matches it.
+if ! command -v qemu-img >/dev/null; then
+  echo "install-deps: installing qemu-utils to match qemu-system-x86" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "qemu-utils=$(dpkg-query -W -f='${Version}' qemu-system-x86)" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -17,5 +17,7 @@ bash scripts/package.sh --profile dev
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 export UNDERSTUDY_PACKAGES=$PWD/target/packages UNDERSTUDY_REQUIRE_PACKAGES=1
+# The test VM image (built once, cached in /var/cache/understudy/vm).
+bash scripts/vm/build-image.sh
 # End-to-end tests fail instead of skipping when their prerequisites are missing here.
-UNDERSTUDY_REQUIRE_E2E=1 UNDERSTUDY_REQUIRE_CRIU=1 cargo test --workspace --locked
+UNDERSTUDY_REQUIRE_E2E=1 UNDERSTUDY_REQUIRE_CRIU=1 UNDERSTUDY_REQUIRE_VM=1 cargo test --workspace --locked

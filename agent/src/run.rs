@@ -69,10 +69,16 @@ fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
             criu.service_binary().display()
         )
     })?;
-    if version < 40200 {
+    let kernel = kernel_release();
+    let needed = min_criu_version(kernel);
+    if version < needed {
         return Err(format!(
-            "CRIU at {} is version {version}; 4.2 or newer is needed on this kernel",
-            criu.service_binary().display()
+            "CRIU at {} is version {version}; {}.{} or newer is needed on kernel {}.{}",
+            criu.service_binary().display(),
+            needed / 10000,
+            needed / 100 % 100,
+            kernel.0,
+            kernel.1
         ));
     }
     let tracking = criu.feature_mem_track().unwrap_or(false);
@@ -84,6 +90,28 @@ fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
         if tracking { "pre-dumps possible" } else { "no soft-dirty tracking: full dumps, deltas keep the wire small" }
     );
     Ok(Arc::new(criu))
+}
+
+/// The running kernel's (major, minor) version.
+fn kernel_release() -> (u32, u32) {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The oldest CRIU that works on kernel `k`: CRIU 4.0 and older fail `criu check` from
+/// 6.13 on, and 4.1 cannot dump TCP sockets from 6.16 on; older kernels are served by
+/// Debian 12's 3.17.
+fn min_criu_version(k: (u32, u32)) -> i32 {
+    if k >= (6, 13) {
+        40200
+    } else {
+        31700
+    }
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -198,4 +226,17 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_criu_needed_follows_the_kernel() {
+        assert_eq!(min_criu_version((6, 1)), 31700);
+        assert_eq!(min_criu_version((6, 12)), 31700);
+        assert_eq!(min_criu_version((6, 13)), 40200);
+        assert_eq!(min_criu_version((6, 18)), 40200);
+    }
 }

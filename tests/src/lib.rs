@@ -11,6 +11,7 @@ pub mod copies;
 pub mod criu;
 pub mod netns;
 pub mod rawclient;
+pub mod vm;
 pub mod wait;
 
 /// Why an end-to-end test cannot run here, or `None` if it can.

@@ -1,9 +1,9 @@
 //! Starting a workload's process tree and watching it.
 //!
-//! A workload runs in its own PID namespace (`unshare --pid --fork`), whose process 1 is
-//! its supervisor (`understudy-agent supervise`, [`crate::supervisor`]): it starts the
-//! command (as the spec's user), owns its output and appends it to the workload's log, and
-//! exits with it. CRIU can restore the tree on any host, even beside a still-running
+//! A workload runs in its own PID and IPC namespaces (`unshare --pid --ipc --fork`), whose
+//! process 1 is its supervisor (`understudy-agent supervise`, [`crate::supervisor`]): it
+//! starts the command (as the spec's user), owns its output and appends it to the
+//! workload's log, and exits with it. CRIU can restore the tree on any host, even beside a still-running
 //! original on the same kernel; a restored tree is handed the restoring host's log in place
 //! of the dumped one (CRIU's inherit-fd, keyed by the log's path).
 //!
@@ -229,8 +229,11 @@ pub fn start(
     let early = open_log(log).map_err(spawn_err)?;
     let supervisor = supervisor_args(spec, log)?;
     let mut cmd = Command::new("unshare");
+    // Its own IPC namespace too: System V segments (PostgreSQL's) are then the tree's, and
+    // CRIU dumps and restores them with it.
     if binds.is_empty() {
-        cmd.args(["--pid", "--fork", "--"]).args(&supervisor);
+        cmd.args(["--pid", "--ipc", "--fork", "--"])
+            .args(&supervisor);
     } else {
         for b in binds {
             // The mount point, on this host's root: the logical path itself.
@@ -241,6 +244,7 @@ pub fn start(
         }
         cmd.args([
             "--pid",
+            "--ipc",
             "--fork",
             "--mount",
             "--propagation",

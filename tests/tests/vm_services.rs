@@ -1,0 +1,388 @@
+//! Real services that drop privileges, protected and moved between two VMs with a stock
+//! Debian kernel and full root (what this machine's sandbox lacks), with Debian's own
+//! packages: memcached started with `-u memcache` holding 20,000 items, moved and moved
+//! back with every item; PostgreSQL run as the postgres user over a data directory, moved
+//! while a client commits one row per transaction, with every committed row there
+//! afterwards and the server taking writes; a workload run as `nobody`, checkpointed and
+//! moved. The freeze times are printed for docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use understudy_common::tls::ca::{create_ca, issue, Validity};
+use understudy_common::tls::Role;
+use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+use understudy_tests::require_vm;
+use understudy_tests::vm::VmPair;
+use understudy_tests::wait::eventually;
+
+const A: usize = 0;
+const B: usize = 1;
+
+/// Writes certificates and configs into the share, and starts the coordinator (on vm-a)
+/// and both agents.
+fn start_cluster(vms: &VmPair) {
+    let share = vms.share();
+    let ca = create_ca(Validity::days_from_now(30)).unwrap();
+    let mut certs = vec![("coord", Role::Coordinator)];
+    certs.extend(vms.vms.iter().map(|v| (v.name.as_str(), Role::Agent)));
+    for (name, role) in certs {
+        let d = share.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let leaf = issue(&ca, name, role, Validity::days_from_now(30)).unwrap();
+        std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
+        std::fs::write(d.join("host.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(d.join("host.key"), &leaf.key_pem).unwrap();
+    }
+    let coord_ip = vms.vms[A].lan_ip;
+    std::fs::write(
+        share.join("coordinator.toml"),
+        "[quic]\nlisten = \"0.0.0.0:7440\"\n[http]\nlisten = \"0.0.0.0:7441\"\n\
+         [tls]\nca = \"/mnt/understudy-share/coord/ca.crt\"\ncert = \"/mnt/understudy-share/coord/host.crt\"\nkey = \"/mnt/understudy-share/coord/host.key\"\n\
+         [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"10s\"\n",
+    )
+    .unwrap();
+    for vm in &vms.vms {
+        let n = &vm.name;
+        std::fs::write(
+            share.join(format!("{n}.toml")),
+            format!(
+                "[agent]\ndata_dir = \"/var/lib/understudy-agent\"\n[coordinator]\naddresses = [\"{coord_ip}:7440\"]\n\
+                 [tls]\nca = \"/mnt/understudy-share/{n}/ca.crt\"\ncert = \"/mnt/understudy-share/{n}/host.crt\"\nkey = \"/mnt/understudy-share/{n}/host.key\"\n\
+                 [criu]\nbinary = \"/usr/sbin/criu\"\n[workload_data]\nallowed_roots = [\"/srv\"]\nhost_root = \"/\"\n\
+                 [models]\nwarmup_samples = 3\n[probes]\ninterval = \"2s\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    vms.run(
+        A,
+        "mkdir -p /var/lib/understudy && systemd-run --unit=understudy-coordinator \
+         /usr/local/bin/understudy serve --config /mnt/understudy-share/coordinator.toml",
+    );
+    for (i, vm) in vms.vms.iter().enumerate() {
+        vms.run(
+            i,
+            &format!(
+                "systemd-run --unit=understudy-agent --property=KillMode=process \
+                 /usr/local/bin/understudy-agent --config /mnt/understudy-share/{}.toml",
+                vm.name
+            ),
+        );
+    }
+    eventually("both agents connected", Duration::from_secs(120), || {
+        let hosts = cli(vms, "hosts");
+        let n = hosts.matches(" connected ").count();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(hosts)
+        }
+    });
+}
+
+/// The operator CLI, run in vm-a against the coordinator; must succeed.
+fn cli(vms: &VmPair, args: &str) -> String {
+    vms.run(
+        A,
+        &format!(
+            "UNDERSTUDY_COORDINATOR=http://{}:7441 understudy {args}",
+            vms.vms[A].lan_ip
+        ),
+    )
+}
+
+fn workload(vms: &VmPair, name: &str) -> WorkloadRecord {
+    serde_json::from_str(&cli(vms, &format!("workload show {name} --output json"))).unwrap()
+}
+
+fn wait_epochs(vms: &VmPair, name: &str, at_least: u64) {
+    eventually(
+        &format!("{name}: epochs committed"),
+        Duration::from_secs(300),
+        || {
+            let w = workload(vms, name);
+            if w.epochs >= at_least && w.last_epoch.is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} epochs, {:?}, {:?}",
+                    w.epochs, w.state, w.unprotected
+                ))
+            }
+        },
+    );
+}
+
+/// Moves `name` and returns its freeze in ms.
+fn migrate(vms: &VmPair, name: &str, to: &str) -> u64 {
+    let started = Instant::now();
+    let out = cli(vms, &format!("migrate {name}"));
+    let w = workload(vms, name);
+    assert_eq!(w.primary, to, "{out}");
+    assert_eq!(w.state, WorkloadState::Running);
+    let m = w.last_migration.unwrap();
+    assert_eq!(m.outcome, "succeeded", "{m:?}");
+    eprintln!(
+        "{name}: moved to {to} in {:.1} s, frozen {:?} ms",
+        started.elapsed().as_secs_f64(),
+        m.freeze_ms
+    );
+    m.freeze_ms.unwrap()
+}
+
+/// The user running processes named `comm` in VM `i` (empty if none).
+fn users_of(vms: &VmPair, i: usize, comm: &str) -> Vec<String> {
+    let out = vms.ssh(i, &format!("ps -o user= -C {comm}"));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+const MEMCACHED_CLIENT: &str = r#"
+import socket, sys
+mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_connection((host, 11211), timeout=30)
+f = s.makefile("rb")
+if mode == "set":
+    batch = b"".join(b"set key%d 0 0 %d noreply\r\n%s\r\n" % (i, len(b"value-%d" % i), b"value-%d" % i) for i in range(n))
+    s.sendall(batch + b"version\r\n")
+    assert f.readline().startswith(b"VERSION")
+    print(n)
+else:
+    good = 0
+    for start in range(0, n, 100):
+        keys = [b"key%d" % i for i in range(start, min(n, start + 100))]
+        s.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        while True:
+            line = f.readline()
+            if line == b"END\r\n":
+                break
+            _, key, _, _ = line.split()
+            value = f.readline().rstrip(b"\r\n")
+            if value == b"value-%s" % key[3:]:
+                good += 1
+    print(good)
+"#;
+
+const PG_CLIENT: &str = r#"#!/bin/sh
+# Commits one row per transaction, to whichever host answers; records each id committed.
+i=0
+while [ ! -e /root/stop ]; do
+  i=$((i + 1))
+  for ip in "$@"; do
+    if psql -h "$ip" -U postgres -d postgres -qtAc "insert into t values ($i)" >/dev/null 2>&1; then
+      echo "$i" >> /root/acked
+      break
+    fi
+  done
+done
+"#;
+
+#[test]
+fn real_services_that_drop_privileges_move_with_their_state() {
+    require_vm!();
+    let started = Instant::now();
+    let vms = VmPair::boot(["vm-a", "vm-b"]);
+    eprintln!("VMs answering on ssh after {:?}", vms.boot_times);
+    start_cluster(&vms);
+    let (a, b) = (vms.vms[A].lan_ip, vms.vms[B].lan_ip);
+
+    let phases =
+        std::env::var("UNDERSTUDY_VM_PHASES").unwrap_or_else(|_| "memcached,pg,nobody".into());
+    let (mut mc_there, mut mc_back, mut pg_freeze) = (0, 0, 0);
+    if phases.contains("memcached") {
+        // memcached drops to the memcache user by itself (-u).
+        std::fs::write(vms.share().join("mc.py"), MEMCACHED_CLIENT).unwrap();
+        cli(
+            &vms,
+            "workload create memcached --host vm-a --shadow vm-b --interval 3s --probe-tcp 11211 \
+         -- /usr/bin/memcached -u memcache -l 0.0.0.0 -p 11211 -m 64",
+        );
+        eventually("memcached answers", Duration::from_secs(60), || {
+            let o = vms.ssh(A, &format!("python3 /mnt/understudy-share/mc.py get {a} 1"));
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        });
+        assert_eq!(users_of(&vms, A, "memcached"), ["memcache"]);
+        let set = vms.run(
+            A,
+            &format!("python3 /mnt/understudy-share/mc.py set {a} 20000"),
+        );
+        assert_eq!(set.trim(), "20000");
+        let before = workload(&vms, "memcached").epochs;
+        wait_epochs(&vms, "memcached", before + 1);
+        mc_there = migrate(&vms, "memcached", "vm-b");
+        let got = vms.run(
+            A,
+            &format!("python3 /mnt/understudy-share/mc.py get {b} 20000"),
+        );
+        assert_eq!(got.trim(), "20000", "every item on vm-b");
+        assert_eq!(users_of(&vms, B, "memcached"), ["memcache"]);
+        assert!(
+            users_of(&vms, A, "memcached").is_empty(),
+            "no copy left on vm-a"
+        );
+        let before = workload(&vms, "memcached").epochs;
+        wait_epochs(&vms, "memcached", before + 1);
+        mc_back = migrate(&vms, "memcached", "vm-a");
+        let got = vms.run(
+            A,
+            &format!("python3 /mnt/understudy-share/mc.py get {a} 20000"),
+        );
+        assert_eq!(got.trim(), "20000", "every item back on vm-a");
+        assert!(users_of(&vms, B, "memcached").is_empty());
+    }
+
+    if phases.contains("pg") {
+        // PostgreSQL as the postgres user, its cluster in a data directory.
+        for i in [A, B] {
+            vms.run(i, "mkdir -p /srv/pg && chown postgres:postgres /srv/pg");
+        }
+        vms.run(
+        A,
+        "runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D /srv/pg/data -A trust -U postgres >/dev/null \
+         && echo 'host all all 0.0.0.0/0 trust' >> /srv/pg/data/pg_hba.conf",
+    );
+        cli(
+            &vms,
+            "workload create pg --host vm-a --shadow vm-b --interval 3s --probe-tcp 5432 \
+         --user postgres --data-dir /srv/pg --stop-signal SIGINT -- \
+         /usr/lib/postgresql/15/bin/postgres -D /srv/pg/data -c listen_addresses=* \
+         -c unix_socket_directories= -c dynamic_shared_memory_type=sysv",
+        );
+        eventually("postgres answers", Duration::from_secs(120), || {
+            let o = vms.ssh(
+            A,
+            &format!("psql -h {a} -U postgres -qtAc 'create table if not exists t (id int primary key)'"),
+        );
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        });
+        assert_eq!(
+            users_of(&vms, A, "postgres").first().map(String::as_str),
+            Some("postgres")
+        );
+        let before = workload(&vms, "pg").epochs;
+        wait_epochs(&vms, "pg", before + 1);
+        std::fs::write(vms.share().join("pg-client.sh"), PG_CLIENT).unwrap();
+        vms.run(
+        A,
+        &format!(
+            "rm -f /root/stop /root/acked; systemd-run --unit=pg-client sh /mnt/understudy-share/pg-client.sh {a} {b}"
+        ),
+    );
+        eventually("rows are being committed", Duration::from_secs(60), || {
+            let n = vms.run(A, "wc -l < /root/acked 2>/dev/null || echo 0");
+            if n.trim().parse::<u32>().unwrap_or(0) >= 5 {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        });
+        pg_freeze = migrate(&vms, "pg", "vm-b");
+        eventually(
+            "rows are committed on vm-b",
+            Duration::from_secs(120),
+            || {
+                let o = vms.ssh(
+                    A,
+                    &format!("psql -h {b} -U postgres -qtAc 'select count(*) from t'"),
+                );
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).into_owned())
+                }
+            },
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        vms.run(A, "touch /root/stop; sleep 3");
+        let acked: BTreeSet<u64> = vms
+            .run(A, "cat /root/acked")
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let stored: BTreeSet<u64> = vms
+            .run(
+                A,
+                &format!("psql -h {b} -U postgres -qtAc 'select id from t'"),
+            )
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let lost: Vec<&u64> = acked.difference(&stored).collect();
+        assert!(lost.is_empty(), "committed rows missing on vm-b: {lost:?}");
+        assert!(acked.len() >= 5);
+        vms.run(
+            A,
+            &format!("psql -h {b} -U postgres -qtAc 'insert into t values (-1)'"),
+        );
+        assert_eq!(
+            users_of(&vms, B, "postgres").first().map(String::as_str),
+            Some("postgres")
+        );
+        assert!(
+            users_of(&vms, A, "postgres").is_empty(),
+            "no copy left on vm-a"
+        );
+    }
+
+    // A plain workload as nobody: checkpointed (CRIU needs root's rights over it) and moved.
+    cli(
+        &vms,
+        "workload create counter --host vm-a --shadow vm-b --interval 2s --user nobody -- \
+         /bin/sh -c 'n=0; while :; do n=$((n+1)); echo $n; sleep 0.1; done'",
+    );
+    wait_epochs(&vms, "counter", 2);
+    assert_eq!(
+        users_of(&vms, A, "sh")
+            .iter()
+            .filter(|u| *u == "nobody")
+            .count(),
+        1
+    );
+    let log = "/var/lib/understudy-agent/workloads/counter/output.log";
+    let counter_freeze = migrate(&vms, "counter", "vm-b");
+    let tail_a = vms.run(A, &format!("tail -n 5 {log}"));
+    let last_a: u64 = tail_a
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .last()
+        .unwrap_or_else(|| panic!("no count at the end of vm-a's log: {tail_a:?}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let on_b: Vec<u64> = vms
+        .run(B, &format!("cat {log}"))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(on_b.len() > 3, "counting on vm-b");
+    assert!(
+        on_b[0] >= last_a,
+        "vm-b went on from {last_a}: {:?}",
+        &on_b[..3]
+    );
+    assert_eq!(
+        users_of(&vms, B, "sh")
+            .iter()
+            .filter(|u| *u == "nobody")
+            .count(),
+        1
+    );
+    let show = cli(&vms, "workload show counter");
+    assert!(show.contains("user:           nobody"), "{show}");
+    eprintln!(
+        "figures: VM boot {:?}; freeze memcached {mc_there} ms there, {mc_back} ms back; postgres {pg_freeze} ms; nobody counter {counter_freeze} ms; whole test {:.0} s",
+        vms.boot_times,
+        started.elapsed().as_secs_f64()
+    );
+}
