@@ -356,8 +356,8 @@ fn real_services_that_drop_privileges_move_with_their_state() {
     let tail_a = vms.run(A, &format!("tail -n 5 {log}"));
     let last_a: u64 = tail_a
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count at the end of vm-a's log: {tail_a:?}"));
     std::thread::sleep(Duration::from_secs(2));
     let on_b: Vec<u64> = vms
