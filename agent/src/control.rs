@@ -181,7 +181,10 @@ async fn registered_session(
         });
         write_frame(&mut send, PROTOCOL_VERSION, &hb).await?;
         match answer(&mut recv).await? {
-            CoordinatorMessage::HeartbeatAck { seq: acked } if acked == seq => {}
+            CoordinatorMessage::HeartbeatAck { seq: acked, leases } if acked == seq => {
+                // Off the heartbeat's path: a slow supervisor must not delay the next beat.
+                tokio::spawn(crate::lease::renew(ctl.node.clone(), leases));
+            }
             other => return Err(SessionError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -88,7 +88,7 @@ pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
         None => node.orphan(workload).map(|o| LocalCopy {
             spec: o.spec,
             generation: o.generation,
-            shadow: o.shadow,
+            shadow: o.shadow.map(|p| p.name),
             pid: o.pid,
             state: CopyState::Orphaned,
         }),

@@ -12,6 +12,7 @@ pub mod exporter;
 pub mod faults;
 pub mod hostmetrics;
 pub mod inventory;
+pub mod lease;
 pub mod node;
 pub mod orders;
 pub mod predict;

@@ -124,20 +124,29 @@ impl Node {
         lock(&self.orphans).values().cloned().collect()
     }
 
-    /// Records the tree now running `spec`'s workload here, durably.
+    /// Takes the tree of `workload` an earlier run left out of the orphans (it is being
+    /// taken back).
+    pub fn take_orphan(&self, workload: &str) -> Option<CopyRecord> {
+        lock(&self.orphans).remove(workload)
+    }
+
+    /// Records the tree now running `spec`'s workload here, durably: enough for a
+    /// restarted agent to take it back (generation, shadow, pid, next epoch).
     pub fn record_copy(
         &self,
         spec: &WorkloadSpec,
         generation: u64,
         shadow: Option<&Peer>,
         pid: i32,
+        next_epoch: u64,
     ) -> Result<(), String> {
         let record = CopyRecord {
             spec: spec.clone(),
             generation,
-            shadow: shadow.map(|p| p.name.clone()),
+            shadow: shadow.cloned(),
             pid,
             start_ticks: crate::state::copies::start_ticks(pid).unwrap_or(0),
+            next_epoch,
         };
         self.copies.set(record).map_err(|e| e.to_string())
     }

@@ -51,11 +51,21 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             final_epoch,
         } => checkpoint(node, &workload, generation, final_epoch).await,
         Order::Restore {
-            workload,
+            spec,
             generation,
             epoch,
             shadow,
-        } => restore(node, &workload, generation, epoch, shadow).await,
+            lease_ms,
+            ..
+        } => {
+            let name = spec.name.clone();
+            let reply = restore(node, spec, generation, epoch, shadow).await;
+            if reply.is_ok() {
+                // The restored copy starts under the lease the order brings.
+                crate::lease::pass_on(&name, lease_ms).await;
+            }
+            reply
+        }
         Order::Release { workload, .. } => release(node, &workload, true).await,
         Order::Resume {
             workload,
@@ -140,7 +150,7 @@ async fn start(
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(workload = %spec.name, pid = running.pid, "workload started");
-    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), running.pid) {
+    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), running.pid, 1) {
         // Running but not recorded: a restart of this agent would lose track of it.
         running.kill();
         return Err(format!("cannot record the started tree: {e}"));
@@ -183,19 +193,27 @@ async fn checkpoint(
 
 async fn restore(
     node: &Arc<Node>,
-    workload: &str,
+    spec: WorkloadSpec,
     generation: u64,
     epoch: u64,
     shadow: Option<Peer>,
 ) -> Result<OrderReply, String> {
+    let name = spec.name.clone();
+    let workload = name.as_str();
+    for d in &spec.data_dirs {
+        node.data_roots
+            .check_allowed(d)
+            .map_err(|e| format!("{} cannot restore this workload: {e}", node.name))?;
+    }
     let paths = Paths::new(&node.data_dir, workload);
     let store = ShadowStore::new(paths.shadow_epochs());
-    match store.newest() {
-        Some(n) if n == epoch => {}
+    // The newest committed epoch, never one older than the coordinator's recovery point.
+    let epoch = match store.newest() {
+        Some(n) if n >= epoch => n,
         Some(n) => {
             return Err(format!(
-                "asked to restore epoch {epoch}, but the newest committed epoch here is {n}"
-            ))
+            "asked to restore epoch {epoch} or newer, but the newest committed epoch here is {n}"
+        ))
         }
         None => {
             return Err(format!(
@@ -203,7 +221,7 @@ async fn restore(
                 node.name
             ))
         }
-    }
+    };
     let dir = store.epoch_dir(epoch);
     let manifest = Manifest::read_from(&dir).map_err(|e| e.to_string())?;
     // Hash every file again unless this process verified them while committing (an epoch
@@ -216,9 +234,6 @@ async fn restore(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("refusing to restore epoch {epoch}: {e}"))?;
     }
-    let spec = node
-        .shadow_spec(workload)
-        .ok_or_else(|| format!("no spec of {workload:?} known here"))?;
     if !spec.data_dirs.is_empty() {
         // The epoch's data files move into place (hard links shared with older epochs,
         // which go): from here on this host has no shadow copy to fall back on.
@@ -257,7 +272,7 @@ async fn restore(
             "generation {generation} of {workload:?} was superseded during the restore"
         ));
     }
-    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), pid) {
+    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), pid, epoch + 1) {
         running.kill();
         return Err(format!("cannot record the restored tree: {e}"));
     }
@@ -278,6 +293,7 @@ async fn restore(
     // happens after the reply, off the switchover's critical path.
     tokio::task::spawn_blocking(move || store.clear());
     Ok(OrderReply::Restored {
+        epoch,
         pid,
         restore_ms,
         check_ms,
@@ -387,13 +403,19 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
             );
             p.pid
                 .store(running.pid, std::sync::atomic::Ordering::Relaxed);
-            node.record_copy(&p.spec, generation, st.shadow.as_ref(), running.pid)?;
+            node.record_copy(
+                &p.spec,
+                generation,
+                st.shadow.as_ref(),
+                running.pid,
+                st.next_epoch.max(manifest.epoch + 1),
+            )?;
             st.running = Some(running);
             st.next_epoch = st.next_epoch.max(manifest.epoch + 1);
         }
         st.final_dump = None;
         let pid = st.running.as_ref().map_or(0, |r| r.pid);
-        node.record_copy(&p.spec, generation, st.shadow.as_ref(), pid)?;
+        node.record_copy(&p.spec, generation, st.shadow.as_ref(), pid, st.next_epoch)?;
     }
     p.start_loop(node).await;
     Ok(OrderReply::Done)
@@ -415,7 +437,13 @@ async fn set_shadow(
         st.acked = None;
     }
     if let Some(r) = &st.running {
-        node.record_copy(&p.spec, generation, st.shadow.as_ref(), r.pid)?;
+        node.record_copy(
+            &p.spec,
+            generation,
+            st.shadow.as_ref(),
+            r.pid,
+            st.next_epoch,
+        )?;
     }
     Ok(OrderReply::Done)
 }

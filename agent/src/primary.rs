@@ -284,6 +284,18 @@ impl Primary {
             sigs: Arc::new(sent.sigs),
             index: Arc::new(dumped.index),
         });
+        if !final_epoch {
+            // A restarted agent takes the tree back from here, numbering on.
+            if let Err(e) = node.record_copy(
+                &self.spec,
+                st.generation,
+                Some(&shadow),
+                running.pid,
+                st.next_epoch,
+            ) {
+                tracing::warn!(workload = %self.spec.name, "cannot record the epoch's progress: {e}");
+            }
+        }
         Ok(EpochReport {
             workload: self.spec.name.clone(),
             generation: st.generation,

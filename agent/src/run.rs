@@ -158,6 +158,8 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         data_client,
         report_tx,
     ));
+    // Workloads an earlier run started kept running under their supervisors: take them back.
+    crate::workload::adopt::readopt(&node).await;
     tokio::spawn(dataplane::serve(node.clone()));
     match crate::hostmetrics::schema::shipped() {
         Ok(schema) => {

@@ -13,7 +13,7 @@ use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.
@@ -66,7 +66,22 @@ pub enum CoordinatorMessage {
     HeartbeatAck {
         /// The heartbeat's sequence number.
         seq: u64,
+        /// The leases of the workloads this host is the primary of, renewed from now.
+        leases: Vec<Lease>,
     },
+}
+
+/// A workload's lease: this host may run it, under this generation, for `valid_ms` from
+/// when the agent receives it (`None`: without a bound — its failover is manual, nothing
+/// will start another copy by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The workload.
+    pub workload: String,
+    /// The generation the lease is for.
+    pub generation: u64,
+    /// How long it holds, milliseconds.
+    pub valid_ms: Option<u64>,
 }
 
 /// QUIC application close codes used on every understudy connection.

@@ -56,6 +56,21 @@ pub struct WorkloadSpec {
     /// milliseconds (default 30 s).
     #[serde(default = "default_stop_timeout_ms")]
     pub stop_timeout_ms: u64,
+    /// Whether the coordinator restores it on its shadow by itself when its host is lost.
+    #[serde(default)]
+    pub failover: FailoverMode,
+}
+
+/// Who restores a workload whose primary host is lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverMode {
+    /// The coordinator, once the host has been unreachable for `failover_after`; the
+    /// workload runs under a lease and freezes without one.
+    #[default]
+    Auto,
+    /// Nobody: it waits for its host to come back, and runs without a lease.
+    Manual,
 }
 
 impl Default for WorkloadSpec {
@@ -74,6 +89,7 @@ impl Default for WorkloadSpec {
             groups: None,
             stop_signal: default_stop_signal(),
             stop_timeout_ms: default_stop_timeout_ms(),
+            failover: FailoverMode::Auto,
         }
     }
 }
@@ -489,14 +505,20 @@ pub enum Order {
     },
     /// Restore the newest committed epoch (shadow side) and become primary.
     Restore {
+        /// What runs (a shadow whose agent restarted no longer knows).
+        spec: WorkloadSpec,
         /// The workload.
         workload: String,
         /// Its generation.
         generation: u64,
-        /// The epoch to restore; it must be the newest committed one.
+        /// The oldest epoch acceptable: the newest committed one is restored, and refused
+        /// if it is older than this (the recovery point the coordinator recorded).
         epoch: u64,
         /// Where the new primary sends its epochs.
         shadow: Option<Peer>,
+        /// The lease the restored copy starts under (as a heartbeat answer would grant
+        /// it), so that it does not freeze before the coordinator records it the primary.
+        lease_ms: Option<u64>,
     },
     /// Switchover done: forget the stopped original and its images.
     Release {
@@ -618,6 +640,8 @@ pub enum OrderReply {
     Epoch(EpochReport),
     /// The workload was restored and passed its liveness check.
     Restored {
+        /// The epoch restored (the newest committed, at least the one asked for).
+        epoch: u64,
         /// Host pid of the restored tree's root.
         pid: i32,
         /// Time CRIU's restore took, milliseconds.
@@ -640,7 +664,9 @@ impl std::fmt::Display for OrderReply {
         match self {
             OrderReply::Done => write!(f, "done"),
             OrderReply::Epoch(e) => write!(f, "epoch {} committed on {}", e.epoch, e.shadow),
-            OrderReply::Restored { pid, .. } => write!(f, "restored (pid {pid})"),
+            OrderReply::Restored { pid, epoch, .. } => {
+                write!(f, "restored epoch {epoch} (pid {pid})")
+            }
             OrderReply::Failed(e) => write!(f, "failed: {e}"),
             OrderReply::Invalid(e) => write!(f, "refused: {e}"),
             OrderReply::Held(None) => write!(f, "holds nothing of it"),

@@ -26,6 +26,48 @@ pub struct CoordinatorConfig {
     /// How often agents report and when silence means a lost host.
     #[serde(default)]
     pub heartbeat: HeartbeatSection,
+    /// When a lost host's workloads are restored elsewhere, and the leases that fence them.
+    #[serde(default)]
+    pub failover: FailoverSection,
+}
+
+/// `[failover]`: a host unreachable for `failover_after` has its workloads restored on
+/// their shadows; so that they never run twice, a primary that has not heard from the
+/// coordinator for `fence_after` freezes them first. The rule, checked by `validate`:
+/// `failover_after > fence_after + heartbeat.timeout + margin`, the margin being the larger
+/// of 500 ms and a tenth of `fence_after` (the renewal's way to the supervisor, and clocks
+/// that run at slightly different rates).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSection {
+    /// `auto` (default): failovers happen by themselves; `manual`: never, and workloads
+    /// run without leases.
+    pub mode: understudy_common::workload::FailoverMode,
+    /// A workload's lease: how long its primary may run it without hearing from the
+    /// coordinator (default 1.5 s).
+    #[serde(with = "humantime_serde")]
+    pub fence_after: Duration,
+    /// How long a host must be unreachable before its workloads are restored elsewhere
+    /// (default 3.6 s).
+    #[serde(with = "humantime_serde")]
+    pub failover_after: Duration,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        FailoverSection {
+            mode: understudy_common::workload::FailoverMode::Auto,
+            fence_after: Duration::from_millis(1500),
+            failover_after: Duration::from_millis(3600),
+        }
+    }
+}
+
+impl FailoverSection {
+    /// The clock-rate margin the timing rule adds.
+    pub fn margin(&self) -> Duration {
+        (self.fence_after / 10).max(Duration::from_millis(500))
+    }
 }
 
 /// `[quic]`
@@ -83,8 +125,8 @@ pub struct HeartbeatSection {
 impl Default for HeartbeatSection {
     fn default() -> Self {
         HeartbeatSection {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(5),
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(1500),
         }
     }
 }
@@ -123,6 +165,38 @@ impl Validate for CoordinatorConfig {
                     "{} must be at least twice heartbeat.interval ({})",
                     humantime::format_duration(hb.timeout),
                     humantime::format_duration(hb.interval)
+                ),
+            ));
+        }
+        let f = &self.failover;
+        check_range(
+            &mut problems,
+            "failover.fence_after",
+            f.fence_after,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        check_range(
+            &mut problems,
+            "failover.failover_after",
+            f.failover_after,
+            Duration::from_secs(2),
+            Duration::from_secs(86_400),
+        );
+        let needed = f.fence_after + hb.timeout + f.margin();
+        if f.fence_after <= Duration::from_secs(3600)
+            && hb.timeout <= Duration::from_secs(600)
+            && f.failover_after <= needed
+        {
+            problems.push(Problem::new(
+                "failover.failover_after",
+                format!(
+                    "{} must be more than failover.fence_after ({}) + heartbeat.timeout ({}) + a margin of {} = {}: a lost primary must have frozen its workloads before they are restored elsewhere",
+                    humantime::format_duration(f.failover_after),
+                    humantime::format_duration(f.fence_after),
+                    humantime::format_duration(hb.timeout),
+                    humantime::format_duration(f.margin()),
+                    humantime::format_duration(needed)
                 ),
             ));
         }
@@ -199,6 +273,37 @@ mod tests {
             .collect();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].reason.contains("outside"), "{p:?}");
+    }
+
+    #[test]
+    fn a_failover_that_could_outrun_the_fence_is_refused_naming_both_keys() {
+        let cfg: CoordinatorConfig = parse(
+            r#"
+            [tls]
+            ca = "/x/ca.crt"
+            cert = "/x/c.crt"
+            key = "/x/c.key"
+            [store]
+            path = "/tmp/c.redb"
+            [heartbeat]
+            interval = "1s"
+            timeout = "5s"
+            [failover]
+            fence_after = "15s"
+            failover_after = "20s"
+            "#,
+        )
+        .unwrap();
+        let p: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .filter(|p| p.key == "failover.failover_after")
+            .collect();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].reason.contains("failover.fence_after") && p[0].reason.contains("21s 500ms"),
+            "{p:?}"
+        );
     }
 
     #[test]

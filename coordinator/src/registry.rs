@@ -48,6 +48,8 @@ struct Live {
 struct Entry {
     record: HostRecord,
     live: Option<Live>,
+    /// When this process last heard from the host (kept after it disconnects).
+    last_heard: Option<Instant>,
 }
 
 /// A host registering on a new connection.
@@ -82,7 +84,14 @@ impl Registry {
             .into_iter()
             .map(|mut record| {
                 record.connected = false;
-                (record.name.clone(), Entry { record, live: None })
+                (
+                    record.name.clone(),
+                    Entry {
+                        record,
+                        live: None,
+                        last_heard: None,
+                    },
+                )
             })
             .collect();
         Registry { hosts, timeout }
@@ -103,12 +112,14 @@ impl Registry {
                 data_port: None,
             },
             live: None,
+            last_heard: None,
         });
         let replaced = entry.live.take().map(|l| l.conn);
         entry.live = Some(Live {
             conn: reg.conn,
             last_heard: now,
         });
+        entry.last_heard = Some(now);
         let r = &mut entry.record;
         r.address = Some(reg.address);
         r.connected = true;
@@ -135,6 +146,7 @@ impl Registry {
         if let Some(live) = entry.live.as_mut() {
             live.last_heard = now;
         }
+        entry.last_heard = Some(now);
         entry.record.last_seen_unix_ms = wall_ms;
         entry.record.telemetry = Some(telemetry);
         entry.record.heartbeats += 1;
@@ -166,6 +178,18 @@ impl Registry {
             }
         }
         expired
+    }
+
+    /// Whether `name` is connected, and how long since this process last heard from it
+    /// (since `started`, this process's start, if never): what failover waits on.
+    pub fn silence(&self, name: &str, now: Instant, started: Instant) -> (bool, Duration) {
+        match self.hosts.get(name) {
+            Some(e) => (
+                e.live.is_some(),
+                now.saturating_duration_since(e.last_heard.unwrap_or(started)),
+            ),
+            None => (false, now.saturating_duration_since(started)),
+        }
     }
 
     /// The record of one host.
@@ -239,6 +263,34 @@ mod tests {
         assert!(r.disconnected("a", 1).is_none());
         assert!(r.get("a").unwrap().connected);
         assert_eq!(r.get("a").unwrap().first_seen_unix_ms, 1000);
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_word_heard_or_from_start() {
+        let t0 = Instant::now();
+        let mut r = Registry::new([], Duration::from_secs(5));
+        assert_eq!(
+            r.silence("a", t0 + Duration::from_secs(9), t0),
+            (false, Duration::from_secs(9))
+        );
+        r.register(reg("a", 1), t0 + Duration::from_secs(10), 1000);
+        assert!(r.heartbeat(
+            "a",
+            1,
+            TelemetrySummary::default(),
+            t0 + Duration::from_secs(12),
+            2000
+        ));
+        assert_eq!(
+            r.silence("a", t0 + Duration::from_secs(13), t0),
+            (true, Duration::from_secs(1))
+        );
+        r.disconnected("a", 1);
+        assert_eq!(
+            r.silence("a", t0 + Duration::from_secs(40), t0),
+            (false, Duration::from_secs(28)),
+            "counted from the last heartbeat, not from the disconnection"
+        );
     }
 
     #[test]

@@ -35,16 +35,17 @@ const HOSTS: Kind = Kind {
     // Host records have not changed since version 2.
     oldest: 2,
 };
-// Version 4 added the spec's user, groups and stop settings.
+// Version 4 added the spec's user, groups and stop settings; 5 its failover mode, the
+// lost state, failovers and their recovery points.
 const WORKLOADS: Kind = Kind {
     table: TableDefinition::new("workloads"),
     name: "workload",
-    oldest: 4,
+    oldest: 5,
 };
 const MIGRATIONS: Kind = Kind {
     table: TableDefinition::new("migrations"),
     name: "migration",
-    oldest: 4,
+    oldest: 5,
 };
 const TOMBSTONES: Kind = Kind {
     table: TableDefinition::new("tombstones"),
@@ -54,7 +55,7 @@ const TOMBSTONES: Kind = Kind {
 const KINDS: [Kind; 4] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES];
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 4;
+pub const RECORD_VERSION: u8 = 5;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;

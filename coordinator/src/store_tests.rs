@@ -86,6 +86,11 @@ fn spec(name: &str, full: bool) -> WorkloadSpec {
         groups: full.then(|| vec!["adm".into()]),
         stop_signal: "SIGINT".into(),
         stop_timeout_ms: 5_000,
+        failover: if full {
+            understudy_common::workload::FailoverMode::Manual
+        } else {
+            understudy_common::workload::FailoverMode::Auto
+        },
     }
 }
 
@@ -118,6 +123,8 @@ fn workload(name: &str, state: WorkloadState, full: bool) -> WorkloadRecord {
             freeze_ms: Some(12),
             total_ms: 40,
             finished_unix_ms: 5,
+            recovery_epoch: Some(8),
+            recovery_age_ms: Some(900),
         }),
         restarts: 1,
         last_exit: full.then(|| ("exited with status 3".into(), 7)),
@@ -131,7 +138,8 @@ fn every_state() -> Vec<WorkloadState> {
         WorkloadState::Running,
         WorkloadState::Migrating,
         WorkloadState::Exited("exited with status 3".into()),
-        WorkloadState::Failed("lost".into()),
+        WorkloadState::Failed("could not start".into()),
+        WorkloadState::Lost("a unreachable".into()),
     ]
 }
 

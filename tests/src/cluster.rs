@@ -24,6 +24,11 @@ pub const QUIC_PORT: u16 = 7440;
 pub const HTTP_PORT: u16 = 7441;
 /// Heartbeat timeout configured for test coordinators.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The lease of test coordinators: a primary cut off this long freezes its workloads.
+pub const FENCE_AFTER: Duration = Duration::from_secs(5);
+/// How long a test coordinator waits before failing a silent host's workloads over
+/// (more than the lease, the heartbeat timeout and the 1 s margin).
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(10);
 
 /// Path of one of the workspace's binaries (built next to the test executables).
 pub fn bin(name: &str) -> PathBuf {
@@ -160,8 +165,13 @@ path = "{d}/data/coordinator.redb"
 [heartbeat]
 interval = "500ms"
 timeout = "{}ms"
+[failover]
+fence_after = "{}ms"
+failover_after = "{}ms"
 "#,
             HEARTBEAT_TIMEOUT.as_millis(),
+            FENCE_AFTER.as_millis(),
+            FAILOVER_AFTER.as_millis(),
             d = d.display()
         );
         fs::write(d.join("coordinator.toml"), cfg).unwrap();
@@ -335,11 +345,24 @@ interval = "200ms"
         }
     }
 
-    /// The hosts among `hosts` that run a process whose command line contains `marker`.
+    /// The hosts among `hosts` where a workload process whose command line contains
+    /// `marker` runs: not its supervisor or `unshare` (whose command lines hold the
+    /// workload's), and not stopped (a copy frozen by its lease does not run).
     pub fn running_on(&self, hosts: &[&str], marker: &str) -> Vec<String> {
         hosts
             .iter()
-            .filter(|h| !self.processes(h, marker).is_empty())
+            .filter(|h| {
+                self.processes(h, marker).iter().any(|p| {
+                    let argv0 = fs::read(format!("/proc/{p}/cmdline"))
+                        .unwrap_or_default()
+                        .split(|b| *b == 0)
+                        .next()
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .unwrap_or_default();
+                    let ours = argv0.ends_with("understudy-agent") || argv0.ends_with("unshare");
+                    !ours && proc_state(*p).is_some_and(|st| st != "T" && st != "t")
+                })
+            })
             .map(|h| (*h).to_owned())
             .collect()
     }
@@ -399,6 +422,13 @@ interval = "200ms"
         procs
             .get_mut(name)
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Partitions `hosts` from each other (and only from each other), or heals them.
+    pub fn isolate(&self, hosts: &[&str], on: bool) {
+        for h in hosts {
+            self.net.isolate(self.host(h), on).unwrap();
+        }
     }
 
     /// Limits every host's link to `rate` (tc syntax, e.g. `1gbit`).
@@ -582,6 +612,16 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped, …).
+pub fn proc_state(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
 }
 
 /// The value of sample `sample` (`name{labels}` exactly as exposed) in a Prometheus text.

@@ -47,6 +47,23 @@ pub fn the_one_copy(c: &Cluster, hosts: &[&str], name: &str) -> String {
     on[0].clone()
 }
 
+/// Waits (a few seconds at most: a copy frozen by its lease thaws at the next renewal)
+/// until exactly one host among `hosts` runs `name`; returns it.
+pub fn one_copy_soon(c: &Cluster, hosts: &[&str], name: &str) -> String {
+    eventually(
+        &format!("{name} runs on exactly one host"),
+        Duration::from_secs(5),
+        || {
+            let on = c.running_on(hosts, &marker(name));
+            if on.len() == 1 {
+                Ok(on[0].clone())
+            } else {
+                Err(format!("{on:?}"))
+            }
+        },
+    )
+}
+
 /// Waits until the counter `name` logs on `host` beyond what it had logged, and returns
 /// the last value.
 pub fn advancing(c: &Cluster, host: &str, name: &str) -> u64 {

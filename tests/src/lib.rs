@@ -11,6 +11,7 @@ pub mod copies;
 pub mod criu;
 pub mod netns;
 pub mod rawclient;
+pub mod soak;
 pub mod vm;
 pub mod wait;
 

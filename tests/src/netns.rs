@@ -125,6 +125,28 @@ impl Net {
         ip(&["link", "set", &host.veth, if up { "up" } else { "down" }])
     }
 
+    /// Isolates (`on`) or joins again a host's bridge port: isolated ports cannot reach
+    /// each other, but still reach every other host and the test process (a partition of
+    /// chosen hosts that leaves the rest of the network as it is).
+    pub fn isolate(&self, host: &Host, on: bool) -> Result<(), String> {
+        let out = Command::new("bridge")
+            .args([
+                "link",
+                "set",
+                "dev",
+                &host.veth,
+                "isolated",
+                if on { "on" } else { "off" },
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Limits `host`'s link to `rate` (tc syntax, e.g. `1gbit`) in both directions.
     pub fn limit_rate(&self, host: &Host, rate: &str) -> Result<(), String> {
         let tbf = [

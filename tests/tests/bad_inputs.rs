@@ -45,7 +45,7 @@ fn coordinator_config(dir: &std::path::Path, key: &str, timeout: &str) -> std::p
     std::fs::write(
         &cfg,
         format!(
-            "[tls]\nca = \"{d}/ca.crt\"\ncert = \"{d}/coord.crt\"\nkey = \"{d}/{key}\"\n[store]\npath = \"{d}/c.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"{timeout}\"\n"
+            "[tls]\nca = \"{d}/ca.crt\"\ncert = \"{d}/coord.crt\"\nkey = \"{d}/{key}\"\n[store]\npath = \"{d}/c.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"{timeout}\"\n[failover]\nfence_after = \"2s\"\nfailover_after = \"10s\"\n"
         ),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{advancing, create_counter, marker, the_one_copy};
+use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -267,7 +267,7 @@ fn interrupted_switchover(c: &Cluster, faults: &str, aborts: bool) -> WorkloadRe
             other => Err(format!("{other:?}")),
         }
     });
-    let host = the_one_copy(c, &["host-a", "host-b"], "hop");
+    let host = one_copy_soon(c, &["host-a", "host-b"], "hop");
     assert_eq!(
         host, after.primary,
         "{faults}: the copy runs where the record says"

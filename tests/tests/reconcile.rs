@@ -95,7 +95,7 @@ fn a_primary_whose_workload_died_with_its_agent_is_shown_failed_with_the_cause()
 }
 
 #[test]
-fn a_delete_stops_a_copy_that_a_restarted_agent_no_longer_supervises() {
+fn a_restarted_agent_takes_its_workload_back_and_a_delete_still_stops_it() {
     require_e2e!();
     require_criu!();
     let c = Cluster::started(&HOSTS);
@@ -115,21 +115,28 @@ fn a_delete_stops_a_copy_that_a_restarted_agent_no_longer_supervises() {
         &marker("quiet"),
     ]);
     c.wait_for_epochs("quiet", 1);
-    // Stopped cleanly, then killed: each restarted agent still knows the tree it left.
+    // Stopped cleanly, then killed: each restarted agent takes back the tree it left, and
+    // its epochs go on under the same generation.
     for signal in ["TERM", "KILL"] {
+        let before = c.workload("quiet").unwrap();
         c.restart_agent("host-a", signal == "KILL");
-        let w = eventually(
-            "the record says who runs it",
-            Duration::from_secs(30),
-            || {
-                let w = c.workload("quiet")?;
-                match &w.unprotected {
-                    Some(why) if why.contains("no longer supervises") => Ok(w),
-                    other => Err(format!("{:?} {other:?}", w.state)),
-                }
-            },
-        );
+        let w = eventually("its epochs resume", Duration::from_secs(30), || {
+            let w = c.workload("quiet")?;
+            let fresh = w.last_epoch.as_ref().is_some_and(|e| {
+                Some(e.epoch) > before.last_epoch.as_ref().map(|b| b.epoch)
+                    && e.generation == before.generation
+            });
+            if fresh && w.epochs >= before.epochs + 2 && w.unprotected.is_none() {
+                Ok(w)
+            } else {
+                Err(format!("{:?} {} {:?}", w.state, w.epochs, w.unprotected))
+            }
+        });
         assert_eq!(w.state, WorkloadState::Running, "after SIG{signal}");
+        assert_eq!(
+            w.generation, before.generation,
+            "no move, no new generation"
+        );
         assert_eq!(the_one_copy(&c, &HOSTS, "quiet"), "host-a");
     }
     let out = c.cli(&["workload", "delete", "quiet"]);

@@ -209,7 +209,7 @@ fn a_delete_stops_the_service_as_a_service_manager_would() {
 }
 
 #[test]
-fn a_workload_that_prints_outlives_its_agent_and_keeps_its_output() {
+fn a_workload_that_prints_outlives_its_agent_and_is_taken_back() {
     require_e2e!();
     require_criu!();
     let c = Cluster::started(&["host-a", "host-b"]);
@@ -218,8 +218,11 @@ fn a_workload_that_prints_outlives_its_agent_and_keeps_its_output() {
     c.kill("host-a");
     // Nobody reads a pipe for it any more: its supervisor writes its log.
     let last = advancing(&c, "host-a", "talker");
+    let before = c.workload("talker").unwrap().epochs;
     c.start_agent("host-a");
     advancing(&c, "host-a", "talker");
+    // Taken back: protected again.
+    c.wait_for_epochs("talker", before + 2);
     assert_eq!(the_one_copy(&c, &["host-a", "host-b"], "talker"), "host-a");
     let counts = numbers(&c.output_log("host-a", "talker"));
     let from = counts.iter().position(|n| *n == last).unwrap();

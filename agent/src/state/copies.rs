@@ -12,13 +12,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use understudy_common::workload::WorkloadSpec;
+use understudy_common::workload::{Peer, WorkloadSpec};
 
 use super::{Format, StateFileError};
 
 const FORMAT: Format = Format {
     magic: b"USCP",
-    version: 2,
+    version: 3,
     max_bytes: 16 << 20,
 };
 
@@ -29,12 +29,14 @@ pub struct CopyRecord {
     pub spec: WorkloadSpec,
     /// The generation it runs under.
     pub generation: u64,
-    /// Where its epochs went.
-    pub shadow: Option<String>,
+    /// Where its epochs go.
+    pub shadow: Option<Peer>,
     /// Host pid of the tree's root.
     pub pid: i32,
     /// The root's start time in clock ticks since boot.
     pub start_ticks: u64,
+    /// The number its next epoch takes (epoch numbers only grow).
+    pub next_epoch: u64,
 }
 
 /// The persisted set of trees.
@@ -159,9 +161,13 @@ mod tests {
                 ..Default::default()
             },
             generation: 2,
-            shadow: Some("b".into()),
+            shadow: Some(Peer {
+                name: "b".into(),
+                addr: "10.0.0.2:7442".parse().unwrap(),
+            }),
             pid,
             start_ticks: start_ticks(pid).unwrap_or(0),
+            next_epoch: 12,
         }
     }
 

@@ -28,6 +28,12 @@ fn address(workload: &str) -> std::io::Result<SocketAddr> {
 pub enum Request {
     /// How the service is doing.
     Status,
+    /// The coordinator renewed the workload's lease for this long from now (`None`: run
+    /// without one); answered with the status.
+    Renew {
+        /// The lease, milliseconds.
+        valid_ms: Option<u64>,
+    },
 }
 
 /// How the service is doing.
@@ -43,6 +49,10 @@ pub struct Status {
     pub exit: Option<String>,
     /// Output lost to an unwritable log since the supervisor started: bytes, lines.
     pub dropped: (u64, u64),
+    /// Whether the tree is frozen because its lease ran out.
+    pub frozen: bool,
+    /// Lease left, milliseconds, if one applies.
+    pub lease_ms: Option<u64>,
 }
 
 /// Listens on `workload`'s socket (non-blocking).

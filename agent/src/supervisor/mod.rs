@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod control;
+pub mod lease;
 pub mod output;
 
 use std::fs::{File, OpenOptions};
@@ -127,6 +128,8 @@ pub fn run(launch: Launch) -> i32 {
     let mut exited: Option<(String, i32)> = None;
     let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut lease = lease::Lease::default();
+    let mut last_tick = Instant::now();
     loop {
         let mut fds = vec![PollFd::new(signals.wake.as_fd(), PollFlags::POLLIN)];
         let out_at = out.as_ref().map(|o| {
@@ -137,12 +140,22 @@ pub fn run(launch: Launch) -> i32 {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
-        let timeout = match drain_until {
-            Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
-                .unwrap_or(PollTimeout::ZERO),
-            None => PollTimeout::NONE,
+        // Wake at least every LEASE_STEP while a lease applies, to count it down.
+        let wait = match (drain_until, lease.remaining()) {
+            (Some(t), _) => Some(t.saturating_duration_since(Instant::now())),
+            (None, Some(_)) => Some(LEASE_STEP),
+            (None, None) => None,
         };
+        let timeout = wait.map_or(PollTimeout::NONE, |d| {
+            PollTimeout::try_from(d).unwrap_or(PollTimeout::ZERO)
+        });
         let _ = poll(&mut fds, timeout);
+        let now = Instant::now();
+        apply(
+            lease.tick(now.saturating_duration_since(last_tick)),
+            &mut log,
+        );
+        last_tick = now;
         let ready: Vec<bool> = fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
@@ -169,12 +182,22 @@ pub fn run(launch: Launch) -> i32 {
         }
         if let (Ok(l), true) = (&listener, is_ready(listener_at)) {
             if let Ok((conn, _)) = l.accept() {
-                control::answer(conn, |control::Request::Status| control::Status {
-                    supervisor_pid: std::process::id().try_into().unwrap_or(0),
-                    service_pid: service,
-                    user: user.clone(),
-                    exit: exited.as_ref().map(|(s, _)| s.clone()),
-                    dropped: (log.total.bytes, log.total.lines),
+                control::answer(conn, |req| {
+                    if let control::Request::Renew { valid_ms } = req {
+                        let action = lease.renew(valid_ms.map(Duration::from_millis));
+                        apply(action, &mut log);
+                    }
+                    control::Status {
+                        supervisor_pid: std::process::id().try_into().unwrap_or(0),
+                        service_pid: service,
+                        user: user.clone(),
+                        exit: exited.as_ref().map(|(s, _)| s.clone()),
+                        dropped: (log.total.bytes, log.total.lines),
+                        frozen: lease.frozen(),
+                        lease_ms: lease
+                            .remaining()
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    }
                 });
             }
         }
@@ -186,6 +209,27 @@ pub fn run(launch: Launch) -> i32 {
             }
         }
     }
+}
+
+/// How often the loop counts a running lease down.
+const LEASE_STEP: Duration = Duration::from_millis(250);
+
+/// Freezes or thaws every process of the namespace but this one (signalling `-1` from
+/// process 1 of a PID namespace reaches exactly those), and says so in the log.
+fn apply<W: std::io::Write>(action: lease::Action, log: &mut OutputLog<W>) {
+    let (sig, note) = match action {
+        lease::Action::None => return,
+        lease::Action::Freeze => (
+            Signal::SIGSTOP,
+            "[understudy] lease expired: the workload is frozen until the coordinator renews its lease\n",
+        ),
+        lease::Action::Thaw => (
+            Signal::SIGCONT,
+            "[understudy] lease renewed: the workload continues\n",
+        ),
+    };
+    let _ = kill(Pid::from_raw(-1), sig);
+    log.write(note.as_bytes());
 }
 
 /// Starts the command with its output on a pipe; returns its pid and the pipe's read end.

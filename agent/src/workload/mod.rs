@@ -1,6 +1,7 @@
 //! Workloads on this host: starting and supervising their process trees, and where their
 //! files live in the agent's data directory.
 
+pub mod adopt;
 pub mod precheck;
 pub mod probes;
 pub mod process;

@@ -288,6 +288,35 @@ pub fn start(
     })
 }
 
+/// Watches a tree this process did not start (an earlier run of the agent did) by polling:
+/// it is not this process's child, so it cannot be waited for. The tree is the process
+/// `pid` that started at `start_ticks`; its output is in `log`.
+pub fn adopt_running(pid: i32, start_ticks: u64, log: &Path, hook: ExitHook) -> Running {
+    let expected = Arc::new(AtomicBool::new(false));
+    let exit_status = log.with_file_name(crate::supervisor::EXIT_STATUS_FILE);
+    let exp = expected.clone();
+    std::thread::spawn(move || {
+        while crate::state::copies::start_ticks(pid) == Some(start_ticks) && is_alive(pid) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let text = std::fs::read_to_string(&exit_status)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map_or_else(
+                || "ended (how is unknown: an earlier run of this agent started it)".to_string(),
+                |t| t.trim().to_owned(),
+            );
+        if !exp.load(Ordering::SeqCst) {
+            hook(text);
+        }
+    });
+    Running {
+        pid,
+        stdio_key: file_key(log),
+        expected_exit: expected,
+    }
+}
+
 /// Watches a tree CRIU restored as this process's child, its output in `log`.
 pub fn adopt_restored(pid: i32, log: &Path, hook: ExitHook) -> Running {
     let expected = Arc::new(AtomicBool::new(false));

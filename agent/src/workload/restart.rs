@@ -106,7 +106,13 @@ async fn on_exit(node: Arc<Node>, workload: String, generation: u64, status: Str
             let restarts = p.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             p.pid.store(running.pid, Ordering::SeqCst);
             tracing::info!(workload = %workload, pid = running.pid, restarts, "workload restarted");
-            if let Err(e) = node.record_copy(&p.spec, generation, st.shadow.as_ref(), running.pid) {
+            if let Err(e) = node.record_copy(
+                &p.spec,
+                generation,
+                st.shadow.as_ref(),
+                running.pid,
+                st.next_epoch,
+            ) {
                 tracing::warn!(workload = %workload, "cannot record the restarted tree: {e}");
             }
             st.running = Some(running);

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 use serde::Deserialize;
 use understudy_common::exit;
-use understudy_common::workload::{Probe, RestartPolicy, WorkloadSpec};
+use understudy_common::workload::{FailoverMode, Probe, RestartPolicy, WorkloadSpec};
 
 use super::api::{get, print_json, short_duration};
 use super::workload_view as view;
@@ -105,6 +105,18 @@ pub struct ServiceArgs {
     /// How long a stop waits before killing the whole tree (default 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     stop_timeout: Option<Duration>,
+    /// `auto` (default): restored on its shadow when its host is lost, running under a
+    /// lease; `manual`: it waits for its host, without a lease.
+    #[arg(long, value_parser = parse_failover)]
+    failover: Option<FailoverMode>,
+}
+
+fn parse_failover(s: &str) -> Result<FailoverMode, String> {
+    match s {
+        "auto" => Ok(FailoverMode::Auto),
+        "manual" => Ok(FailoverMode::Manual),
+        other => Err(format!("{other:?} is not auto or manual")),
+    }
 }
 
 impl ServiceArgs {
@@ -124,6 +136,9 @@ impl ServiceArgs {
             .or_else(|| file.and_then(|f| f.stop_timeout))
         {
             spec.stop_timeout_ms = ms(t);
+        }
+        if let Some(f) = self.failover.or_else(|| file.and_then(|f| f.failover)) {
+            spec.failover = f;
         }
     }
 }
@@ -158,6 +173,7 @@ struct SpecFile {
     stop_signal: Option<String>,
     #[serde(default, with = "humantime_serde")]
     stop_timeout: Option<Duration>,
+    failover: Option<FailoverMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,6 +495,9 @@ fn print_workload(w: &WorkloadView) {
         r.spec.stop_signal,
         humantime::format_duration(Duration::from_millis(r.spec.stop_timeout_ms))
     );
+    if r.spec.failover == FailoverMode::Manual {
+        outln!("failover:       manual (waits for its host; no lease)");
+    }
     outln!("primary:        {}", r.primary);
     outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
     outln!("generation:     {}", r.generation);
@@ -534,7 +553,23 @@ fn print_workload(w: &WorkloadView) {
         let age = Duration::from_millis(now.saturating_sub(*at));
         outln!("last exit:      {status}, {} ago", short_duration(age));
     }
-    if let Some(m) = &r.last_migration {
+    if let Some(m) = r
+        .last_migration
+        .as_ref()
+        .filter(|m| m.outcome == "failed over")
+    {
+        outln!(
+            "last move:      failed over from {} to {} {} ago (generation {}), recovery point epoch {}{}",
+            m.from,
+            m.to,
+            short_duration(Duration::from_millis(now.saturating_sub(m.finished_unix_ms))),
+            m.generation,
+            m.recovery_epoch.map_or("?".into(), |e| e.to_string()),
+            m.recovery_age_ms
+                .map(|a| format!(" ({:.1} s old)", a as f64 / 1000.0))
+                .unwrap_or_default()
+        );
+    } else if let Some(m) = &r.last_migration {
         outln!(
             "last move:      {} -> {} {} (generation {}){}{}",
             m.from,

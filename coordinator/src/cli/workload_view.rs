@@ -30,6 +30,7 @@ pub fn long_state(r: &WorkloadRecord) -> String {
     match &r.state {
         WorkloadState::Exited(s) => format!("exited ({s})"),
         WorkloadState::Failed(e) => format!("failed: {e}"),
+        WorkloadState::Lost(e) => format!("lost: {e}"),
         other => other.name().to_owned(),
     }
 }

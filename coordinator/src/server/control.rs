@@ -119,7 +119,10 @@ async fn session(
                 if let Some(inventory) = &hb.inventory {
                     reconciler::on_inventory(shared, name, inventory);
                 }
-                let ack = CoordinatorMessage::HeartbeatAck { seq: hb.seq };
+                let ack = CoordinatorMessage::HeartbeatAck {
+                    seq: hb.seq,
+                    leases: shared.leases_for(name),
+                };
                 write_frame(&mut send, PROTOCOL_VERSION, &ack).await?;
             }
             other => {

@@ -5,6 +5,7 @@
 //! workload side in [`records`].
 
 pub mod control;
+pub mod failover;
 pub mod http;
 pub mod orders;
 pub mod reconciler;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub started: Instant,
     /// The heartbeat interval agents are told to use.
     pub heartbeat_interval: Duration,
+    /// When lost hosts' workloads move, and their leases.
+    pub failover: crate::workloads::failover::Settings,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
         loaded: Loaded,
         heartbeat_interval: Duration,
         heartbeat_timeout: Duration,
+        failover: crate::workloads::failover::Settings,
     ) -> Self {
         let registry = Registry::new(loaded.hosts, heartbeat_timeout);
         let mut workloads = loaded.workloads;
@@ -91,6 +95,7 @@ impl Shared {
             metrics: Metrics::new(),
             started: Instant::now(),
             heartbeat_interval,
+            failover,
         };
         shared.update_gauges(&shared.lock());
         shared
@@ -213,6 +218,19 @@ impl Shared {
         let st = self.lock();
         let id = st.registry.connection_of(name)?;
         st.conns.get(&id).cloned()
+    }
+
+    /// Whether host `name` is connected, and how long this coordinator has not heard
+    /// from it.
+    pub fn host_now(&self, name: &str) -> crate::workloads::failover::HostNow {
+        let (connected, silent_for) =
+            self.lock()
+                .registry
+                .silence(name, Instant::now(), self.started);
+        crate::workloads::failover::HostNow {
+            connected,
+            silent_for,
+        }
     }
 
     /// Whether host `name` has a live connection.

@@ -18,6 +18,21 @@ use crate::workloads::{Tombstone, WorkloadRecord, WorkloadState};
 /// report taken before the operation finished may still be on its way).
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// Workloads no operation holds, and none ended in the last [`SETTLE`].
+fn idle_in(b: &Book) -> BTreeSet<String> {
+    let now = Instant::now();
+    b.records
+        .keys()
+        .filter(|n| !b.claims.contains_key(*n))
+        .filter(|n| {
+            b.settled
+                .get(*n)
+                .is_none_or(|t| now.duration_since(*t) >= SETTLE)
+        })
+        .cloned()
+        .collect()
+}
+
 /// The workload records and what goes with them.
 #[derive(Debug)]
 pub struct Book {
@@ -187,18 +202,7 @@ impl Shared {
             let f = b.floors.entry(name.clone()).or_insert(0);
             *f = (*f).max(*g);
         }
-        let now = Instant::now();
-        let idle: BTreeSet<String> = b
-            .records
-            .keys()
-            .filter(|n| !b.claims.contains_key(*n))
-            .filter(|n| {
-                b.settled
-                    .get(*n)
-                    .is_none_or(|t| now.duration_since(*t) >= SETTLE)
-            })
-            .cloned()
-            .collect();
+        let idle = idle_in(&b);
         let absent_before = b.absent.remove(host).unwrap_or_default();
         let (fixes, absent) = reconcile(
             host,
@@ -250,6 +254,23 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// The leases `host` holds now (see [`crate::workloads::failover`]).
+    pub fn leases_for(&self, host: &str) -> Vec<understudy_common::protocol::Lease> {
+        crate::workloads::failover::leases(host, self.book().records.values(), &self.failover)
+    }
+
+    /// The lease a copy of `spec`'s workload runs under on its primary, ms (`None`: none).
+    pub fn lease_of(&self, spec: &understudy_common::workload::WorkloadSpec) -> Option<u64> {
+        crate::workloads::failover::lease_ms(spec, &self.failover)
+    }
+
+    /// Failover decisions for the idle workloads now.
+    pub fn failover_decisions(&self) -> Vec<crate::workloads::failover::Decision> {
+        let records: Vec<WorkloadRecord> = self.workload_list();
+        let idle = idle_in(&self.book());
+        crate::workloads::failover::decide(&records, |h| self.host_now(h), &idle, &self.failover)
     }
 
     /// Whether a workload's shadow host is currently disconnected, for display.

@@ -53,7 +53,19 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     let loaded = store.load()?;
     let interrupted = loaded.migrations.clone();
     let hb = &config.heartbeat;
-    let shared = Arc::new(Shared::new(store, loaded, hb.interval, hb.timeout));
+    let f = &config.failover;
+    let settings = crate::workloads::failover::Settings {
+        mode: f.mode,
+        fence_after: f.fence_after,
+        failover_after: f.failover_after,
+    };
+    let shared = Arc::new(Shared::new(
+        store,
+        loaded,
+        hb.interval,
+        hb.timeout,
+        settings,
+    ));
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {
@@ -142,6 +154,7 @@ async fn sweep_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<
             _ = stop.wait_for(|s| *s) => return,
         }
         shared.expire();
+        super::failover::tick(&shared);
         since_flush += Duration::from_millis(250);
         if since_flush >= FLUSH_EVERY {
             since_flush = Duration::ZERO;

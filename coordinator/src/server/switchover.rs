@@ -11,7 +11,7 @@ use understudy_common::workload::{Order, OrderReply, Peer};
 use super::records::Claim;
 use super::workloads::{err, expect_shadow, ApiError, MigrateRequest, MigrationStatus};
 use super::{orders, wall_ms, Shared};
-use crate::workloads::migration::{Delivery, Migration, Outcome, Phase, Step};
+use crate::workloads::migration::{Delivery, Kind, Migration, Outcome, Phase, Step};
 use crate::workloads::placement::pick_shadow;
 use crate::workloads::{MigrationSummary, WorkloadRecord, WorkloadState};
 
@@ -160,12 +160,9 @@ pub async fn migrate(
 async fn prepare(shared: &Arc<Shared>, mut m: Migration, step: Step) -> (Migration, Step) {
     let name = m.workload().to_owned();
     let to = m.to.name.clone();
-    if expect_shadow(shared, &name, m.generation, &to, &m.from)
-        .await
-        .is_none()
-    {
+    if let Err(why) = expect_shadow(shared, &name, m.generation, &to, &m.from).await {
         let step = m.on_delivery(
-            Delivery::NotSent(format!("target {to} did not accept the epochs")),
+            Delivery::NotSent(format!("target {to} did not accept the epochs: {why}")),
             wall_ms(),
         );
         return (m, step);
@@ -173,7 +170,7 @@ async fn prepare(shared: &Arc<Shared>, mut m: Migration, step: Step) -> (Migrati
     if let Some(s) = m.new_shadow.clone() {
         if expect_shadow(shared, &name, m.generation, &s.name, &to)
             .await
-            .is_none()
+            .is_err()
         {
             // The move can go on unshadowed; placement picks another shadow later.
             m.new_shadow = None;
@@ -185,11 +182,11 @@ async fn prepare(shared: &Arc<Shared>, mut m: Migration, step: Step) -> (Migrati
 /// Makes `to` the shadow of the workload and waits until an epoch is committed there.
 async fn move_shadow(shared: &Arc<Shared>, m: &Migration, to: &Peer) -> Result<(), String> {
     let name = m.workload();
-    if expect_shadow(shared, name, m.generation, &to.name, &m.from)
-        .await
-        .is_none()
-    {
-        return Err(format!("{} did not accept to become the shadow", to.name));
+    if let Err(why) = expect_shadow(shared, name, m.generation, &to.name, &m.from).await {
+        return Err(format!(
+            "{} did not accept to become the shadow: {why}",
+            to.name
+        ));
     }
     let order = Order::SetShadow {
         workload: name.to_owned(),
@@ -247,7 +244,12 @@ pub fn resume_interrupted(shared: &Arc<Shared>, machines: Vec<Migration>) {
 }
 
 /// Runs the machine to its end, persisting it before every order.
-async fn drive(shared: Arc<Shared>, claim: Claim, mut machine: Migration, mut step: Step) {
+pub(super) async fn drive(
+    shared: Arc<Shared>,
+    claim: Claim,
+    mut machine: Migration,
+    mut step: Step,
+) {
     let name = machine.workload().to_owned();
     let outcome = loop {
         match step {
@@ -265,6 +267,10 @@ async fn drive(shared: Arc<Shared>, claim: Claim, mut machine: Migration, mut st
                     s.bytes_total = 0;
                 });
                 tokio::time::sleep(after).await;
+                let mut order = order;
+                if let Order::Restore { spec, lease_ms, .. } = &mut order {
+                    *lease_ms = shared.lease_of(spec);
+                }
                 let delivery = orders::deliver(&shared, &host, &order, timeout).await;
                 step = machine.on_delivery(delivery, wall_ms());
             }
@@ -274,18 +280,34 @@ async fn drive(shared: Arc<Shared>, claim: Claim, mut machine: Migration, mut st
     let total_ms = wall_ms().saturating_sub(machine.started_unix_ms);
     let to = machine.to.name.clone();
     tracing::info!(workload = %name, from = %machine.from, to = %to, outcome = outcome.label(), freeze_ms = ?machine.freeze_ms, "migration finished");
-    let summary = MigrationSummary {
+    let failover = machine.kind == Kind::Failover;
+    let mut summary = MigrationSummary {
         from: machine.from.clone(),
         to: to.clone(),
         generation: machine.current_generation(),
-        outcome: outcome.label().into(),
+        outcome: if failover && outcome == Outcome::Succeeded {
+            "failed over".into()
+        } else {
+            outcome.label().into()
+        },
         error: outcome.error().map(str::to_owned),
         freeze_ms: machine.freeze_ms,
         total_ms,
         finished_unix_ms: wall_ms(),
+        recovery_epoch: None,
+        recovery_age_ms: None,
     };
     let new_shadow = machine.new_shadow.as_ref().map(|p| p.name.clone());
     shared.save_migration(&machine, |r| {
+        if failover {
+            summary.recovery_epoch = machine.final_epoch;
+            // The age of the recorded recovery point when the primary was declared lost.
+            summary.recovery_age_ms = r
+                .last_epoch
+                .as_ref()
+                .filter(|e| Some(e.epoch) == machine.final_epoch)
+                .map(|e| machine.started_unix_ms.saturating_sub(e.committed_unix_ms));
+        }
         match &outcome {
             Outcome::Succeeded => {
                 r.primary = to.clone();
@@ -300,6 +322,7 @@ async fn drive(shared: Arc<Shared>, claim: Claim, mut machine: Migration, mut st
                 r.state = WorkloadState::Running;
             }
             Outcome::RolledBack(_) => r.state = WorkloadState::Running,
+            Outcome::Failed(e) if failover => r.state = WorkloadState::Lost(e.clone()),
             Outcome::Failed(e) => r.state = WorkloadState::Failed(e.clone()),
         }
         r.last_migration = Some(summary);

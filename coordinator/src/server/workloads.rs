@@ -161,7 +161,9 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         return Err(err(409, format!("workload {name:?} already exists")));
     }
     let shadow_peer = match &shadow {
-        Some(s) => expect_shadow(shared, &name, generation, s, &req.host).await,
+        Some(s) => expect_shadow(shared, &name, generation, s, &req.host)
+            .await
+            .ok(),
         None => None,
     };
     let order = Order::Start {
@@ -196,34 +198,33 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
 }
 
 /// Tells `shadow` to accept epochs of `workload` from `primary`; returns how to reach it,
-/// or `None` (and marks the workload unprotected) if it refused or is unreachable.
+/// or why not (the workload is then marked unprotected with that reason).
 pub(super) async fn expect_shadow(
     shared: &Arc<Shared>,
     workload: &str,
     generation: u64,
     shadow: &str,
     primary: &str,
-) -> Option<understudy_common::workload::Peer> {
+) -> Result<understudy_common::workload::Peer, String> {
+    let refused = |why: String| {
+        shared.update_workload(workload, |r| r.unprotected = Some(why.clone()));
+        Err(why)
+    };
     let peer = match shared.peer(shadow) {
         Ok(p) => p,
-        Err(e) => {
-            shared.update_workload(workload, |r| r.unprotected = Some(e));
-            return None;
-        }
+        Err(e) => return refused(e),
     };
-    let spec = shared.workload(workload).map(|r| r.spec)?;
+    let Some(spec) = shared.workload(workload).map(|r| r.spec) else {
+        return Err(format!("workload {workload:?} is gone"));
+    };
     let order = Order::ExpectShadow {
         spec,
         generation,
         primary: primary.to_owned(),
     };
     match orders::send(shared, shadow, &order, ORDER_TIMEOUT).await {
-        OrderReply::Done => Some(peer),
-        other => {
-            let why = format!("shadow {shadow} refused: {other}");
-            shared.update_workload(workload, |r| r.unprotected = Some(why));
-            None
-        }
+        OrderReply::Done => Ok(peer),
+        other => refused(format!("shadow {shadow} refused: {other}")),
     }
 }
 

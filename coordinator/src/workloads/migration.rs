@@ -26,6 +26,18 @@ use serde::{Deserialize, Serialize};
 use understudy_common::inventory::Held;
 use understudy_common::workload::{Order, OrderReply, Peer, WorkloadSpec};
 
+/// Why the workload moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An operator's planned switchover: the old primary takes part, and a failure before
+    /// the restore is confirmed rolls back to it.
+    Switchover,
+    /// The old primary is lost: its shadow restores the newest committed epoch. There is
+    /// nothing to roll back to; a failure leaves the workload lost.
+    Failover,
+}
+
 /// Where a migration is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +158,8 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// on after a coordinator restart is in here, and it is stored as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
+    /// Planned or not.
+    pub kind: Kind,
     /// The workload's spec (a rollback makes the target its shadow again).
     pub spec: WorkloadSpec,
     /// The old primary.
@@ -193,6 +207,7 @@ impl Migration {
         now_ms: u64,
     ) -> (Self, Step) {
         let m = Migration {
+            kind: Kind::Switchover,
             spec,
             from: from.to_owned(),
             to,
@@ -214,6 +229,44 @@ impl Migration {
         (m, step)
     }
 
+    /// Starts restoring `spec`'s workload (already at its new `generation`) on `to`, its
+    /// shadow, because `from` is lost: from the newest epoch `to` committed, at least
+    /// `recovery_epoch`; afterwards the new primary sends epochs to `new_shadow`.
+    pub fn failover(
+        spec: WorkloadSpec,
+        from: &str,
+        to: Peer,
+        generation: u64,
+        new_shadow: Option<Peer>,
+        recovery_epoch: u64,
+        now_ms: u64,
+    ) -> (Self, Step) {
+        let (mut m, _) = Migration::start(spec, from, to, generation, new_shadow, now_ms);
+        m.kind = Kind::Failover;
+        m.phase = Phase::Restore;
+        m.restore_sent = true;
+        m.final_epoch = Some(recovery_epoch);
+        m.freeze_started_unix_ms = Some(now_ms);
+        let step = m.restore_step();
+        (m, step)
+    }
+
+    fn restore_step(&self) -> Step {
+        Step::Send {
+            host: self.to.name.clone(),
+            order: Order::Restore {
+                spec: self.spec.clone(),
+                workload: self.spec.name.clone(),
+                generation: self.generation,
+                epoch: self.final_epoch.unwrap_or(0),
+                shadow: self.new_shadow.clone(),
+                lease_ms: None,
+            },
+            timeout: RESTORE_TIMEOUT,
+            after: Duration::ZERO,
+        }
+    }
+
     /// The workload's name.
     pub fn workload(&self) -> &str {
         &self.spec.name
@@ -226,6 +279,10 @@ impl Migration {
 
     /// The step to take after a coordinator restart: the last order's fate is unknown.
     pub fn after_restart(&mut self, now_ms: u64) -> Step {
+        if self.kind == Kind::Failover && self.phase != Phase::Finished {
+            self.phase = Phase::Confirm;
+            return self.query(Duration::ZERO);
+        }
         match self.phase {
             Phase::Finished => Step::Finished(
                 self.outcome
@@ -328,6 +385,9 @@ impl Migration {
     /// Feeds what became of the last order, at `now_ms` (ms since the Unix epoch).
     pub fn on_delivery(&mut self, delivery: Delivery, now_ms: u64) -> Step {
         self.attempts += 1;
+        if self.kind == Kind::Failover {
+            return self.on_failover_delivery(delivery, now_ms);
+        }
         match (self.phase, delivery) {
             (Phase::Sync, Delivery::Reply(OrderReply::Epoch(_))) => {
                 self.phase = Phase::Freeze;
@@ -344,17 +404,7 @@ impl Migration {
                 self.attempts = 0;
                 self.final_epoch = Some(report.epoch);
                 self.restore_sent = true;
-                Step::Send {
-                    host: self.to.name.clone(),
-                    order: Order::Restore {
-                        workload: self.spec.name.clone(),
-                        generation: self.generation,
-                        epoch: report.epoch,
-                        shadow: self.new_shadow.clone(),
-                    },
-                    timeout: RESTORE_TIMEOUT,
-                    after: Duration::ZERO,
-                }
+                self.restore_step()
             }
             (Phase::Freeze, other) => {
                 // Resume restores from the final dump if the tree was stopped; the old
@@ -404,6 +454,53 @@ impl Migration {
                     .clone()
                     .unwrap_or(Outcome::Failed("migration already finished".into())),
             ),
+        }
+    }
+
+    /// A failover: restore on the shadow, confirm when the answer is lost, and nothing to
+    /// roll back to.
+    fn on_failover_delivery(&mut self, delivery: Delivery, now_ms: u64) -> Step {
+        match (self.phase, delivery) {
+            (
+                Phase::Restore | Phase::Confirm,
+                Delivery::Reply(OrderReply::Restored {
+                    epoch, check_ms, ..
+                }),
+            ) => {
+                self.final_epoch = Some(epoch);
+                self.freeze_ms = self
+                    .freeze_started_unix_ms
+                    .map(|t| now_ms.saturating_sub(t).saturating_sub(check_ms));
+                self.finish(Outcome::Succeeded)
+            }
+            (Phase::Restore, Delivery::Unknown(_)) => {
+                self.phase = Phase::Confirm;
+                self.attempts = 0;
+                self.query(Duration::ZERO)
+            }
+            (Phase::Confirm, Delivery::Reply(OrderReply::Held(held))) => {
+                if held.as_ref().is_some_and(|h| h.busy) {
+                    self.query(RETRY_PAUSE)
+                } else if runs_here(held.as_deref(), self.generation) {
+                    self.finish(Outcome::Succeeded)
+                } else {
+                    self.finish(Outcome::Failed(format!(
+                        "the answer to the restore on {} was lost, and {} does not run it",
+                        self.to.name, self.to.name
+                    )))
+                }
+            }
+            (Phase::Confirm, _) => self.query(RETRY_PAUSE),
+            (Phase::Finished, _) => Step::Finished(
+                self.outcome
+                    .clone()
+                    .unwrap_or(Outcome::Failed("failover already finished".into())),
+            ),
+            (_, other) => self.finish(Outcome::Failed(format!(
+                "restore on {} failed: {}",
+                self.to.name,
+                other.describe()
+            ))),
         }
     }
 

@@ -40,6 +40,7 @@ fn done() -> Delivery {
 
 fn restored() -> Delivery {
     Delivery::Reply(OrderReply::Restored {
+        epoch: 11,
         pid: 1,
         restore_ms: 5,
         check_ms: 20,
@@ -280,5 +281,66 @@ fn the_machine_survives_the_store_encoding_in_every_phase() {
         let bytes = understudy_common::codec::encode(&m).unwrap();
         let back: Migration = understudy_common::codec::decode(&bytes, 1 << 20).unwrap();
         assert_eq!(back, m, "phase {:?}", m.phase);
+    }
+}
+
+fn failover() -> Migration {
+    let (m, s) = Migration::failover(spec(), "a", peer("b"), 5, Some(peer("c")), 9, 1_000);
+    if let Step::Send {
+        host,
+        order:
+            Order::Restore {
+                epoch,
+                shadow,
+                generation,
+                ..
+            },
+        ..
+    } = &s
+    {
+        assert_eq!((host.as_str(), *epoch, *generation), ("b", 9, 5));
+        assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("c"));
+    } else {
+        panic!("{s:?}");
+    }
+    m
+}
+
+#[test]
+fn a_failover_restores_on_the_shadow_and_never_touches_the_lost_primary() {
+    let mut m = failover();
+    let done = m.on_delivery(
+        Delivery::Reply(OrderReply::Restored {
+            epoch: 10,
+            pid: 1,
+            restore_ms: 5,
+            check_ms: 20,
+        }),
+        1_500,
+    );
+    assert_eq!(done, Step::Finished(Outcome::Succeeded));
+    assert_eq!((m.final_epoch, m.freeze_ms), (Some(10), Some(480)));
+    // A failed restore leaves it lost: there is no old primary to resume.
+    let mut m = failover();
+    match m.on_delivery(failed("no committed epoch"), 0) {
+        Step::Finished(Outcome::Failed(e)) => assert!(e.contains("no committed epoch")),
+        other => panic!("{other:?}"),
+    }
+    // A lost answer: the shadow is asked, and asked again while unreachable.
+    let mut m = failover();
+    let s = m.on_delivery(Delivery::Unknown("connection lost".into()), 0);
+    assert_eq!(what(&s), ("b".into(), "query", 5));
+    let s = m.on_delivery(Delivery::NotSent("b is not connected".into()), 0);
+    assert_eq!(what(&s), ("b".into(), "query", 5));
+    assert_eq!(
+        m.on_delivery(held(5, CopyState::Running { epochs: true }), 0),
+        Step::Finished(Outcome::Succeeded)
+    );
+    // After a coordinator restart mid-failover: ask the shadow.
+    let mut m = failover();
+    assert_eq!(what(&m.after_restart(0)), ("b".into(), "query", 5));
+    match m.on_delivery(Delivery::Reply(OrderReply::Held(None)), 0) {
+        Step::Finished(Outcome::Failed(e)) => assert!(e.contains("does not run it")),
+        other => panic!("{other:?}"),
     }
 }

@@ -2,6 +2,7 @@
 //! generation and its recovery point; and the decisions about them (placement,
 //! migration, reconciliation with what hosts report), kept free of I/O.
 
+pub mod failover;
 pub mod migration;
 pub mod placement;
 pub mod reconcile;
@@ -25,11 +26,20 @@ pub enum WorkloadState {
     Exited(String),
     /// Could not be started or was lost (the detail says why).
     Failed(String),
+    /// Its primary host is lost and nothing could restore it yet (the detail says why).
+    Lost(String),
 }
 
 impl WorkloadState {
     /// Every state's name, as `name` gives it.
-    pub const NAMES: [&'static str; 5] = ["starting", "running", "migrating", "exited", "failed"];
+    pub const NAMES: [&'static str; 6] = [
+        "starting",
+        "running",
+        "migrating",
+        "exited",
+        "failed",
+        "lost",
+    ];
 
     /// The state's name without its detail.
     pub fn name(&self) -> &'static str {
@@ -39,6 +49,7 @@ impl WorkloadState {
             WorkloadState::Migrating => "migrating",
             WorkloadState::Exited(_) => "exited",
             WorkloadState::Failed(_) => "failed",
+            WorkloadState::Lost(_) => "lost",
         }
     }
 }
@@ -97,7 +108,7 @@ pub struct MigrationSummary {
     pub to: String,
     /// Generation it ran under.
     pub generation: u64,
-    /// "succeeded", "rolled back" or "failed".
+    /// "succeeded", "rolled back", "failed" or "failed over".
     pub outcome: String,
     /// Error, when it did not succeed.
     pub error: Option<String>,
@@ -107,6 +118,10 @@ pub struct MigrationSummary {
     pub total_ms: u64,
     /// When it finished, milliseconds since the Unix epoch.
     pub finished_unix_ms: u64,
+    /// For a failover: the epoch restored (the recovery point).
+    pub recovery_epoch: Option<u64>,
+    /// For a failover: how old that epoch was when the primary was declared lost, ms.
+    pub recovery_age_ms: Option<u64>,
 }
 
 impl WorkloadRecord {

@@ -1,0 +1,45 @@
+//! Taking back, when the agent starts, the workloads an earlier run of it started: each
+//! tree in `copies.bin` that still runs (same pid, same start time) is its own supervisor's
+//! and has kept running — and writing its log — while no agent was there. It becomes this
+//! run's primary again under the generation, shadow and epoch numbering it had, and its
+//! periodic epochs resume (the first one whole: the shadow's base is not known any more).
+
+use std::sync::Arc;
+
+use crate::node::Node;
+use crate::primary::{Primary, PrimaryState};
+use crate::workload::restart::exit_hook;
+use crate::workload::{process, Paths};
+
+/// Takes back every tree an earlier run left running. Call before registering, so that
+/// the first inventory shows them.
+pub async fn readopt(node: &Arc<Node>) {
+    for rec in node.orphans() {
+        let name = rec.spec.name.clone();
+        if node.primary(&name).is_some() {
+            continue;
+        }
+        let Some(rec) = node.take_orphan(&name) else {
+            continue;
+        };
+        let log = Paths::new(&node.data_dir, &name).output_log();
+        let running = process::adopt_running(
+            rec.pid,
+            rec.start_ticks,
+            &log,
+            exit_hook(node, &name, rec.generation),
+        );
+        let primary = Primary::new(
+            rec.spec.clone(),
+            PrimaryState::running(rec.generation, rec.shadow.clone(), running, rec.next_epoch),
+        );
+        node.set_primary(&name, primary.clone());
+        primary.start_loop(node).await;
+        tracing::warn!(
+            workload = %name,
+            pid = rec.pid,
+            generation = rec.generation,
+            "took back the workload an earlier run of this agent started; its epochs resume"
+        );
+    }
+}

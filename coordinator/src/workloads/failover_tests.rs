@@ -1,0 +1,148 @@
+use super::*;
+use understudy_common::workload::{EpochReport, WorkloadSpec};
+
+const SETTINGS: Settings = Settings {
+    mode: FailoverMode::Auto,
+    fence_after: Duration::from_secs(15),
+    failover_after: Duration::from_secs(30),
+};
+
+fn record(
+    name: &str,
+    primary: &str,
+    shadow: Option<&str>,
+    epoch_on: Option<&str>,
+) -> WorkloadRecord {
+    WorkloadRecord {
+        spec: WorkloadSpec {
+            name: name.into(),
+            command: vec!["/bin/true".into()],
+            ..WorkloadSpec::default()
+        },
+        primary: primary.into(),
+        shadow: shadow.map(Into::into),
+        generation: 3,
+        state: WorkloadState::Running,
+        unprotected: None,
+        last_epoch: epoch_on.map(|s| EpochReport {
+            epoch: 7,
+            shadow: s.into(),
+            ..Default::default()
+        }),
+        epochs: 7,
+        created_unix_ms: 0,
+        last_migration: None,
+        restarts: 0,
+        last_exit: None,
+        last_correction: None,
+    }
+}
+
+/// Hosts: `up` connected, the others silent for `silent` seconds.
+fn hosts(up: &'static [&'static str], silent: u64) -> impl Fn(&str) -> HostNow {
+    move |h| HostNow {
+        connected: up.contains(&h),
+        silent_for: if up.contains(&h) {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(silent)
+        },
+    }
+}
+
+fn all_idle(records: &[WorkloadRecord]) -> BTreeSet<String> {
+    records.iter().map(|r| r.spec.name.clone()).collect()
+}
+
+#[test]
+fn a_host_silent_for_failover_after_fails_over_to_a_shadow_holding_the_recovery_point() {
+    let recs = vec![record("w", "a", Some("b"), Some("b"))];
+    let idle = all_idle(&recs);
+    assert!(
+        decide(&recs, hosts(&["b"], 29), &idle, &SETTINGS).is_empty(),
+        "not yet"
+    );
+    assert_eq!(
+        decide(&recs, hosts(&["b"], 30), &idle, &SETTINGS),
+        vec![Decision::FailOver {
+            workload: "w".into(),
+            from: "a".into(),
+            to: "b".into()
+        }]
+    );
+    assert!(
+        decide(&recs, hosts(&["a", "b"], 300), &idle, &SETTINGS).is_empty(),
+        "a connected primary never fails over"
+    );
+    assert!(
+        decide(&recs, hosts(&["b"], 300), &BTreeSet::new(), &SETTINGS).is_empty(),
+        "a workload an operation holds is left to it"
+    );
+}
+
+#[test]
+fn without_a_reachable_shadow_holding_the_recovery_point_the_workload_is_lost_once() {
+    for (rec, says) in [
+        (
+            record("w", "a", Some("b"), Some("b")),
+            "shadow b, which holds the recovery point (epoch 7), unreachable too",
+        ),
+        (
+            record("w", "a", Some("b"), None),
+            "holds no committed epoch",
+        ),
+        (record("w", "a", None, None), "has no shadow"),
+    ] {
+        let recs = vec![rec];
+        let d = decide(&recs, hosts(&[], 31), &all_idle(&recs), &SETTINGS);
+        match &d[..] {
+            [Decision::Lose { why, .. }] => assert!(why.contains(says), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let mut lost = recs[0].clone();
+        lost.state = WorkloadState::Lost("x".into());
+        assert!(decide(&[lost], hosts(&[], 40), &all_idle(&recs), &SETTINGS).is_empty());
+    }
+    // A recovery point recorded on another host (an old shadow) is never restored.
+    let recs = vec![record("w", "a", Some("c"), Some("b"))];
+    let d = decide(&recs, hosts(&["b", "c"], 31), &all_idle(&recs), &SETTINGS);
+    assert!(matches!(&d[..], [Decision::Lose { .. }]), "{d:?}");
+    // A lost workload fails over as soon as its shadow is back.
+    let mut lost = record("w", "a", Some("b"), Some("b"));
+    lost.state = WorkloadState::Lost("shadow gone".into());
+    let d = decide(
+        &[lost.clone()],
+        hosts(&["b"], 60),
+        &all_idle(&[lost]),
+        &SETTINGS,
+    );
+    assert!(matches!(&d[..], [Decision::FailOver { .. }]), "{d:?}");
+}
+
+#[test]
+fn manual_failover_and_stopped_workloads_are_left_alone_and_leases_follow_the_mode() {
+    let mut manual = record("m", "a", Some("b"), Some("b"));
+    manual.spec.failover = FailoverMode::Manual;
+    let mut exited = record("e", "a", Some("b"), Some("b"));
+    exited.state = WorkloadState::Exited("status 0".into());
+    let auto = record("w", "a", Some("b"), Some("b"));
+    let recs = vec![manual, exited, auto];
+    let idle = all_idle(&recs);
+    let d = decide(&recs, hosts(&["b"], 300), &idle, &SETTINGS);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let l = leases("a", &recs, &SETTINGS);
+    let by: Vec<(&str, Option<u64>)> = l
+        .iter()
+        .map(|l| (l.workload.as_str(), l.valid_ms))
+        .collect();
+    assert_eq!(by, [("m", None), ("w", Some(15_000))]);
+    assert!(leases("b", &recs, &SETTINGS).is_empty());
+    let off = Settings {
+        mode: FailoverMode::Manual,
+        ..SETTINGS
+    };
+    assert!(decide(&recs, hosts(&["b"], 300), &idle, &off).is_empty());
+    assert!(leases("a", &recs, &off)
+        .iter()
+        .all(|l| l.valid_ms.is_none()));
+}

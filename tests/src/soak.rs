@@ -1,0 +1,317 @@
+//! A randomised fault soak: three agents and a coordinator with a few counter workloads;
+//! for a while it kills and restarts agents and the coordinator, cuts and heals links,
+//! partitions hosts from the coordinator and runs migrations at random moments (from a
+//! seed, printed, so a failing run can be replayed), and checks the invariants as it goes:
+//!
+//! - never two running copies of a workload (a copy frozen by its lease does not run);
+//! - no counted value lost beyond the recovery point: a copy restored somewhere counts on
+//!   from at least what its host had counted before that epoch was taken;
+//! - once the faults stop, every workload runs somewhere within the failover bound, where
+//!   the coordinator's record says, exactly once.
+//!
+//! Used by the `soak` program (long runs) and by the test command (a short one).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+
+use crate::cluster::{Cluster, FAILOVER_AFTER};
+use crate::copies::{create_counter, marker};
+use crate::numbers;
+
+/// The soak's hosts.
+pub const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
+/// Its workloads, with their first primary and shadow.
+const WORKLOADS: [(&str, &str, &str); 3] = [
+    ("soak-1", "host-a", "host-b"),
+    ("soak-2", "host-b", "host-c"),
+    ("soak-3", "host-c", "host-a"),
+];
+
+/// A small deterministic generator (xorshift64*): the seed replays a run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From `seed` (0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// One fault the soak made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL an agent, restart it after a pause (ms).
+    KillAgent(usize, u64),
+    /// SIGKILL (true) or SIGTERM the coordinator, restart it at once.
+    RestartCoordinator(bool),
+    /// Cut a host's link for a while (ms).
+    CutLink(usize, u64),
+    /// Partition a host from the coordinator only, for a while (ms).
+    Partition(usize, u64),
+    /// Migrate a workload.
+    Migrate(usize),
+}
+
+/// What a soak run saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Faults made, in order, with their time from the start.
+    pub faults: Vec<String>,
+    /// Checks made of the invariants.
+    pub checks: u64,
+    /// Failovers and migrations that happened, by workload.
+    pub moves: BTreeMap<String, u64>,
+}
+
+/// What the soak remembers of one workload between checks.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The highest count seen on any host, with the epoch committed when it was seen.
+    floors: Vec<(u64, u64)>,
+    /// Generation and primary last seen, to notice moves.
+    last: Option<(u64, String)>,
+    /// Moves seen.
+    moves: u64,
+}
+
+fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
+    numbers(&c.output_log(host, name))
+        .last()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Checks that no workload runs twice, and records what the next move must not go below.
+fn check(
+    c: &Cluster,
+    watches: &mut BTreeMap<String, Watch>,
+    report: &mut Report,
+) -> Result<(), String> {
+    report.checks += 1;
+    for (name, _, _) in WORKLOADS {
+        let on = c.running_on(&HOSTS, &marker(name));
+        if on.len() > 1 {
+            return Err(format!("{name} runs on {on:?} at once"));
+        }
+        let Ok(rec) = c.workload(name) else {
+            continue;
+        };
+        let w = watches.entry(name.to_owned()).or_default();
+        let epoch = rec.last_epoch.as_ref().map_or(0, |e| e.epoch);
+        let best = HOSTS
+            .iter()
+            .map(|h| last_count(c, h, name))
+            .max()
+            .unwrap_or(0);
+        w.floors.push((epoch, best));
+        if w.floors.len() > 200 {
+            w.floors.remove(0);
+        }
+        let moved = w
+            .last
+            .as_ref()
+            .is_some_and(|(g, p)| rec.generation != *g || rec.primary != *p);
+        if moved && rec.state == WorkloadState::Running {
+            w.moves += 1;
+            *report.moves.entry(name.to_owned()).or_default() += 1;
+            if let Some(m) = rec
+                .last_migration
+                .as_ref()
+                .filter(|m| m.outcome == "failed over")
+            {
+                let restored = m.recovery_epoch.unwrap_or(0);
+                // Counts seen while at most epoch `restored - 2` was committed were counted
+                // before epoch `restored` was dumped.
+                let floor = w
+                    .floors
+                    .iter()
+                    .filter(|(e, _)| e + 2 <= restored)
+                    .map(|(_, v)| *v)
+                    .max()
+                    .unwrap_or(0);
+                let start = current_run_start(c, &rec.primary, name);
+                if start.is_some_and(|s| s < floor) {
+                    return Err(format!(
+                        "{name} restored from epoch {restored} on {} started at {start:?}, below {floor} counted before that epoch was taken",
+                        rec.primary
+                    ));
+                }
+            }
+        }
+        w.last = Some((rec.generation, rec.primary.clone()));
+    }
+    Ok(())
+}
+
+/// The first count `host` logged for `name` in its current run, if any.
+fn current_run_start(c: &Cluster, host: &str, name: &str) -> Option<u64> {
+    let counts = numbers(&c.output_log(host, name));
+    // The log holds every run the workload had on this host: the current one starts after
+    // the last place where the count went down.
+    let start = counts
+        .windows(2)
+        .rposition(|w| w[1] < w[0])
+        .map_or(0, |i| i + 1);
+    counts.get(start).copied()
+}
+
+fn fault(c: &Cluster, rng: &mut Rng) -> Fault {
+    match rng.below(10) {
+        0..=2 => Fault::KillAgent(rng.below(3) as usize, 500 + rng.below(4_000)),
+        3 => Fault::RestartCoordinator(rng.below(2) == 0),
+        4..=5 => {
+            // Long enough, half of the time, for a failover.
+            let ms = if rng.below(2) == 0 {
+                1_000 + rng.below(4_000)
+            } else {
+                FAILOVER_AFTER.as_millis() as u64 + 2_000 + rng.below(6_000)
+            };
+            Fault::CutLink(rng.below(3) as usize, ms)
+        }
+        6 => Fault::Partition(rng.below(3) as usize, 2_000 + rng.below(14_000)),
+        _ => {
+            let _ = c;
+            Fault::Migrate(rng.below(WORKLOADS.len() as u64) as usize)
+        }
+    }
+}
+
+/// Sleeps `total`, checking the invariants every 200 ms.
+fn soak_for(
+    c: &Cluster,
+    total: Duration,
+    watches: &mut BTreeMap<String, Watch>,
+    report: &mut Report,
+) -> Result<(), String> {
+    let until = Instant::now() + total;
+    while Instant::now() < until {
+        check(c, watches, report)?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Runs the soak for `duration` from `seed`.
+pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
+    let mut rng = Rng::new(seed);
+    let c = Cluster::started(&HOSTS);
+    for (name, primary, shadow) in WORKLOADS {
+        create_counter(&c, name, primary, shadow, "500ms");
+    }
+    for (name, _, _) in WORKLOADS {
+        c.wait_for_epochs(name, 1);
+    }
+    let mut report = Report::default();
+    let mut watches = BTreeMap::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        soak_for(
+            &c,
+            Duration::from_millis(1_000 + rng.below(5_000)),
+            &mut watches,
+            &mut report,
+        )?;
+        let f = fault(&c, &mut rng);
+        report
+            .faults
+            .push(format!("{:>6.1}s {f:?}", started.elapsed().as_secs_f64()));
+        c.note("coord", &format!("soak: {f:?}"));
+        match f {
+            Fault::KillAgent(h, pause) => {
+                c.kill(HOSTS[h]);
+                soak_for(&c, Duration::from_millis(pause), &mut watches, &mut report)?;
+                c.start_agent(HOSTS[h]);
+            }
+            Fault::RestartCoordinator(kill) => {
+                if kill {
+                    c.kill("coord");
+                } else {
+                    c.stop("coord");
+                }
+                c.start_coordinator();
+            }
+            Fault::CutLink(h, ms) => {
+                c.set_link(HOSTS[h], false);
+                soak_for(&c, Duration::from_millis(ms), &mut watches, &mut report)?;
+                c.set_link(HOSTS[h], true);
+            }
+            Fault::Partition(h, ms) => {
+                c.isolate(&["coord", HOSTS[h]], true);
+                soak_for(&c, Duration::from_millis(ms), &mut watches, &mut report)?;
+                c.isolate(&["coord", HOSTS[h]], false);
+            }
+            Fault::Migrate(w) => {
+                let api = c.api();
+                let name = WORKLOADS[w].0;
+                // In the background: it may be refused, roll back or succeed.
+                std::thread::spawn(move || {
+                    let _ = std::process::Command::new(crate::cluster::bin("understudy"))
+                        .args(["migrate", name])
+                        .env("UNDERSTUDY_COORDINATOR", api)
+                        .output();
+                });
+            }
+        }
+    }
+    // The faults stop: everything up, then every workload must settle within the bound.
+    c.isolate(&["coord", HOSTS[0], HOSTS[1], HOSTS[2]], false);
+    for h in HOSTS {
+        c.set_link(h, true);
+        if !c.is_running(h) {
+            c.start_agent(h);
+        }
+    }
+    if !c.is_running("coord") {
+        c.start_coordinator();
+    }
+    let bound = FAILOVER_AFTER + Duration::from_secs(60);
+    let settled = Instant::now();
+    loop {
+        check(&c, &mut watches, &mut report)?;
+        let mut pending = Vec::new();
+        for (name, _, _) in WORKLOADS {
+            match c.workload(name) {
+                Ok(WorkloadRecord {
+                    state: WorkloadState::Running,
+                    primary,
+                    ..
+                }) => {
+                    let on = c.running_on(&HOSTS, &marker(name));
+                    if on != [primary.clone()] {
+                        pending.push(format!("{name}: record says {primary}, runs on {on:?}"));
+                    }
+                }
+                Ok(other) => pending.push(format!("{name}: {:?}", other.state)),
+                Err(e) => pending.push(format!("{name}: {e}")),
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if settled.elapsed() > bound {
+            return Err(format!(
+                "not settled {bound:?} after the faults stopped: {pending:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(report)
+}
