@@ -208,6 +208,10 @@ pub async fn restore(
             network_lock: NetworkLock::Nftables,
             file_locks: true,
             log_level: 2,
+            // Restored where the agent's own CRIU runs; the agent then moves the tree into
+            // the workload's own scope (workload::scope), never into cgroups recreated
+            // behind the service manager's back.
+            ignore_cgroups: true,
             ..RestoreOptions::default()
         };
         if !data_dirs.is_empty() {

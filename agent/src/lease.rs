@@ -1,7 +1,8 @@
 //! Passing the coordinator's lease renewals to the workloads' supervisors, which enforce
-//! them ([`crate::supervisor::lease`]): a renewal for a generation older than this agent has
-//! seen for the workload is stale and is not passed on, so a copy that has been superseded
-//! never gets a renewal, and freezes.
+//! them ([`crate::supervisor::lease`]). A renewal is passed on only to a copy running under
+//! exactly the lease's generation: a copy that has been superseded — its host lost and the
+//! workload restored elsewhere under a newer generation — never gets one, even while the
+//! coordinator still names this host in a failover's record, and stays frozen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,10 @@ const RENEW_TIMEOUT: Duration = Duration::from_secs(1);
 /// Renews each lease that is for a workload this host runs, under its current generation.
 pub async fn renew(node: Arc<Node>, leases: Vec<Lease>) {
     for lease in leases {
-        let current = node
-            .fence
-            .seen(&lease.workload)
-            .is_none_or(|seen| lease.generation >= seen);
-        if !current || node.primary(&lease.workload).is_none() {
+        let same = node.primary(&lease.workload).is_some_and(|p| {
+            p.generation.load(std::sync::atomic::Ordering::SeqCst) == lease.generation
+        });
+        if !same {
             continue;
         }
         pass_on(&lease.workload, lease.valid_ms).await;

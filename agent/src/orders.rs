@@ -182,7 +182,7 @@ async fn checkpoint(
 ) -> Result<OrderReply, String> {
     let p = primary_of(node, workload)?;
     let mut st = p.state.lock().await;
-    st.generation = generation;
+    p.set_generation(&mut st, generation);
     // A switchover has begun: periodic epochs pause, so none holds the workload up between
     // the switchover's last epoch and its final one. `Resume` restarts them.
     st.loop_id += 1;
@@ -386,7 +386,7 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
     let p = primary_of(node, workload)?;
     {
         let mut st = p.state.lock().await;
-        st.generation = generation;
+        p.set_generation(&mut st, generation);
         let alive = st.running.as_ref().is_some_and(|r| r.is_alive());
         if !alive {
             let (dir, manifest) = st
@@ -429,7 +429,7 @@ async fn set_shadow(
 ) -> Result<OrderReply, String> {
     let p = primary_of(node, workload)?;
     let mut st = p.state.lock().await;
-    st.generation = generation;
+    p.set_generation(&mut st, generation);
     if st.shadow.as_ref() != Some(&shadow) {
         tracing::info!(workload, shadow = %shadow.name, "new shadow; the next epoch goes whole");
         st.shadow = Some(shadow);

@@ -18,6 +18,9 @@ use crate::workload::process::{adopt_restored, open_log, Running};
 use crate::workload::restart::exit_hook;
 use crate::workload::Paths;
 
+/// Said once while a copy is frozen for lack of a lease.
+const FROZEN: &str = "frozen for lack of a lease: epochs wait until it is renewed";
+
 /// Mutable state of a primary workload; one epoch or transition at a time holds it.
 #[derive(Debug)]
 pub struct PrimaryState {
@@ -83,6 +86,9 @@ pub struct Primary {
     pub pid: std::sync::atomic::AtomicI32,
     /// Restarts by its restart policy since it started or was restored here.
     pub restarts: std::sync::atomic::AtomicU32,
+    /// The generation it runs under, readable while an epoch holds the state (lease
+    /// renewals check it): kept equal to the state's.
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 /// Wall-clock time, milliseconds since the Unix epoch.
@@ -107,11 +113,13 @@ impl Primary {
     /// A primary workload with the given starting state.
     pub fn new(spec: WorkloadSpec, state: PrimaryState) -> Arc<Self> {
         let pid = state.running.as_ref().map_or(0, |r| r.pid);
+        let generation = state.generation;
         Arc::new(Primary {
             spec,
             state: Mutex::new(state),
             pid: std::sync::atomic::AtomicI32::new(pid),
             restarts: std::sync::atomic::AtomicU32::new(0),
+            generation: std::sync::atomic::AtomicU64::new(generation),
         })
     }
 
@@ -143,6 +151,15 @@ impl Primary {
             if st.running.is_none() {
                 continue;
             }
+            if self.frozen().await {
+                // Nothing changes in a copy frozen for lack of a lease, and a dump would
+                // run CRIU's parasite inside it: its epochs wait for the lease.
+                if st.last_unprotected.as_deref() != Some(FROZEN) {
+                    tracing::info!(workload = %self.spec.name, "{FROZEN}");
+                    st.last_unprotected = Some(FROZEN.to_owned());
+                }
+                continue;
+            }
             let generation = st.generation;
             match self.take_epoch(&node, &mut st, false).await {
                 Ok(report) => {
@@ -162,6 +179,25 @@ impl Primary {
                 }
             }
         }
+    }
+
+    /// Moves the copy to `generation`: leases for it are passed on from now on.
+    pub fn set_generation(&self, st: &mut PrimaryState, generation: u64) {
+        st.generation = generation;
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the workload's supervisor holds it frozen for lack of a lease (`false` when
+    /// it cannot say).
+    async fn frozen(&self) -> bool {
+        let name = self.spec.name.clone();
+        let req = crate::supervisor::control::Request::Status;
+        tokio::task::spawn_blocking(move || {
+            crate::supervisor::control::ask(&name, &req, Duration::from_secs(1))
+        })
+        .await
+        .is_ok_and(|a| a.is_ok_and(|s| s.frozen))
     }
 
     /// Takes one epoch and sends it to the shadow. A final epoch leaves the tree stopped
@@ -338,6 +374,8 @@ pub async fn restore_tree(
     let pid = checkpoint::restore(criu, dir, manifest.stdio_key.clone(), log, data_dirs).await?;
     tracing::debug!(workload = %spec.name, pid, ms = started.elapsed().as_millis() as u64, "CRIU restore done");
     let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let name = spec.name.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::workload::place_in_scope(&name, pid)).await;
     let running = adopt_restored(
         pid,
         &paths.output_log(),

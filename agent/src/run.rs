@@ -56,6 +56,9 @@ pub enum RunError {
     /// The agent's own state files are unreadable.
     #[error("{0}")]
     State(String),
+    /// The supervisors' executable could not be put in place.
+    #[error(transparent)]
+    SupervisorBinary(#[from] crate::supervisor::binary::BinaryError),
 }
 
 fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
@@ -122,6 +125,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         source,
     })?;
     let fence = Fence::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
+    crate::supervisor::binary::install()?;
     let copies =
         Copies::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
     let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;

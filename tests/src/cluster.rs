@@ -177,6 +177,20 @@ failover_after = "{}ms"
         fs::write(d.join("coordinator.toml"), cfg).unwrap();
     }
 
+    /// Rewrites the coordinator's config without the tests' heartbeat and failover timing,
+    /// so that the defaults apply (for benchmarks of what an operator gets).
+    pub fn use_default_timing(&self) {
+        let path = self.host_dir("coord").join("coordinator.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text
+            .split("\n[")
+            .filter(|section| {
+                !section.starts_with("heartbeat]") && !section.starts_with("failover]")
+            })
+            .collect();
+        fs::write(&path, kept.join("\n[")).unwrap();
+    }
+
     fn write_agent_files(&self, name: &str) {
         let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();
         self.install_tls(name, &leaf, &self.ca.cert_pem);
@@ -359,7 +373,9 @@ interval = "200ms"
                         .next()
                         .map(|a| String::from_utf8_lossy(a).into_owned())
                         .unwrap_or_default();
-                    let ours = argv0.ends_with("understudy-agent") || argv0.ends_with("unshare");
+                    // Supervisors run from a copy named understudy-agent-<hash>.
+                    let exe = argv0.rsplit('/').next().unwrap_or_default();
+                    let ours = exe.starts_with("understudy-agent") || exe == "unshare";
                     !ours && proc_state(*p).is_some_and(|st| st != "T" && st != "t")
                 })
             })
@@ -581,6 +597,27 @@ interval = "200ms"
     /// A host's log so far.
     pub fn log(&self, name: &str) -> String {
         fs::read_to_string(self.host_dir(name).join("log")).unwrap_or_default()
+    }
+
+    /// Copies every host's log (and workload output logs) to `dest`, for a failed run.
+    pub fn save_logs(&self, dest: &Path) {
+        let _ = fs::create_dir_all(dest);
+        for name in self.hosts.keys() {
+            let _ = fs::copy(
+                self.host_dir(name).join("log"),
+                dest.join(format!("{name}.log")),
+            );
+            let workloads = self.host_dir(name).join("data/workloads");
+            for w in fs::read_dir(&workloads).into_iter().flatten().flatten() {
+                let _ = fs::copy(
+                    w.path().join("output.log"),
+                    dest.join(format!(
+                        "{name}.{}.output.log",
+                        w.file_name().to_string_lossy()
+                    )),
+                );
+            }
+        }
     }
 
     /// Adds a client-side mark to a host's log (helps reading logs of failed tests).

@@ -84,22 +84,27 @@ pub struct Report {
 /// What the soak remembers of one workload between checks.
 #[derive(Debug, Default)]
 struct Watch {
-    /// The highest count seen on any host, with the epoch committed when it was seen.
-    floors: Vec<(u64, u64)>,
+    /// (when, count) samples of the recorded primary's log: what its lineage had counted.
+    samples: Vec<(u64, u64)>,
+    /// When each epoch seen was committed (ms since the Unix epoch, the agents' clock,
+    /// which is this machine's).
+    commits: BTreeMap<u64, u64>,
+    /// Each host's log length when it last did not run the workload: a run that starts
+    /// there later starts after it.
+    offsets: BTreeMap<String, usize>,
     /// Generation and primary last seen, to notice moves.
     last: Option<(u64, String)>,
-    /// Moves seen.
-    moves: u64,
 }
 
-fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
-    numbers(&c.output_log(host, name))
-        .last()
-        .copied()
-        .unwrap_or(0)
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Checks that no workload runs twice, and records what the next move must not go below.
+/// Checks that no workload runs twice, and that a failover's restored copy counts on from
+/// at least what its lineage had counted before the restored epoch was taken: epoch R was
+/// dumped after epoch R-1 was committed, so every count logged before that commit is in it.
 fn check(
     c: &Cluster,
     watches: &mut BTreeMap<String, Watch>,
@@ -111,26 +116,29 @@ fn check(
         if on.len() > 1 {
             return Err(format!("{name} runs on {on:?} at once"));
         }
+        let w = watches.entry(name.to_owned()).or_default();
+        for h in HOSTS {
+            if !on.iter().any(|o| o == h) {
+                w.offsets.insert(h.to_owned(), c.output_log(h, name).len());
+            }
+        }
         let Ok(rec) = c.workload(name) else {
             continue;
         };
-        let w = watches.entry(name.to_owned()).or_default();
-        let epoch = rec.last_epoch.as_ref().map_or(0, |e| e.epoch);
-        let best = HOSTS
-            .iter()
-            .map(|h| last_count(c, h, name))
-            .max()
-            .unwrap_or(0);
-        w.floors.push((epoch, best));
-        if w.floors.len() > 200 {
-            w.floors.remove(0);
+        if let Some(e) = &rec.last_epoch {
+            w.commits.insert(e.epoch, e.committed_unix_ms);
         }
+        let t = now_ms();
+        let count = numbers(&c.output_log(&rec.primary, name))
+            .last()
+            .copied()
+            .unwrap_or(0);
+        w.samples.push((t, count));
         let moved = w
             .last
             .as_ref()
             .is_some_and(|(g, p)| rec.generation != *g || rec.primary != *p);
         if moved && rec.state == WorkloadState::Running {
-            w.moves += 1;
             *report.moves.entry(name.to_owned()).or_default() += 1;
             if let Some(m) = rec
                 .last_migration
@@ -138,19 +146,26 @@ fn check(
                 .filter(|m| m.outcome == "failed over")
             {
                 let restored = m.recovery_epoch.unwrap_or(0);
-                // Counts seen while at most epoch `restored - 2` was committed were counted
-                // before epoch `restored` was dumped.
-                let floor = w
-                    .floors
-                    .iter()
-                    .filter(|(e, _)| e + 2 <= restored)
-                    .map(|(_, v)| *v)
-                    .max()
-                    .unwrap_or(0);
-                let start = current_run_start(c, &rec.primary, name);
+                let before = w.commits.range(..restored).next_back().map(|(_, at)| *at);
+                let floor = before.map_or(0, |at| {
+                    w.samples
+                        .iter()
+                        .filter(|(when, _)| *when < at)
+                        .map(|(_, v)| *v)
+                        .max()
+                        .unwrap_or(0)
+                });
+                let log = c.output_log(&rec.primary, name);
+                let from = w
+                    .offsets
+                    .get(&rec.primary)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(log.len());
+                let start = numbers(&log[from..]).first().copied();
                 if start.is_some_and(|s| s < floor) {
                     return Err(format!(
-                        "{name} restored from epoch {restored} on {} started at {start:?}, below {floor} counted before that epoch was taken",
+                        "{name} restored from epoch {restored} on {} started at {start:?}, below the {floor} its lineage had counted before that epoch was taken",
                         rec.primary
                     ));
                 }
@@ -159,18 +174,6 @@ fn check(
         w.last = Some((rec.generation, rec.primary.clone()));
     }
     Ok(())
-}
-
-/// The first count `host` logged for `name` in its current run, if any.
-fn current_run_start(c: &Cluster, host: &str, name: &str) -> Option<u64> {
-    let counts = numbers(&c.output_log(host, name));
-    // The log holds every run the workload had on this host: the current one starts after
-    // the last place where the count went down.
-    let start = counts
-        .windows(2)
-        .rposition(|w| w[1] < w[0])
-        .map_or(0, |i| i + 1);
-    counts.get(start).copied()
 }
 
 fn fault(c: &Cluster, rng: &mut Rng) -> Fault {
@@ -209,27 +212,43 @@ fn soak_for(
     Ok(())
 }
 
-/// Runs the soak for `duration` from `seed`.
+/// Runs the soak for `duration` from `seed`. On a broken invariant the error holds the
+/// faults made so far, and every host's log is kept in `/tmp/understudy-soak-SEED/`.
 pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
-    let mut rng = Rng::new(seed);
     let c = Cluster::started(&HOSTS);
+    let mut report = Report::default();
+    match soak(&c, seed, duration, &mut report) {
+        Ok(()) => Ok(report),
+        Err(e) => {
+            let keep = std::path::PathBuf::from(format!("/tmp/understudy-soak-{seed}"));
+            c.save_logs(&keep);
+            Err(format!(
+                "{e}\nfaults so far:\n{}\nlogs kept in {}",
+                report.faults.join("\n"),
+                keep.display()
+            ))
+        }
+    }
+}
+
+fn soak(c: &Cluster, seed: u64, duration: Duration, report: &mut Report) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
     for (name, primary, shadow) in WORKLOADS {
-        create_counter(&c, name, primary, shadow, "500ms");
+        create_counter(c, name, primary, shadow, "500ms");
     }
     for (name, _, _) in WORKLOADS {
         c.wait_for_epochs(name, 1);
     }
-    let mut report = Report::default();
     let mut watches = BTreeMap::new();
     let started = Instant::now();
     while started.elapsed() < duration {
         soak_for(
-            &c,
+            c,
             Duration::from_millis(1_000 + rng.below(5_000)),
             &mut watches,
-            &mut report,
+            report,
         )?;
-        let f = fault(&c, &mut rng);
+        let f = fault(c, &mut rng);
         report
             .faults
             .push(format!("{:>6.1}s {f:?}", started.elapsed().as_secs_f64()));
@@ -237,7 +256,7 @@ pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
         match f {
             Fault::KillAgent(h, pause) => {
                 c.kill(HOSTS[h]);
-                soak_for(&c, Duration::from_millis(pause), &mut watches, &mut report)?;
+                soak_for(c, Duration::from_millis(pause), &mut watches, report)?;
                 c.start_agent(HOSTS[h]);
             }
             Fault::RestartCoordinator(kill) => {
@@ -250,12 +269,12 @@ pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
             }
             Fault::CutLink(h, ms) => {
                 c.set_link(HOSTS[h], false);
-                soak_for(&c, Duration::from_millis(ms), &mut watches, &mut report)?;
+                soak_for(c, Duration::from_millis(ms), &mut watches, report)?;
                 c.set_link(HOSTS[h], true);
             }
             Fault::Partition(h, ms) => {
                 c.isolate(&["coord", HOSTS[h]], true);
-                soak_for(&c, Duration::from_millis(ms), &mut watches, &mut report)?;
+                soak_for(c, Duration::from_millis(ms), &mut watches, report)?;
                 c.isolate(&["coord", HOSTS[h]], false);
             }
             Fault::Migrate(w) => {
@@ -285,7 +304,7 @@ pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
     let bound = FAILOVER_AFTER + Duration::from_secs(60);
     let settled = Instant::now();
     loop {
-        check(&c, &mut watches, &mut report)?;
+        check(c, &mut watches, report)?;
         let mut pending = Vec::new();
         for (name, _, _) in WORKLOADS {
             match c.workload(name) {
@@ -313,5 +332,5 @@ pub fn run(seed: u64, duration: Duration) -> Result<Report, String> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Ok(report)
+    Ok(())
 }

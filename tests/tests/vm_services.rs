@@ -4,7 +4,10 @@
 //! back with every item; PostgreSQL run as the postgres user over a data directory, moved
 //! while a client commits one row per transaction, with every committed row there
 //! afterwards and the server taking writes; a workload run as `nobody`, checkpointed and
-//! moved. The freeze times are printed for docs/benchmarks.md.
+//! moved. The agent is the .deb, installed and run by its systemd unit; a started and a
+//! restored workload each run in their own systemd scope, and the counter runs on untouched
+//! through `systemctl kill -s SIGKILL` of the agent's unit and a `dpkg -i` upgrade of the
+//! agent package. The freeze times are printed for docs/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -21,9 +24,9 @@ use understudy_tests::wait::eventually;
 const A: usize = 0;
 const B: usize = 1;
 
-/// Writes certificates and configs into the share, and starts the coordinator (on vm-a)
-/// and both agents.
-fn start_cluster(vms: &VmPair) {
+/// Writes certificates and configs into the share, starts the coordinator (on vm-a), and
+/// installs the agent package `deb` in both VMs and starts it with its unit.
+fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
     let share = vms.share();
     let ca = create_ca(Validity::days_from_now(30)).unwrap();
     let mut certs = vec![("coord", Role::Coordinator)];
@@ -42,7 +45,7 @@ fn start_cluster(vms: &VmPair) {
         "[quic]\nlisten = \"0.0.0.0:7440\"\n[http]\nlisten = \"0.0.0.0:7441\"\n\
          [tls]\nca = \"/mnt/understudy-share/coord/ca.crt\"\ncert = \"/mnt/understudy-share/coord/host.crt\"\nkey = \"/mnt/understudy-share/coord/host.key\"\n\
          [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"10s\"\n\
-         [failover]\nfence_after = \"10s\"\nfailover_after = \"25s\"\n",
+         [failover]\nfence_after = \"20s\"\nfailover_after = \"50s\"\n",
     )
     .unwrap();
     for vm in &vms.vms {
@@ -63,12 +66,15 @@ fn start_cluster(vms: &VmPair) {
         "mkdir -p /var/lib/understudy && systemd-run --unit=understudy-coordinator \
          /usr/local/bin/understudy serve --config /mnt/understudy-share/coordinator.toml",
     );
+    // The agent as an operator installs it: the package, its unit, its config path.
+    std::fs::copy(deb, share.join("understudy-agent.deb")).unwrap();
     for (i, vm) in vms.vms.iter().enumerate() {
         vms.run(
             i,
             &format!(
-                "systemd-run --unit=understudy-agent --property=KillMode=process \
-                 /usr/local/bin/understudy-agent --config /mnt/understudy-share/{}.toml",
+                "dpkg -i /mnt/understudy-share/understudy-agent.deb >/dev/null \
+                 && cp /mnt/understudy-share/{}.toml /etc/understudy/agent.toml \
+                 && systemctl enable --now understudy-agent",
                 vm.name
             ),
         );
@@ -82,6 +88,30 @@ fn start_cluster(vms: &VmPair) {
             Err(hosts)
         }
     });
+}
+
+/// The agent's .deb as scripts/package.sh built it (scripts/test.sh does before the tests).
+fn agent_deb() -> std::path::PathBuf {
+    let dir = std::env::var("UNDERSTUDY_PACKAGES").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/packages"),
+        std::path::PathBuf::from,
+    );
+    std::fs::read_dir(&dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("understudy-agent_") && n.ends_with(".deb")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no understudy-agent .deb in {}: the VM tests install the package; build it with scripts/package.sh --profile dev",
+                dir.display()
+            )
+        })
 }
 
 /// The operator CLI, run in vm-a against the coordinator; must succeed.
@@ -143,6 +173,103 @@ fn users_of(vms: &VmPair, i: usize, comm: &str) -> Vec<String> {
         .collect()
 }
 
+/// vm-b's agent killed with SIGKILL (everything in its unit, as `systemctl kill` does),
+/// then upgraded with `dpkg -i` of a newer package, while the counter runs there: the same
+/// process counts on without a gap or a freeze, in its own scope, its output reaching its
+/// log; it is re-adopted and its next epochs commit; its record is one continuous history.
+/// Returns how long the agent took to be back each time (s).
+fn agent_kill_and_upgrade(vms: &VmPair) -> (f64, f64) {
+    let log = "/var/lib/understudy-agent/workloads/counter/output.log";
+    let counter = || vms.run(B, "pgrep -u nobody -x sh").trim().to_owned();
+    let main_pid = || {
+        vms.run(B, "systemctl show -p MainPID --value understudy-agent")
+            .trim()
+            .to_owned()
+    };
+    let agent_back = |old: &str| {
+        let t = Instant::now();
+        eventually("the agent back", Duration::from_secs(120), || {
+            let pid = main_pid();
+            let active = vms
+                .ssh(B, "systemctl is-active -q understudy-agent")
+                .status
+                .success();
+            if active && pid != old && pid != "0" {
+                Ok(())
+            } else {
+                Err(format!("MainPID {pid}"))
+            }
+        });
+        t.elapsed().as_secs_f64()
+    };
+    let pid = counter();
+    let cg = vms.run(B, &format!("cat /proc/{pid}/cgroup"));
+    assert!(
+        cg.contains("/understudy.slice/understudy-counter.scope"),
+        "a restored workload runs in its own scope: {cg}"
+    );
+    let before = workload(vms, "counter");
+    let from_line: u64 = vms
+        .run(B, &format!("wc -l < {log}"))
+        .trim()
+        .parse()
+        .unwrap();
+
+    let agent = main_pid();
+    vms.run(B, "systemctl kill --signal=SIGKILL understudy-agent");
+    let killed_s = agent_back(&agent);
+    wait_epochs(vms, "counter", before.epochs + 2);
+
+    vms.run(
+        B,
+        "rm -rf /root/up && dpkg-deb -R /mnt/understudy-share/understudy-agent.deb /root/up \
+         && sed -i 's/^Version: .*/Version: 99.0.0-1/' /root/up/DEBIAN/control \
+         && dpkg-deb -b /root/up /root/understudy-agent-upgrade.deb >/dev/null",
+    );
+    let agent = main_pid();
+    let t = Instant::now();
+    vms.run(
+        B,
+        "dpkg -i --force-confold /root/understudy-agent-upgrade.deb >/dev/null",
+    );
+    assert_eq!(
+        vms.run(B, "dpkg-query -W -f '${Version}' understudy-agent")
+            .trim(),
+        "99.0.0-1"
+    );
+    let upgraded_s = t.elapsed().as_secs_f64() + agent_back(&agent);
+    let mid = workload(vms, "counter");
+    wait_epochs(vms, "counter", mid.epochs + 2);
+
+    assert_eq!(counter(), pid, "the same process counted throughout");
+    let after = workload(vms, "counter");
+    assert_eq!(after.primary, "vm-b");
+    assert_eq!(after.state, WorkloadState::Running);
+    assert_eq!(after.generation, before.generation, "no new generation");
+    assert_eq!(
+        format!("{:?}", after.last_migration),
+        format!("{:?}", before.last_migration),
+        "no migration in between"
+    );
+    assert!(
+        after.epochs >= before.epochs + 4,
+        "{} -> {}",
+        before.epochs,
+        after.epochs
+    );
+    let text = vms.run(B, &format!("tail -n +{from_line} {log}"));
+    assert!(!text.contains("lease expired"), "the counter froze: {text}");
+    let counts: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(
+        counts.len() > 50,
+        "counting went on: {} lines",
+        counts.len()
+    );
+    let gaps: Vec<_> = counts.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert!(gaps.is_empty(), "counts missing from output.log: {gaps:?}");
+    (killed_s, upgraded_s)
+}
+
 const MEMCACHED_CLIENT: &str = r#"
 import socket, sys
 mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -187,9 +314,10 @@ done
 fn real_services_that_drop_privileges_move_with_their_state() {
     require_vm!();
     let started = Instant::now();
+    let deb = agent_deb();
     let vms = VmPair::boot(["vm-a", "vm-b"]);
     eprintln!("VMs answering on ssh after {:?}", vms.boot_times);
-    start_cluster(&vms);
+    start_cluster(&vms, &deb);
     let (a, b) = (vms.vms[A].lan_ip, vms.vms[B].lan_ip);
 
     let phases =
@@ -212,6 +340,11 @@ fn real_services_that_drop_privileges_move_with_their_state() {
             }
         });
         assert_eq!(users_of(&vms, A, "memcached"), ["memcache"]);
+        let cg = vms.run(A, "cat /proc/$(pgrep -x memcached)/cgroup");
+        assert!(
+            cg.contains("/understudy.slice/understudy-memcached.scope"),
+            "a started workload runs in its own scope, not the agent's cgroup: {cg}"
+        );
         let set = vms.run(
             A,
             &format!("python3 /mnt/understudy-share/mc.py set {a} 20000"),
@@ -381,8 +514,9 @@ fn real_services_that_drop_privileges_move_with_their_state() {
     );
     let show = cli(&vms, "workload show counter");
     assert!(show.contains("user:           nobody"), "{show}");
+    let (killed_s, upgraded_s) = agent_kill_and_upgrade(&vms);
     eprintln!(
-        "figures: VM boot {:?}; freeze memcached {mc_there} ms there, {mc_back} ms back; postgres {pg_freeze} ms; nobody counter {counter_freeze} ms; whole test {:.0} s",
+        "figures: VM boot {:?}; freeze memcached {mc_there} ms there, {mc_back} ms back; postgres {pg_freeze} ms; nobody counter {counter_freeze} ms; agent back after SIGKILL {killed_s:.1} s, after the package upgrade {upgraded_s:.1} s; whole test {:.0} s",
         vms.boot_times,
         started.elapsed().as_secs_f64()
     );

@@ -94,6 +94,10 @@ impl Criu {
         h.set_flag(bindings::criu_local_set_ext_unix_sk, opts.ext_unix_sk);
         h.set_flag(bindings::criu_local_set_file_locks, opts.file_locks);
         h.set_flag(bindings::criu_local_set_shell_job, opts.shell_job);
+        if opts.ignore_cgroups {
+            // libcriu maps `manage_cgroups = false` to CRIU's `ignore` mode.
+            h.set_flag(bindings::criu_local_set_manage_cgroups, false);
+        }
         apply_common(
             &mut h,
             &opts.log_file,

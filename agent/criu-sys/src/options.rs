@@ -128,6 +128,9 @@ pub struct RestoreOptions {
     pub auto_external_mounts: bool,
     /// Root directory of a restored mount namespace (`--root`).
     pub root: Option<PathBuf>,
+    /// Leave the restored tasks in the restoring process's cgroups instead of recreating
+    /// the ones recorded at dump (`--manage-cgroups=ignore`); the caller places them.
+    pub ignore_cgroups: bool,
 }
 
 impl Default for RestoreOptions {
@@ -147,6 +150,7 @@ impl Default for RestoreOptions {
             external: Vec::new(),
             auto_external_mounts: false,
             root: None,
+            ignore_cgroups: false,
         }
     }
 }

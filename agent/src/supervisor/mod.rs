@@ -12,6 +12,7 @@
 //! command's output pipe and the socket.
 
 pub mod account;
+pub mod binary;
 pub mod control;
 pub mod lease;
 pub mod output;

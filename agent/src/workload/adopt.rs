@@ -22,6 +22,9 @@ pub async fn readopt(node: &Arc<Node>) {
         let Some(rec) = node.take_orphan(&name) else {
             continue;
         };
+        // A tree an older agent left in its own cgroup gets a scope now (no-op otherwise).
+        let (n, pid) = (name.clone(), rec.pid);
+        let _ = tokio::task::spawn_blocking(move || crate::workload::place_in_scope(&n, pid)).await;
         let log = Paths::new(&node.data_dir, &name).output_log();
         let running = process::adopt_running(
             rec.pid,

@@ -6,7 +6,22 @@ pub mod precheck;
 pub mod probes;
 pub mod process;
 pub mod restart;
+pub mod scope;
 pub mod stats;
+
+/// Moves the tree rooted at host pid `root` into `workload`'s own systemd scope where
+/// systemd manages the host ([`scope`]); a failure is logged, and the tree runs on where
+/// it is.
+pub fn place_in_scope(workload: &str, root: i32) {
+    match scope::place(workload, root) {
+        Ok(Some(unit)) => tracing::debug!(workload, unit, "in its own scope"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            workload,
+            "left in the agent's cgroup (an agent restart with KillMode=control-group would stop it): {e}"
+        ),
+    }
+}
 
 use std::path::{Path, PathBuf};
 

@@ -169,10 +169,7 @@ pub struct Bind {
 
 /// The supervisor's command line for `spec`, writing to `log`.
 fn supervisor_args(spec: &WorkloadSpec, log: &Path) -> Result<Vec<String>, StartError> {
-    let exe = std::env::current_exe().map_err(|source| StartError::Spawn {
-        program: "understudy-agent".into(),
-        source,
-    })?;
+    let exe = crate::supervisor::binary::path();
     let mut args = vec![
         exe.display().to_string(),
         "supervise".into(),
@@ -279,6 +276,7 @@ pub fn start(
             log.display()
         ))
     })?;
+    super::place_in_scope(&spec.name, unshare_pid);
     let expected = Arc::new(AtomicBool::new(false));
     watch(unshare_pid, expected.clone(), exit_status, hook);
     Ok(Running {

@@ -29,7 +29,8 @@ pub fn parse_stat(text: &str) -> Option<(u64, u64, u64)> {
     Some((at(14)? + at(15)?, at(20)?, at(24)?))
 }
 
-fn children(pid: i32) -> Vec<i32> {
+/// The children of every thread of `pid` (`/proc/PID/task/*/children`).
+pub(crate) fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;

@@ -1,0 +1,174 @@
+//! `failover [SIZE_MIB…] [--runs N]` (default 64 256 1024, 10 runs each): how long a lost
+//! host's workload takes to answer again on its shadow with the coordinator's default
+//! timing, split into detection (loss to the failover's commit) and restore (commit to the
+//! first answer from the shadow's address), and how much was lost (the recovery point's age
+//! at the moment of the loss). Real binaries, real CRIU, namespace hosts; a host is lost by
+//! cutting its link and killing everything on it. Run as root after
+//! `cargo build --release --workspace --bins` (UNDERSTUDY_BIN_DIR=target/release).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark program
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use understudy_coordinator::workloads::WorkloadRecord;
+use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+
+const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
+const INTERVAL: &str = "1s";
+
+/// Holds `MIB` MiB of random memory, dirties a little of it every 10 ms, answers on 7000.
+const WORKLOAD: &str = r#"
+import os, socket, sys, threading, time
+blob = bytearray(os.urandom(int(sys.argv[1]) << 20))
+def dirty():
+    i = 0
+    while True:
+        blob[(i * 4096) % len(blob)] = i % 256
+        i += 1
+        time.sleep(0.01)
+threading.Thread(target=dirty, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello\n")
+    c.close()
+"#;
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn record(c: &Cluster, name: &str) -> Option<WorkloadRecord> {
+    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    let body = http_get(addr, &format!("/v1/workloads/{name}")).ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+fn answers(addr: SocketAddr) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).is_ok()
+}
+
+/// One run: (detection, restore, recovery point age at the loss), seconds.
+fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
+    let primary = HOSTS[i % 3];
+    let shadow = HOSTS[(i + 1) % 3];
+    let name = format!("bench-{mib}-{i}");
+    c.create_workload(&[
+        &name,
+        "--host",
+        primary,
+        "--shadow",
+        shadow,
+        "--interval",
+        INTERVAL,
+        "--probe-tcp",
+        "7000",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        WORKLOAD,
+        &mib.to_string(),
+    ]);
+    let w = c.wait_for_epochs(&name, 3);
+    // Lose the host right after a fresh record of the newest epoch.
+    let before = record(c, &name).unwrap_or(w);
+    let age = wall_ms().saturating_sub(before.last_epoch.as_ref().unwrap().committed_unix_ms);
+    let lost = Instant::now();
+    c.kill_host(primary);
+    let detected = loop {
+        if record(c, &name).is_some_and(|r| r.generation > before.generation) {
+            break lost.elapsed();
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(120),
+            "{name}: no failover"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let addr = SocketAddr::from((c.host(shadow).addr, 7000));
+    let answered = loop {
+        if answers(addr) {
+            break lost.elapsed();
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(300),
+            "{name}: never answered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = c.cli(&["workload", "delete", &name, "--force"]);
+    c.set_link(primary, true);
+    c.start_agent(primary);
+    c.wait_connected(3);
+    (
+        detected.as_secs_f64(),
+        (answered - detected).as_secs_f64(),
+        age as f64 / 1000.0,
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut sizes = Vec::new();
+    let mut runs = 10usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--runs" {
+            runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
+        } else {
+            sizes.push(a.parse::<u64>().expect("a size in MiB"));
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![64, 256, 1024];
+    }
+    let c = Cluster::new(&HOSTS);
+    c.use_default_timing();
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(3);
+    println!("failover benchmark: default timing (heartbeat 500 ms / 1.5 s, fence_after 1.5 s, failover_after 3.6 s), epochs every {INTERVAL}, {runs} runs per size");
+    println!("| size | detection median / max (s) | restore median / max (s) | total median / max (s) | recovery point age at loss median / max (s) |");
+    println!("|---|---|---|---|---|");
+    for mib in sizes {
+        let (mut det, mut res, mut tot, mut age) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (d, r, a) = run(&c, mib, i);
+            eprintln!("{mib} MiB run {i}: detection {d:.2} s, restore {r:.2} s, recovery point {a:.2} s old");
+            det.push(d);
+            res.push(r);
+            tot.push(d + r);
+            age.push(a);
+        }
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {mib} MiB | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            median(&mut det.clone()),
+            max(&det),
+            median(&mut res.clone()),
+            max(&res),
+            median(&mut tot.clone()),
+            max(&tot),
+            median(&mut age.clone()),
+            max(&age),
+        );
+    }
+}
