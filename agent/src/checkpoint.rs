@@ -89,6 +89,20 @@ pub async fn dump(criu: Arc<Criu>, req: DumpRequest) -> Result<Dumped, String> {
 fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     std::fs::create_dir_all(&req.dir).map_err(|e| format!("{}: {e}", req.dir.display()))?;
     let has_data = !req.data.is_empty();
+    // A tree with its own mount namespace holds the output log through a mount of the
+    // agent's namespace, which CRIU cannot find among the tree's mounts once the tree was
+    // restored (its namespace is then CRIU's rebuild): the log is dumped as an external
+    // file instead, handed back at restore under the same key, as the path key is.
+    let log_keys = if has_data {
+        external_log_keys(req.pid, &req.stdio_key)
+    } else {
+        Vec::new()
+    };
+    let stdio_key = if log_keys.is_empty() {
+        req.stdio_key.clone()
+    } else {
+        log_keys.join("\n")
+    };
     let opts = DumpOptions {
         pid: req.pid,
         images_dir: req.dir.clone(),
@@ -110,6 +124,7 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
             .collect(),
         auto_external_mounts: has_data,
         ghost_limit: Some(GHOST_LIMIT),
+        external: log_keys,
         ..DumpOptions::default()
     };
     let taken_unix_ms = now_ms();
@@ -142,7 +157,7 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     let (frozen_disk_ms, snapshot_bytes) = capture
         .as_ref()
         .map_or((0, 0), |c| (c.ms, c.snapshot_bytes));
-    let mut manifest = build_manifest(req, taken_unix_ms)?;
+    let mut manifest = build_manifest(req, &stdio_key, taken_unix_ms)?;
     let mut index = Index::default();
     let mut patches = HashMap::new();
     if let Some(c) = capture {
@@ -162,7 +177,11 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     })
 }
 
-fn build_manifest(req: &DumpRequest, taken_unix_ms: u64) -> Result<Manifest, String> {
+fn build_manifest(
+    req: &DumpRequest,
+    stdio_key: &str,
+    taken_unix_ms: u64,
+) -> Result<Manifest, String> {
     let mut files = Vec::new();
     let entries = std::fs::read_dir(&req.dir).map_err(|e| format!("{}: {e}", req.dir.display()))?;
     for entry in entries {
@@ -181,7 +200,7 @@ fn build_manifest(req: &DumpRequest, taken_unix_ms: u64) -> Result<Manifest, Str
         generation: req.generation,
         epoch: req.epoch,
         taken_unix_ms,
-        stdio_key: Some(req.stdio_key.clone()),
+        stdio_key: Some(stdio_key.to_owned()),
         files,
         data: Vec::new(),
     })
@@ -225,8 +244,9 @@ pub async fn restore(
                 .map(|(i, d)| (mount_key(i), d.display().to_string()))
                 .collect();
         }
-        if let Some(key) = stdio_key {
-            opts.inherit_fds.push((log.as_raw_fd(), key));
+        // One key per line: the log's path, or its external-file keys.
+        for key in stdio_key.iter().flat_map(|k| k.lines()) {
+            opts.inherit_fds.push((log.as_raw_fd(), key.to_owned()));
         }
         let pid = criu.restore_child(&opts).map_err(|e| e.to_string());
         drop(log);
@@ -243,4 +263,37 @@ pub fn remove_dir(dir: &Path) {
             tracing::warn!("cannot remove {}: {e}", dir.display());
         }
     }
+}
+
+/// CRIU's external-file keys (`file[MNT_ID:INODE]`, in hex) of every descriptor the tree
+/// rooted at `root` holds on the output log whose inherit-fd key is `path_key` (its path
+/// without the leading `/`).
+fn external_log_keys(root: i32, path_key: &str) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let log = Path::new("/").join(path_key);
+    let mut keys = Vec::new();
+    for pid in crate::workload::stats::pids(root) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).ok().as_deref() != Some(log.as_path()) {
+                continue;
+            }
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            let mnt_id = std::fs::read_to_string(info).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            });
+            let ino = std::fs::metadata(fd.path()).map(|m| m.ino());
+            if let (Some(mnt_id), Ok(ino)) = (mnt_id, ino) {
+                let key = format!("file[{mnt_id:x}:{ino:x}]");
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    keys
 }

@@ -96,6 +96,12 @@ fn an_append_only_file_has_no_gap_or_duplicate_after_migration_and_keeps_growing
             i + 1
         );
     }
+    // The restored tree, in the mount namespace CRIU rebuilt, is checkpointed again: it is
+    // protected on its new host, not only moved.
+    let moved = c.workload("appender").unwrap().epochs;
+    let again = c.wait_for_epochs("appender", moved + 2);
+    assert_eq!(again.primary, "host-b");
+    assert!(again.unprotected.is_none(), "{:?}", again.unprotected);
     // The old host's copy is stale once the workload runs elsewhere, and is removed.
     let on_a = c.data_path("host-a", &logical);
     eventually(
@@ -109,6 +115,23 @@ fn an_append_only_file_has_no_gap_or_duplicate_after_migration_and_keeps_growing
             }
         },
     );
+
+    // And back, from epochs of the restored tree: the file still has no gap or duplicate.
+    migrate(&c, "appender");
+    assert_eq!(c.workload("appender").unwrap().primary, "host-a");
+    let back = c.data_path("host-a", &logical).join("seq");
+    let before = seq(&on_b).len();
+    let n = eventually("host-a appends again", Duration::from_secs(10), || {
+        let n = seq(&back);
+        if n.len() > before + 10 {
+            Ok(n)
+        } else {
+            Err(format!("{} lines", n.len()))
+        }
+    });
+    for (i, v) in n.iter().enumerate() {
+        assert_eq!(*v, i as u64 + 1, "line {} back on host-a", i + 1);
+    }
 }
 
 /// Commits one row per transaction and prints each id once SQLite has acknowledged it.

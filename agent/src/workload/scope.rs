@@ -58,13 +58,16 @@ pub fn place(workload: &str, root: i32) -> Result<Option<String>, ScopeError> {
     if !systemd_booted() {
         return Ok(None);
     }
-    let pids = tree(root);
-    if pids.is_empty() {
+    if super::stats::pids(root).is_empty() {
         return Ok(None);
     }
     if let Some(unit) = scope_of(root).filter(|u| is_scope_of(u, workload)) {
         return Ok(Some(unit));
     }
+    // The scope starts with the root alone, which lives as long as the tree: a short-lived
+    // child listed now may be gone by the time systemd looks, and systemd refuses the whole
+    // call for one missing pid. The rest are attached below, one at a time.
+    let pids = [root];
     let mut unit = unit_name(workload);
     if let Err(e) = start_scope(&unit, workload, &pids) {
         // The workload's previous scope may still be on its way out: a second name.
@@ -78,7 +81,7 @@ pub fn place(workload: &str, root: i32) -> Result<Option<String>, ScopeError> {
     let waited = Duration::from_secs(5);
     let started = Instant::now();
     loop {
-        let outside: Vec<i32> = tree(root)
+        let outside: Vec<i32> = super::stats::pids(root)
             .into_iter()
             .filter(|p| scope_of(*p).as_deref() != Some(unit.as_str()))
             .collect();
@@ -102,10 +105,12 @@ pub fn place(workload: &str, root: i32) -> Result<Option<String>, ScopeError> {
             });
         }
         if scope_of(root).as_deref() == Some(unit.as_str()) {
-            // The scope is up: the rest were forked after the pids were listed, in the old
-            // cgroup. (Attaching needs the scope delegated.)
-            if let Err(e) = attach(&unit, &outside) {
-                tracing::debug!(workload, "attaching late processes: {e}");
+            // The scope is up: attach the rest of the tree, each on its own since any may
+            // exit meanwhile. (Attaching needs the scope delegated.)
+            for pid in &outside {
+                if let Err(e) = attach(&unit, &[*pid]) {
+                    tracing::debug!(workload, pid, "attaching to the scope: {e}");
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -196,20 +201,6 @@ fn scope_of(pid: i32) -> Option<String> {
     last.ends_with(".scope").then(|| last.to_owned())
 }
 
-/// `root` and all its descendants (empty once `root` is gone).
-fn tree(root: i32) -> Vec<i32> {
-    if !Path::new(&format!("/proc/{root}")).exists() {
-        return Vec::new();
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        out.extend(super::stats::children(out[i]));
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,7 +217,7 @@ mod tests {
     #[test]
     fn a_tree_holds_this_process_and_nothing_for_a_dead_root() {
         let me = std::process::id() as i32;
-        assert_eq!(tree(me).first(), Some(&me));
-        assert!(tree(i32::MAX).is_empty());
+        assert_eq!(crate::workload::stats::pids(me).first(), Some(&me));
+        assert!(crate::workload::stats::pids(i32::MAX).is_empty());
     }
 }

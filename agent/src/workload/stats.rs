@@ -29,6 +29,20 @@ pub fn parse_stat(text: &str) -> Option<(u64, u64, u64)> {
     Some((at(14)? + at(15)?, at(20)?, at(24)?))
 }
 
+/// `root` and all its descendants (empty once `root` is gone).
+pub(crate) fn pids(root: i32) -> Vec<i32> {
+    if !std::path::Path::new(&format!("/proc/{root}")).exists() {
+        return Vec::new();
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        out.extend(children(out[i]));
+        i += 1;
+    }
+    out
+}
+
 /// The children of every thread of `pid` (`/proc/PID/task/*/children`).
 pub(crate) fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
