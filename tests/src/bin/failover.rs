@@ -17,7 +17,7 @@ use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 const INTERVAL: &str = "1s";
 
-/// Holds `MIB` MiB of random memory, dirties a little of it every 10 ms, answers on 7000.
+/// Holds `MIB` MiB of random memory, dirties a little of it every 10 ms, answers on `PORT`.
 const WORKLOAD: &str = r#"
 import os, socket, sys, threading, time
 blob = bytearray(os.urandom(int(sys.argv[1]) << 20))
@@ -30,7 +30,7 @@ def dirty():
 threading.Thread(target=dirty, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000))
+s.bind(("0.0.0.0", int(sys.argv[2])))
 s.listen(16)
 while True:
     c, _ = s.accept()
@@ -65,6 +65,8 @@ fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
     let primary = HOSTS[i % 3];
     let shadow = HOSTS[(i + 1) % 3];
     let name = format!("bench-{mib}-{i}");
+    // A port per run: the previous run's copy may still be on its way out.
+    let port = 7000 + ((mib as usize * 10 + i) % 20_000) as u16;
     c.create_workload(&[
         &name,
         "--host",
@@ -74,15 +76,18 @@ fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
         "--interval",
         INTERVAL,
         "--probe-tcp",
-        "7000",
+        &port.to_string(),
         "--",
         "/usr/bin/python3",
         "-c",
         WORKLOAD,
         &mib.to_string(),
+        &port.to_string(),
     ]);
     let w = c.wait_for_epochs(&name, 3);
-    // Lose the host right after a fresh record of the newest epoch.
+    // Lose the host at a different moment of the epoch interval each run (0, 100, …,
+    // 900 ms after an epoch was seen), so the recovery point's age covers the interval.
+    std::thread::sleep(Duration::from_millis(100 * (i % 10) as u64));
     let before = record(c, &name).unwrap_or(w);
     let age = wall_ms().saturating_sub(before.last_epoch.as_ref().unwrap().committed_unix_ms);
     let lost = Instant::now();
@@ -97,7 +102,7 @@ fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let addr = SocketAddr::from((c.host(shadow).addr, 7000));
+    let addr = SocketAddr::from((c.host(shadow).addr, port));
     let answered = loop {
         if answers(addr) {
             break lost.elapsed();
@@ -108,7 +113,21 @@ fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let _ = c.cli(&["workload", "delete", &name, "--force"]);
+    // Deleted before the next run (refused as busy while the failover finishes choosing a
+    // new shadow), so each run's host loss moves only its own workload.
+    let deleted = Instant::now();
+    loop {
+        let out = c.cli(&["workload", "delete", &name, "--force"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "{name}: not deleted: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.set_link(primary, true);
     c.start_agent(primary);
     c.wait_connected(3);
