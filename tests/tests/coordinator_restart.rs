@@ -121,7 +121,7 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
         "--",
         "/bin/sh",
         "-c",
-        "echo bye; exit 3",
+        "echo bye; sleep 0.5; exit 3",
     ]);
     // Failed: it dies with its agent below, whose restart finds no copy.
     create_counter(&c, "doomed", "host-b", "host-a", "500ms");
@@ -239,7 +239,7 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
     let show = c.cli(&["workload", "show", "quitter"]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(
-        text.contains("command:        /bin/sh -c 'echo bye; exit 3'"),
+        text.contains("command:        /bin/sh -c 'echo bye; sleep 0.5; exit 3'"),
         "{text}"
     );
     assert!(text.contains("exited with status 3"), "{text}");
