@@ -14,11 +14,11 @@ use criu_sys::{Criu, DumpOptions, NetworkLock, RestoreOptions};
 use understudy_common::data_entry::DATA_PREFIX;
 use understudy_common::epoch::{hash_file, FileEntry, Manifest, MANIFEST_FILE};
 
+use crate::clock::now_ms;
 use crate::datadir::capture::{self, Index};
 use crate::datadir::mapped::shared_writable;
 use crate::datadir::mount_key;
 use crate::datadir::patch::Patch;
-use crate::primary::now_ms;
 use crate::replication::delta::PageSignature;
 
 /// Deleted-but-open files up to this size are saved in the images (CRIU's default is 1 MiB).

@@ -92,6 +92,16 @@ async fn answer(recv: &mut quinn::RecvStream) -> Result<CoordinatorMessage, Sess
     .map_err(SessionError::from)
 }
 
+/// Waits for `step` (a write, a stream) at most [`ANSWER_TIMEOUT`].
+async fn within<T, E: Into<SessionError>>(
+    step: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, SessionError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, step)
+        .await
+        .map_err(|_| SessionError::Timeout(ANSWER_TIMEOUT))?
+        .map_err(Into::into)
+}
+
 async fn session(
     ctl: &mut Control,
     addr: SocketAddr,
@@ -99,11 +109,14 @@ async fn session(
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, SessionError> {
-    let conn = ctl
-        .node
-        .endpoint
-        .connect_with(ctl.client.clone(), addr, COORDINATOR_SAN)?
-        .await?;
+    let connecting =
+        ctl.node
+            .peers
+            .endpoint()
+            .connect_with(ctl.client.clone(), addr, COORDINATOR_SAN)?;
+    let conn = tokio::time::timeout(crate::replication::peers::CONNECT_LIMIT, connecting)
+        .await
+        .map_err(|_| SessionError::Timeout(crate::replication::peers::CONNECT_LIMIT))??;
     let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone()));
     let result = registered_session(&conn, ctl, sampler, backoff, stop).await;
     orders.abort();
@@ -129,14 +142,14 @@ async fn registered_session(
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, SessionError> {
-    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut send, mut recv) = within(conn.open_bi()).await?;
     let register = AgentMessage::Register(Register {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         telemetry: with_health(&ctl.node, sampler.sample()),
         data_port: Some(ctl.data_port),
         inventory: crate::inventory::build(&ctl.node).await,
     });
-    write_frame(&mut send, PROTOCOL_VERSION, &register).await?;
+    within(write_frame(&mut send, PROTOCOL_VERSION, &register)).await?;
     let interval = match answer(&mut recv).await? {
         CoordinatorMessage::Registered {
             host,
@@ -179,11 +192,11 @@ async fn registered_session(
             telemetry: with_health(&ctl.node, sampler.sample()),
             inventory,
         });
-        write_frame(&mut send, PROTOCOL_VERSION, &hb).await?;
+        within(write_frame(&mut send, PROTOCOL_VERSION, &hb)).await?;
         match answer(&mut recv).await? {
             CoordinatorMessage::HeartbeatAck { seq: acked, leases } if acked == seq => {
                 // Off the heartbeat's path: a slow supervisor must not delay the next beat.
-                tokio::spawn(crate::lease::renew(ctl.node.clone(), leases));
+                crate::lease::renew(&ctl.node, leases);
             }
             other => return Err(SessionError::Unexpected(format!("{other:?}"))),
         }
@@ -191,8 +204,8 @@ async fn registered_session(
 }
 
 async fn send_report(conn: &quinn::Connection, report: &Report) -> Result<(), SessionError> {
-    let mut s = conn.open_uni().await?;
-    write_frame(&mut s, PROTOCOL_VERSION, report).await?;
+    let mut s = within(conn.open_uni()).await?;
+    within(write_frame(&mut s, PROTOCOL_VERSION, report)).await?;
     let _ = s.finish();
     Ok(())
 }
@@ -202,18 +215,22 @@ async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let node = node.clone();
         tokio::spawn(async move {
-            let reply = match read_frame::<_, Order>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME)
-                .await
-            {
-                Ok(order) => {
+            let order = tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                read_frame::<_, Order>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
+            )
+            .await;
+            let reply = match order {
+                Err(_) => OrderReply::Failed(format!("no whole order within {ANSWER_TIMEOUT:?}")),
+                Ok(Ok(order)) => {
                     let kind = order.kind();
                     let reply = crate::orders::handle(&node, order).await;
                     crate::faults::before_reply(kind).await;
                     reply
                 }
-                Err(e) => OrderReply::Failed(format!("unreadable order: {e}")),
+                Ok(Err(e)) => OrderReply::Failed(format!("unreadable order: {e}")),
             };
-            if let Err(e) = write_frame(&mut send, PROTOCOL_VERSION, &reply).await {
+            if let Err(e) = within(write_frame(&mut send, PROTOCOL_VERSION, &reply)).await {
                 tracing::warn!("could not answer an order: {e}");
             }
             let _ = send.finish();

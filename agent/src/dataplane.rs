@@ -10,7 +10,7 @@ use crate::replication::receive;
 
 /// Accepts data-plane connections until the endpoint closes.
 pub async fn serve(node: Arc<Node>) {
-    while let Some(incoming) = node.endpoint.accept().await {
+    while let Some(incoming) = node.peers.endpoint().accept().await {
         let node = node.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();

@@ -1,7 +1,7 @@
 //! What this agent holds, as the coordinator's reconciliation needs it: every copy of a
 //! workload it runs (supervised, or left by an earlier run), every workload it keeps epochs
 //! of, and its fence. Built for registration and every few heartbeats (never waiting: a
-//! workload an order or epoch holds right now is reported busy), and for a `Query` order
+//! workload an order holds right now is reported busy), and for a `Query` order
 //! (waiting until the workload is free, so the answer is settled).
 
 use std::collections::BTreeSet;
@@ -10,9 +10,8 @@ use std::path::Path;
 use understudy_common::inventory::{CopyState, Held, Inventory, LocalCopy, ShadowCopy};
 
 use crate::node::Node;
-use crate::primary::PrimaryState;
 use crate::replication::shadow_store::ShadowStore;
-use crate::workload::Paths;
+use crate::workload::{process, Paths};
 
 /// Everything this agent holds, without waiting for busy workloads.
 pub async fn build(node: &Node) -> Inventory {
@@ -52,7 +51,7 @@ fn shadow_stores(data_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// What this host holds of `workload`; with `wait`, only once no order or epoch holds it.
+/// What this host holds of `workload`; with `wait`, only once no order holds it.
 pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
     let order_lock = node.order_lock(workload);
     let _order = if wait {
@@ -65,24 +64,22 @@ pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
     };
     let copy = match node.primary(workload) {
         Some(p) => {
-            let st = if wait {
-                p.state.lock().await
-            } else {
-                match p.state.try_lock() {
-                    Ok(st) => st,
-                    Err(_) => return Some(busy(workload)),
-                }
-            };
-            if st.restart_pending {
-                // Its restart policy is about to start it again.
+            let snap = p.snapshot();
+            if snap.busy {
+                // Its restart policy is about to start it again, or it is being stopped.
                 return Some(busy(workload));
             }
+            let state = match snap.state {
+                // Its exit may not have reached its task yet.
+                CopyState::Running { .. } if !process::is_alive(snap.pid) => CopyState::Exited,
+                s => s,
+            };
             Some(LocalCopy {
                 spec: p.spec.clone(),
-                generation: st.generation,
-                shadow: st.shadow.as_ref().map(|s| s.name.clone()),
-                pid: st.running.as_ref().map_or(0, |r| r.pid),
-                state: copy_state(&st),
+                generation: snap.generation,
+                shadow: snap.shadow,
+                pid: snap.pid,
+                state,
             })
         }
         None => node.orphan(workload).map(|o| LocalCopy {
@@ -117,17 +114,5 @@ fn busy(workload: &str) -> Held {
         copy: None,
         shadow: None,
         busy: true,
-    }
-}
-
-/// The state of a supervised copy, from its primary state.
-fn copy_state(st: &PrimaryState) -> CopyState {
-    match &st.running {
-        Some(r) if r.is_alive() => CopyState::Running {
-            epochs: !st.epochs_paused,
-        },
-        Some(_) => CopyState::Exited,
-        None if st.final_dump.is_some() => CopyState::Stopped { final_dump: true },
-        None => CopyState::Stopped { final_dump: false },
     }
 }

@@ -4,7 +4,6 @@
 //! workload restored elsewhere under a newer generation — never gets one, even while the
 //! coordinator still names this host in a failover's record, and stays frozen.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use understudy_common::protocol::Lease;
@@ -16,15 +15,15 @@ use crate::supervisor::control::{self, Request};
 const RENEW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Renews each lease that is for a workload this host runs, under its current generation.
-pub async fn renew(node: Arc<Node>, leases: Vec<Lease>) {
+pub fn renew(node: &Node, leases: Vec<Lease>) {
     for lease in leases {
-        let same = node.primary(&lease.workload).is_some_and(|p| {
-            p.generation.load(std::sync::atomic::Ordering::SeqCst) == lease.generation
-        });
-        if !same {
-            continue;
+        // Its task passes it on if it is for the generation the copy runs under.
+        if let Some(p) = node.primary(&lease.workload) {
+            p.tell(crate::life::Event::Lease {
+                generation: lease.generation,
+                valid_ms: lease.valid_ms,
+            });
         }
-        pass_on(&lease.workload, lease.valid_ms).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The agent's shared state: its identity and data directory, CRIU, the generation fence,
-//! the workloads it runs as primary (and the trees an earlier run left behind) and those it
-//! shadows, data-plane connections to peers, the per-workload order locks, and the channel
-//! its reports leave by.
+//! the handles of the workloads it runs as primary (and the trees an earlier run left
+//! behind) and those it shadows, data-plane connections to peers, the per-workload order
+//! locks, and the channel its reports leave by.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use understudy_common::workload::{Peer, Report, WorkloadSpec};
 
 use crate::datadir::DataRoots;
-use crate::primary::Primary;
+use crate::life::Handle;
+use crate::replication::peers::Peers;
 use crate::state::copies::{Copies, CopyRecord};
 use crate::state::fence::Fence;
 
@@ -37,14 +38,12 @@ pub struct Node {
     pub copies: Copies,
     /// When this agent process started, ms since the Unix epoch.
     pub started_unix_ms: u64,
-    /// The QUIC endpoint (data-plane server, and client for everything).
-    pub endpoint: quinn::Endpoint,
-    /// Client config for connecting to other agents' data planes.
-    pub data_client: quinn::ClientConfig,
+    /// The QUIC endpoint (data-plane server, and client for everything) and the
+    /// connections to other agents' data planes.
+    pub peers: Arc<Peers>,
     reports: mpsc::Sender<Report>,
-    primaries: Mutex<HashMap<String, Arc<Primary>>>,
+    primaries: Mutex<HashMap<String, Arc<Handle>>>,
     shadows: Mutex<HashMap<String, (String, WorkloadSpec)>>,
-    peers: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     verified: Mutex<HashMap<String, u64>>,
     orphans: Mutex<HashMap<String, CopyRecord>>,
     order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -92,13 +91,11 @@ impl Node {
             probes: Mutex::new(Vec::new()),
             fence,
             copies,
-            started_unix_ms: crate::primary::now_ms(),
-            endpoint,
-            data_client,
+            started_unix_ms: crate::clock::now_ms(),
+            peers: Arc::new(Peers::new(endpoint, data_client)),
             reports,
             primaries: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),
-            peers: tokio::sync::Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             orphans: Mutex::new(orphans),
             order_locks: Mutex::new(HashMap::new()),
@@ -151,7 +148,7 @@ impl Node {
         self.copies.set(record).map_err(|e| e.to_string())
     }
 
-    /// Stops every copy of `workload` this host runs that no [`Primary`] supervises (an
+    /// Stops every copy of `workload` this host runs that no task supervises (an
     /// earlier run's), `graceful`ly or not, and forgets the record of its tree. Errors if
     /// one would not die.
     pub async fn stop_unsupervised(&self, workload: &str, graceful: bool) -> Result<(), String> {
@@ -219,17 +216,17 @@ impl Node {
     }
 
     /// The workload this host runs as primary.
-    pub fn primary(&self, workload: &str) -> Option<Arc<Primary>> {
+    pub fn primary(&self, workload: &str) -> Option<Arc<Handle>> {
         lock(&self.primaries).get(workload).cloned()
     }
 
     /// Records a primary workload.
-    pub fn set_primary(&self, workload: &str, p: Arc<Primary>) {
+    pub fn set_primary(&self, workload: &str, p: Arc<Handle>) {
         lock(&self.primaries).insert(workload.to_owned(), p);
     }
 
     /// Forgets a primary workload.
-    pub fn remove_primary(&self, workload: &str) -> Option<Arc<Primary>> {
+    pub fn remove_primary(&self, workload: &str) -> Option<Arc<Handle>> {
         lock(&self.primaries).remove(workload)
     }
 
@@ -258,26 +255,6 @@ impl Node {
         lock(&self.shadows).remove(workload);
     }
 
-    /// A live data-plane connection to `peer`, reusing an open one.
-    pub async fn connect(&self, peer: &Peer) -> Result<quinn::Connection, String> {
-        let mut peers = self.peers.lock().await;
-        if let Some(c) = peers.get(&peer.name) {
-            if c.close_reason().is_none() && c.remote_address() == peer.addr {
-                return Ok(c.clone());
-            }
-        }
-        let conn = self
-            .endpoint
-            .connect_with(self.data_client.clone(), peer.addr, &peer.name)
-            .map_err(|e| format!("shadow {} at {}: {e}", peer.name, peer.addr))?;
-        let conn = tokio::time::timeout(std::time::Duration::from_secs(5), conn)
-            .await
-            .map_err(|_| format!("shadow {} at {}: connect timed out", peer.name, peer.addr))?
-            .map_err(|e| format!("shadow {} at {}: {e}", peer.name, peer.addr))?;
-        peers.insert(peer.name.clone(), conn.clone());
-        Ok(conn)
-    }
-
     /// Records that this process verified every hash of `workload`'s `epoch` as it
     /// committed it, so a restore right after need not hash the files again.
     pub fn mark_verified(&self, workload: &str, epoch: u64) {
@@ -289,8 +266,8 @@ impl Node {
         lock(&self.verified).get(workload) == Some(&epoch)
     }
 
-    /// Every primary workload, for shutdown.
-    pub fn primaries(&self) -> Vec<Arc<Primary>> {
+    /// Every primary workload.
+    pub fn primaries(&self) -> Vec<Arc<Handle>> {
         lock(&self.primaries).values().cloned().collect()
     }
 }

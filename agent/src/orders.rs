@@ -1,23 +1,24 @@
 //! Carrying out the coordinator's orders. Orders for one workload are carried out one at
 //! a time (each holds the workload's order lock), and every order but `Query` is checked
 //! against the generation fence first: one older than what this agent has seen is refused,
-//! naming both numbers, and a newer one is on disk before anything acts on it.
+//! naming both numbers, and a newer one is on disk before anything acts on it. Orders that
+//! make a copy run here (start, restore) start the workload's task; every other order to a
+//! running copy is a message to its task ([`crate::life`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use understudy_common::epoch::Manifest;
 use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec};
 
 use crate::datadir::materialize::{materialize, remove_aside};
+use crate::life::restore::{restore_tree, Restored};
+use crate::life::{Event, Handle, Machine, Mailbox};
 use crate::node::Node;
-use crate::primary::{restore_tree, Primary, PrimaryState};
 use crate::replication::shadow_store::ShadowStore;
-use crate::workload::restart::{binds, exit_hook};
-use crate::workload::{process, Paths};
+use crate::workload::{binds, process, Paths};
 
-/// How long a stopped tree may take to be gone before the stop counts as failed.
-const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// The number of a workload's first tree in its task's mailbox.
+const FIRST_TREE: u64 = 1;
 
 /// Handles one order and returns the reply.
 pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
@@ -116,8 +117,8 @@ async fn start(
     shadow: Option<Peer>,
 ) -> Result<OrderReply, String> {
     if let Some(p) = node.primary(&spec.name) {
-        let st = p.state.lock().await;
-        return if st.running.as_ref().is_some_and(|r| r.is_alive()) {
+        let snap = p.snapshot();
+        return if snap.pid > 0 && process::is_alive(snap.pid) {
             Ok(OrderReply::Done)
         } else {
             Err(format!(
@@ -132,7 +133,7 @@ async fn start(
             spec.name, o.pid
         ));
     }
-    let binds = match binds(node, &spec) {
+    let binds = match binds(&node.data_roots, &spec) {
         Ok(b) => b,
         Err(e) => return Ok(OrderReply::Invalid(e)),
     };
@@ -142,11 +143,12 @@ async fn start(
     let paths = Paths::new(&node.data_dir, &spec.name);
     std::fs::create_dir_all(paths.root())
         .map_err(|e| format!("{}: {e}", paths.root().display()))?;
+    let mailbox = Mailbox::default();
     let running = process::start(
         &spec,
         &binds,
         &paths.output_log(),
-        exit_hook(node, &spec.name, generation),
+        mailbox.exit_hook(&spec.name, FIRST_TREE),
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(workload = %spec.name, pid = running.pid, "workload started");
@@ -162,14 +164,34 @@ async fn start(
             reason: format!("unprotected: {reason}"),
         });
     }
-    let name = spec.name.clone();
-    let primary = Primary::new(spec, PrimaryState::running(generation, shadow, running, 1));
-    node.set_primary(&name, primary.clone());
-    primary.start_loop(node).await;
+    supervise(node, spec, generation, shadow, running, 1, mailbox);
     Ok(OrderReply::Done)
 }
 
-fn primary_of(node: &Node, workload: &str) -> Result<Arc<Primary>, String> {
+/// Starts the task that runs `spec`'s workload from now on.
+fn supervise(
+    node: &Arc<Node>,
+    spec: WorkloadSpec,
+    generation: u64,
+    shadow: Option<Peer>,
+    running: process::Running,
+    next_epoch: u64,
+    mailbox: Mailbox,
+) {
+    let name = spec.name.clone();
+    let machine = Machine::new(
+        &name,
+        spec.restart,
+        generation,
+        shadow,
+        running.pid,
+        next_epoch,
+    );
+    let handle = crate::life::spawn(node, spec, machine, running, mailbox, FIRST_TREE);
+    node.set_primary(&name, handle);
+}
+
+fn primary_of(node: &Node, workload: &str) -> Result<Arc<Handle>, String> {
     node.primary(workload)
         .ok_or_else(|| format!("workload {workload:?} does not run on {}", node.name))
 }
@@ -180,15 +202,12 @@ async fn checkpoint(
     generation: u64,
     final_epoch: bool,
 ) -> Result<OrderReply, String> {
-    let p = primary_of(node, workload)?;
-    let mut st = p.state.lock().await;
-    p.set_generation(&mut st, generation);
-    // A switchover has begun: periodic epochs pause, so none holds the workload up between
-    // the switchover's last epoch and its final one. `Resume` restarts them.
-    st.loop_id += 1;
-    st.epochs_paused = true;
-    let report = p.take_epoch(node, &mut st, final_epoch).await?;
-    Ok(OrderReply::Epoch(report))
+    primary_of(node, workload)?
+        .order(Event::Checkpoint {
+            generation,
+            final_epoch,
+        })
+        .await
 }
 
 async fn restore(
@@ -258,12 +277,25 @@ async fn restore(
             return Err(format!("cannot put the data directories in place: {e}"));
         }
     }
-    let restored = restore_tree(node, &spec, generation, dir, &manifest).await;
+    let mailbox = Mailbox::default();
+    let restored = restore_tree(
+        node.criu.clone(),
+        &node.data_dir,
+        &spec,
+        (dir, &manifest),
+        node.data_host_paths(&spec),
+        mailbox.exit_hook(workload, FIRST_TREE),
+    )
+    .await;
     if restored.is_err() && !spec.data_dirs.is_empty() {
         let s2 = store.clone();
         tokio::task::spawn_blocking(move || s2.clear());
     }
-    let (running, restore_ms, check_ms) = restored?;
+    let Restored {
+        running,
+        restore_ms,
+        check_ms,
+    } = restored?;
     let pid = running.pid;
     if node.fence.seen(workload) != Some(generation) {
         // A newer generation arrived while it was restored: this copy is not the one.
@@ -283,12 +315,7 @@ async fn restore(
         "workload restored; now primary here"
     );
     node.stop_shadowing(workload);
-    let primary = Primary::new(
-        spec,
-        PrimaryState::running(generation, shadow, running, epoch + 1),
-    );
-    node.set_primary(workload, primary.clone());
-    primary.start_loop(node).await;
+    supervise(node, spec, generation, shadow, running, epoch + 1, mailbox);
     // The shadow copies are not needed any more; removing gigabytes takes time, so it
     // happens after the reply, off the switchover's critical path.
     tokio::task::spawn_blocking(move || store.clear());
@@ -323,46 +350,12 @@ async fn release_with(
     stale_data: bool,
     how: Stop,
 ) -> Result<OrderReply, String> {
-    if let Some(p) = node.remove_primary(workload) {
-        let mut st = p.state.lock().await;
-        st.loop_id += 1;
-        if let Some(r) = st.running.take() {
-            if how == Stop::Graceful {
-                r.expect_exit();
-                if let Some(sig) =
-                    understudy_common::workload::stop_signal_number(&p.spec.stop_signal)
-                {
-                    r.signal(sig);
-                }
-                let limit = Duration::from_millis(p.spec.stop_timeout_ms);
-                let started = Instant::now();
-                while r.is_alive() && started.elapsed() < limit {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                if r.is_alive() {
-                    tracing::warn!(
-                        workload,
-                        "still running {limit:?} after {}: killing it",
-                        p.spec.stop_signal
-                    );
-                }
-            }
-            r.kill();
-            let started = Instant::now();
-            while r.is_alive() {
-                if started.elapsed() > STOP_LIMIT {
-                    node.set_primary(workload, p.clone());
-                    st.running = Some(r);
-                    return Err(format!(
-                        "{workload:?} (pid {}) did not stop within {STOP_LIMIT:?}",
-                        p.pid.load(std::sync::atomic::Ordering::Relaxed)
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        st.final_dump = None;
-        st.acked = None;
+    if let Some(p) = node.primary(workload) {
+        p.order(Event::Release {
+            graceful: how == Stop::Graceful,
+        })
+        .await?;
+        node.remove_primary(workload);
         // The workload's data now lives where it runs: this host's copy is stale.
         for dir in node
             .data_host_paths(&p.spec)
@@ -383,42 +376,9 @@ async fn release_with(
 }
 
 async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<OrderReply, String> {
-    let p = primary_of(node, workload)?;
-    {
-        let mut st = p.state.lock().await;
-        p.set_generation(&mut st, generation);
-        let alive = st.running.as_ref().is_some_and(|r| r.is_alive());
-        if !alive {
-            let (dir, manifest) = st
-                .final_dump
-                .clone()
-                .ok_or("the workload is stopped and there is no final dump to resume from")?;
-            let (running, restore_ms, _) =
-                restore_tree(node, &p.spec, generation, dir, &manifest).await?;
-            tracing::info!(
-                workload,
-                pid = running.pid,
-                restore_ms,
-                "resumed from the final dump"
-            );
-            p.pid
-                .store(running.pid, std::sync::atomic::Ordering::Relaxed);
-            node.record_copy(
-                &p.spec,
-                generation,
-                st.shadow.as_ref(),
-                running.pid,
-                st.next_epoch.max(manifest.epoch + 1),
-            )?;
-            st.running = Some(running);
-            st.next_epoch = st.next_epoch.max(manifest.epoch + 1);
-        }
-        st.final_dump = None;
-        let pid = st.running.as_ref().map_or(0, |r| r.pid);
-        node.record_copy(&p.spec, generation, st.shadow.as_ref(), pid, st.next_epoch)?;
-    }
-    p.start_loop(node).await;
-    Ok(OrderReply::Done)
+    primary_of(node, workload)?
+        .order(Event::Resume { generation })
+        .await
 }
 
 async fn set_shadow(
@@ -427,23 +387,7 @@ async fn set_shadow(
     generation: u64,
     shadow: Peer,
 ) -> Result<OrderReply, String> {
-    let p = primary_of(node, workload)?;
-    let mut st = p.state.lock().await;
-    p.set_generation(&mut st, generation);
-    if st.shadow.as_ref() != Some(&shadow) {
-        tracing::info!(workload, shadow = %shadow.name, "new shadow; the next epoch goes whole");
-        st.shadow = Some(shadow);
-        // The new shadow holds nothing to apply deltas to.
-        st.acked = None;
-    }
-    if let Some(r) = &st.running {
-        node.record_copy(
-            &p.spec,
-            generation,
-            st.shadow.as_ref(),
-            r.pid,
-            st.next_epoch,
-        )?;
-    }
-    Ok(OrderReply::Done)
+    primary_of(node, workload)?
+        .order(Event::SetShadow { generation, shadow })
+        .await
 }

@@ -172,8 +172,18 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 .dir
                 .clone()
                 .unwrap_or_else(crate::predict::manifest::default_dir);
+            let (from, to) = (node.clone(), node.clone());
             tokio::spawn(crate::workload::probes::watch(
-                node.clone(),
+                move || {
+                    from.primaries()
+                        .iter()
+                        .filter_map(|p| {
+                            let probe = p.spec.probe.clone()?;
+                            Some((p.spec.name.clone(), probe, p.snapshot().pid))
+                        })
+                        .collect()
+                },
+                move |reports| to.set_probes(reports),
                 config.probes.interval,
                 crate::predict::univariate::UnivariateModel::load(&models),
             ));
@@ -219,7 +229,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     for p in node.primaries() {
         // Workloads keep running when the agent stops; only its epochs stop.
-        p.stop_loop().await;
+        p.tell(crate::life::Event::Shutdown);
     }
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
         let _ = control.await;

@@ -208,11 +208,11 @@ fn render_workloads(node: &Node) -> String {
         .primaries()
         .into_iter()
         .map(|p| {
-            let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
+            let snap = p.snapshot();
             workloads_text::Running {
                 name: p.spec.name.clone(),
-                tree: (pid > 0).then(|| stats::workload(pid)).flatten(),
-                restarts: u64::from(p.restarts.load(std::sync::atomic::Ordering::Relaxed)),
+                tree: (snap.pid > 0).then(|| stats::workload(snap.pid)).flatten(),
+                restarts: u64::from(snap.restarts),
             }
         })
         .collect();

@@ -1,13 +1,15 @@
 //! The primary's end of one epoch transfer: offer, files (delta or whole, zstd), done,
-//! resend what the shadow asks for, until it commits or refuses.
+//! resend what the shadow asks for, until it commits or refuses. Every wait on the shadow
+//! has a deadline: a write that makes no progress for [`STALL_LIMIT`], an answer that does
+//! not come within [`ANSWER_LIMIT`].
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
-use understudy_common::frame::{encode_frame, read_frame, write_frame};
+use understudy_common::frame::{encode_frame, read_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
 
@@ -17,9 +19,48 @@ use super::delta::{self, EncodedFile, PageSignature};
 use crate::checkpoint::Dumped;
 use crate::datadir::capture::{patch_path, Index};
 
-/// How a failed transfer starts when the shadow lost the base epoch: the primary then
-/// forgets it, so the next epoch captures and sends everything.
-pub const BASE_LOST: &str = "the shadow no longer holds the base epoch";
+/// How long a write to the shadow may make no progress.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// How long the shadow may take to answer (it hashes every file of the epoch before it
+/// commits).
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(120);
+/// Writes go out in pieces of this size, each with its own stall deadline.
+const PIECE: usize = 1 << 20;
+
+/// Why an epoch did not reach the shadow.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The shadow no longer holds the base epoch: the primary forgets it, so the next
+    /// epoch captures and sends everything.
+    #[error("the shadow no longer holds the base epoch {0}")]
+    BaseLost(String),
+    /// The connection, the shadow's refusal, or a local file.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for SendError {
+    fn from(e: String) -> Self {
+        SendError::Other(e)
+    }
+}
+
+/// Writes `bytes`, failing if a piece makes no progress within [`STALL_LIMIT`].
+async fn write_bounded(send: &mut SendStream, bytes: &[u8], what: &str) -> Result<(), String> {
+    for piece in bytes.chunks(PIECE) {
+        tokio::time::timeout(STALL_LIMIT, send.write_all(piece))
+            .await
+            .map_err(|_| format!("sending {what}: no progress for {STALL_LIMIT:?}"))?
+            .map_err(|e| format!("sending {what}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Writes one framed message.
+async fn write_message(send: &mut SendStream, message: &DataMessage) -> Result<(), String> {
+    let frame = encode_frame(PROTOCOL_VERSION, message).map_err(|e| e.to_string())?;
+    write_bounded(send, &frame, "to the shadow").await
+}
 
 /// The epoch the shadow last acknowledged, which deltas are computed against.
 #[derive(Debug, Clone)]
@@ -108,19 +149,19 @@ async fn write_encoded(
         len: enc.wire.len() as u64,
     };
     let frame = encode_frame(PROTOCOL_VERSION, &header).map_err(|e| e.to_string())?;
-    send.write_all(&frame)
-        .await
-        .map_err(|e| format!("sending {name}: {e}"))?;
-    send.write_all(&enc.wire)
-        .await
-        .map_err(|e| format!("sending {name}: {e}"))?;
+    write_bounded(send, &frame, name).await?;
+    write_bounded(send, &enc.wire, name).await?;
     Ok((frame.len() + enc.wire.len()) as u64)
 }
 
 async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
-    read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME)
-        .await
-        .map_err(|e| format!("shadow: {e}"))
+    tokio::time::timeout(
+        ANSWER_LIMIT,
+        read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+    )
+    .await
+    .map_err(|_| format!("shadow: no answer within {ANSWER_LIMIT:?}"))?
+    .map_err(|e| format!("shadow: {e}"))
 }
 
 /// Sends `dumped` over a new stream of `conn`; `progress(done, total)` is called per file.
@@ -131,22 +172,25 @@ pub async fn send_epoch(
     base: Option<&Base>,
     final_epoch: bool,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
-) -> Result<Sent, String> {
+) -> Result<Sent, SendError> {
     let started = Instant::now();
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("shadow: {e}"))?;
+    let (mut send, mut recv) = tokio::time::timeout(STALL_LIMIT, conn.open_bi())
+        .await
+        .map_err(|_| format!("shadow: no stream within {STALL_LIMIT:?}"))?
+        .map_err(|e| format!("shadow: {e}"))?;
     let manifest = &dumped.manifest;
     let offer = DataMessage::Offer {
         manifest: manifest.clone(),
         base_epoch: base.map(|b| b.epoch),
         final_epoch,
     };
-    write_frame(&mut send, PROTOCOL_VERSION, &offer)
-        .await
-        .map_err(|e| format!("shadow: {e}"))?;
+    write_message(&mut send, &offer).await?;
     let have_base = match reply(&mut recv).await? {
         DataReply::Accept { have_base } => have_base,
-        DataReply::Refused { reason } => return Err(format!("shadow refused the epoch: {reason}")),
-        other => return Err(format!("shadow answered {other:?} to an offer")),
+        DataReply::Refused { reason } => {
+            return Err(format!("shadow refused the epoch: {reason}").into())
+        }
+        other => return Err(format!("shadow answered {other:?} to an offer").into()),
     };
     let total = manifest.total_bytes();
     let mut done = 0u64;
@@ -185,10 +229,10 @@ pub async fn send_epoch(
         } else if let Some(p) = dumped.patches.get(&name) {
             // Captured as the pages that differ from the base's file at `origin`.
             if base_hash.is_none() {
-                return Err(format!(
-                    "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
+                return Err(SendError::BaseLost(format!(
+                    "for data file {}; the next epoch sends the data directories whole",
                     d.path
-                ));
+                )));
             }
             let stored = patch_path(&dumped.dir.join(&name));
             let p2 = p.clone();
@@ -214,10 +258,10 @@ pub async fn send_epoch(
             data_changed += enc.changed;
             sigs.insert(name, enc.signature);
         } else if !dumped.dir.join(&name).exists() {
-            return Err(format!(
-                "{BASE_LOST} for data file {}; the next epoch sends the data directories whole",
+            return Err(SendError::BaseLost(format!(
+                "for data file {}; the next epoch sends the data directories whole",
                 d.path
-            ));
+            )));
         } else {
             let (enc, n) =
                 send_file(&mut send, &dumped.dir, &name, &base_name, base, have_base).await?;
@@ -231,18 +275,16 @@ pub async fn send_epoch(
         progress(done, total);
     }
     loop {
-        write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done)
-            .await
-            .map_err(|e| format!("shadow: {e}"))?;
+        write_message(&mut send, &DataMessage::Done).await?;
         match reply(&mut recv).await? {
             DataReply::Committed { epoch } if epoch == manifest.epoch => break,
             DataReply::Resend { names } => {
                 tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
                 for name in names {
                     if !dumped.dir.join(&name).exists() {
-                        return Err(format!(
-                            "{BASE_LOST}: it asked for {name}, which this epoch did not copy"
-                        ));
+                        return Err(SendError::BaseLost(format!(
+                            "(it asked for {name}, which this epoch did not copy)"
+                        )));
                     }
                     let (enc, n) =
                         send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
@@ -254,9 +296,9 @@ pub async fn send_epoch(
                 }
             }
             DataReply::Refused { reason } => {
-                return Err(format!("shadow refused the epoch: {reason}"))
+                return Err(format!("shadow refused the epoch: {reason}").into())
             }
-            other => return Err(format!("shadow answered {other:?} to done")),
+            other => return Err(format!("shadow answered {other:?} to done").into()),
         }
     }
     let _ = send.finish();

@@ -5,7 +5,6 @@ pub mod adopt;
 pub mod precheck;
 pub mod probes;
 pub mod process;
-pub mod restart;
 pub mod scope;
 pub mod stats;
 
@@ -24,6 +23,23 @@ pub fn place_in_scope(workload: &str, root: i32) {
 }
 
 use std::path::{Path, PathBuf};
+
+use understudy_common::workload::WorkloadSpec;
+
+use crate::datadir::DataRoots;
+
+/// Each data directory's copy on this host (under `roots`), bound at its logical path.
+pub fn binds(roots: &DataRoots, spec: &WorkloadSpec) -> Result<Vec<process::Bind>, String> {
+    spec.data_dirs
+        .iter()
+        .map(|d| {
+            roots.check_existing(d).map(|host| process::Bind {
+                host,
+                logical: d.clone(),
+            })
+        })
+        .collect()
+}
 
 /// Where one workload's files live under the agent's data directory.
 #[derive(Debug, Clone)]

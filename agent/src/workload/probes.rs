@@ -4,13 +4,11 @@
 //! (`understudy workload show`) and are served on `/metrics`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use understudy_common::telemetry::ProbeReport;
 use understudy_common::workload::Probe;
 
-use crate::node::Node;
 use crate::predict::univariate::{Univariate, UnivariateModel};
 
 /// Runs `probe` once against this host; returns how long it took to answer.
@@ -91,9 +89,17 @@ fn record(t: &mut Tracked, result: Result<Duration, String>, alarm_level: f64) {
     }
 }
 
-/// Probes every primary with a probe each `interval`, forever, publishing the reports to
-/// `node`. A workload that (re)starts here starts a fresh report and detector.
-pub async fn watch(node: Arc<Node>, interval: Duration, model: Result<UnivariateModel, String>) {
+/// A workload to probe: its name, its probe, and the root pid of its tree (a new pid
+/// starts a fresh report and detector).
+pub type Target = (String, Probe, i32);
+
+/// Probes each of `targets()` each `interval`, forever, handing the reports to `publish`.
+pub async fn watch(
+    targets: impl Fn() -> Vec<Target>,
+    publish: impl Fn(Vec<ProbeReport>),
+    interval: Duration,
+    model: Result<UnivariateModel, String>,
+) {
     if let Err(e) = &model {
         tracing::warn!("probe latency is not scored: {e}");
     }
@@ -105,15 +111,10 @@ pub async fn watch(node: Arc<Node>, interval: Duration, model: Result<Univariate
     loop {
         tick.tick().await;
         let mut seen = Vec::new();
-        for p in node.primaries() {
-            let Some(probe) = p.spec.probe.clone() else {
-                continue;
-            };
-            let pid = p.pid.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, probe, pid) in targets() {
             if pid <= 0 {
                 continue;
             }
-            let name = p.spec.name.clone();
             seen.push(name.clone());
             let fresh = || Tracked {
                 pid,
@@ -130,7 +131,7 @@ pub async fn watch(node: Arc<Node>, interval: Duration, model: Result<Univariate
         tracked.retain(|name, _| seen.contains(name));
         let mut reports: Vec<ProbeReport> = tracked.values().map(|t| t.report.clone()).collect();
         reports.sort_by(|a, b| a.workload.cmp(&b.workload));
-        node.set_probes(reports);
+        publish(reports);
     }
 }
 

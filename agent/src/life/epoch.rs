@@ -1,0 +1,226 @@
+//! The I/O of one epoch: ask the supervisor whether the tree is frozen, dump it with CRIU,
+//! connect to the shadow and send the dump (a delta against the acknowledged base), with a
+//! deadline on every network wait. It knows nothing of the agent's other workloads; what it
+//! needs comes in a [`Job`], what happened goes out in an [`Outcome`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criu_sys::Criu;
+use understudy_common::epoch::Manifest;
+use understudy_common::workload::{EpochReport, Peer};
+
+use super::machine::Failure;
+use crate::checkpoint::{self, DumpRequest};
+use crate::clock::now_ms;
+use crate::datadir::capture;
+use crate::replication::peers::Peers;
+use crate::replication::send::{send_epoch, Base, SendError};
+use crate::workload::process::Running;
+
+/// Everything one epoch needs.
+pub struct Job {
+    /// CRIU, or why it cannot be used.
+    pub criu: Result<Arc<Criu>, String>,
+    /// The workload's name.
+    pub workload: String,
+    /// Its generation.
+    pub generation: u64,
+    /// The epoch's number.
+    pub epoch: u64,
+    /// A switchover's final epoch: CRIU stops the tree once it is dumped.
+    pub final_epoch: bool,
+    /// The tree.
+    pub running: Running,
+    /// Where the images go.
+    pub dir: PathBuf,
+    /// The workload's data directories on this host.
+    pub data: Vec<capture::Dir>,
+    /// What the shadow acknowledged last, if the delta may be made against it.
+    pub base: Option<Base>,
+    /// Where the epoch goes.
+    pub shadow: Peer,
+    /// Connections to other agents.
+    pub peers: Arc<Peers>,
+    /// Called with (bytes sent, bytes to send) as the transfer goes.
+    pub progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("workload", &self.workload)
+            .field("generation", &self.generation)
+            .field("epoch", &self.epoch)
+            .field("final_epoch", &self.final_epoch)
+            .field("shadow", &self.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one epoch ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The epoch's number.
+    pub epoch: u64,
+    /// A final epoch's dump, kept to resume from (the tree is stopped).
+    pub final_dump: Option<(PathBuf, Manifest)>,
+    /// The base the next delta is made against, when the shadow committed.
+    pub base: Option<Base>,
+    /// What the shadow committed, or why not.
+    pub result: Result<EpochReport, Failure>,
+}
+
+fn cpu_ms() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| {
+            u64::try_from(tv.tv_sec()).unwrap_or(0) * 1000
+                + u64::try_from(tv.tv_usec()).unwrap_or(0) / 1000
+        };
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// Whether the workload's supervisor holds it frozen for lack of a lease (`false` when it
+/// cannot say).
+async fn frozen(workload: &str) -> bool {
+    let name = workload.to_owned();
+    let req = crate::supervisor::control::Request::Status;
+    tokio::task::spawn_blocking(move || {
+        crate::supervisor::control::ask(&name, &req, Duration::from_secs(1))
+    })
+    .await
+    .is_ok_and(|a| a.is_ok_and(|s| s.frozen))
+}
+
+/// Takes the epoch. The images directory is removed afterwards unless it is a final
+/// epoch's dump (kept to resume from if the switchover fails).
+pub async fn run(job: Job) -> Outcome {
+    let mut outcome = Outcome {
+        epoch: job.epoch,
+        final_dump: None,
+        base: None,
+        result: Err(Failure::Frozen),
+    };
+    // Nothing changes in a copy frozen for lack of a lease, and a dump would run CRIU's
+    // parasite inside it: its epochs wait for the lease.
+    if frozen(&job.workload).await {
+        return outcome;
+    }
+    let criu = match job.criu.clone() {
+        Ok(c) => c,
+        Err(e) => {
+            outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
+            return outcome;
+        }
+    };
+    if job.final_epoch {
+        job.running.expect_exit();
+    }
+    let req = DumpRequest {
+        workload: job.workload.clone(),
+        generation: job.generation,
+        epoch: job.epoch,
+        pid: job.running.pid,
+        stdio_key: job.running.stdio_key.clone(),
+        leave_running: !job.final_epoch,
+        dir: job.dir.clone(),
+        data: job.data.clone(),
+        index: job
+            .base
+            .as_ref()
+            .map_or_else(Default::default, |b| b.index.clone()),
+        sigs: job
+            .base
+            .as_ref()
+            .map_or_else(Default::default, |b| b.sigs.clone()),
+    };
+    let dumped = match checkpoint::dump(criu, req).await {
+        Ok(d) => d,
+        Err(e) => {
+            if job.final_epoch && job.running.is_alive() {
+                job.running.unexpect_exit();
+            }
+            outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
+            return outcome;
+        }
+    };
+    if job.final_epoch {
+        outcome.final_dump = Some((dumped.dir.clone(), dumped.manifest.clone()));
+    }
+    let cpu_before = cpu_ms();
+    let (epoch, shadow) = (job.epoch, job.shadow.name.clone());
+    let lagging =
+        |e: String| format!("shadow lagging: {shadow} has not committed epoch {epoch}: {e}");
+    let cleanup = |dir: &PathBuf| {
+        if !job.final_epoch {
+            checkpoint::remove_dir(dir);
+        }
+    };
+    let conn = match job.peers.connect(&job.shadow).await {
+        Ok(c) => c,
+        Err(e) => {
+            cleanup(&job.dir);
+            outcome.result = Err(Failure::Failed(lagging(e)));
+            return outcome;
+        }
+    };
+    let progress = job.progress.clone();
+    let send_started = Instant::now();
+    let sent = match send_epoch(
+        &conn,
+        &dumped,
+        job.base.as_ref(),
+        job.final_epoch,
+        &move |s, t| progress(s, t),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&job.dir);
+            outcome.result = Err(match e {
+                SendError::BaseLost(m) => Failure::BaseLost(lagging(m)),
+                SendError::Other(m) => Failure::Failed(lagging(m)),
+            });
+            return outcome;
+        }
+    };
+    tracing::debug!(
+        workload = %job.workload,
+        epoch,
+        final_epoch = job.final_epoch,
+        dump_ms = dumped.frozen_ms,
+        send_ms = send_started.elapsed().as_millis() as u64,
+        bytes_sent = sent.bytes_sent,
+        "epoch committed on the shadow"
+    );
+    // The signatures are all the next delta needs; only a final dump is kept.
+    cleanup(&job.dir);
+    outcome.base = Some(Base {
+        epoch,
+        sigs: Arc::new(sent.sigs),
+        index: Arc::new(dumped.index),
+    });
+    outcome.result = Ok(EpochReport {
+        workload: job.workload,
+        generation: job.generation,
+        epoch,
+        shadow,
+        bytes_total: dumped.manifest.total_bytes(),
+        bytes_sent: sent.bytes_sent,
+        bytes_changed: sent.bytes_changed,
+        frozen_ms: dumped.frozen_ms,
+        frozen_disk_ms: dumped.frozen_disk_ms,
+        data_bytes: dumped.manifest.data_bytes(),
+        data_changed: sent.data_changed,
+        data_sent: sent.data_sent,
+        transfer_ms: sent.transfer_ms,
+        cpu_ms: cpu_ms().saturating_sub(cpu_before),
+        committed_unix_ms: now_ms(),
+        incremental: false,
+    });
+    outcome
+}

@@ -1,0 +1,545 @@
+//! The life of one workload this host runs as primary, as a state machine without I/O:
+//! events come in (an epoch timer tick, an order, an epoch's outcome, the tree's exit, a
+//! lease renewal, the result of a restart or resume), and commands go out (take an epoch,
+//! reply, report, record the copy, start the tree again, pass the lease on, stop). The
+//! task in [`super::task`] feeds it and carries the commands out; the unit tests in
+//! `machine_tests.rs` drive it through every path deterministically.
+//!
+//! Rules it keeps:
+//! - At most one epoch is in flight. A switchover's epoch (a `Checkpoint` order) waits for
+//!   a periodic one in flight, then pauses the periodic ones until `Resume`.
+//! - An acknowledgement is a delta base only for the shadow it came from: a new shadow, or a
+//!   shadow that lost its base, gets the next epoch whole.
+//! - A lease is passed on only for exactly the generation this copy runs under.
+//! - An exit restarts the tree only while no switchover is under way, and only as often as
+//!   its restart policy allows within its window.
+
+use understudy_common::workload::{EpochReport, OrderReply, Peer, Report, RestartPolicy};
+
+/// What the workload's tree is doing here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tree {
+    /// Running, with this root pid.
+    Running(i32),
+    /// Exited on its own and will not be restarted.
+    Exited,
+    /// Exited with `status`; its restart policy's delay is running.
+    RestartPending(String),
+    /// Stopped by a switchover's final dump (`true`: the dump is kept to resume from).
+    Stopped(bool),
+    /// Being stopped for good (a release or a delete); the pid it had (0: none ran).
+    Stopping(i32),
+}
+
+/// Why an epoch did not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The supervisor holds the tree frozen for lack of a lease; nothing was dumped.
+    Frozen,
+    /// The shadow no longer holds the base the delta was made against.
+    BaseLost(String),
+    /// Anything else (CRIU, the network, the shadow's refusal).
+    Failed(String),
+}
+
+impl Failure {
+    fn reason(&self) -> String {
+        match self {
+            Failure::Frozen => FROZEN.to_owned(),
+            Failure::BaseLost(r) | Failure::Failed(r) => r.clone(),
+        }
+    }
+}
+
+/// Said once while a copy is frozen for lack of a lease.
+pub const FROZEN: &str = "frozen for lack of a lease: epochs wait until it is renewed";
+
+/// An event for the machine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The epoch interval passed.
+    Tick,
+    /// Order: take an epoch now (a switchover's), final or not, under `generation`.
+    Checkpoint { generation: u64, final_epoch: bool },
+    /// Order: go on running here under `generation` (a switchover rolled back).
+    Resume { generation: u64 },
+    /// Order: epochs go to `shadow` from now on, under `generation`.
+    SetShadow { generation: u64, shadow: Peer },
+    /// Order: stop the tree for good (`graceful`: as a service manager would).
+    Release { graceful: bool },
+    /// The coordinator renewed the lease of `generation` for `valid_ms`.
+    Lease {
+        generation: u64,
+        valid_ms: Option<u64>,
+    },
+    /// The epoch numbered `epoch` ended. For a final epoch, `dumped` says whether CRIU
+    /// dumped (and so stopped) the tree.
+    EpochDone {
+        epoch: u64,
+        dumped: bool,
+        result: Result<EpochReport, Failure>,
+    },
+    /// The tree rooted at `pid` exited on its own at `now_ms`.
+    Exited {
+        pid: i32,
+        status: String,
+        now_ms: u64,
+    },
+    /// The restart policy's delay has passed.
+    RestartDue,
+    /// The tree was started again (its pid), or could not be.
+    Restarted {
+        result: Result<i32, String>,
+        now_ms: u64,
+    },
+    /// The tree was restored from the final dump of epoch `epoch` (its pid), or not.
+    Resumed { result: Result<(i32, u64), String> },
+    /// The tree is gone (or would not die: why).
+    Stopped { result: Result<(), String> },
+    /// The agent is shutting down: no more epochs; the tree runs on.
+    Shutdown,
+}
+
+/// A command the driver carries out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Dump the tree as epoch `epoch` under `generation` and send it to `shadow`, as a
+    /// delta against the acknowledged epoch `base` if there is one.
+    TakeEpoch {
+        epoch: u64,
+        generation: u64,
+        shadow: Peer,
+        final_epoch: bool,
+        base: Option<u64>,
+    },
+    /// Answer the order being carried out.
+    Reply(Result<OrderReply, String>),
+    /// Tell the coordinator.
+    Report(Report),
+    /// Persist the copy's record (generation, shadow, pid, next epoch) for a restarted agent.
+    Record,
+    /// Send [`Event::RestartDue`] after `ms`.
+    RestartAfter(u64),
+    /// Start the command afresh; answer with [`Event::Restarted`].
+    StartAfresh,
+    /// Restore the tree from the kept final dump; answer with [`Event::Resumed`].
+    ResumeFromFinalDump,
+    /// Hand the supervisor a lease of `valid_ms` from now.
+    PassLease(Option<u64>),
+    /// Stop the tree (`graceful` or at once); answer with [`Event::Stopped`].
+    Stop { graceful: bool },
+    /// The copy is gone: the task ends.
+    End,
+}
+
+/// Who asked for the epoch in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    Timer,
+    Order { final_epoch: bool },
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    epoch: u64,
+    asker: Asker,
+    shadow: String,
+}
+
+/// One primary workload's state.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    name: String,
+    policy: RestartPolicy,
+    generation: u64,
+    shadow: Option<Peer>,
+    tree: Tree,
+    next_epoch: u64,
+    acked: Option<u64>,
+    paused: bool,
+    in_flight: Option<InFlight>,
+    /// A `Checkpoint` order waiting for the periodic epoch in flight.
+    waiting: Option<bool>,
+    last_unprotected: Option<String>,
+    restarts_ms: Vec<u64>,
+    restarts: u32,
+}
+
+impl Machine {
+    /// A workload running here as `pid` under `generation`, whose next epoch is
+    /// `next_epoch` and goes whole to `shadow`.
+    pub fn new(
+        name: &str,
+        policy: RestartPolicy,
+        generation: u64,
+        shadow: Option<Peer>,
+        pid: i32,
+        next_epoch: u64,
+    ) -> Self {
+        Machine {
+            name: name.to_owned(),
+            policy,
+            generation,
+            shadow,
+            tree: Tree::Running(pid),
+            next_epoch,
+            acked: None,
+            paused: false,
+            in_flight: None,
+            waiting: None,
+            last_unprotected: None,
+            restarts_ms: Vec::new(),
+            restarts: 0,
+        }
+    }
+
+    /// The generation this copy runs under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Where epochs go.
+    pub fn shadow(&self) -> Option<&Peer> {
+        self.shadow.as_ref()
+    }
+
+    /// What the tree is doing.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The root pid of the running tree, 0 if none runs.
+    pub fn pid(&self) -> i32 {
+        match self.tree {
+            Tree::Running(pid) => pid,
+            _ => 0,
+        }
+    }
+
+    /// The next epoch's number.
+    pub fn next_epoch(&self) -> u64 {
+        self.next_epoch
+    }
+
+    /// Whether periodic epochs are paused (a switchover, or the agent stopping).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Restarts by the restart policy since the copy started here.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Whether an inventory should call it busy: its restart is about to happen, or it is
+    /// being stopped.
+    pub fn busy(&self) -> bool {
+        matches!(self.tree, Tree::RestartPending(_) | Tree::Stopping(_))
+    }
+
+    /// Handles one event and says what to do.
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        match event {
+            Event::Tick => self.tick(),
+            Event::Checkpoint {
+                generation,
+                final_epoch,
+            } => self.checkpoint(generation, final_epoch),
+            Event::Resume { generation } => self.resume(generation),
+            Event::SetShadow { generation, shadow } => self.set_shadow(generation, shadow),
+            Event::Release { graceful } => {
+                self.paused = true;
+                self.waiting = None;
+                self.tree = Tree::Stopping(self.pid());
+                vec![Command::Stop { graceful }]
+            }
+            Event::Lease {
+                generation,
+                valid_ms,
+            } => {
+                if generation == self.generation && matches!(self.tree, Tree::Running(_)) {
+                    vec![Command::PassLease(valid_ms)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::EpochDone {
+                epoch,
+                dumped,
+                result,
+            } => self.epoch_done(epoch, dumped, result),
+            Event::Exited {
+                pid,
+                status,
+                now_ms,
+            } => self.exited(pid, status, now_ms),
+            Event::RestartDue => match self.tree {
+                Tree::RestartPending(_) => vec![Command::StartAfresh],
+                _ => Vec::new(),
+            },
+            Event::Restarted { result, now_ms } => self.restarted(result, now_ms),
+            Event::Resumed { result } => self.resumed(result),
+            Event::Stopped { result } => match result {
+                Ok(()) => vec![Command::Reply(Ok(OrderReply::Done)), Command::End],
+                Err(e) => {
+                    // It still runs: it stays this host's copy, epochs stay paused until
+                    // the coordinator decides.
+                    if let Tree::Stopping(pid) = self.tree {
+                        self.tree = Tree::Running(pid);
+                    }
+                    vec![Command::Reply(Err(e))]
+                }
+            },
+            Event::Shutdown => {
+                self.paused = true;
+                Vec::new()
+            }
+        }
+    }
+
+    fn start_epoch(&mut self, asker: Asker) -> Vec<Command> {
+        let Some(shadow) = self.shadow.clone() else {
+            return self.failed(asker, "no shadow host".into());
+        };
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.in_flight = Some(InFlight {
+            epoch,
+            asker,
+            shadow: shadow.name.clone(),
+        });
+        vec![Command::TakeEpoch {
+            epoch,
+            generation: self.generation,
+            shadow,
+            final_epoch: asker == Asker::Order { final_epoch: true },
+            base: self.acked,
+        }]
+    }
+
+    fn tick(&mut self) -> Vec<Command> {
+        if self.paused || self.in_flight.is_some() || !matches!(self.tree, Tree::Running(_)) {
+            return Vec::new();
+        }
+        self.start_epoch(Asker::Timer)
+    }
+
+    fn checkpoint(&mut self, generation: u64, final_epoch: bool) -> Vec<Command> {
+        self.generation = generation;
+        // A switchover has begun: periodic epochs pause, so none holds the workload up
+        // between the switchover's last epoch and its final one.
+        self.paused = true;
+        if !matches!(self.tree, Tree::Running(_)) {
+            return vec![Command::Reply(Err(format!(
+                "unprotected: {} is not running here",
+                self.name
+            )))];
+        }
+        if self.in_flight.is_some() {
+            self.waiting = Some(final_epoch);
+            return Vec::new();
+        }
+        self.start_epoch(Asker::Order { final_epoch })
+    }
+
+    fn failed(&mut self, asker: Asker, reason: String) -> Vec<Command> {
+        match asker {
+            Asker::Order { .. } => vec![Command::Reply(Err(reason))],
+            Asker::Timer => self.unprotected(reason),
+        }
+    }
+
+    /// Reports a reason for not being protected, once while it stays the same.
+    fn unprotected(&mut self, reason: String) -> Vec<Command> {
+        if self.last_unprotected.as_deref() == Some(reason.as_str()) {
+            return Vec::new();
+        }
+        self.last_unprotected = Some(reason.clone());
+        if reason == FROZEN {
+            tracing::info!(workload = %self.name, "{FROZEN}");
+            // A frozen copy's coordinator knows: it is the one that stopped renewing.
+            return Vec::new();
+        }
+        tracing::warn!(workload = %self.name, "epoch failed: {reason}");
+        vec![Command::Report(Report::Unprotected {
+            workload: self.name.clone(),
+            generation: self.generation,
+            reason,
+        })]
+    }
+
+    fn epoch_done(
+        &mut self,
+        epoch: u64,
+        dumped: bool,
+        result: Result<EpochReport, Failure>,
+    ) -> Vec<Command> {
+        let Some(flight) = self.in_flight.take_if(|f| f.epoch == epoch) else {
+            return Vec::new();
+        };
+        if matches!(self.tree, Tree::Stopping(_)) {
+            return Vec::new();
+        }
+        let final_epoch = flight.asker == Asker::Order { final_epoch: true };
+        if final_epoch && dumped {
+            self.tree = Tree::Stopped(true);
+        }
+        let same_shadow = self.shadow.as_ref().map(|s| s.name.as_str()) == Some(&flight.shadow);
+        let mut out = match result {
+            Ok(report) => {
+                if same_shadow {
+                    self.acked = Some(epoch);
+                }
+                let mut out = Vec::new();
+                if !final_epoch {
+                    out.push(Command::Record);
+                }
+                match flight.asker {
+                    Asker::Order { .. } => out.push(Command::Reply(Ok(OrderReply::Epoch(report)))),
+                    Asker::Timer => {
+                        self.last_unprotected = None;
+                        out.push(Command::Report(Report::EpochCommitted(report)));
+                    }
+                }
+                out
+            }
+            Err(failure) => {
+                match &failure {
+                    // Nothing was taken: the number is not used up.
+                    Failure::Frozen if self.next_epoch == epoch + 1 => self.next_epoch = epoch,
+                    Failure::BaseLost(_) if same_shadow => self.acked = None,
+                    _ => {}
+                }
+                self.failed(flight.asker, failure.reason())
+            }
+        };
+        if let Some(final_epoch) = self.waiting.take() {
+            if matches!(self.tree, Tree::Running(_)) {
+                out.extend(self.start_epoch(Asker::Order { final_epoch }));
+            } else {
+                out.push(Command::Reply(Err(format!(
+                    "unprotected: {} stopped running here",
+                    self.name
+                ))));
+            }
+        }
+        out
+    }
+
+    fn resume(&mut self, generation: u64) -> Vec<Command> {
+        self.generation = generation;
+        match self.tree {
+            Tree::Running(_) | Tree::RestartPending(_) => {
+                self.paused = false;
+                vec![Command::Record, Command::Reply(Ok(OrderReply::Done))]
+            }
+            Tree::Stopped(true) => vec![Command::ResumeFromFinalDump],
+            Tree::Stopped(false) | Tree::Exited | Tree::Stopping(_) => vec![Command::Reply(Err(
+                "the workload is stopped and there is no final dump to resume from".into(),
+            ))],
+        }
+    }
+
+    fn resumed(&mut self, result: Result<(i32, u64), String>) -> Vec<Command> {
+        match result {
+            Ok((pid, dump_epoch)) => {
+                self.tree = Tree::Running(pid);
+                self.next_epoch = self.next_epoch.max(dump_epoch + 1);
+                self.paused = false;
+                vec![Command::Record, Command::Reply(Ok(OrderReply::Done))]
+            }
+            Err(e) => vec![Command::Reply(Err(e))],
+        }
+    }
+
+    fn set_shadow(&mut self, generation: u64, shadow: Peer) -> Vec<Command> {
+        self.generation = generation;
+        if self.shadow.as_ref() != Some(&shadow) {
+            tracing::info!(workload = %self.name, shadow = %shadow.name, "new shadow; the next epoch goes whole");
+            self.shadow = Some(shadow);
+            // The new shadow holds nothing to apply deltas to.
+            self.acked = None;
+            self.last_unprotected = None;
+        }
+        let mut out = Vec::new();
+        if matches!(self.tree, Tree::Running(_)) {
+            out.push(Command::Record);
+        }
+        out.push(Command::Reply(Ok(OrderReply::Done)));
+        out
+    }
+
+    fn exited(&mut self, pid: i32, status: String, now_ms: u64) -> Vec<Command> {
+        if self.tree != Tree::Running(pid) {
+            // An older tree's exit, or one being stopped.
+            return Vec::new();
+        }
+        let report = |generation, status| {
+            Command::Report(Report::Exited {
+                workload: self.name.clone(),
+                generation,
+                status,
+            })
+        };
+        if self.paused {
+            // A switchover is under way: it decides what runs where.
+            self.tree = Tree::Exited;
+            return vec![report(self.generation, status)];
+        }
+        match self.policy.decide(&self.restarts_ms, now_ms) {
+            Some(delay) => {
+                self.tree = Tree::RestartPending(status);
+                vec![Command::RestartAfter(delay)]
+            }
+            None => {
+                self.tree = Tree::Exited;
+                let status = if self.policy.attempts == 0 {
+                    status
+                } else {
+                    format!(
+                        "{status}; not restarted: {} restarts within {} already (restart.attempts = {})",
+                        self.policy.attempts,
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            self.policy.window_ms
+                        )),
+                        self.policy.attempts
+                    )
+                };
+                vec![report(self.generation, status)]
+            }
+        }
+    }
+
+    fn restarted(&mut self, result: Result<i32, String>, now_ms: u64) -> Vec<Command> {
+        let Tree::RestartPending(status) = self.tree.clone() else {
+            return Vec::new();
+        };
+        match result {
+            Ok(pid) => {
+                self.tree = Tree::Running(pid);
+                self.restarts_ms.push(now_ms);
+                let keep = self.policy.attempts as usize;
+                let excess = self.restarts_ms.len().saturating_sub(keep);
+                self.restarts_ms.drain(..excess);
+                self.restarts += 1;
+                vec![
+                    Command::Record,
+                    Command::Report(Report::Restarted {
+                        workload: self.name.clone(),
+                        generation: self.generation,
+                        status,
+                        restarts: self.restarts,
+                    }),
+                ]
+            }
+            Err(e) => {
+                self.tree = Tree::Exited;
+                vec![Command::Report(Report::Exited {
+                    workload: self.name.clone(),
+                    generation: self.generation,
+                    status: format!("{status}; restart failed: {e}"),
+                })]
+            }
+        }
+    }
+}

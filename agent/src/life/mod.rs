@@ -1,0 +1,17 @@
+//! The life of each workload this host runs as primary. One task per workload
+//! ([`task`]) owns its state machine ([`machine`], free of I/O) and carries out what the
+//! machine decides with mechanisms that know nothing of the agent around them: an epoch's
+//! dump and transfer ([`epoch`]), a restore ([`restore`]), a stop ([`stop`]). Orders,
+//! exits and lease renewals reach the task as messages through its [`task::Handle`].
+
+pub mod epoch;
+pub mod machine;
+pub mod restore;
+pub mod stop;
+pub mod task;
+
+#[cfg(test)]
+mod machine_tests;
+
+pub use machine::{Event, Machine};
+pub use task::{spawn, Handle, Mailbox, Snapshot};
