@@ -18,6 +18,7 @@ pub mod life;
 pub mod node;
 pub mod orders;
 pub mod predict;
+pub mod procs;
 pub mod replication;
 pub mod run;
 pub mod state;

@@ -639,9 +639,14 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
         if std::thread::panicking() {
+            // UNDERSTUDY_TEST_LOG_LINES shows more of each log (default 30 lines).
+            let lines = std::env::var("UNDERSTUDY_TEST_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(30);
             for name in self.hosts.keys() {
                 let log = self.log(name);
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = log.lines().rev().take(lines).collect();
                 eprintln!("==== last lines of {name}'s log ====");
                 for l in tail.iter().rev() {
                     eprintln!("{l}");

@@ -209,8 +209,9 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
             m.outcome == "succeeded" || m.outcome == "rolled back",
             "{m:?}"
         );
+        // A copy frozen while no coordinator renewed its lease thaws at the next renewal.
         assert_eq!(
-            the_one_copy(&c, &HOSTS, "mover"),
+            one_copy_soon(&c, &HOSTS, "mover"),
             mover.primary,
             "the copy runs where the record says"
         );

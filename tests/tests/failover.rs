@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER, FENCE_AFTER};
 use understudy_tests::copies::{advancing, create_counter, marker, silent, the_one_copy};
+use understudy_tests::greeter::{self, GREETER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -118,28 +119,9 @@ fn a_lost_host_s_workload_comes_back_on_its_shadow_from_the_last_epoch() {
     eprintln!("survivor: failed over in {took:?} (failover_after {FAILOVER_AFTER:?})");
 }
 
-/// A line-based key-value server (the migration tests' own).
-const KV_SERVER: &str = r#"
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.sendall(b"hello\n")
-    c.close()
-"#;
-
-/// Asks `addr` once; true if it answered within 50 ms.
+/// Asks the greeter at `addr` once; true if it answered within 50 ms.
 fn answers(addr: SocketAddr) -> bool {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
-    let mut buf = [0u8; 6];
-    s.read_exact(&mut buf).is_ok() && &buf == b"hello\n"
+    greeter::answers(addr, Duration::from_millis(50))
 }
 
 #[test]
@@ -160,7 +142,9 @@ fn a_primary_cut_off_from_the_coordinator_freezes_before_its_shadow_takes_over()
         "--",
         "/usr/bin/python3",
         "-c",
-        KV_SERVER,
+        GREETER,
+        "0",
+        "7000",
         &m,
     ]);
     let (a, b) = (

@@ -134,16 +134,8 @@ impl Sampler {
                 }
             }
         }
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            let procs = dir
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .bytes()
-                        .all(|b| b.is_ascii_digit())
-                })
-                .count();
+        let procs = crate::procs::all().len();
+        if procs > 0 {
             raw.insert("procs".into(), procs as f64);
         }
         let thermal = "/sys/class/thermal";

@@ -25,6 +25,8 @@ pub enum Tree {
     Exited,
     /// Exited with `status`; its restart policy's delay is running.
     RestartPending(String),
+    /// Exited with `status`; being started afresh.
+    Starting(String),
     /// Stopped by a switchover's final dump (`true`: the dump is kept to resume from).
     Stopped(bool),
     /// Being stopped for good (a release or a delete); the pid it had (0: none ran).
@@ -160,6 +162,8 @@ pub struct Machine {
     in_flight: Option<InFlight>,
     /// A `Checkpoint` order waiting for the periodic epoch in flight.
     waiting: Option<bool>,
+    /// A release (graceful or not) waiting for the tree being started afresh.
+    release_after_start: Option<bool>,
     last_unprotected: Option<String>,
     restarts_ms: Vec<u64>,
     restarts: u32,
@@ -187,6 +191,7 @@ impl Machine {
             paused: false,
             in_flight: None,
             waiting: None,
+            release_after_start: None,
             last_unprotected: None,
             restarts_ms: Vec::new(),
             restarts: 0,
@@ -234,7 +239,10 @@ impl Machine {
     /// Whether an inventory should call it busy: its restart is about to happen, or it is
     /// being stopped.
     pub fn busy(&self) -> bool {
-        matches!(self.tree, Tree::RestartPending(_) | Tree::Stopping(_))
+        matches!(
+            self.tree,
+            Tree::RestartPending(_) | Tree::Starting(_) | Tree::Stopping(_)
+        )
     }
 
     /// Handles one event and says what to do.
@@ -250,6 +258,11 @@ impl Machine {
             Event::Release { graceful } => {
                 self.paused = true;
                 self.waiting = None;
+                if matches!(self.tree, Tree::Starting(_)) {
+                    // The tree being started is stopped as soon as it runs.
+                    self.release_after_start = Some(graceful);
+                    return Vec::new();
+                }
                 self.tree = Tree::Stopping(self.pid());
                 vec![Command::Stop { graceful }]
             }
@@ -273,8 +286,11 @@ impl Machine {
                 status,
                 now_ms,
             } => self.exited(pid, status, now_ms),
-            Event::RestartDue => match self.tree {
-                Tree::RestartPending(_) => vec![Command::StartAfresh],
+            Event::RestartDue => match &self.tree {
+                Tree::RestartPending(status) => {
+                    self.tree = Tree::Starting(status.clone());
+                    vec![Command::StartAfresh]
+                }
                 _ => Vec::new(),
             },
             Event::Restarted { result, now_ms } => self.restarted(result, now_ms),
@@ -429,7 +445,7 @@ impl Machine {
     fn resume(&mut self, generation: u64) -> Vec<Command> {
         self.generation = generation;
         match self.tree {
-            Tree::Running(_) | Tree::RestartPending(_) => {
+            Tree::Running(_) | Tree::RestartPending(_) | Tree::Starting(_) => {
                 self.paused = false;
                 vec![Command::Record, Command::Reply(Ok(OrderReply::Done))]
             }
@@ -511,9 +527,21 @@ impl Machine {
     }
 
     fn restarted(&mut self, result: Result<i32, String>, now_ms: u64) -> Vec<Command> {
-        let Tree::RestartPending(status) = self.tree.clone() else {
+        let Tree::Starting(status) = self.tree.clone() else {
             return Vec::new();
         };
+        if let Some(graceful) = self.release_after_start.take() {
+            return match result {
+                Ok(pid) => {
+                    self.tree = Tree::Stopping(pid);
+                    vec![Command::Stop { graceful }]
+                }
+                Err(_) => {
+                    self.tree = Tree::Stopping(0);
+                    vec![Command::Reply(Ok(OrderReply::Done)), Command::End]
+                }
+            };
+        }
         match result {
             Ok(pid) => {
                 self.tree = Tree::Running(pid);

@@ -274,6 +274,28 @@ fn exits_restart_as_the_policy_allows_then_are_reported() {
 }
 
 #[test]
+fn a_release_while_the_tree_is_started_afresh_stops_the_new_tree() {
+    let mut m = Machine::new("kv", policy(1), 3, Some(peer("b")), 100, 1);
+    m.handle(Event::Exited {
+        pid: 100,
+        status: "exit status 3".into(),
+        now_ms: 0,
+    });
+    assert_eq!(m.handle(Event::RestartDue), vec![Command::StartAfresh]);
+    assert!(m.handle(Event::Release { graceful: true }).is_empty());
+    let cmds = m.handle(Event::Restarted {
+        result: Ok(101),
+        now_ms: 600,
+    });
+    assert_eq!(cmds, vec![Command::Stop { graceful: true }]);
+    assert!(reports(&cmds).is_empty(), "no restart is reported");
+    assert_eq!(
+        m.handle(Event::Stopped { result: Ok(()) }),
+        vec![Command::Reply(Ok(OrderReply::Done)), Command::End]
+    );
+}
+
+#[test]
 fn an_exit_during_a_switchover_is_reported_not_restarted() {
     let mut m = Machine::new("kv", policy(3), 3, Some(peer("b")), 100, 1);
     m.handle(Event::Checkpoint {

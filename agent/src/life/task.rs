@@ -179,7 +179,9 @@ fn snapshot(m: &Machine) -> Snapshot {
         Tree::Stopped(final_dump) => CopyState::Stopped {
             final_dump: *final_dump,
         },
-        Tree::Exited | Tree::RestartPending(_) | Tree::Stopping(_) => CopyState::Exited,
+        Tree::Exited | Tree::RestartPending(_) | Tree::Starting(_) | Tree::Stopping(_) => {
+            CopyState::Exited
+        }
     };
     Snapshot {
         generation: m.generation(),

@@ -120,18 +120,9 @@ fn prune(dir: &Path, current: &Path) {
 }
 
 fn executables_in_use() -> Vec<PathBuf> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read_link(e.path().join("exe")).ok())
+    crate::procs::all()
+        .into_iter()
+        .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
         .collect()
 }
 

@@ -13,30 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+use understudy_tests::greeter::{self, GREETER};
 
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 const INTERVAL: &str = "1s";
-
-/// Holds `MIB` MiB of random memory, dirties a little of it every 10 ms, answers on `PORT`.
-const WORKLOAD: &str = r#"
-import os, socket, sys, threading, time
-blob = bytearray(os.urandom(int(sys.argv[1]) << 20))
-def dirty():
-    i = 0
-    while True:
-        blob[(i * 4096) % len(blob)] = i % 256
-        i += 1
-        time.sleep(0.01)
-threading.Thread(target=dirty, daemon=True).start()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[2])))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.sendall(b"hello\n")
-    c.close()
-"#;
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -51,13 +31,7 @@ fn record(c: &Cluster, name: &str) -> Option<WorkloadRecord> {
 }
 
 fn answers(addr: SocketAddr) -> bool {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 6];
-    s.read_exact(&mut buf).is_ok()
+    greeter::answers(addr, Duration::from_millis(200))
 }
 
 /// One run: (detection, restore, recovery point age at the loss), seconds.
@@ -80,7 +54,7 @@ fn run(c: &Cluster, mib: u64, i: usize) -> (f64, f64, f64) {
         "--",
         "/usr/bin/python3",
         "-c",
-        WORKLOAD,
+        GREETER,
         &mib.to_string(),
         &port.to_string(),
     ]);
