@@ -11,7 +11,7 @@ use understudy_common::inventory::{CopyState, Held, Inventory, LocalCopy, Shadow
 
 use crate::node::Node;
 use crate::replication::shadow_store::ShadowStore;
-use crate::workload::{process, Paths};
+use crate::workload::Paths;
 
 /// Everything this agent holds, without waiting for busy workloads.
 pub async fn build(node: &Node) -> Inventory {
@@ -71,7 +71,7 @@ pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
             }
             let state = match snap.state {
                 // Its exit may not have reached its task yet.
-                CopyState::Running { .. } if !process::is_alive(snap.pid) => CopyState::Exited,
+                CopyState::Running { .. } if !crate::procs::is_alive(snap.pid) => CopyState::Exited,
                 s => s,
             };
             Some(LocalCopy {

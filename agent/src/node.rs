@@ -142,7 +142,7 @@ impl Node {
             generation,
             shadow: shadow.cloned(),
             pid,
-            start_ticks: crate::state::copies::start_ticks(pid).unwrap_or(0),
+            start_ticks: crate::procs::start_ticks(pid).unwrap_or(0),
             next_epoch,
         };
         self.copies.set(record).map_err(|e| e.to_string())

@@ -118,7 +118,7 @@ async fn start(
 ) -> Result<OrderReply, String> {
     if let Some(p) = node.primary(&spec.name) {
         let snap = p.snapshot();
-        return if snap.pid > 0 && process::is_alive(snap.pid) {
+        return if snap.pid > 0 && crate::procs::is_alive(snap.pid) {
             Ok(OrderReply::Done)
         } else {
             Err(format!(

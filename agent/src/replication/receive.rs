@@ -1,5 +1,7 @@
 //! The shadow's end of one epoch transfer: stage every file, check every hash, and commit
 //! the epoch atomically — or discard the staging and keep the last committed epoch whole.
+//! A primary that stops sending is given up on: each message must arrive within
+//! [`ANSWER_LIMIT`], each piece of a file and each answer written within [`STALL_LIMIT`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use understudy_common::workload::validate_workload_name;
 
 use super::delta;
 use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
+use super::send::{ANSWER_LIMIT, STALL_LIMIT};
 use super::shadow_store::ShadowStore;
 use crate::node::Node;
 use crate::workload::Paths;
@@ -50,10 +53,32 @@ fn corrupt_if_asked(path: &Path, name: &str) {
 async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, String> {
     let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
     let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("primary: {e}"))?;
+    for piece in buf.chunks_mut(1 << 20) {
+        tokio::time::timeout(STALL_LIMIT, recv.read_exact(piece))
+            .await
+            .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
+            .map_err(|e| format!("primary: {e}"))?;
+    }
     Ok(buf)
+}
+
+/// The primary's next message, within [`ANSWER_LIMIT`].
+async fn next_message(recv: &mut RecvStream) -> Result<DataMessage, String> {
+    tokio::time::timeout(
+        ANSWER_LIMIT,
+        read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+    )
+    .await
+    .map_err(|_| format!("primary: nothing within {ANSWER_LIMIT:?}"))?
+    .map_err(|e| format!("primary: {e}"))
+}
+
+/// Writes an answer to the primary within [`STALL_LIMIT`].
+async fn answer(send: &mut SendStream, reply: &DataReply) -> Result<(), String> {
+    tokio::time::timeout(STALL_LIMIT, write_frame(send, PROTOCOL_VERSION, reply))
+        .await
+        .map_err(|_| format!("primary: answer not taken within {STALL_LIMIT:?}"))?
+        .map_err(|e| e.to_string())
 }
 
 fn stage_file(
@@ -164,7 +189,7 @@ pub async fn handle(node: Arc<Node>, peer: String, mut send: SendStream, mut rec
             store.discard_staging();
         }
         tracing::warn!(%peer, "epoch refused: {reason}");
-        let _ = write_frame(&mut send, PROTOCOL_VERSION, &DataReply::Refused { reason }).await;
+        let _ = answer(&mut send, &DataReply::Refused { reason }).await;
         let _ = send.finish();
     }
 }
@@ -177,16 +202,14 @@ async fn receive(
     staging_of: &mut Option<ShadowStore>,
     tasks: &mut StagingTasks,
 ) -> Result<(), String> {
-    let (manifest, base_epoch, final_epoch) =
-        match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME).await {
-            Ok(DataMessage::Offer {
-                manifest,
-                base_epoch,
-                final_epoch,
-            }) => (manifest, base_epoch, final_epoch),
-            Ok(other) => return Err(format!("expected an offer, got {other:?}")),
-            Err(e) => return Err(format!("primary: {e}")),
-        };
+    let (manifest, base_epoch, final_epoch) = match next_message(recv).await? {
+        DataMessage::Offer {
+            manifest,
+            base_epoch,
+            final_epoch,
+        } => (manifest, base_epoch, final_epoch),
+        other => return Err(format!("expected an offer, got {other:?}")),
+    };
     validate_workload_name(&manifest.workload)?;
     let store = ShadowStore::new(Paths::new(&node.data_dir, &manifest.workload).shadow_epochs());
     let expected = node.expected_primary(&manifest.workload);
@@ -218,16 +241,11 @@ async fn receive(
         .begin(manifest.epoch)
         .map_err(|e| format!("cannot stage epoch {}: {e}", manifest.epoch))?;
     *staging_of = Some(store.clone());
-    write_frame(send, PROTOCOL_VERSION, &DataReply::Accept { have_base })
-        .await
-        .map_err(|e| e.to_string())?;
+    answer(send, &DataReply::Accept { have_base }).await?;
 
     let mut core = Receiving::new(manifest, have_base);
     loop {
-        match read_frame(recv, PROTOCOL_VERSION, MAX_DATA_FRAME)
-            .await
-            .map_err(|e| format!("primary: {e}"))?
-        {
+        match next_message(recv).await? {
             DataMessage::File {
                 name,
                 encoding,
@@ -308,9 +326,7 @@ async fn receive(
                             "verified and committed"
                         );
                         tracing::debug!(workload = %core.manifest().workload, epoch, "epoch committed");
-                        write_frame(send, PROTOCOL_VERSION, &DataReply::Committed { epoch })
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        answer(send, &DataReply::Committed { epoch }).await?;
                         let _ = send.finish();
                         return Ok(());
                     }
@@ -318,9 +334,7 @@ async fn receive(
                         for n in &names {
                             let _ = std::fs::remove_file(staging.join(n));
                         }
-                        write_frame(send, PROTOCOL_VERSION, &DataReply::Resend { names })
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        answer(send, &DataReply::Resend { names }).await?;
                     }
                     DoneDecision::Refuse(reason) => return Err(reason),
                 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use understudy_common::workload::{Peer, WorkloadSpec};
 
 use super::{Format, StateFileError};
+use crate::procs::{is_alive, start_ticks};
 
 const FORMAT: Format = Format {
     magic: b"USCP",
@@ -98,18 +99,9 @@ impl Copies {
     }
 }
 
-/// The start time of process `pid` in clock ticks since boot, if it exists.
-pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; starttime is field 22 overall.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Whether `record`'s tree is still the live process it was.
 pub fn still_running(record: &CopyRecord) -> bool {
-    start_ticks(record.pid) == Some(record.start_ticks)
-        && crate::workload::process::is_alive(record.pid)
+    start_ticks(record.pid) == Some(record.start_ticks) && is_alive(record.pid)
 }
 
 /// Stops `record`'s tree: with `graceful`, its spec's stop signal first (its supervisor

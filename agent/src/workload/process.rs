@@ -51,7 +51,7 @@ impl Running {
 
     /// Whether the tree's root is still alive.
     pub fn is_alive(&self) -> bool {
-        is_alive(self.pid)
+        crate::procs::is_alive(self.pid)
     }
 
     /// Sends signal `sig` to the tree's supervisor, which passes it on to the command.
@@ -65,17 +65,6 @@ impl Running {
     pub fn kill(&self) {
         self.expect_exit();
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-    }
-}
-
-/// Whether `pid` exists and is not a zombie.
-pub fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -294,7 +283,7 @@ pub fn adopt_running(pid: i32, start_ticks: u64, log: &Path, hook: ExitHook) -> 
     let exit_status = log.with_file_name(crate::supervisor::EXIT_STATUS_FILE);
     let exp = expected.clone();
     std::thread::spawn(move || {
-        while crate::state::copies::start_ticks(pid) == Some(start_ticks) && is_alive(pid) {
+        while crate::procs::start_ticks(pid) == Some(start_ticks) && crate::procs::is_alive(pid) {
             std::thread::sleep(Duration::from_millis(200));
         }
         let text = std::fs::read_to_string(&exit_status)
