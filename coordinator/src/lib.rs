@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod faults;
 pub mod fleet_metrics;
 pub mod metrics;

@@ -1,0 +1,356 @@
+//! Risk against cost, guardrails and targets: from the triggers that hold, the moves to
+//! make now and why, and the moves not made and why not.
+//!
+//! For each running workload on a triggered host: benefit = the trigger's probability ×
+//! the workload's priority; cost = its predicted freeze × `cost_per_freeze_s` + the bytes
+//! the move sends × `cost_per_gib` + the moves already under way × `cost_per_running_move`.
+//! An automatic move is made when benefit − cost exceeds the threshold; candidates go in
+//! order of that score, operator moves (drain, maintenance) first whatever their score.
+//!
+//! Guardrails: a cool-down per workload after any move; at most `max_moves_per_host` moves
+//! from or to a host and `max_moves` in the cluster at once; an hourly budget of automatic
+//! moves after which the engine only advises; the mode (`off`, `advise`, `act`) for
+//! automatic moves. A target is connected, not cordoned, draining, triggered or near a
+//! maintenance window, healthy enough, and keeps its memory headroom by its forecast with
+//! the workload on it. Preferred: a target in another zone than the host in trouble (where
+//! hosts carry zones), then the workload's shadow (it already holds its epochs), then the
+//! healthiest, then the one with the most memory to spare.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::triggers::{self, Trigger};
+use super::{Fleet, HostView, Memory, Mode, Settings, WorkloadView};
+
+const GIB: f64 = (1u64 << 30) as f64;
+const HOUR_MS: u64 = 3_600_000;
+
+/// What to do about one workload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Move it to this host now.
+    Move {
+        /// The target.
+        to: String,
+    },
+    /// It should move there, but the engine may not move it by itself.
+    Advise {
+        /// The target.
+        to: String,
+        /// Why it is only advice (the mode, the budget).
+        why: String,
+    },
+    /// It stays for now.
+    Hold {
+        /// Why (cool-down, no target, concurrency, score below the threshold).
+        why: String,
+    },
+}
+
+/// A decision about one workload on a triggered host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The workload.
+    pub workload: String,
+    /// The host it runs on.
+    pub from: String,
+    /// Why it is considered.
+    pub trigger: Trigger,
+    /// Probability × priority.
+    pub benefit: f64,
+    /// The move's cost.
+    pub cost: f64,
+    /// `benefit - cost`.
+    pub score: f64,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Why `host` cannot take a workload now, if it cannot.
+fn unfit(
+    host: &HostView,
+    s: &Settings,
+    triggered: &BTreeMap<String, Trigger>,
+    now_ms: u64,
+) -> Option<String> {
+    let name = &host.name;
+    if !host.connected {
+        return Some(format!("{name} disconnected"));
+    }
+    if host.cordoned || host.draining {
+        return Some(format!("{name} cordoned"));
+    }
+    if host
+        .maintenance
+        .iter()
+        .any(|w| w.near(now_ms, s.maintenance_lead_ms))
+    {
+        return Some(format!("{name} in or near maintenance"));
+    }
+    if let Some(t) = triggered.get(name) {
+        return Some(format!("{name} itself at risk ({})", t.kind.as_str()));
+    }
+    match &host.health {
+        Some(h) if h.score >= s.target_health_min => None,
+        Some(h) => Some(format!(
+            "{name} health {} below {}",
+            h.score, s.target_health_min
+        )),
+        None => Some(format!("{name} has no health assessment")),
+    }
+}
+
+/// The share of `host`'s memory in use, as its forecast has it at worst.
+fn memory_forecast(host: &HostView) -> f32 {
+    let forecast = host.health.as_ref().and_then(|h| {
+        h.forecasts
+            .iter()
+            .filter(|f| f.metric == "mem_u")
+            .map(|f| f.upper)
+            .reduce(f32::max)
+    });
+    forecast.unwrap_or(0.0).max(host.memory_used)
+}
+
+/// Whether `host` keeps its headroom with `bytes` more in use.
+fn has_room(host: &HostView, bytes: u64, s: &Settings) -> bool {
+    if host.memory_bytes == 0 {
+        return true;
+    }
+    let after = f64::from(memory_forecast(host)) + bytes as f64 / host.memory_bytes as f64;
+    after <= f64::from(1.0 - s.target_memory_headroom)
+}
+
+/// The move's cost to `to`.
+fn cost(w: &WorkloadView, to: &str, running_moves: usize, fleet: &Fleet, s: &Settings) -> f64 {
+    let link = fleet.link_bytes_per_s.max(1.0);
+    // To its shadow, only what changed since the last epoch goes; elsewhere, everything.
+    let bytes = if w.shadow.as_deref() == Some(to) {
+        w.dirty_bytes_per_s.max(0.0)
+    } else {
+        w.bytes as f64
+    };
+    let freeze_s = w
+        .last_freeze_ms
+        .map_or(bytes / link, |ms| ms as f64 / 1000.0);
+    freeze_s * s.cost_per_freeze_s
+        + bytes / GIB * s.cost_per_gib
+        + running_moves as f64 * s.cost_per_running_move
+}
+
+struct Candidate<'a> {
+    w: &'a WorkloadView,
+    trigger: Trigger,
+    to: Result<String, String>,
+    benefit: f64,
+    cost: f64,
+}
+
+impl Candidate<'_> {
+    fn operator(&self) -> bool {
+        self.trigger.kind.is_operator()
+    }
+    fn score(&self) -> f64 {
+        self.benefit - self.cost
+    }
+}
+
+/// Counts of moves under way and decided, per host and in all.
+#[derive(Default)]
+struct Load {
+    per_host: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Load {
+    fn busy(&self, host: &str) -> usize {
+        self.per_host.get(host).copied().unwrap_or(0)
+    }
+    fn add(&mut self, hosts: &[&str]) {
+        for h in hosts {
+            *self.per_host.entry((*h).to_owned()).or_default() += 1;
+        }
+        self.total += 1;
+    }
+}
+
+/// The decisions for the fleet at `now_ms`, operator moves first, then by score; brings
+/// `memory` up to date.
+pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> Vec<Decision> {
+    let triggered = triggers::evaluate(&fleet.hosts, s, memory, now_ms);
+    if triggered.is_empty() {
+        return Vec::new();
+    }
+    let mut load = Load::default();
+    for w in fleet.workloads.iter().filter(|w| w.moving) {
+        load.add(&[&w.primary]);
+    }
+    let running_moves = load.total;
+    let targets: Vec<&HostView> = fleet
+        .hosts
+        .iter()
+        .filter(|h| unfit(h, s, &triggered, now_ms).is_none())
+        .collect();
+    let mut candidates: Vec<Candidate> = fleet
+        .workloads
+        .iter()
+        .filter(|w| w.running && !w.moving)
+        .filter_map(|w| {
+            let trigger = triggered.get(&w.primary)?.clone();
+            if !trigger.kind.is_operator() && s.mode == Mode::Off {
+                return None;
+            }
+            let to = pick_target(w, &targets, fleet, s, &triggered, now_ms);
+            let cost = to
+                .as_ref()
+                .map_or(0.0, |t| cost(w, t, running_moves, fleet, s));
+            Some(Candidate {
+                w,
+                benefit: trigger.probability * w.priority,
+                trigger,
+                to,
+                cost,
+            })
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.operator()
+            .cmp(&a.operator())
+            .then(b.score().total_cmp(&a.score()))
+            .then(a.w.name.cmp(&b.w.name))
+    });
+    let mut budget = s.moves_per_hour as usize
+        - fleet
+            .recent_moves_ms
+            .iter()
+            .filter(|t| now_ms.saturating_sub(**t) < HOUR_MS)
+            .count()
+            .min(s.moves_per_hour as usize);
+    candidates
+        .into_iter()
+        .map(|c| {
+            let action = act(&c, s, &mut load, &mut budget, now_ms);
+            Decision {
+                workload: c.w.name.clone(),
+                from: c.w.primary.clone(),
+                benefit: c.benefit,
+                cost: c.cost,
+                score: c.score(),
+                trigger: c.trigger,
+                action,
+            }
+        })
+        .collect()
+}
+
+/// The best target for `w` among the fit `targets`, or why there is none.
+fn pick_target(
+    w: &WorkloadView,
+    targets: &[&HostView],
+    fleet: &Fleet,
+    s: &Settings,
+    triggered: &BTreeMap<String, Trigger>,
+    now_ms: u64,
+) -> Result<String, String> {
+    // With zones, away from the trouble's failure domain.
+    let source_zone = fleet
+        .hosts
+        .iter()
+        .find(|h| h.name == w.primary)
+        .and_then(|h| h.zone.as_ref());
+    let zone_ok = |h: &HostView| source_zone.is_none() || h.zone.as_ref() != source_zone;
+    let best = targets
+        .iter()
+        .filter(|h| h.name != w.primary && has_room(h, w.bytes, s))
+        .max_by(|a, b| {
+            let shadow = |h: &HostView| w.shadow.as_deref() == Some(h.name.as_str());
+            let score = |h: &HostView| h.health.as_ref().map_or(0, |x| x.score);
+            zone_ok(a)
+                .cmp(&zone_ok(b))
+                .then(shadow(a).cmp(&shadow(b)))
+                .then(score(a).cmp(&score(b)))
+                .then(memory_forecast(b).total_cmp(&memory_forecast(a)))
+                .then(b.name.cmp(&a.name))
+        });
+    if let Some(h) = best {
+        return Ok(h.name.clone());
+    }
+    let why: Vec<String> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.name != w.primary)
+        .map(|h| {
+            unfit(h, s, triggered, now_ms)
+                .unwrap_or_else(|| format!("{} lacks the memory headroom", h.name))
+        })
+        .collect();
+    Err(if why.is_empty() {
+        "no target: no other host".into()
+    } else {
+        format!("no target: {}", why.join("; "))
+    })
+}
+
+fn act(c: &Candidate, s: &Settings, load: &mut Load, budget: &mut usize, now_ms: u64) -> Action {
+    let hold = |why: String| Action::Hold { why };
+    let automatic = !c.operator();
+    if automatic {
+        if let Some(last) = c.w.last_move_ms {
+            let ago = now_ms.saturating_sub(last);
+            if ago < s.cooldown_ms {
+                return hold(format!(
+                    "moved {} s ago; cool-down {} s",
+                    ago / 1000,
+                    s.cooldown_ms / 1000
+                ));
+            }
+        }
+    }
+    let to = match &c.to {
+        Ok(to) => to.clone(),
+        Err(why) => return hold(why.clone()),
+    };
+    if automatic && c.score() <= s.threshold {
+        return hold(format!(
+            "score {:.2} (benefit {:.2} − cost {:.2}) not above {}",
+            c.score(),
+            c.benefit,
+            c.cost,
+            s.threshold
+        ));
+    }
+    if load.total >= s.max_moves {
+        return hold(format!(
+            "{} moves under way in the cluster (at most {})",
+            load.total, s.max_moves
+        ));
+    }
+    for host in [c.w.primary.as_str(), to.as_str()] {
+        if load.busy(host) >= s.max_moves_per_host {
+            return hold(format!(
+                "{} moves under way on {host} (at most {})",
+                load.busy(host),
+                s.max_moves_per_host
+            ));
+        }
+    }
+    if automatic && s.mode == Mode::Advise {
+        return Action::Advise {
+            to,
+            why: "decisions mode is advise".into(),
+        };
+    }
+    if automatic && *budget == 0 {
+        return Action::Advise {
+            to,
+            why: format!(
+                "the budget of {} automatic moves per hour is spent",
+                s.moves_per_hour
+            ),
+        };
+    }
+    load.add(&[&c.w.primary, &to]);
+    if automatic {
+        *budget -= 1;
+    }
+    Action::Move { to }
+}
