@@ -266,6 +266,69 @@ fn an_agent_killed_for_good_freezes_its_workload_before_the_shadow_restores_it()
 }
 
 #[test]
+fn a_hung_agent_s_workload_freezes_fails_over_and_is_destroyed_when_the_agent_wakes() {
+    require_e2e!();
+    require_criu!();
+    let hosts = ["host-a", "host-b"];
+    let c = Cluster::started(&hosts);
+    create_counter(&c, "hung", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("hung", 2);
+    // The agent hangs (SIGSTOP): it neither renews nor answers, but its process is there
+    // and its connection is not closed. The supervisor alone fences the workload.
+    let agent = c.pid("host-a").expect("host-a's agent runs");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &agent.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {agent}");
+    };
+    signal("-STOP");
+    eventually(
+        "frozen by its own supervisor",
+        Duration::from_secs(20),
+        || {
+            if c.output_log("host-a", "hung").contains("lease expired") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    );
+    silent(&c, "host-a", "hung", Duration::from_millis(500));
+    let frozen_at = last_count(&c, "host-a", "hung");
+    failed_over(
+        &c,
+        "hung",
+        "host-b",
+        FAILOVER_AFTER + Duration::from_secs(30),
+    );
+    advancing(&c, "host-b", "hung");
+    // The agent wakes: it learns of the newer generation and destroys its stale copy; it
+    // never thaws it.
+    signal("-CONT");
+    eventually(
+        "host-a's stale copy destroyed",
+        Duration::from_secs(30),
+        || {
+            let left = c.processes("host-a", &marker("hung"));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    assert_eq!(
+        last_count(&c, "host-a", "hung"),
+        frozen_at,
+        "host-a's copy never counted again"
+    );
+    assert_eq!(the_one_copy(&c, &hosts, "hung"), "host-b");
+    advancing(&c, "host-b", "hung");
+}
+
+#[test]
 fn with_its_shadow_lost_too_a_workload_is_lost_until_the_shadow_returns() {
     require_e2e!();
     require_criu!();
