@@ -30,6 +30,28 @@ fn failed_over(c: &Cluster, name: &str, to: &str, within: Duration) -> WorkloadR
     })
 }
 
+/// Waits until host-a's copy of `name` is frozen by its own supervisor (its lease ran
+/// out) and the workload has failed over to host-b and counts there; returns the count
+/// host-a's copy stopped at.
+fn frozen_then_failed_over(c: &Cluster, name: &str) -> u64 {
+    eventually(
+        "frozen by its own supervisor",
+        Duration::from_secs(20),
+        || {
+            if c.output_log("host-a", name).contains("lease expired") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    );
+    silent(c, "host-a", name, Duration::from_millis(500));
+    let frozen_at = last_count(c, "host-a", name);
+    failed_over(c, name, "host-b", FAILOVER_AFTER + Duration::from_secs(30));
+    advancing(c, "host-b", name);
+    frozen_at
+}
+
 /// The last count in `host`'s log of `name` now.
 fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
     numbers(&c.output_log(host, name))
@@ -237,26 +259,7 @@ fn an_agent_killed_for_good_freezes_its_workload_before_the_shadow_restores_it()
     c.kill("host-a");
     // Its supervisor keeps it running, until the lease is out.
     advancing(&c, "host-a", "orphan");
-    eventually(
-        "frozen by its own supervisor",
-        Duration::from_secs(20),
-        || {
-            if c.output_log("host-a", "orphan").contains("lease expired") {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    );
-    silent(&c, "host-a", "orphan", Duration::from_millis(500));
-    let frozen_at = last_count(&c, "host-a", "orphan");
-    failed_over(
-        &c,
-        "orphan",
-        "host-b",
-        FAILOVER_AFTER + Duration::from_secs(30),
-    );
-    advancing(&c, "host-b", "orphan");
+    let frozen_at = frozen_then_failed_over(&c, "orphan");
     assert_eq!(
         last_count(&c, "host-a", "orphan"),
         frozen_at,
@@ -284,26 +287,7 @@ fn a_hung_agent_s_workload_freezes_fails_over_and_is_destroyed_when_the_agent_wa
         assert!(ok, "kill {sig} {agent}");
     };
     signal("-STOP");
-    eventually(
-        "frozen by its own supervisor",
-        Duration::from_secs(20),
-        || {
-            if c.output_log("host-a", "hung").contains("lease expired") {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    );
-    silent(&c, "host-a", "hung", Duration::from_millis(500));
-    let frozen_at = last_count(&c, "host-a", "hung");
-    failed_over(
-        &c,
-        "hung",
-        "host-b",
-        FAILOVER_AFTER + Duration::from_secs(30),
-    );
-    advancing(&c, "host-b", "hung");
+    let frozen_at = frozen_then_failed_over(&c, "hung");
     // The agent wakes: it learns of the newer generation and destroys its stale copy; it
     // never thaws it.
     signal("-CONT");
