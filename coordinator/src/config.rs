@@ -29,6 +29,9 @@ pub struct CoordinatorConfig {
     /// When a lost host's workloads are restored elsewhere, and the leases that fence them.
     #[serde(default)]
     pub failover: FailoverSection,
+    /// When workloads move by themselves, and the guardrails.
+    #[serde(default)]
+    pub decisions: crate::decide::config::DecisionsSection,
 }
 
 /// `[failover]`: a host unreachable for `failover_after` has its workloads restored on
@@ -200,6 +203,7 @@ impl Validate for CoordinatorConfig {
                 ),
             ));
         }
+        self.decisions.check(&mut problems);
         match self.store.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
                 problems.push(Problem::new(

@@ -7,7 +7,9 @@
 //!   kernel and hardware errors, a maintenance window, an operator drain), with hysteresis.
 //! - [`engine`]: risk against cost for each workload on a triggered host, guardrails
 //!   (cool-down, concurrency, an hourly budget, modes) and the choice of target.
+//! - [`config`]: `[decisions]` in coordinator.toml.
 
+pub mod config;
 pub mod engine;
 pub mod triggers;
 
