@@ -1,9 +1,11 @@
 //! The understudy coordinator: host registry, control-plane server, HTTP API, and the
 //! operator CLI that talks to it.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod decide;
+pub mod events;
 pub mod faults;
 pub mod fleet_metrics;
 pub mod metrics;

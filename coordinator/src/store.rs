@@ -1,6 +1,7 @@
 //! Durable storage of the coordinator's records in an embedded redb database, so a
 //! restarted coordinator still knows every host, every workload, every switchover in flight
-//! (with its phase) and every deleted workload's last generation.
+//! (with its phase), every deleted workload's last generation, what operators said about
+//! hosts (cordons, drains, maintenance windows) and the newest events.
 //!
 //! Each value is a one-byte format version followed by the encoded record; a value of an
 //! unknown version, or one that does not decode, is refused naming the record's kind and
@@ -14,6 +15,8 @@ use understudy_common::codec;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::admin::HostAdmin;
+use crate::events::{Event, MAX_EVENTS};
 use crate::registry::HostRecord;
 use crate::workloads::migration::Migration;
 use crate::workloads::{Tombstone, WorkloadRecord};
@@ -52,7 +55,17 @@ const TOMBSTONES: Kind = Kind {
     name: "tombstone",
     oldest: 3,
 };
-const KINDS: [Kind; 4] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES];
+const HOST_ADMIN: Kind = Kind {
+    table: TableDefinition::new("host_admin"),
+    name: "host admin",
+    oldest: 5,
+};
+const EVENTS: Kind = Kind {
+    table: TableDefinition::new("events"),
+    name: "event",
+    oldest: 5,
+};
+const KINDS: [Kind; 6] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES, HOST_ADMIN, EVENTS];
 
 /// The format version of records this build writes.
 pub const RECORD_VERSION: u8 = 5;
@@ -96,6 +109,10 @@ pub struct Loaded {
     pub migrations: Vec<Migration>,
     /// Deleted workloads.
     pub tombstones: Vec<Tombstone>,
+    /// What operators said about hosts.
+    pub host_admin: Vec<HostAdmin>,
+    /// The newest events.
+    pub events: Vec<Event>,
 }
 
 /// The coordinator's database.
@@ -129,6 +146,30 @@ impl Store {
             workloads: self.load_kind(WORKLOADS)?,
             migrations: self.load_kind(MIGRATIONS)?,
             tombstones: self.load_kind(TOMBSTONES)?,
+            host_admin: self.load_kind(HOST_ADMIN)?,
+            events: self.load_kind(EVENTS)?,
+        })
+    }
+
+    /// Writes what operators said about one host (an empty record is removed).
+    pub fn save_host_admin(&self, admin: &HostAdmin) -> Result<(), StoreError> {
+        self.write(|w| {
+            if admin.is_empty() {
+                w.remove(HOST_ADMIN, &admin.host)
+            } else {
+                w.put(HOST_ADMIN, &admin.host, admin)
+            }
+        })
+    }
+
+    /// Appends an event, dropping the one `MAX_EVENTS` before it.
+    pub fn append_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.write(|w| {
+            w.put(EVENTS, &event_key(event.seq), event)?;
+            if let Some(old) = event.seq.checked_sub(MAX_EVENTS as u64) {
+                w.remove(EVENTS, &event_key(old))?;
+            }
+            Ok(())
         })
     }
 
@@ -283,6 +324,11 @@ impl Writer<'_> {
     }
 }
 
+/// Events are kept in number order.
+fn event_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
         path: path.to_owned(),
@@ -293,7 +339,7 @@ fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
 /// One record as [`check`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
-    /// host, workload, migration or tombstone.
+    /// host, workload, migration, tombstone, host admin or event.
     pub kind: &'static str,
     /// Its key.
     pub key: String,
@@ -337,6 +383,8 @@ impl Store {
             "host" => self.decode::<HostRecord>(kind, key, value).map(|_| ()),
             "workload" => self.decode::<WorkloadRecord>(kind, key, value).map(|_| ()),
             "migration" => self.decode::<Migration>(kind, key, value).map(|_| ()),
+            "host admin" => self.decode::<HostAdmin>(kind, key, value).map(|_| ()),
+            "event" => self.decode::<Event>(kind, key, value).map(|_| ()),
             _ => self.decode::<Tombstone>(kind, key, value).map(|_| ()),
         };
         result.map_err(|e| match e {

@@ -183,6 +183,40 @@ fn every_record_kind_survives_reopen_with_every_variant_and_optional_field() {
         generation: 7,
         deleted_unix_ms: 9,
     };
+    let admin = crate::admin::HostAdmin {
+        host: "a".into(),
+        cordoned: true,
+        drain: Some(crate::admin::Drain {
+            started_unix_ms: 1,
+            deadline_unix_ms: Some(2),
+            parallel: 2,
+            workloads: vec!["w0-true".into()],
+        }),
+        maintenance: vec![(
+            3,
+            crate::decide::Window {
+                start_ms: 4,
+                duration_ms: 5,
+                reason: "firmware".into(),
+            },
+        )],
+    };
+    let bare = crate::admin::HostAdmin {
+        cordoned: true,
+        ..crate::admin::HostAdmin::new("b")
+    };
+    let mut log = crate::events::Log::new(Vec::new());
+    let events: Vec<crate::events::Event> = [
+        (Some("a"), None, vec![]),
+        (
+            None,
+            Some("w0-true"),
+            vec![("score".to_owned(), "0.7".to_owned())],
+        ),
+    ]
+    .into_iter()
+    .map(|(h, w, inputs)| log.push(7, "decision", (h, w), "moved".into(), inputs).0)
+    .collect();
     {
         let s = Store::open(&path).unwrap();
         s.save_hosts(&hosts).unwrap();
@@ -195,6 +229,13 @@ fn every_record_kind_survives_reopen_with_every_variant_and_optional_field() {
         s.save_workload(&workload("gone", WorkloadState::Running, false), None)
             .unwrap();
         s.delete_workload("gone", &tomb).unwrap();
+        s.save_host_admin(&admin).unwrap();
+        s.save_host_admin(&bare).unwrap();
+        s.save_host_admin(&crate::admin::HostAdmin::new("c"))
+            .unwrap();
+        for e in &events {
+            s.append_event(e).unwrap();
+        }
     }
     let loaded = Store::open(&path).unwrap().load().unwrap();
     assert_eq!(loaded.hosts, hosts);
@@ -203,6 +244,12 @@ fn every_record_kind_survives_reopen_with_every_variant_and_optional_field() {
     assert_eq!(loaded.workloads, want);
     assert_eq!(loaded.migrations, vec![migration, with_shadow]);
     assert_eq!(loaded.tombstones, vec![tomb]);
+    assert_eq!(
+        loaded.host_admin,
+        vec![admin, bare],
+        "an empty record is not kept"
+    );
+    assert_eq!(loaded.events, events);
 }
 
 /// Writes a raw value under `key` in `table`, as an older or damaged build would have.

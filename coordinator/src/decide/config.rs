@@ -154,7 +154,10 @@ impl DecisionsSection {
         let key = |k: &str| format!("decisions.{k}");
         let mut bad = |k: &str, why: String| problems.push(Problem::new(&key(k), why));
         if !(1..=100).contains(&self.health_below) {
-            bad("health_below", format!("{} is outside 1..100", self.health_below));
+            bad(
+                "health_below",
+                format!("{} is outside 1..100", self.health_below),
+            );
         }
         if !(1..=1000).contains(&self.health_heartbeats) {
             bad(
@@ -163,7 +166,10 @@ impl DecisionsSection {
             );
         }
         if !(self.risk_above > 0.0 && self.risk_above < 1.0) {
-            bad("risk_above", format!("{} is outside (0, 1)", self.risk_above));
+            bad(
+                "risk_above",
+                format!("{} is outside (0, 1)", self.risk_above),
+            );
         }
         if !(self.exhaustion_share > 0.0 && self.exhaustion_share <= 1.0) {
             bad(
@@ -221,7 +227,11 @@ impl DecisionsSection {
         }
         for (k, v, max) in [
             ("persist", self.persist, Duration::from_secs(3600)),
-            ("maintenance_lead", self.maintenance_lead, Duration::from_secs(7 * 86_400)),
+            (
+                "maintenance_lead",
+                self.maintenance_lead,
+                Duration::from_secs(7 * 86_400),
+            ),
             ("cooldown", self.cooldown, Duration::from_secs(7 * 86_400)),
         ] {
             check_range(problems, &key(k), v, Duration::ZERO, max);
@@ -273,6 +283,9 @@ mod tests {
         };
         let s = d.settings();
         assert_eq!(s.health_below, Some(70));
-        assert_eq!((s.risk_above, s.exhaustion_share, s.errors_per_hour), (None, None, None));
+        assert_eq!(
+            (s.risk_above, s.exhaustion_share, s.errors_per_hour),
+            (None, None, None)
+        );
     }
 }

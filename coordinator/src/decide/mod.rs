@@ -101,7 +101,7 @@ impl Default for Settings {
 }
 
 /// A scheduled maintenance window on a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// When it opens, ms since the Unix epoch.
     pub start_ms: u64,
