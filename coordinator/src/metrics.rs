@@ -1,4 +1,5 @@
-//! The coordinator's own counters (connections, heartbeats, refusals, protocol errors),
+//! The coordinator's own counters (connections, heartbeats, refusals, protocol errors,
+//! events by kind),
 //! rendered in the Prometheus text format (version 0.0.4, as node_exporter serves it).
 //! The fleet's state is rendered beside them by `fleet_metrics`.
 
@@ -50,7 +51,21 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     /// Refused connections, indexed like `Refusal::ALL`.
     refused: [Counter; Refusal::ALL.len()],
+    /// Events recorded, indexed like [`EVENT_KINDS`].
+    events: [Counter; EVENT_KINDS.len()],
 }
+
+/// The kinds of event the coordinator records (`other` for any not listed).
+pub const EVENT_KINDS: [&str; 8] = [
+    "trigger",
+    "decision",
+    "move",
+    "reshadow",
+    "drain",
+    "cordon",
+    "maintenance",
+    "other",
+];
 
 impl Metrics {
     /// Every metric at 0.
@@ -63,6 +78,15 @@ impl Metrics {
         if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
             self.refused[i].inc();
         }
+    }
+
+    /// Counts one event of `kind`.
+    pub fn event(&self, kind: &str) {
+        let i = EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(EVENT_KINDS.len() - 1);
+        self.events[i].inc();
     }
 
     /// The text exposition of every metric, every refusal reason present from the start.
@@ -125,6 +149,15 @@ impl Metrics {
                 &[("reason", r.label())],
                 n.get(),
             );
+        }
+        family(
+            o,
+            "understudy_events_total",
+            "counter",
+            "Events recorded (decisions, triggers, moves, operator actions), by kind.",
+        );
+        for (k, n) in EVENT_KINDS.iter().zip(&self.events) {
+            sample(o, "understudy_events_total", &[("kind", k)], n.get());
         }
         out
     }

@@ -66,6 +66,15 @@ pub(super) fn delete<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, A
     )
 }
 
+/// DELETE `path`, expecting no answer body.
+pub(super) fn delete_empty(base: &str, path: &str) -> Result<(), ApiFailure> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    match ureq::delete(&url).timeout(TIMEOUT).call() {
+        Ok(_) => Ok(()),
+        Err(e) => answer::<serde_json::Value>(base, &url, Err(e)).map(|_| ()),
+    }
+}
+
 fn answer<T: DeserializeOwned>(
     base: &str,
     url: &str,

@@ -4,6 +4,7 @@
 
 mod api;
 mod ca;
+mod ops;
 mod store;
 mod workload;
 mod workload_view;
@@ -94,6 +95,32 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Schedule, list and remove maintenance windows.
+    Maintenance {
+        #[command(subcommand)]
+        command: ops::MaintenanceCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// What the decision engine would do now, and why (a dry run).
+    Plan {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The event log: decisions, triggers, moves and operator actions.
+    Events {
+        /// Keep printing new events as they come.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only about this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only about this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Move a workload to its shadow (or --to HOST) with a planned switchover.
     Migrate {
         /// Workload name.
@@ -119,6 +146,42 @@ enum HostCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Place nothing new on the host.
+    Cordon {
+        /// Host name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Allow placing on the host again.
+    Uncordon {
+        /// Host name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cordon the host and move every workload and shadow off it, showing progress.
+    Drain {
+        /// Host name.
+        name: String,
+        /// Give up on what has not moved after this long (e.g. 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deadline: Option<std::time::Duration>,
+        /// Workloads moved at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// Start the drain and return at once.
+        #[arg(long, conflicts_with_all = ["monitor", "cancel"])]
+        detach: bool,
+        /// Follow a drain already running.
+        #[arg(long, conflicts_with = "cancel")]
+        monitor: bool,
+        /// Stop the drain (what moved stays moved; the host stays cordoned).
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -140,9 +203,23 @@ pub fn main() -> i32 {
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
-        Command::Host {
-            command: HostCommand::Show { name, api },
-        } => api::host_show(&api.coordinator, api.output, &name),
+        Command::Host { command } => host(command),
+        Command::Maintenance { command, api } => {
+            ops::maintenance(&api.coordinator, api.output, command)
+        }
+        Command::Plan { api } => ops::plan(&api.coordinator, api.output),
+        Command::Events {
+            follow,
+            host,
+            workload,
+            api,
+        } => ops::events(
+            &api.coordinator,
+            api.output,
+            follow,
+            host.as_deref(),
+            workload.as_deref(),
+        ),
         Command::Status { api } => api::status(&api.coordinator, api.output),
         Command::Workload { command, api } => workload::run(&api.coordinator, api.output, command),
         Command::Migrate {
@@ -151,6 +228,35 @@ pub fn main() -> i32 {
             dry_run,
             api,
         } => workload::migrate(&api.coordinator, api.output, &name, to, dry_run),
+    }
+}
+
+fn host(command: HostCommand) -> i32 {
+    match command {
+        HostCommand::Show { name, api } => api::host_show(&api.coordinator, api.output, &name),
+        HostCommand::Cordon { name, api } => ops::cordon(&api.coordinator, api.output, &name, true),
+        HostCommand::Uncordon { name, api } => {
+            ops::cordon(&api.coordinator, api.output, &name, false)
+        }
+        HostCommand::Drain {
+            name,
+            deadline,
+            parallel,
+            detach,
+            monitor,
+            cancel,
+            api,
+        } => ops::drain(
+            &api.coordinator,
+            api.output,
+            &name,
+            crate::server::http_admin::DrainRequest {
+                deadline_ms: deadline.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                parallel: Some(usize::from(parallel)),
+                cancel,
+            },
+            (detach, monitor),
+        ),
     }
 }
 

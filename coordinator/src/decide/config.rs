@@ -152,7 +152,7 @@ impl DecisionsSection {
     /// Every problem with the section, each naming its key.
     pub fn check(&self, problems: &mut Vec<Problem>) {
         let key = |k: &str| format!("decisions.{k}");
-        let mut bad = |k: &str, why: String| problems.push(Problem::new(&key(k), why));
+        let mut bad = |k: &str, why: String| problems.push(Problem::new(key(k), why));
         if !(1..=100).contains(&self.health_below) {
             bad(
                 "health_below",

@@ -25,7 +25,8 @@ const GIB: f64 = (1u64 << 30) as f64;
 const HOUR_MS: u64 = 3_600_000;
 
 /// What to do about one workload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Move it to this host now.
     Move {
@@ -47,7 +48,7 @@ pub enum Action {
 }
 
 /// A decision about one workload on a triggered host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Decision {
     /// The workload.
     pub workload: String,
@@ -139,6 +140,8 @@ fn cost(w: &WorkloadView, to: &str, running_moves: usize, fleet: &Fleet, s: &Set
 
 struct Candidate<'a> {
     w: &'a WorkloadView,
+    /// The source host's own limit on moves at once (a drain's), if any.
+    source_limit: Option<usize>,
     trigger: Trigger,
     to: Result<String, String>,
     benefit: f64,
@@ -203,8 +206,14 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
             let cost = to
                 .as_ref()
                 .map_or(0.0, |t| cost(w, t, running_moves, fleet, s));
+            let source_limit = fleet
+                .hosts
+                .iter()
+                .find(|h| h.name == w.primary)
+                .and_then(|h| h.max_moves);
             Some(Candidate {
                 w,
+                source_limit,
                 benefit: trigger.probability * w.priority,
                 trigger,
                 to,
@@ -324,12 +333,17 @@ fn act(c: &Candidate, s: &Settings, load: &mut Load, budget: &mut usize, now_ms:
             load.total, s.max_moves
         ));
     }
-    for host in [c.w.primary.as_str(), to.as_str()] {
-        if load.busy(host) >= s.max_moves_per_host {
+    for (host, limit) in [
+        (
+            c.w.primary.as_str(),
+            c.source_limit.unwrap_or(s.max_moves_per_host),
+        ),
+        (to.as_str(), s.max_moves_per_host),
+    ] {
+        if load.busy(host) >= limit {
             return hold(format!(
-                "{} moves under way on {host} (at most {})",
+                "{} moves under way on {host} (at most {limit})",
                 load.busy(host),
-                s.max_moves_per_host
             ));
         }
     }

@@ -37,6 +37,7 @@ fn host(name: &str, score: u8) -> HostView {
         memory_used: 0.3,
         cordoned: false,
         draining: false,
+        max_moves: None,
         maintenance: Vec::new(),
         zone: None,
     }
@@ -242,6 +243,10 @@ fn a_drain_moves_one_at_a_time_per_host() {
     f.workloads[0].moving = true;
     let d = decide(&f, &s, &mut Memory::default(), T0);
     assert!(moves(&d).is_empty());
+    // A drain's own parallelism: two at once from a (to b and c, one each).
+    f.workloads[0].moving = false;
+    f.hosts[0].max_moves = Some(2);
+    assert_eq!(moves(&decide(&f, &s, &mut Memory::default(), T0)).len(), 2);
 }
 
 #[test]

@@ -137,6 +137,8 @@ pub struct HostView {
     pub cordoned: bool,
     /// An operator is emptying it.
     pub draining: bool,
+    /// Moves at once from it, when not the settings' (a drain's `--parallel`).
+    pub max_moves: Option<usize>,
     /// Its maintenance windows.
     pub maintenance: Vec<Window>,
     /// Its failure domain, if labelled.

@@ -17,7 +17,10 @@ use super::{HostView, Memory, Settings};
 const EXHAUSTIBLE: [&str; 3] = ["mem_u", "disk_u", "fs_used"];
 
 /// A kind of trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     /// An operator drains the host.
     Drain,
@@ -54,7 +57,7 @@ impl TriggerKind {
 }
 
 /// A trigger that holds on a host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trigger {
     /// Which.
     pub kind: TriggerKind,

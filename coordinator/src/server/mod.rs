@@ -4,9 +4,12 @@
 //! to real connections, the store and the metrics. The host side of the state is here, the
 //! workload side in [`records`].
 
+pub mod admin;
 pub mod control;
+pub mod decisions;
 pub mod failover;
 pub mod http;
+pub mod http_admin;
 pub mod orders;
 pub mod reconciler;
 pub mod records;
@@ -58,6 +61,12 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// When lost hosts' workloads move, and their leases.
     pub failover: crate::workloads::failover::Settings,
+    /// What operators said about hosts, and the event log.
+    admin: Mutex<admin::Admin>,
+    /// The decision engine's memory between ticks.
+    engine: Mutex<decisions::EngineState>,
+    /// The decision engine's settings.
+    pub decisions: crate::decide::Settings,
 }
 
 impl Shared {
@@ -68,6 +77,7 @@ impl Shared {
         heartbeat_interval: Duration,
         heartbeat_timeout: Duration,
         failover: crate::workloads::failover::Settings,
+        decisions: crate::decide::Settings,
     ) -> Self {
         let registry = Registry::new(loaded.hosts, heartbeat_timeout);
         let mut workloads = loaded.workloads;
@@ -96,6 +106,9 @@ impl Shared {
             started: Instant::now(),
             heartbeat_interval,
             failover,
+            admin: Mutex::new(admin::Admin::new(loaded.host_admin, loaded.events)),
+            engine: Mutex::new(decisions::EngineState::default()),
+            decisions,
         };
         shared.update_gauges(&shared.lock());
         shared
@@ -159,12 +172,17 @@ impl Shared {
 
     /// Records a heartbeat; false if `conn` is no longer the host's connection.
     pub fn heartbeat(&self, name: &str, conn: ConnId, telemetry: TelemetrySummary) -> bool {
+        let health_score = telemetry.health.as_ref().map(|h| h.score);
         let mut st = self.lock();
         let ok = st
             .registry
             .heartbeat(name, conn, telemetry, Instant::now(), wall_ms());
         if ok {
             self.metrics.heartbeats.inc();
+        }
+        drop(st);
+        if ok {
+            self.count_health(name, health_score);
         }
         ok
     }
@@ -257,12 +275,25 @@ impl Shared {
         }
     }
 
-    /// Connected hosts serving a data plane, with their load, for placement.
+    /// Connected hosts serving a data plane, with their load, for placement: none that is
+    /// cordoned, being drained or in (or near) a maintenance window.
     pub fn candidates(&self) -> Vec<Candidate> {
+        let now = wall_ms();
+        let lead = self.decisions.maintenance_lead_ms;
+        let closed: Vec<String> = self
+            .host_admins()
+            .into_iter()
+            .filter(|a| {
+                a.cordoned
+                    || a.drain.is_some()
+                    || a.maintenance.iter().any(|(_, w)| w.near(now, lead))
+            })
+            .map(|a| a.host)
+            .collect();
         let st = self.lock();
         st.registry
             .records()
-            .filter(|r| r.connected && r.data_port.is_some())
+            .filter(|r| r.connected && r.data_port.is_some() && !closed.contains(&r.name))
             .map(|r| {
                 let t = r.telemetry.clone().unwrap_or_default();
                 #[allow(clippy::cast_precision_loss)] // a share, precision is irrelevant

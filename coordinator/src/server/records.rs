@@ -104,6 +104,11 @@ impl Shared {
         })
     }
 
+    /// Whether an operation holds workload `name`.
+    pub fn is_claimed(&self, name: &str) -> bool {
+        self.book().claims.contains_key(name)
+    }
+
     /// A copy of one workload's record.
     pub fn workload(&self, name: &str) -> Option<WorkloadRecord> {
         self.book().records.get(name).cloned()

@@ -65,6 +65,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
         hb.interval,
         hb.timeout,
         settings,
+        config.decisions.settings(),
     ));
 
     let sink_shared = Arc::downgrade(&shared);
@@ -155,6 +156,7 @@ async fn sweep_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<
         }
         shared.expire();
         super::failover::tick(&shared);
+        super::decisions::tick(&shared);
         since_flush += Duration::from_millis(250);
         if since_flush >= FLUSH_EVERY {
             since_flush = Duration::ZERO;
