@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use understudy_common::telemetry::HealthLevel;
+
 use super::triggers::{self, Trigger};
 use super::{Fleet, HostView, Memory, Mode, Settings, WorkloadView};
 
@@ -91,12 +93,11 @@ fn unfit(
         return Some(format!("{name} itself at risk ({})", t.kind.as_str()));
     }
     match &host.health {
-        Some(h) if h.score >= s.target_health_min => None,
-        Some(h) => Some(format!(
-            "{name} health {} below {}",
-            h.score, s.target_health_min
-        )),
-        None => Some(format!("{name} has no health assessment")),
+        // No assessment yet (a model still learning the host) is not bad health.
+        Some(h) if h.level != HealthLevel::Degraded && h.score < s.target_health_min => Some(
+            format!("{name} health {} below {}", h.score, s.target_health_min),
+        ),
+        _ => None,
     }
 }
 
@@ -272,7 +273,11 @@ fn pick_target(
         .filter(|h| h.name != w.primary && has_room(h, w.bytes, s))
         .max_by(|a, b| {
             let shadow = |h: &HostView| w.shadow.as_deref() == Some(h.name.as_str());
-            let score = |h: &HostView| h.health.as_ref().map_or(0, |x| x.score);
+            // A host still without an assessment ranks as just fit.
+            let score = |h: &HostView| match &h.health {
+                Some(x) if x.level != HealthLevel::Degraded => x.score,
+                _ => s.target_health_min,
+            };
             zone_ok(a)
                 .cmp(&zone_ok(b))
                 .then(shadow(a).cmp(&shadow(b)))

@@ -398,6 +398,29 @@ fn with_zones_the_target_is_outside_the_troubled_hosts_zone() {
 }
 
 #[test]
+fn a_host_without_an_assessment_yet_is_a_target_after_the_healthy_ones() {
+    let s = Settings::default();
+    let mut f = fleet();
+    sick(&mut f, 10, 10);
+    f.hosts[1].health = Some(HealthReport {
+        level: HealthLevel::Degraded,
+        score: 0,
+        ..health(0)
+    });
+    f.workloads[0].shadow = None;
+    assert_eq!(
+        moves(&decide(&f, &s, &mut Memory::default(), T0)),
+        vec![("kv".into(), "c".into())],
+        "c (90) before b (no assessment)"
+    );
+    f.hosts[2].cordoned = true;
+    assert_eq!(
+        moves(&decide(&f, &s, &mut Memory::default(), T0)),
+        vec![("kv".into(), "b".into())]
+    );
+}
+
+#[test]
 fn a_disconnected_host_has_no_triggers_it_is_failovers_business() {
     let s = Settings::default();
     let mut f = fleet();
