@@ -168,6 +168,9 @@ timeout = "{}ms"
 [failover]
 fence_after = "{}ms"
 failover_after = "{}ms"
+[decisions]
+# Workloads move by themselves only in the tests of the decision engine.
+mode = "off"
 "#,
             HEARTBEAT_TIMEOUT.as_millis(),
             FENCE_AFTER.as_millis(),
@@ -175,6 +178,20 @@ failover_after = "{}ms"
             d = d.display()
         );
         fs::write(d.join("coordinator.toml"), cfg).unwrap();
+    }
+
+    /// Replaces the coordinator's `[decisions]` section with `body` (its lines, without the
+    /// header); call before starting the coordinator.
+    pub fn set_decisions(&self, body: &str) {
+        let path = self.host_dir("coord").join("coordinator.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let mut kept: Vec<String> = text
+            .split("\n[")
+            .filter(|section| !section.starts_with("decisions]"))
+            .map(str::to_owned)
+            .collect();
+        kept.push(format!("decisions]\n{body}\n"));
+        fs::write(&path, kept.join("\n[")).unwrap();
     }
 
     /// Rewrites the coordinator's config without the tests' heartbeat and failover timing,

@@ -1,0 +1,196 @@
+//! The coordinator deciding and operators draining: real binaries on namespace hosts, real
+//! CRIU. A drain empties a host one workload at a time and re-homes the shadows it held; a
+//! maintenance window empties its host before it opens and keeps new placements away.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use understudy_coordinator::admin::HostAdmin;
+use understudy_coordinator::events::Event;
+use understudy_coordinator::workloads::WorkloadRecord;
+use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+use understudy_tests::copies::{advancing, create_counter, one_copy_soon};
+use understudy_tests::wait::eventually;
+use understudy_tests::{require_criu, require_e2e};
+
+const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
+
+fn get(c: &Cluster, path: &str) -> String {
+    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    http_get(addr, path).unwrap()
+}
+
+fn events(c: &Cluster, query: &str) -> Vec<Event> {
+    serde_json::from_str(&get(c, &format!("/v1/events?limit=1000&{query}"))).unwrap()
+}
+
+fn admin(c: &Cluster, host: &str) -> HostAdmin {
+    serde_json::from_str(&get(c, &format!("/v1/hosts/{host}/admin"))).unwrap()
+}
+
+/// Three hosts with the coordinator's `[decisions]` as `body`. The hosts share this
+/// machine, whose load (CRIU dumps of every test's workloads) the health model sees: the
+/// operator tests take any connected host as a target, so that they test the drain and the
+/// window, not this machine's health.
+fn cluster(body: &str) -> Cluster {
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions(&format!("triggers = []\ntarget_health_min = 0\n{body}"));
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    c
+}
+
+/// When a workload's last move started and ended, ms since the Unix epoch.
+fn move_span(w: &WorkloadRecord) -> (u64, u64) {
+    let m = w.last_migration.as_ref().expect("it moved");
+    (m.finished_unix_ms - m.total_ms, m.finished_unix_ms)
+}
+
+#[test]
+fn a_drain_moves_every_workload_off_one_at_a_time_and_leaves_the_host_empty_and_cordoned() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster("mode = \"off\"");
+    create_counter(&c, "d1", "host-a", "host-b", "500ms");
+    create_counter(&c, "d2", "host-a", "host-c", "500ms");
+    create_counter(&c, "d3", "host-a", "host-b", "500ms");
+    // A workload whose shadow lives on the drained host.
+    create_counter(&c, "s1", "host-b", "host-a", "500ms");
+    for n in ["d1", "d2", "d3", "s1"] {
+        c.wait_for_epochs(n, 1);
+    }
+    let out = c.cli(&["host", "drain", "host-a", "--parallel", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("draining host-a: 3 workloads, 1 shadows"),
+        "{text}"
+    );
+    for n in ["d1", "d2", "d3"] {
+        assert!(
+            text.contains(&format!("  {n}: ")),
+            "progress of {n}: {text}"
+        );
+    }
+    assert!(text.contains("host-a drained"), "{text}");
+
+    let records: Vec<WorkloadRecord> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|n| c.workload(n).unwrap())
+        .collect();
+    for w in &records {
+        let name = &w.spec.name;
+        assert_ne!(w.primary, "host-a", "{name}");
+        assert_ne!(w.shadow.as_deref(), Some("host-a"), "{name}'s new shadow");
+        assert_eq!(one_copy_soon(&c, &HOSTS, name), w.primary);
+        advancing(&c, &w.primary, name);
+    }
+    // One at a time: no two moves overlapped.
+    let mut spans: Vec<(u64, u64)> = records.iter().map(move_span).collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "moves overlapped: {spans:?}");
+    }
+    // The shadow it held went elsewhere, and epochs reach it.
+    eventually(
+        "s1's epochs reach its new shadow",
+        Duration::from_secs(30),
+        || {
+            let w = c.workload("s1")?;
+            match (&w.shadow, &w.last_epoch) {
+                (Some(s), Some(e)) if s != "host-a" && &e.shadow == s => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let a = admin(&c, "host-a");
+    assert!(a.cordoned && a.drain.is_none(), "{a:?}");
+    // The event log says what happened and why.
+    let log = events(&c, "host=host-a");
+    let said = |needle: &str| log.iter().any(|e| e.message.contains(needle));
+    assert!(said("draining host-a: 3 workloads"), "{log:?}");
+    assert!(said("moving d1 from host-a"), "{log:?}");
+    assert!(said("host-a drained"), "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|e| e.kind == "move")
+            .all(|e| e.inputs.iter().any(|(k, v)| k == "trigger" && v == "drain")),
+        "{log:?}"
+    );
+    let shown = c.cli(&["events", "--host", "host-a"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("host-a drained"));
+    // Nothing new is placed on a cordoned host.
+    c.create_workload(&["late", "--host", "host-b", "--", "/bin/sleep", "3600"]);
+    assert_eq!(
+        c.workload("late").unwrap().shadow.as_deref(),
+        Some("host-c")
+    );
+    // Uncordoned, it takes workloads again.
+    assert!(c.cli(&["host", "uncordon", "host-a"]).status.success());
+    assert!(!admin(&c, "host-a").cordoned);
+}
+
+#[test]
+fn a_maintenance_window_empties_its_host_before_it_opens_and_keeps_placements_away() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster("mode = \"off\"\nmaintenance_lead = \"20s\"");
+    create_counter(&c, "m1", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("m1", 1);
+    let out = c.cli(&[
+        "maintenance",
+        "add",
+        "host-a",
+        "--start",
+        "+40s",
+        "--duration",
+        "1h",
+        "--reason",
+        "firmware",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let windows: Vec<understudy_coordinator::server::admin::WindowView> =
+        serde_json::from_str(&get(&c, "/v1/maintenance")).unwrap();
+    let opens = windows[0].window.start_ms;
+    // Not yet: the window opens in 40 s and workloads leave 20 s before.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.workload("m1").unwrap().primary, "host-a");
+    let plan = c.cli(&["plan"]);
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("firmware"));
+    let w = eventually("m1 leaves host-a", Duration::from_secs(60), || {
+        let w = c.workload("m1")?;
+        match &w.last_migration {
+            Some(m) if m.outcome == "succeeded" && w.primary != "host-a" => Ok(w),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (_, finished) = move_span(&w);
+    assert!(
+        finished < opens,
+        "moved {} ms after the window opened",
+        finished - opens
+    );
+    advancing(&c, &w.primary, "m1");
+    assert_ne!(
+        w.shadow.as_deref(),
+        Some("host-a"),
+        "no shadow placed there"
+    );
+    let log = events(&c, "workload=m1");
+    assert!(
+        log.iter()
+            .any(|e| e.kind == "move" && e.message.contains("firmware")),
+        "{log:?}"
+    );
+}
