@@ -2,6 +2,8 @@
 //! CRIU. A drain empties a host one workload at a time and re-homes the shadows it held; a
 //! maintenance window empties its host before it opens and keeps new placements away.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
