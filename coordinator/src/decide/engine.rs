@@ -113,15 +113,6 @@ fn memory_forecast(host: &HostView) -> f32 {
     forecast.unwrap_or(0.0).max(host.memory_used)
 }
 
-/// Whether `host` keeps its headroom with `bytes` more in use.
-fn has_room(host: &HostView, bytes: u64, s: &Settings) -> bool {
-    if host.memory_bytes == 0 {
-        return true;
-    }
-    let after = f64::from(memory_forecast(host)) + bytes as f64 / host.memory_bytes as f64;
-    after <= f64::from(1.0 - s.target_memory_headroom)
-}
-
 /// The move's cost to `to`.
 fn cost(w: &WorkloadView, to: &str, running_moves: usize, fleet: &Fleet, s: &Settings) -> f64 {
     let link = fleet.link_bytes_per_s.max(1.0);
@@ -189,11 +180,21 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
         load.add(&[&w.primary]);
     }
     let running_moves = load.total;
-    let targets: Vec<&HostView> = fleet
+    let targets: Vec<Target> = fleet
         .hosts
         .iter()
         .filter(|h| unfit(h, s, &triggered, now_ms).is_none())
+        .map(|h| Target {
+            host: h,
+            score: match &h.health {
+                Some(x) if x.level != HealthLevel::Degraded => x.score,
+                _ => s.target_health_min,
+            },
+            memory: memory_forecast(h),
+        })
         .collect();
+    let by_name: HashMap<&str, &HostView> =
+        fleet.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
     let mut candidates: Vec<Candidate> = fleet
         .workloads
         .iter()
@@ -203,15 +204,20 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
             if !trigger.kind.is_operator() && s.mode == Mode::Off {
                 return None;
             }
-            let to = pick_target(w, &targets, fleet, s, &triggered, now_ms);
+            let source = by_name.get(w.primary.as_str());
+            let to = pick_target(
+                w,
+                source.and_then(|h| h.zone.as_ref()),
+                &targets,
+                fleet,
+                s,
+                &triggered,
+                now_ms,
+            );
             let cost = to
                 .as_ref()
                 .map_or(0.0, |t| cost(w, t, running_moves, fleet, s));
-            let source_limit = fleet
-                .hosts
-                .iter()
-                .find(|h| h.name == w.primary)
-                .and_then(|h| h.max_moves);
+            let source_limit = source.and_then(|h| h.max_moves);
             Some(Candidate {
                 w,
                 source_limit,
@@ -252,41 +258,46 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
         .collect()
 }
 
+/// A fit target with what ranking it needs, computed once per tick.
+struct Target<'a> {
+    host: &'a HostView,
+    /// Its health score (a host without an assessment yet ranks as just fit).
+    score: u8,
+    /// Its memory in use by its forecast, as a share.
+    memory: f32,
+}
+
 /// The best target for `w` among the fit `targets`, or why there is none.
 fn pick_target(
     w: &WorkloadView,
-    targets: &[&HostView],
+    source_zone: Option<&String>,
+    targets: &[Target],
     fleet: &Fleet,
     s: &Settings,
     triggered: &BTreeMap<String, Trigger>,
     now_ms: u64,
 ) -> Result<String, String> {
     // With zones, away from the trouble's failure domain.
-    let source_zone = fleet
-        .hosts
-        .iter()
-        .find(|h| h.name == w.primary)
-        .and_then(|h| h.zone.as_ref());
     let zone_ok = |h: &HostView| source_zone.is_none() || h.zone.as_ref() != source_zone;
+    let room = |t: &Target| {
+        t.host.memory_bytes == 0
+            || f64::from(t.memory) + w.bytes as f64 / t.host.memory_bytes as f64
+                <= f64::from(1.0 - s.target_memory_headroom)
+    };
     let best = targets
         .iter()
-        .filter(|h| h.name != w.primary && has_room(h, w.bytes, s))
+        .filter(|t| t.host.name != w.primary && room(t))
         .max_by(|a, b| {
             let shadow = |h: &HostView| w.shadow.as_deref() == Some(h.name.as_str());
-            // A host still without an assessment ranks as just fit.
-            let score = |h: &HostView| match &h.health {
-                Some(x) if x.level != HealthLevel::Degraded => x.score,
-                _ => s.target_health_min,
-            };
-            zone_ok(a)
-                .cmp(&zone_ok(b))
-                .then(shadow(a).cmp(&shadow(b)))
-                .then(score(a).cmp(&score(b)))
-                .then(memory_forecast(b).total_cmp(&memory_forecast(a)))
-                .then(b.name.cmp(&a.name))
+            zone_ok(a.host)
+                .cmp(&zone_ok(b.host))
+                .then(shadow(a.host).cmp(&shadow(b.host)))
+                .then(a.score.cmp(&b.score))
+                .then(b.memory.total_cmp(&a.memory))
+                .then(b.host.name.cmp(&a.host.name))
         });
-    if let Some(h) = best {
-        return Ok(h.name.clone());
+    if let Some(t) = best {
+        return Ok(t.host.name.clone());
     }
     let why: Vec<String> = fleet
         .hosts
