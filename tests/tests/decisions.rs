@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -195,4 +196,85 @@ fn a_maintenance_window_empties_its_host_before_it_opens_and_keeps_placements_aw
             .any(|e| e.kind == "move" && e.message.contains("firmware")),
         "{log:?}"
     );
+}
+
+/// Microseconds since boot, as the kernel log stamps its records.
+fn uptime_usec() -> u64 {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap();
+    let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+    (secs * 1e6) as u64
+}
+
+#[test]
+fn a_burst_of_memory_errors_on_the_primary_moves_its_workload_naming_the_trigger() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions(
+        "mode = \"act\"\ntriggers = [\"errors\"]\nerrors_per_hour = 5\npersist = \"2s\"\ntarget_health_min = 0",
+    );
+    c.start_coordinator();
+    // The kernel log is one per machine: host-a's agent reads its own (a test-only source
+    // that takes /dev/kmsg's place; the other agents read the machine's).
+    let kmsg = c.host_dir("host-a").join("kmsg");
+    std::fs::write(&kmsg, "").unwrap();
+    c.start_agent_env(
+        "host-a",
+        &[("UNDERSTUDY_TEST_KMSG", kmsg.to_str().unwrap())],
+    );
+    c.start_agent("host-b");
+    c.start_agent("host-c");
+    c.wait_connected(3);
+    create_counter(&c, "e1", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("e1", 2);
+    assert_eq!(c.workload("e1").unwrap().primary, "host-a");
+    let now = uptime_usec();
+    let burst: String = (0..6)
+        .map(|i| {
+            format!(
+                "3,{},{},-;EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0\n",
+                1000 + i,
+                now + i
+            )
+        })
+        .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&kmsg)
+        .unwrap()
+        .write_all(burst.as_bytes())
+        .unwrap();
+    let w = eventually("e1 leaves host-a", Duration::from_secs(60), || {
+        let w = c.workload("e1")?;
+        match &w.last_migration {
+            Some(m) if m.outcome == "succeeded" && w.primary != "host-a" => Ok(w),
+            other => Err(format!("{} on {}: {other:?}", w.state.name(), w.primary)),
+        }
+    });
+    advancing(&c, &w.primary, "e1");
+    assert_eq!(one_copy_soon(&c, &HOSTS, "e1"), w.primary);
+    let log = events(&c, "workload=e1");
+    let moved = log
+        .iter()
+        .find(|e| e.kind == "move")
+        .unwrap_or_else(|| panic!("no move event: {log:?}"));
+    assert!(
+        moved
+            .message
+            .contains("6 kernel errors in the last hour (edac 6)"),
+        "{moved:?}"
+    );
+    assert!(
+        moved
+            .inputs
+            .iter()
+            .any(|(k, v)| k == "trigger" && v == "errors"),
+        "{moved:?}"
+    );
+    // host-a is still in trouble (its errors are within the hour): the workload stays
+    // where it went, and nothing is placed on host-a.
+    std::thread::sleep(Duration::from_secs(3));
+    let now = c.workload("e1").unwrap();
+    assert_eq!(now.primary, w.primary);
+    assert_ne!(now.shadow.as_deref(), Some("host-a"));
 }

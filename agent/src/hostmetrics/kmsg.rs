@@ -2,6 +2,10 @@
 //! errors and block-device I/O errors, counted since boot (the log's buffer is read from its
 //! start when the agent starts) and kept with their times for the health score's "recent
 //! error history". Reading needs root (or CAP_SYSLOG); otherwise the metrics say why.
+//!
+//! The kernel log is one per machine, so the end-to-end tests give each namespace host its
+//! own: in test builds (the `fault-hooks` feature) `UNDERSTUDY_TEST_KMSG=PATH` makes the
+//! agent read records, one per line in `/dev/kmsg`'s format, from the file at PATH.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -65,6 +69,10 @@ pub const RECENT_USEC: u64 = 3_600_000_000;
 #[derive(Debug)]
 pub struct KernelLog {
     file: Result<File, String>,
+    /// Records come one per line (a test's file), not one per read.
+    lines: bool,
+    /// A test file's last, unfinished line.
+    partial: String,
     totals: [u64; 3],
     recent: VecDeque<(u64, KernelError)>,
     pending: Vec<u8>,
@@ -74,13 +82,17 @@ impl KernelLog {
     /// Opens `/dev/kmsg` for non-blocking reads from the start of the log's buffer.
     pub fn open() -> Self {
         use std::os::unix::fs::OpenOptionsExt;
+        let test_source = test_source();
+        let path = test_source.as_deref().unwrap_or("/dev/kmsg");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NONBLOCK)
-            .open("/dev/kmsg")
-            .map_err(|e| format!("cannot read /dev/kmsg: {e}"));
+            .open(path)
+            .map_err(|e| format!("cannot read {path}: {e}"));
         KernelLog {
             file,
+            lines: test_source.is_some(),
+            partial: String::new(),
             totals: [0; 3],
             recent: VecDeque::new(),
             pending: vec![0; 8192],
@@ -96,6 +108,14 @@ impl KernelLog {
             // One read returns one record.
             match file.read(&mut self.pending) {
                 Ok(0) => break Ok(()),
+                Ok(n) if self.lines => {
+                    self.partial
+                        .push_str(&String::from_utf8_lossy(&self.pending[..n]));
+                    while let Some(end) = self.partial.find('\n') {
+                        let line: String = self.partial.drain(..=end).collect();
+                        found.extend(classify(line.trim_end()));
+                    }
+                }
                 Ok(n) => found.extend(classify(&String::from_utf8_lossy(&self.pending[..n]))),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
                 // EPIPE: records were overwritten before we read them; go on with the next.
@@ -147,6 +167,20 @@ impl KernelLog {
     }
 }
 
+/// The file a test build reads kernel records from instead of `/dev/kmsg`, if set.
+fn test_source() -> Option<String> {
+    #[cfg(feature = "fault-hooks")]
+    {
+        std::env::var("UNDERSTUDY_TEST_KMSG")
+            .ok()
+            .filter(|p| !p.is_empty())
+    }
+    #[cfg(not(feature = "fault-hooks"))]
+    {
+        None
+    }
+}
+
 /// Microseconds since boot on the clock the kernel log stamps records with.
 pub fn now_usec() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -187,9 +221,41 @@ mod tests {
     }
 
     #[test]
+    fn a_tests_file_is_read_a_line_at_a_time_across_reads() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsg");
+        let mut w = std::fs::File::create(&path).unwrap();
+        let mut log = KernelLog {
+            file: File::open(&path).map_err(|e| e.to_string()),
+            lines: true,
+            partial: String::new(),
+            totals: [0; 3],
+            recent: VecDeque::new(),
+            pending: vec![0; 16],
+        };
+        write!(
+            w,
+            "3,1,10,-;EDAC MC0: 1 CE memory read error\n3,2,20,-;EDAC MC0: 1 CE"
+        )
+        .unwrap();
+        log.poll().unwrap();
+        assert_eq!(
+            log.totals().unwrap(),
+            [0, 1, 0],
+            "the unfinished line waits"
+        );
+        writeln!(w, " memory read error\n6,3,30,-;eth0: link up").unwrap();
+        log.poll().unwrap();
+        assert_eq!(log.totals().unwrap(), [0, 2, 0]);
+    }
+
+    #[test]
     fn recent_errors_age_out_after_an_hour() {
         let mut log = KernelLog {
             file: Err("test".into()),
+            lines: false,
+            partial: String::new(),
             totals: [0; 3],
             recent: VecDeque::new(),
             pending: Vec::new(),

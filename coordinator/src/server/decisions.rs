@@ -13,11 +13,14 @@ use understudy_common::workload::{Order, OrderReply};
 
 use super::workloads::{expect_shadow, MigrateRequest};
 use super::{orders, switchover, wall_ms, Shared};
-use crate::decide::{decide, Action, Decision, Fleet, HostView, Memory, WorkloadView};
+use crate::decide::{decide, triggers, Action, Decision, Fleet, HostView, Memory, WorkloadView};
 use crate::workloads::placement::pick_shadow;
 use crate::workloads::WorkloadState;
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A workload's move or shadow move is started at most this often (a failed one is tried
+/// again after it, not at every sweep).
+const RETRY_MS: u64 = 10_000;
 
 /// What the engine keeps between ticks.
 #[derive(Debug, Default)]
@@ -31,6 +34,23 @@ pub struct EngineState {
     low_beats: HashMap<String, u32>,
     /// Moves decided whose switchover has not taken the workload yet.
     starting: std::collections::HashSet<String>,
+    /// Hosts an automatic trigger holds on, as of the last tick: no placement there.
+    troubled: std::collections::HashSet<String>,
+    /// When a move or shadow move of each workload was last started.
+    tried_ms: HashMap<String, u64>,
+}
+
+impl EngineState {
+    /// Whether `workload` may be tried now (and notes that it is).
+    fn try_now(&mut self, workload: &str, now: u64) -> bool {
+        match self.tried_ms.get(workload) {
+            Some(t) if now.saturating_sub(*t) < RETRY_MS => false,
+            _ => {
+                self.tried_ms.insert(workload.to_owned(), now);
+                true
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -45,6 +65,11 @@ impl Shared {
         let mut e = self.engine();
         let n = e.low_beats.entry(host.to_owned()).or_default();
         *n = if low { n.saturating_add(1) } else { 0 };
+    }
+
+    /// Hosts in trouble by an automatic trigger, as of the last tick.
+    pub fn troubled(&self) -> std::collections::HashSet<String> {
+        self.engine().troubled.clone()
     }
 
     /// The fleet as the engine sees it now.
@@ -169,8 +194,25 @@ pub fn tick(shared: &Arc<Shared>) {
         let mut e = shared.engine();
         e.recent_moves_ms
             .retain(|t| now.saturating_sub(*t) < 3_600_000);
+        let mut look = e.memory.clone();
+        e.troubled = triggers::evaluate(&fleet.hosts, &shared.decisions, &mut look, now)
+            .into_values()
+            .filter(|t| !t.kind.is_operator())
+            .map(|t| t.host)
+            .collect();
         decide(&fleet, &shared.decisions, &mut e.memory, now)
     };
+    if shared.decisions.mode == crate::decide::Mode::Act {
+        // A shadow on a host in trouble moves before it is needed.
+        let troubled = shared.troubled();
+        for w in &fleet.workloads {
+            if let Some(s) = w.shadow.as_ref().filter(|s| troubled.contains(*s)) {
+                if w.running && !w.moving {
+                    reshadow(shared, &w.name, s, "in trouble");
+                }
+            }
+        }
+    }
     let mut said_now = HashMap::new();
     for d in &decisions {
         let text = summary(d);
@@ -179,6 +221,9 @@ pub fn tick(shared: &Arc<Shared>) {
         let subject = (Some(d.from.as_str()), Some(d.workload.as_str()));
         match &d.action {
             Action::Move { to } => {
+                if !shared.engine().try_now(&d.workload, now) {
+                    continue;
+                }
                 if !d.trigger.kind.is_operator() {
                     shared.engine().recent_moves_ms.push(now);
                 }
@@ -249,7 +294,7 @@ fn drains(shared: &Arc<Shared>, now: u64) {
         let host = admin.host.clone();
         let status = shared.drain_status(&host);
         for name in &status.shadows_left {
-            reshadow(shared, name, &host);
+            reshadow(shared, name, &host, "drained");
         }
         if status.primaries_left.is_empty() && status.shadows_left.is_empty() {
             shared.update_host_admin(&host, |a| a.drain = None);
@@ -291,12 +336,13 @@ fn drains(shared: &Arc<Shared>, now: u64) {
     }
 }
 
-/// Gives `workload`, whose shadow lives on `host` (being drained), another shadow.
-fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str) {
+/// Gives `workload`, whose shadow lives on `host` (`why`: drained, in trouble), another
+/// shadow.
+fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str) {
     let Some(rec) = shared.workload(workload) else {
         return;
     };
-    if rec.state != WorkloadState::Running {
+    if rec.state != WorkloadState::Running || !shared.engine().try_now(workload, wall_ms()) {
         return;
     }
     let Ok(claim) = shared.claim(workload, "a shadow move") else {
@@ -333,7 +379,7 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str) {
         let message = match &result {
             Ok(()) => {
                 shared.update_workload(&workload, |r| r.shadow = Some(to.clone()));
-                format!("{workload}'s shadow moved from {host} (drained) to {to}")
+                format!("{workload}'s shadow moved from {host} ({why}) to {to}")
             }
             Err(e) => format!("{workload}'s shadow could not move from {host} to {to}: {e}"),
         };

@@ -276,11 +276,12 @@ impl Shared {
     }
 
     /// Connected hosts serving a data plane, with their load, for placement: none that is
-    /// cordoned, being drained or in (or near) a maintenance window.
+    /// cordoned, being drained, in (or near) a maintenance window, or in trouble.
     pub fn candidates(&self) -> Vec<Candidate> {
         let now = wall_ms();
         let lead = self.decisions.maintenance_lead_ms;
-        let closed: Vec<String> = self
+        let troubled = self.troubled();
+        let mut closed: Vec<String> = self
             .host_admins()
             .into_iter()
             .filter(|a| {
@@ -290,6 +291,7 @@ impl Shared {
             })
             .map(|a| a.host)
             .collect();
+        closed.extend(troubled);
         let st = self.lock();
         st.registry
             .records()
