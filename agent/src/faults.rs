@@ -1,10 +1,39 @@
 //! Fault hooks for end-to-end tests, compiled in only with the `fault-hooks` feature (the
 //! test command's builds); without it every hook is a no-op and release binaries have none.
 //!
+//! `UNDERSTUDY_TEST_HEALTH=PATH`: the host's health score is the number in the file at
+//! PATH while it holds one. The assessment reads machine-wide metrics, which namespace hosts
+//! on one machine share; this gives one of them a health of its own, carried to the
+//! coordinator by the real heartbeats.
+//!
 //! `UNDERSTUDY_FAULTS` holds comma-separated hooks:
 //! - `delay-reply:KIND:MS` — the reply to the first order of this kind (`restore`, …) is
 //!   sent MS milliseconds after the order was carried out, so a test can cut the link
 //!   while the coordinator waits for it.
+
+/// `UNDERSTUDY_TEST_HEALTH`: `report` with the file's score, if it holds one.
+pub fn health_score(
+    report: understudy_common::telemetry::HealthReport,
+    thresholds: &crate::predict::health::Thresholds,
+) -> understudy_common::telemetry::HealthReport {
+    #[cfg(feature = "fault-hooks")]
+    {
+        let score = std::env::var("UNDERSTUDY_TEST_HEALTH")
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse::<u8>().ok());
+        if let Some(score) = score.filter(|s| *s <= 100) {
+            return understudy_common::telemetry::HealthReport {
+                score,
+                level: thresholds.level(score),
+                note: Some("score set by a test (UNDERSTUDY_TEST_HEALTH)".into()),
+                ..report
+            };
+        }
+    }
+    let _ = thresholds;
+    report
+}
 
 /// `delay-reply:KIND:MS`
 pub async fn before_reply(kind: &str) {

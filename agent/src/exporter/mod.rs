@@ -80,7 +80,10 @@ impl Live {
                 assess(det, &ctx, &sample.readings, forecasts)
             }
         };
-        (sample, report)
+        (
+            sample,
+            crate::faults::health_score(report, &self.thresholds),
+        )
     }
 }
 
