@@ -346,3 +346,71 @@ fn health_that_stays_low_moves_the_workload_and_a_dip_shorter_than_the_hysteresi
         "{log:?}"
     );
 }
+
+#[test]
+fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_says_why() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions(
+        "mode = \"advise\"\ntriggers = [\"health\"]\nhealth_heartbeats = 2\ntarget_health_min = 75",
+    );
+    c.start_coordinator();
+    // Each agent's health score from a file of its own (see the health test).
+    let score_file = |h: &str| c.host_dir(h).join("health");
+    for h in HOSTS {
+        std::fs::write(score_file(h), "95").unwrap();
+        c.start_agent_env(
+            h,
+            &[("UNDERSTUDY_TEST_HEALTH", score_file(h).to_str().unwrap())],
+        );
+    }
+    c.wait_connected(3);
+    create_counter(&c, "a1", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("a1", 1);
+    std::fs::write(score_file("host-a"), "30").unwrap();
+    let said = |needle: &'static str| {
+        let c = &c;
+        move || {
+            let log = events(c, "workload=a1");
+            if log
+                .iter()
+                .any(|e| e.kind == "decision" && e.message.contains(needle))
+            {
+                Ok(())
+            } else {
+                Err(format!("{log:?}"))
+            }
+        }
+    };
+    eventually(
+        "the advice is recorded",
+        Duration::from_secs(20),
+        said("not moved: decisions mode is advise"),
+    );
+    let plan = String::from_utf8_lossy(&c.cli(&["plan"]).stdout).into_owned();
+    assert!(
+        plan.contains("a1 on host-a: should move to host-b, but: decisions mode is advise"),
+        "{plan}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let w = c.workload("a1").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert!(w.last_migration.is_none());
+    // No host fit to take it: the reason for each is an event.
+    std::fs::write(score_file("host-b"), "30").unwrap();
+    std::fs::write(score_file("host-c"), "72").unwrap();
+    eventually(
+        "the missing target is an event",
+        Duration::from_secs(20),
+        said("no target"),
+    );
+    let log = events(&c, "workload=a1");
+    let last = log.iter().rev().find(|e| e.kind == "decision").unwrap();
+    assert!(
+        last.message.contains("host-b itself at risk (health)")
+            && last.message.contains("host-c health 72 below 75"),
+        "{last:?}"
+    );
+    assert_eq!(c.workload("a1").unwrap().primary, "host-a");
+}
