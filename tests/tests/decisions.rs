@@ -414,3 +414,43 @@ fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_say
     );
     assert_eq!(c.workload("a1").unwrap().primary, "host-a");
 }
+
+#[test]
+fn a_drain_survives_a_coordinator_restart_and_completes() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster("mode = \"off\"");
+    create_counter(&c, "r1", "host-a", "host-b", "500ms");
+    create_counter(&c, "r2", "host-a", "host-c", "500ms");
+    for n in ["r1", "r2"] {
+        c.wait_for_epochs(n, 1);
+    }
+    let out = c.cli(&["host", "drain", "host-a", "--detach"]);
+    assert!(out.status.success());
+    eventually("the first move starts", Duration::from_secs(20), || {
+        let log = events(&c, "host=host-a");
+        if log.iter().any(|e| e.kind == "move") {
+            Ok(())
+        } else {
+            Err(format!("{log:?}"))
+        }
+    });
+    c.kill("coord");
+    c.start_coordinator();
+    c.wait_connected(3);
+    let out = c.cli(&["host", "drain", "host-a", "--monitor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("host-a drained"), "{text}");
+    for n in ["r1", "r2"] {
+        let w = c.workload(n).unwrap();
+        assert_ne!(w.primary, "host-a", "{n}");
+        assert_eq!(one_copy_soon(&c, &HOSTS, n), w.primary);
+        advancing(&c, &w.primary, n);
+    }
+    assert!(admin(&c, "host-a").cordoned);
+}
