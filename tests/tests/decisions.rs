@@ -12,7 +12,7 @@ use understudy_coordinator::admin::HostAdmin;
 use understudy_coordinator::events::Event;
 use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
-use understudy_tests::copies::{advancing, create_counter, one_copy_soon};
+use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -453,4 +453,87 @@ fn a_drain_survives_a_coordinator_restart_and_completes() {
         advancing(&c, &w.primary, n);
     }
     assert!(admin(&c, "host-a").cordoned);
+}
+
+#[test]
+fn a_drain_whose_target_is_cut_mid_move_rolls_that_one_back_and_goes_on() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster("mode = \"off\"");
+    // t1 holds 150 MiB, so that its move's first phase (a last epoch to the target while it
+    // runs) lasts long enough to cut the target in it.
+    c.create_workload(&[
+        "t1", "--host", "host-a", "--shadow", "host-b", "--interval", "2s", "--",
+        "/usr/bin/python3", "-c",
+        "import os, time\nblob = os.urandom(150 * 1024 * 1024)\nwhile True:\n    time.sleep(0.05)\n",
+        &marker("t1"),
+    ]);
+    create_counter(&c, "t2", "host-a", "host-c", "500ms");
+    for n in ["t1", "t2"] {
+        c.wait_for_epochs(n, 1);
+    }
+    let drain = {
+        let api = c.api();
+        std::thread::spawn(move || {
+            std::process::Command::new(understudy_tests::cluster::bin("understudy"))
+                .args([
+                    "host",
+                    "drain",
+                    "host-a",
+                    "--parallel",
+                    "1",
+                    "--deadline",
+                    "120s",
+                ])
+                .env("UNDERSTUDY_COORDINATOR", api)
+                .output()
+                .unwrap()
+        })
+    };
+    // t2 goes first (t1's move costs more: a bigger freeze), then t1 to its shadow
+    // host-b: cut host-b while t1's move takes its last epochs there (cut in its sync or
+    // freeze phase, a move rolls back; the drain's deadline keeps the test from hanging if
+    // the cut came later, when the coordinator waits for the target's answer).
+    eventually(
+        "t1's move is in its sync phase",
+        Duration::from_secs(60),
+        || {
+            let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+            match http_get(addr, "/v1/workloads/t1/migration") {
+                Ok(body)
+                    if (body.contains("\"phase\":\"sync\"")
+                        || body.contains("\"phase\":\"freeze\""))
+                        && !body.contains("\"outcome\":\"") =>
+                {
+                    Ok(())
+                }
+                Ok(body) => Err(body),
+                Err(e) => Err(e),
+            }
+        },
+    );
+    c.set_link("host-b", false);
+    let out = drain.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The failed move rolled back and was shown; both ended on host-c, the one host left.
+    assert!(
+        text.contains("t1: on host-a (rolled back"),
+        "the failure is shown: {text}"
+    );
+    for n in ["t1", "t2"] {
+        let w = c.workload(n).unwrap();
+        assert_eq!(w.primary, "host-c", "{n}");
+        assert_eq!(one_copy_soon(&c, &["host-a", "host-c"], n), "host-c");
+    }
+    advancing(&c, "host-c", "t2");
+    let log = events(&c, "workload=t1");
+    assert!(
+        log.iter().filter(|e| e.kind == "move").count() >= 2,
+        "tried again after the rollback: {log:?}"
+    );
 }
