@@ -10,6 +10,7 @@ use super::{wall_ms, Shared};
 use crate::admin::{Drain, HostAdmin};
 use crate::decide::Window;
 use crate::events::{Event, Filter, Log};
+use crate::workloads::WorkloadState;
 
 /// The operators' records and the event log.
 #[derive(Debug, Default)]
@@ -188,9 +189,16 @@ impl Shared {
     pub fn drain_status(&self, host: &str) -> DrainStatus {
         let admin = self.host_admin(host);
         let records = self.workload_list();
+        // A workload that exited, failed or is lost runs nowhere: there is nothing to move.
         let primaries_left = records
             .iter()
-            .filter(|r| r.primary == host)
+            .filter(|r| {
+                r.primary == host
+                    && matches!(
+                        r.state,
+                        WorkloadState::Starting | WorkloadState::Running | WorkloadState::Migrating
+                    )
+            })
             .map(|r| r.spec.name.clone())
             .collect();
         let shadows_left = records
