@@ -173,10 +173,9 @@ async fn drain(
     }
     let now = wall_ms();
     let workloads: Vec<String> = shared
-        .workload_list()
+        .drain_status(&host)
+        .primaries_left
         .into_iter()
-        .filter(|r| r.primary == host)
-        .map(|r| r.spec.name)
         .collect();
     let d = Drain {
         started_unix_ms: now,
