@@ -180,7 +180,7 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
         load.add(&[&w.primary]);
     }
     let running_moves = load.total;
-    let targets: Vec<Target> = fleet
+    let mut targets: Vec<Target> = fleet
         .hosts
         .iter()
         .filter(|h| unfit(h, s, &triggered, now_ms).is_none())
@@ -192,6 +192,17 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
             },
             memory: memory_forecast(h),
         })
+        .collect();
+    targets.sort_by(|a, b| {
+        b.score
+            .cmp(&a.score)
+            .then(a.memory.total_cmp(&b.memory))
+            .then(a.host.name.cmp(&b.host.name))
+    });
+    let index: HashMap<&str, usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.host.name.as_str(), i))
         .collect();
     let by_name: HashMap<&str, &HostView> =
         fleet.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
@@ -209,6 +220,7 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
                 w,
                 source.and_then(|h| h.zone.as_ref()),
                 &targets,
+                &index,
                 fleet,
                 s,
                 &triggered,
@@ -267,35 +279,39 @@ struct Target<'a> {
     memory: f32,
 }
 
-/// The best target for `w` among the fit `targets`, or why there is none.
+/// The best target for `w` among the fit `targets` (sorted best first by health, then
+/// spare memory, then name; `index` finds one by name), or why there is none.
+#[allow(clippy::too_many_arguments)] // the tick's precomputed views, passed down once
 fn pick_target(
     w: &WorkloadView,
     source_zone: Option<&String>,
     targets: &[Target],
+    index: &HashMap<&str, usize>,
     fleet: &Fleet,
     s: &Settings,
     triggered: &BTreeMap<String, Trigger>,
     now_ms: u64,
 ) -> Result<String, String> {
     // With zones, away from the trouble's failure domain.
-    let zone_ok = |h: &HostView| source_zone.is_none() || h.zone.as_ref() != source_zone;
-    let room = |t: &Target| {
-        t.host.memory_bytes == 0
-            || f64::from(t.memory) + w.bytes as f64 / t.host.memory_bytes as f64
-                <= f64::from(1.0 - s.target_memory_headroom)
+    let zone_ok = |t: &Target| source_zone.is_none() || t.host.zone.as_ref() != source_zone;
+    let fits = |t: &Target| {
+        t.host.name != w.primary
+            && (t.host.memory_bytes == 0
+                || f64::from(t.memory) + w.bytes as f64 / t.host.memory_bytes as f64
+                    <= f64::from(1.0 - s.target_memory_headroom))
     };
-    let best = targets
-        .iter()
-        .filter(|t| t.host.name != w.primary && room(t))
-        .max_by(|a, b| {
-            let shadow = |h: &HostView| w.shadow.as_deref() == Some(h.name.as_str());
-            zone_ok(a.host)
-                .cmp(&zone_ok(b.host))
-                .then(shadow(a.host).cmp(&shadow(b.host)))
-                .then(a.score.cmp(&b.score))
-                .then(b.memory.total_cmp(&a.memory))
-                .then(b.host.name.cmp(&a.host.name))
-        });
+    let shadow = w
+        .shadow
+        .as_deref()
+        .and_then(|name| index.get(name))
+        .map(|i| &targets[*i])
+        .filter(|t| fits(t));
+    // Outside the troubled zone first; there, the shadow first, then the best ranked.
+    let best = shadow
+        .filter(|t| zone_ok(t))
+        .or_else(|| targets.iter().find(|t| fits(t) && zone_ok(t)))
+        .or(shadow)
+        .or_else(|| targets.iter().find(|t| fits(t)));
     if let Some(t) = best {
         return Ok(t.host.name.clone());
     }
