@@ -46,6 +46,27 @@ fn cluster(body: &str) -> Cluster {
     c
 }
 
+/// Three hosts with `[decisions]` as `body`, each agent taking its health score from a file
+/// of its own (a test-only source: the health model reads machine-wide metrics, which the
+/// namespace hosts share; the score reaches the coordinator through the real heartbeats).
+/// Every score starts at 95; the second value gives the file of a host.
+fn cluster_with_scores(body: &str) -> (Cluster, impl Fn(&str) -> std::path::PathBuf) {
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions(body);
+    c.start_coordinator();
+    let dir = c.host_dir("host-a").parent().unwrap().to_owned();
+    let score_file = move |h: &str| dir.join(h).join("health");
+    for h in HOSTS {
+        std::fs::write(score_file(h), "95").unwrap();
+        c.start_agent_env(
+            h,
+            &[("UNDERSTUDY_TEST_HEALTH", score_file(h).to_str().unwrap())],
+        );
+    }
+    c.wait_connected(3);
+    (c, score_file)
+}
+
 /// When a workload's last move started and ended, ms since the Unix epoch.
 fn move_span(w: &WorkloadRecord) -> (u64, u64) {
     let m = w.last_migration.as_ref().expect("it moved");
@@ -283,24 +304,10 @@ fn a_burst_of_memory_errors_on_the_primary_moves_its_workload_naming_the_trigger
 fn health_that_stays_low_moves_the_workload_and_a_dip_shorter_than_the_hysteresis_does_not() {
     require_e2e!();
     require_criu!();
-    let c = Cluster::new(&HOSTS);
     // 8 heartbeats of 500 ms: a host must stay below 70 for 4 s.
-    c.set_decisions(
+    let (c, score_file) = cluster_with_scores(
         "mode = \"act\"\ntriggers = [\"health\"]\nhealth_below = 70\nhealth_heartbeats = 8\ntarget_health_min = 75",
     );
-    c.start_coordinator();
-    // The health model reads machine-wide metrics, which the namespace hosts share: each
-    // agent takes its score from a file of its own (a test-only source); it reaches the
-    // coordinator through the real heartbeats.
-    let score_file = |h: &str| c.host_dir(h).join("health");
-    for h in HOSTS {
-        std::fs::write(score_file(h), "95").unwrap();
-        c.start_agent_env(
-            h,
-            &[("UNDERSTUDY_TEST_HEALTH", score_file(h).to_str().unwrap())],
-        );
-    }
-    c.wait_connected(3);
     create_counter(&c, "h1", "host-a", "host-b", "500ms");
     c.wait_for_epochs("h1", 2);
     // A dip of a second: shorter than the hysteresis, no move.
@@ -351,21 +358,9 @@ fn health_that_stays_low_moves_the_workload_and_a_dip_shorter_than_the_hysteresi
 fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_says_why() {
     require_e2e!();
     require_criu!();
-    let c = Cluster::new(&HOSTS);
-    c.set_decisions(
+    let (c, score_file) = cluster_with_scores(
         "mode = \"advise\"\ntriggers = [\"health\"]\nhealth_heartbeats = 2\ntarget_health_min = 75",
     );
-    c.start_coordinator();
-    // Each agent's health score from a file of its own (see the health test).
-    let score_file = |h: &str| c.host_dir(h).join("health");
-    for h in HOSTS {
-        std::fs::write(score_file(h), "95").unwrap();
-        c.start_agent_env(
-            h,
-            &[("UNDERSTUDY_TEST_HEALTH", score_file(h).to_str().unwrap())],
-        );
-    }
-    c.wait_connected(3);
     create_counter(&c, "a1", "host-a", "host-b", "500ms");
     c.wait_for_epochs("a1", 1);
     std::fs::write(score_file("host-a"), "30").unwrap();
