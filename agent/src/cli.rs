@@ -194,7 +194,7 @@ fn print_metrics() -> i32 {
             return exit::SOFTWARE;
         }
     };
-    let mut sampler = crate::hostmetrics::Sampler::new(schema);
+    let mut sampler = crate::hostmetrics::Sampler::new(schema, None);
     sampler.sample();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let sample = sampler.sample();

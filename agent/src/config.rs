@@ -9,6 +9,8 @@ use understudy_common::config::{check_range, Problem, Validate};
 use understudy_common::tls::files::TlsFiles;
 use understudy_common::tls::Role;
 
+use crate::hostmetrics::cgroup_memory::MemoryCgroup;
+
 /// Everything `understudy-agent` reads from its config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +180,26 @@ pub struct CriuSection {
 pub struct AgentSection {
     /// Where the agent keeps its state; created if missing.
     pub data_dir: PathBuf,
+    /// This host's failure domain (a rack, a room, a cloud zone): the coordinator moves a
+    /// workload away from a host in trouble into another zone where one is fit.
+    pub zone: Option<String>,
+    /// Measure this host's memory as this memory cgroup's (its limit and working set)
+    /// rather than the machine's: for a host that is a container or a slice with a memory
+    /// limit. Cgroup v2 or v1.
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+/// Longest zone name.
+pub const MAX_ZONE_LEN: usize = 64;
+
+impl AgentSection {
+    /// The memory cgroup standing for the host's memory, if configured.
+    pub fn memory(&self) -> Result<Option<MemoryCgroup>, String> {
+        self.memory_cgroup
+            .as_deref()
+            .map(MemoryCgroup::open)
+            .transpose()
+    }
 }
 
 /// `[coordinator]`
@@ -220,6 +242,21 @@ impl Validate for AgentConfig {
                 "agent.data_dir",
                 format!("{} must be an absolute path", self.agent.data_dir.display()),
             ));
+        }
+        if let Some(z) = &self.agent.zone {
+            let ok = !z.is_empty()
+                && z.len() <= MAX_ZONE_LEN
+                && z.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                problems.push(Problem::new(
+                    "agent.zone",
+                    format!("{z:?} must be 1 to {MAX_ZONE_LEN} letters, digits, '-', '_' or '.'"),
+                ));
+            }
+        }
+        if let Err(e) = self.agent.memory() {
+            problems.push(Problem::new("agent.memory_cgroup", e));
         }
         if self.coordinator.addresses.is_empty() {
             problems.push(Problem::new(
@@ -320,6 +357,8 @@ mod tests {
             r#"
             [agent]
             data_dir = "relative"
+            zone = "rack 7"
+            memory_cgroup = "/nonexistent/cgroup"
             [coordinator]
             addresses = ["0.0.0.0:7440"]
             [health]
@@ -339,6 +378,11 @@ mod tests {
             "{keys:?}"
         );
         assert!(keys.contains(&"health.critical".to_string()), "{keys:?}");
+        assert!(keys.contains(&"agent.zone".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"agent.memory_cgroup".to_string()),
+            "{keys:?}"
+        );
     }
 
     #[test]

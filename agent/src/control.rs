@@ -16,6 +16,7 @@ use understudy_common::tls::COORDINATOR_SAN;
 use understudy_common::workload::{Order, OrderReply, Report};
 
 use crate::backoff::Backoff;
+use crate::hostmetrics::cgroup_memory::MemoryCgroup;
 use crate::node::Node;
 use crate::telemetry::Sampler;
 
@@ -54,6 +55,10 @@ pub struct Control {
     pub data_port: u16,
     /// Reports waiting to be sent.
     pub reports: mpsc::Receiver<Report>,
+    /// This host's failure domain, announced at registration.
+    pub zone: Option<String>,
+    /// The memory cgroup standing for the host's memory, if configured.
+    pub memory: Option<MemoryCgroup>,
 }
 
 /// Keeps the agent connected to a coordinator until `stop` turns true.
@@ -63,7 +68,7 @@ pub async fn run(
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sampler = Sampler::new();
+    let mut sampler = Sampler::new(ctl.memory.clone());
     let mut next = 0;
     loop {
         let addr = addresses[next % addresses.len()];
@@ -148,6 +153,7 @@ async fn registered_session(
         telemetry: with_health(&ctl.node, sampler.sample()),
         data_port: Some(ctl.data_port),
         inventory: crate::inventory::build(&ctl.node).await,
+        zone: ctl.zone.clone(),
     });
     within(write_frame(&mut send, PROTOCOL_VERSION, &register)).await?;
     let interval = match answer(&mut recv).await? {

@@ -151,6 +151,11 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     }
     tracing::info!(host = %tls.identity.name, data_plane = %listen, "agent starting");
 
+    // Checked with the rest of the config before the agent started.
+    let memory = config.agent.memory().ok().flatten();
+    if let Some(m) = &memory {
+        tracing::info!(cgroup = %m.dir().display(), "this host's memory is its memory cgroup's");
+    }
     let (report_tx, report_rx) = tokio::sync::mpsc::channel(1024);
     let node = Arc::new(Node::new(
         tls.identity.name.clone(),
@@ -196,6 +201,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                     critical: config.health.critical,
                 },
                 node.clone(),
+                memory.clone(),
             );
             if config.metrics.enabled {
                 let (listen, node) = (config.metrics.listen, node.clone());
@@ -217,6 +223,8 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         client: control_client,
         data_port: listen.port(),
         reports: report_rx,
+        zone: config.agent.zone.clone(),
+        memory: memory.clone(),
     };
     let control = tokio::spawn(control::run(
         ctl,

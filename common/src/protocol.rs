@@ -13,7 +13,7 @@ use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.
@@ -39,6 +39,8 @@ pub struct Register {
     pub data_port: Option<u16>,
     /// What the agent holds right now.
     pub inventory: Inventory,
+    /// The host's failure domain (`[agent] zone`), if configured.
+    pub zone: Option<String>,
 }
 
 /// A heartbeat with fresh telemetry.

@@ -50,6 +50,9 @@ struct Entry {
     live: Option<Live>,
     /// When this process last heard from the host (kept after it disconnects).
     last_heard: Option<Instant>,
+    /// Its failure domain, as its agent said at registration (not persisted: every
+    /// registration says it again).
+    zone: Option<String>,
 }
 
 /// A host registering on a new connection.
@@ -67,6 +70,8 @@ pub struct Registration {
     pub telemetry: TelemetrySummary,
     /// The host's data-plane port.
     pub data_port: Option<u16>,
+    /// Its failure domain.
+    pub zone: Option<String>,
 }
 
 /// The registry of hosts.
@@ -90,6 +95,7 @@ impl Registry {
                         record,
                         live: None,
                         last_heard: None,
+                        zone: None,
                     },
                 )
             })
@@ -113,6 +119,7 @@ impl Registry {
             },
             live: None,
             last_heard: None,
+            zone: None,
         });
         let replaced = entry.live.take().map(|l| l.conn);
         entry.live = Some(Live {
@@ -120,6 +127,7 @@ impl Registry {
             last_heard: now,
         });
         entry.last_heard = Some(now);
+        entry.zone = reg.zone;
         let r = &mut entry.record;
         r.address = Some(reg.address);
         r.connected = true;
@@ -128,6 +136,11 @@ impl Registry {
         r.telemetry = Some(reg.telemetry);
         r.data_port = reg.data_port;
         replaced
+    }
+
+    /// Host `name`'s failure domain, as it last said.
+    pub fn zone(&self, name: &str) -> Option<&str> {
+        self.hosts.get(name)?.zone.as_deref()
     }
 
     /// Records a heartbeat. Returns false (and changes nothing) if `conn` is not the host's
@@ -231,6 +244,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             telemetry: TelemetrySummary::default(),
             data_port: Some(7442),
+            zone: None,
         }
     }
 

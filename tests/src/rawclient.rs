@@ -89,6 +89,7 @@ pub async fn connect(
         telemetry: TelemetrySummary::default(),
         data_port: None,
         inventory: Default::default(),
+        zone: None,
     });
     write_frame(&mut send, PROTOCOL_VERSION, &reg)
         .await

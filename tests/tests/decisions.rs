@@ -534,3 +534,148 @@ fn a_drain_whose_target_is_cut_mid_move_rolls_that_one_back_and_goes_on() {
         "tried again after the rollback: {log:?}"
     );
 }
+
+/// A memory cgroup made for one test, removed (with whatever still runs in it killed) when
+/// dropped: cgroup v2 where the unified hierarchy has the memory controller, else v1.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    /// A cgroup limited to `limit` bytes, or why this machine cannot make one.
+    fn new(limit: u64) -> Result<Self, String> {
+        let name = format!("understudy-e2e-{}", std::process::id());
+        let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        let (dir, limit_file) = if v2 {
+            (format!("/sys/fs/cgroup/{name}"), "memory.max")
+        } else if std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+            (
+                format!("/sys/fs/cgroup/memory/{name}"),
+                "memory.limit_in_bytes",
+            )
+        } else {
+            return Err("no memory cgroup controller mounted (v1 or v2)".into());
+        };
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let cg = MemoryCgroup { dir };
+        std::fs::write(cg.dir.join(limit_file), limit.to_string())
+            .map_err(|e| format!("{limit_file}: {e}"))?;
+        Ok(cg)
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Grows by `per_s` bytes a second, writing every page, until killed.
+const GROWER: &str = r#"
+import sys, time
+per_s, chunks, t0 = int(sys.argv[1]), [], time.time()
+while True:
+    want = int((time.time() - t0) * per_s)
+    have = sum(len(c) for c in chunks)
+    if want > have:
+        chunks.append(bytearray(b"x") * (want - have))
+    time.sleep(0.1)
+"#;
+
+#[test]
+fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached() {
+    require_e2e!();
+    require_criu!();
+    const MIB: u64 = 1 << 20;
+    let (limit, per_s) = (512 * MIB, 2 * MIB);
+    // host-a's memory is a memory cgroup's (`[agent] memory_cgroup`): the namespace hosts
+    // share this machine's memory, so a host with memory of its own needs its own cgroup.
+    let cg = match MemoryCgroup::new(limit) {
+        Ok(cg) => cg,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot make a memory cgroup for host-a: {why}");
+            return;
+        }
+    };
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions(
+        "mode = \"act\"\ntriggers = [\"exhaustion\", \"risk\"]\npersist = \"5s\"\ntarget_health_min = 0",
+    );
+    let cfg = c.host_dir("host-a").join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[agent]\n",
+        &format!("[agent]\nmemory_cgroup = \"{}\"\n", cg.dir.display()),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(3);
+    create_counter(&c, "m1", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("m1", 2);
+    // A process outside the workload, on host-a, grows toward the host's limit.
+    let mut grower = std::process::Command::new("python3")
+        .args(["-c", GROWER, &per_s.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    cg.add(grower.id());
+    let onset = std::time::Instant::now();
+    let limit_in = Duration::from_secs(limit / per_s);
+    // The forecast needs its 120-sample window, then 5 s of persisting trigger.
+    let w = eventually("m1 leaves host-a", Duration::from_secs(240), || {
+        let w = c.workload("m1")?;
+        match &w.last_migration {
+            Some(m) if m.outcome == "succeeded" && w.primary != "host-a" => Ok(w),
+            other => Err(format!("{} on {}: {other:?}", w.state.name(), w.primary)),
+        }
+    });
+    let moved_after = onset.elapsed();
+    assert!(
+        matches!(grower.try_wait(), Ok(None)),
+        "the memory grower was killed (it reached host-a's limit) before the move"
+    );
+    eprintln!(
+        "moved {:.0} s after the growth began, {:.0} s before it would reach host-a's limit",
+        moved_after.as_secs_f64(),
+        limit_in.saturating_sub(moved_after).as_secs_f64()
+    );
+    assert!(moved_after < limit_in, "moved only after the limit");
+    let _ = grower.kill();
+    let _ = grower.wait();
+    advancing(&c, &w.primary, "m1");
+    assert_eq!(one_copy_soon(&c, &HOSTS, "m1"), w.primary);
+    let log = events(&c, "workload=m1");
+    let moved = log
+        .iter()
+        .find(|e| e.kind == "move")
+        .unwrap_or_else(|| panic!("no move event: {log:?}"));
+    let trigger = moved.inputs.iter().find(|(k, _)| k == "trigger");
+    assert!(
+        matches!(trigger, Some((_, t)) if t == "exhaustion" || t == "risk"),
+        "{moved:?}"
+    );
+    assert!(
+        moved.message.contains("mem_u") || moved.message.contains("memory"),
+        "the move does not say memory was the trouble: {moved:?}"
+    );
+}

@@ -15,6 +15,7 @@ use axum::routing::get;
 
 use understudy_common::telemetry::{Forecast, HealthReport};
 
+use crate::hostmetrics::cgroup_memory::MemoryCgroup;
 use crate::hostmetrics::compute::Reading;
 use crate::hostmetrics::history::History;
 use crate::hostmetrics::schema::Schema;
@@ -162,6 +163,7 @@ pub fn start_sampling(
     warmup_samples: u32,
     thresholds: health::Thresholds,
     node: Arc<Node>,
+    memory: Option<MemoryCgroup>,
 ) -> SharedHistory {
     let step = Duration::from_secs(u64::from(schema.step_seconds.max(1)));
     let capacity = schema.window as usize * WINDOWS_KEPT;
@@ -177,7 +179,7 @@ pub fn start_sampling(
     }
     tokio::spawn(async move {
         let live = Arc::new(Mutex::new(Live {
-            sampler: Sampler::new(schema),
+            sampler: Sampler::new(schema, memory),
             detector,
             forecaster,
             warmup: f64::from(warmup_samples),

@@ -5,6 +5,7 @@
 //! counter that went back, the first sample of a rate). Nothing here panics on what the
 //! kernel returns. The parsing ([`parse`]) and the arithmetic ([`compute`]) are pure.
 
+pub mod cgroup_memory;
 pub mod compute;
 pub mod history;
 pub mod kmsg;
@@ -14,6 +15,7 @@ pub mod schema;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use cgroup_memory::MemoryCgroup;
 use compute::Reading;
 use parse::Raw;
 use schema::Schema;
@@ -31,6 +33,7 @@ pub struct Sampler {
     schema: Schema,
     prev: Option<(Instant, Raw)>,
     kmsg: kmsg::KernelLog,
+    memory: Option<MemoryCgroup>,
 }
 
 type Reader = fn(&str, &mut Raw);
@@ -102,12 +105,14 @@ fn fullest_filesystem() -> Option<f64> {
 }
 
 impl Sampler {
-    /// A sampler for `schema`.
-    pub fn new(schema: Schema) -> Self {
+    /// A sampler for `schema`; the host's memory is `memory`'s when given (see
+    /// [`cgroup_memory`]), else the machine's.
+    pub fn new(schema: Schema, memory: Option<MemoryCgroup>) -> Self {
         Sampler {
             schema,
             prev: None,
             kmsg: kmsg::KernelLog::open(),
+            memory,
         }
     }
 
@@ -131,6 +136,22 @@ impl Sampler {
                 Ok(text) => parser(&text, &mut raw),
                 Err(e) => {
                     unreadable.insert(path, format!("cannot read {path}: {e}"));
+                }
+            }
+        }
+        if let Some(cg) = &self.memory {
+            let machine = raw.get("mem.MemTotal").copied().unwrap_or(f64::MAX) as u64;
+            match cg.read(machine) {
+                Ok(m) => {
+                    let free = (m.limit - m.used) as f64;
+                    raw.insert("mem.MemTotal".into(), m.limit as f64);
+                    raw.insert("mem.MemAvailable".into(), free);
+                    raw.insert("mem.MemFree".into(), free);
+                    raw.insert("mem.Buffers".into(), 0.0);
+                    raw.insert("mem.Cached".into(), 0.0);
+                }
+                Err(why) => {
+                    unreadable.insert("/proc/meminfo", why);
                 }
             }
         }
@@ -205,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_schema_metric_is_sampled_here_or_says_why_not() {
-        let mut s = Sampler::new(schema::shipped().unwrap());
+        let mut s = Sampler::new(schema::shipped().unwrap(), None);
         let first = s.sample();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let second = s.sample();

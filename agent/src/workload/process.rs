@@ -76,6 +76,9 @@ pub fn file_key(path: &Path) -> String {
         .to_owned()
 }
 
+/// Beside a workload's output log: what `unshare` and the mount namespace's setup said.
+pub const LAUNCH_LOG_FILE: &str = "launch.log";
+
 /// Opens (creating) the output log at `log` for appending, for a restored tree.
 pub fn open_log(log: &Path) -> std::io::Result<OwnedFd> {
     std::fs::OpenOptions::new()
@@ -211,8 +214,11 @@ pub fn start(
     };
     let exit_status = log.with_file_name(crate::supervisor::EXIT_STATUS_FILE);
     let _ = std::fs::remove_file(&exit_status);
-    // What unshare or the namespace's setup script have to say goes to the log too.
-    let early = open_log(log).map_err(spawn_err)?;
+    // What unshare or the namespace's setup script have to say goes to a log of its own
+    // beside the workload's: unshare also speaks when its tree is killed at a release, and
+    // that is not the workload's output.
+    let launch_log = log.with_file_name(LAUNCH_LOG_FILE);
+    let early = open_log(&launch_log).map_err(spawn_err)?;
     let supervisor = supervisor_args(spec, log)?;
     let mut cmd = Command::new("unshare");
     // Its own IPC namespace too: System V segments (PostgreSQL's) are then the tree's, and
@@ -260,9 +266,10 @@ pub fn start(
     let init = find_child(unshare_pid, Duration::from_secs(5)).ok_or_else(|| {
         let _ = kill(Pid::from_raw(unshare_pid), Signal::SIGKILL);
         StartError::Died(format!(
-            "{:?} exited at once; see {}",
+            "{:?} exited at once; see {} and {}",
             spec.command[0],
-            log.display()
+            log.display(),
+            launch_log.display()
         ))
     })?;
     super::place_in_scope(&spec.name, unshare_pid);

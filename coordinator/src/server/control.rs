@@ -90,6 +90,7 @@ async fn session(
         reg.agent_version.clone(),
         reg.telemetry,
         reg.data_port,
+        reg.zone.clone(),
     );
     *conn_id = Some(id);
     tokio::spawn(read_reports(shared.clone(), conn.clone(), name.to_owned()));

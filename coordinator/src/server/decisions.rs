@@ -87,6 +87,7 @@ impl Shared {
                 e.starting.clone(),
             )
         };
+        let zones = self.zones();
         let hosts = self
             .hosts()
             .into_iter()
@@ -111,7 +112,7 @@ impl Shared {
                     maintenance: a
                         .map(|a| a.maintenance.iter().map(|(_, w)| w.clone()).collect())
                         .unwrap_or_default(),
-                    zone: None,
+                    zone: zones.get(&r.name).cloned(),
                     name: r.name,
                 }
             })

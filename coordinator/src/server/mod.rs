@@ -143,6 +143,7 @@ impl Shared {
         agent_version: String,
         telemetry: TelemetrySummary,
         data_port: Option<u16>,
+        zone: Option<String>,
     ) -> ConnId {
         let mut st = self.lock();
         let id = st.next_conn;
@@ -156,6 +157,7 @@ impl Shared {
                 agent_version,
                 telemetry,
                 data_port,
+                zone,
             },
             Instant::now(),
             wall_ms(),
@@ -227,6 +229,15 @@ impl Shared {
     /// A snapshot of every host.
     pub fn hosts(&self) -> Vec<HostRecord> {
         self.lock().registry.records().cloned().collect()
+    }
+
+    /// Each host's failure domain, where its agent names one.
+    pub fn zones(&self) -> HashMap<String, String> {
+        let st = self.lock();
+        st.registry
+            .records()
+            .filter_map(|r| Some((r.name.clone(), st.registry.zone(&r.name)?.to_owned())))
+            .collect()
     }
 }
 

@@ -62,7 +62,7 @@ fn detector_cost() {
         det.step(r).unwrap();
     }
     let per_step = t.elapsed().as_secs_f64() / rows.len() as f64;
-    let mut sampler = Sampler::new(schema::shipped().unwrap());
+    let mut sampler = Sampler::new(schema::shipped().unwrap(), None);
     sampler.sample();
     let t = Instant::now();
     for _ in 0..200 {
