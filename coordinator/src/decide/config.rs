@@ -34,7 +34,8 @@ pub struct DecisionsSection {
     pub triggers: Vec<TriggerName>,
     /// Health score below which a host is in trouble (default 70).
     pub health_below: u8,
-    /// Consecutive heartbeats it must stay below (default 3).
+    /// Consecutive heartbeats it must stay below (default 3600: 30 minutes at the default
+    /// 500 ms interval).
     pub health_heartbeats: u32,
     /// Failure probability within the horizon above which a host is in trouble (0.5).
     pub risk_above: f32,
@@ -159,10 +160,10 @@ impl DecisionsSection {
                 format!("{} is outside 1..100", self.health_below),
             );
         }
-        if !(1..=1000).contains(&self.health_heartbeats) {
+        if !(1..=100_000).contains(&self.health_heartbeats) {
             bad(
                 "health_heartbeats",
-                format!("{} is outside 1..1000", self.health_heartbeats),
+                format!("{} is outside 1..100000", self.health_heartbeats),
             );
         }
         if !(self.risk_above > 0.0 && self.risk_above < 1.0) {

@@ -7,6 +7,15 @@ use super::*;
 const MIN: u64 = 60_000;
 const T0: u64 = 1_000_000_000;
 
+/// The defaults, with a health hysteresis of 3 heartbeats (the fleets here are fabricated
+/// heartbeat by heartbeat).
+fn defaults() -> Settings {
+    Settings {
+        health_heartbeats: 3,
+        ..Settings::default()
+    }
+}
+
 fn health(score: u8) -> HealthReport {
     HealthReport {
         score,
@@ -92,12 +101,12 @@ fn held(d: &[Decision], workload: &str) -> String {
 #[test]
 fn a_healthy_fleet_moves_nothing() {
     let mut m = Memory::default();
-    assert!(decide(&fleet(), &Settings::default(), &mut m, T0).is_empty());
+    assert!(decide(&fleet(), &defaults(), &mut m, T0).is_empty());
 }
 
 #[test]
 fn low_health_moves_to_the_shadow_only_after_its_heartbeats() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     let mut m = Memory::default();
     sick(&mut f, 40, 2);
@@ -120,7 +129,7 @@ fn low_health_moves_to_the_shadow_only_after_its_heartbeats() {
 
 #[test]
 fn a_risk_must_hold_for_its_persistence_before_it_moves_anything() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     let mut m = Memory::default();
     let mut h = health(90);
@@ -153,7 +162,7 @@ fn a_risk_must_hold_for_its_persistence_before_it_moves_anything() {
 fn predicted_exhaustion_and_error_bursts_are_triggers_named_with_their_inputs() {
     let s = Settings {
         persist_ms: 0,
-        ..Settings::default()
+        ..defaults()
     };
     let mut f = fleet();
     let mut m = Memory::default();
@@ -187,7 +196,7 @@ fn predicted_exhaustion_and_error_bursts_are_triggers_named_with_their_inputs() 
 fn a_maintenance_window_empties_its_host_whatever_the_mode_and_takes_nothing_in() {
     let s = Settings {
         mode: Mode::Off,
-        ..Settings::default()
+        ..defaults()
     };
     let mut f = fleet();
     f.workloads.push(workload("db", "c", "a"));
@@ -218,7 +227,7 @@ fn a_maintenance_window_empties_its_host_whatever_the_mode_and_takes_nothing_in(
 
 #[test]
 fn a_drain_moves_one_at_a_time_per_host() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     f.workloads = vec![
         workload("w1", "a", "b"),
@@ -253,7 +262,7 @@ fn a_drain_moves_one_at_a_time_per_host() {
 fn advise_mode_records_and_moves_nothing() {
     let s = Settings {
         mode: Mode::Advise,
-        ..Settings::default()
+        ..defaults()
     };
     let mut f = fleet();
     sick(&mut f, 20, 10);
@@ -270,7 +279,7 @@ fn advise_mode_records_and_moves_nothing() {
 
 #[test]
 fn with_no_fit_target_nothing_moves_and_each_host_says_why() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     sick(&mut f, 20, 10);
     f.hosts[1].cordoned = true;
@@ -284,7 +293,7 @@ fn with_no_fit_target_nothing_moves_and_each_host_says_why() {
 
 #[test]
 fn a_workload_never_moves_back_within_its_cool_down() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     // kv moved a → b a minute ago; now b is sick and a has recovered at once.
     f.workloads[0].primary = "b".into();
@@ -303,7 +312,7 @@ fn a_workload_never_moves_back_within_its_cool_down() {
 fn past_the_hourly_budget_the_engine_only_advises() {
     let s = Settings {
         moves_per_hour: 2,
-        ..Settings::default()
+        ..defaults()
     };
     let mut f = fleet();
     sick(&mut f, 20, 10);
@@ -321,7 +330,7 @@ const HOUR: u64 = 60 * MIN;
 
 #[test]
 fn a_move_that_costs_more_than_it_saves_is_not_made() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     // Barely sick (benefit 0.35 × 0.5) and a 20 s freeze (cost 1.0).
     sick(&mut f, 65, 10);
@@ -340,7 +349,7 @@ fn a_move_that_costs_more_than_it_saves_is_not_made() {
 fn candidates_go_by_score_and_concurrency_holds_the_rest() {
     let s = Settings {
         max_moves: 1,
-        ..Settings::default()
+        ..defaults()
     };
     let mut f = fleet();
     sick(&mut f, 10, 10);
@@ -355,7 +364,7 @@ fn candidates_go_by_score_and_concurrency_holds_the_rest() {
 
 #[test]
 fn a_target_without_memory_headroom_is_passed_over() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     sick(&mut f, 10, 10);
     f.workloads[0].bytes = 4 << 30;
@@ -376,7 +385,7 @@ fn a_target_without_memory_headroom_is_passed_over() {
 
 #[test]
 fn with_zones_the_target_is_outside_the_troubled_hosts_zone() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     for (h, z) in f.hosts.iter_mut().zip(["z1", "z1", "z2"]) {
         h.zone = Some(z.into());
@@ -399,7 +408,7 @@ fn with_zones_the_target_is_outside_the_troubled_hosts_zone() {
 
 #[test]
 fn a_host_without_an_assessment_yet_is_a_target_after_the_healthy_ones() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     sick(&mut f, 10, 10);
     f.hosts[1].health = Some(HealthReport {
@@ -422,7 +431,7 @@ fn a_host_without_an_assessment_yet_is_a_target_after_the_healthy_ones() {
 
 #[test]
 fn a_disconnected_host_has_no_triggers_it_is_failovers_business() {
-    let s = Settings::default();
+    let s = defaults();
     let mut f = fleet();
     sick(&mut f, 10, 10);
     f.hosts[0].connected = false;

@@ -80,7 +80,9 @@ impl Default for Settings {
         Settings {
             mode: Mode::Act,
             health_below: Some(70),
-            health_heartbeats: 3,
+            // 30 minutes at the default 500 ms heartbeat: the anomaly signal alone raises
+            // false alarms (see the needless-move figures in docs/benchmarks.md).
+            health_heartbeats: 3600,
             risk_above: Some(0.5),
             exhaustion_share: Some(0.95),
             errors_per_hour: Some(10),

@@ -1,11 +1,7 @@
-//! `decisions` benchmark, part one: what one tick of the decision engine costs on a large
-//! fabricated fleet (1,000 hosts, 10,000 workloads; 5 % of the hosts in trouble, a few
-//! cordoned, draining or near a maintenance window), in the release build the server
-//! runs. Prints the median and worst of the ticks.
-//!
-//! Usage: decisions [TICKS]   (default 200)
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
+//! What one tick of the decision engine costs on a large fabricated fleet (1,000 hosts,
+//! 10,000 workloads; 5 % of the hosts in trouble, a few cordoned, draining or near a
+//! maintenance window), in the release build the server runs. Prints the median and worst
+//! of the ticks.
 
 use std::time::Instant;
 
@@ -91,11 +87,8 @@ fn fleet() -> Fleet {
     }
 }
 
-fn main() {
-    let ticks: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
+/// Runs `ticks` ticks and prints their cost.
+pub fn run(ticks: usize) {
     let fleet = fleet();
     let settings = Settings {
         persist_ms: 0,
