@@ -19,3 +19,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod transfer;
 pub mod workload;
+pub mod workload_v5;

@@ -59,6 +59,47 @@ pub struct WorkloadSpec {
     /// Whether the coordinator restores it on its shadow by itself when its host is lost.
     #[serde(default)]
     pub failover: FailoverMode,
+    /// How much it matters when the coordinator weighs moving it (default `normal`).
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// How much a workload matters when the coordinator weighs a move: the benefit of moving
+/// it off a host in trouble is the trouble's probability times this weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Weight 0.5.
+    Low,
+    /// Weight 1.
+    #[default]
+    Normal,
+    /// Weight 2.
+    High,
+    /// Weight 4.
+    Critical,
+}
+
+impl Priority {
+    /// Its name, as specs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+
+    /// Its weight.
+    pub fn weight(self) -> f64 {
+        match self {
+            Priority::Low => 0.5,
+            Priority::Normal => 1.0,
+            Priority::High => 2.0,
+            Priority::Critical => 4.0,
+        }
+    }
 }
 
 /// Who restores a workload whose primary host is lost.
@@ -90,6 +131,7 @@ impl Default for WorkloadSpec {
             stop_signal: default_stop_signal(),
             stop_timeout_ms: default_stop_timeout_ms(),
             failover: FailoverMode::Auto,
+            priority: Priority::Normal,
         }
     }
 }

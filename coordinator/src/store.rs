@@ -14,6 +14,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use understudy_common::codec;
 
 use serde::{de::DeserializeOwned, Serialize};
+use understudy_common::workload_v5::SpecV5;
 
 use crate::admin::HostAdmin;
 use crate::events::{Event, MAX_EVENTS};
@@ -39,7 +40,8 @@ const HOSTS: Kind = Kind {
     oldest: 2,
 };
 // Version 4 added the spec's user, groups and stop settings; 5 its failover mode, the
-// lost state, failovers and their recovery points.
+// lost state, failovers and their recovery points; 6 its priority (version 5 records are
+// read with the spec's old layout, `workload_v5`).
 const WORKLOADS: Kind = Kind {
     table: TableDefinition::new("workloads"),
     name: "workload",
@@ -68,10 +70,42 @@ const EVENTS: Kind = Kind {
 const KINDS: [Kind; 6] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES, HOST_ADMIN, EVENTS];
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 5;
+pub const RECORD_VERSION: u8 = 6;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;
+
+/// A kind of record, decoded from the body of a given format version.
+trait Record: DeserializeOwned {
+    fn decode_version(_version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
+        codec::decode(body, MAX_RECORD_BYTES)
+    }
+}
+
+impl Record for HostRecord {}
+impl Record for Tombstone {}
+impl Record for HostAdmin {}
+impl Record for Event {}
+
+impl Record for WorkloadRecord {
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
+        if version < 6 {
+            let old: WorkloadRecord<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
+            return Ok(old.map_spec(Into::into));
+        }
+        codec::decode(body, MAX_RECORD_BYTES)
+    }
+}
+
+impl Record for Migration {
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
+        if version < 6 {
+            let old: Migration<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
+            return Ok(old.map_spec(Into::into));
+        }
+        codec::decode(body, MAX_RECORD_BYTES)
+    }
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +260,7 @@ impl Store {
         self.write(|w| w.remove(TOMBSTONES, name))
     }
 
-    fn load_kind<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>, StoreError> {
+    fn load_kind<T: Record>(&self, kind: Kind) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
         for (key, value) in self.raw(kind)? {
             out.push(self.decode(kind, &key, &value)?);
@@ -260,12 +294,7 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn decode<T: DeserializeOwned>(
-        &self,
-        kind: Kind,
-        key: &str,
-        value: &[u8],
-    ) -> Result<T, StoreError> {
+    fn decode<T: Record>(&self, kind: Kind, key: &str, value: &[u8]) -> Result<T, StoreError> {
         let bad = |reason: String| StoreError::Record {
             path: self.path.clone(),
             kind: kind.name,
@@ -274,7 +303,7 @@ impl Store {
         };
         match value.split_first() {
             Some((&v, body)) if (kind.oldest..=RECORD_VERSION).contains(&v) => {
-                codec::decode(body, MAX_RECORD_BYTES).map_err(|e| bad(e.to_string()))
+                T::decode_version(v, body).map_err(|e| bad(e.to_string()))
             }
             Some((v, _)) => Err(bad(format!(
                 "record format version {v} is not supported (this build reads {} to {RECORD_VERSION})",
@@ -415,12 +444,11 @@ pub fn salvage(path: &Path, now_ms: u64) -> Result<Salvaged, StoreError> {
     for (kind, key, value) in rows {
         match new.readable(kind, &key, &value) {
             Ok(()) => {
-                let mut fresh = vec![RECORD_VERSION];
-                fresh.extend_from_slice(&value[1..]);
+                // Kept as it was, with its own format version (which this build reads).
                 new.write(|w| {
                     let mut table = w.tx.open_table(kind.table).map_err(|e| new.err(e))?;
                     table
-                        .insert(key.as_str(), fresh.as_slice())
+                        .insert(key.as_str(), value.as_slice())
                         .map_err(|e| new.err(e))?;
                     Ok(())
                 })?;

@@ -91,6 +91,11 @@ fn spec(name: &str, full: bool) -> WorkloadSpec {
         } else {
             understudy_common::workload::FailoverMode::Auto
         },
+        priority: if full {
+            understudy_common::workload::Priority::Critical
+        } else {
+            understudy_common::workload::Priority::Normal
+        },
     }
 }
 
@@ -304,4 +309,51 @@ fn host_records_of_the_previous_version_are_still_read() {
     Store::open(&path).unwrap();
     put_raw(&path, HOSTS.table, "a", &bytes);
     assert_eq!(Store::open(&path).unwrap().load().unwrap().hosts, vec![h]);
+}
+
+#[test]
+fn workloads_and_switchovers_written_before_priority_are_read_with_normal_priority() {
+    use understudy_common::workload::Priority;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut w = workload("old", WorkloadState::Migrating, true);
+    w.spec.priority = Priority::Normal;
+    let v5 = |body: Vec<u8>| [vec![5u8], body].concat();
+    let peer = |n: &str| Peer {
+        name: n.into(),
+        addr: "10.0.0.3:7442".parse().unwrap(),
+    };
+    let (m, _) = Migration::start(w.spec.clone(), "a", peer("b"), 4, Some(peer("c")), 1);
+    Store::open(&path).unwrap();
+    put_raw(
+        &path,
+        WORKLOADS.table,
+        "old",
+        &v5(codec::encode(
+            &w.clone()
+                .map_spec(understudy_common::workload_v5::SpecV5::written_by_old_build),
+        )
+        .unwrap()),
+    );
+    put_raw(
+        &path,
+        MIGRATIONS.table,
+        "old",
+        &v5(codec::encode(
+            &m.clone()
+                .map_spec(understudy_common::workload_v5::SpecV5::written_by_old_build),
+        )
+        .unwrap()),
+    );
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.workloads, vec![w.clone()]);
+    assert_eq!(loaded.migrations, vec![m.clone()]);
+    // Salvage keeps them readable (each with its own version), and a record written now
+    // carries the priority.
+    salvage(&path, 99).unwrap();
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.load().unwrap().workloads, vec![w.clone()]);
+    w.spec.priority = Priority::High;
+    s.save_workload(&w, None).unwrap();
+    assert_eq!(s.load().unwrap().workloads, vec![w]);
 }

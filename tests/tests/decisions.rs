@@ -361,7 +361,29 @@ fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_say
     let (c, score_file) = cluster_with_scores(
         "mode = \"advise\"\ntriggers = [\"health\"]\nhealth_heartbeats = 2\ntarget_health_min = 75",
     );
-    create_counter(&c, "a1", "host-a", "host-b", "500ms");
+    // A critical workload: its benefit weighs four times the trouble's probability.
+    let m = marker("a1");
+    c.create_workload(&[
+        "a1",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--priority",
+        "critical",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        understudy_tests::copies::COUNTER,
+        &m,
+    ]);
+    let shown = String::from_utf8_lossy(&c.cli(&["workload", "show", "a1"]).stdout).into_owned();
+    assert!(
+        shown.contains("priority:       critical (weight 4)"),
+        "{shown}"
+    );
     c.wait_for_epochs("a1", 1);
     std::fs::write(score_file("host-a"), "30").unwrap();
     let said = |needle: &'static str| {
@@ -382,6 +404,23 @@ fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_say
         "the advice is recorded",
         Duration::from_secs(20),
         said("not moved: decisions mode is advise"),
+    );
+    let advice = events(&c, "workload=a1")
+        .into_iter()
+        .find(|e| e.kind == "decision")
+        .unwrap();
+    let input = |k: &str| {
+        advice
+            .inputs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (input("probability"), input("benefit")),
+        ("0.70".to_string(), "2.80".to_string()),
+        "{advice:?}"
     );
     let plan = String::from_utf8_lossy(&c.cli(&["plan"]).stdout).into_owned();
     assert!(

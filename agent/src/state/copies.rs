@@ -12,22 +12,27 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use understudy_common::codec;
 use understudy_common::workload::{Peer, WorkloadSpec};
+use understudy_common::workload_v5::SpecV5;
 
 use super::{Format, StateFileError};
 use crate::procs::{is_alive, start_ticks};
 
 const FORMAT: Format = Format {
     magic: b"USCP",
-    version: 3,
+    // 4: the spec's priority (version 3 files are read with the spec's old layout).
+    version: 4,
+    oldest: 3,
     max_bytes: 16 << 20,
 };
 
-/// One tree this agent started or restored.
+/// One tree this agent started or restored. (`S` is the spec's type: another only to read
+/// files written in an older layout.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CopyRecord {
+pub struct CopyRecord<S = WorkloadSpec> {
     /// What it runs.
-    pub spec: WorkloadSpec,
+    pub spec: S,
     /// The generation it runs under.
     pub generation: u64,
     /// Where its epochs go.
@@ -38,6 +43,20 @@ pub struct CopyRecord {
     pub start_ticks: u64,
     /// The number its next epoch takes (epoch numbers only grow).
     pub next_epoch: u64,
+}
+
+impl<S> CopyRecord<S> {
+    /// The same record with its spec changed by `f`.
+    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> CopyRecord<T> {
+        CopyRecord {
+            spec: f(self.spec),
+            generation: self.generation,
+            shadow: self.shadow,
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+            next_epoch: self.next_epoch,
+        }
+    }
 }
 
 /// The persisted set of trees.
@@ -51,7 +70,19 @@ impl Copies {
     /// Loads `dir/copies.bin` (empty if absent).
     pub fn load(dir: &Path) -> Result<Self, StateFileError> {
         let path = dir.join("copies.bin");
-        let map = FORMAT.read(&path)?.unwrap_or_default();
+        let map = FORMAT
+            .read_with(&path, |version, body| {
+                if version < 4 {
+                    let old: BTreeMap<String, CopyRecord<SpecV5>> =
+                        codec::decode(body, FORMAT.max_bytes)?;
+                    return Ok(old
+                        .into_iter()
+                        .map(|(k, r)| (k, r.map_spec(Into::into)))
+                        .collect());
+                }
+                codec::decode(body, FORMAT.max_bytes)
+            })?
+            .unwrap_or_default();
         Ok(Copies {
             path,
             map: Mutex::new(map),
@@ -161,6 +192,24 @@ mod tests {
             start_ticks: start_ticks(pid).unwrap_or(0),
             next_epoch: 12,
         }
+    }
+
+    #[test]
+    fn a_file_written_before_priority_is_read_with_normal_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("old", std::process::id() as i32);
+        let old: BTreeMap<String, CopyRecord<SpecV5>> = [(
+            "old".to_string(),
+            r.clone().map_spec(SpecV5::written_by_old_build),
+        )]
+        .into();
+        let v3 = Format {
+            version: 3,
+            ..FORMAT
+        };
+        v3.write(&dir.path().join("copies.bin"), &old).unwrap();
+        let copies = Copies::load(dir.path()).unwrap();
+        assert_eq!(copies.get("old"), Some(r));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::{Format, StateFileError};
 const FORMAT: Format = Format {
     magic: b"USGF",
     version: 1,
+    oldest: 1,
     max_bytes: 1 << 20,
 };
 

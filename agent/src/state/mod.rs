@@ -41,8 +41,10 @@ pub enum StateFileError {
 pub struct Format {
     /// Four bytes naming the file's kind.
     pub magic: &'static [u8; 4],
-    /// The format version this build writes and reads.
+    /// The format version this build writes.
     pub version: u8,
+    /// The oldest version it reads (with [`Format::read_with`]).
+    pub oldest: u8,
     /// The largest encoded value accepted.
     pub max_bytes: usize,
 }
@@ -50,6 +52,16 @@ pub struct Format {
 impl Format {
     /// Reads the value in `path`; `None` if there is no file.
     pub fn read<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, StateFileError> {
+        self.read_with(path, |_, body| codec::decode(body, self.max_bytes))
+    }
+
+    /// Reads the value in `path` with `decode`, given the file's version and its body;
+    /// `None` if there is no file.
+    pub fn read_with<T>(
+        &self,
+        path: &Path,
+        decode: impl Fn(u8, &[u8]) -> Result<T, codec::CodecError>,
+    ) -> Result<Option<T>, StateFileError> {
         let shown = path.display().to_string();
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -68,17 +80,18 @@ impl Format {
         if bytes.len() < 37 || &bytes[..4] != self.magic {
             return Err(invalid("not a state file of this kind".into()));
         }
-        if bytes[4] != self.version {
+        let version = bytes[4];
+        if !(self.oldest..=self.version).contains(&version) {
             return Err(invalid(format!(
-                "format version {} is not supported (this build reads {})",
-                bytes[4], self.version
+                "format version {version} is not supported (this build reads {} to {})",
+                self.oldest, self.version
             )));
         }
         let (body, sum) = bytes[5..].split_at(bytes.len() - 37);
         if blake3::hash(body).as_bytes() != sum {
             return Err(invalid("checksum mismatch".into()));
         }
-        codec::decode(body, self.max_bytes)
+        decode(version, body)
             .map(Some)
             .map_err(|e| invalid(e.to_string()))
     }

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 use serde::Deserialize;
 use understudy_common::exit;
-use understudy_common::workload::{FailoverMode, Probe, RestartPolicy, WorkloadSpec};
+use understudy_common::workload::{FailoverMode, Priority, Probe, RestartPolicy, WorkloadSpec};
 
 use super::api::{get, print_json, short_duration};
 use super::workload_view as view;
@@ -109,6 +109,20 @@ pub struct ServiceArgs {
     /// lease; `manual`: it waits for its host, without a lease.
     #[arg(long, value_parser = parse_failover)]
     failover: Option<FailoverMode>,
+    /// How much it matters when the coordinator weighs moving it off a host in trouble:
+    /// low, normal (default), high or critical (weights 0.5, 1, 2, 4).
+    #[arg(long, value_parser = parse_priority)]
+    priority: Option<Priority>,
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    match s {
+        "low" => Ok(Priority::Low),
+        "normal" => Ok(Priority::Normal),
+        "high" => Ok(Priority::High),
+        "critical" => Ok(Priority::Critical),
+        other => Err(format!("{other:?} is not low, normal, high or critical")),
+    }
 }
 
 fn parse_failover(s: &str) -> Result<FailoverMode, String> {
@@ -139,6 +153,9 @@ impl ServiceArgs {
         }
         if let Some(f) = self.failover.or_else(|| file.and_then(|f| f.failover)) {
             spec.failover = f;
+        }
+        if let Some(p) = self.priority.or_else(|| file.and_then(|f| f.priority)) {
+            spec.priority = p;
         }
     }
 }
@@ -174,6 +191,7 @@ struct SpecFile {
     #[serde(default, with = "humantime_serde")]
     stop_timeout: Option<Duration>,
     failover: Option<FailoverMode>,
+    priority: Option<Priority>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -497,6 +515,13 @@ fn print_workload(w: &WorkloadView) {
     );
     if r.spec.failover == FailoverMode::Manual {
         outln!("failover:       manual (waits for its host; no lease)");
+    }
+    if r.spec.priority != Priority::Normal {
+        outln!(
+            "priority:       {} (weight {})",
+            r.spec.priority.as_str(),
+            r.spec.priority.weight()
+        );
     }
     outln!("primary:        {}", r.primary);
     outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));

@@ -132,7 +132,7 @@ impl Shared {
                     moving: r.state == WorkloadState::Migrating
                         || self.is_claimed(&r.spec.name)
                         || starting.contains(&r.spec.name),
-                    priority: 1.0,
+                    priority: r.spec.priority.weight(),
                     bytes: e.map_or(0, |e| e.bytes_total),
                     dirty_bytes_per_s: e.map_or(0.0, |e| e.bytes_changed as f64 / interval_s),
                     last_freeze_ms: r

@@ -156,12 +156,13 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// A switchover of one workload from one host to another; everything it needs to carry
 /// on after a coordinator restart is in here, and it is stored as it is.
+/// (`S` is the spec's type: another only to read records written in an older layout.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Migration {
+pub struct Migration<S = WorkloadSpec> {
     /// Planned or not.
     pub kind: Kind,
     /// The workload's spec (a rollback makes the target its shadow again).
-    pub spec: WorkloadSpec,
+    pub spec: S,
     /// The old primary.
     pub from: String,
     /// The target.
@@ -193,6 +194,31 @@ pub struct Migration {
     pub outcome: Option<Outcome>,
     /// Attempts at the current step (retries of an unanswered host).
     pub attempts: u32,
+}
+
+impl<S> Migration<S> {
+    /// The same switchover with its spec changed by `f`.
+    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> Migration<T> {
+        Migration {
+            kind: self.kind,
+            spec: f(self.spec),
+            from: self.from,
+            to: self.to,
+            generation: self.generation,
+            new_shadow: self.new_shadow,
+            phase: self.phase,
+            started_unix_ms: self.started_unix_ms,
+            freeze_started_unix_ms: self.freeze_started_unix_ms,
+            freeze_ms: self.freeze_ms,
+            final_epoch: self.final_epoch,
+            restore_sent: self.restore_sent,
+            rollback_generation: self.rollback_generation,
+            target_demoted: self.target_demoted,
+            error: self.error,
+            outcome: self.outcome,
+            attempts: self.attempts,
+        }
+    }
 }
 
 impl Migration {

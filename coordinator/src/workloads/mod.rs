@@ -54,11 +54,12 @@ impl WorkloadState {
     }
 }
 
-/// The coordinator's record of a workload; persisted and served by the API.
+/// The coordinator's record of a workload; persisted and served by the API. (`S` is the
+/// spec's type: another only to read records written in an older layout.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkloadRecord {
+pub struct WorkloadRecord<S = WorkloadSpec> {
     /// What to run.
-    pub spec: WorkloadSpec,
+    pub spec: S,
     /// Host running it.
     pub primary: String,
     /// Host holding its understudy, if any.
@@ -122,6 +123,27 @@ pub struct MigrationSummary {
     pub recovery_epoch: Option<u64>,
     /// For a failover: how old that epoch was when the primary was declared lost, ms.
     pub recovery_age_ms: Option<u64>,
+}
+
+impl<S> WorkloadRecord<S> {
+    /// The same record with its spec changed by `f`.
+    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> WorkloadRecord<T> {
+        WorkloadRecord {
+            spec: f(self.spec),
+            primary: self.primary,
+            shadow: self.shadow,
+            generation: self.generation,
+            state: self.state,
+            unprotected: self.unprotected,
+            last_epoch: self.last_epoch,
+            epochs: self.epochs,
+            created_unix_ms: self.created_unix_ms,
+            last_migration: self.last_migration,
+            restarts: self.restarts,
+            last_exit: self.last_exit,
+            last_correction: self.last_correction,
+        }
+    }
 }
 
 impl WorkloadRecord {
