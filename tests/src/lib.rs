@@ -11,6 +11,7 @@ pub mod copies;
 pub mod criu;
 pub mod greeter;
 pub mod netns;
+pub mod pressure;
 pub mod rawclient;
 pub mod soak;
 pub mod vm;

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use understudy_coordinator::events::Event;
 use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
 use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon};
+use understudy_tests::pressure::{MemoryCgroup, GROWER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -219,13 +219,6 @@ fn a_maintenance_window_empties_its_host_before_it_opens_and_keeps_placements_aw
     );
 }
 
-/// Microseconds since boot, as the kernel log stamps its records.
-fn uptime_usec() -> u64 {
-    let up = std::fs::read_to_string("/proc/uptime").unwrap();
-    let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
-    (secs * 1e6) as u64
-}
-
 #[test]
 fn a_burst_of_memory_errors_on_the_primary_moves_its_workload_naming_the_trigger() {
     require_e2e!();
@@ -249,22 +242,7 @@ fn a_burst_of_memory_errors_on_the_primary_moves_its_workload_naming_the_trigger
     create_counter(&c, "e1", "host-a", "host-b", "500ms");
     c.wait_for_epochs("e1", 2);
     assert_eq!(c.workload("e1").unwrap().primary, "host-a");
-    let now = uptime_usec();
-    let burst: String = (0..6)
-        .map(|i| {
-            format!(
-                "3,{},{},-;EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0\n",
-                1000 + i,
-                now + i
-            )
-        })
-        .collect();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&kmsg)
-        .unwrap()
-        .write_all(burst.as_bytes())
-        .unwrap();
+    understudy_tests::pressure::edac_errors(&kmsg, 1000, 6);
     let w = eventually("e1 leaves host-a", Duration::from_secs(60), || {
         let w = c.workload("e1")?;
         match &w.last_migration {
@@ -574,70 +552,6 @@ fn a_drain_whose_target_is_cut_mid_move_rolls_that_one_back_and_goes_on() {
     );
 }
 
-/// A memory cgroup made for one test, removed (with whatever still runs in it killed) when
-/// dropped: cgroup v2 where the unified hierarchy has the memory controller, else v1.
-struct MemoryCgroup {
-    dir: std::path::PathBuf,
-}
-
-impl MemoryCgroup {
-    /// A cgroup limited to `limit` bytes, or why this machine cannot make one.
-    fn new(limit: u64) -> Result<Self, String> {
-        let name = format!("understudy-e2e-{}", std::process::id());
-        let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
-        let (dir, limit_file) = if v2 {
-            (format!("/sys/fs/cgroup/{name}"), "memory.max")
-        } else if std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
-            (
-                format!("/sys/fs/cgroup/memory/{name}"),
-                "memory.limit_in_bytes",
-            )
-        } else {
-            return Err("no memory cgroup controller mounted (v1 or v2)".into());
-        };
-        let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let cg = MemoryCgroup { dir };
-        std::fs::write(cg.dir.join(limit_file), limit.to_string())
-            .map_err(|e| format!("{limit_file}: {e}"))?;
-        Ok(cg)
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.split_whitespace() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid])
-                .status();
-        }
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Grows by `per_s` bytes a second, writing every page, until killed.
-const GROWER: &str = r#"
-import sys, time
-per_s, chunks, t0 = int(sys.argv[1]), [], time.time()
-while True:
-    want = int((time.time() - t0) * per_s)
-    have = sum(len(c) for c in chunks)
-    if want > have:
-        chunks.append(bytearray(b"x") * (want - have))
-    time.sleep(0.1)
-"#;
-
 #[test]
 fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached() {
     require_e2e!();
@@ -660,7 +574,7 @@ fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached
     let cfg = c.host_dir("host-a").join("agent.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[agent]\n",
-        &format!("[agent]\nmemory_cgroup = \"{}\"\n", cg.dir.display()),
+        &format!("[agent]\nmemory_cgroup = \"{}\"\n", cg.dir().display()),
         1,
     );
     std::fs::write(&cfg, text).unwrap();

@@ -14,7 +14,6 @@ use understudy_common::workload::{Order, OrderReply};
 use super::workloads::{expect_shadow, MigrateRequest};
 use super::{orders, switchover, wall_ms, Shared};
 use crate::decide::{decide, triggers, Action, Decision, Fleet, HostView, Memory, WorkloadView};
-use crate::workloads::placement::pick_shadow;
 use crate::workloads::WorkloadState;
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -349,12 +348,7 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
     let Ok(claim) = shared.claim(workload, "a shadow move") else {
         return;
     };
-    let candidates: Vec<_> = shared
-        .candidates()
-        .into_iter()
-        .filter(|c| c.name != host)
-        .collect();
-    let Some(to) = pick_shadow(workload, &rec.primary, &candidates) else {
+    let Some(to) = shared.pick_shadow(workload, &rec.primary, Some(host)) else {
         drop(claim);
         return;
     };

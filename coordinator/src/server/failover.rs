@@ -12,7 +12,6 @@ use super::workloads::expect_shadow;
 use super::{wall_ms, Shared};
 use crate::workloads::failover::Decision;
 use crate::workloads::migration::Migration;
-use crate::workloads::placement::{pick_shadow, Candidate};
 use crate::workloads::WorkloadState;
 
 /// Decides and starts what the time calls for.
@@ -40,13 +39,8 @@ async fn fail_over(shared: Arc<Shared>, claim: Claim, name: String, from: String
     let (Ok(to_peer), Some(point)) = (shared.peer(&to), rec.last_epoch.clone()) else {
         return;
     };
-    let candidates: Vec<Candidate> = shared
-        .candidates()
-        .into_iter()
-        .filter(|c| c.name != from)
-        .collect();
     let generation = rec.generation + 1;
-    let new_shadow = pick_shadow(&name, &to, &candidates);
+    let new_shadow = shared.pick_shadow(&name, &to, Some(&from));
     tracing::warn!(
         workload = %name,
         from = %from,

@@ -286,6 +286,23 @@ impl Shared {
         }
     }
 
+    /// The shadow for `workload` on `primary` among [`Shared::candidates`] other than
+    /// `except` (see `placement`).
+    pub fn pick_shadow(
+        &self,
+        workload: &str,
+        primary: &str,
+        except: Option<&str>,
+    ) -> Option<String> {
+        let zone = self.lock().registry.zone(primary).map(str::to_owned);
+        let candidates: Vec<Candidate> = self
+            .candidates()
+            .into_iter()
+            .filter(|c| Some(c.name.as_str()) != except)
+            .collect();
+        crate::workloads::placement::pick_shadow(workload, primary, zone.as_deref(), &candidates)
+    }
+
     /// Connected hosts serving a data plane, with their load, for placement: none that is
     /// cordoned, being drained, in (or near) a maintenance window, or in trouble.
     pub fn candidates(&self) -> Vec<Candidate> {
@@ -309,6 +326,7 @@ impl Shared {
             .filter(|r| r.connected && r.data_port.is_some() && !closed.contains(&r.name))
             .map(|r| {
                 let t = r.telemetry.clone().unwrap_or_default();
+                let health = t.health.as_ref();
                 #[allow(clippy::cast_precision_loss)] // a share, precision is irrelevant
                 let memory_share = if t.memory_total_bytes == 0 {
                     0.0
@@ -319,6 +337,17 @@ impl Shared {
                     name: r.name.clone(),
                     cpu_percent: t.cpu_percent,
                     memory_share,
+                    memory_forecast: health.and_then(|h| {
+                        h.forecasts
+                            .iter()
+                            .filter(|f| f.metric == "mem_u")
+                            .map(|f| f.upper)
+                            .reduce(f32::max)
+                    }),
+                    health: health
+                        .filter(|h| h.level != understudy_common::telemetry::HealthLevel::Degraded)
+                        .map(|h| h.score),
+                    zone: st.registry.zone(&r.name).map(str::to_owned),
                 }
             })
             .collect()

@@ -12,7 +12,6 @@ use super::records::Claim;
 use super::workloads::{err, expect_shadow, ApiError, MigrateRequest, MigrationStatus};
 use super::{orders, wall_ms, Shared};
 use crate::workloads::migration::{Delivery, Kind, Migration, Outcome, Phase, Step};
-use crate::workloads::placement::pick_shadow;
 use crate::workloads::{MigrationSummary, WorkloadRecord, WorkloadState};
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,7 +113,7 @@ pub async fn migrate(
             format!("workload {name:?} has no committed epoch yet: nothing to restore from"),
         ));
     }
-    let new_shadow = pick_shadow(name, &to, &shared.candidates());
+    let new_shadow = shared.pick_shadow(name, &to, None);
     let mut plan = plan_text(&rec, &to, new_shadow.as_deref());
     if reshadow {
         plan = format!(

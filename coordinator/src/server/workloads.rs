@@ -9,7 +9,6 @@ use understudy_common::workload::{Order, OrderReply, Report, WorkloadSpec};
 
 use super::{orders, wall_ms, Shared};
 use crate::workloads::migration::Phase;
-use crate::workloads::placement::pick_shadow;
 use crate::workloads::{WorkloadRecord, WorkloadState};
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,7 +136,7 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
                 .map_err(|e| err(400, format!("shadow: {e}")))?;
             Some(s.clone())
         }
-        None => pick_shadow(&name, &req.host, &shared.candidates()),
+        None => shared.pick_shadow(&name, &req.host, None),
     };
     let generation = shared.first_generation(&name);
     let record = WorkloadRecord {
