@@ -632,3 +632,34 @@ fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached
         "the move does not say memory was the trouble: {moved:?}"
     );
 }
+
+#[test]
+fn a_blocking_events_query_answers_when_the_next_event_comes() {
+    require_e2e!();
+    let c = cluster("mode = \"off\"");
+    let last = events(&c, "").last().map_or(0, |e| e.seq);
+    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let body = http_get(addr, &format!("/v1/events?after={last}&wait=20s")).unwrap();
+        (started.elapsed(), body)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!waiting.is_finished(), "it answered with nothing new");
+    c.cli(&["host", "cordon", "host-b"]);
+    let (took, body) = waiting.join().unwrap();
+    let got: Vec<Event> = serde_json::from_str(&body).unwrap();
+    assert!(
+        got.iter()
+            .any(|e| e.host.as_deref() == Some("host-b") && e.message.contains("cordon")),
+        "{got:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered only after {took:?}"
+    );
+    // With nothing to come, it answers empty once the wait is over.
+    let last = got.last().unwrap().seq;
+    let body = http_get(addr, &format!("/v1/events?after={last}&wait=1s")).unwrap();
+    assert_eq!(body.trim(), "[]");
+}

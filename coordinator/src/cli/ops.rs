@@ -309,6 +309,11 @@ pub fn events(
         }
         if let Some(a) = after {
             path.push_str(&format!("&after={a}"));
+            if follow {
+                // A blocking query: the coordinator answers as soon as there is one (within
+                // the CLI's 5 s request timeout).
+                path.push_str("&wait=3s");
+            }
         }
         let batch: Vec<Event> = match get(base, &path) {
             Ok(b) => b,
@@ -335,7 +340,6 @@ pub fn events(
         if !follow {
             return 0;
         }
-        std::thread::sleep(POLL);
     }
 }
 

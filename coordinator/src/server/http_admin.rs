@@ -71,7 +71,13 @@ pub struct EventQuery {
     host: Option<String>,
     workload: Option<String>,
     limit: Option<usize>,
+    /// A blocking query (as Nomad's): with no matching event after `after` yet, wait up to
+    /// this long (e.g. `30s`, at most [`MAX_WAIT`]) for one.
+    wait: Option<String>,
 }
+
+/// The longest a blocking events query waits.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routes.
 pub fn routes() -> Router<Arc<Shared>> {
@@ -284,12 +290,24 @@ async fn events(
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let Query(q) = query.map_err(|e| err(400, e.body_text()))?;
+    let wait = match q.wait.as_deref() {
+        None => std::time::Duration::ZERO,
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|e| err(400, format!("wait: {w:?}: {e}")))?
+            .min(MAX_WAIT),
+    };
     let filter = Filter {
         after: q.after,
         host: q.host,
         workload: q.workload,
     };
-    Ok(Json(
-        shared.events(&filter, q.limit.unwrap_or(100).min(MAX_READ)),
-    ))
+    let limit = q.limit.unwrap_or(100).min(MAX_READ);
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let found = shared.events(&filter, limit);
+        if !found.is_empty() || tokio::time::Instant::now() >= until {
+            return Ok(Json(found));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
