@@ -400,6 +400,17 @@ interval = "200ms"
             .collect()
     }
 
+    /// Adds `line` (e.g. `zone = "z1"`) to the `[agent]` section of host `name`'s config.
+    pub fn agent_setting(&self, name: &str, line: &str) {
+        let cfg = self.host_dir(name).join("agent.toml");
+        let text = fs::read_to_string(&cfg).unwrap();
+        fs::write(
+            &cfg,
+            text.replacen("[agent]\n", &format!("[agent]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     /// Starts the agent on host `name`.
     pub fn start_agent(&self, name: &str) {
         let cfg = self.host_dir(name).join("agent.toml");

@@ -571,13 +571,10 @@ fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached
     c.set_decisions(
         "mode = \"act\"\ntriggers = [\"exhaustion\", \"risk\"]\npersist = \"5s\"\ntarget_health_min = 0",
     );
-    let cfg = c.host_dir("host-a").join("agent.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[agent]\n",
-        &format!("[agent]\nmemory_cgroup = \"{}\"\n", cg.dir().display()),
-        1,
+    c.agent_setting(
+        "host-a",
+        &format!("memory_cgroup = \"{}\"", cg.dir().display()),
     );
-    std::fs::write(&cfg, text).unwrap();
     c.start_coordinator();
     for h in HOSTS {
         c.start_agent(h);
@@ -634,9 +631,18 @@ fn memory_growing_toward_the_hosts_limit_moves_the_workload_before_it_is_reached
 }
 
 #[test]
-fn a_blocking_events_query_answers_when_the_next_event_comes() {
+fn a_blocking_events_query_answers_when_the_next_event_comes_and_hosts_show_their_zone() {
     require_e2e!();
-    let c = cluster("mode = \"off\"");
+    let c = Cluster::new(&HOSTS);
+    c.set_decisions("mode = \"off\"");
+    c.agent_setting("host-b", "zone = \"rack-2\"");
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(3);
+    let shown = String::from_utf8_lossy(&c.cli(&["host", "show", "host-b"]).stdout).into_owned();
+    assert!(shown.contains("zone:         rack-2"), "{shown}");
     let last = events(&c, "").last().map_or(0, |e| e.seq);
     let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
     let waiting = std::thread::spawn(move || {

@@ -177,6 +177,9 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
     let now = wall_ms();
     let row = host_row(h, now);
     outln!("host:         {}", h.name);
+    if let Some(z) = list.zones.get(&h.name) {
+        outln!("zone:         {z}");
+    }
     outln!("state:        {}", row[1]);
     outln!("address:      {}", row[3]);
     outln!("last seen:    {}", row[4]);

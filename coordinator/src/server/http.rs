@@ -101,6 +101,9 @@ pub struct Health {
 pub struct HostList {
     /// Every known host, by name.
     pub hosts: Vec<HostRecord>,
+    /// The failure domain of each connected host that names one (`[agent] zone`).
+    #[serde(default)]
+    pub zones: std::collections::BTreeMap<String, String>,
 }
 
 /// The API's routes.
@@ -123,6 +126,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn hosts(State(shared): State<Arc<Shared>>) -> Json<HostList> {
     Json(HostList {
         hosts: shared.hosts(),
+        zones: shared.zones().into_iter().collect(),
     })
 }
 

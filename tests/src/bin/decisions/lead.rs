@@ -44,27 +44,31 @@ fn get(c: &Cluster, path: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Whether no host shows memory trouble: every memory forecast's p90 under 0.95 and every
+/// The hosts that show no memory trouble: every memory forecast's p90 under 0.95 and the
 /// failure risk at most 0.5 (what the default triggers look for).
-fn calm(c: &Cluster) -> bool {
+fn calm(c: &Cluster) -> Vec<String> {
     let hosts = get(c, "/v1/hosts");
     let Some(hosts) = hosts["hosts"].as_array() else {
-        return false;
+        return Vec::new();
     };
-    hosts.iter().all(|h| {
-        let health = &h["telemetry"]["health"];
-        let risk = health["risk"]["probability"].as_f64().unwrap_or(0.0);
-        let mem = health["forecasts"]
-            .as_array()
-            .map(|f| {
-                f.iter()
-                    .filter(|x| x["metric"] == "mem_u")
-                    .filter_map(|x| x["upper"].as_f64())
-                    .fold(0.0, f64::max)
-            })
-            .unwrap_or(0.0);
-        risk <= 0.5 && mem < 0.95
-    })
+    hosts
+        .iter()
+        .filter(|h| {
+            let health = &h["telemetry"]["health"];
+            let risk = health["risk"]["probability"].as_f64().unwrap_or(0.0);
+            let mem = health["forecasts"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter(|x| x["metric"] == "mem_u")
+                        .filter_map(|x| x["upper"].as_f64())
+                        .fold(0.0, f64::max)
+                })
+                .unwrap_or(0.0);
+            risk <= 0.5 && mem < 0.95
+        })
+        .filter_map(|h| h["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// One run's figures, seconds: onset to answering on the new host, and the move's finish
@@ -116,12 +120,18 @@ fn primary(c: &Cluster) -> String {
 }
 
 fn memory_run(c: &Cluster, cgroups: &[(String, MemoryCgroup)]) -> Run {
+    // The primary and one other host calm (the previous run's host may still be forecast
+    // to fill for a while: its window still holds the growth).
+    let from = primary(c);
     let wait = Instant::now();
-    while !calm(c) {
+    loop {
+        let calm = calm(c);
+        if calm.contains(&from) && calm.len() >= 2 {
+            break;
+        }
         assert!(wait.elapsed() < Duration::from_secs(600), "no calm");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let from = primary(c);
     let cg = &cgroups.iter().find(|(h, _)| *h == from).unwrap().1;
     let mut grower = std::process::Command::new("python3")
         .args(["-c", GROWER, &GROWTH.to_string()])
@@ -141,12 +151,17 @@ fn errors_run(c: &Cluster, seq: &mut u64) -> Run {
     let kmsg = c.host_dir(&from).join("kmsg");
     let (onset, onset_ms) = (Instant::now(), wall_ms());
     let failure_ms = onset_ms + 120_000;
-    // The burst goes on beside the move, as a failing DIMM's would.
+    // The burst goes on beside the move, as a failing DIMM's would (until the workload has
+    // left: the rest of it would change nothing measured).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let burst = {
-        let kmsg = kmsg.clone();
+        let (kmsg, stop) = (kmsg.clone(), stop.clone());
         let first = *seq;
         std::thread::spawn(move || {
             for i in 0..60 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 edac_errors(&kmsg, first + i, 1);
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -154,6 +169,7 @@ fn errors_run(c: &Cluster, seq: &mut u64) -> Run {
     };
     *seq += 60;
     let run = moved(c, &from, onset, failure_ms);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     burst.join().unwrap();
     // Its errors count for an hour: a fresh agent (and log) to make it a target again.
     c.stop(&from);
@@ -198,13 +214,7 @@ pub fn run(runs: usize) {
         "mode = \"act\"\ntriggers = [\"risk\", \"exhaustion\", \"errors\"]\ncooldown = \"10s\"\nmoves_per_hour = 1000\ntarget_health_min = 0",
     );
     for (h, cg) in &cgroups {
-        let cfg = c.host_dir(h).join("agent.toml");
-        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-            "[agent]\n",
-            &format!("[agent]\nmemory_cgroup = \"{}\"\n", cg.dir().display()),
-            1,
-        );
-        std::fs::write(&cfg, text).unwrap();
+        c.agent_setting(h, &format!("memory_cgroup = \"{}\"", cg.dir().display()));
         std::fs::write(c.host_dir(h).join("kmsg"), "").unwrap();
     }
     c.start_coordinator();
