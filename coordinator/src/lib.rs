@@ -9,6 +9,7 @@ pub mod events;
 pub mod faults;
 pub mod fleet_metrics;
 pub mod metrics;
+pub mod raft;
 pub mod registry;
 pub mod server;
 pub mod store;
