@@ -22,6 +22,9 @@ use crate::telemetry::Sampler;
 
 /// How long to wait for the coordinator to answer a message.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a coordinator's handshake may take before the next address is tried (a dead
+/// member must not hold the agent long when the group has another).
+const CONNECT_LIMIT: Duration = Duration::from_secs(2);
 /// Every how many heartbeats the inventory goes along (it also goes with registration).
 const INVENTORY_EVERY: u64 = 5;
 
@@ -70,12 +73,24 @@ pub async fn run(
 ) {
     let mut sampler = Sampler::new(ctl.memory.clone());
     let mut next = 0;
+    let mut redirected: Option<SocketAddr> = None;
+    let mut redirects_in_row = 0;
     loop {
-        let addr = addresses[next % addresses.len()];
-        next += 1;
+        let addr = redirected.take().unwrap_or_else(|| {
+            next += 1;
+            addresses[(next - 1) % addresses.len()]
+        });
         match session(&mut ctl, addr, &mut sampler, &mut backoff, &mut stop).await {
             Ok(Outcome::Stopped) => return,
             Err(e) => {
+                if let Some(leader) = leader_named(&e).filter(|_| redirects_in_row < 3) {
+                    redirects_in_row += 1;
+                    // A group member that does not lead says who does: go there at once.
+                    tracing::info!(coordinator = %addr, leader = %leader, "redirected to the group's leader");
+                    redirected = Some(leader);
+                    continue;
+                }
+                redirects_in_row = 0;
                 let wait = backoff.next_wait();
                 tracing::warn!(coordinator = %addr, "{e}; retrying in {wait:?}");
                 tokio::select! {
@@ -87,14 +102,25 @@ pub async fn run(
     }
 }
 
-async fn answer(recv: &mut quinn::RecvStream) -> Result<CoordinatorMessage, SessionError> {
-    tokio::time::timeout(
-        ANSWER_TIMEOUT,
-        read_frame(recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
-    )
-    .await
-    .map_err(|_| SessionError::Timeout(ANSWER_TIMEOUT))?
-    .map_err(SessionError::from)
+async fn answer(
+    recv: &mut quinn::RecvStream,
+    limit: Duration,
+) -> Result<CoordinatorMessage, SessionError> {
+    tokio::time::timeout(limit, read_frame(recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME))
+        .await
+        .map_err(|_| SessionError::Timeout(limit))?
+        .map_err(SessionError::from)
+}
+
+/// The leader's address a group member closed the connection with, if it named one.
+fn leader_named(e: &SessionError) -> Option<SocketAddr> {
+    let SessionError::Connection(quinn::ConnectionError::ApplicationClosed(c)) = e else {
+        return None;
+    };
+    if c.error_code != quinn::VarInt::from_u32(close::NOT_LEADER) {
+        return None;
+    }
+    std::str::from_utf8(&c.reason).ok()?.parse().ok()
 }
 
 /// Waits for `step` (a write, a stream) at most [`ANSWER_TIMEOUT`].
@@ -119,9 +145,9 @@ async fn session(
             .peers
             .endpoint()
             .connect_with(ctl.client.clone(), addr, COORDINATOR_SAN)?;
-    let conn = tokio::time::timeout(crate::replication::peers::CONNECT_LIMIT, connecting)
+    let conn = tokio::time::timeout(CONNECT_LIMIT, connecting)
         .await
-        .map_err(|_| SessionError::Timeout(crate::replication::peers::CONNECT_LIMIT))??;
+        .map_err(|_| SessionError::Timeout(CONNECT_LIMIT))??;
     let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone()));
     let result = registered_session(&conn, ctl, sampler, backoff, stop).await;
     orders.abort();
@@ -156,7 +182,7 @@ async fn registered_session(
         zone: ctl.zone.clone(),
     });
     within(write_frame(&mut send, PROTOCOL_VERSION, &register)).await?;
-    let interval = match answer(&mut recv).await? {
+    let interval = match answer(&mut recv, ANSWER_TIMEOUT).await? {
         CoordinatorMessage::Registered {
             host,
             heartbeat_interval_ms,
@@ -168,6 +194,9 @@ async fn registered_session(
     };
     backoff.reset();
 
+    // A coordinator that stops answering heartbeats is given up on within two beats (at
+    // least a second), so that a group's leader change costs one quick reconnect.
+    let hb_limit = (interval * 2).clamp(Duration::from_secs(1), ANSWER_TIMEOUT);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -199,7 +228,7 @@ async fn registered_session(
             inventory,
         });
         within(write_frame(&mut send, PROTOCOL_VERSION, &hb)).await?;
-        match answer(&mut recv).await? {
+        match answer(&mut recv, hb_limit).await? {
             CoordinatorMessage::HeartbeatAck { seq: acked, leases } if acked == seq => {
                 // Off the heartbeat's path: a slow supervisor must not delay the next beat.
                 crate::lease::renew(&ctl.node, leases);

@@ -100,4 +100,7 @@ pub mod close {
     pub const REPLACED: u32 = 4;
     /// The peer stopped sending heartbeats.
     pub const TIMED_OUT: u32 = 5;
+    /// This coordinator is not the group's leader; the close reason is the leader's
+    /// control-plane address (`ip:port`), or empty while there is none.
+    pub const NOT_LEADER: u32 = 6;
 }

@@ -32,6 +32,82 @@ pub struct CoordinatorConfig {
     /// When workloads move by themselves, and the guardrails.
     #[serde(default)]
     pub decisions: crate::decide::config::DecisionsSection,
+    /// Membership of a coordinator group (docs/ha.md); absent: a single coordinator.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: this coordinator is a member of a group of coordinators and a witness.
+/// The addresses in `quic.listen` and `http.listen` are the ones the other members give
+/// agents and operators, so they must be reachable addresses, not wildcards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This member's id, unique in the group, at least 1.
+    pub id: u64,
+    /// UDP address of the peer (Raft) endpoint.
+    pub listen: SocketAddr,
+    /// The Raft log file; its directory must exist.
+    pub log: PathBuf,
+}
+
+/// The config of `understudy witness`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The cluster CA and the witness's certificate (a coordinator-role one).
+    pub tls: TlsFiles,
+    /// Its place in the group.
+    pub witness: WitnessSection,
+}
+
+/// `[witness]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSection {
+    /// Its id, unique in the group, at least 1.
+    pub id: u64,
+    /// UDP address of its peer (Raft) endpoint.
+    pub listen: SocketAddr,
+    /// The Raft log file; its directory must exist.
+    pub log: PathBuf,
+    /// Its copy of the records (applied like every member's, served to nobody).
+    pub store: PathBuf,
+}
+
+fn check_dir(problems: &mut Vec<Problem>, key: &str, path: &std::path::Path) {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => problems.push(Problem::new(
+            key,
+            format!("directory {} does not exist", dir.display()),
+        )),
+        _ => {}
+    }
+}
+
+fn check_id(problems: &mut Vec<Problem>, key: &str, id: u64) {
+    if id == 0 {
+        problems.push(Problem::new(key, "0 is not a member id (ids start at 1)"));
+    }
+}
+
+impl Validate for WitnessConfig {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        check_id(&mut problems, "witness.id", self.witness.id);
+        check_dir(&mut problems, "witness.log", &self.witness.log);
+        check_dir(&mut problems, "witness.store", &self.witness.store);
+        if self.witness.log == self.witness.store {
+            problems.push(Problem::new(
+                "witness.log",
+                "must differ from witness.store",
+            ));
+        }
+        if let Err(e) = self.tls.load(Role::Coordinator) {
+            problems.push(Problem::new("", e.to_string()));
+        }
+        problems
+    }
 }
 
 /// `[failover]`: a host unreachable for `failover_after` has its workloads restored on
@@ -212,6 +288,24 @@ impl Validate for CoordinatorConfig {
                 ))
             }
             _ => {}
+        }
+        if let Some(c) = &self.cluster {
+            check_id(&mut problems, "cluster.id", c.id);
+            check_dir(&mut problems, "cluster.log", &c.log);
+            if c.log == self.store.path {
+                problems.push(Problem::new("cluster.log", "must differ from store.path"));
+            }
+            for (key, addr) in [
+                ("quic.listen", self.quic.listen),
+                ("http.listen", self.http.listen),
+            ] {
+                if addr.ip().is_unspecified() {
+                    problems.push(Problem::new(
+                        key,
+                        format!("{addr}: a group member gives this address to agents and operators, so it must be a reachable address, not a wildcard"),
+                    ));
+                }
+            }
         }
         if let Err(e) = self.tls.load(Role::Coordinator) {
             problems.push(Problem::new("", e.to_string()));

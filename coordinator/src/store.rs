@@ -118,6 +118,14 @@ pub enum StoreError {
         /// What redb said.
         source: Box<redb::Error>,
     },
+    /// A write could not be committed through the coordinator group.
+    #[error("store {}: write not committed by the coordinator group: {reason}", path.display())]
+    Replication {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A stored record could not be read.
     #[error("store {}: {kind} record {key:?}: {reason} (see `understudy store salvage` in docs/operations.md)", path.display())]
     Record {
@@ -149,12 +157,42 @@ pub struct Loaded {
     pub events: Vec<Event>,
 }
 
+/// Where a store's writes go when the coordinator runs as a group: through the replicated
+/// log, whose state machine applies them here with [`Store::apply`].
+pub trait Replicate: Send + Sync {
+    /// Commits `ops` through the group, returning once they are applied locally.
+    fn replicate(&self, ops: Vec<Op>) -> Result<(), String>;
+}
+
+/// One raw write: a record's encoded bytes (format version first) put under `key` in the
+/// table of `kind` (an index into the store's record kinds), or the key removed. Writes are
+/// replicated in this form, so the log carries exactly the bytes the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Op {
+    /// Which table.
+    pub kind: u8,
+    /// The record's key.
+    pub key: String,
+    /// Its bytes; `None` removes it.
+    pub value: Option<Vec<u8>>,
+}
+
 /// The coordinator's database.
-#[derive(Debug)]
 pub struct Store {
     db: Database,
     path: PathBuf,
+    replicator: std::sync::RwLock<Option<std::sync::Arc<dyn Replicate>>>,
 }
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// The replicated log's position in the state a store holds (version byte first).
+const RAFT_STATE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("raft_state");
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
@@ -163,12 +201,14 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            replicator: std::sync::RwLock::new(None),
         };
         // Make sure the tables exist so that reads on a fresh store succeed.
         let tx = store.db.begin_write().map_err(|e| store.err(e))?;
         for kind in KINDS {
             tx.open_table(kind.table).map_err(|e| store.err(e))?;
         }
+        tx.open_table(RAFT_STATE).map_err(|e| store.err(e))?;
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
     }
@@ -279,18 +319,122 @@ impl Store {
         Ok(out)
     }
 
+    /// Sends this store's writes through `r` from now on.
+    pub fn replicate_through(&self, r: std::sync::Arc<dyn Replicate>) {
+        *self.replicator.write().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+
     fn write(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut w = Writer {
-                store: self,
-                tx: &tx,
-            };
-            f(&mut w)?;
+        let mut w = Writer {
+            store: self,
+            ops: Vec::new(),
+        };
+        f(&mut w)?;
+        let replicator = self
+            .replicator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match replicator {
+            Some(r) => r
+                .replicate(w.ops)
+                .map_err(|reason| StoreError::Replication {
+                    path: self.path.clone(),
+                    reason,
+                }),
+            None => self.apply(&w.ops, None),
         }
+    }
+
+    /// Applies raw writes in one transaction, with the replicated log's position when
+    /// they come from it.
+    pub fn apply(&self, ops: &[Op], raft_state: Option<&[u8]>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.apply_in(&tx, ops, raft_state)?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn apply_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        ops: &[Op],
+        raft_state: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        for op in ops {
+            let Some(kind) = KINDS.get(usize::from(op.kind)) else {
+                return Err(StoreError::Record {
+                    path: self.path.clone(),
+                    kind: "replicated write",
+                    key: op.key.clone(),
+                    reason: format!("unknown table {}", op.kind),
+                });
+            };
+            let mut table = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+            match &op.value {
+                Some(v) => table.insert(op.key.as_str(), v.as_slice()).map(|_| ()),
+                None => table.remove(op.key.as_str()).map(|_| ()),
+            }
+            .map_err(|e| self.err(e))?;
+        }
+        if let Some(state) = raft_state {
+            let mut t = tx.open_table(RAFT_STATE).map_err(|e| self.err(e))?;
+            t.insert("applied", state).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The replicated log's position this store's records are at (as stored by
+    /// [`Store::apply`]), if any.
+    pub fn raft_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(RAFT_STATE).map_err(|e| self.err(e))?;
+        let v = t.get("applied").map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// Every record as raw writes, with the replicated log's position they are at, read in
+    /// one transaction (a snapshot of the state).
+    pub fn export(&self) -> Result<(Vec<Op>, Option<Vec<u8>>), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (i, kind) in KINDS.iter().enumerate() {
+            let table = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+            for row in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                out.push(Op {
+                    kind: u8::try_from(i).unwrap_or(u8::MAX),
+                    key: k.value().to_owned(),
+                    value: Some(v.value().to_vec()),
+                });
+            }
+        }
+        let t = tx.open_table(RAFT_STATE).map_err(|e| self.err(e))?;
+        let state = t.get("applied").map_err(|e| self.err(e))?;
+        Ok((out, state.map(|v| v.value().to_vec())))
+    }
+
+    /// Replaces every record with `ops` (a snapshot), in one transaction.
+    pub fn import(&self, ops: &[Op], raft_state: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        for kind in KINDS {
+            let keys: Vec<String> = {
+                let t = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+                let mut keys = Vec::new();
+                for row in t.iter().map_err(|e| self.err(e))? {
+                    let (k, _) = row.map_err(|e| self.err(e))?;
+                    keys.push(k.value().to_owned());
+                }
+                keys
+            };
+            let mut t = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+            for k in keys {
+                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        self.apply_in(&tx, ops, Some(raft_state))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -318,10 +462,18 @@ impl Store {
     }
 }
 
-/// One write transaction in progress.
+/// The raw writes of one transaction, being gathered.
 struct Writer<'a> {
     store: &'a Store,
-    tx: &'a redb::WriteTransaction,
+    ops: Vec<Op>,
+}
+
+fn kind_index(kind: Kind) -> u8 {
+    KINDS
+        .iter()
+        .position(|k| k.name == kind.name)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
 }
 
 impl Writer<'_> {
@@ -333,22 +485,20 @@ impl Writer<'_> {
             key: key.to_owned(),
             reason: e.to_string(),
         })?);
-        let mut table = self
-            .tx
-            .open_table(kind.table)
-            .map_err(|e| self.store.err(e))?;
-        table
-            .insert(key, bytes.as_slice())
-            .map_err(|e| self.store.err(e))?;
+        self.ops.push(Op {
+            kind: kind_index(kind),
+            key: key.to_owned(),
+            value: Some(bytes),
+        });
         Ok(())
     }
 
     fn remove(&mut self, kind: Kind, key: &str) -> Result<(), StoreError> {
-        let mut table = self
-            .tx
-            .open_table(kind.table)
-            .map_err(|e| self.store.err(e))?;
-        table.remove(key).map_err(|e| self.store.err(e))?;
+        self.ops.push(Op {
+            kind: kind_index(kind),
+            key: key.to_owned(),
+            value: None,
+        });
         Ok(())
     }
 }
@@ -445,13 +595,14 @@ pub fn salvage(path: &Path, now_ms: u64) -> Result<Salvaged, StoreError> {
         match new.readable(kind, &key, &value) {
             Ok(()) => {
                 // Kept as it was, with its own format version (which this build reads).
-                new.write(|w| {
-                    let mut table = w.tx.open_table(kind.table).map_err(|e| new.err(e))?;
-                    table
-                        .insert(key.as_str(), value.as_slice())
-                        .map_err(|e| new.err(e))?;
-                    Ok(())
-                })?;
+                new.apply(
+                    &[Op {
+                        kind: kind_index(kind),
+                        key: key.clone(),
+                        value: Some(value),
+                    }],
+                    None,
+                )?;
                 out.kept.push((kind.name, key));
             }
             Err(reason) => out.dropped.push((kind.name, key, reason)),

@@ -18,6 +18,8 @@ use understudy_coordinator::workloads::WorkloadRecord;
 
 use crate::netns::{Host, Net};
 
+mod group;
+
 /// QUIC port of the coordinator on its host.
 pub const QUIC_PORT: u16 = 7440;
 /// HTTP API port of the coordinator on its host.
@@ -64,6 +66,10 @@ impl Cluster {
     /// Creates the network, a coordinator host named `coord` and one host per agent name,
     /// a cluster CA and a certificate and config for every host. Starts nothing.
     pub fn new(agents: &[&str]) -> Self {
+        Self::build(agents, false)
+    }
+
+    fn build(agents: &[&str], group: bool) -> Self {
         let mut net = Net::new().expect("test network");
         let dir = tempfile::Builder::new()
             .prefix("understudy-e2e-")
@@ -71,7 +77,12 @@ impl Cluster {
             .expect("tempdir");
         let ca = create_ca(Validity::days_from_now(30)).expect("CA");
         let mut hosts = HashMap::new();
-        for name in std::iter::once("coord").chain(agents.iter().copied()) {
+        let members: &[&str] = if group {
+            &["coord", "coord2", "witness"]
+        } else {
+            &["coord"]
+        };
+        for name in members.iter().copied().chain(agents.iter().copied()) {
             hosts.insert(name.to_owned(), net.add_host(name).expect("test host"));
         }
         let cluster = Cluster {
@@ -82,6 +93,9 @@ impl Cluster {
             procs: Mutex::new(HashMap::new()),
         };
         cluster.write_coordinator_files();
+        if group {
+            cluster.write_group_files();
+        }
         for name in agents {
             cluster.write_agent_files(name);
         }
@@ -121,9 +135,23 @@ impl Cluster {
         &self.ca
     }
 
-    /// The coordinator's HTTP API base URL, reachable from the test process.
+    /// The coordinator's HTTP API base URL, reachable from the test process (for a group,
+    /// both coordinators', comma-separated, as an operator would give them).
     pub fn api(&self) -> String {
-        format!("http://{}:{HTTP_PORT}", self.host("coord").addr)
+        self.coordinators()
+            .iter()
+            .map(|c| format!("http://{}:{HTTP_PORT}", self.host(c).addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The hosts running a coordinator: `coord`, and `coord2` in a group.
+    pub fn coordinators(&self) -> Vec<&'static str> {
+        if self.hosts.contains_key("coord2") {
+            vec!["coord", "coord2"]
+        } else {
+            vec!["coord"]
+        }
     }
 
     /// The coordinator's QUIC address.
@@ -216,7 +244,7 @@ mode = "off"
             r#"[agent]
 data_dir = "{d}/data"
 [coordinator]
-addresses = ["{}"]
+addresses = [{}]
 [tls]
 ca = "{d}/ca.crt"
 cert = "{d}/host.crt"
@@ -232,7 +260,11 @@ warmup_samples = 3
 [probes]
 interval = "200ms"
 "#,
-            self.quic_addr(),
+            self.coordinators()
+                .iter()
+                .map(|c| format!("\"{}:{QUIC_PORT}\"", self.host(c).addr))
+                .collect::<Vec<_>>()
+                .join(", "),
             d = d.display(),
             logical = self.logical_root().display(),
         );
@@ -256,7 +288,8 @@ interval = "200ms"
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("UNDERSTUDY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("UNDERSTUDY_TEST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
             )
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -14,10 +14,72 @@ use crate::server::wall_ms;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many redirects (from a group member to its leader) a call follows.
+const MAX_REDIRECTS: usize = 3;
+
+/// Sends one request to the coordinator at `base`, which may list several members
+/// (`URL,URL`): each is tried in turn while it cannot be reached or has no leader, and a
+/// member's redirect to its leader is followed (with the method and body kept). Returns
+/// the URL last asked and its answer.
+pub(super) fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> (String, Result<ureq::Response, ureq::Error>) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let bases: Vec<&str> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    let mut last = None;
+    for (i, b) in bases.iter().enumerate() {
+        let mut url = format!("{}{path}", b.trim_end_matches('/'));
+        let mut hops = 0;
+        let result = loop {
+            let req = agent.request(method, &url).timeout(timeout);
+            let r = match body {
+                Some(v) => req.send_json(v.clone()),
+                None => req.call(),
+            };
+            let location = match &r {
+                Ok(resp) if matches!(resp.status(), 307 | 308) => resp.header("location"),
+                Err(ureq::Error::Status(307 | 308, resp)) => resp.header("location"),
+                _ => None,
+            }
+            .map(str::to_owned);
+            match location {
+                Some(to) if hops < MAX_REDIRECTS => {
+                    hops += 1;
+                    url = to;
+                }
+                _ => break r,
+            }
+        };
+        let more = i + 1 < bases.len();
+        let retry = matches!(
+            &result,
+            Err(ureq::Error::Transport(_)) | Err(ureq::Error::Status(503, _))
+        );
+        if more && retry {
+            last = Some((url, result));
+            continue;
+        }
+        return (url, result);
+    }
+    last.unwrap_or_else(|| {
+        let url = format!("{base}{path}");
+        let r = agent.request(method, &url).timeout(timeout).call();
+        (url, r)
+    })
+}
+
 /// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
 pub(super) fn get<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, i32> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    answer(base, &url, ureq::get(&url).timeout(TIMEOUT).call()).map_err(|f| {
+    let (url, r) = send(base, "GET", path, None, TIMEOUT);
+    answer(base, &url, r).map_err(|f| {
         let unreachable = matches!(f, ApiFailure::Unreachable(_));
         let code = f.report();
         if unreachable {
@@ -58,18 +120,14 @@ impl ApiFailure {
 
 /// DELETE `path` and decode the JSON answer.
 pub(super) fn delete<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, ApiFailure> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    answer(
-        base,
-        &url,
-        ureq::delete(&url).timeout(Duration::from_secs(120)).call(),
-    )
+    let (url, r) = send(base, "DELETE", path, None, Duration::from_secs(120));
+    answer(base, &url, r)
 }
 
 /// DELETE `path`, expecting no answer body.
 pub(super) fn delete_empty(base: &str, path: &str) -> Result<(), ApiFailure> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    match ureq::delete(&url).timeout(TIMEOUT).call() {
+    let (url, r) = send(base, "DELETE", path, None, TIMEOUT);
+    match r {
         Ok(_) => Ok(()),
         Err(e) => answer::<serde_json::Value>(base, &url, Err(e)).map(|_| ()),
     }
@@ -103,14 +161,16 @@ pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
     path: &str,
     body: &B,
 ) -> Result<T, ApiFailure> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    answer(
-        base,
-        &url,
-        ureq::post(&url)
-            .timeout(Duration::from_secs(120))
-            .send_json(body),
-    )
+    let body = match serde_json::to_value(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(ApiFailure::Unreachable(format!(
+                "cannot encode the request: {e}"
+            )))
+        }
+    };
+    let (url, r) = send(base, "POST", path, Some(&body), Duration::from_secs(120));
+    answer(base, &url, r)
 }
 
 /// Prints `value` as pretty JSON.

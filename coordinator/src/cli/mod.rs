@@ -4,6 +4,7 @@
 
 mod api;
 mod ca;
+mod cluster;
 mod ops;
 mod store;
 mod workload;
@@ -36,7 +37,8 @@ pub enum Output {
 
 #[derive(Debug, clap::Args)]
 struct ApiArgs {
-    /// Base URL of the coordinator's HTTP API.
+    /// Base URL of the coordinator's HTTP API; for a group, several separated by commas
+    /// (each is tried in turn, and a member's redirect to its leader is followed).
     #[arg(
         long,
         env = "UNDERSTUDY_COORDINATOR",
@@ -57,6 +59,20 @@ enum Command {
         /// Path to coordinator.toml.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run a witness: a member of a coordinator group that votes, never leads and serves
+    /// no API (docs/ha.md).
+    Witness {
+        /// Path to witness.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The coordinator group: its members, leader and membership changes.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Check a coordinator config file and print every problem with its key.
     Validate {
@@ -200,6 +216,8 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Validate { config } => validate(&config),
+        Command::Witness { config } => cluster::witness(&config),
+        Command::Cluster { command, api } => cluster::run(command, &api.coordinator, api.output),
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
@@ -283,7 +301,13 @@ fn serve(path: &std::path::Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Group members wait for replicated writes on a worker (`block_in_place`); more
+    // workers than cores keep the others serving meanwhile.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

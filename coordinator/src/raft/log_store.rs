@@ -36,6 +36,25 @@ impl Debug for LogStore {
     }
 }
 
+/// Format version of every stored value (the first byte).
+const FORMAT: u8 = 1;
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, codec::CodecError> {
+    let mut out = vec![FORMAT];
+    out.extend(codec::encode(v)?);
+    Ok(out)
+}
+
+fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
+    match bytes.split_first() {
+        Some((&FORMAT, body)) => codec::decode(body, MAX_ENTRY).map_err(io),
+        Some((v, _)) => Err(std::io::Error::other(format!(
+            "raft log value of format version {v} (this build reads {FORMAT})"
+        ))),
+        None => Err(std::io::Error::other("empty raft log value")),
+    }
+}
+
 fn io(e: impl std::error::Error + 'static) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -71,7 +90,7 @@ impl LogStore {
             let t = tx.open_table(META).map_err(io)?;
             match t.get(key).map_err(io)? {
                 None => Ok(None),
-                Some(v) => codec::decode(v.value(), MAX_ENTRY).map(Some).map_err(io),
+                Some(v) => dec(v.value()).map(Some),
             }
         })
         .await
@@ -82,7 +101,7 @@ impl LogStore {
         key: &'static str,
         value: &T,
     ) -> Result<(), std::io::Error> {
-        let bytes = codec::encode(value).map_err(io)?;
+        let bytes = enc(value).map_err(io)?;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(io)?;
             tx.open_table(META)
@@ -135,7 +154,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map_err(io)?;
             rows.map(|r| {
                 let (_, v) = r.map_err(io)?;
-                codec::decode(v.value(), MAX_ENTRY).map_err(io)
+                dec(v.value())
             })
             .collect()
         })
@@ -160,8 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let last = match t.last().map_err(io)? {
                     None => None,
                     Some((_, v)) => {
-                        let e: Entry<TypeConfig> =
-                            codec::decode(v.value(), MAX_ENTRY).map_err(io)?;
+                        let e: Entry<TypeConfig> = dec(v.value())?;
                         Some(e.log_id)
                     }
                 };
@@ -212,7 +230,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let rows: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
-            .map(|e| codec::encode(&e).map(|b| (e.log_id.index, b)))
+            .map(|e| enc(&e).map(|b| (e.log_id.index, b)))
             .collect::<Result<_, _>>()
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;
         let result = self

@@ -15,7 +15,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Fre
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
-        Ok((dir, log, StateMachine::default()))
+        let store = crate::store::Store::open(&dir.path().join("store.redb")).unwrap();
+        let sm = StateMachine::open(std::sync::Arc::new(store)).unwrap();
+        Ok((dir, log, sm))
     }
 }
 

@@ -1,7 +1,15 @@
-//! The coordinator group's replicated log (issue 18, in progress): openraft 0.9 with its
-//! log and vote kept durably in redb. Nothing uses it yet.
+//! The coordinator group's replicated log: openraft 0.9 with its log and vote kept in a
+//! redb file ([`log_store`]), the coordinator's store as its state machine
+//! ([`state_machine`]), QUIC with mutual TLS between members ([`network`]), and the running
+//! member ([`node`]).
+//!
+//! What goes through the log is the store's writes, as raw records ([`crate::store::Op`]):
+//! workloads and their switchovers and failovers, host records on registration and loss,
+//! what operators said about hosts, and events. Heartbeats and telemetry do not.
 
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 
 #[cfg(test)]
@@ -11,23 +19,36 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-/// A change to the coordinator's records, replicated through the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command {
-    /// An opaque record write (to be replaced by the store's write operations).
-    Put {
-        /// The record's key.
-        key: String,
-        /// Its encoded value.
-        value: Vec<u8>,
-    },
+use crate::store::Op;
+
+/// One replicated write: the raw records of one store transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The writes, applied together.
+    pub ops: Vec<Op>,
 }
 
-/// A member of the group: where its QUIC endpoint listens.
+/// A member of the group: where it can be reached. A witness has no control-plane or HTTP
+/// address (it serves neither).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    /// `host:port`.
-    pub addr: String,
+    /// `ip:port` of its peer (Raft) QUIC endpoint.
+    pub raft: String,
+    /// `ip:port` where agents reach it, for a coordinator.
+    pub quic: Option<String>,
+    /// `ip:port` of its HTTP API, for a coordinator.
+    pub http: Option<String>,
+}
+
+impl Member {
+    /// "witness" or "coordinator".
+    pub fn kind(&self) -> &'static str {
+        if self.quic.is_none() {
+            "witness"
+        } else {
+            "coordinator"
+        }
+    }
 }
 
 openraft::declare_raft_types!(
@@ -42,3 +63,6 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
         Responder = openraft::impls::OneshotResponder<TypeConfig>,
 );
+
+/// The group's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;

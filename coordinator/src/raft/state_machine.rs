@@ -1,10 +1,10 @@
-//! The replicated state machine, for now the smallest one openraft accepts: it applies
-//! [`Command`]s to a map in memory and keeps the applied log id and membership; a snapshot is
-//! all of it, encoded. (Issue 18 will apply commands to the coordinator's store instead.)
+//! The replicated state machine is the coordinator's store: each committed entry's writes
+//! are applied to it in one transaction together with the entry's log id (and the newest
+//! membership), so the store always says exactly which prefix of the log it holds, and a
+//! member restarted from its files replays only the entries after it. A snapshot is every
+//! record of the store, raw, with that position; installing one replaces the records.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -15,34 +15,61 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use understudy_common::codec;
 
-use super::{Command, Member, TypeConfig};
+use super::{Member, TypeConfig};
+use crate::store::{Op, Store};
 
 type Err = StorageError<u64>;
 
 /// Largest snapshot accepted.
 const MAX_SNAPSHOT: usize = 256 << 20;
+/// Largest encoded log position accepted.
+const MAX_POSITION: usize = 64 << 10;
+/// Format version of the stored log position and of snapshots.
+const FORMAT: u8 = 1;
 
-/// What the state machine holds.
+/// Which prefix of the log the store holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    /// The newest entry applied.
-    pub applied: Option<LogId<u64>>,
-    /// The newest membership applied.
-    pub membership: StoredMembership<u64, Member>,
-    /// The records.
-    pub records: BTreeMap<String, Vec<u8>>,
+struct Position {
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Member>,
+}
+
+/// A snapshot's contents.
+#[derive(Debug, Serialize, Deserialize)]
+struct Body {
+    position: Position,
+    records: Vec<Op>,
+}
+
+fn versioned<T: Serialize>(v: &T) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = vec![FORMAT];
+    out.extend(codec::encode(v).map_err(io)?);
+    Ok(out)
+}
+
+fn unversioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    cap: usize,
+    what: &str,
+) -> Result<T, std::io::Error> {
+    match bytes.split_first() {
+        Some((&FORMAT, body)) => codec::decode(body, cap).map_err(io),
+        Some((v, _)) => Err(std::io::Error::other(format!(
+            "{what}: format version {v} is not supported (this build reads {FORMAT})"
+        ))),
+        None => Err(std::io::Error::other(format!("{what}: empty"))),
+    }
 }
 
 type Stored = Option<(SnapshotMeta<u64, Member>, Vec<u8>)>;
 
-/// The state machine with its newest snapshot (shared with the snapshot builders it hands
-/// out, which take a copy of the state: a snapshot they build becomes the current one).
-#[derive(Debug, Clone, Default)]
+/// The state machine: the store, where it is in the log, and the newest snapshot (kept in
+/// memory; a restarted member builds a new one when it needs one).
+#[derive(Debug, Clone)]
 pub struct StateMachine {
-    /// Its state.
-    pub state: State,
+    store: Arc<Store>,
+    position: Position,
     snapshot: Arc<Mutex<Stored>>,
-    built: Arc<AtomicU64>,
 }
 
 fn slot(s: &Mutex<Stored>) -> std::sync::MutexGuard<'_, Stored> {
@@ -53,15 +80,56 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+impl StateMachine {
+    /// The state machine over `store`, at the position the store records.
+    pub fn open(store: Arc<Store>) -> Result<Self, std::io::Error> {
+        let position = match store.raft_state().map_err(io)? {
+            Some(bytes) => unversioned(&bytes, MAX_POSITION, "store raft position")?,
+            None => Position::default(),
+        };
+        Ok(StateMachine {
+            store,
+            position,
+            snapshot: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Err> {
-        let bytes =
-            codec::encode(&self.state).map_err(|e| StorageIOError::read_state_machine(&io(e)))?;
-        let built = self.built.fetch_add(1, Ordering::Relaxed) + 1;
+        let store = self.store.clone();
+        // Records and position come from one read transaction, so they agree even while
+        // the state machine goes on applying.
+        let built = tokio::task::spawn_blocking(move || -> Result<_, std::io::Error> {
+            let (records, position) = store.export().map_err(io)?;
+            let position = match position {
+                Some(b) => unversioned(&b, MAX_POSITION, "store raft position")?,
+                None => Position::default(),
+            };
+            let bytes = versioned(&Body {
+                position: position.clone(),
+                records,
+            })?;
+            Ok((position, bytes))
+        })
+        .await
+        .map_err(io)
+        .and_then(|r| r)
+        .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let (position, bytes) = built;
         let meta = SnapshotMeta {
-            last_log_id: self.state.applied,
-            last_membership: self.state.membership.clone(),
-            snapshot_id: format!("{}-{}", self.state.applied.map_or(0, |l| l.index), built),
+            last_log_id: position.applied,
+            last_membership: position.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                position.applied.map_or(0, |l| l.leader_id.term),
+                position.applied.map_or(0, |l| l.index)
+            ),
         };
         *slot(&self.snapshot) = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
@@ -77,7 +145,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), Err> {
-        Ok((self.state.applied, self.state.membership.clone()))
+        Ok((self.position.applied, self.position.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, Err>
@@ -85,20 +153,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut ops = Vec::new();
         let mut out = Vec::new();
+        let mut position = self.position.clone();
         for e in entries {
-            self.state.applied = Some(e.log_id);
+            position.applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(Command::Put { key, value }) => {
-                    self.state.records.insert(key, value);
-                }
+                EntryPayload::Normal(cmd) => ops.extend(cmd.ops),
                 EntryPayload::Membership(m) => {
-                    self.state.membership = StoredMembership::new(Some(e.log_id), m);
+                    position.membership = StoredMembership::new(Some(e.log_id), m);
                 }
             }
             out.push(());
         }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let state = versioned(&position).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(&ops, Some(&state)).map_err(io))
+            .await
+            .map_err(io)
+            .and_then(|r| r)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.position = position;
         Ok(out)
     }
 
@@ -116,9 +195,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), Err> {
         let bytes = snapshot.into_inner();
-        let state: State = codec::decode(&bytes, MAX_SNAPSHOT)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &io(e)))?;
-        self.state = state;
+        let bad = |e: std::io::Error| StorageIOError::read_snapshot(Some(meta.signature()), &e);
+        let body: Body = unversioned(&bytes, MAX_SNAPSHOT, "snapshot").map_err(bad)?;
+        let position = Position {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let state = versioned(&position).map_err(bad)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.import(&body.records, &state).map_err(io))
+            .await
+            .map_err(io)
+            .and_then(|r| r)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.position = position;
         *slot(&self.snapshot) = Some((meta.clone(), bytes));
         Ok(())
     }

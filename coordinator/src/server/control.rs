@@ -50,6 +50,12 @@ pub async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    serve_connection(shared, conn).await;
+}
+
+/// Serves one established connection until it ends.
+pub async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
     let Some(name) = peer_name(&conn) else {
         shared.metrics.refused(Refusal::NoCertificate);
         tracing::warn!(%remote, "refused connection: no client certificate");

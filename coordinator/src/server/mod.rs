@@ -8,6 +8,7 @@ pub mod admin;
 pub mod control;
 pub mod decisions;
 pub mod failover;
+pub mod group;
 pub mod http;
 pub mod http_admin;
 pub mod orders;
@@ -19,7 +20,8 @@ pub mod workloads;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use understudy_common::protocol::close;
@@ -52,7 +54,10 @@ pub struct Shared {
     state: Mutex<State>,
     book: Mutex<records::Book>,
     migrations: Mutex<HashMap<String, MigrationStatus>>,
-    store: Store,
+    store: Arc<Store>,
+    /// Set once this coordinator is no longer its group's leader for the term this state
+    /// belongs to: no order leaves after it (see [`orders::deliver`]).
+    fence: Arc<AtomicBool>,
     /// Exported metrics.
     pub metrics: Metrics,
     /// When this coordinator started.
@@ -72,7 +77,7 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state from what the store holds.
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
         loaded: Loaded,
         heartbeat_interval: Duration,
         heartbeat_timeout: Duration,
@@ -102,6 +107,7 @@ impl Shared {
                     .collect(),
             ),
             store,
+            fence: Arc::new(AtomicBool::new(false)),
             metrics: Metrics::new(),
             started: Instant::now(),
             heartbeat_interval,
@@ -112,6 +118,24 @@ impl Shared {
         };
         shared.update_gauges(&shared.lock());
         shared
+    }
+
+    /// The flag that fences this state's orders (shared with the group's write path).
+    pub fn fence(&self) -> Arc<AtomicBool> {
+        self.fence.clone()
+    }
+
+    /// Whether this coordinator stopped leading the term this state belongs to.
+    pub fn fenced(&self) -> bool {
+        self.fence.load(Ordering::SeqCst)
+    }
+
+    /// Closes every agent connection with `code` and `reason` (a leader stepping down).
+    pub fn close_all(&self, code: u32, reason: &[u8]) {
+        let st = self.lock();
+        for c in st.conns.values() {
+            c.close(code.into(), reason);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -16,6 +16,12 @@ use crate::workloads::migration::Delivery;
 
 /// Sends `order` to `host` and waits up to `timeout` for its reply.
 pub async fn deliver(shared: &Shared, host: &str, order: &Order, timeout: Duration) -> Delivery {
+    if shared.fenced() {
+        return Delivery::NotSent(format!(
+            "this coordinator is no longer the group's leader; {} order to {host} not sent",
+            order.kind()
+        ));
+    }
     let Some(conn) = shared.connection(host) else {
         return Delivery::NotSent(format!("host {host} is not connected"));
     };

@@ -10,8 +10,10 @@ use understudy_common::tls::endpoint::{server_config, EndpointConfigError};
 use understudy_common::tls::files::TlsFileError;
 use understudy_common::tls::{Refusal, Role};
 
-use super::{control, http, switchover, Shared};
+use super::{control, group, http, switchover, Shared};
 use crate::config::CoordinatorConfig;
+use crate::raft::node::{Node, NodeError, NodeSettings};
+use crate::raft::Member;
 use crate::store::{Store, StoreError};
 
 /// How long a shutdown waits for connections to close.
@@ -41,6 +43,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The group member could not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
     /// Signal handling could not be set up.
     #[error("signal setup: {0}")]
     Signal(std::io::Error),
@@ -48,6 +53,9 @@ pub enum ServeError {
 
 /// Runs the coordinator until SIGTERM/SIGINT.
 pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
+    if let Some(cluster) = config.cluster.clone() {
+        return serve_member(config, cluster).await;
+    }
     let tls = config.tls.load(Role::Coordinator)?;
     let store = Store::open(&config.store.path)?;
     let loaded = store.load()?;
@@ -60,7 +68,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
         failover_after: f.failover_after,
     };
     let shared = Arc::new(Shared::new(
-        store,
+        Arc::new(store),
         loaded,
         hb.interval,
         hb.timeout,
@@ -107,7 +115,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     // host can register, so reconciliation leaves them to their driver.
     switchover::resume_interrupted(&shared, interrupted);
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
-    let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone(), true));
     let mut http_stop = stop_rx;
     let app = http::router(shared.clone());
     let http_task = tokio::spawn(async move {
@@ -140,13 +148,163 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Runs this coordinator as a member of a group until SIGTERM/SIGINT (see [`group`]).
+async fn serve_member(
+    config: CoordinatorConfig,
+    cluster: crate::config::ClusterSection,
+) -> Result<(), ServeError> {
+    let tls = config.tls.load(Role::Coordinator)?;
+    let store = Arc::new(Store::open(&config.store.path)?);
+    let me = Member {
+        raft: cluster.listen.to_string(),
+        quic: Some(config.quic.listen.to_string()),
+        http: Some(config.http.listen.to_string()),
+    };
+    let node = Node::start(
+        NodeSettings {
+            id: cluster.id,
+            listen: cluster.listen,
+            me,
+            log: &cluster.log,
+            elect: true,
+        },
+        &tls,
+        store.clone(),
+    )
+    .await?;
+    let hb = config.heartbeat.clone();
+    let f = config.failover.clone();
+    let decisions = config.decisions.settings();
+    let build = move |store: Arc<Store>| -> Result<Arc<Shared>, String> {
+        let loaded = store.load().map_err(|e| e.to_string())?;
+        let interrupted = loaded.migrations.clone();
+        let settings = crate::workloads::failover::Settings {
+            mode: f.mode,
+            fence_after: f.fence_after,
+            failover_after: f.failover_after,
+        };
+        let shared = Arc::new(Shared::new(
+            store,
+            loaded,
+            hb.interval,
+            hb.timeout,
+            settings,
+            decisions.clone(),
+        ));
+        switchover::resume_interrupted(&shared, interrupted);
+        Ok(shared)
+    };
+    let run = |shared: Arc<Shared>, stop: tokio::sync::watch::Receiver<bool>| {
+        tokio::spawn(sweep_loop(shared, stop, false));
+    };
+    let (group, leading) = group::start(node.clone(), store, build, run);
+
+    let sink = Arc::new(move |reason: Refusal, detail: &str| {
+        tracing::warn!(
+            reason = reason.label(),
+            "refused agent certificate: {detail}"
+        );
+    });
+    let quic_cfg = server_config(
+        &tls,
+        Role::Agent,
+        CONTROL_ALPN,
+        config.heartbeat.timeout * 2,
+        sink,
+    )?;
+    let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
+        ServeError::Bind {
+            what: "quic.listen",
+            addr: config.quic.listen,
+            source,
+        }
+    })?;
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "http.listen",
+            addr: config.http.listen,
+            source,
+        })?;
+    tracing::info!(
+        id = cluster.id,
+        name = %tls.identity.name,
+        quic = %config.quic.listen,
+        http = %config.http.listen,
+        raft = %cluster.listen,
+        "coordinator group member serving"
+    );
+    let accept = tokio::spawn(group::accept_loop(endpoint.clone(), group.clone()));
+    let (stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
+    let app = group::router(group.clone());
+    let http_task = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = axum::serve(http_listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            tracing::error!("HTTP API failed: {e}");
+        }
+    });
+
+    wait_for_signal().await.map_err(ServeError::Signal)?;
+    let _ = stop_tx.send(true);
+    leading.abort();
+    accept.abort();
+    endpoint.close(close::SHUTDOWN.into(), b"coordinator shutting down");
+    node.shutdown().await;
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+        endpoint.wait_idle().await;
+        let _ = http_task.await;
+    })
+    .await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Runs a witness until SIGTERM/SIGINT: a voter that never campaigns and serves no API.
+pub async fn witness(config: crate::config::WitnessConfig) -> Result<(), ServeError> {
+    let tls = config.tls.load(Role::Coordinator)?;
+    let w = &config.witness;
+    let store = Arc::new(Store::open(&w.store)?);
+    let node = Node::start(
+        NodeSettings {
+            id: w.id,
+            listen: w.listen,
+            me: Member {
+                raft: w.listen.to_string(),
+                quic: None,
+                http: None,
+            },
+            log: &w.log,
+            elect: false,
+        },
+        &tls,
+        store,
+    )
+    .await?;
+    tracing::info!(id = w.id, raft = %w.listen, "witness serving");
+    wait_for_signal().await.map_err(ServeError::Signal)?;
+    node.shutdown().await;
+    tracing::info!("witness stopped");
+    Ok(())
+}
+
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(control::handle(shared.clone(), incoming));
     }
 }
 
-async fn sweep_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Expires silent hosts, drives failovers and decisions; with `flush`, also writes
+/// last-seen times (a group member does not: they do not go through the log).
+async fn sweep_loop(
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    flush: bool,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut since_flush = Duration::ZERO;
     loop {
@@ -158,7 +316,7 @@ async fn sweep_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<
         super::failover::tick(&shared);
         super::decisions::tick(&shared);
         since_flush += Duration::from_millis(250);
-        if since_flush >= FLUSH_EVERY {
+        if flush && since_flush >= FLUSH_EVERY {
             since_flush = Duration::ZERO;
             let s = shared.clone();
             // redb commits fsync; keep them off the async workers.

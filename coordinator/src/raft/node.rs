@@ -1,0 +1,188 @@
+//! A running group member: its Raft instance over the redb log and the store, its peer
+//! endpoint, and the timing every member of a group shares.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+use understudy_common::tls::endpoint::{client_config, server_config, EndpointConfigError};
+use understudy_common::tls::files::LoadedTls;
+use understudy_common::tls::{Refusal, Role};
+
+use super::log_store::LogStore;
+use super::network::{self, Network, PeerClient, PeerError, PeerRequest, PeerResponse};
+use super::state_machine::StateMachine;
+use super::{Member, Raft};
+use crate::store::Store;
+
+/// How often the leader sends heartbeats (and how long one AppendEntries may take).
+pub const HEARTBEAT: Duration = Duration::from_millis(150);
+/// A follower that has not heard from a leader for a random time in this range campaigns.
+pub const ELECTION_MIN: Duration = Duration::from_millis(600);
+/// See [`ELECTION_MIN`].
+pub const ELECTION_MAX: Duration = Duration::from_millis(900);
+/// Idle timeout of peer connections.
+const PEER_IDLE: Duration = Duration::from_secs(10);
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// TLS configuration refused.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointConfigError),
+    /// The peer listener could not be bound.
+    #[error("cannot listen on cluster.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The log or the store could not be opened.
+    #[error("{0}")]
+    Storage(String),
+    /// openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running member.
+#[derive(Clone)]
+pub struct Node {
+    /// This member's id.
+    pub id: u64,
+    /// Its addresses.
+    pub me: Member,
+    /// The Raft instance.
+    pub raft: Raft,
+    /// The store the state machine applies to.
+    pub store: Arc<Store>,
+    /// When a leader's AppendEntries was last accepted here.
+    pub contact: network::LeaderContact,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+/// What starting a member needs.
+#[derive(Debug)]
+pub struct NodeSettings<'a> {
+    /// Its id (unique in the group, at least 1).
+    pub id: u64,
+    /// Where its peer endpoint listens.
+    pub listen: SocketAddr,
+    /// Its addresses as the others see them.
+    pub me: Member,
+    /// The Raft log file.
+    pub log: &'a Path,
+    /// Whether it may campaign (a witness may not).
+    pub elect: bool,
+}
+
+/// The Raft configuration every member uses.
+pub fn raft_config(elect: bool) -> Result<Config, NodeError> {
+    let cfg = Config {
+        cluster_name: "understudy".into(),
+        heartbeat_interval: HEARTBEAT.as_millis() as u64,
+        election_timeout_min: ELECTION_MIN.as_millis() as u64,
+        election_timeout_max: ELECTION_MAX.as_millis() as u64,
+        install_snapshot_timeout: 10_000,
+        enable_elect: elect,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Config::default()
+    };
+    cfg.validate().map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+impl Node {
+    /// Opens the log, puts the state machine over `store` and starts serving peers.
+    pub async fn start(
+        s: NodeSettings<'_>,
+        tls: &LoadedTls,
+        store: Arc<Store>,
+    ) -> Result<Node, NodeError> {
+        let sink = Arc::new(|reason: Refusal, detail: &str| {
+            tracing::warn!(
+                reason = reason.label(),
+                "refused peer certificate: {detail}"
+            );
+        });
+        let server = server_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE, sink)?;
+        let client = client_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE)?;
+        let endpoint =
+            quinn::Endpoint::server(server, s.listen).map_err(|source| NodeError::Bind {
+                addr: s.listen,
+                source,
+            })?;
+        let log = LogStore::open(s.log)
+            .map_err(|e| NodeError::Storage(format!("raft log {}: {e}", s.log.display())))?;
+        let sm = StateMachine::open(store.clone())
+            .map_err(|e| NodeError::Storage(format!("store: {e}")))?;
+        let net = Network {
+            endpoint: endpoint.clone(),
+            config: client.clone(),
+        };
+        let raft = Raft::new(s.id, Arc::new(raft_config(s.elect)?), net, log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let contact = network::LeaderContact::default();
+        tokio::spawn(network::serve(
+            endpoint.clone(),
+            raft.clone(),
+            s.id,
+            s.me.clone(),
+            contact.clone(),
+        ));
+        Ok(Node {
+            id: s.id,
+            me: s.me,
+            raft,
+            store,
+            contact,
+            endpoint,
+            client,
+        })
+    }
+
+    /// Asks the member at `addr` for its id and addresses.
+    pub async fn hello(&self, addr: SocketAddr) -> Result<(u64, Member), PeerError> {
+        let mut c = PeerClient::new(self.endpoint.clone(), self.client.clone(), addr);
+        match c.call(&PeerRequest::Hello, network::HELLO_TIMEOUT).await? {
+            PeerResponse::Hello { id, member } => Ok((id, member)),
+            _ => Err(PeerError::Exchange {
+                addr,
+                reason: "unexpected answer to hello".into(),
+            }),
+        }
+    }
+
+    /// The leader and its addresses, if one is known here and (for a follower) was heard
+    /// from within `fresh`: a follower whose leader went silent is not sure of it.
+    pub fn live_leader(&self, fresh: Duration) -> Option<(u64, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        if id != self.id {
+            let last = *self.contact.lock().unwrap_or_else(|e| e.into_inner());
+            if !last.is_some_and(|t| t.elapsed() <= fresh) {
+                return None;
+            }
+        }
+        let member = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    /// Stops Raft and the peer endpoint.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        self.endpoint
+            .close(understudy_common::protocol::close::SHUTDOWN.into(), b"bye");
+    }
+}

@@ -1,0 +1,154 @@
+//! The coordinator as a group of two coordinators and a witness (real binaries on namespace
+//! hosts, formed with `understudy cluster init`): the leader killed again and again, the
+//! witness down, both coordinators down at once. Each time a leader is back, the agents
+//! reconnect to it without their workloads moving, the CLI reaches it through whichever
+//! member answers, and the workload's epochs keep committing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, Instant};
+
+use understudy_tests::cluster::Cluster;
+use understudy_tests::copies::{advancing, create_counter, the_one_copy};
+use understudy_tests::wait::eventually;
+use understudy_tests::{require_criu, require_e2e};
+
+const HOSTS: [&str; 2] = ["host-a", "host-b"];
+
+/// Waits for `name` to commit two more epochs than now.
+fn epochs_go_on(c: &Cluster, name: &str) -> u64 {
+    let before = c.workload(name).unwrap().epochs;
+    eventually(
+        &format!("{name}'s epochs go on"),
+        Duration::from_secs(30),
+        || {
+            let w = c.workload(name)?;
+            if w.epochs >= before + 2 {
+                Ok(w.epochs)
+            } else {
+                Err(format!(
+                    "{} epochs (was {before}); {:?}",
+                    w.epochs, w.unprotected
+                ))
+            }
+        },
+    )
+}
+
+/// Waits until every member reports the same last log index as the leader (nothing to
+/// catch up), so that whichever is killed next, the other can be elected.
+fn caught_up(c: &Cluster) {
+    eventually("every member caught up", Duration::from_secs(20), || {
+        let s = c.cluster_status()?;
+        let lagging: Vec<_> = s
+            .members
+            .iter()
+            .filter(|m| m.lag != Some(0) && s.leader != Some(m.id))
+            .map(|m| (m.id, m.lag))
+            .collect();
+        if s.members.len() == 3 && lagging.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("lagging {lagging:?}"))
+        }
+    });
+}
+
+#[test]
+fn killing_the_leader_elects_the_other_coordinator_and_protection_goes_on() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started_group(&HOSTS);
+    let s = c.cluster_status().unwrap();
+    let kinds: Vec<_> = s.members.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, ["coordinator", "coordinator", "witness"], "{s:?}");
+    create_counter(&c, "steady", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("steady", 2);
+    let generation = c.workload("steady").unwrap().generation;
+
+    let mut elections = Vec::new();
+    for round in 0..4 {
+        caught_up(&c);
+        let old = c.leader().expect("a leader");
+        c.kill(old);
+        let killed = Instant::now();
+        let new = c.wait_leader(&[old], Duration::from_secs(15));
+        elections.push(killed.elapsed());
+        eprintln!(
+            "round {round}: {old} killed, {new} leads after {:?}",
+            killed.elapsed()
+        );
+        // The agents find the new leader and nothing moves.
+        c.wait_connected(HOSTS.len());
+        let listed = c.cli(&["workload", "list"]);
+        assert!(
+            listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("steady"),
+            "workload list through the survivor: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        epochs_go_on(&c, "steady");
+        assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
+        advancing(&c, "host-a", "steady");
+        let w = c.workload("steady").unwrap();
+        assert_eq!(w.generation, generation, "the workload moved: {w:?}");
+        c.start_member(old);
+    }
+    elections.sort();
+    let median = elections[elections.len() / 2];
+    eprintln!("kill to a new leader answering the CLI: {elections:?}, median {median:?}");
+    assert!(
+        median < Duration::from_secs(2),
+        "median time to a new leader {median:?} (of {elections:?}) is over 2 s"
+    );
+}
+
+#[test]
+fn the_pair_works_without_the_witness_and_both_down_then_up_keeps_every_record() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started_group(&HOSTS);
+    create_counter(&c, "steady", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("steady", 2);
+    caught_up(&c);
+
+    // Witness down: the two coordinators still form a majority and act.
+    c.kill("witness");
+    c.create_workload(&[
+        "later",
+        "--host",
+        "host-b",
+        "--shadow",
+        "host-a",
+        "--interval",
+        "1s",
+        "--",
+        "/bin/sleep",
+        "3600",
+    ]);
+    c.wait_for_epochs("later", 1);
+    let leader = c.leader().expect("a leader without the witness");
+    let other = if leader == "coord" { "coord2" } else { "coord" };
+    c.start_member("witness");
+    caught_up(&c);
+
+    // Both coordinators down at once (SIGKILL), then up: everything is still there, and
+    // nothing moved.
+    let before = c.workload("steady").unwrap();
+    c.kill(leader);
+    c.kill(other);
+    std::thread::sleep(Duration::from_secs(2));
+    c.start_member("coord");
+    c.start_member("coord2");
+    c.wait_leader(&[], Duration::from_secs(30));
+    c.wait_connected(HOSTS.len());
+    let after = c.workload("steady").unwrap();
+    assert_eq!(after.generation, before.generation, "moved: {after:?}");
+    assert_eq!(after.primary, before.primary);
+    assert!(
+        c.workload("later").is_ok(),
+        "the workload created without the witness is gone"
+    );
+    epochs_go_on(&c, "steady");
+    assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
+    advancing(&c, "host-a", "steady");
+}
