@@ -3,6 +3,7 @@
 //! capped backoff whenever the connection is lost.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ enum SessionError {
     Timeout(Duration),
     #[error("unexpected answer from coordinator: {0}")]
     Unexpected(String),
+    #[error("this coordinator leads term {term}, but this host has seen term {seen}: refused")]
+    StaleTerm { term: u64, seen: u64 },
 }
 
 enum Outcome {
@@ -112,6 +115,13 @@ async fn answer(
         .map_err(SessionError::from)
 }
 
+/// `(connection's term, newest term seen)` when the connection's is older.
+fn stale(node: &Node, conn_term: &std::sync::atomic::AtomicU64) -> Option<(u64, u64)> {
+    let term = conn_term.load(Ordering::SeqCst);
+    let seen = node.term.load(Ordering::SeqCst);
+    (term < seen).then_some((term, seen))
+}
+
 /// The leader's address a group member closed the connection with, if it named one.
 fn leader_named(e: &SessionError) -> Option<SocketAddr> {
     let SessionError::Connection(quinn::ConnectionError::ApplicationClosed(c)) = e else {
@@ -148,8 +158,9 @@ async fn session(
     let conn = tokio::time::timeout(CONNECT_LIMIT, connecting)
         .await
         .map_err(|_| SessionError::Timeout(CONNECT_LIMIT))??;
-    let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone()));
-    let result = registered_session(&conn, ctl, sampler, backoff, stop).await;
+    let term = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone(), term.clone()));
+    let result = registered_session(&conn, ctl, sampler, backoff, stop, &term).await;
     orders.abort();
     match &result {
         Ok(Outcome::Stopped) => conn.close(close::SHUTDOWN.into(), b"agent shutting down"),
@@ -172,6 +183,7 @@ async fn registered_session(
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
+    conn_term: &std::sync::atomic::AtomicU64,
 ) -> Result<Outcome, SessionError> {
     let (mut send, mut recv) = within(conn.open_bi()).await?;
     let register = AgentMessage::Register(Register {
@@ -186,8 +198,14 @@ async fn registered_session(
         CoordinatorMessage::Registered {
             host,
             heartbeat_interval_ms,
+            term,
         } => {
-            tracing::info!(coordinator = %conn.remote_address(), "registered as {host}");
+            let seen = ctl.node.term.fetch_max(term, Ordering::SeqCst);
+            if term < seen {
+                return Err(SessionError::StaleTerm { term, seen });
+            }
+            conn_term.store(term, Ordering::SeqCst);
+            tracing::info!(coordinator = %conn.remote_address(), term, "registered as {host}");
             Duration::from_millis(heartbeat_interval_ms.clamp(100, 60_000))
         }
         other => return Err(SessionError::Unexpected(format!("{other:?}"))),
@@ -230,6 +248,13 @@ async fn registered_session(
         within(write_frame(&mut send, PROTOCOL_VERSION, &hb)).await?;
         match answer(&mut recv, hb_limit).await? {
             CoordinatorMessage::HeartbeatAck { seq: acked, leases } if acked == seq => {
+                let (term, seen) = (
+                    conn_term.load(Ordering::SeqCst),
+                    ctl.node.term.load(Ordering::SeqCst),
+                );
+                if term < seen {
+                    return Err(SessionError::StaleTerm { term, seen });
+                }
                 // Off the heartbeat's path: a slow supervisor must not delay the next beat.
                 crate::lease::renew(&ctl.node, leases);
             }
@@ -246,9 +271,14 @@ async fn send_report(conn: &quinn::Connection, report: &Report) -> Result<(), Se
 }
 
 /// Serves the coordinator's orders: one bidirectional stream per order.
-async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
+async fn serve_orders(
+    node: Arc<Node>,
+    conn: quinn::Connection,
+    conn_term: Arc<std::sync::atomic::AtomicU64>,
+) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let node = node.clone();
+        let conn_term = conn_term.clone();
         tokio::spawn(async move {
             let order = tokio::time::timeout(
                 ANSWER_TIMEOUT,
@@ -257,6 +287,19 @@ async fn serve_orders(node: Arc<Node>, conn: quinn::Connection) {
             .await;
             let reply = match order {
                 Err(_) => OrderReply::Failed(format!("no whole order within {ANSWER_TIMEOUT:?}")),
+                Ok(Ok(order)) if stale(&node, &conn_term).is_some() => {
+                    let (term, seen) = stale(&node, &conn_term).unwrap_or_default();
+                    tracing::warn!(
+                        order = order.kind(),
+                        term,
+                        seen,
+                        "refused an order from an older coordinator term"
+                    );
+                    OrderReply::Failed(format!(
+                        "{} order of leader term {term} refused: this host has seen term {seen}",
+                        order.kind()
+                    ))
+                }
                 Ok(Ok(order)) => {
                     let kind = order.kind();
                     let reply = crate::orders::handle(&node, order).await;

@@ -47,6 +47,9 @@ pub struct Node {
     verified: Mutex<HashMap<String, u64>>,
     orphans: Mutex<HashMap<String, CopyRecord>>,
     order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The newest coordinator-group leader term this agent has registered with (0: a
+    /// single coordinator); orders and leases from an older term are refused.
+    pub term: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +102,7 @@ impl Node {
             verified: Mutex::new(HashMap::new()),
             orphans: Mutex::new(orphans),
             order_locks: Mutex::new(HashMap::new()),
+            term: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

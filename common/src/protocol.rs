@@ -13,7 +13,7 @@ use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.
@@ -63,6 +63,10 @@ pub enum CoordinatorMessage {
         host: String,
         /// How often the coordinator expects heartbeats, milliseconds.
         heartbeat_interval_ms: u64,
+        /// The leader's term in a coordinator group (0: a single coordinator). Orders
+        /// and leases on this connection are of this term; an agent that has registered
+        /// with a newer term refuses them.
+        term: u64,
     },
     /// A heartbeat was recorded.
     HeartbeatAck {

@@ -60,6 +60,8 @@ pub struct Cluster {
     ca: PemPair,
     hosts: HashMap<String, Host>,
     procs: Mutex<HashMap<String, Child>>,
+    /// Group members' addresses on the members' own network.
+    member_addrs: HashMap<String, std::net::Ipv4Addr>,
 }
 
 impl Cluster {
@@ -82,8 +84,14 @@ impl Cluster {
         } else {
             &["coord"]
         };
+        let mut member_addrs = HashMap::new();
         for name in members.iter().copied().chain(agents.iter().copied()) {
-            hosts.insert(name.to_owned(), net.add_host(name).expect("test host"));
+            let host = net.add_host(name).expect("test host");
+            if group && members.contains(&name) {
+                let a = net.add_member_link(&host).expect("member link");
+                member_addrs.insert(name.to_owned(), a);
+            }
+            hosts.insert(name.to_owned(), host);
         }
         let cluster = Cluster {
             net,
@@ -91,6 +99,7 @@ impl Cluster {
             ca,
             hosts,
             procs: Mutex::new(HashMap::new()),
+            member_addrs,
         };
         cluster.write_coordinator_files();
         if group {

@@ -49,6 +49,8 @@ pub struct Host {
 pub struct Net {
     slot: u32,
     hosts: Vec<Host>,
+    /// Hosts with a link on the members' network, with that link's root end.
+    members: Vec<String>,
     _lock: fs::File,
 }
 
@@ -61,6 +63,7 @@ impl Net {
                 let net = Net {
                     slot,
                     hosts: Vec::new(),
+                    members: Vec::new(),
                     _lock: lock,
                 };
                 net.cleanup_leftovers();
@@ -118,6 +121,47 @@ impl Net {
         };
         self.hosts.push(host.clone());
         Ok(host)
+    }
+
+    fn member_bridge(&self) -> String {
+        format!("usbm{}", self.slot)
+    }
+
+    /// Gives `host` a second link, on a second bridge reserved for coordinator-group
+    /// members' peer traffic, and returns its address there. Cutting that link
+    /// ([`Net::set_member_link`]) partitions a member from the others while agents and
+    /// operators still reach it.
+    pub fn add_member_link(&mut self, host: &Host) -> Result<Ipv4Addr, String> {
+        let i = self.members.len();
+        if i == 0 {
+            ip(&["link", "add", &self.member_bridge(), "type", "bridge"])?;
+            ip(&["link", "set", &self.member_bridge(), "up"])?;
+        }
+        let veth = format!("us{}m{i}", self.slot);
+        let peer = format!("us{}q{i}", self.slot);
+        let addr = Ipv4Addr::new(10, 232, self.slot as u8, (i + 1) as u8);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &host.netns])?;
+        ip(&["link", "set", &veth, "master", &self.member_bridge(), "up"])?;
+        ip(&["-n", &host.netns, "link", "set", &peer, "name", "eth1"])?;
+        ip(&[
+            "-n",
+            &host.netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth1",
+        ])?;
+        ip(&["-n", &host.netns, "link", "set", "eth1", "up"])?;
+        self.members.push(veth);
+        Ok(addr)
+    }
+
+    /// Cuts (`up = false`) or restores the `i`-th member link ([`Net::add_member_link`]).
+    pub fn set_member_link(&self, i: usize, up: bool) -> Result<(), String> {
+        let veth = self.members.get(i).ok_or("no such member link")?;
+        ip(&["link", "set", veth, if up { "up" } else { "down" }])
     }
 
     /// Cuts (`up = false`) or restores a host's link.
@@ -222,8 +266,10 @@ impl Net {
         }
         for i in 0..16 {
             let _ = ip(&["link", "del", &format!("us{}v{i}", self.slot)]);
+            let _ = ip(&["link", "del", &format!("us{}m{i}", self.slot)]);
         }
         let _ = ip(&["link", "del", &self.bridge()]);
+        let _ = ip(&["link", "del", &self.member_bridge()]);
     }
 }
 

@@ -152,3 +152,73 @@ fn the_pair_works_without_the_witness_and_both_down_then_up_keeps_every_record()
     assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
     advancing(&c, "host-a", "steady");
 }
+
+#[test]
+fn a_leader_cut_off_from_the_other_members_stops_acting_and_the_new_leader_wins() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started_group(&["host-a", "host-b", "host-c"]);
+    let hosts = ["host-a", "host-b", "host-c"];
+    create_counter(&c, "steady", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("steady", 2);
+    caught_up(&c);
+    let old = c.leader().expect("a leader");
+    let old_term = c.cluster_status().unwrap().term;
+
+    // Cut the leader off from the other members only: agents and the CLI still reach it.
+    c.set_member_link(old, false);
+    let new = c.wait_leader(&[old], Duration::from_secs(15));
+    assert_ne!(new, old);
+    // The old leader stops acting: its API no longer serves the records.
+    eventually(
+        "the cut-off leader stops serving",
+        Duration::from_secs(10),
+        || {
+            let addr = format!(
+                "http://{}:{}",
+                c.host(old).addr,
+                understudy_tests::cluster::HTTP_PORT
+            );
+            let out = std::process::Command::new(understudy_tests::cluster::bin("understudy"))
+                .args(["workload", "list"])
+                .env("UNDERSTUDY_COORDINATOR", addr)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                Err("it still answers workload list".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    // The agents are with the new leader, of a newer term.
+    c.wait_connected(hosts.len());
+    let new_term = c.cluster_status().unwrap().term;
+    assert!(new_term > old_term, "term {new_term} after {old_term}");
+    // The new leader's orders win: a migration through it completes (once the agent has
+    // the new leader's lease and the counter counts).
+    advancing(&c, "host-a", "steady");
+    let out = c.cli(&["migrate", "steady", "--to", "host-c"]);
+    assert!(
+        out.status.success(),
+        "migrate through the new leader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("steady runs on host-c", Duration::from_secs(60), || {
+        let w = c.workload("steady")?;
+        if w.primary == "host-c" {
+            Ok(())
+        } else {
+            Err(w.primary)
+        }
+    });
+    assert_eq!(the_one_copy(&c, &hosts, "steady"), "host-c");
+
+    // Healed, the old leader rejoins as a follower; still one copy, counting.
+    c.set_member_link(old, true);
+    caught_up(&c);
+    assert_eq!(c.leader(), Some(new));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(the_one_copy(&c, &hosts, "steady"), "host-c");
+    advancing(&c, "host-c", "steady");
+}

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
@@ -66,9 +67,26 @@ fn done(r: Result<MembershipAnswer, super::api::ApiFailure>) -> i32 {
 }
 
 fn status(base: &str, output: Output) -> i32 {
-    let mut s: ClusterStatus = match get(base, "/v1/cluster") {
-        Ok(s) => s,
-        Err(code) => return code,
+    // Each member listed is asked in turn until one knows a leader (a member cut off from
+    // the others knows none).
+    let mut first = None;
+    for b in base.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let (_, r) = super::api::send(b, "GET", "/v1/cluster", None, Duration::from_secs(5));
+        if let Some(s) = r.ok().and_then(|r| r.into_json::<ClusterStatus>().ok()) {
+            let has_leader = s.leader.is_some();
+            first.get_or_insert(s.clone());
+            if has_leader {
+                first = Some(s);
+                break;
+            }
+        }
+    }
+    let mut s = match first {
+        Some(s) => s,
+        None => match get::<ClusterStatus>(base, "/v1/cluster") {
+            Ok(s) => s,
+            Err(code) => return code,
+        },
     };
     // Lag is known to the leader only: ask it when another member answered.
     if s.leader.is_some() && s.leader != Some(s.answered_by) {

@@ -28,6 +28,10 @@ pub const PEER_ALPN: &[u8] = b"understudy-raft/1";
 pub const PEER_VERSION: u16 = 1;
 /// Largest peer frame either side accepts (openraft sends snapshots in smaller chunks).
 pub const MAX_PEER_FRAME: u32 = 32 << 20;
+/// The shortest deadline an RPC is given: openraft bounds AppendEntries by the heartbeat
+/// interval, which a loaded machine can miss without anything being wrong; a missed
+/// deadline drops the connection, so it must mean the member is really not answering.
+pub const MIN_DEADLINE: Duration = Duration::from_millis(1000);
 /// How long `Hello` may take.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -91,66 +95,103 @@ pub enum PeerError {
     },
 }
 
-/// A client to one member, connecting when first needed and again after the connection
-/// closed. A connection attempt outlives the call that started it (a handshake may take
-/// longer than one heartbeat's deadline), and the next call picks it up.
+/// One member's connection, shared by every client to it: openraft makes a new client
+/// after each failure, and a handshake may take longer than one heartbeat's deadline, so
+/// the attempt belongs to the pool, not to the call that started it.
+#[derive(Debug)]
+pub struct Slot {
+    conn: tokio::sync::watch::Sender<Option<quinn::Connection>>,
+    connecting: bool,
+}
+
+/// Connections to members by address.
+pub type Pool = Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, Slot>>>;
+
+/// A client to one member.
 #[derive(Debug)]
 pub struct PeerClient {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     addr: Option<SocketAddr>,
-    conn: Option<quinn::Connection>,
-    connecting: Option<tokio::task::JoinHandle<Result<quinn::Connection, String>>>,
+    pool: Pool,
+}
+
+fn alive(c: &Option<quinn::Connection>) -> Option<quinn::Connection> {
+    c.as_ref().filter(|c| c.close_reason().is_none()).cloned()
 }
 
 impl PeerClient {
-    /// A client for the member at `addr`.
-    pub fn new(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr) -> Self {
+    /// A client for the member at `addr`, sharing connections through `pool`.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+        pool: Pool,
+    ) -> Self {
         PeerClient {
             endpoint,
             config,
             addr: Some(addr),
-            conn: None,
-            connecting: None,
+            pool,
         }
     }
 
-    async fn connection(&mut self, addr: SocketAddr) -> Result<quinn::Connection, PeerError> {
-        if let Some(c) = &self.conn {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+    /// The live connection to `addr`, starting an attempt if none is under way and
+    /// waiting for it (the caller bounds the wait).
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, PeerError> {
+        let mut rx = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = pool.entry(addr).or_insert_with(|| Slot {
+                conn: tokio::sync::watch::channel(None).0,
+                connecting: false,
+            });
+            if let Some(c) = alive(&slot.conn.borrow()) {
+                return Ok(c);
             }
-            self.conn = None;
-        }
-        let unreachable = |reason: String| PeerError::Unreachable { addr, reason };
-        if self.connecting.is_none() {
-            let connecting = self
-                .endpoint
-                .connect_with(self.config.clone(), addr, COORDINATOR_SAN)
-                .map_err(|e| unreachable(e.to_string()))?;
-            self.connecting = Some(tokio::spawn(async move {
-                connecting.await.map_err(|e| e.to_string())
-            }));
-        }
-        let Some(handle) = self.connecting.as_mut() else {
-            return Err(unreachable("no connection attempt".into()));
+            if !slot.connecting {
+                let connecting = self
+                    .endpoint
+                    .connect_with(self.config.clone(), addr, COORDINATOR_SAN)
+                    .map_err(|e| PeerError::Unreachable {
+                        addr,
+                        reason: e.to_string(),
+                    })?;
+                slot.connecting = true;
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    let r = connecting.await;
+                    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = pool.get_mut(&addr) {
+                        slot.connecting = false;
+                        match r {
+                            Ok(c) => {
+                                slot.conn.send_replace(Some(c));
+                            }
+                            Err(e) => tracing::debug!(%addr, "peer connection failed: {e}"),
+                        }
+                    }
+                });
+            }
+            slot.conn.subscribe()
         };
-        // Awaiting the handle by reference leaves it in place if this call times out.
-        let r = handle.await;
-        self.connecting = None;
-        let conn = r
-            .map_err(|e| unreachable(e.to_string()))?
-            .map_err(unreachable)?;
-        self.conn = Some(conn.clone());
-        Ok(conn)
+        loop {
+            if let Some(c) = alive(&rx.borrow_and_update()) {
+                return Ok(c);
+            }
+            rx.changed().await.map_err(|_| PeerError::Unreachable {
+                addr,
+                reason: "connection pool closed".into(),
+            })?;
+        }
     }
 
     /// Sends `req` and waits for the answer, at most `limit` in all.
     pub async fn call(
-        &mut self,
+        &self,
         req: &PeerRequest,
         limit: Duration,
     ) -> Result<PeerResponse, PeerError> {
+        let limit = limit.max(MIN_DEADLINE);
         let Some(addr) = self.addr else {
             return Err(PeerError::Unreachable {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -158,9 +199,11 @@ impl PeerClient {
             });
         };
         let connected = self
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.close_reason().is_none());
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .is_some_and(|s| alive(&s.conn.borrow()).is_some());
         let attempt = async {
             let conn = self.connection(addr).await?;
             let exchange = |e: String| PeerError::Exchange { addr, reason: e };
@@ -180,7 +223,22 @@ impl PeerClient {
                 addr,
                 reason: format!("no connection within {limit:?}"),
             }),
-            Err(_) => Err(PeerError::Timeout { addr, limit }),
+            Err(_) => {
+                // A member that stopped answering on an established connection may have
+                // restarted (its old connection lingers until the idle timeout): start
+                // afresh on the next call.
+                if let Some(slot) = self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&addr)
+                {
+                    if let Some(c) = slot.conn.send_replace(None) {
+                        c.close(0u32.into(), b"no answer within the deadline");
+                    }
+                }
+                Err(PeerError::Timeout { addr, limit })
+            }
         }
     }
 }
@@ -192,6 +250,8 @@ pub struct Network {
     pub endpoint: quinn::Endpoint,
     /// Client TLS (coordinator certificate, expects coordinators).
     pub config: quinn::ClientConfig,
+    /// Connections to the members.
+    pub pool: Pool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -202,8 +262,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             endpoint: self.endpoint.clone(),
             config: self.config.clone(),
             addr: node.raft.parse().ok(),
-            conn: None,
-            connecting: None,
+            pool: self.pool.clone(),
         }
     }
 }

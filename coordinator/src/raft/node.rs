@@ -24,7 +24,7 @@ pub const ELECTION_MIN: Duration = Duration::from_millis(600);
 /// See [`ELECTION_MIN`].
 pub const ELECTION_MAX: Duration = Duration::from_millis(900);
 /// Idle timeout of peer connections.
-const PEER_IDLE: Duration = Duration::from_secs(10);
+const PEER_IDLE: Duration = Duration::from_secs(3);
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,7 @@ pub struct Node {
     pub contact: network::LeaderContact,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
+    pool: network::Pool,
 }
 
 impl std::fmt::Debug for Node {
@@ -126,9 +127,11 @@ impl Node {
             .map_err(|e| NodeError::Storage(format!("raft log {}: {e}", s.log.display())))?;
         let sm = StateMachine::open(store.clone())
             .map_err(|e| NodeError::Storage(format!("store: {e}")))?;
+        let pool = network::Pool::default();
         let net = Network {
             endpoint: endpoint.clone(),
             config: client.clone(),
+            pool: pool.clone(),
         };
         let raft = Raft::new(s.id, Arc::new(raft_config(s.elect)?), net, log, sm)
             .await
@@ -149,12 +152,18 @@ impl Node {
             contact,
             endpoint,
             client,
+            pool,
         })
     }
 
     /// Asks the member at `addr` for its id and addresses.
     pub async fn hello(&self, addr: SocketAddr) -> Result<(u64, Member), PeerError> {
-        let mut c = PeerClient::new(self.endpoint.clone(), self.client.clone(), addr);
+        let c = PeerClient::new(
+            self.endpoint.clone(),
+            self.client.clone(),
+            addr,
+            self.pool.clone(),
+        );
         match c.call(&PeerRequest::Hello, network::HELLO_TIMEOUT).await? {
             PeerResponse::Hello { id, member } => Ok((id, member)),
             _ => Err(PeerError::Exchange {

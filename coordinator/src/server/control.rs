@@ -108,6 +108,7 @@ async fn session(
     let reply = CoordinatorMessage::Registered {
         host: name.to_owned(),
         heartbeat_interval_ms: hb_ms,
+        term: shared.term(),
     };
     write_frame(&mut send, PROTOCOL_VERSION, &reply).await?;
 

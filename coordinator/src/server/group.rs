@@ -97,11 +97,17 @@ impl std::fmt::Debug for Group {
 const FRESH: Duration = Duration::from_millis(600);
 /// How long a follower holds an agent's connection while no leader is known (an election is
 /// under way), before closing it without a leader's address.
-const HOLD: Duration = Duration::from_secs(5);
+const HOLD: Duration = Duration::from_millis(1500);
 
 impl Group {
+    /// The leader as far as this member can tell right now: itself only while it holds a
+    /// confirmed term, another member only if heard from within [`FRESH`].
     fn leader(&self) -> Option<(u64, Member)> {
-        self.node.live_leader(FRESH)
+        let l = self.node.live_leader(FRESH)?;
+        if l.0 == self.node.id && self.term().is_none() {
+            return None;
+        }
+        Some(l)
     }
 
     fn term(&self) -> Option<Arc<Term>> {
@@ -135,6 +141,8 @@ pub fn start(
     let g = group.clone();
     let task = tokio::spawn(async move {
         let mut metrics = g.node.raft.metrics();
+        let mut failures = 0u32;
+        let mut last_check = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = metrics.changed() => {}
@@ -148,17 +156,30 @@ pub fn start(
             let fenced = current
                 .as_ref()
                 .is_some_and(|t| t.shared.fenced() || t.term != m.current_term);
+            // A leader that keeps failing to reach a majority (cut off from the others)
+            // checks every few seconds rather than every beat.
+            let due = failures < 4 || last_check.elapsed() >= Duration::from_secs(2);
+            if caught_up && !fenced && current.is_none() && !due {
+                continue;
+            }
+            last_check = std::time::Instant::now();
             let confirmed = caught_up
                 && !fenced
                 && matches!(
                     tokio::time::timeout(LEASE_CHECK, g.node.raft.ensure_linearizable()).await,
                     Ok(Ok(_))
                 );
+            failures = if confirmed || !caught_up {
+                0
+            } else {
+                failures + 1
+            };
             match (current, confirmed) {
                 (Some(t), false) => step_down(&g, &t),
                 (None, true) => {
                     match build(store.clone()) {
                         Ok(shared) => {
+                            shared.set_term(m.current_term);
                             // The new state's fence is the one the write path sets.
                             let fence_of = shared.fence();
                             *writer.fence.lock().unwrap_or_else(|e| e.into_inner()) = fence_of;
@@ -325,7 +346,8 @@ pub struct ClusterStatus {
     pub answered_by: u64,
     /// Its Raft state: Leader, Follower, Candidate or Learner.
     pub state: String,
-    /// The leader it knows of.
+    /// The leader it knows of: itself only while it holds a confirmed term, another member
+    /// only if heard from recently.
     pub leader: Option<u64>,
     /// The current term.
     pub term: u64,
@@ -339,6 +361,7 @@ pub struct ClusterStatus {
 
 async fn status(State(group): State<Arc<Group>>) -> Json<ClusterStatus> {
     let m = group.node.raft.metrics().borrow().clone();
+    let leader = group.leader().map(|(id, _)| id);
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last = m.last_log_index;
@@ -356,7 +379,7 @@ async fn status(State(group): State<Arc<Group>>) -> Json<ClusterStatus> {
             MemberStatus {
                 id: *id,
                 kind: node.kind().into(),
-                role: if m.current_leader == Some(*id) {
+                role: if leader == Some(*id) {
                     "leader"
                 } else if voters.contains(id) {
                     "voter"
@@ -372,8 +395,11 @@ async fn status(State(group): State<Arc<Group>>) -> Json<ClusterStatus> {
         .collect();
     Json(ClusterStatus {
         answered_by: group.node.id,
-        state: format!("{:?}", m.state),
-        leader: m.current_leader,
+        state: match (m.state, group.term().is_some()) {
+            (ServerState::Leader, false) => "Leader (unconfirmed: no majority reached)".into(),
+            (s, _) => format!("{s:?}"),
+        },
+        leader,
         term: m.current_term,
         last_log_index: last,
         last_applied: m.last_applied.map(|l| l.index),

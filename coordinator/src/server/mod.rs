@@ -58,6 +58,8 @@ pub struct Shared {
     /// Set once this coordinator is no longer its group's leader for the term this state
     /// belongs to: no order leaves after it (see [`orders::deliver`]).
     fence: Arc<AtomicBool>,
+    /// The group leader's term this state acts in (0: a single coordinator).
+    term: std::sync::atomic::AtomicU64,
     /// Exported metrics.
     pub metrics: Metrics,
     /// When this coordinator started.
@@ -108,6 +110,7 @@ impl Shared {
             ),
             store,
             fence: Arc::new(AtomicBool::new(false)),
+            term: std::sync::atomic::AtomicU64::new(0),
             metrics: Metrics::new(),
             started: Instant::now(),
             heartbeat_interval,
@@ -123,6 +126,16 @@ impl Shared {
     /// The flag that fences this state's orders (shared with the group's write path).
     pub fn fence(&self) -> Arc<AtomicBool> {
         self.fence.clone()
+    }
+
+    /// Sets the group leader's term this state acts in.
+    pub fn set_term(&self, term: u64) {
+        self.term.store(term, Ordering::SeqCst);
+    }
+
+    /// The group leader's term this state acts in (0: a single coordinator).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
     }
 
     /// Whether this coordinator stopped leading the term this state belongs to.

@@ -69,7 +69,8 @@ impl Cluster {
                     &format!("{addr}:{HTTP_PORT}"),
                 );
             let cfg = format!(
-                "{cfg}[cluster]\nid = {id}\nlisten = \"{addr}:{RAFT_PORT}\"\nlog = \"{}/data/raft.redb\"\n",
+                "{cfg}[cluster]\nid = {id}\nlisten = \"{}:{RAFT_PORT}\"\nlog = \"{}/data/raft.redb\"\n",
+                self.member_addrs[name],
                 d.display()
             );
             fs::write(d.join("coordinator.toml"), cfg).unwrap();
@@ -95,7 +96,7 @@ listen = "{addr}:{RAFT_PORT}"
 log = "{d}/data/raft.redb"
 store = "{d}/data/records.redb"
 "#,
-            addr = self.host("witness").addr,
+            addr = self.member_addrs["witness"],
             d = d.display()
         );
         fs::write(d.join("witness.toml"), cfg).unwrap();
@@ -124,7 +125,7 @@ store = "{d}/data/records.redb"
     /// then waits for a leader.
     pub fn init_group(&self) {
         let coord = format!("http://{}:{HTTP_PORT}", self.host("coord").addr);
-        let peer = |h: &str| format!("{}:{RAFT_PORT}", self.host(h).addr);
+        let peer = |h: &str| format!("{}:{RAFT_PORT}", self.member_addrs[h]);
         crate::wait::eventually("group initialised", Duration::from_secs(20), || {
             let out = std::process::Command::new(super::bin("understudy"))
                 .args([
@@ -145,6 +146,32 @@ store = "{d}/data/records.redb"
             }
         });
         self.wait_leader(&[], Duration::from_secs(20));
+    }
+
+    /// Cuts (`up = false`) or restores member `name`'s link to the other members, leaving
+    /// its link to agents and operators as it is.
+    pub fn set_member_link(&self, name: &str, up: bool) {
+        let i = MEMBERS
+            .iter()
+            .position(|(m, _)| *m == name)
+            .expect("a member");
+        self.net.set_member_link(i, up).unwrap();
+    }
+
+    /// `understudy cluster status --output json` from member `name` only.
+    pub fn cluster_status_of(&self, name: &str) -> Result<ClusterStatus, String> {
+        let out = std::process::Command::new(super::bin("understudy"))
+            .args(["cluster", "status", "--output", "json"])
+            .env(
+                "UNDERSTUDY_COORDINATOR",
+                format!("http://{}:{HTTP_PORT}", self.host(name).addr),
+            )
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
     }
 
     /// `understudy cluster status --output json`, as the CLI shows it.

@@ -1,0 +1,175 @@
+//! `ha` benchmark: the coordinator group (two coordinators and a witness on namespace
+//! hosts, one agent) under repeated leader kills.
+//!
+//! 1. Leader failover, over KILLS kills (default 20): from the SIGKILL of the leader to the
+//!    first replicated write (a host cordon) accepted by the new leader; and meanwhile an
+//!    operator's CLI (`understudy workload list` with both coordinators' URLs) called in a
+//!    loop: how long its calls fail.
+//! 2. Write latency: a cordon (one host-admin record and one event committed through the
+//!    log) as the API answers it, on the namespace network, 200 times.
+//!
+//! Usage: ha [KILLS]   (needs root; run from target/release with UNDERSTUDY_BIN_DIR set)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use understudy_tests::cluster::{bin, Cluster, HTTP_PORT};
+use understudy_tests::wait::eventually;
+
+/// One HTTP POST with an empty JSON body; the status code.
+fn post(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {resp:?}"))
+}
+
+/// Posts a cordon or uncordon to whichever member accepts it; true once one did.
+fn write_once(c: &Cluster, cordon: bool) -> bool {
+    let path = if cordon {
+        "/v1/hosts/host-a/cordon"
+    } else {
+        "/v1/hosts/host-a/uncordon"
+    };
+    c.coordinators().iter().any(|m| {
+        let addr = SocketAddr::from((c.host(m).addr, HTTP_PORT));
+        matches!(post(addr, path), Ok(200))
+    })
+}
+
+fn caught_up(c: &Cluster) {
+    eventually("members caught up", Duration::from_secs(30), || {
+        let s = c.cluster_status()?;
+        let behind = s
+            .members
+            .iter()
+            .filter(|m| s.leader != Some(m.id) && m.lag != Some(0))
+            .count();
+        if s.members.len() == 3 && behind == 0 {
+            Ok(())
+        } else {
+            Err(format!("{behind} behind"))
+        }
+    });
+}
+
+fn stats(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{name}: n={} median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        v.len(),
+        ms(p(0.5)),
+        ms(p(0.9)),
+        ms(*v.last().unwrap())
+    );
+}
+
+fn main() {
+    let kills: usize = std::env::args()
+        .nth(1)
+        .map_or(20, |a| a.parse().expect("KILLS: a number"));
+    let c = Cluster::started_group(&["host-a"]);
+    let api = c.api();
+
+    let mut failovers = Vec::new();
+    let mut cli_down = Vec::new();
+    let mut cordon = true;
+    for round in 0..kills {
+        caught_up(&c);
+        let old = c.leader().expect("a leader");
+        // The operator's CLI, called in a loop from before the kill until after the new
+        // leader answers: the span from the first failed call's start to the last failed
+        // call's end.
+        let stop = Arc::new(AtomicBool::new(false));
+        let cli = {
+            let stop = stop.clone();
+            let api = api.clone();
+            std::thread::spawn(move || {
+                let mut failed: Option<(Instant, Instant)> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    let ok = Command::new(bin("understudy"))
+                        .args(["workload", "list"])
+                        .env("UNDERSTUDY_COORDINATOR", &api)
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    if !ok {
+                        let end = Instant::now();
+                        failed = Some(failed.map_or((t, end), |(s, _)| (s, end)));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                failed.map_or(Duration::ZERO, |(s, e)| e - s)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        c.kill(old);
+        let killed = Instant::now();
+        while !write_once(&c, cordon) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "no leader accepted a write within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = killed.elapsed();
+        cordon = !cordon;
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+        let down = cli.join().unwrap();
+        println!(
+            "kill {round}: {old} killed; a write accepted after {:.0} ms; CLI calls failed for {:.0} ms",
+            took.as_secs_f64() * 1000.0,
+            down.as_secs_f64() * 1000.0
+        );
+        failovers.push(took);
+        cli_down.push(down);
+        c.start_member(old);
+    }
+    stats("leader failover (kill to a write accepted)", failovers);
+    stats("operator CLI failing during it", cli_down);
+
+    caught_up(&c);
+    let leader = c.leader().unwrap();
+    let addr = SocketAddr::from((c.host(leader).addr, HTTP_PORT));
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let path = if i % 2 == 0 {
+            "/v1/hosts/host-a/cordon"
+        } else {
+            "/v1/hosts/host-a/uncordon"
+        };
+        let t = Instant::now();
+        assert_eq!(post(addr, path), Ok(200));
+        writes.push(t.elapsed());
+    }
+    stats(
+        "write latency (cordon or uncordon through the log)",
+        writes.clone(),
+    );
+    writes.sort();
+    println!(
+        "write latency p50 {:.1} ms, p99 {:.1} ms",
+        writes[100].as_secs_f64() * 1000.0,
+        writes[197].as_secs_f64() * 1000.0
+    );
+}
