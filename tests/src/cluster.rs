@@ -68,10 +68,10 @@ impl Cluster {
     /// Creates the network, a coordinator host named `coord` and one host per agent name,
     /// a cluster CA and a certificate and config for every host. Starts nothing.
     pub fn new(agents: &[&str]) -> Self {
-        Self::build(agents, false)
+        Self::build(agents, false, false)
     }
 
-    fn build(agents: &[&str], group: bool) -> Self {
+    fn build(agents: &[&str], group: bool, spare: bool) -> Self {
         let mut net = Net::new().expect("test network");
         let dir = tempfile::Builder::new()
             .prefix("understudy-e2e-")
@@ -79,10 +79,10 @@ impl Cluster {
             .expect("tempdir");
         let ca = create_ca(Validity::days_from_now(30)).expect("CA");
         let mut hosts = HashMap::new();
-        let members: &[&str] = if group {
-            &["coord", "coord2", "witness"]
-        } else {
-            &["coord"]
+        let members: &[&str] = match (group, spare) {
+            (true, true) => &["coord", "coord2", "witness", "coord3"],
+            (true, false) => &["coord", "coord2", "witness"],
+            _ => &["coord"],
         };
         let mut member_addrs = HashMap::new();
         for name in members.iter().copied().chain(agents.iter().copied()) {
@@ -156,11 +156,10 @@ impl Cluster {
 
     /// The hosts running a coordinator: `coord`, and `coord2` in a group.
     pub fn coordinators(&self) -> Vec<&'static str> {
-        if self.hosts.contains_key("coord2") {
-            vec!["coord", "coord2"]
-        } else {
-            vec!["coord"]
-        }
+        ["coord", "coord2", "coord3"]
+            .into_iter()
+            .filter(|c| self.hosts.contains_key(*c))
+            .collect()
     }
 
     /// The coordinator's QUIC address.

@@ -14,20 +14,37 @@ use super::{Cluster, HTTP_PORT, QUIC_PORT};
 /// UDP port of every member's peer (Raft) endpoint.
 pub const RAFT_PORT: u16 = 7442;
 
-/// The members' hosts and ids.
-pub const MEMBERS: [(&str, u64); 3] = [("coord", 1), ("coord2", 2), ("witness", 3)];
+/// The members' hosts and ids (`coord3` exists only in a group made with a spare, and is
+/// not started with the others).
+pub const MEMBERS: [(&str, u64); 4] = [("coord", 1), ("coord2", 2), ("witness", 3), ("coord3", 4)];
 
 impl Cluster {
     /// The hosts of a group and of `agents`, with every certificate and config written;
     /// starts nothing. Agents are given both coordinators' addresses.
     pub fn new_group(agents: &[&str]) -> Self {
-        Self::build(agents, true)
+        Self::build(agents, true, false)
+    }
+
+    /// A started group as [`Cluster::started_group`] makes it, plus a fourth host `coord3`
+    /// with a coordinator's files (member 4), not started and not a member: for membership
+    /// changes. Agents and the CLI are given its address too.
+    pub fn started_group_with_spare(agents: &[&str]) -> Self {
+        let c = Self::build(agents, true, true);
+        for m in ["coord", "coord2", "witness"] {
+            c.start_member(m);
+        }
+        c.init_group();
+        for a in agents {
+            c.start_agent(a);
+        }
+        c.wait_connected(agents.len());
+        c
     }
 
     /// A group with every member started and initialised, and every agent connected.
     pub fn started_group(agents: &[&str]) -> Self {
         let c = Self::new_group(agents);
-        for (m, _) in MEMBERS {
+        for m in ["coord", "coord2", "witness"] {
             c.start_member(m);
         }
         c.init_group();
@@ -41,7 +58,10 @@ impl Cluster {
     pub(super) fn write_group_files(&self) {
         let template = fs::read_to_string(self.host_dir("coord").join("coordinator.toml"))
             .expect("coordinator.toml");
-        for (name, id) in [("coord", 1), ("coord2", 2)] {
+        for (name, id) in [("coord", 1), ("coord2", 2), ("coord3", 4)] {
+            if !self.member_addrs.contains_key(name) {
+                continue;
+            }
             if name != "coord" {
                 let leaf = issue(
                     self.ca(),
@@ -102,7 +122,23 @@ store = "{d}/data/records.redb"
         fs::write(d.join("witness.toml"), cfg).unwrap();
     }
 
-    /// Starts member `name` (`coord`, `coord2` or `witness`).
+    /// Starts member `name` with extra environment variables (e.g. fault hooks).
+    pub fn start_member_env(&self, name: &str, env: &[(&str, &str)]) {
+        let cfg = self.host_dir(name).join("coordinator.toml");
+        self.spawn_env(
+            name,
+            "understudy",
+            &["serve", "--config", cfg.to_str().unwrap()],
+            env,
+        );
+    }
+
+    /// The peer (Raft) address of member `name`.
+    pub fn raft_addr(&self, name: &str) -> String {
+        format!("{}:{RAFT_PORT}", self.member_addrs[name])
+    }
+
+    /// Starts member `name` (`coord`, `coord2`, `coord3` or `witness`).
     pub fn start_member(&self, name: &str) {
         if name == "witness" {
             let cfg = self.host_dir(name).join("witness.toml");
