@@ -320,6 +320,57 @@ mod tests {
     use understudy_common::config::parse;
 
     #[test]
+    fn a_group_member_needs_an_id_reachable_addresses_and_its_own_log() {
+        let cfg: CoordinatorConfig = parse(
+            r#"
+            [quic]
+            listen = "0.0.0.0:7440"
+            [http]
+            listen = "10.0.0.1:7441"
+            [tls]
+            ca = "/nonexistent/ca.crt"
+            cert = "/nonexistent/c.crt"
+            key = "/nonexistent/c.key"
+            [store]
+            path = "/tmp/coordinator.redb"
+            [cluster]
+            id = 0
+            listen = "10.0.0.1:7442"
+            log = "/tmp/coordinator.redb"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<_> = cfg.validate().into_iter().map(|p| p.key).collect();
+        for k in ["cluster.id", "cluster.log", "quic.listen"] {
+            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
+        }
+        assert!(!keys.iter().any(|x| x == "http.listen"), "{keys:?}");
+    }
+
+    #[test]
+    fn a_witness_config_names_each_problem() {
+        let cfg: WitnessConfig = parse(
+            r#"
+            [tls]
+            ca = "/nonexistent/ca.crt"
+            cert = "/nonexistent/c.crt"
+            key = "/nonexistent/c.key"
+            [witness]
+            id = 0
+            listen = "10.0.0.3:7442"
+            log = "/nonexistent/dir/raft.redb"
+            store = "/tmp/records.redb"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<_> = cfg.validate().into_iter().map(|p| p.key).collect();
+        for k in ["witness.id", "witness.log"] {
+            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
+        }
+        assert!(parse::<WitnessConfig>("[witness]\nid = 1\nsurprise = 2\n").is_err());
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let cfg: CoordinatorConfig = parse(
             r#"
@@ -426,6 +477,22 @@ mod sample_tests {
             .validate()
             .into_iter()
             .filter(|p| !p.reason.contains("tls.") && p.key != "store.path")
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn shipped_witness_sample_parses() {
+        let cfg: WitnessConfig = parse(include_str!("../../packaging/witness.toml")).unwrap();
+        assert_eq!(cfg.witness.id, 3);
+        let problems: Vec<_> = cfg
+            .validate()
+            .into_iter()
+            .filter(|p| {
+                !p.reason.contains("tls.")
+                    && !p.key.starts_with("witness.log")
+                    && !p.key.starts_with("witness.store")
+            })
             .collect();
         assert!(problems.is_empty(), "{problems:?}");
     }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod command;
 pub mod copies;
 pub mod criu;
+pub mod fleet;
 pub mod greeter;
 pub mod netns;
 pub mod pressure;

@@ -18,6 +18,11 @@ use understudy_common::tls::{Role, COORDINATOR_SAN};
 
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
+/// `cert` and the CA as loaded TLS files.
+pub fn loaded_tls(cert: &PemPair, ca_pem: &str) -> LoadedTls {
+    loaded(cert, ca_pem)
+}
+
 fn loaded(cert: &PemPair, ca_pem: &str) -> LoadedTls {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {

@@ -14,6 +14,8 @@ pub mod state_machine;
 
 #[cfg(test)]
 mod log_store_tests;
+#[cfg(test)]
+mod state_machine_tests;
 
 use std::io::Cursor;
 

@@ -180,7 +180,7 @@ impl Node {
         let id = m.current_leader?;
         if id != self.id {
             let last = *self.contact.lock().unwrap_or_else(|e| e.into_inner());
-            if !last.is_some_and(|t| t.elapsed() <= fresh) {
+            if last.is_none_or(|t| t.elapsed() > fresh) {
                 return None;
             }
         }

@@ -8,7 +8,14 @@
 //! 2. Write latency: a cordon (one host-admin record and one event committed through the
 //!    log) as the API answers it, on the namespace network, 200 times.
 //!
-//! Usage: ha [KILLS]   (needs root; run from target/release with UNDERSTUDY_BIN_DIR set)
+//! 3. The witness's resident memory.
+//! 4. `ha fleet [AGENTS] [SECONDS]` (default 2000, 60): one process simulating AGENTS agents
+//!    (real QUIC and mutual TLS, one certificate each, 1 Hz heartbeats with full telemetry)
+//!    against the group: the leader's CPU and resident memory over SECONDS, heartbeat
+//!    round trips, and how long `understudy hosts` takes.
+//!
+//! Usage: ha [KILLS] | ha fleet [AGENTS] [SECONDS]
+//! (needs root; run from target/release with UNDERSTUDY_BIN_DIR set)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
 
@@ -83,9 +90,122 @@ fn stats(name: &str, mut v: Vec<Duration>) {
     );
 }
 
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn fleet(agents: usize, secs: u64) {
+    use understudy_tests::fleet;
+    let c = Cluster::started_group(&[]);
+    let leader = c.leader().unwrap();
+    let pid = c.pid(leader).unwrap();
+    let t = Instant::now();
+    let certs = fleet::certificates(c.ca(), agents);
+    println!(
+        "{agents} agent certificates issued in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let addrs: Vec<SocketAddr> = c
+        .coordinators()
+        .iter()
+        .map(|m| SocketAddr::from((c.host(m).addr, understudy_tests::cluster::QUIC_PORT)))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let samples = fleet::Samples::default();
+    let until = Instant::now() + Duration::from_secs(secs + 120);
+    let _guard = rt.enter();
+    let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
+    for (i, cert) in certs.into_iter().enumerate() {
+        rt.spawn(fleet::agent(
+            i,
+            endpoint.clone(),
+            cert,
+            c.ca().cert_pem.clone(),
+            addrs.clone(),
+            until,
+            samples.clone(),
+        ));
+    }
+    let t = Instant::now();
+    eventually("the fleet registered", Duration::from_secs(120), || {
+        let n = c.hosts()?.iter().filter(|h| h.connected).count();
+        if n == agents {
+            Ok(())
+        } else {
+            Err(format!("{n} of {agents}"))
+        }
+    });
+    println!(
+        "{agents} agents registered in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    samples.lock().unwrap().clear();
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let mut hosts_calls = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        let out = Command::new(bin("understudy"))
+            .args(["hosts", "--output", "json"])
+            .env("UNDERSTUDY_COORDINATOR", c.api())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        hosts_calls.push(t.elapsed());
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let cpu = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    let rss = status_kib(pid, "VmRSS");
+    let mut rtt = samples.lock().unwrap().clone();
+    rtt.sort_by(f64::total_cmp);
+    let q = |p: f64| rtt[((rtt.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "leader with {agents} agents at 1 Hz: CPU {:.2} cores, resident {:.0} MiB",
+        cpu,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "heartbeat round trip: n={} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        rtt.len(),
+        q(0.5),
+        q(0.99),
+        rtt.last().unwrap()
+    );
+    stats("understudy hosts (CLI, JSON)", hosts_calls);
+    let s = c.cluster_status().unwrap();
+    println!(
+        "log entries after the run: {} (the fleet's heartbeats are not in the log)",
+        s.last_log_index.unwrap_or(0)
+    );
+}
+
 fn main() {
-    let kills: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fleet") {
+        let n = args
+            .get(2)
+            .map_or(2000, |a| a.parse().expect("AGENTS: a number"));
+        let secs = args
+            .get(3)
+            .map_or(60, |a| a.parse().expect("SECONDS: a number"));
+        fleet(n, secs);
+        return;
+    }
+    let kills: usize = args
+        .get(1)
         .map_or(20, |a| a.parse().expect("KILLS: a number"));
     let c = Cluster::started_group(&["host-a"]);
     let api = c.api();
@@ -144,6 +264,13 @@ fn main() {
         failovers.push(took);
         cli_down.push(down);
         c.start_member(old);
+    }
+    if let Some(pid) = c.pid("witness") {
+        println!(
+            "witness resident memory: {:.1} MiB (anonymous {:.1} MiB)",
+            status_kib(pid, "VmRSS") as f64 / 1024.0,
+            status_kib(pid, "RssAnon") as f64 / 1024.0
+        );
     }
     stats("leader failover (kill to a write accepted)", failovers);
     stats("operator CLI failing during it", cli_down);
