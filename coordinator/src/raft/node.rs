@@ -17,12 +17,17 @@ use super::state_machine::StateMachine;
 use super::{Member, Raft};
 use crate::store::Store;
 
-/// How often the leader sends heartbeats (and how long one AppendEntries may take).
-pub const HEARTBEAT: Duration = Duration::from_millis(150);
+/// How often the leader sends heartbeats.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
 /// A follower that has not heard from a leader for a random time in this range campaigns.
-pub const ELECTION_MIN: Duration = Duration::from_millis(600);
+/// A voter that heard from the leader within [`ELECTION_MAX`] (openraft's leader lease)
+/// refuses to vote, so the first campaign after a leader dies is usually refused by the
+/// witness and the second wins: a new leader about two timeouts after the last heartbeat.
+pub const ELECTION_MIN: Duration = Duration::from_millis(300);
 /// See [`ELECTION_MIN`].
-pub const ELECTION_MAX: Duration = Duration::from_millis(900);
+pub const ELECTION_MAX: Duration = Duration::from_millis(450);
+/// How long a starting member waits to hear from a leader before it may campaign.
+pub const ELECT_GRACE: Duration = Duration::from_secs(2);
 /// Idle timeout of peer connections.
 const PEER_IDLE: Duration = Duration::from_secs(3);
 
@@ -137,6 +142,24 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let contact = network::LeaderContact::default();
+        if s.elect {
+            // A member (re)starting does not campaign until it has heard from a leader, or
+            // for ELECT_GRACE: a campaign from a restarted member would only be refused
+            // (the others still follow the leader) while unseating that leader with its
+            // higher term, and would leave openraft's "seen a longer log" penalty on this
+            // member's next election timeout.
+            raft.runtime_config().elect(false);
+            let (raft, contact) = (raft.clone(), contact.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                while started.elapsed() < ELECT_GRACE
+                    && contact.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+                {
+                    tokio::time::sleep(HEARTBEAT).await;
+                }
+                raft.runtime_config().elect(true);
+            });
+        }
         tokio::spawn(network::serve(
             endpoint.clone(),
             raft.clone(),

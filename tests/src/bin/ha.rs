@@ -261,6 +261,30 @@ fn main() {
             took.as_secs_f64() * 1000.0,
             down.as_secs_f64() * 1000.0
         );
+        if std::env::var_os("HA_TRACE").is_some() {
+            let new = c.leader().unwrap_or("?");
+            println!(
+                "killed at {:?}",
+                std::time::SystemTime::now() - took - Duration::from_secs(1)
+            );
+            for l in c
+                .log(new)
+                .lines()
+                .filter(|l| {
+                    l.contains("leading")
+                        || l.contains("vote")
+                        || l.contains("elect")
+                        || l.contains("Leader")
+                })
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                println!("  {new}: {}", &l[..l.len().min(220)]);
+            }
+        }
         failovers.push(took);
         cli_down.push(down);
         c.start_member(old);
