@@ -319,6 +319,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether writes go through a coordinator group's log.
+    pub fn is_replicated(&self) -> bool {
+        self.replicator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Sends this store's writes through `r` from now on.
     pub fn replicate_through(&self, r: std::sync::Arc<dyn Replicate>) {
         *self.replicator.write().unwrap_or_else(|e| e.into_inner()) = Some(r);

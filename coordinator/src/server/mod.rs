@@ -60,6 +60,9 @@ pub struct Shared {
     fence: Arc<AtomicBool>,
     /// The group leader's term this state acts in (0: a single coordinator).
     term: std::sync::atomic::AtomicU64,
+    /// Host records waiting to be written (in a group, registrations and losses are written
+    /// in batches, so that a fleet reconnecting does not queue behind one log entry each).
+    pending_hosts: Mutex<HashMap<String, HostRecord>>,
     /// Exported metrics.
     pub metrics: Metrics,
     /// When this coordinator started.
@@ -111,6 +114,7 @@ impl Shared {
             store,
             fence: Arc::new(AtomicBool::new(false)),
             term: std::sync::atomic::AtomicU64::new(0),
+            pending_hosts: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             started: Instant::now(),
             heartbeat_interval,
@@ -167,6 +171,13 @@ impl Shared {
     }
 
     fn persist(&self, record: &HostRecord) {
+        if self.store.is_replicated() {
+            self.pending_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record.name.clone(), record.clone());
+            return;
+        }
         if let Err(e) = self.store.save_hosts([record]) {
             tracing::error!("could not persist host {}: {e}", record.name);
         }
@@ -252,6 +263,22 @@ impl Shared {
         }
         if !expired.is_empty() {
             self.update_gauges(&st);
+        }
+    }
+
+    /// Writes the host records changed since the last call, in one transaction (a group's
+    /// batching of registrations and losses; see [`Shared::persist`]).
+    pub fn flush_pending(&self) {
+        let pending: Vec<HostRecord> = std::mem::take(
+            &mut *self.pending_hosts.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_values()
+        .collect();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.save_hosts(pending.iter()) {
+            tracing::error!("could not persist {} host records: {e}", pending.len());
         }
     }
 

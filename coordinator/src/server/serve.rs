@@ -316,6 +316,10 @@ async fn sweep_loop(
         super::failover::tick(&shared);
         super::decisions::tick(&shared);
         since_flush += Duration::from_millis(250);
+        if !flush {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.flush_pending()).await;
+        }
         if flush && since_flush >= FLUSH_EVERY {
             since_flush = Duration::ZERO;
             let s = shared.clone();
