@@ -117,8 +117,16 @@ async fn answer(
 
 /// `(connection's term, newest term seen)` when the connection's is older.
 fn stale(node: &Node, conn_term: &std::sync::atomic::AtomicU64) -> Option<(u64, u64)> {
-    let term = conn_term.load(Ordering::SeqCst);
-    let seen = node.term.load(Ordering::SeqCst);
+    older_term(
+        conn_term.load(Ordering::SeqCst),
+        node.term.load(Ordering::SeqCst),
+    )
+}
+
+/// `(term, seen)` when orders of leader term `term` must be refused by a host that has
+/// registered with term `seen`; a single coordinator's term 0 is never refused by a host
+/// that has only known single coordinators.
+fn older_term(term: u64, seen: u64) -> Option<(u64, u64)> {
     (term < seen).then_some((term, seen))
 }
 
@@ -324,4 +332,17 @@ fn with_health(
     t.health = node.health();
     t.probes = node.probes();
     t
+}
+
+#[cfg(test)]
+mod term_tests {
+    use super::older_term;
+
+    #[test]
+    fn orders_of_an_older_leader_term_are_refused_and_of_the_same_or_newer_kept() {
+        assert_eq!(older_term(3, 4), Some((3, 4)));
+        assert_eq!(older_term(4, 4), None);
+        assert_eq!(older_term(5, 4), None);
+        assert_eq!(older_term(0, 0), None);
+    }
 }

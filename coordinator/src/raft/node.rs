@@ -18,7 +18,7 @@ use super::{Member, Raft};
 use crate::store::Store;
 
 /// How often the leader sends heartbeats.
-pub const HEARTBEAT: Duration = Duration::from_millis(100);
+pub const HEARTBEAT: Duration = Duration::from_millis(150);
 /// A follower that has not heard from a leader for a random time in this range campaigns.
 /// A voter that heard from the leader within [`ELECTION_MAX`] (openraft's leader lease)
 /// refuses to vote, so the first campaign after a leader dies is usually refused by the
@@ -26,6 +26,8 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 pub const ELECTION_MIN: Duration = Duration::from_millis(300);
 /// See [`ELECTION_MIN`].
 pub const ELECTION_MAX: Duration = Duration::from_millis(450);
+/// How long the campaign guard waits for another voter's answer.
+const PROBE_LIMIT: Duration = Duration::from_millis(300);
 /// How long a starting member waits to hear from a leader before it may campaign.
 pub const ELECT_GRACE: Duration = Duration::from_secs(2);
 /// Idle timeout of peer connections.
@@ -92,6 +94,66 @@ pub struct NodeSettings<'a> {
     pub elect: bool,
 }
 
+/// Lets `node` campaign only when a campaign can do good (Raft without pre-vote, as
+/// openraft 0.9 is, lets a member that cannot win still raise the term and unseat a working
+/// leader): after it has heard from a leader since it started, or [`ELECT_GRACE`] passed
+/// (a restarted member's campaign would be refused by the others, who still follow the
+/// leader, and would leave openraft's "longer log seen" penalty on its next timeout); and
+/// only while enough other voters answer for it to win (a member cut off from the others
+/// campaigning in vain would otherwise come back with a term that forces an election).
+async fn campaign_guard(node: Node) {
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(HEARTBEAT * 2).await;
+        let heard = node
+            .contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let ready = heard || started.elapsed() >= ELECT_GRACE;
+        let m = node.raft.metrics().borrow().clone();
+        let voters: Vec<(u64, Member)> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != node.id)
+            .filter_map(|id| Some((id, m.membership_config.membership().get_node(&id)?.clone())))
+            .collect();
+        let total = voters.len() + 1;
+        let mut answering = 1;
+        if ready {
+            let probes = voters.iter().filter_map(|(_, member)| {
+                let addr: SocketAddr = member.raft.parse().ok()?;
+                let n = node.clone();
+                Some(async move {
+                    matches!(
+                        tokio::time::timeout(PROBE_LIMIT, n.hello(addr)).await,
+                        Ok(Ok(_))
+                    )
+                })
+            });
+            for ok in futures_join(probes).await {
+                answering += usize::from(ok);
+            }
+        }
+        node.raft
+            .runtime_config()
+            .elect(ready && answering * 2 > total);
+    }
+}
+
+/// Runs `futs` concurrently and returns their outputs.
+async fn futures_join<F: std::future::Future<Output = bool> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<bool> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap_or(false));
+    }
+    out
+}
+
 /// The Raft configuration every member uses.
 pub fn raft_config(elect: bool) -> Result<Config, NodeError> {
     let cfg = Config {
@@ -103,6 +165,9 @@ pub fn raft_config(elect: bool) -> Result<Config, NodeError> {
         enable_elect: elect,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
         max_in_snapshot_log_to_keep: 1_000,
+        // openraft bounds each AppendEntries by the heartbeat interval: small batches keep
+        // a lagging member's catch-up within it on a loaded machine.
+        max_payload_entries: 16,
         ..Config::default()
     };
     cfg.validate().map_err(|e| NodeError::Raft(e.to_string()))
@@ -143,22 +208,7 @@ impl Node {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let contact = network::LeaderContact::default();
         if s.elect {
-            // A member (re)starting does not campaign until it has heard from a leader, or
-            // for ELECT_GRACE: a campaign from a restarted member would only be refused
-            // (the others still follow the leader) while unseating that leader with its
-            // higher term, and would leave openraft's "seen a longer log" penalty on this
-            // member's next election timeout.
             raft.runtime_config().elect(false);
-            let (raft, contact) = (raft.clone(), contact.clone());
-            tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                while started.elapsed() < ELECT_GRACE
-                    && contact.lock().unwrap_or_else(|e| e.into_inner()).is_none()
-                {
-                    tokio::time::sleep(HEARTBEAT).await;
-                }
-                raft.runtime_config().elect(true);
-            });
         }
         tokio::spawn(network::serve(
             endpoint.clone(),
@@ -167,7 +217,7 @@ impl Node {
             s.me.clone(),
             contact.clone(),
         ));
-        Ok(Node {
+        let node = Node {
             id: s.id,
             me: s.me,
             raft,
@@ -176,7 +226,11 @@ impl Node {
             endpoint,
             client,
             pool,
-        })
+        };
+        if s.elect {
+            tokio::spawn(campaign_guard(node.clone()));
+        }
+        Ok(node)
     }
 
     /// Asks the member at `addr` for its id and addresses.

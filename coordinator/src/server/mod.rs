@@ -269,11 +269,10 @@ impl Shared {
     /// Writes the host records changed since the last call, in one transaction (a group's
     /// batching of registrations and losses; see [`Shared::persist`]).
     pub fn flush_pending(&self) {
-        let pending: Vec<HostRecord> = std::mem::take(
-            &mut *self.pending_hosts.lock().unwrap_or_else(|e| e.into_inner()),
-        )
-        .into_values()
-        .collect();
+        let pending: Vec<HostRecord> =
+            std::mem::take(&mut *self.pending_hosts.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
         if pending.is_empty() {
             return;
         }
