@@ -76,7 +76,18 @@ pub struct DumpRequest {
 /// Dumps the tree and builds the manifest. On error the directory is removed.
 pub async fn dump(criu: Arc<Criu>, req: DumpRequest) -> Result<Dumped, String> {
     tokio::task::spawn_blocking(move || {
-        let result = dump_blocking(&criu, &req);
+        let mut result = dump_blocking(&criu, &req);
+        if let Err(first) = &result {
+            // A process entering or leaving the tree while CRIU walks it (a short-lived
+            // helper, a socket being set up) fails the dump without anything being wrong
+            // with the workload: CRIU leaves the tree as it was, so it is tried once more.
+            let _ = std::fs::remove_dir_all(&req.dir);
+            tracing::warn!(pid = req.pid, "criu dump failed, trying once more: {first}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let first = first.clone();
+            result =
+                dump_blocking(&criu, &req).map_err(|e| format!("{e} (and before that: {first})"));
+        }
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&req.dir);
         }
