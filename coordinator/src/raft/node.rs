@@ -2,7 +2,7 @@
 //! endpoint, and the timing every member of a group shares.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct Node {
     pub store: Arc<Store>,
     /// When a leader's AppendEntries was last accepted here.
     pub contact: network::LeaderContact,
+    /// The runtime Raft, its peer endpoint and its timers run on (see [`Node::start`]).
+    pub runtime: tokio::runtime::Handle,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     pool: network::Pool,
@@ -92,6 +94,15 @@ pub struct NodeSettings<'a> {
     pub log: &'a Path,
     /// Whether it may campaign (a witness may not).
     pub elect: bool,
+}
+
+/// [`NodeSettings`] owned, to move onto the member's runtime.
+struct OwnedSettings {
+    id: u64,
+    listen: SocketAddr,
+    me: Member,
+    log: PathBuf,
+    elect: bool,
 }
 
 /// Lets `node` campaign only when a campaign can do good (Raft without pre-vote, as
@@ -173,8 +184,29 @@ pub fn raft_config(elect: bool) -> Result<Config, NodeError> {
     cfg.validate().map_err(|e| NodeError::Raft(e.to_string()))
 }
 
+/// Starts the runtime a member's Raft runs on: its own two threads, for the life of the
+/// process. The coordinator's request handlers hold its state lock while a write commits;
+/// were Raft on their runtime, enough of them waiting for that lock could leave no thread
+/// to run the commit (a leader frozen for good, seen as a silent log and an API that no
+/// longer answers).
+fn own_runtime() -> Result<tokio::runtime::Handle, NodeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("raft")
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Raft(format!("cannot start its runtime: {e}")))?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("raft-runtime".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))
+        .map_err(|e| NodeError::Raft(format!("cannot start its runtime: {e}")))?;
+    Ok(handle)
+}
+
 impl Node {
-    /// Opens the log, puts the state machine over `store` and starts serving peers.
+    /// Opens the log, puts the state machine over `store` and starts serving peers, all on
+    /// a runtime of its own (see [`own_runtime`]).
     pub async fn start(
         s: NodeSettings<'_>,
         tls: &LoadedTls,
@@ -188,12 +220,34 @@ impl Node {
         });
         let server = server_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE, sink)?;
         let client = client_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE)?;
+        let runtime = own_runtime()?;
+        let owned = OwnedSettings {
+            id: s.id,
+            listen: s.listen,
+            me: s.me,
+            log: s.log.to_owned(),
+            elect: s.elect,
+        };
+        let here = runtime.clone();
+        runtime
+            .spawn(Self::start_here(owned, server, client, store, here))
+            .await
+            .map_err(|e| NodeError::Raft(format!("start: {e}")))?
+    }
+
+    async fn start_here(
+        s: OwnedSettings,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+        store: Arc<Store>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Node, NodeError> {
         let endpoint =
             quinn::Endpoint::server(server, s.listen).map_err(|source| NodeError::Bind {
                 addr: s.listen,
                 source,
             })?;
-        let log = LogStore::open(s.log)
+        let log = LogStore::open(&s.log)
             .map_err(|e| NodeError::Storage(format!("raft log {}: {e}", s.log.display())))?;
         let sm = StateMachine::open(store.clone())
             .map_err(|e| NodeError::Storage(format!("store: {e}")))?;
@@ -223,6 +277,7 @@ impl Node {
             raft,
             store,
             contact,
+            runtime,
             endpoint,
             client,
             pool,
@@ -241,7 +296,16 @@ impl Node {
             addr,
             self.pool.clone(),
         );
-        match c.call(&PeerRequest::Hello, network::HELLO_TIMEOUT).await? {
+        // On the member's runtime: the connection it opens is pooled for Raft's own calls.
+        let call = self
+            .runtime
+            .spawn(async move { c.call(&PeerRequest::Hello, network::HELLO_TIMEOUT).await })
+            .await
+            .map_err(|e| PeerError::Exchange {
+                addr,
+                reason: e.to_string(),
+            })?;
+        match call? {
             PeerResponse::Hello { id, member } => Ok((id, member)),
             _ => Err(PeerError::Exchange {
                 addr,

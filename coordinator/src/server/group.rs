@@ -60,7 +60,9 @@ impl Replicate for RaftWriter {
             tokio::time::timeout(WRITE_LIMIT, raft.client_write(Command { ops })).await
         };
         // Callers hold the coordinator's locks while they persist (what the store says is
-        // what the driver does), so the write is waited for here, off the async workers.
+        // what the driver does), so the write is waited for here, off the async workers,
+        // and driven (with its deadline) by the member's own runtime, which those locks
+        // can never block.
         let r = tokio::task::block_in_place(|| self.handle.block_on(write));
         let failed = match r {
             Ok(Ok(_)) => return Ok(()),
@@ -129,7 +131,7 @@ pub fn start(
     let wake = Arc::new(tokio::sync::Notify::new());
     let writer = Arc::new(RaftWriter {
         raft: node.raft.clone(),
-        handle: tokio::runtime::Handle::current(),
+        handle: node.runtime.clone(),
         fence: Mutex::new(Arc::new(AtomicBool::new(true))),
         wake: wake.clone(),
     });
