@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod greeter;
 pub mod netns;
 pub mod pressure;
+pub mod procstat;
 pub mod rawclient;
 pub mod soak;
 pub mod vm;

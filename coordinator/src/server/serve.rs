@@ -86,21 +86,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
             s.metrics.refused(reason);
         }
     });
-    let quic_cfg = server_config(&tls, Role::Agent, CONTROL_ALPN, hb.timeout * 2, sink)?;
-    let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
-        ServeError::Bind {
-            what: "quic.listen",
-            addr: config.quic.listen,
-            source,
-        }
-    })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "http.listen",
-            addr: config.http.listen,
-            source,
-        })?;
+    let (endpoint, http_listener) = bind(&config, &tls, sink).await?;
     tracing::info!(
         name = %tls.identity.name,
         quic = %config.quic.listen,
@@ -205,27 +191,7 @@ async fn serve_member(
             "refused agent certificate: {detail}"
         );
     });
-    let quic_cfg = server_config(
-        &tls,
-        Role::Agent,
-        CONTROL_ALPN,
-        config.heartbeat.timeout * 2,
-        sink,
-    )?;
-    let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
-        ServeError::Bind {
-            what: "quic.listen",
-            addr: config.quic.listen,
-            source,
-        }
-    })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "http.listen",
-            addr: config.http.listen,
-            source,
-        })?;
+    let (endpoint, http_listener) = bind(&config, &tls, sink).await?;
     tracing::info!(
         id = cluster.id,
         name = %tls.identity.name,
@@ -290,6 +256,37 @@ pub async fn witness(config: crate::config::WitnessConfig) -> Result<(), ServeEr
     node.shutdown().await;
     tracing::info!("witness stopped");
     Ok(())
+}
+
+/// Binds the agents' QUIC endpoint (agent certificates only, refusals to `sink`) and the
+/// HTTP listener.
+async fn bind(
+    config: &CoordinatorConfig,
+    tls: &understudy_common::tls::files::LoadedTls,
+    sink: understudy_common::tls::verify::RefusalSink,
+) -> Result<(quinn::Endpoint, tokio::net::TcpListener), ServeError> {
+    let quic_cfg = server_config(
+        tls,
+        Role::Agent,
+        CONTROL_ALPN,
+        config.heartbeat.timeout * 2,
+        sink,
+    )?;
+    let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
+        ServeError::Bind {
+            what: "quic.listen",
+            addr: config.quic.listen,
+            source,
+        }
+    })?;
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "http.listen",
+            addr: config.http.listen,
+            source,
+        })?;
+    Ok((endpoint, http_listener))
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {

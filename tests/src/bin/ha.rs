@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use understudy_tests::cluster::{bin, Cluster, HTTP_PORT};
+use understudy_tests::procstat::{cpu_seconds, status_kib};
 use understudy_tests::wait::eventually;
 
 /// One HTTP POST with an empty JSON body; the status code.
@@ -88,22 +89,6 @@ fn stats(name: &str, mut v: Vec<Duration>) {
         ms(p(0.9)),
         ms(*v.last().unwrap())
     );
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
 fn fleet(agents: usize, secs: u64) {

@@ -18,26 +18,8 @@ use std::time::{Duration, Instant};
 use understudy_agent::hostmetrics::{schema, Sampler};
 use understudy_agent::predict;
 use understudy_tests::cluster::{http_get, Cluster};
+use understudy_tests::procstat::{cpu_seconds, status_kib};
 use understudy_tests::ChildGuard;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-/// A `/proc/PID/status` field in KiB: VmRSS (all resident), RssAnon (heap and stacks: what
-/// the process allocated) or RssFile (mapped files, mostly its own code; clean, shared with
-/// the page cache, reclaimable).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn detector_cost() {
     let dir = predict::manifest::default_dir();

@@ -29,30 +29,25 @@ impl Cluster {
     /// with a coordinator's files (member 4), not started and not a member: for membership
     /// changes. Agents and the CLI are given its address too.
     pub fn started_group_with_spare(agents: &[&str]) -> Self {
-        let c = Self::build(agents, true, true);
+        Self::build(agents, true, true).start_group(agents)
+    }
+
+    /// Starts the three members, forms the group and starts every agent.
+    fn start_group(self, agents: &[&str]) -> Self {
         for m in ["coord", "coord2", "witness"] {
-            c.start_member(m);
+            self.start_member(m);
         }
-        c.init_group();
+        self.init_group();
         for a in agents {
-            c.start_agent(a);
+            self.start_agent(a);
         }
-        c.wait_connected(agents.len());
-        c
+        self.wait_connected(agents.len());
+        self
     }
 
     /// A group with every member started and initialised, and every agent connected.
     pub fn started_group(agents: &[&str]) -> Self {
-        let c = Self::new_group(agents);
-        for m in ["coord", "coord2", "witness"] {
-            c.start_member(m);
-        }
-        c.init_group();
-        for a in agents {
-            c.start_agent(a);
-        }
-        c.wait_connected(agents.len());
-        c
+        Self::new_group(agents).start_group(agents)
     }
 
     pub(super) fn write_group_files(&self) {
