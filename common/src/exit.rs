@@ -4,6 +4,8 @@
 pub const USAGE: i32 = 64;
 /// Input data (a file the operator named) was malformed.
 pub const DATA_ERR: i32 = 65;
+/// An input file the operator named does not exist or cannot be read.
+pub const NO_INPUT: i32 = 66;
 /// A service the command needs (the coordinator's API) could not be reached.
 pub const UNAVAILABLE: i32 = 69;
 /// Something went wrong that is not the operator's input.

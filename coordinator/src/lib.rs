@@ -2,6 +2,7 @@
 //! operator CLI that talks to it.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod decide;

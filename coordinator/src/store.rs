@@ -69,6 +69,11 @@ const EVENTS: Kind = Kind {
 };
 const KINDS: [Kind; 6] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES, HOST_ADMIN, EVENTS];
 
+/// The name of record table `kind` (an [`Op`]'s kind), if there is one.
+pub fn kind_name(kind: u8) -> Option<&'static str> {
+    KINDS.get(usize::from(kind)).map(|k| k.name)
+}
+
 /// The format version of records this build writes.
 pub const RECORD_VERSION: u8 = 6;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
@@ -565,6 +570,43 @@ pub struct Salvaged {
 
 impl Store {
     /// Whether one raw record decodes as its kind; the reason if not.
+    /// Every record of a backup that this build cannot use, as (kind, key, why): an
+    /// unknown table, a removal (a backup only holds records), or bytes that do not decode.
+    pub fn unusable(&self, records: &[Op]) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for op in records {
+            let Some(kind) = KINDS.get(usize::from(op.kind)) else {
+                out.push((
+                    format!("table {}", op.kind),
+                    op.key.clone(),
+                    "unknown table".into(),
+                ));
+                continue;
+            };
+            let problem = match &op.value {
+                None => Err("a removal, not a record".to_owned()),
+                Some(v) => self.readable(*kind, &op.key, v),
+            };
+            if let Err(why) = problem {
+                out.push((kind.name.to_owned(), op.key.clone(), why));
+            }
+        }
+        out
+    }
+
+    /// How many workloads and switchovers in flight this store holds.
+    pub fn workload_count(&self) -> Result<(usize, usize), StoreError> {
+        Ok((self.raw(WORKLOADS)?.len(), self.raw(MIGRATIONS)?.len()))
+    }
+
+    /// Writes a backup's records (through the group's log when replicated), in one write.
+    pub fn restore(&self, records: &[Op]) -> Result<(), StoreError> {
+        self.write(|w| {
+            w.ops.extend_from_slice(records);
+            Ok(())
+        })
+    }
+
     fn readable(&self, kind: Kind, key: &str, value: &[u8]) -> Result<(), String> {
         let result = match kind.name {
             "host" => self.decode::<HostRecord>(kind, key, value).map(|_| ()),

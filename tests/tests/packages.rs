@@ -156,6 +156,23 @@ fn the_debs_install_runnable_binaries_the_models_units_and_configs() {
     assert!(coord_unit
         .contains("ExecStart=/usr/bin/understudy serve --config /etc/understudy/coordinator.toml"));
     assert!(coord_unit.contains("User=understudy"));
+    let witness_unit =
+        std::fs::read_to_string(r.join("usr/lib/systemd/system/understudy-witness.service"))
+            .unwrap();
+    assert!(witness_unit
+        .contains("ExecStart=/usr/bin/understudy witness --config /etc/understudy/witness.toml"));
+    let witness_conf = r.join("etc/understudy/witness.toml");
+    let out = Command::new(r.join("usr/bin/understudy"))
+        .args(["witness", "--config"])
+        .arg(&witness_conf)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "the sample witness config names certificates that do not exist yet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let coord_postinst = control(&coord, "postinst");
     assert!(
         coord_postinst.contains("adduser --system --group"),
@@ -174,7 +191,7 @@ fn the_debs_install_runnable_binaries_the_models_units_and_configs() {
     );
     assert_eq!(
         control(&coord, "conffiles").trim(),
-        "/etc/understudy/coordinator.toml"
+        "/etc/understudy/coordinator.toml\n/etc/understudy/witness.toml"
     );
     // The alert rules ship with the coordinator package, as in the source tree (where
     // tests/tests/alerting.rs checks them with promtool).
@@ -267,6 +284,8 @@ fn the_rpms_hold_the_same_files_and_keep_edited_configs() {
         "/usr/bin/understudy",
         "/usr/lib/systemd/system/understudy-coordinator.service",
         "/etc/understudy/coordinator.toml",
+        "/etc/understudy/witness.toml",
+        "/usr/lib/systemd/system/understudy-witness.service",
         "/usr/share/understudy/prometheus/understudy.rules.yml",
     ] {
         assert!(
@@ -277,7 +296,7 @@ fn the_rpms_hold_the_same_files_and_keep_edited_configs() {
     }
     assert_eq!(
         rpm(&coord, &["-qcp"]).trim(),
-        "/etc/understudy/coordinator.toml"
+        "/etc/understudy/coordinator.toml\n/etc/understudy/witness.toml"
     );
     let scripts = rpm(&coord, &["-qp", "--scripts"]);
     assert!(scripts.contains("useradd -r -g understudy"), "{scripts}");

@@ -17,6 +17,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// How many redirects (from a group member to its leader) a call follows.
 const MAX_REDIRECTS: usize = 3;
 
+/// A request's body.
+pub(super) enum Body {
+    /// JSON.
+    Json(serde_json::Value),
+    /// Raw bytes (a backup).
+    Bytes(Vec<u8>),
+}
+
 /// Sends one request to the coordinator at `base`, which may list several members
 /// (`URL,URL`): each is tried in turn while it cannot be reached or has no leader, and a
 /// member's redirect to its leader is followed (with the method and body kept). Returns
@@ -25,7 +33,7 @@ pub(super) fn send(
     base: &str,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&Body>,
     timeout: Duration,
 ) -> (String, Result<ureq::Response, ureq::Error>) {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
@@ -41,7 +49,10 @@ pub(super) fn send(
         let result = loop {
             let req = agent.request(method, &url).timeout(timeout);
             let r = match body {
-                Some(v) => req.send_json(v.clone()),
+                Some(Body::Json(v)) => req.send_json(v.clone()),
+                Some(Body::Bytes(b)) => req
+                    .set("content-type", "application/octet-stream")
+                    .send_bytes(b),
                 None => req.call(),
             };
             let location = match &r {
@@ -169,8 +180,47 @@ pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
             )))
         }
     };
-    let (url, r) = send(base, "POST", path, Some(&body), Duration::from_secs(120));
+    let (url, r) = send(
+        base,
+        "POST",
+        path,
+        Some(&Body::Json(body)),
+        Duration::from_secs(120),
+    );
     answer(base, &url, r)
+}
+
+/// POST raw `bytes` to `path` and decode the JSON answer.
+pub(super) fn post_bytes<T: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    bytes: Vec<u8>,
+) -> Result<T, ApiFailure> {
+    let (url, r) = send(
+        base,
+        "POST",
+        path,
+        Some(&Body::Bytes(bytes)),
+        Duration::from_secs(120),
+    );
+    answer(base, &url, r)
+}
+
+/// GET `path` as raw bytes, at most `cap` of them.
+pub(super) fn get_bytes(base: &str, path: &str, cap: usize) -> Result<Vec<u8>, ApiFailure> {
+    let (url, r) = send(base, "GET", path, None, Duration::from_secs(120));
+    match r {
+        Ok(resp) => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(resp.into_reader(), cap as u64 + 1),
+                &mut out,
+            )
+            .map_err(|e| ApiFailure::Unreachable(format!("reading the answer of {url}: {e}")))?;
+            Ok(out)
+        }
+        Err(e) => answer::<serde_json::Value>(base, &url, Err(e)).map(|_| Vec::new()),
+    }
 }
 
 /// Prints `value` as pretty JSON.

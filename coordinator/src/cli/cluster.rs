@@ -145,22 +145,6 @@ pub fn witness(path: &Path) -> i32 {
             return exit::CONFIG;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return exit::SOFTWARE;
-        }
-    };
-    match runtime.block_on(crate::server::serve::witness(config)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("understudy witness: {e}");
-            exit::SOFTWARE
-        }
-    }
+    // Raft runs on the member's own threads; this one only waits for the signal.
+    super::run_server("witness", 1, crate::server::serve::witness(config))
 }

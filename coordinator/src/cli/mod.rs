@@ -3,6 +3,7 @@
 //! Every command returns a process exit code; usage errors exit 64, config errors 78.
 
 mod api;
+mod backup;
 mod ca;
 mod cluster;
 mod ops;
@@ -71,6 +72,22 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Write every record of the coordinator (a group's leader) to a backup file.
+    Backup {
+        /// Where to write it (replaced once the new one is complete and synced).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Put a backup's records into a new, empty coordinator group (docs/ha.md).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -220,6 +237,8 @@ pub fn main() -> i32 {
         Command::Cluster { command, api } => cluster::run(command, &api.coordinator, api.output),
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
+        Command::Backup { out, api } => backup::take(&api.coordinator, &out),
+        Command::Restore { from, api } => backup::restore(&api.coordinator, &from),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
         Command::Host { command } => host(command),
         Command::Maintenance { command, api } => {
@@ -303,21 +322,38 @@ fn serve(path: &std::path::Path) -> i32 {
     };
     // Group members wait for replicated writes on a worker (`block_in_place`); more
     // workers than cores keep the others serving meanwhile.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
-        .enable_all()
-        .build()
-    {
+    let workers = std::thread::available_parallelism().map_or(4, |n| n.get().max(4));
+    run_server("serve", workers, crate::server::serve::serve(config))
+}
+
+/// Runs a long-lived server command on a runtime of `workers` threads (1: the calling
+/// thread alone) and maps its outcome to an exit code.
+pub(crate) fn run_server<E: std::fmt::Display>(
+    command: &str,
+    workers: usize,
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> i32 {
+    let built = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return exit::SOFTWARE;
         }
     };
-    match runtime.block_on(crate::server::serve::serve(config)) {
+    match runtime.block_on(server) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("understudy serve: {e}");
+            eprintln!("understudy {command}: {e}");
             exit::SOFTWARE
         }
     }

@@ -25,21 +25,84 @@ pub enum StoreCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Put a backup's records into the store named in the config, which must hold no
+    /// workload (a single coordinator, stopped; a group restores with `understudy
+    /// restore`).
+    Restore {
+        /// Path to coordinator.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backup file (`understudy backup`).
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 pub fn run(cmd: StoreCommand) -> i32 {
-    let (config, salvage) = match &cmd {
-        StoreCommand::Check { config } => (config, false),
-        StoreCommand::Salvage { config } => (config, true),
+    let (config, from) = match &cmd {
+        StoreCommand::Check { config } | StoreCommand::Salvage { config } => (config, None),
+        StoreCommand::Restore { config, from } => (config, Some(from)),
     };
-    let path = match super::load_config(config) {
-        Ok(c) => c.store.path,
+    let loaded = match super::load_config(config) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    if salvage {
-        salvage_store(&path)
-    } else {
-        check_store(&path)
+    let path = loaded.store.path;
+    match (&cmd, from) {
+        (_, Some(from)) if loaded.cluster.is_some() => {
+            eprintln!(
+                "{}: a group member's store is restored through the group: start the new group, then `understudy restore --from {}`",
+                config.display(),
+                from.display()
+            );
+            exit::USAGE
+        }
+        (_, Some(from)) => restore_store(&path, from),
+        (StoreCommand::Salvage { .. }, None) => salvage_store(&path),
+        _ => check_store(&path),
+    }
+}
+
+fn restore_store(path: &Path, from: &Path) -> i32 {
+    let (b, _) = match super::backup::read(from) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let done = (|| -> Result<Result<usize, String>, crate::store::StoreError> {
+        let store = crate::store::Store::open(path)?;
+        if let Some((kind, key, why)) = store.unusable(&b.records).first() {
+            return Ok(Err(format!(
+                "{}: the {kind} record {key:?} cannot be used: {why}",
+                from.display()
+            )));
+        }
+        let (workloads, moving) = store.workload_count()?;
+        if workloads + moving > 0 {
+            return Ok(Err(format!(
+                "{} already holds {workloads} workload(s): restore into an empty store",
+                path.display()
+            )));
+        }
+        store.restore(&b.records)?;
+        Ok(Ok(b.records.len()))
+    })();
+    match done {
+        Ok(Ok(n)) => {
+            outln!(
+                "{}: {n} records restored from {}",
+                path.display(),
+                from.display()
+            );
+            0
+        }
+        Ok(Err(why)) => {
+            eprintln!("{why}");
+            exit::DATA_ERR
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::SOFTWARE
+        }
     }
 }
 

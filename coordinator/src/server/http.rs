@@ -120,6 +120,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/migrate", post(migrate))
         .route("/v1/workloads/{name}/migration", get(migration))
         .merge(super::http_admin::routes())
+        .merge(super::http_backup::routes())
         .with_state(shared)
 }
 

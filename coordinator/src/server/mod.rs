@@ -11,6 +11,7 @@ pub mod failover;
 pub mod group;
 pub mod http;
 pub mod http_admin;
+pub mod http_backup;
 pub mod orders;
 pub mod reconciler;
 pub mod records;
@@ -130,6 +131,11 @@ impl Shared {
     /// The flag that fences this state's orders (shared with the group's write path).
     pub fn fence(&self) -> Arc<AtomicBool> {
         self.fence.clone()
+    }
+
+    /// The store this state persists to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Sets the group leader's term this state acts in.
