@@ -124,4 +124,38 @@ fn a_group_lost_whole_comes_back_from_its_backup_without_moving_the_workload() {
             Err(format!("behind {behind:?}"))
         }
     });
+
+    // The same backup seeds a single coordinator's store offline, refused into a group
+    // member's config and into a store that holds workloads.
+    let member_cfg = c.host_dir("coord").join("coordinator.toml");
+    let o = c.cli(&[
+        "store",
+        "restore",
+        "--config",
+        member_cfg.to_str().unwrap(),
+        "--from",
+        file_s,
+    ]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("understudy restore"), "{}", text(&o));
+    let full = fs::read_to_string(&member_cfg).unwrap();
+    let store = c.host_dir("coord").join("data/coordinator.redb");
+    let single = full[..full.find("[cluster]").unwrap()].replace(
+        store.to_str().unwrap(),
+        &format!("{}/single.redb", dir.path().display()),
+    );
+    let single_cfg = dir.path().join("single.toml");
+    fs::write(&single_cfg, single).unwrap();
+    let cfg = single_cfg.to_str().unwrap();
+    let o = c.cli(&["store", "restore", "--config", cfg, "--from", file_s]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = c.cli(&["store", "check", "--config", cfg]);
+    assert!(text(&o).contains("workload records: 1"), "{}", text(&o));
+    let o = c.cli(&["store", "restore", "--config", cfg, "--from", file_s]);
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
+    assert!(
+        text(&o).contains("already holds 1 workload"),
+        "{}",
+        text(&o)
+    );
 }
