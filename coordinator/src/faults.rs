@@ -6,6 +6,9 @@
 //!   is dropped, as if the connection had failed before it arrived;
 //! - `crash-after:KIND` — the process aborts 300 ms after sending the first order of this
 //!   kind, before reading the reply (a coordinator killed mid-switchover);
+//! - `stale-leader` — a group leader that can no longer confirm its leadership goes on
+//!   acting in its term (serving agents, renewing leases) until it learns of a newer term,
+//!   as a leader paused past its lease check would;
 //! - `drift:NAME` — on start, workload NAME's record is loaded as failed under a generation
 //!   one newer than stored (a record that disagrees with the hosts).
 
@@ -34,6 +37,15 @@ fn once(hook: &str) -> bool {
     fired
         .get_or_insert_with(HashSet::new)
         .insert(hook.to_owned())
+}
+
+/// `stale-leader`
+pub fn stale_leader() -> bool {
+    #[cfg(feature = "fault-hooks")]
+    if armed("stale-leader") {
+        return true;
+    }
+    false
 }
 
 /// `lose-reply:KIND`

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{advancing, create_counter, the_one_copy};
+use understudy_tests::copies::{advancing, create_counter, marker, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -221,4 +221,96 @@ fn a_leader_cut_off_from_the_other_members_stops_acting_and_the_new_leader_wins(
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(the_one_copy(&c, &hosts, "steady"), "host-c");
     advancing(&c, "host-c", "steady");
+}
+
+#[test]
+fn a_stale_leader_is_refused_by_the_agents_that_have_seen_the_newer_term() {
+    require_e2e!();
+    require_criu!();
+    // Both coordinators carry the `stale-leader` hook: a leader cut off from the others goes
+    // on acting in its term, as one paused past its lease check would (see faults.rs).
+    let c = Cluster::new_group(&HOSTS);
+    for m in ["coord", "coord2"] {
+        c.start_member_env(m, &[("UNDERSTUDY_FAULTS", "stale-leader")]);
+    }
+    c.start_member("witness");
+    c.init_group();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    create_counter(&c, "steady", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("steady", 2);
+    caught_up(&c);
+    let old = c.leader().expect("a leader");
+    let old_term = c.cluster_status().unwrap().term;
+
+    // The leader cut off from everything; the other coordinator leads a newer term and the
+    // agents register with it.
+    c.set_member_link(old, false);
+    c.set_link(old, false);
+    let new = c.wait_leader(&[old], Duration::from_secs(15));
+    let new_term = c.cluster_status().unwrap().term;
+    assert!(new_term > old_term, "term {new_term} after {old_term}");
+    c.wait_connected(HOSTS.len());
+    advancing(&c, "host-a", "steady");
+
+    // The old leader reachable by the agents again (still cut off from the members, still
+    // acting in its term), and the new leader gone: the agents reach only the stale leader.
+    c.set_link(old, true);
+    c.kill(new);
+    let refusal = format!(
+        "this coordinator leads term {old_term}, but this host has seen term {new_term}: refused"
+    );
+    eventually(
+        "the agents refuse the stale leader",
+        Duration::from_secs(20),
+        || {
+            let refused: Vec<_> = HOSTS
+                .iter()
+                .filter(|h| c.log(h).contains(&refusal))
+                .collect();
+            if refused.len() == HOSTS.len() {
+                Ok(())
+            } else {
+                Err(format!("refused by {refused:?}"))
+            }
+        },
+    );
+    // Its lease renewals are refused with it: the copy freezes when its lease runs out,
+    // though the stale leader would renew it.
+    eventually(
+        "steady frozen without a current leader's lease",
+        Duration::from_secs(15),
+        || {
+            let on = c.running_on(&HOSTS, &marker("steady"));
+            if on.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("runs on {on:?}"))
+            }
+        },
+    );
+
+    // Healed and the other coordinator back (the witness holds entries the old leader
+    // lacks, so the old one alone cannot win it): the old leader learns the newer term and
+    // follows, and the workload goes on where it was.
+    c.set_member_link(old, true);
+    c.start_member(new);
+    eventually(
+        "the old leader follows the newer term",
+        Duration::from_secs(15),
+        || {
+            let s = c.cluster_status_of(old)?;
+            if s.term >= new_term && s.leader.is_some() {
+                Ok(())
+            } else {
+                Err(format!("term {}, leader {:?}", s.term, s.leader))
+            }
+        },
+    );
+    c.wait_connected(HOSTS.len());
+    epochs_go_on(&c, "steady");
+    assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
+    advancing(&c, "host-a", "steady");
 }

@@ -177,6 +177,9 @@ pub fn start(
                 failures + 1
             };
             match (current, confirmed) {
+                (Some(t), false) if crate::faults::stale_leader() && t.term == m.current_term => {
+                    tracing::warn!(term = t.term, "fault hook: acting on without a majority");
+                }
                 (Some(t), false) => step_down(&g, &t),
                 (None, true) => {
                     match build(store.clone()) {
