@@ -224,3 +224,80 @@ fn a_coordinator_joins_as_learner_then_voter_another_is_removed_and_the_group_se
     assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
     advancing(&c, "host-a", "steady");
 }
+
+#[test]
+fn a_drain_goes_on_when_the_leader_is_killed_and_leaves_the_host_empty() {
+    require_e2e!();
+    require_criu!();
+    let hosts = ["host-a", "host-b", "host-c"];
+    let c = Cluster::new_group(&hosts);
+    // Any connected host is a target (the namespace hosts share this machine's load, which
+    // the health model sees), as in decisions.rs.
+    for m in ["coord", "coord2"] {
+        let path = c.host_dir(m).join("coordinator.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "mode = \"off\"",
+            "mode = \"off\"\ntriggers = []\ntarget_health_min = 0",
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    for m in ["coord", "coord2", "witness"] {
+        c.start_member(m);
+    }
+    c.init_group();
+    for h in hosts {
+        c.start_agent(h);
+    }
+    c.wait_connected(hosts.len());
+    create_counter(&c, "d1", "host-a", "host-b", "500ms");
+    create_counter(&c, "d2", "host-a", "host-c", "500ms");
+    create_counter(&c, "d3", "host-a", "host-b", "500ms");
+    for n in ["d1", "d2", "d3"] {
+        c.wait_for_epochs(n, 1);
+    }
+    caught_up(&c, 3);
+
+    let out = c.cli(&["host", "drain", "host-a", "--parallel", "1", "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The leader killed once the first workload has left, with the others still to go.
+    let moved = eventually("a first workload moved", Duration::from_secs(60), || {
+        let off: Vec<_> = ["d1", "d2", "d3"]
+            .into_iter()
+            .filter(|n| c.workload(n).is_ok_and(|w| w.primary != "host-a"))
+            .collect();
+        if off.is_empty() {
+            Err("none yet".into())
+        } else {
+            Ok(off.len())
+        }
+    });
+    assert!(
+        moved < 3,
+        "the drain ended before the leader could be killed"
+    );
+    let old = c.leader().expect("a leader");
+    c.kill(old);
+    c.wait_leader(&[old], Duration::from_secs(15));
+
+    // The new leader carries the drain on to the end.
+    let out = c.cli(&["host", "drain", "host-a", "--monitor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("host-a drained"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in ["d1", "d2", "d3"] {
+        let w = c.workload(n).unwrap();
+        assert_ne!(w.primary, "host-a", "{n}");
+        assert_ne!(w.shadow.as_deref(), Some("host-a"), "{n}'s shadow");
+        assert_eq!(one_copy_soon(&c, &hosts, n), w.primary);
+        advancing(&c, &w.primary, n);
+    }
+    c.start_member(old);
+    caught_up(&c, 3);
+}
