@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +22,9 @@ use crate::store::Store;
 pub const HEARTBEAT: Duration = Duration::from_millis(150);
 /// A follower that has not heard from a leader for a random time in this range campaigns.
 /// A voter that heard from the leader within [`ELECTION_MAX`] (openraft's leader lease)
-/// refuses to vote, so the first campaign after a leader dies is usually refused by the
-/// witness and the second wins: a new leader about two timeouts after the last heartbeat.
+/// refuses to vote, so such a campaign is refused by the witness; [`prompt_campaign`]
+/// campaigns just after the lease instead: a new leader about [`ELECTION_MAX`] after the
+/// last heartbeat.
 pub const ELECTION_MIN: Duration = Duration::from_millis(300);
 /// See [`ELECTION_MIN`].
 pub const ELECTION_MAX: Duration = Duration::from_millis(450);
@@ -112,7 +114,7 @@ struct OwnedSettings {
 /// leader, and would leave openraft's "longer log seen" penalty on its next timeout); and
 /// only while enough other voters answer for it to win (a member cut off from the others
 /// campaigning in vain would otherwise come back with a term that forces an election).
-async fn campaign_guard(node: Node) {
+async fn campaign_guard(node: Node, allowed: Arc<AtomicBool>) {
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(HEARTBEAT * 2).await;
@@ -147,9 +149,37 @@ async fn campaign_guard(node: Node) {
                 answering += usize::from(ok);
             }
         }
-        node.raft
-            .runtime_config()
-            .elect(ready && answering * 2 > total);
+        let may = ready && answering * 2 > total;
+        allowed.store(may, Ordering::SeqCst);
+        node.raft.runtime_config().elect(may);
+    }
+}
+
+/// How long after the leader's lease on the other voters ran out a follower campaigns.
+const LEASE_MARGIN: Duration = Duration::from_millis(30);
+
+/// Campaigns as soon as a vote can be granted. A voter refuses votes for [`ELECTION_MAX`]
+/// after it last heard from the leader (openraft's leader lease), while openraft's own
+/// election timer fires at a random time below that: left alone, the first campaign after a
+/// leader dies is refused and the second wins. This campaigns once per silence, just after
+/// the lease has run out, when the campaign guard allows it and this member still follows.
+async fn prompt_campaign(node: Node, allowed: Arc<AtomicBool>) {
+    let mut tried: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !allowed.load(Ordering::SeqCst) {
+            continue;
+        }
+        let last = *node.contact.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = last else { continue };
+        if last.elapsed() < ELECTION_MAX + LEASE_MARGIN || tried == Some(last) {
+            continue;
+        }
+        if node.raft.metrics().borrow().state != openraft::ServerState::Follower {
+            continue;
+        }
+        tried = Some(last);
+        let _ = node.raft.trigger().elect().await;
     }
 }
 
@@ -283,7 +313,9 @@ impl Node {
             pool,
         };
         if s.elect {
-            tokio::spawn(campaign_guard(node.clone()));
+            let allowed = Arc::new(AtomicBool::new(false));
+            tokio::spawn(campaign_guard(node.clone(), allowed.clone()));
+            tokio::spawn(prompt_campaign(node.clone(), allowed));
         }
         Ok(node)
     }
