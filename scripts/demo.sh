@@ -69,6 +69,8 @@ mkdir -p "$DIR/tls"
 "$BIN/understudy" ca init --dir "$DIR/tls"
 "$BIN/understudy" ca issue --dir "$DIR/tls" --name coord --role coordinator
 for h in host-a host-b; do "$BIN/understudy" ca issue --dir "$DIR/tls" --name "$h" --role agent; done
+# The operator's own certificate for the HTTPS API (admin: the demo's workload runs as root).
+"$BIN/understudy" ca issue --dir "$DIR/tls" --name demo-admin --role admin
 
 mkdir -p "$DIR/coord"
 cat >"$DIR/coord/coordinator.toml" <<TOML
@@ -113,7 +115,8 @@ for h in host-a host-b; do
   start "$h" "$BIN/understudy-agent" --config "$DIR/$h/agent.toml"
 done
 
-export UNDERSTUDY_COORDINATOR=http://$NET.1:7441
+export UNDERSTUDY_COORDINATOR=https://$NET.1:7441
+export UNDERSTUDY_CA=$DIR/tls/ca.crt UNDERSTUDY_CERT=$DIR/tls/demo-admin.crt UNDERSTUDY_KEY=$DIR/tls/demo-admin.key
 echo "==> waiting for both agents to register (UNDERSTUDY_COORDINATOR=$UNDERSTUDY_COORDINATOR)" >&2
 connected=0
 for _ in $(seq 100); do

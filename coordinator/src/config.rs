@@ -169,14 +169,28 @@ impl Default for QuicSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
-    /// TCP address of the JSON API and `/metrics`.
+    /// TCP address of the operator API (HTTPS with client certificates) and `/metrics`.
     pub listen: SocketAddr,
+    /// TCP address of a plain-HTTP listener that serves only `/metrics` and `/v1/health`
+    /// (for a scraper without a client certificate); none unless configured.
+    #[serde(default)]
+    pub plain_listen: Option<SocketAddr>,
+    /// Whether a workload may run as root (created by an admin with `user = "root"`
+    /// written out); `false` refuses every such workload.
+    #[serde(default = "yes")]
+    pub allow_root_workloads: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7441)),
+            plain_listen: None,
+            allow_root_workloads: true,
         }
     }
 }
@@ -221,6 +235,17 @@ impl Validate for CoordinatorConfig {
         }
         if self.quic.listen == self.http.listen {
             problems.push(Problem::new("http.listen", "must differ from quic.listen"));
+        }
+        if let Some(plain) = self.http.plain_listen {
+            if plain.port() == 0 {
+                problems.push(Problem::new("http.plain_listen", "port must not be 0"));
+            }
+            if plain == self.http.listen || plain == self.quic.listen {
+                problems.push(Problem::new(
+                    "http.plain_listen",
+                    "must differ from http.listen and quic.listen",
+                ));
+            }
         }
         let hb = &self.heartbeat;
         check_range(

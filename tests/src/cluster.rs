@@ -24,6 +24,8 @@ mod group;
 pub const QUIC_PORT: u16 = 7440;
 /// HTTP API port of the coordinator on its host.
 pub const HTTP_PORT: u16 = 7441;
+/// The coordinators' plain-HTTP port (only `/metrics` and `/v1/health`).
+pub const PLAIN_PORT: u16 = 7449;
 /// Heartbeat timeout configured for test coordinators.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The lease of test coordinators: a primary cut off this long freezes its workloads.
@@ -102,6 +104,7 @@ impl Cluster {
             member_addrs,
         };
         cluster.write_coordinator_files();
+        cluster.write_admin_files();
         if group {
             cluster.write_group_files();
         }
@@ -149,7 +152,7 @@ impl Cluster {
     pub fn api(&self) -> String {
         self.coordinators()
             .iter()
-            .map(|c| format!("http://{}:{HTTP_PORT}", self.host(c).addr))
+            .map(|c| format!("https://{}:{HTTP_PORT}", self.host(c).addr))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -192,6 +195,7 @@ impl Cluster {
 listen = "0.0.0.0:{QUIC_PORT}"
 [http]
 listen = "0.0.0.0:{HTTP_PORT}"
+plain_listen = "0.0.0.0:{PLAIN_PORT}"
 [tls]
 ca = "{d}/ca.crt"
 cert = "{d}/host.crt"
@@ -530,11 +534,66 @@ interval = "200ms"
 
     /// Runs the operator CLI from the test machine against this cluster's coordinator.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("understudy"))
+        self.cli_command()
             .args(args)
-            .env("UNDERSTUDY_COORDINATOR", self.api())
             .output()
             .expect("run understudy CLI")
+    }
+
+    /// The operator CLI, pointed at this cluster's coordinators with the admin's
+    /// certificate (`understudy ca issue --role admin`).
+    pub fn cli_command(&self) -> Command {
+        let mut cmd = Command::new(bin("understudy"));
+        self.as_admin(&mut cmd);
+        cmd.env("UNDERSTUDY_COORDINATOR", self.api());
+        cmd
+    }
+
+    /// The directory of the operator API's client files (`ca.crt`, and per role
+    /// `ROLE.crt`, `ROLE.key`).
+    pub fn client_dir(&self) -> PathBuf {
+        self.dir.path().join("clients")
+    }
+
+    fn write_admin_files(&self) {
+        let d = self.client_dir();
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("ca.crt"), &self.ca.cert_pem).unwrap();
+        for role in Role::API {
+            let leaf = issue(
+                &self.ca,
+                &format!("test-{role}"),
+                role,
+                Validity::days_from_now(30),
+            )
+            .unwrap();
+            fs::write(d.join(format!("{role}.key")), &leaf.key_pem).unwrap();
+            fs::write(d.join(format!("{role}.crt")), &leaf.cert_pem).unwrap();
+        }
+    }
+
+    /// A raw HTTPS client of the API with `role`'s certificate (none for `None`).
+    pub fn api_client(&self, role: Option<Role>) -> crate::api::ApiClient {
+        crate::api::ApiClient::new(&self.client_dir(), role)
+    }
+
+    /// GET `path` from coordinator `member`'s API as the admin; the body of a 200 answer.
+    pub fn api_get(&self, member: &str, path: &str) -> Result<String, String> {
+        let addr = SocketAddr::from((self.host(member).addr, HTTP_PORT));
+        self.api_client(Some(Role::Admin)).get(addr, path)
+    }
+
+    /// Gives `cmd` the admin's client certificate and the cluster CA.
+    pub fn as_admin(&self, cmd: &mut Command) {
+        self.as_role(cmd, Role::Admin);
+    }
+
+    /// Gives `cmd` a client certificate of `role` and the cluster CA.
+    pub fn as_role(&self, cmd: &mut Command, role: Role) {
+        let d = self.client_dir();
+        cmd.env("UNDERSTUDY_CA", d.join("ca.crt"))
+            .env("UNDERSTUDY_CERT", d.join(format!("{role}.crt")))
+            .env("UNDERSTUDY_KEY", d.join(format!("{role}.key")));
     }
 
     /// `understudy hosts --output json`, parsed.
@@ -644,7 +703,7 @@ interval = "200ms"
     /// The coordinator's `/metrics` text.
     pub fn metrics(&self) -> Result<String, String> {
         http_get(
-            SocketAddr::from((self.host("coord").addr, HTTP_PORT)),
+            SocketAddr::from((self.host("coord").addr, PLAIN_PORT)),
             "/metrics",
         )
     }

@@ -278,14 +278,11 @@ fn soak(c: &Cluster, seed: u64, duration: Duration, report: &mut Report) -> Resu
                 c.isolate(&["coord", HOSTS[h]], false);
             }
             Fault::Migrate(w) => {
-                let api = c.api();
+                let mut cmd = c.cli_command();
                 let name = WORKLOADS[w].0;
                 // In the background: it may be refused, roll back or succeed.
                 std::thread::spawn(move || {
-                    let _ = std::process::Command::new(crate::cluster::bin("understudy"))
-                        .args(["migrate", name])
-                        .env("UNDERSTUDY_COORDINATOR", api)
-                        .output();
+                    let _ = cmd.args(["migrate", name]).output();
                 });
             }
         }

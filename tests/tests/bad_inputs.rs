@@ -190,19 +190,19 @@ fn a_name_that_is_not_a_workload_name_is_refused_before_asking_the_coordinator()
 
 /// `POST /v1/workloads` with `body`; returns the status line and body.
 fn post(c: &Cluster, body: &str) -> (u16, String) {
-    use std::io::Write;
     let addr =
         std::net::SocketAddr::from((c.host("coord").addr, understudy_tests::cluster::HTTP_PORT));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /v1/workloads HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = c
+        .api_client(Some(understudy_common::tls::Role::Admin))
+        .exchange(
+            addr,
+            format!(
+                "POST /v1/workloads HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
     let code = resp[9..12].parse().unwrap();
     let body = resp
         .split_once("\r\n\r\n")
@@ -251,7 +251,9 @@ fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
     ]);
     // `true` has exited (closing the pipe) long before the answer comes back.
     for args in ["workload list", "hosts", "workload show sleeper", "status"] {
-        let out = Command::new("/bin/sh")
+        let mut sh = Command::new("/bin/sh");
+        c.as_admin(&mut sh);
+        let out = sh
             .arg("-c")
             .arg(format!("{} {args} | true", bin("understudy").display()))
             .env("UNDERSTUDY_COORDINATOR", c.api())

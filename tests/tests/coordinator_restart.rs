@@ -168,13 +168,8 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
         let out = c.cli(&["migrate", "mover", "--dry-run"]);
         assert!(out.status.success());
         let migrate = {
-            let api = c.api();
-            std::thread::spawn(move || {
-                std::process::Command::new(understudy_tests::cluster::bin("understudy"))
-                    .args(["migrate", "mover"])
-                    .env("UNDERSTUDY_COORDINATOR", api)
-                    .output()
-            })
+            let mut cmd = c.cli_command();
+            std::thread::spawn(move || cmd.args(["migrate", "mover"]).output())
         };
         eventually(
             "mover is migrating",

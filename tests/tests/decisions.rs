@@ -10,7 +10,7 @@ use std::time::Duration;
 use understudy_coordinator::admin::HostAdmin;
 use understudy_coordinator::events::Event;
 use understudy_coordinator::workloads::WorkloadRecord;
-use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+use understudy_tests::cluster::{Cluster, HTTP_PORT};
 use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon};
 use understudy_tests::pressure::{MemoryCgroup, GROWER};
 use understudy_tests::wait::eventually;
@@ -19,8 +19,7 @@ use understudy_tests::{require_criu, require_e2e};
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 
 fn get(c: &Cluster, path: &str) -> String {
-    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
-    http_get(addr, path).unwrap()
+    c.api_get("coord", path).unwrap()
 }
 
 fn events(c: &Cluster, query: &str) -> Vec<Event> {
@@ -487,21 +486,19 @@ fn a_drain_whose_target_is_cut_mid_move_rolls_that_one_back_and_goes_on() {
         c.wait_for_epochs(n, 1);
     }
     let drain = {
-        let api = c.api();
+        let mut cmd = c.cli_command();
         std::thread::spawn(move || {
-            std::process::Command::new(understudy_tests::cluster::bin("understudy"))
-                .args([
-                    "host",
-                    "drain",
-                    "host-a",
-                    "--parallel",
-                    "1",
-                    "--deadline",
-                    "120s",
-                ])
-                .env("UNDERSTUDY_COORDINATOR", api)
-                .output()
-                .unwrap()
+            cmd.args([
+                "host",
+                "drain",
+                "host-a",
+                "--parallel",
+                "1",
+                "--deadline",
+                "120s",
+            ])
+            .output()
+            .unwrap()
         })
     };
     // t2 goes first (t1's move costs more: a bigger freeze), then t1 to its shadow
@@ -511,19 +508,16 @@ fn a_drain_whose_target_is_cut_mid_move_rolls_that_one_back_and_goes_on() {
     eventually(
         "t1's move is in its sync phase",
         Duration::from_secs(60),
-        || {
-            let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
-            match http_get(addr, "/v1/workloads/t1/migration") {
-                Ok(body)
-                    if (body.contains("\"phase\":\"sync\"")
-                        || body.contains("\"phase\":\"freeze\""))
-                        && !body.contains("\"outcome\":\"") =>
-                {
-                    Ok(())
-                }
-                Ok(body) => Err(body),
-                Err(e) => Err(e),
+        || match c.api_get("coord", "/v1/workloads/t1/migration") {
+            Ok(body)
+                if (body.contains("\"phase\":\"sync\"")
+                    || body.contains("\"phase\":\"freeze\""))
+                    && !body.contains("\"outcome\":\"") =>
+            {
+                Ok(())
             }
+            Ok(body) => Err(body),
+            Err(e) => Err(e),
         },
     );
     c.set_link("host-b", false);
@@ -645,9 +639,12 @@ fn a_blocking_events_query_answers_when_the_next_event_comes_and_hosts_show_thei
     assert!(shown.contains("zone:         rack-2"), "{shown}");
     let last = events(&c, "").last().map_or(0, |e| e.seq);
     let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    let client = c.api_client(Some(understudy_common::tls::Role::Viewer));
     let waiting = std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        let body = http_get(addr, &format!("/v1/events?after={last}&wait=20s")).unwrap();
+        let body = client
+            .get(addr, &format!("/v1/events?after={last}&wait=20s"))
+            .unwrap();
         (started.elapsed(), body)
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -664,8 +661,12 @@ fn a_blocking_events_query_answers_when_the_next_event_comes_and_hosts_show_thei
         took < Duration::from_secs(10),
         "answered only after {took:?}"
     );
-    // With nothing to come, it answers empty once the wait is over.
-    let last = got.last().unwrap().seq;
-    let body = http_get(addr, &format!("/v1/events?after={last}&wait=1s")).unwrap();
+    // With nothing to come, it answers empty once the wait is over (after the cordon's
+    // own audit event, written as its answer went out).
+    let last = events(&c, "").last().unwrap().seq;
+    let body = c
+        .api_client(Some(understudy_common::tls::Role::Viewer))
+        .get(addr, &format!("/v1/events?after={last}&wait=1s"))
+        .unwrap();
     assert_eq!(body.trim(), "[]");
 }

@@ -175,11 +175,12 @@ fn a_leader_cut_off_from_the_other_members_stops_acting_and_the_new_leader_wins(
         Duration::from_secs(10),
         || {
             let addr = format!(
-                "http://{}:{}",
+                "https://{}:{}",
                 c.host(old).addr,
                 understudy_tests::cluster::HTTP_PORT
             );
-            let out = std::process::Command::new(understudy_tests::cluster::bin("understudy"))
+            let out = c
+                .cli_command()
                 .args(["workload", "list"])
                 .env("UNDERSTUDY_COORDINATOR", addr)
                 .output()

@@ -207,10 +207,8 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
 
     // Kill host-b as soon as the migration is under way.
     let migrate = {
-        let cmd = understudy_tests::cluster::bin("understudy");
-        std::process::Command::new(cmd)
+        c.cli_command()
             .args(["migrate", "big"])
-            .env("UNDERSTUDY_COORDINATOR", c.api())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use understudy_coordinator::server::workloads::MigrationStatus;
 use understudy_coordinator::workloads::WorkloadState;
-use understudy_tests::cluster::{bin, http_get, Cluster};
+use understudy_tests::cluster::Cluster;
 use understudy_tests::copies::{
     advancing, create_counter, marker, one_copy_soon, silent, the_one_copy,
 };
@@ -18,9 +18,7 @@ use understudy_tests::{numbers, require_criu, require_e2e};
 const HOSTS: [&str; 2] = ["host-a", "host-b"];
 
 fn migration_status(c: &Cluster, name: &str) -> Result<MigrationStatus, String> {
-    let addr =
-        std::net::SocketAddr::from((c.host("coord").addr, understudy_tests::cluster::HTTP_PORT));
-    let body = http_get(addr, &format!("/v1/workloads/{name}/migration"))?;
+    let body = c.api_get("coord", &format!("/v1/workloads/{name}/migration"))?;
     serde_json::from_str(&body).map_err(|e| e.to_string())
 }
 
@@ -39,14 +37,8 @@ fn a_restore_whose_answer_is_lost_with_the_targets_link_never_leaves_two_copies(
     c.wait_connected(2);
     create_counter(&c, "split", "host-a", "host-b", "500ms");
     c.wait_for_epochs("split", 2);
-    let api = c.api();
-    let migrate = std::thread::spawn(move || {
-        std::process::Command::new(bin("understudy"))
-            .args(["migrate", "split"])
-            .env("UNDERSTUDY_COORDINATOR", api)
-            .output()
-            .unwrap()
-    });
+    let mut cmd = c.cli_command();
+    let migrate = std::thread::spawn(move || cmd.args(["migrate", "split"]).output().unwrap());
     eventually(
         "host-b runs the restored copy",
         Duration::from_secs(30),
@@ -134,14 +126,10 @@ fn of_two_migrate_requests_at_once_exactly_one_proceeds() {
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
     let runs: Vec<_> = (0..2)
         .map(|_| {
-            let (api, barrier) = (c.api(), barrier.clone());
+            let (mut cmd, barrier) = (c.cli_command(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                std::process::Command::new(bin("understudy"))
-                    .args(["migrate", "race"])
-                    .env("UNDERSTUDY_COORDINATOR", api)
-                    .output()
-                    .unwrap()
+                cmd.args(["migrate", "race"]).output().unwrap()
             })
         })
         .collect();

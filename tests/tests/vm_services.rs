@@ -29,7 +29,8 @@ const B: usize = 1;
 fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
     let share = vms.share();
     let ca = create_ca(Validity::days_from_now(30)).unwrap();
-    let mut certs = vec![("coord", Role::Coordinator)];
+    // The operator's certificate for the HTTPS API is `admin`'s (workloads run as root).
+    let mut certs = vec![("coord", Role::Coordinator), ("admin", Role::Admin)];
     certs.extend(vms.vms.iter().map(|v| (v.name.as_str(), Role::Agent)));
     for (name, role) in certs {
         let d = share.join(name);
@@ -119,7 +120,9 @@ fn cli(vms: &VmPair, args: &str) -> String {
     vms.run(
         A,
         &format!(
-            "UNDERSTUDY_COORDINATOR=http://{}:7441 understudy {args}",
+            "UNDERSTUDY_COORDINATOR=https://{}:7441 UNDERSTUDY_CA=/mnt/understudy-share/admin/ca.crt \
+             UNDERSTUDY_CERT=/mnt/understudy-share/admin/host.crt UNDERSTUDY_KEY=/mnt/understudy-share/admin/host.key \
+             understudy {args}",
             vms.vms[A].lan_ip
         ),
     )

@@ -20,6 +20,9 @@ pub enum EndpointConfigError {
     /// The client verifier could not be built from the CA.
     #[error("TLS client verifier: {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+    /// The server verifier could not be built from the CA.
+    #[error("TLS server verifier: {0}")]
+    ServerVerifier(String),
     /// QUIC refused the TLS configuration.
     #[error("QUIC TLS setup failed: {0}")]
     Quic(String),

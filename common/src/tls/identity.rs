@@ -14,6 +14,13 @@ pub enum Role {
     Agent,
     /// Member of the coordinator group; accepts agents.
     Coordinator,
+    /// A person or tool that reads the operator API.
+    Viewer,
+    /// Also migrates, drains, cordons, manages maintenance, and creates and deletes
+    /// workloads that run as a user other than root.
+    Operator,
+    /// Also creates root workloads, manages the group's membership and restores backups.
+    Admin,
 }
 
 impl Role {
@@ -22,7 +29,20 @@ impl Role {
         match self {
             Role::Agent => "agent",
             Role::Coordinator => "coordinator",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
         }
+    }
+
+    /// The operator API's roles, least privileged first.
+    pub const API: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// Whether this role may do what `needed` may, on the operator API (viewer < operator <
+    /// admin; host roles grant nothing there).
+    pub fn allows(self, needed: Role) -> bool {
+        let rank = |r: Role| Role::API.iter().position(|a| *a == r);
+        matches!((rank(self), rank(needed)), (Some(a), Some(b)) if a >= b)
     }
 }
 
@@ -38,8 +58,11 @@ impl FromStr for Role {
         match s {
             "agent" => Ok(Role::Agent),
             "coordinator" => Ok(Role::Coordinator),
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
             other => Err(format!(
-                "unknown role {other:?}; expected \"agent\" or \"coordinator\""
+                "unknown role {other:?}; expected agent, coordinator, viewer, operator or admin"
             )),
         }
     }
@@ -121,6 +144,16 @@ pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_roles_are_ordered_and_host_roles_grant_nothing_there() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Operator.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Operator));
+        assert!(!Role::Operator.allows(Role::Admin));
+        assert!(!Role::Coordinator.allows(Role::Viewer));
+        assert!(!Role::Agent.allows(Role::Viewer));
+    }
 
     #[test]
     fn host_names() {

@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod endpoint;
 pub mod files;
+pub mod https;
 pub mod identity;
 pub mod verify;
 

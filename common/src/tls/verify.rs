@@ -77,16 +77,21 @@ impl Refusal {
 /// Called once per refused peer with the reason and a human-readable detail.
 pub type RefusalSink = Arc<dyn Fn(Refusal, &str) + Send + Sync>;
 
-fn check_role(cert: &CertificateDer<'_>, expected: Role) -> Result<(), (Refusal, String)> {
+fn check_role(cert: &CertificateDer<'_>, expected: &[Role]) -> Result<(), (Refusal, String)> {
     let id = read_identity(cert).map_err(|e| (Refusal::BadCertificate, e.to_string()))?;
     match id.role {
-        Some(r) if r == expected => Ok(()),
+        Some(r) if expected.contains(&r) => Ok(()),
         other => Err((
             Refusal::WrongRole,
             format!(
-                "certificate of {:?} has role {}, expected {expected}",
+                "certificate of {:?} has role {}, expected {}",
                 id.name,
-                other.map_or("none".into(), |r| r.to_string())
+                other.map_or("none".into(), |r| r.to_string()),
+                expected
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         )),
     }
@@ -103,14 +108,14 @@ fn role_error() -> rustls::Error {
 /// (`Refusal::NoCertificate`) instead of vanishing in a TLS alert.
 pub struct RoleClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    role: Role,
+    roles: Vec<Role>,
     sink: RefusalSink,
 }
 
 impl fmt::Debug for RoleClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoleClientVerifier")
-            .field("role", &self.role)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +123,12 @@ impl fmt::Debug for RoleClientVerifier {
 impl RoleClientVerifier {
     /// Accepts clients signed by `inner`'s roots whose certificate is for `role`.
     pub fn new(inner: Arc<dyn ClientCertVerifier>, role: Role, sink: RefusalSink) -> Self {
-        RoleClientVerifier { inner, role, sink }
+        Self::any_of(inner, vec![role], sink)
+    }
+
+    /// Accepts clients signed by `inner`'s roots whose certificate is for one of `roles`.
+    pub fn any_of(inner: Arc<dyn ClientCertVerifier>, roles: Vec<Role>, sink: RefusalSink) -> Self {
+        RoleClientVerifier { inner, roles, sink }
     }
 }
 
@@ -145,7 +155,7 @@ impl ClientCertVerifier for RoleClientVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| (self.sink)(Refusal::from_rustls(e), &e.to_string()))?;
-        check_role(end_entity, self.role).map_err(|(reason, detail)| {
+        check_role(end_entity, &self.roles).map_err(|(reason, detail)| {
             (self.sink)(reason, &detail);
             role_error()
         })?;
@@ -179,6 +189,7 @@ impl ClientCertVerifier for RoleClientVerifier {
 pub struct RoleServerVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     role: Role,
+    name: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for RoleServerVerifier {
@@ -192,7 +203,26 @@ impl fmt::Debug for RoleServerVerifier {
 impl RoleServerVerifier {
     /// Accepts servers signed by `inner`'s roots whose certificate is for `role`.
     pub fn new(inner: Arc<dyn ServerCertVerifier>, role: Role) -> Self {
-        RoleServerVerifier { inner, role }
+        RoleServerVerifier {
+            inner,
+            role,
+            name: None,
+        }
+    }
+
+    /// Like [`RoleServerVerifier::new`], but checks the certificate for `name` whatever
+    /// address the client dialled (an operator gives coordinators by IP address; every
+    /// coordinator certificate carries the group's shared name).
+    pub fn for_name(
+        inner: Arc<dyn ServerCertVerifier>,
+        role: Role,
+        name: ServerName<'static>,
+    ) -> Self {
+        RoleServerVerifier {
+            inner,
+            role,
+            name: Some(name),
+        }
     }
 }
 
@@ -205,6 +235,7 @@ impl ServerCertVerifier for RoleServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let server_name = self.name.as_ref().unwrap_or(server_name);
         let verified = self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -212,7 +243,7 @@ impl ServerCertVerifier for RoleServerVerifier {
             ocsp_response,
             now,
         )?;
-        check_role(end_entity, self.role).map_err(|(_, detail)| {
+        check_role(end_entity, &[self.role]).map_err(|(_, detail)| {
             tracing::warn!("refusing server: {detail}");
             role_error()
         })?;

@@ -36,12 +36,23 @@ pub(super) fn send(
     body: Option<&Body>,
     timeout: Duration,
 ) -> (String, Result<ureq::Response, ureq::Error>) {
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let bases: Vec<&str> = base
+    let bases: Vec<String> = base
         .split(',')
         .map(str::trim)
         .filter(|b| !b.is_empty())
+        .map(|b| {
+            if b.contains("://") {
+                b.to_owned()
+            } else {
+                format!("https://{b}")
+            }
+        })
         .collect();
+    let agent = if bases.iter().any(|b| b.starts_with("https://")) {
+        super::identity::agent()
+    } else {
+        ureq::AgentBuilder::new().redirects(0).build()
+    };
     let mut last = None;
     for (i, b) in bases.iter().enumerate() {
         let mut url = format!("{}{path}", b.trim_end_matches('/'));

@@ -29,15 +29,16 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=MAX_DAYS))]
         days: u32,
     },
-    /// Issue a host certificate (NAME.crt, NAME.key) signed by the CA in DIR.
+    /// Issue a certificate (NAME.crt, NAME.key) signed by the CA in DIR: for a host (agent,
+    /// coordinator) or for a person or tool on the operator API (viewer, operator, admin).
     Issue {
         /// Directory holding ca.crt and ca.key.
         #[arg(long)]
         dir: PathBuf,
-        /// Host name to put in the certificate.
+        /// Host or user name to put in the certificate.
         #[arg(long)]
         name: String,
-        /// Role the certificate grants.
+        /// Role the certificate grants: agent, coordinator, viewer, operator or admin.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Days the certificate stays valid (1 to 36500).

@@ -96,7 +96,7 @@ fn status(base: &str, output: Output) -> i32 {
             .find(|m| Some(m.id) == s.leader)
             .and_then(|m| m.http.clone());
         if let Some(http) = leader_api {
-            if let Ok(from_leader) = get::<ClusterStatus>(&format!("http://{http}"), "/v1/cluster")
+            if let Ok(from_leader) = get::<ClusterStatus>(&format!("https://{http}"), "/v1/cluster")
             {
                 s = from_leader;
             }

@@ -6,6 +6,7 @@ mod api;
 mod backup;
 mod ca;
 mod cluster;
+mod identity;
 mod ops;
 mod store;
 mod workload;
@@ -25,6 +26,8 @@ use crate::config::CoordinatorConfig;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    identity: identity::IdentityArgs,
 }
 
 /// How query commands print their answer.
@@ -43,7 +46,7 @@ struct ApiArgs {
     #[arg(
         long,
         env = "UNDERSTUDY_COORDINATOR",
-        default_value = "http://127.0.0.1:7441",
+        default_value = "https://127.0.0.1:7441",
         global = true
     )]
     coordinator: String,
@@ -230,6 +233,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    identity::set(cli.identity);
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Validate { config } => validate(&config),

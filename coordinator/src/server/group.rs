@@ -112,6 +112,11 @@ impl Group {
         Some(l)
     }
 
+    /// The leader's state while this member leads.
+    pub fn leading_shared(&self) -> Option<Arc<Shared>> {
+        self.term().map(|t| t.shared.clone())
+    }
+
     fn term(&self) -> Option<Arc<Term>> {
         self.leading
             .read()
@@ -268,6 +273,7 @@ pub fn router(group: Arc<Group>) -> Router {
         .route("/v1/cluster/init", post(init))
         .route("/v1/cluster/join", post(join))
         .route("/v1/cluster/remove", post(remove))
+        .route_layer(axum::middleware::from_fn(super::auth::guard_unaudited))
         .fallback(to_leader)
         .with_state(group)
 }
@@ -281,7 +287,7 @@ fn redirect(group: &Group, path_and_query: &str) -> Response {
     match group.leader() {
         Some((id, m)) if id != group.node.id => match m.http {
             Some(http) => {
-                let url = format!("http://{http}{path_and_query}");
+                let url = format!("https://{http}{path_and_query}");
                 (
                     StatusCode::TEMPORARY_REDIRECT,
                     [(header::LOCATION, url.clone())],

@@ -10,12 +10,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Caller, Policy};
 use super::switchover;
 use super::workloads::{self, ApiError, CreateRequest, MigrateRequest};
 use super::Shared;
 use crate::fleet_metrics;
 use crate::registry::HostRecord;
 use crate::workloads::WorkloadRecord;
+use understudy_common::tls::Role;
 
 /// Body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +123,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/migration", get(migration))
         .merge(super::http_admin::routes())
         .merge(super::http_backup::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            super::auth::guard,
+        ))
         .with_state(shared)
 }
 
@@ -177,14 +183,48 @@ async fn get_workload(
 
 async fn create_workload(
     State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
+    policy: Option<axum::Extension<Policy>>,
     body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<WorkloadRecord>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError {
         status: 400,
         message: e.body_text(),
     })?;
+    let allow_root = policy.is_none_or(|p| p.allow_root_workloads);
+    check_user(&req.spec, caller.as_deref(), allow_root)?;
     let rec = workloads::create(&shared, req).await?;
     Ok((StatusCode::CREATED, Json(rec)))
+}
+
+/// Whether `caller` may create a workload that runs as `spec.user`: root (written out or
+/// left unset) needs the admin role and a config that allows root workloads.
+fn check_user(
+    spec: &understudy_common::workload::WorkloadSpec,
+    caller: Option<&Caller>,
+    allow_root: bool,
+) -> Result<(), ApiError> {
+    let user = spec.user.as_deref();
+    if !matches!(user, None | Some("root") | Some("0")) {
+        return Ok(());
+    }
+    let refuse = |message: String| {
+        Err(ApiError {
+            status: 403,
+            message,
+        })
+    };
+    if !allow_root {
+        return refuse("spec.user: this coordinator refuses workloads that run as root (http.allow_root_workloads = false); set user to another account".into());
+    }
+    if caller.is_some_and(|c| c.may(Role::Admin)) {
+        return Ok(());
+    }
+    let who = caller.map_or("this caller".into(), Caller::who);
+    match user {
+        None => refuse(format!("spec.user: not set, so the workload would run as root, which needs the admin role ({who} has not); set user (--user NAME) to the account it should run as")),
+        Some(u) => refuse(format!("spec.user: {u:?} is root, which needs the admin role ({who} has not)")),
+    }
 }
 
 async fn migrate(

@@ -5,6 +5,7 @@
 //! workload side in [`records`].
 
 pub mod admin;
+pub mod auth;
 pub mod control;
 pub mod decisions;
 pub mod failover;
@@ -12,6 +13,7 @@ pub mod group;
 pub mod http;
 pub mod http_admin;
 pub mod http_backup;
+pub mod https;
 pub mod orders;
 pub mod reconciler;
 pub mod records;

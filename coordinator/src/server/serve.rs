@@ -86,7 +86,9 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
             s.metrics.refused(reason);
         }
     });
-    let (endpoint, http_listener) = bind(&config, &tls, sink).await?;
+    let endpoint = bind(&config, &tls, sink).await?;
+    let api_shared = Arc::downgrade(&shared);
+    let listeners = bind_api(&config, &tls, Arc::new(move || api_shared.upgrade())).await?;
     tracing::info!(
         name = %tls.identity.name,
         quic = %config.quic.listen,
@@ -102,19 +104,8 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     switchover::resume_interrupted(&shared, interrupted);
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
     let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone(), true));
-    let mut http_stop = stop_rx;
     let app = http::router(shared.clone());
-    let http_task = tokio::spawn(async move {
-        let graceful = async move {
-            let _ = http_stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(http_listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("HTTP API failed: {e}");
-        }
-    });
+    let http_task = listeners.serve(app, &config, stop_rx);
 
     wait_for_signal().await.map_err(ServeError::Signal)?;
     let _ = stop_tx.send(true);
@@ -191,7 +182,9 @@ async fn serve_member(
             "refused agent certificate: {detail}"
         );
     });
-    let (endpoint, http_listener) = bind(&config, &tls, sink).await?;
+    let endpoint = bind(&config, &tls, sink).await?;
+    let api_group = group.clone();
+    let listeners = bind_api(&config, &tls, Arc::new(move || api_group.leading_shared())).await?;
     tracing::info!(
         id = cluster.id,
         name = %tls.identity.name,
@@ -201,19 +194,9 @@ async fn serve_member(
         "coordinator group member serving"
     );
     let accept = tokio::spawn(group::accept_loop(endpoint.clone(), group.clone()));
-    let (stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
+    let (stop_tx, http_stop) = tokio::sync::watch::channel(false);
     let app = group::router(group.clone());
-    let http_task = tokio::spawn(async move {
-        let graceful = async move {
-            let _ = http_stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(http_listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("HTTP API failed: {e}");
-        }
-    });
+    let http_task = listeners.serve(app, &config, http_stop);
 
     wait_for_signal().await.map_err(ServeError::Signal)?;
     let _ = stop_tx.send(true);
@@ -258,13 +241,12 @@ pub async fn witness(config: crate::config::WitnessConfig) -> Result<(), ServeEr
     Ok(())
 }
 
-/// Binds the agents' QUIC endpoint (agent certificates only, refusals to `sink`) and the
-/// HTTP listener.
+/// Binds the agents' QUIC endpoint (agent certificates only, refusals to `sink`).
 async fn bind(
     config: &CoordinatorConfig,
     tls: &understudy_common::tls::files::LoadedTls,
     sink: understudy_common::tls::verify::RefusalSink,
-) -> Result<(quinn::Endpoint, tokio::net::TcpListener), ServeError> {
+) -> Result<quinn::Endpoint, ServeError> {
     let quic_cfg = server_config(
         tls,
         Role::Agent,
@@ -279,14 +261,73 @@ async fn bind(
             source,
         }
     })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "http.listen",
-            addr: config.http.listen,
-            source,
-        })?;
-    Ok((endpoint, http_listener))
+    Ok(endpoint)
+}
+
+/// The operator API's listeners, bound.
+struct ApiListeners {
+    https: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    plain: Option<tokio::net::TcpListener>,
+}
+
+/// Where the API audits into: the state of this coordinator, or of a group's leader while
+/// this member leads.
+type AuditTo = Arc<dyn Fn() -> Option<Arc<Shared>> + Send + Sync>;
+
+/// Binds the HTTPS API (`http.listen`) and, when configured, the plain listener for
+/// `/metrics` and `/v1/health` (`http.plain_listen`). Client certificates refused at the
+/// TLS handshake are audited into `audit_to`'s state.
+async fn bind_api(
+    config: &CoordinatorConfig,
+    tls: &understudy_common::tls::files::LoadedTls,
+    audit_to: AuditTo,
+) -> Result<ApiListeners, ServeError> {
+    let sink = Arc::new(move |reason: Refusal, detail: &str| {
+        tracing::warn!(
+            reason = reason.label(),
+            "refused an API client certificate: {detail}"
+        );
+        if let Some(s) = audit_to() {
+            super::auth::audit_handshake(&s, reason, detail);
+        }
+    });
+    let tls = understudy_common::tls::https::api_server_config(tls, sink)?;
+    let listen = |what: &'static str, addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let https = listen("http.listen", config.http.listen).await?;
+    let plain = match config.http.plain_listen {
+        Some(a) => Some(listen("http.plain_listen", a).await?),
+        None => None,
+    };
+    Ok(ApiListeners { https, tls, plain })
+}
+
+impl ApiListeners {
+    /// Serves `app` on every listener until `stop`; the task ends when they have stopped.
+    fn serve(
+        self,
+        app: axum::Router,
+        config: &CoordinatorConfig,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let app = app.layer(axum::Extension(super::auth::Policy {
+            allow_root_workloads: config.http.allow_root_workloads,
+        }));
+        let plain = self
+            .plain
+            .map(|l| tokio::spawn(super::https::serve(l, None, app.clone(), stop.clone())));
+        let https = super::https::serve(self.https, Some(self.tls), app, stop);
+        tokio::spawn(async move {
+            https.await;
+            if let Some(p) = plain {
+                let _ = p.await;
+            }
+        })
+    }
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {

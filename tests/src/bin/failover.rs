@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use understudy_coordinator::workloads::WorkloadRecord;
-use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+use understudy_tests::cluster::Cluster;
 use understudy_tests::greeter::{self, GREETER};
 
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
@@ -25,8 +25,7 @@ fn wall_ms() -> u64 {
 }
 
 fn record(c: &Cluster, name: &str) -> Option<WorkloadRecord> {
-    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
-    let body = http_get(addr, &format!("/v1/workloads/{name}")).ok()?;
+    let body = c.api_get("coord", &format!("/v1/workloads/{name}")).ok()?;
     serde_json::from_str(&body).ok()
 }
 

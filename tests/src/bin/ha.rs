@@ -19,34 +19,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use understudy_common::tls::Role;
+use understudy_tests::api::ApiClient;
 use understudy_tests::cluster::{bin, Cluster, HTTP_PORT};
 use understudy_tests::procstat::{cpu_seconds, status_kib};
 use understudy_tests::wait::eventually;
 
 /// One HTTP POST with an empty JSON body; the status code.
-fn post(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {resp:?}"))
+fn post(client: &ApiClient, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    client
+        .send(addr, "POST", path, "{}")
+        .map(|(status, _)| status)
 }
 
 /// Posts a cordon or uncordon to whichever member accepts it; true once one did.
@@ -56,9 +45,10 @@ fn write_once(c: &Cluster, cordon: bool) -> bool {
     } else {
         "/v1/hosts/host-a/uncordon"
     };
+    let client = c.api_client(Some(Role::Operator));
     c.coordinators().iter().any(|m| {
         let addr = SocketAddr::from((c.host(m).addr, HTTP_PORT));
-        matches!(post(addr, path), Ok(200))
+        matches!(post(&client, addr, path), Ok(200))
     })
 }
 
@@ -287,6 +277,7 @@ fn main() {
     caught_up(&c);
     let leader = c.leader().unwrap();
     let addr = SocketAddr::from((c.host(leader).addr, HTTP_PORT));
+    let client = c.api_client(Some(Role::Operator));
     let mut writes = Vec::new();
     for i in 0..200 {
         let path = if i % 2 == 0 {
@@ -295,7 +286,7 @@ fn main() {
             "/v1/hosts/host-a/uncordon"
         };
         let t = Instant::now();
-        assert_eq!(post(addr, path), Ok(200));
+        assert_eq!(post(&client, addr, path), Ok(200));
         writes.push(t.elapsed());
     }
     stats(

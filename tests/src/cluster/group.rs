@@ -155,10 +155,12 @@ store = "{d}/data/records.redb"
     /// `understudy cluster init` on `coord` with the other two members' peer addresses,
     /// then waits for a leader.
     pub fn init_group(&self) {
-        let coord = format!("http://{}:{HTTP_PORT}", self.host("coord").addr);
+        let coord = format!("https://{}:{HTTP_PORT}", self.host("coord").addr);
         let peer = |h: &str| format!("{}:{RAFT_PORT}", self.member_addrs[h]);
         crate::wait::eventually("group initialised", Duration::from_secs(20), || {
-            let out = std::process::Command::new(super::bin("understudy"))
+            let mut cmd = std::process::Command::new(super::bin("understudy"));
+            self.as_admin(&mut cmd);
+            let out = cmd
                 .args([
                     "cluster",
                     "init",
@@ -191,11 +193,13 @@ store = "{d}/data/records.redb"
 
     /// `understudy cluster status --output json` from member `name` only.
     pub fn cluster_status_of(&self, name: &str) -> Result<ClusterStatus, String> {
-        let out = std::process::Command::new(super::bin("understudy"))
+        let mut cmd = std::process::Command::new(super::bin("understudy"));
+        self.as_admin(&mut cmd);
+        let out = cmd
             .args(["cluster", "status", "--output", "json"])
             .env(
                 "UNDERSTUDY_COORDINATOR",
-                format!("http://{}:{HTTP_PORT}", self.host(name).addr),
+                format!("https://{}:{HTTP_PORT}", self.host(name).addr),
             )
             .output()
             .map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT};
+use understudy_tests::cluster::Cluster;
 use understudy_tests::greeter::{self, GREETER};
 use understudy_tests::pressure::{edac_errors, MemoryCgroup, GROWER};
 
@@ -37,8 +37,7 @@ fn wall_ms() -> u64 {
 
 /// The coordinator's JSON at `path`.
 fn get(c: &Cluster, path: &str) -> serde_json::Value {
-    let addr = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
-    http_get(addr, path)
+    c.api_get("coord", path)
         .ok()
         .and_then(|b| serde_json::from_str(&b).ok())
         .unwrap_or(serde_json::Value::Null)

@@ -1,0 +1,240 @@
+//! The operator API is HTTPS with client certificates of the cluster CA, and roles decide
+//! who may do what: refusals are 401/403 (or a refused handshake), nothing is created by a
+//! refused request, and every change and refusal is an audit event.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use understudy_common::tls::ca::{create_ca, issue, Validity};
+use understudy_common::tls::Role;
+use understudy_coordinator::events::Event;
+use understudy_tests::api::ApiClient;
+use understudy_tests::cluster::{http_get, Cluster, HTTP_PORT, PLAIN_PORT};
+use understudy_tests::require_e2e;
+
+const HOSTS: [&str; 2] = ["host-a", "host-b"];
+
+fn body(name: &str, user: Option<&str>) -> String {
+    let user = user.map_or(String::new(), |u| format!(r#","user":"{u}""#));
+    format!(
+        r#"{{"spec":{{"name":"{name}","command":["/bin/sleep","600"],"interval_ms":3600000{user}}},"host":"host-a","shadow":"host-b"}}"#
+    )
+}
+
+fn audit_events(c: &Cluster) -> Vec<Event> {
+    let all: Vec<Event> =
+        serde_json::from_str(&c.api_get("coord", "/v1/events?limit=10000").unwrap()).unwrap();
+    all.into_iter().filter(|e| e.kind == "audit").collect()
+}
+
+fn workload_names(c: &Cluster) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.api_get("coord", "/v1/workloads").unwrap()).unwrap();
+    v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["spec"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Client files in `dir`: the cluster's CA (to trust the coordinator) and `cert` as `admin`.
+fn client_files(dir: &Path, ca_pem: &str, cert: &understudy_common::tls::ca::PemPair) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    std::fs::write(dir.join("admin.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("admin.key"), &cert.key_pem).unwrap();
+}
+
+#[test]
+fn only_certificates_of_the_cluster_ca_with_the_right_role_change_anything_and_all_is_audited() {
+    require_e2e!();
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+
+    // Without a certificate: health answers, everything else is 401, nothing created.
+    let anonymous = c.api_client(None);
+    assert!(anonymous.get(api, "/v1/health").is_ok());
+    let (status, answer) = anonymous
+        .send(api, "POST", "/v1/workloads", &body("anon", Some("nobody")))
+        .unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("client certificate"), "{answer}");
+    assert_eq!(
+        anonymous.send(api, "GET", "/v1/workloads", "").unwrap().0,
+        401
+    );
+
+    // A viewer reads but may not create.
+    let viewer = c.api_client(Some(Role::Viewer));
+    assert!(viewer.get(api, "/v1/workloads").is_ok());
+    let (status, answer) = viewer
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("viewed", Some("nobody")),
+        )
+        .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("operator"), "{answer}");
+
+    // An operator creates a workload that runs as another user, but not one that runs
+    // as root, written out or left unset.
+    let operator = c.api_client(Some(Role::Operator));
+    let (status, answer) = operator
+        .send(api, "POST", "/v1/workloads", &body("op-root", None))
+        .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("spec.user"), "{answer}");
+    let (status, answer) = operator
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("op-root2", Some("root")),
+        )
+        .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = operator
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("op-nobody", Some("nobody")),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    // ... and may not restore a backup or take one.
+    assert_eq!(operator.send(api, "GET", "/v1/backup", "").unwrap().0, 403);
+
+    // An admin creates a root workload.
+    let admin = c.api_client(Some(Role::Admin));
+    let (status, answer) = admin
+        .send(api, "POST", "/v1/workloads", &body("admin-root", None))
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+
+    // A certificate of another CA, and an expired one of this CA: the handshake fails.
+    let tmp = tempfile::tempdir().unwrap();
+    let other_ca = create_ca(Validity::days_from_now(10)).unwrap();
+    let foreign = issue(
+        &other_ca,
+        "mallory",
+        Role::Admin,
+        Validity::days_from_now(1),
+    )
+    .unwrap();
+    client_files(&tmp.path().join("foreign"), &c.ca().cert_pem, &foreign);
+    let foreign = ApiClient::new(&tmp.path().join("foreign"), Some(Role::Admin));
+    assert!(foreign
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("foreign", Some("nobody"))
+        )
+        .is_err());
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // one audited refusal a second
+    let now = time::OffsetDateTime::now_utc();
+    let expired = issue(
+        c.ca(),
+        "old-admin",
+        Role::Admin,
+        Validity {
+            not_before: now - time::Duration::days(3),
+            not_after: now - time::Duration::days(1),
+        },
+    )
+    .unwrap();
+    client_files(&tmp.path().join("expired"), &c.ca().cert_pem, &expired);
+    let expired = ApiClient::new(&tmp.path().join("expired"), Some(Role::Admin));
+    assert!(expired
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("expired", Some("nobody"))
+        )
+        .is_err());
+
+    // Nothing was created but what the operator and the admin were allowed to.
+    let mut names = workload_names(&c);
+    names.sort();
+    assert_eq!(names, ["admin-root", "op-nobody"]);
+
+    // Every refusal and change is in the audit log, naming who and the answer.
+    let audit = audit_events(&c);
+    let has = |needle: &[&str]| {
+        audit
+            .iter()
+            .any(|e| needle.iter().all(|n| e.message.contains(n)))
+    };
+    let shown: Vec<_> = audit.iter().map(|e| e.message.clone()).collect();
+    assert!(
+        has(&["without a certificate", "POST /v1/workloads", "401"]),
+        "{shown:#?}"
+    );
+    assert!(
+        has(&["test-viewer (viewer)", "POST /v1/workloads", "403"]),
+        "{shown:#?}"
+    );
+    assert!(
+        has(&[
+            "test-operator (operator)",
+            "POST /v1/workloads",
+            "403",
+            "spec.user"
+        ]),
+        "{shown:#?}"
+    );
+    assert!(
+        has(&["test-operator (operator)", "POST /v1/workloads", "201"]),
+        "{shown:#?}"
+    );
+    assert!(
+        has(&["test-admin (admin)", "POST /v1/workloads", "201"]),
+        "{shown:#?}"
+    );
+    assert!(has(&["TLS handshake", "unknown_ca"]), "{shown:#?}");
+    assert!(has(&["TLS handshake", "expired"]), "{shown:#?}");
+    // Reads are not audited.
+    assert!(!has(&["GET /v1/workloads: 200"]), "{shown:#?}");
+
+    // The plain listener serves /metrics and /v1/health, nothing else.
+    let plain = SocketAddr::from((c.host("coord").addr, PLAIN_PORT));
+    assert!(http_get(plain, "/metrics").unwrap().contains("understudy_"));
+    assert!(http_get(plain, "/v1/health").is_ok());
+    let refused = http_get(plain, "/v1/workloads").unwrap_err();
+    assert!(refused.contains("404"), "{refused}");
+
+    // The CLI with a viewer's certificate: refused, naming the role it lacks.
+    let mut cli = c.cli_command();
+    c.as_role(&mut cli, Role::Viewer);
+    let out = cli
+        .args(["workload", "delete", "op-nobody"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs role operator"), "{err}");
+    // Without a CA to check the coordinator with: a config error naming what to give.
+    let out = Command::new(understudy_tests::cluster::bin("understudy"))
+        .args(["workload", "list"])
+        .env("UNDERSTUDY_COORDINATOR", c.api())
+        .env("HOME", tmp.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("UNDERSTUDY_CA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca"));
+}
