@@ -120,7 +120,8 @@ pub struct MetricsSection {
 impl Default for MetricsSection {
     fn default() -> Self {
         MetricsSection {
-            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            // Loopback: exposing the host's metrics to the network is the operator's choice.
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             enabled: true,
         }
     }

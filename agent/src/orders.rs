@@ -22,6 +22,10 @@ const FIRST_TREE: u64 = 1;
 
 /// Handles one order and returns the reply.
 pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
+    if let Some(problem) = order.problem() {
+        tracing::warn!(order = order.kind(), "refused an invalid order: {problem}");
+        return OrderReply::Failed(format!("invalid order: {problem}"));
+    }
     let (workload, generation) = order.target();
     if let Order::Query { workload, .. } = &order {
         // Read-only, and waits for the workload's other orders by itself.

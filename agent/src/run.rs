@@ -184,7 +184,14 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                         .iter()
                         .filter_map(|p| {
                             let probe = p.spec.probe.clone()?;
-                            Some((p.spec.name.clone(), probe, p.snapshot().pid))
+                            let setpriv = crate::supervisor::account::of_spec(&p.spec).map(|a| {
+                                if a.uid == 0 {
+                                    Vec::new()
+                                } else {
+                                    a.setpriv()
+                                }
+                            });
+                            Some((p.spec.name.clone(), probe, p.snapshot().pid, setpriv))
                         })
                         .collect()
                 },

@@ -605,6 +605,52 @@ pub enum Order {
 }
 
 impl Order {
+    /// What is wrong with the order, naming the field, if anything: an agent checks every
+    /// order as the coordinator checked the request it came from, so that a faulty or
+    /// compromised coordinator cannot make it use a name as a path or run a spec that
+    /// could never have been accepted.
+    pub fn problem(&self) -> Option<String> {
+        let (workload, _) = self.target();
+        if let Err(e) = validate_workload_name(workload) {
+            return Some(format!("workload: {e}"));
+        }
+        let spec = match self {
+            Order::Start { spec, .. }
+            | Order::ExpectShadow { spec, .. }
+            | Order::Demote { spec, .. }
+            | Order::Restore { spec, .. } => Some(spec),
+            _ => None,
+        };
+        if let Some(spec) = spec {
+            if spec.name != workload {
+                return Some(format!(
+                    "spec.name: {:?} is not the order's workload {workload:?}",
+                    spec.name
+                ));
+            }
+            if let Some((field, reason)) = spec.problems().into_iter().next() {
+                return Some(format!("spec.{field}: {reason}"));
+            }
+        }
+        let peer = match self {
+            Order::Start { shadow, .. } | Order::Restore { shadow, .. } => shadow.as_ref(),
+            Order::SetShadow { shadow, .. } => Some(shadow),
+            _ => None,
+        };
+        let host = match self {
+            Order::ExpectShadow { primary, .. } | Order::Demote { primary, .. } => {
+                Some(primary.as_str())
+            }
+            _ => peer.map(|p| p.name.as_str()),
+        };
+        if let Some(h) = host {
+            if let Err(e) = crate::tls::identity::validate_host_name(h) {
+                return Some(format!("host: {e}"));
+            }
+        }
+        None
+    }
+
     /// The workload and generation the order is for.
     pub fn target(&self) -> (&str, u64) {
         match self {
@@ -828,6 +874,50 @@ mod tests {
 
     fn fields(s: &WorkloadSpec) -> Vec<String> {
         s.problems().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn an_agent_refuses_orders_no_coordinator_check_would_have_let_through() {
+        let good = Order::Start {
+            spec: spec(&["/bin/true"]),
+            generation: 1,
+            shadow: None,
+        };
+        assert_eq!(good.problem(), None);
+        let mut s = spec(&["/bin/true"]);
+        s.name = "../../etc".into();
+        let bad_name = Order::Start {
+            spec: s,
+            generation: 1,
+            shadow: None,
+        };
+        assert!(bad_name.problem().unwrap().starts_with("workload:"));
+        let release = Order::Release {
+            workload: "a/b".into(),
+            generation: 1,
+        };
+        assert!(release.problem().unwrap().starts_with("workload:"));
+        let other = Order::Restore {
+            spec: spec(&["/bin/true"]),
+            workload: "other".into(),
+            generation: 1,
+            epoch: 1,
+            shadow: None,
+            lease_ms: None,
+        };
+        assert!(other.problem().unwrap().starts_with("spec.name:"));
+        let nul = Order::ExpectShadow {
+            spec: spec(&["/bin/echo", "a\0b"]),
+            generation: 1,
+            primary: "host-a".into(),
+        };
+        assert!(nul.problem().unwrap().starts_with("spec.command[1]"));
+        let bad_host = Order::Demote {
+            spec: spec(&["/bin/true"]),
+            generation: 1,
+            primary: "Host A/..".into(),
+        };
+        assert!(bad_host.problem().unwrap().starts_with("host:"));
     }
 
     #[test]

@@ -271,6 +271,10 @@ host_root = "{d}/root"
 warmup_samples = 3
 [probes]
 interval = "200ms"
+[metrics]
+# The tests scrape every agent from outside its namespace.
+listen = "0.0.0.0:7443"
+enabled = true
 "#,
             self.coordinators()
                 .iter()

@@ -116,12 +116,26 @@ fn only_certificates_of_the_cluster_ca_with_the_right_role_change_anything_and_a
     // ... and may not restore a backup or take one.
     assert_eq!(operator.send(api, "GET", "/v1/backup", "").unwrap().0, 403);
 
-    // An admin creates a root workload.
+    // An admin creates a root workload (with a secret in its environment).
     let admin = c.api_client(Some(Role::Admin));
-    let (status, answer) = admin
-        .send(api, "POST", "/v1/workloads", &body("admin-root", None))
-        .unwrap();
+    let with_env = body("admin-root", None).replacen(
+        r#""interval_ms""#,
+        r#""env":[["API_TOKEN","s3cret-value"]],"interval_ms""#,
+        1,
+    );
+    let (status, answer) = admin.send(api, "POST", "/v1/workloads", &with_env).unwrap();
     assert_eq!(status, 201, "{answer}");
+    // A viewer sees the environment's names, not its values; an operator sees them.
+    for path in ["/v1/workloads", "/v1/workloads/admin-root"] {
+        let seen = viewer.get(api, path).unwrap();
+        assert!(
+            seen.contains("API_TOKEN") && !seen.contains("s3cret-value"),
+            "{seen}"
+        );
+        assert!(seen.contains("(redacted)"), "{seen}");
+        let seen = operator.get(api, path).unwrap();
+        assert!(seen.contains("s3cret-value"), "{seen}");
+    }
 
     // A certificate of another CA, and an expired one of this CA: the handshake fails.
     let tmp = tempfile::tempdir().unwrap();

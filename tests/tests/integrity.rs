@@ -53,6 +53,52 @@ fn committed_epochs(c: &Cluster) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// An epoch of workload `w` with these memory image files and no data.
+fn manifest(
+    generation: u64,
+    epoch: u64,
+    files: Vec<understudy_common::epoch::FileEntry>,
+) -> Manifest {
+    Manifest {
+        workload: "w".into(),
+        generation,
+        epoch,
+        taken_unix_ms: 0,
+        stdio_key: None,
+        files,
+        data: vec![],
+    }
+}
+
+/// Offers `manifest` to `to`'s data plane by hand, as host `from` (with a certificate of
+/// its own), and returns the answer.
+fn offer(c: &Cluster, from: &str, to: &str, manifest: Manifest) -> DataReply {
+    let cert = issue(c.ca(), from, Role::Agent, Validity::days_from_now(1)).unwrap();
+    let addr = std::net::SocketAddr::from((c.host(to).addr, 7442));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = rawclient::open_data(addr, to, &cert, &c.ca().cert_pem)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let offer = DataMessage::Offer {
+            manifest,
+            base_epoch: None,
+            final_epoch: false,
+        };
+        write_frame(&mut send, PROTOCOL_VERSION, &offer)
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    })
+}
+
 #[test]
 fn flipped_byte_in_a_staged_file_is_caught_refetched_and_never_committed() {
     require_e2e!();
@@ -142,38 +188,7 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
 
     // By hand, as the current primary (host-b) but with generation 1, offer an epoch to
     // the new shadow host-a.
-    let cert = issue(c.ca(), "host-b", Role::Agent, Validity::days_from_now(1)).unwrap();
-    let addr = std::net::SocketAddr::from((c.host("host-a").addr, 7442));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let reply: DataReply = rt.block_on(async {
-        let conn = rawclient::open_data(addr, "host-a", &cert, &c.ca().cert_pem)
-            .await
-            .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let offer = DataMessage::Offer {
-            manifest: Manifest {
-                workload: "w".into(),
-                generation: 1,
-                epoch: 1000,
-                taken_unix_ms: 0,
-                stdio_key: None,
-                files: vec![],
-                data: vec![],
-            },
-            base_epoch: None,
-            final_epoch: false,
-        };
-        write_frame(&mut send, PROTOCOL_VERSION, &offer)
-            .await
-            .unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-    });
+    let reply = offer(&c, "host-b", "host-a", manifest(1, 1000, vec![]));
     match reply {
         DataReply::Refused { reason } => {
             assert!(
@@ -187,4 +202,68 @@ fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
         .host_dir("host-a")
         .join("data/workloads/w/shadow/epoch-1000")
         .exists());
+}
+
+/// The shadow agent's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_primary_announcing_a_1_tib_memory_image_is_refused_and_the_shadow_allocates_nothing() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster_with_shadow_env(&[]);
+    eventually("an epoch committed", Duration::from_secs(30), || {
+        let w = c.workload("w")?;
+        if w.epochs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", w.unprotected))
+        }
+    });
+    let shadow = c.pid("host-b").unwrap();
+    let before = rss_kib(shadow);
+
+    // As the primary (host-a), under the current generation, offer an epoch whose memory
+    // image announces 1 TiB.
+    let image = understudy_common::epoch::FileEntry {
+        name: "pages-1.img".into(),
+        size: 1 << 40,
+        blake3: [0; 32],
+    };
+    let reply = offer(&c, "host-a", "host-b", manifest(1, 1_000_000, vec![image]));
+    match reply {
+        DataReply::Refused { reason } => {
+            assert!(
+                reason.contains("1099511627776") && reason.contains("free"),
+                "{reason}"
+            )
+        }
+        other => panic!("a 1 TiB epoch accepted: {other:?}"),
+    }
+    let after = rss_kib(shadow);
+    assert!(
+        after < before + 64 * 1024,
+        "the shadow agent grew from {before} KiB to {after} KiB"
+    );
+    assert!(!c
+        .host_dir("host-b")
+        .join("data/workloads/w/shadow/epoch-1000000")
+        .exists());
+    // The shadow goes on taking the real primary's epochs.
+    let epochs = c.workload("w").unwrap().epochs;
+    eventually("epochs go on", Duration::from_secs(30), || {
+        let now = c.workload("w")?.epochs;
+        if now >= epochs + 2 {
+            Ok(())
+        } else {
+            Err(format!("{now} epochs"))
+        }
+    });
 }

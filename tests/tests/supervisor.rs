@@ -355,3 +355,68 @@ fn output_that_a_full_disk_cannot_take_is_dropped_and_counted_and_the_service_ru
     );
     let _ = c.cli(&["workload", "delete", "chatty"]);
 }
+
+#[test]
+fn a_command_probe_runs_inside_the_workloads_namespaces_as_its_user() {
+    require_e2e!();
+    let c = Cluster::started(&["host-a"]);
+    let m = marker("probed");
+    // Somewhere the probe (as nobody) may write what it saw.
+    let seen = tempfile::Builder::new()
+        .prefix("understudy-probe-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        seen.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = seen.path().join("seen");
+    let spec = seen.path().join("probed.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "probed"
+command = ["/bin/sh", "-c", "sleep 3600; true", "{m}"]
+host = "host-a"
+interval = "1h"
+user = "nobody"
+[probe]
+command = ["/bin/sh", "-c", "echo $(id -u) $(readlink /proc/self/ns/pid) $(readlink /proc/self/ns/mnt) > {out}.new && mv {out}.new {out}"]
+"#,
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let created = c.cli(&["workload", "create", "--spec", spec.to_str().unwrap()]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let service = eventually("it runs", Duration::from_secs(10), || {
+        let pids: Vec<u32> = c
+            .processes("host-a", &m)
+            .into_iter()
+            .filter(|p| cmdline(*p).starts_with("/bin/sh"))
+            .collect();
+        pids.first().copied().ok_or_else(|| "not yet".to_string())
+    });
+    let line = eventually("the probe ran", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out).map_err(|e| e.to_string())
+    });
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/{service}/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields, [nobody.as_str(), &ns("pid"), &ns("mnt")], "{line}");
+    // ... which is not where the agent itself runs.
+    let agent = c.pid("host-a").unwrap();
+    let agent_pid_ns = std::fs::read_link(format!("/proc/{agent}/ns/pid")).unwrap();
+    assert_ne!(agent_pid_ns.display().to_string(), ns("pid"));
+}

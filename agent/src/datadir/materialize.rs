@@ -12,18 +12,34 @@ use understudy_common::data_entry::{wire_name, DataEntry, DataKind};
 
 use super::meta;
 
-fn entry_target(targets: &[PathBuf], path: &str) -> Result<PathBuf, String> {
+/// The host path of entry `path` (`<index>/<relative path>`), refusing one that would
+/// reach outside its data directory through a symlink: no directory on the way may be a
+/// symlink (an earlier entry may have made one), nor the entry itself unless `symlink` (it
+/// is then replaced, never followed). Paths with `..` were refused when the epoch arrived.
+fn entry_target(targets: &[PathBuf], path: &str, symlink: bool) -> Result<PathBuf, String> {
     let (index, rel) = path.split_once('/').unwrap_or((path, ""));
     let base = index
         .parse::<usize>()
         .ok()
         .and_then(|i| targets.get(i))
         .ok_or_else(|| format!("data path {path:?} names no declared data directory"))?;
-    Ok(if rel.is_empty() {
-        base.clone()
-    } else {
-        base.join(rel)
-    })
+    let mut p = base.clone();
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        let last = i + 1 == parts.len();
+        if last && symlink {
+            break;
+        }
+        let is_link = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            return Err(format!(
+                "data path {path:?} goes through the symlink {}: refused (an epoch never writes through a symlink)",
+                p.display()
+            ));
+        }
+    }
+    Ok(p)
 }
 
 /// Moves `dir` out of the way (renamed beside itself, then removed in the background).
@@ -88,7 +104,7 @@ pub fn materialize(
         }
     }
     for e in entries {
-        let p = entry_target(targets, &e.path)?;
+        let p = entry_target(targets, &e.path, matches!(e.kind, DataKind::Symlink { .. }))?;
         match &e.kind {
             DataKind::Dir => {
                 std::fs::create_dir_all(&p).map_err(|err| format!("{}: {err}", p.display()))?
@@ -107,12 +123,12 @@ pub fn materialize(
     }
     // Directories last, deepest first, so creating their entries does not move their mtime.
     for e in entries.iter().filter(|e| e.kind != DataKind::Dir) {
-        let p = entry_target(targets, &e.path)?;
         let symlink = matches!(e.kind, DataKind::Symlink { .. });
+        let p = entry_target(targets, &e.path, symlink)?;
         meta::apply(&p, &e.meta, symlink).map_err(|err| format!("{}: {err}", p.display()))?;
     }
     for e in entries.iter().rev().filter(|e| e.kind == DataKind::Dir) {
-        let p = entry_target(targets, &e.path)?;
+        let p = entry_target(targets, &e.path, false)?;
         meta::apply(&p, &e.meta, false).map_err(|err| format!("{}: {err}", p.display()))?;
     }
     Ok(())
@@ -176,5 +192,72 @@ mod tests {
             md.modified().unwrap(),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn an_epoch_that_names_a_symlink_out_and_entries_under_it_changes_nothing_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("etc");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("passwd"), b"root:x:0:0").unwrap();
+        std::fs::set_permissions(
+            outside.join("passwd"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let epoch = tmp.path().join("epoch");
+        std::fs::create_dir_all(&epoch).unwrap();
+        let meta = understudy_common::data_entry::Meta {
+            mode: 0o777,
+            ..Default::default()
+        };
+        let entry = |path: &str, kind: DataKind| DataEntry {
+            path: path.into(),
+            kind,
+            meta: meta.clone(),
+        };
+        let entries = [
+            entry("0", DataKind::Dir),
+            entry(
+                "0/link",
+                DataKind::Symlink {
+                    target: outside.display().to_string(),
+                },
+            ),
+            entry("0/link/evil", DataKind::Dir),
+        ];
+        let dst = tmp.path().join("host-b/srv/x");
+        let err = materialize(&entries, &epoch, std::slice::from_ref(&dst)).unwrap_err();
+        assert!(err.contains("symlink"), "{err}");
+        assert!(!outside.join("evil").exists());
+        let entries = [
+            entry("0", DataKind::Dir),
+            entry(
+                "0/link",
+                DataKind::Symlink {
+                    target: outside.display().to_string(),
+                },
+            ),
+            entry(
+                "0/link/passwd",
+                DataKind::File {
+                    size: 10,
+                    blake3: [0; 32],
+                    origin: None,
+                },
+            ),
+        ];
+        let err = materialize(&entries, &epoch, std::slice::from_ref(&dst)).unwrap_err();
+        assert!(err.contains("symlink"), "{err}");
+        let md = std::fs::metadata(outside.join("passwd")).unwrap();
+        assert_eq!(
+            md.permissions().mode() & 0o7777,
+            0o644,
+            "its mode is untouched"
+        );
+        assert_eq!(
+            std::fs::read(outside.join("passwd")).unwrap(),
+            b"root:x:0:0"
+        );
     }
 }

@@ -54,7 +54,7 @@ pub async fn restore_tree(
     let _ = tokio::task::spawn_blocking(move || crate::workload::place_in_scope(&name, pid)).await;
     let running = adopt_restored(pid, &paths.output_log(), hook);
     let started = Instant::now();
-    if let Err(e) = liveness(&running, spec.probe.as_ref()).await {
+    if let Err(e) = liveness(&running, spec).await {
         running.kill();
         return Err(format!("restored workload failed its liveness check: {e}"));
     }
@@ -66,18 +66,29 @@ pub async fn restore_tree(
     })
 }
 
-async fn liveness(running: &Running, probe: Option<&Probe>) -> Result<(), String> {
+async fn liveness(running: &Running, spec: &WorkloadSpec) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     if !running.is_alive() {
         return Err("the restored process tree exited at once".into());
     }
-    let Some(probe) = probe else {
+    let Some(probe) = spec.probe.as_ref() else {
         return Ok(());
+    };
+    // A command probe runs in the restored workload's namespaces, as its user.
+    let within = crate::workload::probes::InWorkload {
+        pid: running.pid,
+        setpriv: crate::supervisor::account::of_spec(spec).map(|a| {
+            if a.uid == 0 {
+                Vec::new()
+            } else {
+                a.setpriv()
+            }
+        })?,
     };
     // A TCP server may need a moment to accept again after the restore: retry a while.
     let deadline = Instant::now() + PROBE_LIMIT;
     loop {
-        match crate::workload::probes::once(probe, Duration::from_secs(10)).await {
+        match crate::workload::probes::once(probe, Duration::from_secs(10), Some(&within)).await {
             Ok(_) => return Ok(()),
             Err(e) if matches!(probe, Probe::Command { .. }) || Instant::now() >= deadline => {
                 return Err(e)

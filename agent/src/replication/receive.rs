@@ -50,14 +50,21 @@ fn corrupt_if_asked(path: &Path, name: &str) {
     }
 }
 
+/// Reads `len` bytes. The buffer grows with what arrives, a piece at a time, never with
+/// what the peer announced: an announcement it does not send costs nothing.
 async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, String> {
-    let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
-    let mut buf = vec![0u8; len];
-    for piece in buf.chunks_mut(1 << 20) {
-        tokio::time::timeout(STALL_LIMIT, recv.read_exact(piece))
+    const PIECE: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(PIECE) as usize;
+        let start = buf.len();
+        buf.resize(start + n, 0);
+        tokio::time::timeout(STALL_LIMIT, recv.read_exact(&mut buf[start..]))
             .await
             .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
             .map_err(|e| format!("primary: {e}"))?;
+        left -= n as u64;
     }
     Ok(buf)
 }
@@ -220,6 +227,7 @@ async fn receive(
         data_dirs: node
             .shadow_spec(&manifest.workload)
             .map_or(0, |s| s.data_dirs.len()),
+        available: store.available(),
     };
     check_offer(&view, peer, &manifest)?;
     node.fence

@@ -19,6 +19,8 @@ pub struct ShadowView<'a> {
     pub newest_committed: Option<u64>,
     /// How many data directories the workload's spec declares.
     pub data_dirs: usize,
+    /// Bytes free where epochs are kept, if known.
+    pub available: Option<u64>,
 }
 
 /// Whether to accept an offer from `peer`.
@@ -57,6 +59,21 @@ pub fn check_offer(view: &ShadowView<'_>, peer: &str, manifest: &Manifest) -> Re
     for f in &manifest.files {
         if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
             return Err(format!("file name {:?} is not allowed", f.name));
+        }
+    }
+    // The memory images the manifest announces must fit where they would be written (data
+    // files are not counted: unchanged ones are linked from the base epoch). A peer's
+    // numbers are never allocated or trusted beyond that.
+    if let Some(free) = view.available {
+        let total = manifest
+            .files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size));
+        if total > free {
+            return Err(format!(
+                "epoch {} of workload {:?} announces {total} bytes of files; only {free} bytes are free here",
+                manifest.epoch, manifest.workload
+            ));
         }
     }
     for d in &manifest.data {
@@ -233,7 +250,24 @@ mod tests {
             seen_generation: seen,
             newest_committed: Some(4),
             data_dirs: 1,
+            available: Some(1 << 30),
         }
+    }
+
+    #[test]
+    fn an_offer_announcing_more_than_fits_here_is_refused_before_any_byte_is_read() {
+        let mut m = manifest(2, 5);
+        m.files[0].size = 1 << 40; // a 1 TiB memory image
+        let e = check_offer(&view(Some(2)), "host-a", &m).unwrap_err();
+        assert!(
+            e.contains("announces 10995") && e.contains("only 1073741824 bytes are free"),
+            "{e}"
+        );
+        // Sizes that add past u64 do not wrap into something small.
+        let mut m = manifest(2, 5);
+        m.files[0].size = u64::MAX;
+        m.files[1].size = 2;
+        assert!(check_offer(&view(Some(2)), "host-a", &m).is_err());
     }
 
     #[test]

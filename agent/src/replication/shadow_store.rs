@@ -35,6 +35,19 @@ impl ShadowStore {
         out
     }
 
+    /// Bytes free for this store's epochs: on its directory's file system, or that of its
+    /// nearest existing parent before the first epoch; `None` if it cannot be told.
+    pub fn available(&self) -> Option<u64> {
+        let mut dir = self.dir.as_path();
+        loop {
+            if dir.exists() {
+                let st = nix::sys::statvfs::statvfs(dir).ok()?;
+                return Some(st.blocks_available().saturating_mul(st.fragment_size()));
+            }
+            dir = dir.parent()?;
+        }
+    }
+
     /// The newest committed epoch.
     pub fn newest(&self) -> Option<u64> {
         self.committed().last().copied()

@@ -11,8 +11,40 @@ use understudy_common::workload::Probe;
 
 use crate::predict::univariate::{Univariate, UnivariateModel};
 
-/// Runs `probe` once against this host; returns how long it took to answer.
-pub async fn once(probe: &Probe, timeout: Duration) -> Result<Duration, String> {
+/// Where a command probe runs: inside the namespaces (PID, mount, IPC) of the workload
+/// whose tree is rooted at `pid`, as `account` (its spec's user), as its own command does.
+#[derive(Debug, Clone)]
+pub struct InWorkload {
+    /// The root of the workload's tree (process 1 of its PID namespace).
+    pub pid: i32,
+    /// `setpriv … --` dropping to the workload's user (empty: root).
+    pub setpriv: Vec<String>,
+}
+
+impl InWorkload {
+    /// The command line that runs `argv` there.
+    pub fn command_line(&self, argv: &[String]) -> Vec<String> {
+        let mut line = vec![
+            "nsenter".to_string(),
+            format!("--target={}", self.pid),
+            "--pid".into(),
+            "--mount".into(),
+            "--ipc".into(),
+            "--".into(),
+        ];
+        line.extend(self.setpriv.iter().cloned());
+        line.extend(argv.iter().cloned());
+        line
+    }
+}
+
+/// Runs `probe` once against this host; returns how long it took to answer. A command
+/// probe runs `within` the workload when given.
+pub async fn once(
+    probe: &Probe,
+    timeout: Duration,
+    within: Option<&InWorkload>,
+) -> Result<Duration, String> {
     let started = Instant::now();
     match probe {
         Probe::Tcp { port } => {
@@ -25,10 +57,15 @@ pub async fn once(probe: &Probe, timeout: Duration) -> Result<Duration, String> 
             .map_err(|e| format!("TCP probe of port {port}: {e}"))?;
         }
         Probe::Command { argv } => {
-            let (prog, args) = argv.split_first().ok_or("empty probe command")?;
+            let prog = argv.first().ok_or("empty probe command")?;
+            let line = match within {
+                Some(w) => w.command_line(argv),
+                None => argv.clone(),
+            };
+            let (run, args) = line.split_first().ok_or("empty probe command")?;
             let out = tokio::time::timeout(
                 timeout,
-                tokio::process::Command::new(prog)
+                tokio::process::Command::new(run)
                     .args(args)
                     .kill_on_drop(true)
                     .output(),
@@ -89,9 +126,10 @@ fn record(t: &mut Tracked, result: Result<Duration, String>, alarm_level: f64) {
     }
 }
 
-/// A workload to probe: its name, its probe, and the root pid of its tree (a new pid
-/// starts a fresh report and detector).
-pub type Target = (String, Probe, i32);
+/// A workload to probe: its name, its probe, the root pid of its tree (a new pid starts a
+/// fresh report and detector), and the `setpriv` arguments for its user (or why its user
+/// cannot be found here).
+pub type Target = (String, Probe, i32, Result<Vec<String>, String>);
 
 /// Probes each of `targets()` each `interval`, forever, handing the reports to `publish`.
 pub async fn watch(
@@ -111,7 +149,7 @@ pub async fn watch(
     loop {
         tick.tick().await;
         let mut seen = Vec::new();
-        for (name, probe, pid) in targets() {
+        for (name, probe, pid, setpriv) in targets() {
             if pid <= 0 {
                 continue;
             }
@@ -125,7 +163,10 @@ pub async fn watch(
             if t.pid != pid {
                 *t = fresh();
             }
-            let result = once(&probe, timeout).await;
+            let result = match setpriv {
+                Ok(setpriv) => once(&probe, timeout, Some(&InWorkload { pid, setpriv })).await,
+                Err(e) => Err(format!("probe not run: {e}")),
+            };
             record(t, result, alarm_level);
         }
         tracked.retain(|name, _| seen.contains(name));
@@ -178,12 +219,12 @@ mod tests {
     async fn a_tcp_probe_measures_a_listener_and_names_a_closed_port() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let took = once(&Probe::Tcp { port }, Duration::from_secs(1))
+        let took = once(&Probe::Tcp { port }, Duration::from_secs(1), None)
             .await
             .unwrap();
         assert!(took < Duration::from_secs(1));
         drop(l);
-        let e = once(&Probe::Tcp { port }, Duration::from_secs(1))
+        let e = once(&Probe::Tcp { port }, Duration::from_secs(1), None)
             .await
             .unwrap_err();
         assert!(e.contains(&port.to_string()), "{e}");
@@ -192,6 +233,7 @@ mod tests {
                 argv: vec!["false".into()],
             },
             Duration::from_secs(1),
+            None,
         )
         .await
         .unwrap_err();

@@ -181,41 +181,61 @@ fn refusal(status: StatusCode, msg: String) -> Response {
     (status, Json(ErrorBody { error: msg })).into_response()
 }
 
+/// One request as the guard sees it.
+struct Asked {
+    caller: Option<Caller>,
+    method: Method,
+    path: String,
+}
+
+impl Asked {
+    fn of(req: &Request) -> Self {
+        Asked {
+            caller: req.extensions().get::<Caller>().cloned(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+        }
+    }
+
+    fn check(&self) -> Result<(), (StatusCode, String)> {
+        check(self.caller.as_ref(), &self.method, &self.path)
+    }
+
+    fn mutating(&self) -> bool {
+        !(self.method == Method::GET || self.method == Method::HEAD)
+    }
+
+    /// Audits the answer `status` (with `detail`) to a caller over HTTPS.
+    fn audit(&self, shared: &Shared, status: StatusCode, detail: &str) {
+        if let Some(c) = &self.caller {
+            let who = c.who();
+            audit(
+                shared,
+                &who,
+                Some(c.addr),
+                &self.method,
+                &self.path,
+                status,
+                detail,
+            );
+        }
+    }
+}
+
 /// The API's guard (axum middleware): refuses what the caller may not do and audits
 /// every change and every refusal.
 pub async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    if let Err((status, msg)) = check(caller.as_ref(), &method, &path) {
-        if let Some(c) = &caller {
-            audit(
-                &shared,
-                &c.who(),
-                Some(c.addr),
-                &method,
-                &path,
-                status,
-                &msg,
-            );
-        }
+    let asked = Asked::of(&req);
+    if let Err((status, msg)) = asked.check() {
+        asked.audit(&shared, status, &msg);
         return refusal(status, msg);
     }
-    let mutating = !(method == Method::GET || method == Method::HEAD);
     let resp = next.run(req).await;
-    let Some(c) = caller.filter(|_| mutating) else {
+    if !asked.mutating() {
         return resp;
-    };
+    }
     if resp.status().is_success() || resp.status().is_redirection() {
-        audit(
-            &shared,
-            &c.who(),
-            Some(c.addr),
-            &method,
-            &path,
-            resp.status(),
-            "",
-        );
+        asked.audit(&shared, resp.status(), "");
         return resp;
     }
     // A refusal: its reason goes into the audit event too (error answers are small).
@@ -226,31 +246,21 @@ pub async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     let reason = serde_json::from_slice::<ErrorBody>(&bytes)
         .map(|b| b.error)
         .unwrap_or_default();
-    audit(
-        &shared,
-        &c.who(),
-        Some(c.addr),
-        &method,
-        &path,
-        parts.status,
-        &reason,
-    );
+    asked.audit(&shared, parts.status, &reason);
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// The guard for routes that have no leader's state to audit into (a group's own
 /// routes): refuses the same way; the caller's change is logged by the member.
 pub async fn guard_unaudited(req: Request, next: Next) -> Response {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    if let Err((status, msg)) = check(caller.as_ref(), &method, &path) {
+    let asked = Asked::of(&req);
+    let (method, path) = (&asked.method, &asked.path);
+    if let Err((status, msg)) = asked.check() {
         tracing::warn!(%method, %path, status = status.as_u16(), "API request refused: {msg}");
         return refusal(status, msg);
     }
-    let mutating = !(method == Method::GET || method == Method::HEAD);
     let resp = next.run(req).await;
-    if let (true, Some(c)) = (mutating, &caller) {
+    if let (true, Some(c)) = (asked.mutating(), &asked.caller) {
         tracing::info!(who = %c.who(), from = %c.addr, %method, %path, status = resp.status().as_u16(), "API change");
     }
     resp

@@ -159,18 +159,36 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-async fn list_workloads(State(shared): State<Arc<Shared>>) -> Json<WorkloadList> {
+/// What a workload's environment shows a caller below the operator role: the names only.
+pub const REDACTED: &str = "(redacted)";
+
+/// `rec` as `caller` may see it: a viewer sees the names of the environment, not the values
+/// (they often hold secrets).
+fn visible(caller: Option<&Caller>, mut rec: WorkloadRecord) -> WorkloadRecord {
+    if !caller.is_some_and(|c| c.may(Role::Operator)) {
+        for (_, value) in &mut rec.spec.env {
+            *value = REDACTED.to_owned();
+        }
+    }
+    rec
+}
+
+async fn list_workloads(
+    State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Json<WorkloadList> {
     Json(WorkloadList {
         workloads: shared
             .workload_list()
             .into_iter()
-            .map(|r| WorkloadView::of(&shared, r))
+            .map(|r| WorkloadView::of(&shared, visible(caller.as_deref(), r)))
             .collect(),
     })
 }
 
 async fn get_workload(
     State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<WorkloadView>, ApiError> {
     check_name(&name)?;
@@ -178,7 +196,10 @@ async fn get_workload(
         status: 404,
         message: format!("no workload named {name:?}"),
     })?;
-    Ok(Json(WorkloadView::of(&shared, rec)))
+    Ok(Json(WorkloadView::of(
+        &shared,
+        visible(caller.as_deref(), rec),
+    )))
 }
 
 async fn create_workload(
