@@ -179,6 +179,11 @@ pub struct HttpSection {
     /// written out); `false` refuses every such workload.
     #[serde(default = "yes")]
     pub allow_root_workloads: bool,
+    /// DNS names operators reach the API by, accepted in a request's `Host` header besides
+    /// IP addresses, `localhost` and `coordinator.understudy` (others are refused: DNS
+    /// rebinding).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -191,6 +196,7 @@ impl Default for HttpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7441)),
             plain_listen: None,
             allow_root_workloads: true,
+            names: Vec::new(),
         }
     }
 }
@@ -244,6 +250,22 @@ impl Validate for CoordinatorConfig {
                 problems.push(Problem::new(
                     "http.plain_listen",
                     "must differ from http.listen and quic.listen",
+                ));
+            }
+        }
+        for (i, name) in self.http.names.iter().enumerate() {
+            let fine = !name.is_empty()
+                && name.len() <= 253
+                && name.parse::<std::net::IpAddr>().is_err()
+                && name.trim_end_matches('.').split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !fine {
+                problems.push(Problem::new(
+                    format!("http.names[{i}]"),
+                    format!("{name:?} is not a DNS name (IP addresses are always accepted)"),
                 ));
             }
         }
@@ -405,6 +427,9 @@ mod tests {
             key = "/nonexistent/c.key"
             [store]
             path = "/nonexistent/dir/coordinator.redb"
+            [http]
+            listen = "127.0.0.1:7441"
+            names = ["coord.example.org", "evil.example/x", "10.0.0.1"]
             [heartbeat]
             interval = "2s"
             timeout = "3s"
@@ -422,6 +447,19 @@ mod tests {
         );
         assert!(keys.iter().any(|k| k.ends_with("|store.path")), "{keys:?}");
         assert!(keys.iter().any(|k| k.contains("tls.ca")), "{keys:?}");
+        assert!(
+            keys.iter()
+                .any(|k| k.ends_with("|http.names[1]") && k.contains("evil.example/x")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter().any(|k| k.ends_with("|http.names[2]")),
+            "{keys:?}"
+        );
+        assert!(
+            !keys.iter().any(|k| k.ends_with("|http.names[0]")),
+            "{keys:?}"
+        );
     }
 
     #[test]

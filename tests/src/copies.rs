@@ -42,9 +42,30 @@ pub fn the_one_copy(c: &Cluster, hosts: &[&str], name: &str) -> String {
     assert_eq!(
         on.len(),
         1,
-        "{name} runs on {on:?}, not on exactly one host"
+        "{name} runs on {on:?}, not on exactly one host\n{}",
+        seen(c, hosts, name)
     );
     on[0].clone()
+}
+
+/// What each host shows of `name`: its processes with their states, and the last lines
+/// of its output log there (the supervisor writes lease freezes and thaws into it).
+pub fn seen(c: &Cluster, hosts: &[&str], name: &str) -> String {
+    let mut out = String::new();
+    for h in hosts {
+        let procs: Vec<String> = c
+            .processes(h, &marker(name))
+            .into_iter()
+            .map(|p| format!("{p}:{}", crate::cluster::proc_state(p).unwrap_or_default()))
+            .collect();
+        let log = c.output_log(h, name);
+        let tail: Vec<&str> = log.lines().rev().take(4).collect();
+        out.push_str(&format!(
+            "{h}: processes {procs:?}; output log ends {:?}\n",
+            tail.into_iter().rev().collect::<Vec<_>>()
+        ));
+    }
+    out
 }
 
 /// Waits (a few seconds at most: a copy frozen by its lease thaws at the next renewal)
@@ -58,7 +79,7 @@ pub fn one_copy_soon(c: &Cluster, hosts: &[&str], name: &str) -> String {
             if on.len() == 1 {
                 Ok(on[0].clone())
             } else {
-                Err(format!("{on:?}"))
+                Err(format!("{on:?}\n{}", seen(c, hosts, name)))
             }
         },
     )

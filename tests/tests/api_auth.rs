@@ -252,3 +252,49 @@ fn only_certificates_of_the_cluster_ca_with_the_right_role_change_anything_and_a
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca"));
 }
+
+#[test]
+fn a_request_naming_another_host_or_announcing_a_large_body_is_refused_before_any_route() {
+    require_e2e!();
+    let c = Cluster::new(&[]);
+    c.start_coordinator();
+    c.wait_connected(0);
+    let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    let admin = c.api_client(Some(Role::Admin));
+    let status = |answer: &str| answer.split_whitespace().nth(1).map(str::to_owned);
+    let create = body("rebound", Some("nobody"));
+    let request = |host: &str| {
+        format!(
+            "POST /v1/workloads HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{create}",
+            create.len()
+        )
+    };
+
+    // A page whose own name was rebound to the coordinator's address sends its name.
+    let answer = admin
+        .exchange(api, request("attacker.example:7441").as_bytes())
+        .unwrap();
+    assert_eq!(status(&answer).as_deref(), Some("421"), "{answer}");
+    assert!(answer.contains("[http] names"), "{answer}");
+    // The coordinators' shared name is one of its names.
+    let answer = admin
+        .exchange(api, b"GET /v1/workloads HTTP/1.1\r\nHost: coordinator.understudy:7441\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(status(&answer).as_deref(), Some("200"), "{answer}");
+
+    // A body announced larger than the limit is refused before a byte of it is read.
+    let answer = admin
+        .exchange(
+            api,
+            format!(
+                "POST /v1/workloads HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                2 << 20
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(status(&answer).as_deref(), Some("413"), "{answer}");
+    assert!(answer.contains(&(1usize << 20).to_string()), "{answer}");
+
+    assert!(workload_names(&c).is_empty(), "{:?}", workload_names(&c));
+}

@@ -314,9 +314,14 @@ impl ApiListeners {
         config: &CoordinatorConfig,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let app = app.layer(axum::Extension(super::auth::Policy {
-            allow_root_workloads: config.http.allow_root_workloads,
-        }));
+        let app = app
+            .layer(axum::Extension(super::auth::Policy {
+                allow_root_workloads: config.http.allow_root_workloads,
+            }))
+            .layer(axum::middleware::from_fn_with_state(
+                super::limits::Limits::new(&config.http.names),
+                super::limits::limit,
+            ));
         let plain = self
             .plain
             .map(|l| tokio::spawn(super::https::serve(l, None, app.clone(), stop.clone())));
