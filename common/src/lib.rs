@@ -20,3 +20,4 @@ pub mod tls;
 pub mod transfer;
 pub mod workload;
 pub mod workload_v5;
+pub mod workload_v6;

@@ -62,6 +62,10 @@ pub struct WorkloadSpec {
     /// How much it matters when the coordinator weighs moving it (default `normal`).
     #[serde(default)]
     pub priority: Priority,
+    /// Names of `env` variables whose values are secret: the API shows them to nobody
+    /// (`"(secret)"`), and they are never logged. The workload still gets them.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
 }
 
 /// How much a workload matters when the coordinator weighs a move: the benefit of moving
@@ -132,6 +136,7 @@ impl Default for WorkloadSpec {
             stop_timeout_ms: default_stop_timeout_ms(),
             failover: FailoverMode::Auto,
             priority: Priority::Normal,
+            secret_env: Vec::new(),
         }
     }
 }
@@ -330,6 +335,26 @@ impl WorkloadSpec {
                     "the value contains a NUL byte, which no process environment can hold".into(),
                 ));
             }
+        }
+        for (i, k) in self.secret_env.iter().enumerate() {
+            if !self.env.iter().any(|(name, _)| name == k) {
+                out.push((
+                    format!("secret_env[{i}]"),
+                    format!(
+                        "{:?} is not a variable of env",
+                        k.escape_debug().to_string()
+                    ),
+                ));
+            }
+        }
+        if self.secret_env.len() > MAX_ENV {
+            out.push((
+                "secret_env".into(),
+                format!(
+                    "{} names; at most {MAX_ENV} are allowed",
+                    self.secret_env.len()
+                ),
+            ));
         }
         let size: usize = self.command.iter().map(|a| a.len() + 1).sum::<usize>()
             + self

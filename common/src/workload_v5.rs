@@ -70,6 +70,7 @@ impl From<SpecV5> for WorkloadSpec {
             stop_timeout_ms: s.stop_timeout_ms,
             failover: s.failover,
             priority: Priority::Normal,
+            secret_env: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ use understudy_common::codec;
 
 use serde::{de::DeserializeOwned, Serialize};
 use understudy_common::workload_v5::SpecV5;
+use understudy_common::workload_v6::SpecV6;
 
 use crate::admin::HostAdmin;
 use crate::events::{Event, MAX_EVENTS};
@@ -40,8 +41,8 @@ const HOSTS: Kind = Kind {
     oldest: 2,
 };
 // Version 4 added the spec's user, groups and stop settings; 5 its failover mode, the
-// lost state, failovers and their recovery points; 6 its priority (version 5 records are
-// read with the spec's old layout, `workload_v5`).
+// lost state, failovers and their recovery points; 6 its priority; 7 its secret_env
+// (version 5 and 6 records are read with the spec's old layouts, `workload_v5`, `_v6`).
 const WORKLOADS: Kind = Kind {
     table: TableDefinition::new("workloads"),
     name: "workload",
@@ -75,7 +76,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
 }
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 6;
+pub const RECORD_VERSION: u8 = 7;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;
@@ -94,21 +95,33 @@ impl Record for Event {}
 
 impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
-        if version < 6 {
-            let old: WorkloadRecord<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
-            return Ok(old.map_spec(Into::into));
+        match version {
+            ..=5 => {
+                let old: WorkloadRecord<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into))
+            }
+            6 => {
+                let old: WorkloadRecord<SpecV6> = codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into))
+            }
+            _ => codec::decode(body, MAX_RECORD_BYTES),
         }
-        codec::decode(body, MAX_RECORD_BYTES)
     }
 }
 
 impl Record for Migration {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
-        if version < 6 {
-            let old: Migration<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
-            return Ok(old.map_spec(Into::into));
+        match version {
+            ..=5 => {
+                let old: Migration<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into))
+            }
+            6 => {
+                let old: Migration<SpecV6> = codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into))
+            }
+            _ => codec::decode(body, MAX_RECORD_BYTES),
         }
-        codec::decode(body, MAX_RECORD_BYTES)
     }
 }
 

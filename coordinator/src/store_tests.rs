@@ -96,6 +96,7 @@ fn spec(name: &str, full: bool) -> WorkloadSpec {
         } else {
             understudy_common::workload::Priority::Normal
         },
+        secret_env: if full { vec!["K".into()] } else { Vec::new() },
     }
 }
 
@@ -318,6 +319,7 @@ fn workloads_and_switchovers_written_before_priority_are_read_with_normal_priori
     let path = dir.path().join("c.redb");
     let mut w = workload("old", WorkloadState::Migrating, true);
     w.spec.priority = Priority::Normal;
+    w.spec.secret_env = Vec::new();
     let v5 = |body: Vec<u8>| [vec![5u8], body].concat();
     let peer = |n: &str| Peer {
         name: n.into(),
@@ -354,6 +356,44 @@ fn workloads_and_switchovers_written_before_priority_are_read_with_normal_priori
     let s = Store::open(&path).unwrap();
     assert_eq!(s.load().unwrap().workloads, vec![w.clone()]);
     w.spec.priority = Priority::High;
+    s.save_workload(&w, None).unwrap();
+    assert_eq!(s.load().unwrap().workloads, vec![w]);
+}
+
+#[test]
+fn workloads_and_switchovers_written_before_secret_env_are_read_with_none() {
+    use understudy_common::workload_v6::SpecV6;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut w = workload("old", WorkloadState::Migrating, true);
+    w.spec.secret_env = Vec::new();
+    let v6 = |body: Vec<u8>| [vec![6u8], body].concat();
+    let peer = |n: &str| Peer {
+        name: n.into(),
+        addr: "10.0.0.3:7442".parse().unwrap(),
+    };
+    let (m, _) = Migration::start(w.spec.clone(), "a", peer("b"), 4, Some(peer("c")), 1);
+    Store::open(&path).unwrap();
+    let old_w = w.clone().map_spec(SpecV6::written_by_old_build);
+    let old_m = m.clone().map_spec(SpecV6::written_by_old_build);
+    put_raw(
+        &path,
+        WORKLOADS.table,
+        "old",
+        &v6(codec::encode(&old_w).unwrap()),
+    );
+    put_raw(
+        &path,
+        MIGRATIONS.table,
+        "old",
+        &v6(codec::encode(&old_m).unwrap()),
+    );
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.workloads, vec![w.clone()]);
+    assert_eq!(loaded.migrations, vec![m]);
+    // A record written now keeps its secret names.
+    let s = Store::open(&path).unwrap();
+    w.spec.secret_env = vec!["K".into()];
     s.save_workload(&w, None).unwrap();
     assert_eq!(s.load().unwrap().workloads, vec![w]);
 }

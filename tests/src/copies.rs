@@ -56,7 +56,13 @@ pub fn seen(c: &Cluster, hosts: &[&str], name: &str) -> String {
         let procs: Vec<String> = c
             .processes(h, &marker(name))
             .into_iter()
-            .map(|p| format!("{p}:{}", crate::cluster::proc_state(p).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "{p}:{}{}",
+                    crate::cluster::proc_state(p).unwrap_or_default(),
+                    tracer(p)
+                )
+            })
             .collect();
         let log = c.output_log(h, name);
         let tail: Vec<&str> = log.lines().rev().take(4).collect();
@@ -118,4 +124,21 @@ pub fn silent(c: &Cluster, host: &str, name: &str, how_long: Duration) {
         before,
         "{name} still prints on {host}"
     );
+}
+
+/// ` traced by PID (its command line)` when a process is being traced (CRIU seizes the
+/// tasks it dumps).
+fn tracer(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let by = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if by == 0 {
+        return String::new();
+    }
+    let cmd = std::fs::read(format!("/proc/{by}/cmdline")).unwrap_or_default();
+    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+    format!(" traced by {by} ({})", cmd.trim())
 }

@@ -298,3 +298,108 @@ fn a_request_naming_another_host_or_announcing_a_large_body_is_refused_before_an
 
     assert!(workload_names(&c).is_empty(), "{:?}", workload_names(&c));
 }
+
+#[test]
+fn a_secret_variable_reaches_the_workload_and_is_shown_to_nobody() {
+    require_e2e!();
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    let marker = "understudy-test-secret-env";
+    let mut cli = c.cli_command();
+    c.as_role(&mut cli, Role::Operator);
+    let out = cli
+        .args([
+            "workload",
+            "create",
+            "with-secret",
+            "--host",
+            "host-a",
+            "--shadow",
+            "host-b",
+            "--user",
+            "nobody",
+            "--env",
+            "MODE=plain-value",
+            "--secret-env",
+            "DB_PASSWORD=hunter2-secret",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 600",
+            marker,
+        ])
+        .output()
+        .unwrap();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    // The workload has it.
+    let pid = understudy_tests::wait::eventually(
+        "the workload runs",
+        std::time::Duration::from_secs(10),
+        || {
+            c.processes("host-a", marker)
+                .first()
+                .copied()
+                .ok_or_else(|| "not yet".to_owned())
+        },
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"DB_PASSWORD=hunter2-secret"),
+        "the workload's environment lacks its secret"
+    );
+
+    // Nobody sees its value, whatever the role; the other variable operators see.
+    let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let seen = c
+            .api_client(Some(role))
+            .get(api, "/v1/workloads/with-secret")
+            .unwrap();
+        assert!(
+            seen.contains("DB_PASSWORD") && seen.contains("(secret)") && !seen.contains("hunter2"),
+            "{role:?}: {seen}"
+        );
+        assert_eq!(
+            seen.contains("plain-value"),
+            role != Role::Viewer,
+            "{role:?}: {seen}"
+        );
+    }
+    // ... nor any log.
+    for who in ["coord", "host-a", "host-b"] {
+        assert!(
+            !c.log(who).contains("hunter2"),
+            "{who}'s log shows the secret"
+        );
+    }
+
+    // A secret name that is not a variable of the environment is refused, naming it.
+    let (status, answer) = c
+        .api_client(Some(Role::Operator))
+        .send(
+            api,
+            "POST",
+            "/v1/workloads",
+            &body("bad-secret", Some("nobody")).replacen(
+                r#""interval_ms""#,
+                r#""secret_env":["NOT_THERE"],"interval_ms""#,
+                1,
+            ),
+        )
+        .unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("secret_env[0]") && answer.contains("NOT_THERE"),
+        "{answer}"
+    );
+}

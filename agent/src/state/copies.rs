@@ -15,14 +15,16 @@ use serde::{Deserialize, Serialize};
 use understudy_common::codec;
 use understudy_common::workload::{Peer, WorkloadSpec};
 use understudy_common::workload_v5::SpecV5;
+use understudy_common::workload_v6::SpecV6;
 
 use super::{Format, StateFileError};
 use crate::procs::{is_alive, start_ticks};
 
 const FORMAT: Format = Format {
     magic: b"USCP",
-    // 4: the spec's priority (version 3 files are read with the spec's old layout).
-    version: 4,
+    // 4: the spec's priority; 5: its secret_env (version 3 and 4 files are read with the
+    // spec's old layouts).
+    version: 5,
     oldest: 3,
     max_bytes: 16 << 20,
 };
@@ -71,16 +73,24 @@ impl Copies {
     pub fn load(dir: &Path) -> Result<Self, StateFileError> {
         let path = dir.join("copies.bin");
         let map = FORMAT
-            .read_with(&path, |version, body| {
-                if version < 4 {
+            .read_with(&path, |version, body| match version {
+                ..=3 => {
                     let old: BTreeMap<String, CopyRecord<SpecV5>> =
                         codec::decode(body, FORMAT.max_bytes)?;
-                    return Ok(old
+                    Ok(old
                         .into_iter()
                         .map(|(k, r)| (k, r.map_spec(Into::into)))
-                        .collect());
+                        .collect())
                 }
-                codec::decode(body, FORMAT.max_bytes)
+                4 => {
+                    let old: BTreeMap<String, CopyRecord<SpecV6>> =
+                        codec::decode(body, FORMAT.max_bytes)?;
+                    Ok(old
+                        .into_iter()
+                        .map(|(k, r)| (k, r.map_spec(Into::into)))
+                        .collect())
+                }
+                _ => codec::decode(body, FORMAT.max_bytes),
             })?
             .unwrap_or_default();
         Ok(Copies {
@@ -192,6 +202,24 @@ mod tests {
             start_ticks: start_ticks(pid).unwrap_or(0),
             next_epoch: 12,
         }
+    }
+
+    #[test]
+    fn a_file_written_before_secret_env_is_read_with_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("old", std::process::id() as i32);
+        let old: BTreeMap<String, CopyRecord<SpecV6>> = [(
+            "old".to_string(),
+            r.clone().map_spec(SpecV6::written_by_old_build),
+        )]
+        .into();
+        let v4 = Format {
+            version: 4,
+            ..FORMAT
+        };
+        v4.write(&dir.path().join("copies.bin"), &old).unwrap();
+        let copies = Copies::load(dir.path()).unwrap();
+        assert_eq!(copies.get("old"), Some(r));
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub enum WorkloadCommand {
         /// Environment variable for the workload, KEY=VALUE (repeatable).
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// A secret environment variable, KEY=VALUE (repeatable): the workload gets it,
+        /// the API shows its value to nobody. A spec file (`secret_env`) keeps the value
+        /// out of the shell's history and the process list.
+        #[arg(long = "secret-env", value_parser = parse_env)]
+        secret_env: Vec<(String, String)>,
         /// Working directory (must exist on every host, or lie in a data directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
@@ -178,6 +183,9 @@ struct SpecFile {
     interval: Option<Duration>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    /// Names of `env` variables whose values are secret.
+    #[serde(default)]
+    secret_env: Vec<String>,
     workdir: Option<PathBuf>,
     probe: Option<ProbeFile>,
     #[serde(default)]
@@ -241,6 +249,17 @@ fn read_spec_file(path: &Path) -> Result<SpecFile, i32> {
     })
 }
 
+/// Adds `--secret-env` variables to the environment, marked secret.
+fn add_secrets(spec: &mut WorkloadSpec, secrets: Vec<(String, String)>) {
+    for (k, v) in secrets {
+        spec.env.retain(|(name, _)| *name != k);
+        spec.env.push((k.clone(), v));
+        if !spec.secret_env.contains(&k) {
+            spec.secret_env.push(k);
+        }
+    }
+}
+
 fn interval_ms(d: Option<Duration>) -> u64 {
     d.map_or(5000, ms)
 }
@@ -255,6 +274,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             interval,
             probe_tcp,
             env,
+            secret_env,
             workdir,
             data_dirs,
             restart_attempts,
@@ -303,6 +323,8 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         ..WorkloadSpec::default()
                     };
                     service.apply(Some(&f), &mut spec);
+                    spec.secret_env.clone_from(&f.secret_env);
+                    add_secrets(&mut spec, secret_env);
                     CreateRequest {
                         spec,
                         host,
@@ -335,6 +357,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         ..WorkloadSpec::default()
                     };
                     service.apply(None, &mut spec);
+                    add_secrets(&mut spec, secret_env);
                     CreateRequest { spec, host, shadow }
                 }
             };

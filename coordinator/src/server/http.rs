@@ -161,12 +161,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 /// What a workload's environment shows a caller below the operator role: the names only.
 pub const REDACTED: &str = "(redacted)";
+/// What the value of a variable named in the spec's `secret_env` shows everyone.
+pub const SECRET: &str = "(secret)";
 
-/// `rec` as `caller` may see it: a viewer sees the names of the environment, not the values
-/// (they often hold secrets).
+/// `rec` as `caller` may see it: the values of `secret_env` variables nobody sees; a
+/// viewer sees the names of the environment, not the values (they often hold secrets).
 fn visible(caller: Option<&Caller>, mut rec: WorkloadRecord) -> WorkloadRecord {
-    if !caller.is_some_and(|c| c.may(Role::Operator)) {
-        for (_, value) in &mut rec.spec.env {
+    let all = !caller.is_some_and(|c| c.may(Role::Operator));
+    let spec = &mut rec.spec;
+    for (name, value) in &mut spec.env {
+        if spec.secret_env.contains(name) {
+            *value = SECRET.to_owned();
+        } else if all {
             *value = REDACTED.to_owned();
         }
     }
@@ -215,7 +221,7 @@ async fn create_workload(
     let allow_root = policy.is_none_or(|p| p.allow_root_workloads);
     check_user(&req.spec, caller.as_deref(), allow_root)?;
     let rec = workloads::create(&shared, req).await?;
-    Ok((StatusCode::CREATED, Json(rec)))
+    Ok((StatusCode::CREATED, Json(visible(caller.as_deref(), rec))))
 }
 
 /// Whether `caller` may create a workload that runs as `spec.user`: root (written out or
