@@ -427,7 +427,8 @@ enabled = true
 
     /// The hosts among `hosts` where a workload process whose command line contains
     /// `marker` runs: not its supervisor or `unshare` (whose command lines hold the
-    /// workload's), and not stopped (a copy frozen by its lease does not run).
+    /// workload's), and not stopped (a copy frozen by its lease does not run). A copy that
+    /// CRIU is checkpointing at that instant is judged by the state it returns to.
     pub fn running_on(&self, hosts: &[&str], marker: &str) -> Vec<String> {
         hosts
             .iter()
@@ -442,7 +443,7 @@ enabled = true
                     // Supervisors run from a copy named understudy-agent-<hash>.
                     let exe = argv0.rsplit('/').next().unwrap_or_default();
                     let ours = exe.starts_with("understudy-agent") || exe == "unshare";
-                    !ours && proc_state(*p).is_some_and(|st| st != "T" && st != "t")
+                    !ours && settled_state(*p).is_some_and(|st| st != "T")
                 })
             })
             .map(|h| (*h).to_owned())
@@ -785,6 +786,21 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// The state of `pid` once no tracer holds it: CRIU seizes a tree for each checkpoint
+/// (state `t`, for a few hundred milliseconds on a loaded machine), after which it runs
+/// again, or stays stopped (`T`) if its lease had frozen it. Still traced after 5 s: `t`,
+/// counted as running (a live copy).
+pub fn settled_state(pid: u32) -> Option<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = proc_state(pid)?;
+        if st != "t" || std::time::Instant::now() >= until {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

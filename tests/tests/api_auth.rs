@@ -24,6 +24,17 @@ fn body(name: &str, user: Option<&str>) -> String {
     )
 }
 
+/// A coordinator and the agents of HOSTS, connected.
+fn cluster() -> Cluster {
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    c
+}
+
 fn audit_events(c: &Cluster) -> Vec<Event> {
     let all: Vec<Event> =
         serde_json::from_str(&c.api_get("coord", "/v1/events?limit=10000").unwrap()).unwrap();
@@ -52,12 +63,7 @@ fn client_files(dir: &Path, ca_pem: &str, cert: &understudy_common::tls::ca::Pem
 #[test]
 fn only_certificates_of_the_cluster_ca_with_the_right_role_change_anything_and_all_is_audited() {
     require_e2e!();
-    let c = Cluster::new(&HOSTS);
-    c.start_coordinator();
-    for h in HOSTS {
-        c.start_agent(h);
-    }
-    c.wait_connected(HOSTS.len());
+    let c = cluster();
     let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
 
     // Without a certificate: health answers, everything else is 401, nothing created.
@@ -302,12 +308,7 @@ fn a_request_naming_another_host_or_announcing_a_large_body_is_refused_before_an
 #[test]
 fn a_secret_variable_reaches_the_workload_and_is_shown_to_nobody() {
     require_e2e!();
-    let c = Cluster::new(&HOSTS);
-    c.start_coordinator();
-    for h in HOSTS {
-        c.start_agent(h);
-    }
-    c.wait_connected(HOSTS.len());
+    let c = cluster();
     let marker = "understudy-test-secret-env";
     let mut cli = c.cli_command();
     c.as_role(&mut cli, Role::Operator);
