@@ -9,6 +9,8 @@
 //! - `stale-leader` — a group leader that can no longer confirm its leadership goes on
 //!   acting in its term (serving agents, renewing leases) until it learns of a newer term,
 //!   as a leader paused past its lease check would;
+//! - `refuse-entries-from:ID` — this member leaves unanswered every AppendEntries that
+//!   carries entries from leader ID (heartbeats pass): it falls behind the witness;
 //! - `drift:NAME` — on start, workload NAME's record is loaded as failed under a generation
 //!   one newer than stored (a record that disagrees with the hosts).
 
@@ -45,6 +47,16 @@ pub fn stale_leader() -> bool {
     if armed("stale-leader") {
         return true;
     }
+    false
+}
+
+/// `refuse-entries-from:ID`: whether to leave an AppendEntries from `leader` unanswered.
+pub fn refuse_entries(leader: u64, has_entries: bool) -> bool {
+    #[cfg(feature = "fault-hooks")]
+    if has_entries && armed(&format!("refuse-entries-from:{leader}")) {
+        return true;
+    }
+    let _ = (leader, has_entries);
     false
 }
 

@@ -18,7 +18,7 @@ use understudy_coordinator::workloads::WorkloadRecord;
 
 use crate::netns::{Host, Net};
 
-mod group;
+pub mod group;
 
 /// QUIC port of the coordinator on its host.
 pub const QUIC_PORT: u16 = 7440;

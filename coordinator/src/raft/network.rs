@@ -331,29 +331,40 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+/// When something last happened here, if it has.
+pub type Seen = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
 /// When this member last accepted entries or a heartbeat from a leader.
-pub type LeaderContact = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+pub type LeaderContact = Seen;
+
+/// Notes the time in `seen`.
+fn mark(seen: &Seen) {
+    *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+}
 
 /// Serves peer RPCs arriving at `endpoint` to `raft` until the endpoint closes, noting in
-/// `contact` each time a leader's AppendEntries is accepted.
+/// `contact` each time a leader's AppendEntries is accepted, and in `behind` each time a
+/// candidate's vote request is refused because its log is behind this member's.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     raft: Raft,
     id: u64,
     me: Member,
     contact: LeaderContact,
+    behind: Seen,
 ) {
     let me = Arc::new(me);
     while let Some(incoming) = endpoint.accept().await {
         let raft = raft.clone();
         let me = me.clone();
         let contact = contact.clone();
+        let behind = behind.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 let raft = raft.clone();
                 let me = me.clone();
                 let contact = contact.clone();
+                let behind = behind.clone();
                 tokio::spawn(async move {
                     let req: PeerRequest =
                         match read_frame(&mut recv, PEER_VERSION, MAX_PEER_FRAME).await {
@@ -369,6 +380,10 @@ pub async fn serve(
                             member: (*me).clone(),
                         },
                         PeerRequest::Append(r) => {
+                            let from = r.vote.leader_id().voted_for().unwrap_or_default();
+                            if crate::faults::refuse_entries(from, !r.entries.is_empty()) {
+                                return;
+                            }
                             let answer = raft.append_entries(r).await;
                             if matches!(
                                 answer,
@@ -376,12 +391,20 @@ pub async fn serve(
                                     | AppendEntriesResponse::PartialSuccess(_)
                                     | AppendEntriesResponse::Conflict)
                             ) {
-                                *contact.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(std::time::Instant::now());
+                                mark(&contact);
                             }
                             PeerResponse::Append(answer)
                         }
-                        PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+                        PeerRequest::Vote(r) => {
+                            let theirs = r.last_log_id;
+                            let answer = raft.vote(r).await;
+                            if let Ok(v) = &answer {
+                                if !v.vote_granted && v.last_log_id > theirs {
+                                    mark(&behind);
+                                }
+                            }
+                            PeerResponse::Vote(answer)
+                        }
                         PeerRequest::Snapshot(r) => {
                             PeerResponse::Snapshot(raft.install_snapshot(r).await)
                         }

@@ -32,6 +32,9 @@ pub const ELECTION_MAX: Duration = Duration::from_millis(450);
 const PROBE_LIMIT: Duration = Duration::from_millis(300);
 /// How long a starting member waits to hear from a leader before it may campaign.
 pub const ELECT_GRACE: Duration = Duration::from_secs(2);
+/// How long the witness goes without a leader, having refused a coordinator whose log is
+/// behind its own, before it campaigns itself (see [`witness_rescue`]).
+pub const WITNESS_PATIENCE: Duration = Duration::from_secs(1);
 /// Idle timeout of peer connections.
 const PEER_IDLE: Duration = Duration::from_secs(3);
 
@@ -70,6 +73,8 @@ pub struct Node {
     pub store: Arc<Store>,
     /// When a leader's AppendEntries was last accepted here.
     pub contact: network::LeaderContact,
+    /// When a candidate whose log is behind this member's was last refused its vote.
+    pub behind: network::Seen,
     /// The runtime Raft, its peer endpoint and its timers run on (see [`Node::start`]).
     pub runtime: tokio::runtime::Handle,
     endpoint: quinn::Endpoint,
@@ -183,6 +188,62 @@ async fn prompt_campaign(node: Node, allowed: Arc<AtomicBool>) {
     }
 }
 
+/// The witness leads only to hand its log on. A write is committed once the witness holds
+/// it; a leader lost before the other coordinator received its last entries leaves that
+/// coordinator behind the witness, whose vote Raft then refuses it: no coordinator can win.
+/// So when the witness has refused a candidate for that reason and heard from no leader for
+/// [`WITNESS_PATIENCE`], it campaigns (the coordinator grants it: the witness's log is the
+/// longer). It never competes with a coordinator that can win. As leader it sends
+/// the coordinators what they lack, and once a coordinator holds its whole log it stops
+/// its heartbeats: that coordinator, hearing none, campaigns, and the witness — its leader
+/// lease run out, its log no longer ahead — grants it the vote and follows.
+async fn witness_rescue(node: Node) {
+    let started = std::time::Instant::now();
+    let mut tried: Option<std::time::Instant> = None;
+    let mut beating = true;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = node.raft.metrics().borrow().clone();
+        if m.state == openraft::ServerState::Leader {
+            let last = m.last_log_index;
+            let caught_up = m.replication.as_ref().is_some_and(|r| {
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .filter(|id| *id != node.id)
+                    .any(|id| r.get(&id).and_then(|l| l.as_ref()).map(|l| l.index) >= last)
+            });
+            if caught_up == beating {
+                beating = !caught_up;
+                node.raft.runtime_config().heartbeat(beating);
+                if caught_up {
+                    tracing::info!(
+                        index = ?last,
+                        "a coordinator holds the witness's whole log; the witness stops leading"
+                    );
+                }
+            }
+            continue;
+        }
+        if !beating {
+            beating = true;
+            node.raft.runtime_config().heartbeat(true);
+        }
+        let heard = *node.contact.lock().unwrap_or_else(|e| e.into_inner());
+        let silent = heard.unwrap_or(started).elapsed() >= WITNESS_PATIENCE;
+        let refused = *node.behind.lock().unwrap_or_else(|e| e.into_inner());
+        let stuck = refused.is_some_and(|t| t.elapsed() < WITNESS_PATIENCE * 3);
+        let again = tried.is_none_or(|t| t.elapsed() >= WITNESS_PATIENCE / 2);
+        if silent && stuck && again && m.state == openraft::ServerState::Follower {
+            tried = Some(std::time::Instant::now());
+            tracing::info!(
+                "no leader for {WITNESS_PATIENCE:?} and a coordinator behind the witness's log: the witness campaigns to hand it on"
+            );
+            let _ = node.raft.trigger().elect().await;
+        }
+    }
+}
+
 /// Runs `futs` concurrently and returns their outputs.
 async fn futures_join<F: std::future::Future<Output = bool> + Send + 'static>(
     futs: impl Iterator<Item = F>,
@@ -291,6 +352,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let contact = network::LeaderContact::default();
+        let behind = network::Seen::default();
         if s.elect {
             raft.runtime_config().elect(false);
         }
@@ -300,6 +362,7 @@ impl Node {
             s.id,
             s.me.clone(),
             contact.clone(),
+            behind.clone(),
         ));
         let node = Node {
             id: s.id,
@@ -307,6 +370,7 @@ impl Node {
             raft,
             store,
             contact,
+            behind,
             runtime,
             endpoint,
             client,
@@ -316,6 +380,8 @@ impl Node {
             let allowed = Arc::new(AtomicBool::new(false));
             tokio::spawn(campaign_guard(node.clone(), allowed.clone()));
             tokio::spawn(prompt_campaign(node.clone(), allowed));
+        } else {
+            tokio::spawn(witness_rescue(node.clone()));
         }
         Ok(node)
     }

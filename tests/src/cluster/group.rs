@@ -225,11 +225,12 @@ store = "{d}/data/records.redb"
         MEMBERS.iter().find(|(_, i)| *i == id).map(|(h, _)| *h)
     }
 
-    /// Waits until a member other than those in `not` leads and accepts the API's calls;
-    /// returns its host.
+    /// Waits until a coordinator other than those in `not` leads and accepts the API's
+    /// calls (the witness leads only for a moment, to hand a coordinator its log); returns
+    /// its host.
     pub fn wait_leader(&self, not: &[&str], limit: Duration) -> &'static str {
         crate::wait::eventually("a leader", limit, || match self.leader() {
-            Some(l) if !not.contains(&l) => self.hosts().map(|_| l),
+            Some(l) if !not.contains(&l) && l != "witness" => self.hosts().map(|_| l),
             other => Err(format!("leader {other:?}")),
         })
     }
