@@ -107,4 +107,6 @@ pub mod close {
     /// This coordinator is not the group's leader; the close reason is the leader's
     /// control-plane address (`ip:port`), or empty while there is none.
     pub const NOT_LEADER: u32 = 6;
+    /// The peer's certificate was revoked (`understudy host revoke`).
+    pub const REVOKED: u32 = 7;
 }

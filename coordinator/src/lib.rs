@@ -12,6 +12,7 @@ pub mod fleet_metrics;
 pub mod metrics;
 pub mod raft;
 pub mod registry;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod workloads;

@@ -20,6 +20,7 @@ use understudy_common::workload_v6::SpecV6;
 use crate::admin::HostAdmin;
 use crate::events::{Event, MAX_EVENTS};
 use crate::registry::HostRecord;
+use crate::revocation::Revocation;
 use crate::workloads::migration::Migration;
 use crate::workloads::{Tombstone, WorkloadRecord};
 
@@ -68,7 +69,21 @@ const EVENTS: Kind = Kind {
     name: "event",
     oldest: 5,
 };
-const KINDS: [Kind; 6] = [HOSTS, WORKLOADS, MIGRATIONS, TOMBSTONES, HOST_ADMIN, EVENTS];
+// Since version 7: host certificates revoked (`understudy host revoke`).
+const REVOCATIONS: Kind = Kind {
+    table: TableDefinition::new("revocations"),
+    name: "revocation",
+    oldest: 7,
+};
+const KINDS: [Kind; 7] = [
+    HOSTS,
+    WORKLOADS,
+    MIGRATIONS,
+    TOMBSTONES,
+    HOST_ADMIN,
+    EVENTS,
+    REVOCATIONS,
+];
 
 /// The name of record table `kind` (an [`Op`]'s kind), if there is one.
 pub fn kind_name(kind: u8) -> Option<&'static str> {
@@ -92,6 +107,7 @@ impl Record for HostRecord {}
 impl Record for Tombstone {}
 impl Record for HostAdmin {}
 impl Record for Event {}
+impl Record for Revocation {}
 
 impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
@@ -173,6 +189,8 @@ pub struct Loaded {
     pub host_admin: Vec<HostAdmin>,
     /// The newest events.
     pub events: Vec<Event>,
+    /// Revoked host certificates.
+    pub revocations: Vec<Revocation>,
 }
 
 /// Where a store's writes go when the coordinator runs as a group: through the replicated
@@ -240,6 +258,7 @@ impl Store {
             tombstones: self.load_kind(TOMBSTONES)?,
             host_admin: self.load_kind(HOST_ADMIN)?,
             events: self.load_kind(EVENTS)?,
+            revocations: self.load_kind(REVOCATIONS)?,
         })
     }
 
@@ -252,6 +271,11 @@ impl Store {
                 w.put(HOST_ADMIN, &admin.host, admin)
             }
         })
+    }
+
+    /// Writes a host's revocation (replacing an earlier one).
+    pub fn save_revocation(&self, r: &Revocation) -> Result<(), StoreError> {
+        self.write(|w| w.put(REVOCATIONS, &r.host, r))
     }
 
     /// Appends an event, dropping the one `MAX_EVENTS` before it.

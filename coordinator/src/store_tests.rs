@@ -397,3 +397,23 @@ fn workloads_and_switchovers_written_before_secret_env_are_read_with_none() {
     s.save_workload(&w, None).unwrap();
     assert_eq!(s.load().unwrap().workloads, vec![w]);
 }
+
+#[test]
+fn revocations_are_kept_and_a_newer_one_replaces_the_older() {
+    use crate::revocation::Revocation;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let s = Store::open(&path).unwrap();
+    let r = |at: u64| Revocation {
+        host: "host-b".into(),
+        at_unix_ms: at,
+        by: "alice (admin)".into(),
+    };
+    s.save_revocation(&r(1_000)).unwrap();
+    s.save_revocation(&r(2_000)).unwrap();
+    drop(s);
+    assert_eq!(
+        Store::open(&path).unwrap().load().unwrap().revocations,
+        vec![r(2_000)]
+    );
+}

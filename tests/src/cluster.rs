@@ -248,6 +248,12 @@ mode = "off"
         fs::write(&path, kept.join("\n[")).unwrap();
     }
 
+    /// Gives host `name`'s agent a new certificate of the cluster CA (as if re-enrolled).
+    pub fn reissue_agent_certificate(&self, name: &str) {
+        let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();
+        self.install_tls(name, &leaf, &self.ca.cert_pem);
+    }
+
     fn write_agent_files(&self, name: &str) {
         let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();
         self.install_tls(name, &leaf, &self.ca.cert_pem);

@@ -129,3 +129,82 @@ fn expired_and_wrong_role_certificates_are_refused_and_counted() {
     assert_never_listed(&c, "stale");
     assert_never_listed(&c, "imposter");
 }
+
+#[test]
+fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
+    require_e2e!();
+    let c = Cluster::started(&["host-a", "host-b"]);
+    let connected = |host: &str| -> Result<bool, String> {
+        Ok(c.hosts()?.iter().any(|h| h.name == host && h.connected))
+    };
+
+    // Revoking needs the admin role.
+    let mut cli = c.cli_command();
+    c.as_role(&mut cli, Role::Operator);
+    let out = cli.args(["host", "revoke", "host-b"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin"), "{err}");
+    assert!(connected("host-b").unwrap());
+
+    let out = c.cli(&["host", "revoke", "host-b"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("new certificate"), "{said}");
+
+    // Its connection is closed and, though its agent keeps trying, it stays out.
+    eventually(
+        "host-b cut off",
+        Duration::from_secs(10),
+        || match connected("host-b")? {
+            false => Ok(()),
+            true => Err("still connected".to_owned()),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!connected("host-b").unwrap(), "a revoked host came back");
+    assert!(connected("host-a").unwrap(), "another host was cut off");
+    let events: Vec<understudy_coordinator::events::Event> =
+        serde_json::from_str(&c.api_get("coord", "/v1/events?limit=1000").unwrap()).unwrap();
+    let has = |kind: &str, needle: &str| {
+        events
+            .iter()
+            .any(|e| e.kind == kind && e.message.contains(needle))
+    };
+    assert!(has("revoke", "host-b"), "{events:#?}");
+    assert!(has("audit", "refused host host-b"), "{events:#?}");
+    assert!(
+        c.log("host-b").contains("revoked"),
+        "the agent's log says why"
+    );
+
+    // The revocation outlives a restart of the coordinator.
+    assert_eq!(c.stop("coord"), Some(0));
+    c.start_coordinator();
+    eventually(
+        "host-a back",
+        Duration::from_secs(15),
+        || match connected("host-a")? {
+            true => Ok(()),
+            false => Err("not connected".to_owned()),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !connected("host-b").unwrap(),
+        "revocation forgotten on restart"
+    );
+
+    // A certificate issued after the revocation lets it back.
+    c.stop("host-b");
+    c.reissue_agent_certificate("host-b");
+    c.start_agent("host-b");
+    eventually(
+        "host-b back with a new certificate",
+        Duration::from_secs(15),
+        || match connected("host-b")? {
+            true => Ok(()),
+            false => Err("not connected".to_owned()),
+        },
+    );
+}

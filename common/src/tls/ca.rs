@@ -54,11 +54,15 @@ impl Validity {
     pub fn days_from_now(days: u32) -> Self {
         let now = OffsetDateTime::now_utc();
         Validity {
-            not_before: now - Duration::minutes(5),
+            not_before: now - Duration::seconds(BACKDATE_SECS),
             not_after: now + Duration::days(i64::from(days)),
         }
     }
 }
+
+/// How long before it is issued a certificate starts to be valid (for clocks that lag):
+/// a certificate of a host issued after a revocation starts later than this before it.
+pub const BACKDATE_SECS: i64 = 300;
 
 /// Creates a new self-signed cluster CA.
 pub fn create_ca(validity: Validity) -> Result<PemPair, CaError> {

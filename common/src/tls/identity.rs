@@ -77,6 +77,8 @@ pub struct PeerIdentity {
     pub role: Option<Role>,
     /// End of the certificate's validity, seconds since the Unix epoch.
     pub not_after_unix: i64,
+    /// Start of the certificate's validity, seconds since the Unix epoch.
+    pub not_before_unix: i64,
 }
 
 /// Why a certificate's identity could not be read.
@@ -109,6 +111,7 @@ pub fn read_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, Identity
         name,
         role,
         not_after_unix: parsed.validity().not_after.timestamp(),
+        not_before_unix: parsed.validity().not_before.timestamp(),
     })
 }
 
@@ -134,11 +137,16 @@ pub fn validate_host_name(name: &str) -> Result<(), String> {
 /// The host name of the peer of a QUIC connection, from its verified certificate; `None`
 /// if it presented none.
 pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    peer_identity(conn).map(|id| id.name)
+}
+
+/// The identity in the certificate the peer of `conn` presented (already verified).
+pub fn peer_identity(conn: &quinn::Connection) -> Option<PeerIdentity> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    read_identity(certs.first()?).ok().map(|id| id.name)
+    read_identity(certs.first()?).ok()
 }
 
 #[cfg(test)]

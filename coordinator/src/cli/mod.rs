@@ -196,6 +196,14 @@ enum HostCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Refuse the host's certificates issued until now and close its connection (admin).
+    /// A certificate issued for it afterwards is accepted.
+    Revoke {
+        /// Host name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Cordon the host and move every workload and shadow off it, showing progress.
     Drain {
         /// Host name.
@@ -276,6 +284,7 @@ fn host(command: HostCommand) -> i32 {
     match command {
         HostCommand::Show { name, api } => api::host_show(&api.coordinator, api.output, &name),
         HostCommand::Cordon { name, api } => ops::cordon(&api.coordinator, api.output, &name, true),
+        HostCommand::Revoke { name, api } => ops::revoke(&api.coordinator, api.output, &name),
         HostCommand::Uncordon { name, api } => {
             ops::cordon(&api.coordinator, api.output, &name, false)
         }

@@ -89,6 +89,22 @@ pub fn cordon(base: &str, output: Output, host: &str, on: bool) -> i32 {
     }
 }
 
+/// `host revoke`.
+pub fn revoke(base: &str, output: Output, host: &str) -> i32 {
+    let path = format!("/v1/hosts/{host}/revoke");
+    match post::<_, crate::revocation::Revocation>(base, &path, &serde_json::json!({})) {
+        Ok(r) if output == Output::Json => print_json(&r),
+        Ok(r) => {
+            outln!(
+                "{host}: certificates issued before {} are refused and its connection is closed; issue it a new certificate to let it back",
+                time_text(r.at_unix_ms)
+            );
+            0
+        }
+        Err(f) => fail(f),
+    }
+}
+
 /// `host drain` and its `--monitor` / `--cancel`.
 pub fn drain(
     base: &str,

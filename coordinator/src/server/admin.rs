@@ -10,6 +10,8 @@ use super::{wall_ms, Shared};
 use crate::admin::{Drain, HostAdmin};
 use crate::decide::Window;
 use crate::events::{Event, Filter, Log};
+use crate::revocation::Revocation;
+use crate::store::StoreError;
 use crate::workloads::WorkloadState;
 
 /// The operators' records and the event log.
@@ -18,11 +20,14 @@ pub struct Admin {
     hosts: BTreeMap<String, HostAdmin>,
     events: Log,
     next_window: u64,
+    revocations: BTreeMap<String, Revocation>,
+    /// When a revoked host's refusal was last audited (at most once a minute each).
+    refusals_audited: BTreeMap<String, std::time::Instant>,
 }
 
 impl Admin {
     /// As loaded from the store.
-    pub fn new(hosts: Vec<HostAdmin>, events: Vec<Event>) -> Self {
+    pub fn new(hosts: Vec<HostAdmin>, events: Vec<Event>, revocations: Vec<Revocation>) -> Self {
         let next_window = hosts
             .iter()
             .flat_map(|h| h.maintenance.iter().map(|(id, _)| *id))
@@ -32,6 +37,11 @@ impl Admin {
             hosts: hosts.into_iter().map(|h| (h.host.clone(), h)).collect(),
             events: Log::new(events),
             next_window,
+            revocations: revocations
+                .into_iter()
+                .map(|r| (r.host.clone(), r))
+                .collect(),
+            refusals_audited: BTreeMap::new(),
         }
     }
 }
@@ -82,6 +92,57 @@ impl Shared {
     /// Every host's record.
     pub fn host_admins(&self) -> Vec<HostAdmin> {
         self.admin().hosts.values().cloned().collect()
+    }
+
+    /// Every revocation, by host.
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.admin().revocations.values().cloned().collect()
+    }
+
+    /// Refuses from now on every certificate of `host` issued before now, and closes its
+    /// connection. Persisted (replicated) before it takes effect.
+    pub fn revoke(&self, host: &str, by: &str) -> Result<Revocation, StoreError> {
+        let r = Revocation {
+            host: host.to_owned(),
+            at_unix_ms: wall_ms(),
+            by: by.to_owned(),
+        };
+        self.store.save_revocation(&r)?;
+        self.admin().revocations.insert(host.to_owned(), r.clone());
+        self.close_revoked(host);
+        Ok(r)
+    }
+
+    /// The revocation that refuses a certificate of `host` valid from `not_before_unix`;
+    /// audits the refusal (at most once a minute per host).
+    pub fn refused_by_revocation(&self, host: &str, not_before_unix: i64) -> Option<Revocation> {
+        let mut a = self.admin();
+        let r = a
+            .revocations
+            .get(host)
+            .filter(|r| r.refuses(host, not_before_unix))?
+            .clone();
+        let audit = a
+            .refusals_audited
+            .get(host)
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if audit {
+            a.refusals_audited
+                .insert(host.to_owned(), std::time::Instant::now());
+        }
+        drop(a);
+        if audit {
+            self.event(
+                "audit",
+                (Some(host), None),
+                format!(
+                    "refused host {host}: its certificate was revoked by {} (issue it a new one to let it back)",
+                    r.by
+                ),
+                Vec::new(),
+            );
+        }
+        Some(r)
     }
 
     /// Changes what operators said about `host` with `f`, persists it, and returns it.

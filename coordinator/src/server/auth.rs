@@ -62,7 +62,8 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
     if read && path == "/v1/health" {
         return None;
     }
-    if path == "/v1/backup" || path == "/v1/restore" || path.starts_with("/v1/cluster/") {
+    let revoke = path.starts_with("/v1/hosts/") && path.ends_with("/revoke");
+    if path == "/v1/backup" || path == "/v1/restore" || path.starts_with("/v1/cluster/") || revoke {
         return Some(Role::Admin);
     }
     Some(if read { Role::Viewer } else { Role::Operator })

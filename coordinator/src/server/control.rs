@@ -7,7 +7,7 @@ use understudy_common::frame::{read_frame, write_frame, FrameError};
 use understudy_common::protocol::{
     close, AgentMessage, CoordinatorMessage, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
-use understudy_common::tls::identity::peer_name;
+use understudy_common::tls::identity::peer_identity;
 use understudy_common::tls::Refusal;
 
 use understudy_common::workload::Report;
@@ -56,12 +56,21 @@ pub async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
 /// Serves one established connection until it ends.
 pub async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     let remote = conn.remote_address();
-    let Some(name) = peer_name(&conn) else {
+    let Some(id) = peer_identity(&conn) else {
         shared.metrics.refused(Refusal::NoCertificate);
         tracing::warn!(%remote, "refused connection: no client certificate");
         conn.close(close::REFUSED.into(), b"a client certificate is required");
         return;
     };
+    let name = id.name;
+    if let Some(r) = shared.refused_by_revocation(&name, id.not_before_unix) {
+        tracing::warn!(host = %name, %remote, by = %r.by, "refused connection: certificate revoked");
+        conn.close(
+            close::REVOKED.into(),
+            b"this host's certificate was revoked; issue it a new one",
+        );
+        return;
+    }
     let mut conn_id = None;
     let result = session(&shared, &conn, &name, &mut conn_id).await;
     if let Err(e) = &result {

@@ -17,6 +17,7 @@ use super::{decisions, wall_ms, Shared};
 use crate::admin::{Drain, HostAdmin};
 use crate::decide::{Decision, Window};
 use crate::events::{Event, Filter};
+use crate::revocation::Revocation;
 
 /// Most events one read returns.
 const MAX_READ: usize = 1000;
@@ -85,6 +86,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/hosts/{host}/admin", get(admin))
         .route("/v1/hosts/{host}/cordon", post(cordon))
         .route("/v1/hosts/{host}/uncordon", post(uncordon))
+        .route("/v1/hosts/{host}/revoke", post(revoke))
+        .route("/v1/revocations", get(revocations))
         .route("/v1/hosts/{host}/drain", get(drain_status).post(drain))
         .route("/v1/maintenance", get(windows).post(add_window))
         .route("/v1/maintenance/{id}", delete(remove_window))
@@ -125,6 +128,30 @@ async fn cordon(
         Vec::new(),
     );
     Ok(Json(rec))
+}
+
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    Path(host): Path<String>,
+) -> Result<Json<Revocation>, ApiError> {
+    understudy_common::tls::identity::validate_host_name(&host)
+        .map_err(|e| err(400, format!("host: {e}")))?;
+    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
+    let r = shared
+        .revoke(&host, &by)
+        .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
+    shared.event(
+        "revoke",
+        (Some(&host), None),
+        format!("{host}'s certificates issued until now are refused (revoked by {by}); its connection is closed"),
+        Vec::new(),
+    );
+    Ok(Json(r))
+}
+
+async fn revocations(State(shared): State<Arc<Shared>>) -> Json<Vec<Revocation>> {
+    Json(shared.revocations())
 }
 
 async fn uncordon(

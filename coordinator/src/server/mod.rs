@@ -123,7 +123,11 @@ impl Shared {
             started: Instant::now(),
             heartbeat_interval,
             failover,
-            admin: Mutex::new(admin::Admin::new(loaded.host_admin, loaded.events)),
+            admin: Mutex::new(admin::Admin::new(
+                loaded.host_admin,
+                loaded.events,
+                loaded.revocations,
+            )),
             engine: Mutex::new(decisions::EngineState::default()),
             decisions,
         };
@@ -227,6 +231,26 @@ impl Shared {
         }
         self.update_gauges(&st);
         id
+    }
+
+    /// Closes `host`'s connection, if it has one, because its certificate was revoked.
+    pub fn close_revoked(&self, host: &str) {
+        let st = self.lock();
+        let conn = st
+            .registry
+            .connection_of(host)
+            .and_then(|id| st.conns.get(&id).cloned());
+        drop(st);
+        if let Some(c) = conn {
+            tracing::warn!(
+                host,
+                "closing the connection of a host whose certificate was revoked"
+            );
+            c.close(
+                close::REVOKED.into(),
+                b"this host's certificate was revoked",
+            );
+        }
     }
 
     /// Records a heartbeat; false if `conn` is no longer the host's connection.
