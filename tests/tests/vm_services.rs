@@ -45,7 +45,7 @@ fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
         share.join("coordinator.toml"),
         "[quic]\nlisten = \"0.0.0.0:7440\"\n[http]\nlisten = \"0.0.0.0:7441\"\n\
          [tls]\nca = \"/mnt/understudy-share/coord/ca.crt\"\ncert = \"/mnt/understudy-share/coord/host.crt\"\nkey = \"/mnt/understudy-share/coord/host.key\"\n\
-         [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"10s\"\n\
+         [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"30s\"\n\
          [failover]\nfence_after = \"60s\"\nfailover_after = \"150s\"\n",
     )
     .unwrap();
