@@ -24,6 +24,9 @@ enum Command {
     /// Process 1 of a workload's PID namespace (started by the agent, not by hand).
     #[command(hide = true)]
     Supervise(crate::supervisor::Launch),
+    /// Enroll this host: make its key, have the coordinator sign its certificate with a
+    /// join token (`understudy token create`), and put both where agent.toml says.
+    Join(crate::join::JoinArgs),
     /// Check an agent config file and print every problem with its key.
     Validate {
         /// Path to agent.toml.
@@ -91,6 +94,7 @@ pub fn main() -> i32 {
     };
     match (cli.command, cli.config) {
         (Some(Command::Supervise(launch)), _) => crate::supervisor::run(launch),
+        (Some(Command::Join(args)), _) => crate::join::run(&args),
         (Some(Command::Validate { config }), _) => match load(&config) {
             Ok(_) => {
                 outln!("{}: ok", config.display());

@@ -13,6 +13,7 @@ pub mod exporter;
 pub mod faults;
 pub mod hostmetrics;
 pub mod inventory;
+pub mod join;
 pub mod lease;
 pub mod life;
 pub mod node;

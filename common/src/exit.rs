@@ -16,3 +16,5 @@ pub const TEMP_FAIL: i32 = 75;
 pub const CANT_CREATE: i32 = 73;
 /// A configuration file is missing, unreadable or invalid.
 pub const CONFIG: i32 = 78;
+/// Refused: not permitted (EX_NOPERM), e.g. a join token that was spent already.
+pub const NO_PERM: i32 = 77;

@@ -35,6 +35,50 @@ pub struct CoordinatorConfig {
     /// Membership of a coordinator group (docs/ha.md); absent: a single coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// Signing the certificates of hosts that join with a token; absent: no joins.
+    #[serde(default)]
+    pub enrollment: Option<EnrollmentSection>,
+}
+
+/// `[enrollment]`: this coordinator holds the cluster CA's key and signs the certificate
+/// of a host that presents a join token (`understudy-agent join`). Every member of a group
+/// that may lead needs it for joins to work whichever leads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentSection {
+    /// The cluster CA's private key (the CA certificate is `tls.ca`).
+    pub ca_key: PathBuf,
+    /// How long a certificate signed for a joining host is valid.
+    #[serde(default = "default_cert_lifetime", with = "humantime_serde")]
+    pub cert_lifetime: Duration,
+}
+
+fn default_cert_lifetime() -> Duration {
+    Duration::from_secs(365 * 86_400)
+}
+
+impl EnrollmentSection {
+    /// The CA (certificate from `ca`, key from `ca_key`), checked to match.
+    pub fn load_ca(
+        &self,
+        ca: &std::path::Path,
+    ) -> Result<understudy_common::tls::ca::PemPair, Problem> {
+        let read = |key: &str, path: &std::path::Path| {
+            understudy_common::config::read_capped(path)
+                .map_err(|e| Problem::new(key, format!("cannot read {}: {e}", path.display())))
+        };
+        let pair = understudy_common::tls::ca::PemPair {
+            cert_pem: read("tls.ca", ca)?,
+            key_pem: read("enrollment.ca_key", &self.ca_key)?,
+        };
+        understudy_common::tls::ca::check_ca(&pair).map_err(|e| {
+            Problem::new(
+                "enrollment.ca_key",
+                format!("{} with {}: {e}", self.ca_key.display(), ca.display()),
+            )
+        })?;
+        Ok(pair)
+    }
 }
 
 /// `[cluster]`: this coordinator is a member of a group of coordinators and a witness.
@@ -357,6 +401,18 @@ impl Validate for CoordinatorConfig {
         if let Err(e) = self.tls.load(Role::Coordinator) {
             problems.push(Problem::new("", e.to_string()));
         }
+        if let Some(e) = &self.enrollment {
+            check_range(
+                &mut problems,
+                "enrollment.cert_lifetime",
+                e.cert_lifetime,
+                Duration::from_secs(60),
+                Duration::from_secs(10 * 365 * 86_400),
+            );
+            if let Err(p) = e.load_ca(&self.tls.ca) {
+                problems.push(p);
+            }
+        }
         problems
     }
 }
@@ -365,6 +421,54 @@ impl Validate for CoordinatorConfig {
 mod tests {
     use super::*;
     use understudy_common::config::parse;
+
+    #[test]
+    fn an_enrollment_key_that_is_not_the_cas_is_refused_naming_it() {
+        use understudy_common::tls::ca::{create_ca, Validity};
+        let d = tempfile::tempdir().unwrap();
+        let ca = create_ca(Validity::days_from_now(10)).unwrap();
+        let other = create_ca(Validity::days_from_now(10)).unwrap();
+        std::fs::write(d.path().join("ca.crt"), &ca.cert_pem).unwrap();
+        std::fs::write(d.path().join("ca.key"), &ca.key_pem).unwrap();
+        std::fs::write(d.path().join("other.key"), &other.key_pem).unwrap();
+        let problems_with = |key: &str, lifetime: &str| {
+            let cfg: CoordinatorConfig = parse(&format!(
+                r#"
+                [tls]
+                ca = "{d}/ca.crt"
+                cert = "/nonexistent/c.crt"
+                key = "/nonexistent/c.key"
+                [store]
+                path = "{d}/coordinator.redb"
+                [enrollment]
+                ca_key = "{d}/{key}"
+                cert_lifetime = "{lifetime}"
+                "#,
+                d = d.path().display()
+            ))
+            .unwrap();
+            cfg.validate()
+                .into_iter()
+                .filter(|p| p.key.starts_with("enrollment."))
+                .map(|p| format!("{}: {}", p.key, p.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(problems_with("ca.key", "30days"), Vec::<String>::new());
+        let wrong = problems_with("other.key", "30days");
+        assert!(
+            wrong.len() == 1
+                && wrong[0].starts_with("enrollment.ca_key: ")
+                && wrong[0].contains("other.key"),
+            "{wrong:?}"
+        );
+        let missing = problems_with("none.key", "30days");
+        assert!(missing[0].contains("none.key"), "{missing:?}");
+        let short = problems_with("ca.key", "10s");
+        assert!(
+            short[0].starts_with("enrollment.cert_lifetime"),
+            "{short:?}"
+        );
+    }
 
     #[test]
     fn a_group_member_needs_an_id_reachable_addresses_and_its_own_log() {

@@ -15,4 +15,5 @@ pub mod registry;
 pub mod revocation;
 pub mod server;
 pub mod store;
+pub mod tokens;
 pub mod workloads;

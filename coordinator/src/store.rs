@@ -21,6 +21,7 @@ use crate::admin::HostAdmin;
 use crate::events::{Event, MAX_EVENTS};
 use crate::registry::HostRecord;
 use crate::revocation::Revocation;
+use crate::tokens::JoinToken;
 use crate::workloads::migration::Migration;
 use crate::workloads::{Tombstone, WorkloadRecord};
 
@@ -75,7 +76,14 @@ const REVOCATIONS: Kind = Kind {
     name: "revocation",
     oldest: 7,
 };
-const KINDS: [Kind; 7] = [
+// Since version 7 too (a table an older build does not have): join tokens (`understudy
+// token create`), by id, with the hash of their secret.
+const TOKENS: Kind = Kind {
+    table: TableDefinition::new("join_tokens"),
+    name: "join token",
+    oldest: 7,
+};
+const KINDS: [Kind; 8] = [
     HOSTS,
     WORKLOADS,
     MIGRATIONS,
@@ -83,6 +91,7 @@ const KINDS: [Kind; 7] = [
     HOST_ADMIN,
     EVENTS,
     REVOCATIONS,
+    TOKENS,
 ];
 
 /// The name of record table `kind` (an [`Op`]'s kind), if there is one.
@@ -108,6 +117,7 @@ impl Record for Tombstone {}
 impl Record for HostAdmin {}
 impl Record for Event {}
 impl Record for Revocation {}
+impl Record for JoinToken {}
 
 impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
@@ -276,6 +286,21 @@ impl Store {
     /// Writes a host's revocation (replacing an earlier one).
     pub fn save_revocation(&self, r: &Revocation) -> Result<(), StoreError> {
         self.write(|w| w.put(REVOCATIONS, &r.host, r))
+    }
+
+    /// Every join token (spent and expired ones until they are forgotten).
+    pub fn tokens(&self) -> Result<Vec<JoinToken>, StoreError> {
+        self.load_kind(TOKENS)
+    }
+
+    /// Writes `token` and forgets the tokens in `forget` (by id), in one transaction.
+    pub fn save_token(&self, token: &JoinToken, forget: &[String]) -> Result<(), StoreError> {
+        self.write(|w| {
+            for id in forget {
+                w.remove(TOKENS, id)?;
+            }
+            w.put(TOKENS, &token.id, token)
+        })
     }
 
     /// Appends an event, dropping the one `MAX_EVENTS` before it.

@@ -417,3 +417,40 @@ fn revocations_are_kept_and_a_newer_one_replaces_the_older() {
         vec![r(2_000)]
     );
 }
+
+#[test]
+fn join_tokens_are_kept_spent_and_forgotten() {
+    use crate::tokens::{create, Request, ID_BYTES, SECRET_BYTES};
+    use understudy_common::tls::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let s = Store::open(&path).unwrap();
+    let make = |seed: u8| {
+        let req = Request {
+            role: Role::Agent,
+            host: None,
+            ttl_ms: 60_000,
+        };
+        create(
+            req,
+            "alice (admin)",
+            1_000,
+            &[seed; ID_BYTES + SECRET_BYTES],
+        )
+        .1
+    };
+    let (a, b) = (make(1), make(2));
+    s.save_token(&a, &[]).unwrap();
+    let mut spent = b.clone();
+    spent.used = Some(("host-j".into(), 2_000));
+    s.save_token(&b, &[]).unwrap();
+    s.save_token(&spent, &[]).unwrap();
+    drop(s);
+    // Across a restart: both, the second spent.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.tokens().unwrap(), vec![a.clone(), spent.clone()]);
+    // Writing a new one forgets the ones named.
+    let c = make(3);
+    s.save_token(&c, &[a.id.clone(), spent.id.clone()]).unwrap();
+    assert_eq!(s.tokens().unwrap(), vec![c]);
+}

@@ -323,6 +323,17 @@ enabled = true
         assert!(old.is_none(), "{name} already has a running process");
     }
 
+    /// Runs `program` (one of ours) with `args` on host `name` (in its network namespace)
+    /// to completion.
+    pub fn run_on(&self, name: &str, program: &str, args: &[&str]) -> Output {
+        self.net
+            .command(self.host(name), &bin(program))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} on {name}: {e}"))
+    }
+
     /// Host pid of `name`'s running process (the agent or coordinator), if any.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.procs.lock().unwrap().get(name).map(Child::id)

@@ -4,7 +4,9 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer;
 
 use super::identity::{validate_host_name, Role};
 use super::COORDINATOR_SAN;
@@ -35,6 +37,12 @@ pub enum CaError {
         /// What rcgen said.
         source: rcgen::Error,
     },
+    /// The CA key is not the key of the CA certificate.
+    #[error("the CA key is not the key of the CA certificate")]
+    KeyMismatch,
+    /// A certificate request that cannot be read, or whose signature does not verify.
+    #[error("the certificate request is not usable: {0}")]
+    BadRequest(String),
     /// rcgen failed to build or sign the certificate.
     #[error("could not generate the certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -50,6 +58,16 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// Valid from a few minutes ago (tolerating clock skew) for `lifetime` from now.
+    pub fn from_now(lifetime: std::time::Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4);
+        Validity {
+            not_before: now - Duration::seconds(BACKDATE_SECS),
+            not_after: now + Duration::seconds(secs.min(100 * 365 * 86_400)),
+        }
+    }
+
     /// Valid from a few minutes ago (tolerating clock skew) for `days` days.
     pub fn days_from_now(days: u32) -> Self {
         let now = OffsetDateTime::now_utc();
@@ -89,10 +107,57 @@ pub fn create_ca(validity: Validity) -> Result<PemPair, CaError> {
 
 /// Issues a certificate for host `name` in `role`, signed by the CA in `ca`.
 pub fn issue(ca: &PemPair, name: &str, role: Role, validity: Validity) -> Result<PemPair, CaError> {
-    validate_host_name(name).map_err(CaError::BadName)?;
     let (ca_cert, ca_key) = load_ca(ca)?;
-
     let key = KeyPair::generate()?;
+    let cert = leaf_params(name, role, validity)?.signed_by(&key, &ca_cert, &ca_key)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A new key and a certificate request for it (PEM each), made where the key is to stay:
+/// `understudy-agent join` sends the request, never the key.
+pub fn request(name: &str) -> Result<PemPair, CaError> {
+    validate_host_name(name).map_err(CaError::BadName)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![name.to_owned()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key)?;
+    Ok(PemPair {
+        cert_pem: csr.pem()?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Signs the public key of the certificate request `csr_pem` (whose signature proves its
+/// sender holds the key) into a certificate for host `name` in `role`. Nothing else of the
+/// request is used: names, role and usages are the CA's, as for [`issue`].
+pub fn sign_request(
+    ca: &PemPair,
+    csr_pem: &str,
+    name: &str,
+    role: Role,
+    validity: Validity,
+) -> Result<String, CaError> {
+    let (ca_cert, ca_key) = load_ca(ca)?;
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CaError::BadRequest(e.to_string()))?;
+    csr.params = leaf_params(name, role, validity)?;
+    Ok(csr.signed_by(&ca_cert, &ca_key)?.pem())
+}
+
+/// Whether `key_pem` is the CA key of `cert_pem` (a coordinator that signs join requests).
+pub fn check_ca(ca: &PemPair) -> Result<(), CaError> {
+    load_ca(ca).map(|_| ())
+}
+
+/// What every host certificate says: its names (the coordinators' shared one too), role,
+/// usages and validity.
+fn leaf_params(name: &str, role: Role, validity: Validity) -> Result<CertificateParams, CaError> {
+    validate_host_name(name).map_err(CaError::BadName)?;
     let mut sans = vec![name.to_owned()];
     if role == Role::Coordinator {
         sans.push(COORDINATOR_SAN.to_owned());
@@ -118,11 +183,7 @@ pub fn issue(ca: &PemPair, name: &str, role: Role, validity: Validity) -> Result
     ];
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
-    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(params)
 }
 
 fn load_ca(ca: &PemPair) -> Result<(Certificate, KeyPair), CaError> {
@@ -135,6 +196,14 @@ fn load_ca(ca: &PemPair) -> Result<(Certificate, KeyPair), CaError> {
             what: "certificate",
             source,
         })?;
+    // A key that is not the certificate's would sign certificates nothing verifies.
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())
+        .map_err(|_| CaError::KeyMismatch)?;
+    let (_, parsed) =
+        x509_parser::prelude::X509Certificate::from_der(&der).map_err(|_| CaError::KeyMismatch)?;
+    if parsed.public_key().raw != key.public_key_der().as_slice() {
+        return Err(CaError::KeyMismatch);
+    }
     // rcgen signs with an issuer `Certificate`; rebuilding it from the CA's own parameters
     // and key yields the same subject and key identifier as the CA on disk.
     let cert = params.self_signed(&key).map_err(|source| CaError::BadCa {
@@ -165,5 +234,57 @@ mod tests {
         let ca = create_ca(Validity::days_from_now(10)).unwrap();
         let err = issue(&ca, "Host A", Role::Agent, Validity::days_from_now(1)).unwrap_err();
         assert!(err.to_string().contains("Host A"));
+    }
+
+    #[test]
+    fn a_signed_request_carries_the_requesters_key_and_the_cas_names() {
+        let ca = create_ca(Validity::days_from_now(10)).unwrap();
+        // The request asks for a coordinator's name; the CA decides the name and role.
+        let req = request("host-j").unwrap();
+        let cert_pem = sign_request(
+            &ca,
+            &req.cert_pem,
+            "host-j",
+            Role::Agent,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let id = read_identity(&der).unwrap();
+        assert_eq!((id.name.as_str(), id.role), ("host-j", Some(Role::Agent)));
+        // The certificate is usable with the key that never left the requester.
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(req.key_pem.as_bytes()).unwrap();
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        rustls::sign::CertifiedKey::new(vec![der], signing)
+            .keys_match()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tampered_request_is_refused() {
+        let ca = create_ca(Validity::days_from_now(10)).unwrap();
+        let req = request("host-j").unwrap();
+        // Change one character of the last base64 line: a byte of the signature.
+        let mut lines: Vec<String> = req.cert_pem.lines().map(str::to_owned).collect();
+        let last = lines.len() - 2;
+        let c = lines[last].remove(0);
+        lines[last].insert(0, if c == 'A' { 'B' } else { 'A' });
+        let pem = lines.join("\n");
+        let err =
+            sign_request(&ca, &pem, "host-j", Role::Agent, Validity::days_from_now(1)).unwrap_err();
+        assert!(matches!(err, CaError::BadRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_certificates_is_refused() {
+        let ca = create_ca(Validity::days_from_now(10)).unwrap();
+        let other = create_ca(Validity::days_from_now(10)).unwrap();
+        let mixed = PemPair {
+            cert_pem: ca.cert_pem.clone(),
+            key_pem: other.key_pem,
+        };
+        let err = issue(&mixed, "host-a", Role::Agent, Validity::days_from_now(1)).unwrap_err();
+        assert!(matches!(err, CaError::KeyMismatch), "{err}");
+        assert!(check_ca(&ca).is_ok());
     }
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod identity;
 mod ops;
 mod store;
+mod tokens;
 mod workload;
 mod workload_view;
 
@@ -103,6 +104,13 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: ca::CaCommand,
+    },
+    /// Join tokens for new hosts (`understudy-agent join`); admin.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Inspect or salvage the coordinator's database (with the coordinator stopped).
     Store {
@@ -249,6 +257,7 @@ pub fn main() -> i32 {
         Command::Cluster { command, api } => cluster::run(command, &api.coordinator, api.output),
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
+        Command::Token { command, api } => tokens::run(&api.coordinator, api.output, command),
         Command::Backup { out, api } => backup::take(&api.coordinator, &out),
         Command::Restore { from, api } => backup::restore(&api.coordinator, &from),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),

@@ -62,8 +62,17 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
     if read && path == "/v1/health" {
         return None;
     }
+    // A host joining has no certificate yet: its token is checked instead.
+    if method == Method::POST && path == "/v1/join" {
+        return None;
+    }
     let revoke = path.starts_with("/v1/hosts/") && path.ends_with("/revoke");
-    if path == "/v1/backup" || path == "/v1/restore" || path.starts_with("/v1/cluster/") || revoke {
+    let admin_only = path == "/v1/backup"
+        || path == "/v1/restore"
+        || path.starts_with("/v1/cluster/")
+        || path == "/v1/tokens"
+        || revoke;
+    if admin_only {
         return Some(Role::Admin);
     }
     Some(if read { Role::Viewer } else { Role::Operator })

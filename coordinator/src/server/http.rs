@@ -123,6 +123,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/migration", get(migration))
         .merge(super::http_admin::routes())
         .merge(super::http_backup::routes())
+        .merge(super::join::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             super::auth::guard,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod http_admin;
 pub mod http_backup;
 pub mod https;
+pub mod join;
 pub mod limits;
 pub mod orders;
 pub mod reconciler;

@@ -314,6 +314,20 @@ impl ApiListeners {
         config: &CoordinatorConfig,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        let mut app = app;
+        if let Some(e) = &config.enrollment {
+            match e.load_ca(&config.tls.ca) {
+                Ok(ca) => {
+                    app = app.layer(axum::Extension(super::join::Enrollment {
+                        ca: Arc::new(ca),
+                        cert_lifetime: e.cert_lifetime,
+                    }))
+                }
+                // Checked when the config was validated; a file changed since is logged
+                // and joins are refused (503) rather than the API not starting.
+                Err(p) => tracing::error!("joins are refused: {}: {}", p.key, p.reason),
+            }
+        }
         let app = app
             .layer(axum::Extension(super::auth::Policy {
                 allow_root_workloads: config.http.allow_root_workloads,
