@@ -65,6 +65,8 @@ pub struct Control {
     pub zone: Option<String>,
     /// The memory cgroup standing for the host's memory, if configured.
     pub memory: Option<MemoryCgroup>,
+    /// Renews this host's certificate when it is due.
+    pub renewer: Arc<crate::renew::Renewer>,
 }
 
 /// Keeps the agent connected to a coordinator until `stop` turns true.
@@ -241,6 +243,9 @@ async fn registered_session(
         if let Some(report) = report {
             send_report(conn, &report).await?;
             continue;
+        }
+        if ctl.renewer.claim_if_due() {
+            tokio::spawn(ctl.renewer.clone().renew(conn.clone()));
         }
         seq += 1;
         let inventory = if seq.is_multiple_of(INVENTORY_EVERY) {

@@ -20,6 +20,7 @@ pub mod node;
 pub mod orders;
 pub mod predict;
 pub mod procs;
+pub mod renew;
 pub mod replication;
 pub mod run;
 pub mod state;

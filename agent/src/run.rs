@@ -232,6 +232,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         reports: report_rx,
         zone: config.agent.zone.clone(),
         memory: memory.clone(),
+        renewer: Arc::new(crate::renew::Renewer::new(config.tls.clone(), &tls)),
     };
     let control = tokio::spawn(control::run(
         ctl,

@@ -77,6 +77,25 @@ pub enum CoordinatorMessage {
     },
 }
 
+/// Sent by an agent on a bidirectional stream of its own (besides the control stream) when
+/// its certificate is two thirds through its lifetime: a certificate request for a new key
+/// made on the host. The coordinator signs it for the name and role of the certificate the
+/// connection was made with, and answers with a [`RenewAnswer`] on the same stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// PEM certificate request.
+    pub csr: String,
+}
+
+/// The coordinator's answer to a [`RenewRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenewAnswer {
+    /// The new certificate (PEM).
+    Renewed(String),
+    /// Why not (no CA key on this coordinator, an unreadable request).
+    Refused(String),
+}
+
 /// A workload's lease: this host may run it, under this generation, for `valid_ms` from
 /// when the agent receives it (`None`: without a bound — its failover is manual, nothing
 /// will start another copy by itself).

@@ -32,11 +32,14 @@ fn loaded(cert: &PemPair, ca_pem: &str) -> LoadedTls {
         .collect::<Result<_, _>>()
         .unwrap();
     let identity = read_identity(&chain[0]).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let live = understudy_common::tls::live::LiveKey::from_der(chain.clone(), key.clone_key());
     LoadedTls {
         roots,
         chain,
-        key: PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+        key,
         identity,
+        live: std::sync::Arc::new(live.unwrap()),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn server_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(tls.chain.clone(), tls.key.clone_key())?;
+        .with_cert_resolver(tls.live.clone());
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let quic =
         QuicServerConfig::try_from(cfg).map_err(|e| EndpointConfigError::Quic(e.to_string()))?;
@@ -80,7 +80,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())?;
+        .with_client_cert_resolver(tls.live.clone());
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let quic =
         QuicClientConfig::try_from(cfg).map_err(|e| EndpointConfigError::Quic(e.to_string()))?;

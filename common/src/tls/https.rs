@@ -35,7 +35,7 @@ pub fn api_server_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(tls.chain.clone(), tls.key.clone_key())?;
+        .with_cert_resolver(tls.live.clone());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

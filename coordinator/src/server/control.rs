@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use understudy_common::frame::{read_frame, write_frame, FrameError};
 use understudy_common::protocol::{
-    close, AgentMessage, CoordinatorMessage, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
+    close, AgentMessage, CoordinatorMessage, RenewAnswer, RenewRequest, MAX_CONTROL_FRAME,
+    PROTOCOL_VERSION,
 };
 use understudy_common::tls::identity::peer_identity;
 use understudy_common::tls::Refusal;
+use understudy_common::tls::Role;
 
 use understudy_common::workload::Report;
 
@@ -109,6 +111,11 @@ async fn session(
     );
     *conn_id = Some(id);
     tokio::spawn(read_reports(shared.clone(), conn.clone(), name.to_owned()));
+    tokio::spawn(serve_renewals(
+        shared.clone(),
+        conn.clone(),
+        name.to_owned(),
+    ));
     // What the host really holds: the records follow it (a restarted agent has also
     // forgotten which workloads it shadows, and is told again).
     reconciler::on_inventory(shared, name, &reg.inventory);
@@ -159,6 +166,31 @@ async fn read_reports(shared: Arc<Shared>, conn: quinn::Connection, name: String
             Ok(report) => workloads::on_report(&shared, &name, report),
             Err(e) => tracing::warn!(host = %name, "unreadable report: {e}"),
         }
+    }
+}
+
+/// Answers the agent's certificate renewals: one bidirectional stream each, opened by the
+/// agent after the control stream.
+async fn serve_renewals(shared: Arc<Shared>, conn: quinn::Connection, name: String) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let read = tokio::time::timeout(
+            REGISTER_TIMEOUT,
+            read_frame::<_, RenewRequest>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
+        )
+        .await;
+        let answer = match read {
+            Ok(Ok(req)) => match super::join::renew(&shared, &name, Role::Agent, &req.csr) {
+                Ok(cert) => RenewAnswer::Renewed(cert),
+                Err(why) => {
+                    tracing::warn!(host = %name, "refused a certificate renewal: {why}");
+                    RenewAnswer::Refused(why)
+                }
+            },
+            Ok(Err(e)) => RenewAnswer::Refused(format!("unreadable renewal request: {e}")),
+            Err(_) => RenewAnswer::Refused("no whole renewal request in time".into()),
+        };
+        let _ = write_frame(&mut send, PROTOCOL_VERSION, &answer).await;
+        let _ = send.finish();
     }
 }
 

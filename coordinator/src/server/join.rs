@@ -189,11 +189,10 @@ async fn create(
 
 async fn join(
     State(shared): State<Arc<Shared>>,
-    enrollment: Option<axum::Extension<Enrollment>>,
     req: Result<Json<JoinRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Joined>, ApiError> {
     let req = body(req)?;
-    let Some(axum::Extension(enrollment)) = enrollment else {
+    let Some(enrollment) = shared.enrollment() else {
         return Err(err(
             503,
             "this coordinator does not sign certificates: its config has no [enrollment] ca_key",
@@ -247,4 +246,28 @@ async fn join(
         cert,
         not_after_unix: validity.not_after.unix_timestamp(),
     }))
+}
+
+/// Signs a renewal for host `name` (the connection's verified certificate names it, in
+/// `role`): the public key of `csr`, for the configured lifetime.
+pub fn renew(shared: &Shared, name: &str, role: Role, csr: &str) -> Result<String, String> {
+    let enrollment = shared.enrollment().ok_or(
+        "this coordinator does not sign certificates: its config has no [enrollment] ca_key",
+    )?;
+    if csr.len() > MAX_CSR {
+        return Err(format!("csr: larger than {MAX_CSR} bytes"));
+    }
+    let validity = Validity::from_now(enrollment.cert_lifetime);
+    let cert =
+        sign_request(&enrollment.ca, csr, name, role, validity).map_err(|e| format!("csr: {e}"))?;
+    shared.event(
+        "renew",
+        (Some(name), None),
+        format!(
+            "{name} renewed its {role} certificate (a new key made on the host), valid until {}",
+            validity.not_after
+        ),
+        Vec::new(),
+    );
+    Ok(cert)
 }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod orders;
 pub mod reconciler;
 pub mod records;
+pub mod renew_self;
 pub mod serve;
 pub mod switchover;
 pub mod workloads;
@@ -82,6 +83,8 @@ pub struct Shared {
     engine: Mutex<decisions::EngineState>,
     /// The decision engine's settings.
     pub decisions: crate::decide::Settings,
+    /// The CA to sign joining and renewing hosts' certificates with, when configured.
+    enrollment: std::sync::OnceLock<join::Enrollment>,
 }
 
 impl Shared {
@@ -131,9 +134,22 @@ impl Shared {
             )),
             engine: Mutex::new(decisions::EngineState::default()),
             decisions,
+            enrollment: std::sync::OnceLock::new(),
         };
         shared.update_gauges(&shared.lock());
         shared
+    }
+
+    /// Signs hosts' certificates from now on with `enrollment` (set once, at start).
+    pub fn set_enrollment(&self, enrollment: Option<join::Enrollment>) {
+        if let Some(e) = enrollment {
+            let _ = self.enrollment.set(e);
+        }
+    }
+
+    /// The CA that signs hosts' certificates, if this coordinator has one.
+    pub fn enrollment(&self) -> Option<&join::Enrollment> {
+        self.enrollment.get()
     }
 
     /// The flag that fences this state's orders (shared with the group's write path).

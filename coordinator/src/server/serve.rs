@@ -75,6 +75,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
         settings,
         config.decisions.settings(),
     ));
+    shared.set_enrollment(enrollment(&config));
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {
@@ -97,6 +98,9 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(signer) = enrollment(&config) {
+        super::renew_self::spawn(config.tls.clone(), &tls, signer, stop_rx.clone());
+    }
 
     // Switchovers the previous process left mid-way are finished or rolled back from their
     // recorded phase (their orders wait for the hosts to reconnect). Claimed before any
@@ -152,6 +156,7 @@ async fn serve_member(
     let hb = config.heartbeat.clone();
     let f = config.failover.clone();
     let decisions = config.decisions.settings();
+    let signer = enrollment(&config);
     let build = move |store: Arc<Store>| -> Result<Arc<Shared>, String> {
         let loaded = store.load().map_err(|e| e.to_string())?;
         let interrupted = loaded.migrations.clone();
@@ -168,6 +173,7 @@ async fn serve_member(
             settings,
             decisions.clone(),
         ));
+        shared.set_enrollment(signer.clone());
         switchover::resume_interrupted(&shared, interrupted);
         Ok(shared)
     };
@@ -195,6 +201,9 @@ async fn serve_member(
     );
     let accept = tokio::spawn(group::accept_loop(endpoint.clone(), group.clone()));
     let (stop_tx, http_stop) = tokio::sync::watch::channel(false);
+    if let Some(signer) = enrollment(&config) {
+        super::renew_self::spawn(config.tls.clone(), &tls, signer, http_stop.clone());
+    }
     let app = group::router(group.clone());
     let http_task = listeners.serve(app, &config, http_stop);
 
@@ -314,20 +323,6 @@ impl ApiListeners {
         config: &CoordinatorConfig,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let mut app = app;
-        if let Some(e) = &config.enrollment {
-            match e.load_ca(&config.tls.ca) {
-                Ok(ca) => {
-                    app = app.layer(axum::Extension(super::join::Enrollment {
-                        ca: Arc::new(ca),
-                        cert_lifetime: e.cert_lifetime,
-                    }))
-                }
-                // Checked when the config was validated; a file changed since is logged
-                // and joins are refused (503) rather than the API not starting.
-                Err(p) => tracing::error!("joins are refused: {}: {}", p.key, p.reason),
-            }
-        }
         let app = app
             .layer(axum::Extension(super::auth::Policy {
                 allow_root_workloads: config.http.allow_root_workloads,
@@ -346,6 +341,23 @@ impl ApiListeners {
                 let _ = p.await;
             }
         })
+    }
+}
+
+/// The CA that signs joining and renewing hosts' certificates (`[enrollment]`), if any.
+fn enrollment(config: &CoordinatorConfig) -> Option<super::join::Enrollment> {
+    let e = config.enrollment.as_ref()?;
+    match e.load_ca(&config.tls.ca) {
+        Ok(ca) => Some(super::join::Enrollment {
+            ca: Arc::new(ca),
+            cert_lifetime: e.cert_lifetime,
+        }),
+        // Checked when the config was validated; a file changed since is logged, and joins
+        // and renewals are refused rather than the coordinator not starting.
+        Err(p) => {
+            tracing::error!("joins and renewals are refused: {}: {}", p.key, p.reason);
+            None
+        }
     }
 }
 
