@@ -267,3 +267,124 @@ fn a_primary_announcing_a_1_tib_memory_image_is_refused_and_the_shadow_allocates
         }
     });
 }
+
+/// A process's resident anonymous memory (its heap: not the files it maps), KiB.
+fn anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Samples `pid`'s anonymous memory every 5 ms until the returned flag is set; the
+/// thread's result is the highest seen, KiB.
+fn watch_anon(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            peak = peak.max(anon_kib(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak
+    });
+    (stop, t)
+}
+
+#[test]
+fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_flat() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster_with_shadow_env(&[]);
+    eventually("an epoch committed", Duration::from_secs(30), || {
+        let w = c.workload("w")?;
+        if w.epochs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", w.unprotected))
+        }
+    });
+    let shadow = c.pid("host-b").unwrap();
+    let before = anon_kib(shadow);
+    let (stop, watcher) = watch_anon(shadow);
+
+    // 256 MiB of zeros compress to a few KiB: a shadow that decoded a file in memory would
+    // hold all of it at once. Announced honestly (it fits on disk), with a wrong hash.
+    const SIZE: usize = 256 << 20;
+    let wire = zstd::bulk::compress(&vec![0u8; SIZE], 3).unwrap();
+    assert!(wire.len() < 1 << 20, "{} bytes", wire.len());
+    let image = understudy_common::epoch::FileEntry {
+        name: "pages-1.img".into(),
+        size: SIZE as u64,
+        blake3: [7; 32],
+    };
+    let cert = issue(c.ca(), "host-a", Role::Agent, Validity::days_from_now(1)).unwrap();
+    let addr = std::net::SocketAddr::from((c.host("host-b").addr, 7442));
+    let generation = c.workload("w").unwrap().generation;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(async {
+        let conn = rawclient::open_data(addr, "host-b", &cert, &c.ca().cert_pem)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let offer = DataMessage::Offer {
+            manifest: manifest(generation, 2_000_000, vec![image]),
+            base_epoch: None,
+            final_epoch: false,
+        };
+        write_frame(&mut send, PROTOCOL_VERSION, &offer)
+            .await
+            .unwrap();
+        let accepted: DataReply = read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME)
+            .await
+            .unwrap();
+        assert!(matches!(accepted, DataReply::Accept { .. }), "{accepted:?}");
+        let file = DataMessage::File {
+            name: "pages-1.img".into(),
+            encoding: understudy_common::transfer::Encoding::Whole,
+            len: wire.len() as u64,
+        };
+        write_frame(&mut send, PROTOCOL_VERSION, &file)
+            .await
+            .unwrap();
+        send.write_all(&wire).await.unwrap();
+        write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done)
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            read_frame::<_, DataReply>(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+        )
+        .await
+        .unwrap()
+    });
+    // The shadow never held the file in memory (its files, mapped to be hashed, are not
+    // counted: they are the page cache's)...
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = watcher.join().unwrap();
+    assert!(
+        peak < before + 64 * 1024,
+        "the shadow agent's heap peaked at {peak} KiB (from {before} KiB)"
+    );
+    // ...and did not commit it: it is asked for again (its hash is wrong), or refused
+    // when the real primary's next epoch took the workload's staging first.
+    assert!(
+        matches!(
+            reply,
+            Ok(DataReply::Resend { .. }) | Ok(DataReply::Refused { .. })
+        ),
+        "{reply:?}"
+    );
+    assert!(!c
+        .host_dir("host-b")
+        .join("data/workloads/w/shadow/epoch-2000000")
+        .exists());
+}

@@ -384,6 +384,23 @@ pub fn decode_into(
     }
 }
 
+/// Decodes a whole file's wire bytes (zstd) as they are read from `input` into `out`, a
+/// piece at a time: memory stays flat however large the file or however far the data
+/// expands. More than `size` decoded bytes is refused.
+pub fn decode_whole_stream(
+    input: impl std::io::Read,
+    out: &mut impl Write,
+    size: u64,
+) -> Result<(), DeltaError> {
+    let mut dec = zstd::stream::read::Decoder::new(input).map_err(DeltaError::Zstd)?;
+    let n = std::io::copy(&mut std::io::Read::take(&mut dec, size + 1), out)
+        .map_err(DeltaError::Zstd)?;
+    if n > size {
+        return Err(DeltaError::TooLarge { limit: size });
+    }
+    Ok(())
+}
+
 /// Decodes wire bytes into the file, which must be at most `size` bytes; `base` is the
 /// base epoch's file for a delta.
 pub fn decode(
@@ -487,5 +504,22 @@ mod tests {
         if let Ok(out) = decode(enc.encoding, &enc.wire, Some(&other_base), new.len() as u64) {
             assert_ne!(out, new);
         }
+    }
+
+    #[test]
+    fn a_streamed_whole_file_decodes_as_in_one_piece_and_is_capped() {
+        let data = pages(40, 3);
+        let enc = encode(&data, None).unwrap();
+        assert_eq!(enc.encoding, Encoding::Whole);
+        // Fed in small reads, as pieces arrive from the network.
+        let reader = std::io::BufReader::with_capacity(7, enc.wire.as_slice());
+        let mut out = Vec::new();
+        decode_whole_stream(reader, &mut out, data.len() as u64).unwrap();
+        assert_eq!(out, data);
+        // Data that expands past the announced size is refused.
+        let mut out = Vec::new();
+        let err = decode_whole_stream(enc.wire.as_slice(), &mut out, 1000).unwrap_err();
+        assert!(matches!(err, DeltaError::TooLarge { limit: 1000 }), "{err}");
+        assert!(out.len() <= 1001);
     }
 }

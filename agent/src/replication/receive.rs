@@ -69,6 +69,68 @@ async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Stri
     Ok(buf)
 }
 
+/// One file's bytes as they arrive, read by a blocking decoder.
+#[derive(Debug)]
+struct Pieces {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.piece.len() {
+            match self.rx.blocking_recv() {
+                Some(p) => (self.piece, self.at) = (p, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.at);
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Passes `len` bytes from the primary to a decoder, a piece at a time (a few pieces in
+/// flight at most). Fails when the decoder stopped taking them.
+async fn pipe(
+    recv: &mut RecvStream,
+    len: u64,
+    to: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    const PIECE: u64 = 1 << 20;
+    let mut left = len;
+    while left > 0 {
+        let mut piece = vec![0; left.min(PIECE) as usize];
+        tokio::time::timeout(STALL_LIMIT, recv.read_exact(&mut piece))
+            .await
+            .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
+            .map_err(|e| format!("primary: {e}"))?;
+        left -= piece.len() as u64;
+        to.send(piece)
+            .await
+            .map_err(|_| "the file's decoder stopped before its end".to_owned())?;
+    }
+    Ok(())
+}
+
+/// Stages a whole file straight from the wire: decoded as its pieces arrive.
+fn stage_stream(staging: &Path, name: &str, input: Pieces, size: u64) -> Result<(), String> {
+    let path = staging.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("staging {}: {e}", parent.display()))?;
+    }
+    let file =
+        std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    delta::decode_whole_stream(input, &mut out, size).map_err(|e| format!("{name}: {e}"))?;
+    std::io::Write::flush(&mut out).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    corrupt_if_asked(&path, name);
+    Ok(())
+}
+
 /// The primary's next message, within [`ANSWER_LIMIT`].
 async fn next_message(recv: &mut RecvStream) -> Result<DataMessage, String> {
     tokio::time::timeout(
@@ -260,10 +322,33 @@ async fn receive(
                 len,
             } => {
                 let entry = core.on_file(&name, encoding, len)?;
+                linked.remove(&name);
+                if encoding == Encoding::Whole {
+                    // Whole files (a first epoch's memory images are the largest) go
+                    // through the decoder to disk as they arrive, never whole in memory.
+                    let (tx, rx) = tokio::sync::mpsc::channel(4);
+                    let input = Pieces {
+                        rx,
+                        piece: Vec::new(),
+                        at: 0,
+                    };
+                    let st = staging.clone();
+                    tasks.spawn_blocking(move || stage_stream(&st, &entry.name, input, entry.size));
+                    if let Err(e) = pipe(recv, len, tx).await {
+                        // A decoder that stopped says why.
+                        while !tasks.is_empty() {
+                            join_one(tasks).await?;
+                        }
+                        return Err(e);
+                    }
+                    while tasks.len() >= STAGING_TASKS {
+                        join_one(tasks).await?;
+                    }
+                    continue;
+                }
                 let base_name = core.base_name(&name);
                 let wire = read_exact_vec(recv, len).await?;
                 let (st, bd) = (staging.clone(), base_dir.clone());
-                linked.remove(&name);
                 // Files stage in parallel (each its own file) while the next ones arrive.
                 tasks.spawn_blocking(move || {
                     stage_file(

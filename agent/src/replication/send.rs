@@ -192,122 +192,144 @@ pub async fn send_epoch(
         }
         other => return Err(format!("shadow answered {other:?} to an offer").into()),
     };
-    let total = manifest.total_bytes();
-    let mut done = 0u64;
-    let mut bytes_sent = 0u64;
-    let mut bytes_changed = 0u64;
-    let mut sigs = HashMap::new();
-    for f in &manifest.files {
-        let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, &f.name, base, have_base).await?;
-        bytes_sent += n;
-        bytes_changed += enc.changed;
-        sigs.insert(f.name.clone(), enc.signature);
-        done += f.size;
-        progress(done, total);
-    }
-    let mut data_changed = 0u64;
-    let mut data_sent = 0u64;
-    for d in &manifest.data {
-        let DataKind::File {
-            size,
-            blake3,
-            origin,
-        } = &d.kind
-        else {
-            continue;
-        };
-        let name = wire_name(&d.path);
-        let origin = origin.as_deref().unwrap_or(&d.path);
-        let base_name = wire_name(origin);
-        let base_here = base.filter(|_| have_base);
-        let base_hash = base_here.and_then(|b| b.index.file_hash(origin));
-        if base_hash.as_ref() == Some(blake3) {
-            // The shadow links it from its copy: nothing to send.
-            if let Some(sig) = base_here.and_then(|b| b.sigs.get(&base_name)) {
-                sigs.insert(name, sig.clone());
-            }
-        } else if let Some(p) = dumped.patches.get(&name) {
-            // Captured as the pages that differ from the base's file at `origin`.
-            if base_hash.is_none() {
+    let result: Result<Sent, SendError> = async {
+        let total = manifest.total_bytes();
+        let mut done = 0u64;
+        let mut bytes_sent = 0u64;
+        let mut bytes_changed = 0u64;
+        let mut sigs = HashMap::new();
+        for f in &manifest.files {
+            let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, &f.name, base, have_base).await?;
+            bytes_sent += n;
+            bytes_changed += enc.changed;
+            sigs.insert(f.name.clone(), enc.signature);
+            done += f.size;
+            progress(done, total);
+        }
+        let mut data_changed = 0u64;
+        let mut data_sent = 0u64;
+        for d in &manifest.data {
+            let DataKind::File {
+                size,
+                blake3,
+                origin,
+            } = &d.kind
+            else {
+                continue;
+            };
+            let name = wire_name(&d.path);
+            let origin = origin.as_deref().unwrap_or(&d.path);
+            let base_name = wire_name(origin);
+            let base_here = base.filter(|_| have_base);
+            let base_hash = base_here.and_then(|b| b.index.file_hash(origin));
+            if base_hash.as_ref() == Some(blake3) {
+                // The shadow links it from its copy: nothing to send.
+                if let Some(sig) = base_here.and_then(|b| b.sigs.get(&base_name)) {
+                    sigs.insert(name, sig.clone());
+                }
+            } else if let Some(p) = dumped.patches.get(&name) {
+                // Captured as the pages that differ from the base's file at `origin`.
+                if base_hash.is_none() {
+                    return Err(SendError::BaseLost(format!(
+                        "for data file {}; the next epoch sends the data directories whole",
+                        d.path
+                    )));
+                }
+                let stored = patch_path(&dumped.dir.join(&name));
+                let p2 = p.clone();
+                let enc = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::open(&stored)
+                        .map_err(|e| format!("{}: {e}", stored.display()))?;
+                    let total = p2.signature.len() as u64;
+                    delta::encode_patch(
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                        &p2.pages,
+                        total,
+                        p2.tail,
+                        p2.signature,
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                let n = write_encoded(&mut send, &name, &enc).await?;
+                bytes_sent += n;
+                data_sent += n;
+                bytes_changed += enc.changed;
+                data_changed += enc.changed;
+                sigs.insert(name, enc.signature);
+            } else if !dumped.dir.join(&name).exists() {
                 return Err(SendError::BaseLost(format!(
                     "for data file {}; the next epoch sends the data directories whole",
                     d.path
                 )));
+            } else {
+                let (enc, n) =
+                    send_file(&mut send, &dumped.dir, &name, &base_name, base, have_base).await?;
+                bytes_sent += n;
+                data_sent += n;
+                bytes_changed += enc.changed;
+                data_changed += enc.changed;
+                sigs.insert(name, enc.signature);
             }
-            let stored = patch_path(&dumped.dir.join(&name));
-            let p2 = p.clone();
-            let enc = tokio::task::spawn_blocking(move || {
-                let f = std::fs::File::open(&stored)
-                    .map_err(|e| format!("{}: {e}", stored.display()))?;
-                let total = p2.signature.len() as u64;
-                delta::encode_patch(
-                    std::io::BufReader::with_capacity(1 << 20, f),
-                    &p2.pages,
-                    total,
-                    p2.tail,
-                    p2.signature,
-                )
-                .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            let n = write_encoded(&mut send, &name, &enc).await?;
-            bytes_sent += n;
-            data_sent += n;
-            bytes_changed += enc.changed;
-            data_changed += enc.changed;
-            sigs.insert(name, enc.signature);
-        } else if !dumped.dir.join(&name).exists() {
-            return Err(SendError::BaseLost(format!(
-                "for data file {}; the next epoch sends the data directories whole",
-                d.path
-            )));
-        } else {
-            let (enc, n) =
-                send_file(&mut send, &dumped.dir, &name, &base_name, base, have_base).await?;
-            bytes_sent += n;
-            data_sent += n;
-            bytes_changed += enc.changed;
-            data_changed += enc.changed;
-            sigs.insert(name, enc.signature);
+            done += size;
+            progress(done, total);
         }
-        done += size;
-        progress(done, total);
-    }
-    loop {
-        write_message(&mut send, &DataMessage::Done).await?;
-        match reply(&mut recv).await? {
-            DataReply::Committed { epoch } if epoch == manifest.epoch => break,
-            DataReply::Resend { names } => {
-                tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
-                for name in names {
-                    if !dumped.dir.join(&name).exists() {
-                        return Err(SendError::BaseLost(format!(
-                            "(it asked for {name}, which this epoch did not copy)"
-                        )));
+        loop {
+            write_message(&mut send, &DataMessage::Done).await?;
+            match reply(&mut recv).await? {
+                DataReply::Committed { epoch } if epoch == manifest.epoch => break,
+                DataReply::Resend { names } => {
+                    tracing::warn!(workload = %manifest.workload, epoch = manifest.epoch, ?names, "shadow found hash mismatches; resending whole");
+                    for name in names {
+                        if !dumped.dir.join(&name).exists() {
+                            return Err(SendError::BaseLost(format!(
+                                "(it asked for {name}, which this epoch did not copy)"
+                            )));
+                        }
+                        let (enc, n) =
+                            send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
+                        bytes_sent += n;
+                        if name.starts_with(understudy_common::data_entry::DATA_PREFIX) {
+                            data_sent += n;
+                        }
+                        sigs.insert(name, enc.signature);
                     }
-                    let (enc, n) =
-                        send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
-                    bytes_sent += n;
-                    if name.starts_with(understudy_common::data_entry::DATA_PREFIX) {
-                        data_sent += n;
-                    }
-                    sigs.insert(name, enc.signature);
                 }
+                DataReply::Refused { reason } => {
+                    return Err(format!("shadow refused the epoch: {reason}").into())
+                }
+                other => return Err(format!("shadow answered {other:?} to done").into()),
             }
-            DataReply::Refused { reason } => {
-                return Err(format!("shadow refused the epoch: {reason}").into())
-            }
-            other => return Err(format!("shadow answered {other:?} to done").into()),
         }
+        let _ = send.finish();
+        Ok(Sent {
+            bytes_sent,
+            bytes_changed,
+            data_changed,
+            data_sent,
+            sigs,
+            transfer_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
     }
-    let _ = send.finish();
-    Ok(Sent {
-        bytes_sent,
-        bytes_changed,
-        data_changed,
-        data_sent,
-        sigs,
-        transfer_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+    .await;
+    match result {
+        // A shadow that stopped taking the stream says why in its answer.
+        Err(SendError::Other(e)) => Err(explain(&mut recv, e).await.into()),
+        r => r,
+    }
+}
+
+/// After a failed transfer: the shadow's refusal, when it sent one, says why better than
+/// the stream it stopped reading.
+async fn explain(recv: &mut RecvStream, err: String) -> String {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_frame::<_, DataReply>(recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
+    )
+    .await;
+    match answer {
+        Ok(Ok(DataReply::Refused { reason })) => format!("shadow refused the epoch: {reason}"),
+        _ => err,
+    }
 }
