@@ -115,6 +115,10 @@ pub struct MetricsSection {
     pub listen: SocketAddr,
     /// Whether to serve it.
     pub enabled: bool,
+    /// Serve it over HTTPS with this host's certificate, to clients presenting a
+    /// certificate of the cluster CA for an API role (a viewer's will do).
+    #[serde(default)]
+    pub client_certificates: bool,
 }
 
 impl Default for MetricsSection {
@@ -123,6 +127,7 @@ impl Default for MetricsSection {
             // Loopback: exposing the host's metrics to the network is the operator's choice.
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             enabled: true,
+            client_certificates: false,
         }
     }
 }

@@ -212,8 +212,21 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
             );
             if config.metrics.enabled {
                 let (listen, node) = (config.metrics.listen, node.clone());
+                let https = if config.metrics.client_certificates {
+                    let sink = Arc::new(|reason: Refusal, detail: &str| {
+                        tracing::warn!(
+                            reason = reason.label(),
+                            "refused a metrics client: {detail}"
+                        );
+                    });
+                    Some(understudy_common::tls::https::metrics_server_config(
+                        &tls, sink,
+                    )?)
+                } else {
+                    None
+                };
                 tokio::spawn(async move {
-                    if let Err(e) = crate::exporter::serve(listen, history, node).await {
+                    if let Err(e) = crate::exporter::serve(listen, history, node, https).await {
                         tracing::error!(%listen, "metrics endpoint: {e}");
                     }
                 });

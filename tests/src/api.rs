@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustls::{ClientConnection, StreamOwned};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
-use understudy_common::tls::https::api_client_config;
+use understudy_common::tls::https::https_client_config;
 use understudy_common::tls::Role;
 
 /// A client of the operator API with one identity.
@@ -24,6 +24,17 @@ impl ApiClient {
     /// A client trusting the CA in `dir/ca.crt` and presenting `dir/ROLE.crt` (none when
     /// `role` is `None`).
     pub fn new(dir: &Path, role: Option<Role>) -> Self {
+        Self::checking(
+            dir,
+            role,
+            Role::Coordinator,
+            understudy_common::tls::COORDINATOR_SAN,
+        )
+    }
+
+    /// Like [`ApiClient::new`], for a server whose certificate is of `server_role` for
+    /// `server_name` (an agent's `/metrics` over HTTPS).
+    pub fn checking(dir: &Path, role: Option<Role>, server_role: Role, server_name: &str) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let ca = std::fs::read(dir.join("ca.crt")).unwrap();
         for c in CertificateDer::pem_slice_iter(&ca) {
@@ -38,7 +49,7 @@ impl ApiClient {
             (chain, PrivateKeyDer::from_pem_slice(&key).unwrap())
         });
         ApiClient {
-            config: api_client_config(roots, identity).unwrap(),
+            config: https_client_config(roots, identity, server_role, server_name).unwrap(),
         }
     }
 

@@ -268,3 +268,67 @@ fn a_workloads_probe_is_run_and_its_failures_are_shown() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(failures >= 1.0, "{metrics}");
 }
+
+#[test]
+fn agent_metrics_over_https_need_a_client_certificate_of_an_api_role() {
+    require_e2e!();
+    use understudy_common::tls::ca::{create_ca, issue, Validity};
+    use understudy_common::tls::Role;
+    use understudy_tests::api::ApiClient;
+    let c = Cluster::new(&["host-a"]);
+    let cfg = c.host_dir("host-a").join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "enabled = true\n",
+            "enabled = true\nclient_certificates = true\n",
+            1,
+        ),
+    )
+    .unwrap();
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.wait_connected(1);
+    let addr = SocketAddr::from((c.host("host-a").addr, 7443));
+    let get = b"GET /metrics HTTP/1.1\r\nHost: host-a\r\nConnection: close\r\n\r\n";
+
+    // A viewer's certificate (as Prometheus would have), checking the agent's own name.
+    let viewer = ApiClient::checking(&c.client_dir(), Some(Role::Viewer), Role::Agent, "host-a");
+    let answer = eventually("metrics over HTTPS", Duration::from_secs(10), || {
+        viewer.exchange(addr, get)
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("understudy_host_"), "{answer}");
+
+    // No certificate, another CA's, a host's: refused at the handshake; plain HTTP too.
+    let none = ApiClient::checking(&c.client_dir(), None, Role::Agent, "host-a");
+    let refused = |r: Result<String, String>| match r {
+        Ok(a) => assert!(!a.contains("understudy_host_"), "served: {a}"),
+        Err(_) => {}
+    };
+    refused(none.exchange(addr, get));
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = create_ca(Validity::days_from_now(1)).unwrap();
+    let stranger = issue(&other, "stranger", Role::Viewer, Validity::days_from_now(1)).unwrap();
+    std::fs::write(other_dir.path().join("ca.crt"), &c.ca().cert_pem).unwrap();
+    std::fs::write(other_dir.path().join("viewer.crt"), &stranger.cert_pem).unwrap();
+    std::fs::write(other_dir.path().join("viewer.key"), &stranger.key_pem).unwrap();
+    refused(
+        ApiClient::checking(other_dir.path(), Some(Role::Viewer), Role::Agent, "host-a")
+            .exchange(addr, get),
+    );
+    let host = issue(c.ca(), "host-x", Role::Agent, Validity::days_from_now(1)).unwrap();
+    std::fs::write(other_dir.path().join("agent.crt"), &host.cert_pem).unwrap();
+    std::fs::write(other_dir.path().join("agent.key"), &host.key_pem).unwrap();
+    refused(
+        ApiClient::checking(other_dir.path(), Some(Role::Agent), Role::Agent, "host-a")
+            .exchange(addr, get),
+    );
+    refused(http_get(addr, "/metrics"));
+    // Refusals are logged by the agent.
+    assert!(
+        c.log("host-a").contains("refused a metrics client"),
+        "no refusal logged"
+    );
+}

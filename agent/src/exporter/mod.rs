@@ -27,6 +27,7 @@ use crate::predict::health;
 use crate::workload::stats;
 
 mod health_text;
+mod tls_listener;
 mod workloads_text;
 
 /// Samples kept: ten model windows.
@@ -229,6 +230,7 @@ pub async fn serve(
     listen: SocketAddr,
     history: SharedHistory,
     node: Arc<Node>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let app = axum::Router::new().route(
@@ -257,5 +259,8 @@ pub async fn serve(
             }
         }),
     );
-    axum::serve(listener, app).await
+    match tls {
+        Some(config) => axum::serve(tls_listener::TlsListener::new(listener, config)?, app).await,
+        None => axum::serve(listener, app).await,
+    }
 }

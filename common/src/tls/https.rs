@@ -40,22 +40,49 @@ pub fn api_server_config(
     Ok(Arc::new(cfg))
 }
 
+/// An agent's `/metrics` over HTTPS (`[metrics] client_certificates = true`): its own
+/// certificate; clients must present one of the cluster CA for an API role (a viewer's
+/// will do, as for the coordinators' `/metrics`). Refusals are reported to `sink`.
+pub fn metrics_server_config(
+    tls: &LoadedTls,
+    sink: RefusalSink,
+) -> Result<Arc<rustls::ServerConfig>, EndpointConfigError> {
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(tls.roots.clone()), provider())
+            .build()?;
+    let verifier =
+        Arc::new(RoleClientVerifier::any_of(webpki, Role::API.to_vec(), sink).requiring());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(tls.live.clone());
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// A client of the operator API: trusts coordinators of the cluster CA in `roots` (checked
 /// for the coordinators' shared name and role) and presents `identity` when given.
 pub fn api_client_config(
     roots: RootCertStore,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<rustls::ClientConfig>, EndpointConfigError> {
+    https_client_config(roots, identity, Role::Coordinator, COORDINATOR_SAN)
+}
+
+/// A client of an understudy HTTPS server whose certificate is of `role` for `name` (an
+/// agent's `/metrics`: role agent, its host name), presenting `identity` when given.
+pub fn https_client_config(
+    roots: RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    role: Role,
+    name: &str,
+) -> Result<Arc<rustls::ClientConfig>, EndpointConfigError> {
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| EndpointConfigError::ServerVerifier(e.to_string()))?;
-    let name = ServerName::try_from(COORDINATOR_SAN)
+    let name = ServerName::try_from(name.to_owned())
         .map_err(|e| EndpointConfigError::ServerVerifier(e.to_string()))?;
-    let verifier = Arc::new(RoleServerVerifier::for_name(
-        webpki,
-        Role::Coordinator,
-        name,
-    ));
+    let verifier = Arc::new(RoleServerVerifier::for_name(webpki, role, name));
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

@@ -110,6 +110,7 @@ pub struct RoleClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     roles: Vec<Role>,
     sink: RefusalSink,
+    mandatory: bool,
 }
 
 impl fmt::Debug for RoleClientVerifier {
@@ -128,7 +129,19 @@ impl RoleClientVerifier {
 
     /// Accepts clients signed by `inner`'s roots whose certificate is for one of `roles`.
     pub fn any_of(inner: Arc<dyn ClientCertVerifier>, roles: Vec<Role>, sink: RefusalSink) -> Self {
-        RoleClientVerifier { inner, roles, sink }
+        RoleClientVerifier {
+            inner,
+            roles,
+            sink,
+            mandatory: false,
+        }
+    }
+
+    /// Like [`RoleClientVerifier::any_of`], refusing at the handshake a client without a
+    /// certificate (for a server with nothing to tell such a client).
+    pub fn requiring(mut self) -> Self {
+        self.mandatory = true;
+        self
     }
 }
 
@@ -138,7 +151,7 @@ impl ClientCertVerifier for RoleClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
