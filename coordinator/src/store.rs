@@ -303,6 +303,15 @@ impl Store {
         })
     }
 
+    /// Forgets token `id`; whether there was one.
+    pub fn forget_token(&self, id: &str) -> Result<bool, StoreError> {
+        let known = self.tokens()?.iter().any(|t| t.id == id);
+        if known {
+            self.write(|w| w.remove(TOKENS, id))?;
+        }
+        Ok(known)
+    }
+
     /// Appends an event, dropping the one `MAX_EVENTS` before it.
     pub fn append_event(&self, event: &Event) -> Result<(), StoreError> {
         self.write(|w| {

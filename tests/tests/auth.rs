@@ -137,6 +137,13 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     let connected = |host: &str| -> Result<bool, String> {
         Ok(c.hosts()?.iter().any(|h| h.name == host && h.connected))
     };
+    // Waits until `host` is (or is not) connected.
+    let until = |what: &str, host: &str, want: bool| {
+        eventually(what, Duration::from_secs(15), || match connected(host)? {
+            now if now == want => Ok(()),
+            now => Err(format!("connected: {now}")),
+        })
+    };
 
     // Revoking needs the admin role.
     let mut cli = c.cli_command();
@@ -153,14 +160,7 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     assert!(said.contains("new certificate"), "{said}");
 
     // Its connection is closed and, though its agent keeps trying, it stays out.
-    eventually(
-        "host-b cut off",
-        Duration::from_secs(10),
-        || match connected("host-b")? {
-            false => Ok(()),
-            true => Err("still connected".to_owned()),
-        },
-    );
+    until("host-b cut off", "host-b", false);
     std::thread::sleep(Duration::from_secs(4));
     assert!(!connected("host-b").unwrap(), "a revoked host came back");
     assert!(connected("host-a").unwrap(), "another host was cut off");
@@ -181,14 +181,7 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     // The revocation outlives a restart of the coordinator.
     assert_eq!(c.stop("coord"), Some(0));
     c.start_coordinator();
-    eventually(
-        "host-a back",
-        Duration::from_secs(15),
-        || match connected("host-a")? {
-            true => Ok(()),
-            false => Err("not connected".to_owned()),
-        },
-    );
+    until("host-a back", "host-a", true);
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         !connected("host-b").unwrap(),
@@ -199,12 +192,5 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     c.stop("host-b");
     c.reissue_agent_certificate("host-b");
     c.start_agent("host-b");
-    eventually(
-        "host-b back with a new certificate",
-        Duration::from_secs(15),
-        || match connected("host-b")? {
-            true => Ok(()),
-            false => Err("not connected".to_owned()),
-        },
-    );
+    until("host-b back with a new certificate", "host-b", true);
 }

@@ -156,6 +156,15 @@ fn a_host_joins_with_a_fresh_token_once_and_spent_expired_or_misused_tokens_are_
     );
     assert_eq!(fs::read(hj.join("host.key")).unwrap(), key, "key changed");
 
+    // A deleted token is unknown.
+    let deleted = new_token(&c, &["--ttl", "1h"]);
+    let id = deleted.split_once('.').unwrap().0;
+    let out = c.cli(&["token", "delete", id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = join(&c, &deleted, "host-z", true);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
+    assert!(text(&out).contains("unknown token"), "{}", text(&out));
+
     // Without --force, a host with a certificate is not re-enrolled by accident.
     let out = join(&c, &any, "host-j", false);
     assert_eq!(out.status.code(), Some(73), "{}", text(&out));
@@ -173,7 +182,7 @@ fn a_host_joins_with_a_fresh_token_once_and_spent_expired_or_misused_tokens_are_
         ev.matches("POST /v1/join: 403").count() >= 2,
         "refused joins not audited: {ev}"
     );
-    for t in [&token, &short, &any] {
+    for t in [&token, &short, &any, &deleted] {
         let secret = t.split_once('.').unwrap().1;
         assert!(!ev.contains(secret), "a token's secret is in the events");
         assert!(

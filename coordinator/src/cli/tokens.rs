@@ -28,6 +28,11 @@ pub enum TokenCommand {
     },
     /// Tokens made and not yet forgotten (a day after use or expiry), without secrets.
     List,
+    /// Delete a token so that it can no longer be used.
+    Delete {
+        /// The token's id (the part before the dot).
+        id: String,
+    },
 }
 
 fn time_text(ms: u64) -> String {
@@ -52,6 +57,15 @@ pub fn run(base: &str, output: Output, command: TokenCommand) -> i32 {
                         time_text(t.record.expires_unix_ms),
                         t.token
                     );
+                    0
+                }
+                Err(f) => f.report(),
+            }
+        }
+        TokenCommand::Delete { id } => {
+            match super::api::delete_empty(base, &format!("/v1/tokens/{id}")) {
+                Ok(()) => {
+                    outln!("join token {id} deleted");
                     0
                 }
                 Err(f) => f.report(),

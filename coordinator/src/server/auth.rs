@@ -71,6 +71,7 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
         || path == "/v1/restore"
         || path.starts_with("/v1/cluster/")
         || path == "/v1/tokens"
+        || path.starts_with("/v1/tokens/")
         || revoke;
     if admin_only {
         return Some(Role::Admin);

@@ -83,6 +83,7 @@ pub struct Joined {
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/tokens", get(list).post(create))
+        .route("/v1/tokens/{id}", axum::routing::delete(forget))
         .route("/v1/join", post(join))
 }
 
@@ -100,6 +101,28 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
 async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<TokenView>>, ApiError> {
     let all = shared.store().tokens().map_err(store_err)?;
     Ok(Json(all.iter().map(TokenView::from).collect()))
+}
+
+async fn forget(
+    State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let known = {
+        let _g = SPENDING.lock().unwrap_or_else(|e| e.into_inner());
+        shared.store().forget_token(&id).map_err(store_err)?
+    };
+    if !known {
+        return Err(err(404, format!("no join token {id:?}")));
+    }
+    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
+    shared.event(
+        "token",
+        (None, None),
+        format!("{by} deleted join token {id}: it can no longer be used"),
+        Vec::new(),
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create(
