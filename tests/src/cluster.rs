@@ -248,6 +248,20 @@ mode = "off"
         fs::write(&path, kept.join("\n[")).unwrap();
     }
 
+    /// Gives the coordinator the CA's key to sign joining and renewing hosts'
+    /// certificates with (`[enrollment]`), valid for `cert_lifetime` (e.g. "2m").
+    pub fn enable_enrollment(&self, cert_lifetime: &str) {
+        let d = self.host_dir("coord");
+        fs::write(d.join("ca.key"), &self.ca.key_pem).unwrap();
+        let cfg = d.join("coordinator.toml");
+        let mut toml = fs::read_to_string(&cfg).unwrap();
+        toml.push_str(&format!(
+            "[enrollment]\nca_key = \"{}\"\ncert_lifetime = \"{cert_lifetime}\"\n",
+            d.join("ca.key").display()
+        ));
+        fs::write(&cfg, toml).unwrap();
+    }
+
     /// Gives host `name`'s agent a new certificate of the cluster CA (as if re-enrolled).
     pub fn reissue_agent_certificate(&self, name: &str) {
         let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();

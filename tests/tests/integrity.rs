@@ -40,6 +40,20 @@ fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
     c
 }
 
+/// A cluster whose shadow host-b has committed workload `w`'s first epoch.
+fn shadowing_cluster() -> Cluster {
+    let c = cluster_with_shadow_env(&[]);
+    eventually("an epoch committed", Duration::from_secs(30), || {
+        let w = c.workload("w")?;
+        if w.epochs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", w.unprotected))
+        }
+    });
+    c
+}
+
 fn committed_epochs(c: &Cluster) -> Vec<std::path::PathBuf> {
     let dir = c.host_dir("host-b").join("data/workloads/w/shadow");
     let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -167,15 +181,7 @@ fn persistent_corruption_refuses_the_epoch_and_nothing_is_committed_or_restorabl
 fn epoch_from_a_stale_generation_is_refused_naming_both_generations() {
     require_e2e!();
     require_criu!();
-    let c = cluster_with_shadow_env(&[]);
-    eventually("an epoch committed", Duration::from_secs(30), || {
-        let w = c.workload("w")?;
-        if w.epochs >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{:?}", w.unprotected))
-        }
-    });
+    let c = shadowing_cluster();
     let out = c.cli(&["migrate", "w"]);
     assert!(
         out.status.success(),
@@ -218,15 +224,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn a_primary_announcing_a_1_tib_memory_image_is_refused_and_the_shadow_allocates_nothing() {
     require_e2e!();
     require_criu!();
-    let c = cluster_with_shadow_env(&[]);
-    eventually("an epoch committed", Duration::from_secs(30), || {
-        let w = c.workload("w")?;
-        if w.epochs >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{:?}", w.unprotected))
-        }
-    });
+    let c = shadowing_cluster();
     let shadow = c.pid("host-b").unwrap();
     let before = rss_kib(shadow);
 
@@ -303,15 +301,7 @@ fn watch_anon(
 fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_flat() {
     require_e2e!();
     require_criu!();
-    let c = cluster_with_shadow_env(&[]);
-    eventually("an epoch committed", Duration::from_secs(30), || {
-        let w = c.workload("w")?;
-        if w.epochs >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{:?}", w.unprotected))
-        }
-    });
+    let c = shadowing_cluster();
     let shadow = c.pid("host-b").unwrap();
     let before = anon_kib(shadow);
     let (stop, watcher) = watch_anon(shadow);

@@ -73,15 +73,7 @@ fn a_host_joins_with_a_fresh_token_once_and_spent_expired_or_misused_tokens_are_
     fs::remove_file(hj.join("host.crt")).unwrap();
     fs::remove_file(hj.join("host.key")).unwrap();
     // The coordinator signs joins with the CA's key.
-    let cd = c.host_dir("coord");
-    fs::write(cd.join("ca.key"), &c.ca().key_pem).unwrap();
-    let cfg = cd.join("coordinator.toml");
-    let mut toml = fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!(
-        "[enrollment]\nca_key = \"{}\"\ncert_lifetime = \"30days\"\n",
-        cd.join("ca.key").display()
-    ));
-    fs::write(&cfg, toml).unwrap();
+    c.enable_enrollment("30days");
     c.start_coordinator();
     c.start_agent("host-a");
     c.wait_connected(1);

@@ -56,15 +56,7 @@ fn short_lived_certificates_renew_without_restarts_or_dropped_connections() {
         let leaf = issue(c.ca(), host, role, Validity::from_now(LIFETIME)).unwrap();
         c.install_tls(host, &leaf, &c.ca().cert_pem);
     }
-    let cd = c.host_dir("coord");
-    fs::write(cd.join("ca.key"), &c.ca().key_pem).unwrap();
-    let cfg = cd.join("coordinator.toml");
-    let mut toml = fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!(
-        "[enrollment]\nca_key = \"{}\"\ncert_lifetime = \"2m\"\n",
-        cd.join("ca.key").display()
-    ));
-    fs::write(&cfg, toml).unwrap();
+    c.enable_enrollment("2m");
     let first_expiry = not_after(&c, "host-a");
     let start = Instant::now();
     c.start_coordinator();
