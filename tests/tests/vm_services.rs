@@ -133,6 +133,8 @@ fn workload(vms: &VmPair, name: &str) -> WorkloadRecord {
 }
 
 fn wait_epochs(vms: &VmPair, name: &str, at_least: u64) {
+    // Why a workload failed is in the agents' journals: kept for the failure message.
+    let journals = std::cell::RefCell::new(String::new());
     eventually(
         &format!("{name}: epochs committed"),
         Duration::from_secs(300),
@@ -141,9 +143,23 @@ fn wait_epochs(vms: &VmPair, name: &str, at_least: u64) {
             if w.epochs >= at_least && w.last_epoch.is_some() {
                 Ok(())
             } else {
+                if matches!(w.state, WorkloadState::Failed(_)) && journals.borrow().is_empty() {
+                    for i in [A, B] {
+                        let j = vms.run(
+                            i,
+                            "journalctl -u understudy-agent --no-pager -n 60 -o short-precise || true",
+                        );
+                        journals
+                            .borrow_mut()
+                            .push_str(&format!("\n--- {} agent journal ---\n{j}", vms.vms[i].name));
+                    }
+                }
                 Err(format!(
-                    "{} epochs, {:?}, {:?}",
-                    w.epochs, w.state, w.unprotected
+                    "{} epochs, {:?}, {:?}{}",
+                    w.epochs,
+                    w.state,
+                    w.unprotected,
+                    journals.borrow()
                 ))
             }
         },
