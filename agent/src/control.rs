@@ -13,6 +13,7 @@ use understudy_common::protocol::{
     close, AgentMessage, CoordinatorMessage, Heartbeat, Register, MAX_CONTROL_FRAME,
     PROTOCOL_VERSION,
 };
+use understudy_common::tls::revoked::Revocations;
 use understudy_common::tls::COORDINATOR_SAN;
 use understudy_common::workload::{Order, OrderReply, Report};
 
@@ -170,8 +171,10 @@ async fn session(
         .map_err(|_| SessionError::Timeout(CONNECT_LIMIT))??;
     let term = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let orders = tokio::spawn(serve_orders(ctl.node.clone(), conn.clone(), term.clone()));
+    let revocations = tokio::spawn(serve_revocations(ctl.node.clone(), conn.clone()));
     let result = registered_session(&conn, ctl, sampler, backoff, stop, &term).await;
     orders.abort();
+    revocations.abort();
     match &result {
         Ok(Outcome::Stopped) => conn.close(close::SHUTDOWN.into(), b"agent shutting down"),
         Err(SessionError::Frame(FrameError::Io(_))) | Err(SessionError::Connection(_)) => {
@@ -326,6 +329,32 @@ async fn serve_orders(
             }
             let _ = send.finish();
         });
+    }
+}
+
+/// Takes the revocations the coordinator sends, each list on a unidirectional stream of
+/// its own: the data plane refuses those hosts from then on and closes their connections.
+async fn serve_revocations(node: Arc<Node>, conn: quinn::Connection) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let list = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            read_frame::<_, Revocations>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
+        )
+        .await;
+        match list {
+            Ok(Ok(list)) => {
+                let hosts: Vec<&str> = list.hosts.iter().map(|h| h.host.as_str()).collect();
+                if !hosts.is_empty() {
+                    tracing::info!(
+                        ?hosts,
+                        "revoked hosts' certificates are refused by the data plane"
+                    );
+                }
+                node.peers.add_revoked(list.hosts).await;
+            }
+            Ok(Err(e)) => tracing::warn!("unreadable list of revocations: {e}"),
+            Err(_) => tracing::warn!("no whole list of revocations within {ANSWER_TIMEOUT:?}"),
+        }
     }
 }
 

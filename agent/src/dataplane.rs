@@ -1,11 +1,12 @@
 //! The agent's data-plane server: other agents (primaries) connect with mutual TLS and
-//! open one stream per epoch they send.
+//! open one stream per epoch they send. A connection from a host revoked since is closed.
 
 use std::sync::Arc;
 
 use understudy_common::tls::identity::peer_name;
 
 use crate::node::Node;
+use crate::replication::peers::closes_when_revoked;
 use crate::replication::receive;
 
 /// Accepts data-plane connections until the endpoint closes.
@@ -28,6 +29,10 @@ pub async fn serve(node: Arc<Node>) {
                 );
                 return;
             };
+            tokio::spawn(closes_when_revoked(
+                node.peers.revoked().clone(),
+                conn.clone(),
+            ));
             while let Ok((send, recv)) = conn.accept_bi().await {
                 tokio::spawn(receive::handle(node.clone(), peer.clone(), send, recv));
             }

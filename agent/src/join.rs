@@ -4,8 +4,6 @@
 //! the signed certificate and the key where the agent's config says (`tls.cert`,
 //! `tls.key`). The key never leaves the host.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,8 +156,8 @@ fn join(args: &JoinArgs) -> Result<String, (i32, String)> {
             ),
         ));
     }
-    write_new(&tls.key, request.key_pem.as_bytes(), 0o600)?;
-    write_new(&tls.cert, cert.as_bytes(), 0o644)?;
+    tls.install_renewed(&request.key_pem, &cert)
+        .map_err(|(path, e)| (exit::CANT_CREATE, format!("{}: {e}", path.display())))?;
     tls.load(Role::Agent).map_err(|e| {
         (
             exit::DATA_ERR,
@@ -251,22 +249,4 @@ fn post_join(
         exit::UNAVAILABLE,
         format!("{url}: too many redirects (no leader?)"),
     ))
-}
-
-/// Writes `bytes` to `path` through a temporary file in its directory, with `mode`, so
-/// that a reader sees the old file or the whole new one.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), (i32, String)> {
-    let fail = |e: std::io::Error| (exit::CANT_CREATE, format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("join-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(bytes).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)?;
-    Ok(())
 }

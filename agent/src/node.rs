@@ -66,8 +66,7 @@ impl Node {
         criu: Result<Arc<Criu>, String>,
         data_roots: DataRoots,
         (fence, copies): (Fence, Copies),
-        endpoint: quinn::Endpoint,
-        data_client: quinn::ClientConfig,
+        peers: Peers,
         reports: mpsc::Sender<Report>,
     ) -> Self {
         // Trees an earlier run started that still run: reported, and stopped on request.
@@ -95,7 +94,7 @@ impl Node {
             fence,
             copies,
             started_unix_ms: crate::clock::now_ms(),
-            peers: Arc::new(Peers::new(endpoint, data_client)),
+            peers: Arc::new(peers),
             reports,
             primaries: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),

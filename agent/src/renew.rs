@@ -63,11 +63,7 @@ pub enum RenewError {
     },
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use understudy_common::tls::now_unix;
 
 impl Renewer {
     /// For the certificate `tls` was loaded with, from `files`.

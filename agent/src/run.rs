@@ -10,12 +10,14 @@ use understudy_common::protocol::{close, CONTROL_ALPN};
 use understudy_common::shutdown::wait_for_signal;
 use understudy_common::tls::endpoint::{client_config, server_config, EndpointConfigError};
 use understudy_common::tls::files::TlsFileError;
+use understudy_common::tls::revoked::RevokedList;
 use understudy_common::tls::{Refusal, Role};
 use understudy_common::transfer::DATA_ALPN;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::node::Node;
+use crate::replication::peers::Peers;
 use crate::state::copies::Copies;
 use crate::state::fence::Fence;
 use crate::{control, dataplane};
@@ -128,8 +130,11 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     crate::supervisor::binary::install()?;
     let copies =
         Copies::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
-    let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT)?;
-    let data_client = client_config(&tls, Role::Agent, DATA_ALPN, IDLE_TIMEOUT)?;
+    let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT, None)?;
+    // The revocations the coordinator sends: peers' data-plane certificates are checked
+    // against them at every handshake.
+    let revoked = RevokedList::default();
+    let data_client = client_config(&tls, Role::Agent, DATA_ALPN, IDLE_TIMEOUT, Some(&revoked))?;
     let data_server = server_config(
         &tls,
         Role::Agent,
@@ -138,6 +143,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         Arc::new(|reason: Refusal, detail: &str| {
             tracing::warn!(reason = reason.label(), "refused data-plane peer: {detail}");
         }),
+        Some(&revoked),
     )?;
     let listen = config.data_plane.listen;
     let endpoint =
@@ -163,8 +169,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         criu,
         crate::datadir::DataRoots::new(&config.workload_data),
         (fence, copies),
-        endpoint.clone(),
-        data_client,
+        Peers::new(endpoint.clone(), data_client, revoked),
         report_tx,
     ));
     // Workloads an earlier run started kept running under their supervisors: take them back.

@@ -102,6 +102,7 @@ pub async fn agent(
         Role::Coordinator,
         CONTROL_ALPN,
         Duration::from_secs(10),
+        None,
     )
     .unwrap();
     let mut next = addrs[i % addrs.len()];

@@ -50,6 +50,7 @@ pub async fn open(addr: SocketAddr, cert: &PemPair, ca_pem: &str) -> Result<Conn
         Role::Coordinator,
         CONTROL_ALPN,
         Duration::from_secs(10),
+        None,
     )
     .map_err(|e| e.to_string())?;
     let mut ep =
@@ -73,6 +74,7 @@ pub async fn open_data(
         Role::Agent,
         understudy_common::transfer::DATA_ALPN,
         Duration::from_secs(10),
+        None,
     )
     .map_err(|e| e.to_string())?;
     let ep =

@@ -8,8 +8,8 @@ use std::time::Duration;
 use understudy_common::tls::ca::{create_ca, issue, Validity};
 use understudy_common::tls::Role;
 use understudy_tests::cluster::Cluster;
-use understudy_tests::require_e2e;
 use understudy_tests::wait::eventually;
+use understudy_tests::{rawclient, require_e2e};
 
 fn refused(c: &Cluster, reason: &str) -> Result<f64, String> {
     c.metric(&format!(
@@ -154,10 +154,61 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     assert!(err.contains("admin"), "{err}");
     assert!(connected("host-b").unwrap());
 
+    // A data-plane connection host-b made to host-a with the certificate about to be
+    // revoked (the data plane checks certificates with the other agents, not the
+    // coordinator).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data_a = std::net::SocketAddr::from((c.host("host-a").addr, 7442));
+    let old_b = issue(c.ca(), "host-b", Role::Agent, Validity::days_from_now(1)).unwrap();
+    let open_data = |cert| {
+        rt.block_on(rawclient::open_data(
+            data_a,
+            "host-a",
+            cert,
+            &c.ca().cert_pem,
+        ))
+    };
+    let early = open_data(&old_b).expect("host-b's certificate accepted before the revocation");
+
     let out = c.cli(&["host", "revoke", "host-b"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(said.contains("new certificate"), "{said}");
+
+    // The other agents learn it: host-a closes the open connection and refuses new ones
+    // with the revoked certificate, and takes one issued after the revocation.
+    let closed = rt
+        .block_on(rawclient::closed_within(&early, Duration::from_secs(15)))
+        .expect("host-a kept a revoked host's data-plane connection open");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(a) if a.error_code == quinn::VarInt::from_u32(7)),
+        "{closed:?}"
+    );
+    // TLS 1.3: the client's side of the handshake may finish before the server has
+    // checked the client's certificate; a refusal then closes the connection at once.
+    let refusal = |conn: Result<quinn::Connection, String>| match conn {
+        Err(e) => Ok(e),
+        Ok(conn) => rt
+            .block_on(rawclient::closed_within(&conn, Duration::from_secs(3)))
+            .map(|e| e.to_string()),
+    };
+    let refused_later = refusal(open_data(&old_b))
+        .expect("host-a accepted a revoked certificate on its data plane");
+    assert!(
+        refused_later.contains("44"),
+        "not refused as revoked: {refused_later}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let new_b = issue(c.ca(), "host-b", Role::Agent, Validity::days_from_now(1)).unwrap();
+    let kept = refusal(open_data(&new_b));
+    assert!(
+        kept.is_err(),
+        "a certificate issued after the revocation was refused: {kept:?}"
+    );
+    assert!(
+        c.log("host-a").contains("revoked"),
+        "host-a's log says why it closed and refused host-b"
+    );
 
     // Its connection is closed and, though its agent keeps trying, it stays out.
     until("host-b cut off", "host-b", false);
@@ -186,6 +237,18 @@ fn a_revoked_host_is_cut_off_and_refused_until_it_has_a_new_certificate() {
     assert!(
         !connected("host-b").unwrap(),
         "revocation forgotten on restart"
+    );
+    // An agent holds the list in memory: restarted, it is told again when it registers.
+    c.stop("host-a");
+    c.start_agent("host-a");
+    until("host-a back after its restart", "host-a", true);
+    eventually(
+        "the restarted host-a refusing host-b's revoked certificate",
+        Duration::from_secs(10),
+        || match refusal(open_data(&old_b)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
     );
 
     // A certificate issued after the revocation lets it back.

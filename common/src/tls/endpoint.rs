@@ -9,6 +9,7 @@ use rustls::server::WebPkiClientVerifier;
 
 use super::files::LoadedTls;
 use super::identity::Role;
+use super::revoked::RevokedList;
 use super::verify::{RefusalSink, RoleClientVerifier, RoleServerVerifier};
 
 /// Why a QUIC/TLS configuration could not be built.
@@ -40,18 +41,24 @@ fn transport(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// A server accepting only peers of `accept` role, reporting refusals to `sink`.
+/// A server accepting only peers of `accept` role (and none `revoked` lists, if given),
+/// reporting refusals to `sink`.
 pub fn server_config(
     tls: &LoadedTls,
     accept: Role,
     alpn: &[u8],
     idle_timeout: Duration,
     sink: RefusalSink,
+    revoked: Option<&RevokedList>,
 ) -> Result<quinn::ServerConfig, EndpointConfigError> {
     let webpki =
         WebPkiClientVerifier::builder_with_provider(Arc::new(tls.roots.clone()), provider())
             .build()?;
-    let verifier = Arc::new(RoleClientVerifier::new(webpki, accept, sink));
+    let mut verifier = RoleClientVerifier::new(webpki, accept, sink);
+    if let Some(r) = revoked {
+        verifier = verifier.revoking(r.clone());
+    }
+    let verifier = Arc::new(verifier);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -64,18 +71,24 @@ pub fn server_config(
     Ok(server)
 }
 
-/// A client that presents this host's certificate and accepts only servers of `expect` role.
+/// A client that presents this host's certificate and accepts only servers of `expect` role
+/// (and none `revoked` lists, if given).
 pub fn client_config(
     tls: &LoadedTls,
     expect: Role,
     alpn: &[u8],
     idle_timeout: Duration,
+    revoked: Option<&RevokedList>,
 ) -> Result<quinn::ClientConfig, EndpointConfigError> {
     let webpki =
         WebPkiServerVerifier::builder_with_provider(Arc::new(tls.roots.clone()), provider())
             .build()
             .map_err(|e| EndpointConfigError::Quic(e.to_string()))?;
-    let verifier = Arc::new(RoleServerVerifier::new(webpki, expect));
+    let mut verifier = RoleServerVerifier::new(webpki, expect);
+    if let Some(r) = revoked {
+        verifier = verifier.revoking(r.clone());
+    }
+    let verifier = Arc::new(verifier);
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

@@ -12,6 +12,7 @@ pub mod files;
 pub mod https;
 pub mod identity;
 pub mod live;
+pub mod revoked;
 pub mod verify;
 
 pub use identity::{PeerIdentity, Role};
@@ -19,6 +20,13 @@ pub use verify::Refusal;
 
 /// DNS name every coordinator certificate carries and agents verify.
 pub const COORDINATOR_SAN: &str = "coordinator.understudy";
+
+/// Seconds since the Unix epoch now, the clock certificates' validity is counted in.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// When a certificate valid from `not_before` to `not_after` (Unix seconds) is renewed:
 /// two thirds of the way from its issue to its end. Certificates understudy makes start

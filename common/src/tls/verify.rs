@@ -10,6 +10,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::identity::{read_identity, Role};
+use super::revoked::RevokedList;
 
 /// Why a peer was refused. The label is what `/metrics` counts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +29,13 @@ pub enum Refusal {
     BadCertificate,
     /// The peer completed TLS but then broke the protocol.
     Protocol,
+    /// The certificate was revoked (`understudy host revoke`).
+    Revoked,
 }
 
 impl Refusal {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::UnknownCa,
         Refusal::Expired,
         Refusal::NotYetValid,
@@ -40,6 +43,7 @@ impl Refusal {
         Refusal::NoCertificate,
         Refusal::BadCertificate,
         Refusal::Protocol,
+        Refusal::Revoked,
     ];
 
     /// The metric label.
@@ -52,6 +56,7 @@ impl Refusal {
             Refusal::NoCertificate => "no_certificate",
             Refusal::BadCertificate => "bad_certificate",
             Refusal::Protocol => "protocol",
+            Refusal::Revoked => "revoked",
         }
     }
 
@@ -97,6 +102,22 @@ fn check_role(cert: &CertificateDer<'_>, expected: &[Role]) -> Result<(), (Refus
     }
 }
 
+/// Refuses a certificate that `revoked` lists.
+fn check_revoked(cert: &CertificateDer<'_>, revoked: &RevokedList) -> Result<(), String> {
+    let id = read_identity(cert).map_err(|e| e.to_string())?;
+    match revoked.refusing(&id.name, id.not_before_unix) {
+        Some(r) => Err(format!(
+            "certificate of {:?} was revoked (at {} ms since the Unix epoch)",
+            id.name, r.at_unix_ms
+        )),
+        None => Ok(()),
+    }
+}
+
+fn revoked_error() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Revoked)
+}
+
 fn role_error() -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
@@ -111,6 +132,7 @@ pub struct RoleClientVerifier {
     roles: Vec<Role>,
     sink: RefusalSink,
     mandatory: bool,
+    revoked: Option<RevokedList>,
 }
 
 impl fmt::Debug for RoleClientVerifier {
@@ -134,6 +156,7 @@ impl RoleClientVerifier {
             roles,
             sink,
             mandatory: false,
+            revoked: None,
         }
     }
 
@@ -141,6 +164,12 @@ impl RoleClientVerifier {
     /// certificate (for a server with nothing to tell such a client).
     pub fn requiring(mut self) -> Self {
         self.mandatory = true;
+        self
+    }
+
+    /// Also refuses a certificate that `revoked` lists (as it is at each handshake).
+    pub fn revoking(mut self, revoked: RevokedList) -> Self {
+        self.revoked = Some(revoked);
         self
     }
 }
@@ -172,6 +201,12 @@ impl ClientCertVerifier for RoleClientVerifier {
             (self.sink)(reason, &detail);
             role_error()
         })?;
+        if let Some(revoked) = &self.revoked {
+            check_revoked(end_entity, revoked).map_err(|detail| {
+                (self.sink)(Refusal::Revoked, &detail);
+                revoked_error()
+            })?;
+        }
         Ok(verified)
     }
 
@@ -203,6 +238,7 @@ pub struct RoleServerVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     role: Role,
     name: Option<ServerName<'static>>,
+    revoked: Option<RevokedList>,
 }
 
 impl fmt::Debug for RoleServerVerifier {
@@ -220,6 +256,7 @@ impl RoleServerVerifier {
             inner,
             role,
             name: None,
+            revoked: None,
         }
     }
 
@@ -235,7 +272,14 @@ impl RoleServerVerifier {
             inner,
             role,
             name: Some(name),
+            revoked: None,
         }
+    }
+
+    /// Also refuses a server whose certificate `revoked` lists (as it is at each handshake).
+    pub fn revoking(mut self, revoked: RevokedList) -> Self {
+        self.revoked = Some(revoked);
+        self
     }
 }
 
@@ -260,6 +304,12 @@ impl ServerCertVerifier for RoleServerVerifier {
             tracing::warn!("refusing server: {detail}");
             role_error()
         })?;
+        if let Some(revoked) = &self.revoked {
+            check_revoked(end_entity, revoked).map_err(|detail| {
+                tracing::warn!("refusing server: {detail}");
+                revoked_error()
+            })?;
+        }
         Ok(verified)
     }
 

@@ -309,8 +309,15 @@ impl Node {
                 "refused peer certificate: {detail}"
             );
         });
-        let server = server_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE, sink)?;
-        let client = client_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE)?;
+        let server = server_config(
+            tls,
+            Role::Coordinator,
+            network::PEER_ALPN,
+            PEER_IDLE,
+            sink,
+            None,
+        )?;
+        let client = client_config(tls, Role::Coordinator, network::PEER_ALPN, PEER_IDLE, None)?;
         let runtime = own_runtime()?;
         let owned = OwnedSettings {
             id: s.id,

@@ -127,6 +127,7 @@ async fn session(
         term: shared.term(),
     };
     write_frame(&mut send, PROTOCOL_VERSION, &reply).await?;
+    super::revocations::tell(shared, conn.clone());
 
     loop {
         let msg = match read_frame(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME).await {

@@ -141,6 +141,7 @@ async fn revoke(
     let r = shared
         .revoke(&host, &by)
         .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
+    super::revocations::tell_all(&shared);
     shared.event(
         "revoke",
         (Some(&host), None),

@@ -20,6 +20,7 @@ pub mod orders;
 pub mod reconciler;
 pub mod records;
 pub mod renew_self;
+pub mod revocations;
 pub mod serve;
 pub mod switchover;
 pub mod workloads;
@@ -355,7 +356,12 @@ impl Shared {
 }
 
 impl Shared {
-    /// The live connection to host `name`.
+    /// Every agent's live connection.
+    pub fn connections(&self) -> Vec<quinn::Connection> {
+        self.lock().conns.values().cloned().collect()
+    }
+
+    /// The connection of host `name`, if connected.
     pub fn connection(&self, name: &str) -> Option<quinn::Connection> {
         let st = self.lock();
         let id = st.registry.connection_of(name)?;

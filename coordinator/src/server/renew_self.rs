@@ -18,11 +18,7 @@ use super::join::Enrollment;
 /// After a failed renewal, the next try.
 const RETRY: Duration = Duration::from_secs(30);
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use understudy_common::tls::now_unix;
 
 /// Renews this coordinator's certificate whenever it is due, until `stop`.
 pub fn spawn(

@@ -262,6 +262,7 @@ async fn bind(
         CONTROL_ALPN,
         config.heartbeat.timeout * 2,
         sink,
+        None,
     )?;
     let endpoint = quinn::Endpoint::server(quic_cfg, config.quic.listen).map_err(|source| {
         ServeError::Bind {
