@@ -297,23 +297,26 @@ fn watch_anon(
     (stop, t)
 }
 
-#[test]
-fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_flat() {
-    require_e2e!();
-    require_criu!();
-    let c = shadowing_cluster();
+/// Offers epoch 2000000 of `w` to host-b by hand, as host-a, with one 256 MiB memory image
+/// sent as `wire` (zstd) in `encoding` against `base_epoch`; returns host-b's answer and
+/// the highest its agent's heap reached meanwhile, KiB, with where it started.
+fn offer_bomb(
+    c: &Cluster,
+    encoding: understudy_common::transfer::Encoding,
+    base_epoch: Option<u64>,
+    wire: &[u8],
+) -> (
+    Result<DataReply, understudy_common::frame::FrameError>,
+    u64,
+    u64,
+) {
     let shadow = c.pid("host-b").unwrap();
     let before = anon_kib(shadow);
     let (stop, watcher) = watch_anon(shadow);
-
-    // 256 MiB of zeros compress to a few KiB: a shadow that decoded a file in memory would
-    // hold all of it at once. Announced honestly (it fits on disk), with a wrong hash.
-    const SIZE: usize = 256 << 20;
-    let wire = zstd::bulk::compress(&vec![0u8; SIZE], 3).unwrap();
-    assert!(wire.len() < 1 << 20, "{} bytes", wire.len());
+    // Announced honestly (it fits on disk), with a wrong hash.
     let image = understudy_common::epoch::FileEntry {
         name: "pages-1.img".into(),
-        size: SIZE as u64,
+        size: BOMB as u64,
         blake3: [7; 32],
     };
     let cert = issue(c.ca(), "host-a", Role::Agent, Validity::days_from_now(1)).unwrap();
@@ -327,7 +330,7 @@ fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_fla
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let offer = DataMessage::Offer {
             manifest: manifest(generation, 2_000_000, vec![image]),
-            base_epoch: None,
+            base_epoch,
             final_epoch: false,
         };
         write_frame(&mut send, PROTOCOL_VERSION, &offer)
@@ -336,16 +339,21 @@ fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_fla
         let accepted: DataReply = read_frame(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME)
             .await
             .unwrap();
-        assert!(matches!(accepted, DataReply::Accept { .. }), "{accepted:?}");
+        assert_eq!(
+            accepted,
+            DataReply::Accept {
+                have_base: base_epoch.is_some()
+            }
+        );
         let file = DataMessage::File {
             name: "pages-1.img".into(),
-            encoding: understudy_common::transfer::Encoding::Whole,
+            encoding,
             len: wire.len() as u64,
         };
         write_frame(&mut send, PROTOCOL_VERSION, &file)
             .await
             .unwrap();
-        send.write_all(&wire).await.unwrap();
+        send.write_all(wire).await.unwrap();
         write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done)
             .await
             .unwrap();
@@ -356,10 +364,31 @@ fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_fla
         .await
         .unwrap()
     });
-    // The shadow never held the file in memory (its files, mapped to be hashed, are not
-    // counted: they are the page cache's)...
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let peak = watcher.join().unwrap();
+    eprintln!("{encoding:?} bomb: the shadow agent's heap {before} KiB before, {peak} KiB at most");
+    (reply, peak, before)
+}
+
+/// Size of the "compression bombs": 256 MiB of zeros compress to a few KiB, so a shadow
+/// that decoded a file in memory would hold all of it at once.
+const BOMB: usize = 256 << 20;
+
+#[test]
+fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_flat() {
+    require_e2e!();
+    require_criu!();
+    let c = shadowing_cluster();
+    let wire = zstd::bulk::compress(&vec![0u8; BOMB], 3).unwrap();
+    assert!(wire.len() < 1 << 20, "{} bytes", wire.len());
+    let (reply, peak, before) = offer_bomb(
+        &c,
+        understudy_common::transfer::Encoding::Whole,
+        None,
+        &wire,
+    );
+    // The shadow never held the file in memory (its files, mapped to be hashed, are not
+    // counted: they are the page cache's)...
     assert!(
         peak < before + 64 * 1024,
         "the shadow agent's heap peaked at {peak} KiB (from {before} KiB)"
@@ -373,6 +402,74 @@ fn a_whole_file_is_staged_as_it_arrives_and_a_compression_bomb_leaves_memory_fla
         ),
         "{reply:?}"
     );
+    assert!(!c
+        .host_dir("host-b")
+        .join("data/workloads/w/shadow/epoch-2000000")
+        .exists());
+}
+
+#[test]
+fn a_delta_is_applied_as_it_arrives_and_a_compression_bomb_in_one_leaves_memory_flat() {
+    require_e2e!();
+    require_criu!();
+    // Epochs 15 s apart: the offer by hand has the shadow to itself between two.
+    let c = Cluster::new(&["host-a", "host-b"]);
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.start_agent("host-b");
+    c.wait_connected(2);
+    c.create_workload(&[
+        "w",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "15s",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        SLEEPER,
+    ]);
+    eventually("the first epoch committed", Duration::from_secs(40), || {
+        committed_epochs(&c)
+            .last()
+            .cloned()
+            .ok_or("none yet".to_owned())
+    });
+    let base: u64 = committed_epochs(&c)
+        .last()
+        .and_then(|p| {
+            p.file_name()?
+                .to_str()?
+                .strip_prefix("epoch-")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+
+    // A delta of one command: 256 MiB of new bytes (zeros), a few KiB on the wire.
+    let mut raw = Vec::with_capacity(BOMB + 32);
+    raw.extend_from_slice(&0x7273_0236_u32.to_be_bytes());
+    raw.push(0x44);
+    raw.extend_from_slice(&(BOMB as u64).to_be_bytes());
+    raw.resize(raw.len() + BOMB, 0);
+    raw.push(0x00);
+    let wire = zstd::bulk::compress(&raw, 3).unwrap();
+    drop(raw);
+    assert!(wire.len() < 1 << 20, "{} bytes", wire.len());
+    let (reply, peak, before) = offer_bomb(
+        &c,
+        understudy_common::transfer::Encoding::Delta,
+        Some(base),
+        &wire,
+    );
+    assert!(
+        peak < before + 64 * 1024,
+        "the shadow agent's heap peaked at {peak} KiB (from {before} KiB)"
+    );
+    // It was applied (the whole 256 MiB staged), found not to match, and asked for again.
+    assert!(matches!(reply, Ok(DataReply::Resend { .. })), "{reply:?}");
     assert!(!c
         .host_dir("host-b")
         .join("data/workloads/w/shadow/epoch-2000000")

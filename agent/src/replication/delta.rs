@@ -1,7 +1,7 @@
 //! Turning an epoch file into wire bytes and back.
 //!
 //! A file goes either whole (zstd) or as a delta (zstd of an rsync delta in librsync's
-//! format — COPY and LITERAL commands — applied on the shadow by `fast_rsync::apply`)
+//! format — COPY and LITERAL commands — applied on the shadow as it arrives, by `apply`)
 //! against the shadow's copy of the same file in the last acknowledged epoch.
 //!
 //! The primary keeps a *page signature* of each file it sent: a 128-bit xxh3 fingerprint
@@ -13,13 +13,12 @@
 //! Fingerprints need not be cryptographic: every rebuilt file is checked against its
 //! BLAKE3 hash from the manifest, and a mismatch is resent whole.
 //!
-//! Decoding is capped by the size the manifest announces, so a hostile or broken stream
-//! cannot make the shadow allocate more than the file it expects.
+//! Decoding is capped by the size the manifest announces and done a piece at a time, so a
+//! hostile or broken stream cannot make the shadow allocate more than a few buffers.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
-use fast_rsync::apply_limited;
 use understudy_common::transfer::Encoding;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -28,12 +27,12 @@ pub const PAGE: usize = 4096;
 /// zstd level: fast; page images compress well even at low levels.
 const ZSTD_LEVEL: i32 = 1;
 /// librsync delta magic.
-const DELTA_MAGIC: u32 = 0x7273_0236;
-const OP_END: u8 = 0x00;
+pub(crate) const DELTA_MAGIC: u32 = 0x7273_0236;
+pub(crate) const OP_END: u8 = 0x00;
 /// LITERAL with an 8-byte big-endian length.
-const OP_LITERAL_N8: u8 = 0x44;
+pub(crate) const OP_LITERAL_N8: u8 = 0x44;
 /// COPY with 8-byte big-endian offset and length.
-const OP_COPY_N8_N8: u8 = 0x54;
+pub(crate) const OP_COPY_N8_N8: u8 = 0x54;
 
 /// Fingerprints of a file's full pages, in order.
 pub type PageSignature = Vec<u128>;
@@ -257,110 +256,14 @@ pub fn encode_patch(
     })
 }
 
-/// One command of a delta this module wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Copy { offset: u64, len: u64 },
-    Literal { start: usize, len: usize },
-}
-
-/// Parses a raw delta made only of the commands [`DeltaWriter`] emits; `None` for anything
-/// else (which the generic path then applies).
-fn parse_own(delta: &[u8]) -> Option<Vec<Op>> {
-    let mut ops = Vec::new();
-    let word = |at: usize| -> Option<u64> {
-        Some(u64::from_be_bytes(delta.get(at..at + 8)?.try_into().ok()?))
-    };
-    if delta.get(..4)? != DELTA_MAGIC.to_be_bytes() {
-        return None;
-    }
-    let mut at = 4;
-    loop {
-        match *delta.get(at)? {
-            OP_END => return (at + 1 == delta.len()).then_some(ops),
-            OP_COPY_N8_N8 => {
-                ops.push(Op::Copy {
-                    offset: word(at + 1)?,
-                    len: word(at + 9)?,
-                });
-                at += 17;
-            }
-            OP_LITERAL_N8 => {
-                let len = usize::try_from(word(at + 1)?).ok()?;
-                let start = at + 9;
-                delta.get(start..start.checked_add(len)?)?;
-                ops.push(Op::Literal { start, len });
-                at = start + len;
-            }
-            _ => return None,
-        }
-    }
-}
-
-/// Rebuilds a delta-encoded file at `out` from a copy of `base` (a reflink where the
-/// filesystem has them), writing only the ranges that differ from the base at the same
-/// offset. Returns `Ok(false)` when the delta is not one this module wrote (nothing was
-/// written; use [`decode_into`]).
-pub fn apply_onto_copy(
-    base: &std::path::Path,
-    out: &std::path::Path,
-    wire: &[u8],
-    size: u64,
-) -> Result<bool, DeltaError> {
-    use std::os::unix::fs::FileExt;
-    let limit = usize::try_from(size).map_err(|_| DeltaError::TooLarge { limit: size })?;
-    let delta = zstd::bulk::decompress(wire, limit + limit / 8 + 1024).map_err(DeltaError::Zstd)?;
-    let Some(ops) = parse_own(&delta) else {
-        return Ok(false);
-    };
-    let base_len = std::fs::metadata(base).map_err(DeltaError::Zstd)?.len();
-    std::fs::copy(base, out).map_err(DeltaError::Zstd)?;
-    let base_file = std::fs::File::open(base).map_err(DeltaError::Zstd)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(out)
-        .map_err(DeltaError::Zstd)?;
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    for op in ops {
-        let len = match op {
-            Op::Copy { offset, len } => {
-                if offset.checked_add(len).is_none_or(|end| end > base_len) {
-                    return Err(DeltaError::Apply("COPY beyond the end of the base".into()));
-                }
-                if offset != pos {
-                    buf.resize(
-                        usize::try_from(len).map_err(|_| DeltaError::TooLarge { limit: size })?,
-                        0,
-                    );
-                    base_file
-                        .read_exact_at(&mut buf, offset)
-                        .map_err(DeltaError::Zstd)?;
-                    file.write_all_at(&buf, pos).map_err(DeltaError::Zstd)?;
-                }
-                len
-            }
-            Op::Literal { start, len } => {
-                file.write_all_at(&delta[start..start + len], pos)
-                    .map_err(DeltaError::Zstd)?;
-                len as u64
-            }
-        };
-        pos += len;
-        if pos > size {
-            return Err(DeltaError::TooLarge { limit: size });
-        }
-    }
-    file.set_len(pos).map_err(DeltaError::Zstd)?;
-    Ok(true)
-}
-
 /// Encodes `data` for the wire: a delta against `base` when given, else whole.
 pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
     encode_reader(data, base)
 }
 
-/// Applies a decoded file's wire bytes and writes the result to `out`.
+/// Applies a decoded file's wire bytes in memory with fast_rsync and writes the result to
+/// `out`: the reference the shadow's streaming path (`apply`) is tested against.
+#[cfg(test)]
 pub fn decode_into(
     encoding: Encoding,
     wire: &[u8],
@@ -379,7 +282,8 @@ pub fn decode_into(
             // A delta is at most the new file plus per-command overhead.
             let delta_cap = limit + limit / 8 + 1024;
             let delta = zstd::bulk::decompress(wire, delta_cap).map_err(DeltaError::Zstd)?;
-            apply_limited(base, &delta, out, limit).map_err(|e| DeltaError::Apply(e.to_string()))
+            fast_rsync::apply_limited(base, &delta, out, limit)
+                .map_err(|e| DeltaError::Apply(e.to_string()))
         }
     }
 }
@@ -401,8 +305,9 @@ pub fn decode_whole_stream(
     Ok(())
 }
 
-/// Decodes wire bytes into the file, which must be at most `size` bytes; `base` is the
-/// base epoch's file for a delta.
+/// Decodes wire bytes into the file in memory, which must be at most `size` bytes; `base`
+/// is the base epoch's file for a delta (tests).
+#[cfg(test)]
 pub fn decode(
     encoding: Encoding,
     wire: &[u8],
@@ -417,25 +322,6 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn applying_onto_a_copy_rebuilds_what_decoding_rebuilds() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = pages(16, 1);
-        let mut new = old.clone();
-        new[5 * PAGE] ^= 1; // changed in place
-        new[9 * PAGE..10 * PAGE].copy_from_slice(&old[2 * PAGE..3 * PAGE]); // moved page
-        new.truncate(12 * PAGE + 10); // shrunk, with a tail
-        let enc = encode(&new, Some(&signature(&old))).unwrap();
-        std::fs::write(dir.path().join("base"), &old).unwrap();
-        let out = dir.path().join("out");
-        assert!(
-            apply_onto_copy(&dir.path().join("base"), &out, &enc.wire, new.len() as u64).unwrap()
-        );
-        assert_eq!(std::fs::read(&out).unwrap(), new);
-        let too_small = apply_onto_copy(&dir.path().join("base"), &out, &enc.wire, 100);
-        assert!(too_small.is_err(), "the announced size caps the result");
-    }
 
     fn pages(n: usize, seed: u8) -> Vec<u8> {
         (0..n * PAGE)

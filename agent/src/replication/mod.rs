@@ -1,8 +1,9 @@
 //! Replication of checkpoint epochs from a primary to its shadow over the data plane:
-//! encoding (`delta`), the shadow's decisions (`receive_core`), its on-disk epochs
+//! encoding (`delta`) and applying deltas as they arrive (`apply`), the shadow's decisions (`receive_core`), its on-disk epochs
 //! (`shadow_store`), the two ends of a transfer (`send`, `receive`), and the connections
 //! to peers they use (`peers`).
 
+pub mod apply;
 pub mod delta;
 pub mod peers;
 pub mod receive;

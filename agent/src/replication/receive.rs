@@ -15,10 +15,10 @@ use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
 use understudy_common::workload::validate_workload_name;
 
-use super::delta;
 use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
 use super::send::{ANSWER_LIMIT, STALL_LIMIT};
 use super::shadow_store::ShadowStore;
+use super::{apply, delta};
 use crate::node::Node;
 use crate::workload::Paths;
 
@@ -48,25 +48,6 @@ fn corrupt_if_asked(path: &Path, name: &str) {
             );
         }
     }
-}
-
-/// Reads `len` bytes. The buffer grows with what arrives, a piece at a time, never with
-/// what the peer announced: an announcement it does not send costs nothing.
-async fn read_exact_vec(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, String> {
-    const PIECE: u64 = 1 << 20;
-    let mut buf = Vec::new();
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(PIECE) as usize;
-        let start = buf.len();
-        buf.resize(start + n, 0);
-        tokio::time::timeout(STALL_LIMIT, recv.read_exact(&mut buf[start..]))
-            .await
-            .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
-            .map_err(|e| format!("primary: {e}"))?;
-        left -= n as u64;
-    }
-    Ok(buf)
 }
 
 /// One file's bytes as they arrive, read by a blocking decoder.
@@ -115,18 +96,39 @@ async fn pipe(
     Ok(())
 }
 
-/// Stages a whole file straight from the wire: decoded as its pieces arrive.
-fn stage_stream(staging: &Path, name: &str, input: Pieces, size: u64) -> Result<(), String> {
+/// Stages a file straight from the wire, decoded as its pieces arrive: a whole file
+/// through the zstd decoder, a delta applied onto a copy of `base` (its file in the base
+/// epoch) a command at a time.
+fn stage_stream(
+    staging: &Path,
+    name: &str,
+    base: Option<PathBuf>,
+    input: Pieces,
+    size: u64,
+) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
     let path = staging.join(name);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("staging {}: {e}", parent.display()))?;
     }
-    let file =
-        std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    delta::decode_whole_stream(input, &mut out, size).map_err(|e| format!("{name}: {e}"))?;
-    std::io::Write::flush(&mut out).map_err(|e| format!("staging {}: {e}", path.display()))?;
+    match base {
+        Some(base) => {
+            apply::apply_stream(&base, &path, input, size).map_err(|e| format!("{name}: {e}"))?
+        }
+        None => {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| format!("staging {}: {e}", path.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            delta::decode_whole_stream(input, &mut out, size)
+                .map_err(|e| format!("{name}: {e}"))?;
+            std::io::Write::flush(&mut out)
+                .map_err(|e| format!("staging {}: {e}", path.display()))?;
+        }
+    }
+    if size > 1 << 20 {
+        tracing::debug!(file = name, ms = t0.elapsed().as_millis(), "staged");
+    }
     corrupt_if_asked(&path, name);
     Ok(())
 }
@@ -148,54 +150,6 @@ async fn answer(send: &mut SendStream, reply: &DataReply) -> Result<(), String> 
         .await
         .map_err(|_| format!("primary: answer not taken within {STALL_LIMIT:?}"))?
         .map_err(|e| e.to_string())
-}
-
-fn stage_file(
-    staging: &Path,
-    base_dir: Option<PathBuf>,
-    (name, base_name): (&str, &str),
-    encoding: Encoding,
-    wire: &[u8],
-    size: u64,
-) -> Result<(), String> {
-    let t0 = std::time::Instant::now();
-    let path = staging.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("staging {}: {e}", parent.display()))?;
-    }
-    if let (Encoding::Delta, Some(dir)) = (encoding, &base_dir) {
-        // Our own deltas are applied onto a copy of the base, touching only what changed.
-        if delta::apply_onto_copy(&dir.join(base_name), &path, wire, size)
-            .map_err(|e| format!("{name}: {e}"))?
-        {
-            corrupt_if_asked(&path, name);
-            return Ok(());
-        }
-    }
-    let base = match (encoding, base_dir) {
-        (Encoding::Delta, Some(dir)) => {
-            Some(std::fs::read(dir.join(base_name)).map_err(|e| format!("base {base_name}: {e}"))?)
-        }
-        _ => None,
-    };
-    let read_ms = t0.elapsed().as_millis();
-    let file =
-        std::fs::File::create(&path).map_err(|e| format!("staging {}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    delta::decode_into(encoding, wire, base.as_deref(), size, &mut out)
-        .map_err(|e| format!("{name}: {e}"))?;
-    std::io::Write::flush(&mut out).map_err(|e| format!("staging {}: {e}", path.display()))?;
-    if size > 1 << 20 {
-        tracing::debug!(
-            file = name,
-            read_ms,
-            total_ms = t0.elapsed().as_millis(),
-            "staged"
-        );
-    }
-    corrupt_if_asked(&path, name);
-    Ok(())
 }
 
 /// Hard-links into `staging` each unsent data file whose base holds the same content;
@@ -323,43 +277,33 @@ async fn receive(
             } => {
                 let entry = core.on_file(&name, encoding, len)?;
                 linked.remove(&name);
-                if encoding == Encoding::Whole {
-                    // Whole files (a first epoch's memory images are the largest) go
-                    // through the decoder to disk as they arrive, never whole in memory.
-                    let (tx, rx) = tokio::sync::mpsc::channel(4);
-                    let input = Pieces {
-                        rx,
-                        piece: Vec::new(),
-                        at: 0,
-                    };
-                    let st = staging.clone();
-                    tasks.spawn_blocking(move || stage_stream(&st, &entry.name, input, entry.size));
-                    if let Err(e) = pipe(recv, len, tx).await {
-                        // A decoder that stopped says why.
-                        while !tasks.is_empty() {
-                            join_one(tasks).await?;
-                        }
-                        return Err(e);
+                // Every file goes from the stream to disk as it arrives (a first epoch's
+                // memory images are the largest), never whole in memory; files stage in
+                // parallel, each its own, while the next ones arrive.
+                let base = match (encoding, &base_dir) {
+                    (Encoding::Whole, _) => None,
+                    (Encoding::Delta, Some(dir)) => Some(dir.join(core.base_name(&name))),
+                    (Encoding::Delta, None) => {
+                        return Err(format!("delta for {name:?} but no base epoch here"))
                     }
-                    while tasks.len() >= STAGING_TASKS {
+                };
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let input = Pieces {
+                    rx,
+                    piece: Vec::new(),
+                    at: 0,
+                };
+                let st = staging.clone();
+                tasks.spawn_blocking(move || {
+                    stage_stream(&st, &entry.name, base, input, entry.size)
+                });
+                if let Err(e) = pipe(recv, len, tx).await {
+                    // A decoder that stopped says why.
+                    while !tasks.is_empty() {
                         join_one(tasks).await?;
                     }
-                    continue;
+                    return Err(e);
                 }
-                let base_name = core.base_name(&name);
-                let wire = read_exact_vec(recv, len).await?;
-                let (st, bd) = (staging.clone(), base_dir.clone());
-                // Files stage in parallel (each its own file) while the next ones arrive.
-                tasks.spawn_blocking(move || {
-                    stage_file(
-                        &st,
-                        bd,
-                        (&entry.name, &base_name),
-                        encoding,
-                        &wire,
-                        entry.size,
-                    )
-                });
                 while tasks.len() >= STAGING_TASKS {
                     join_one(tasks).await?;
                 }
