@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod config;
 pub mod data_entry;
+pub mod delta_apply;
 pub mod epoch;
 pub mod exit;
 pub mod frame;

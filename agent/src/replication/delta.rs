@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
+use understudy_common::delta_apply::{DELTA_MAGIC, OP_COPY_N8_N8, OP_END, OP_LITERAL_N8};
 use understudy_common::transfer::Encoding;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -26,13 +27,6 @@ use xxhash_rust::xxh3::xxh3_128;
 pub const PAGE: usize = 4096;
 /// zstd level: fast; page images compress well even at low levels.
 const ZSTD_LEVEL: i32 = 1;
-/// librsync delta magic.
-pub(crate) const DELTA_MAGIC: u32 = 0x7273_0236;
-pub(crate) const OP_END: u8 = 0x00;
-/// LITERAL with an 8-byte big-endian length.
-pub(crate) const OP_LITERAL_N8: u8 = 0x44;
-/// COPY with 8-byte big-endian offset and length.
-pub(crate) const OP_COPY_N8_N8: u8 = 0x54;
 
 /// Fingerprints of a file's full pages, in order.
 pub type PageSignature = Vec<u128>;
@@ -407,5 +401,76 @@ mod tests {
         let err = decode_whole_stream(enc.wire.as_slice(), &mut out, 1000).unwrap_err();
         assert!(matches!(err, DeltaError::TooLarge { limit: 1000 }), "{err}");
         assert!(out.len() <= 1001);
+    }
+
+    /// Applies `wire` onto `base` in a temporary directory.
+    fn apply_streamed(
+        base: &[u8],
+        wire: &[u8],
+        size: u64,
+    ) -> Result<Vec<u8>, understudy_common::delta_apply::ApplyError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base"), base).unwrap();
+        let out = dir.path().join("out");
+        understudy_common::delta_apply::apply_stream(&dir.path().join("base"), &out, wire, size)?;
+        Ok(std::fs::read(&out).unwrap())
+    }
+
+    fn zstd(raw: &[u8]) -> Vec<u8> {
+        zstd::bulk::compress(raw, 1).unwrap()
+    }
+
+    #[test]
+    fn our_deltas_rebuild_the_file_changed_moved_shrunk_and_grown() {
+        let old = pages(16, 1);
+        let mut new = old.clone();
+        new[5 * PAGE] ^= 1; // changed in place
+        new[9 * PAGE..10 * PAGE].copy_from_slice(&old[2 * PAGE..3 * PAGE]); // moved page
+        new.truncate(12 * PAGE + 10); // shrunk, with a tail
+        let enc = encode(&new, Some(&signature(&old))).unwrap();
+        assert_eq!(
+            apply_streamed(&old, &enc.wire, new.len() as u64).unwrap(),
+            new
+        );
+
+        let mut grown = old.clone();
+        grown.extend_from_slice(&pages(3, 9));
+        let enc = encode(&grown, Some(&signature(&old))).unwrap();
+        assert_eq!(
+            apply_streamed(&old, &enc.wire, grown.len() as u64).unwrap(),
+            grown
+        );
+        assert!(matches!(
+            apply_streamed(&old, &enc.wire, grown.len() as u64 - 1),
+            Err(understudy_common::delta_apply::ApplyError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn fast_rsync_deltas_with_every_command_width_apply_as_fast_rsync_applies_them() {
+        // Byte-granular deltas of unaligned edits use short literals and narrow copies.
+        for (n, seed) in [(3usize, 2u8), (40, 7), (300, 11)] {
+            let old = pages(n, seed);
+            let mut new = old.clone();
+            new.drain(100..(n * PAGE / 3));
+            new.splice(7..7, b"inserted bytes".iter().copied());
+            new.extend_from_slice(&pages(1, seed + 1)[..1000]);
+            let sig = fast_rsync::Signature::calculate(
+                &old,
+                fast_rsync::SignatureOptions {
+                    block_size: 64,
+                    crypto_hash_size: 8,
+                },
+            );
+            let mut raw = Vec::new();
+            fast_rsync::diff(&sig.index(), &new, &mut raw).unwrap();
+            let mut reference = Vec::new();
+            fast_rsync::apply(&old, &raw, &mut reference).unwrap();
+            assert_eq!(reference, new);
+            assert_eq!(
+                apply_streamed(&old, &zstd(&raw), new.len() as u64).unwrap(),
+                new
+            );
+        }
     }
 }

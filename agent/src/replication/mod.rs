@@ -1,9 +1,8 @@
 //! Replication of checkpoint epochs from a primary to its shadow over the data plane:
-//! encoding (`delta`) and applying deltas as they arrive (`apply`), the shadow's decisions (`receive_core`), its on-disk epochs
+//! encoding (`delta`; the shadow applies deltas with `understudy_common::delta_apply`), the shadow's decisions (`receive_core`), its on-disk epochs
 //! (`shadow_store`), the two ends of a transfer (`send`, `receive`), and the connections
 //! to peers they use (`peers`).
 
-pub mod apply;
 pub mod delta;
 pub mod peers;
 pub mod receive;

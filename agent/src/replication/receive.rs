@@ -15,10 +15,10 @@ use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
 use understudy_common::workload::validate_workload_name;
 
+use super::delta;
 use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
 use super::send::{ANSWER_LIMIT, STALL_LIMIT};
 use super::shadow_store::ShadowStore;
-use super::{apply, delta};
 use crate::node::Node;
 use crate::workload::Paths;
 
@@ -113,9 +113,8 @@ fn stage_stream(
             .map_err(|e| format!("staging {}: {e}", parent.display()))?;
     }
     match base {
-        Some(base) => {
-            apply::apply_stream(&base, &path, input, size).map_err(|e| format!("{name}: {e}"))?
-        }
+        Some(base) => understudy_common::delta_apply::apply_stream(&base, &path, input, size)
+            .map_err(|e| format!("{name}: {e}"))?,
         None => {
             let file = std::fs::File::create(&path)
                 .map_err(|e| format!("staging {}: {e}", path.display()))?;
