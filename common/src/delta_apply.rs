@@ -39,7 +39,7 @@ pub enum ApplyError {
     #[error("{0}")]
     Malformed(String),
     /// The new file would be larger than announced.
-    #[error("the delta builds more than the announced {limit} bytes (the limit it exceeds)")]
+    #[error("the delta builds more than the announced {limit} bytes")]
     TooLarge {
         /// The announced size.
         limit: u64,
@@ -240,7 +240,7 @@ mod tests {
             ),
             (
                 with(&[&[OP_LITERAL_N8][..], &u64::MAX.to_be_bytes()].concat()),
-                "exceeds",
+                "more than the announced",
             ),
         ];
         for (raw, want) in cases {
