@@ -56,8 +56,15 @@ if ! command -v promtool >/dev/null; then
   rm -rf "$tmp"
 fi
 
+# Fuzzing (scripts/fuzz.sh, short runs in the test command): a nightly toolchain beside the
+# pinned one (cargo-fuzz needs the sanitizer flags only nightly takes) and cargo-fuzz, pinned.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "install-deps: rustup toolchain install nightly" >&2
+  rustup toolchain install nightly --profile minimal
+fi
+
 # Packaging (scripts/package.sh): cargo-deb and cargo-generate-rpm, pinned, built once.
-for tool in cargo-deb@3.8.0 cargo-generate-rpm@0.21.1; do
+for tool in cargo-deb@3.8.0 cargo-generate-rpm@0.21.1 cargo-fuzz@0.13.2; do
   name=${tool%@*}
   if ! "$name" --version 2>/dev/null | grep -q "${tool#*@}"; then
     echo "install-deps: cargo install $tool" >&2
