@@ -18,7 +18,12 @@ use understudy_tests::{rawclient, require_criu, require_e2e};
 
 const SLEEPER: &str = "import time\nx = bytearray(8 * 1024 * 1024)\nwhile True:\n    x[0] = (x[0] + 1) % 256\n    time.sleep(0.05)\n";
 
+/// Workload `w` on host-a shadowed on host-b (whose agent has `env`), an epoch every 500 ms.
 fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
+    cluster_with(env, "500ms")
+}
+
+fn cluster_with(env: &[(&str, &str)], interval: &str) -> Cluster {
     let c = Cluster::new(&["host-a", "host-b"]);
     c.start_coordinator();
     c.start_agent("host-a");
@@ -31,7 +36,7 @@ fn cluster_with_shadow_env(env: &[(&str, &str)]) -> Cluster {
         "--shadow",
         "host-b",
         "--interval",
-        "500ms",
+        interval,
         "--",
         "/usr/bin/python3",
         "-c",
@@ -413,24 +418,7 @@ fn a_delta_is_applied_as_it_arrives_and_a_compression_bomb_in_one_leaves_memory_
     require_e2e!();
     require_criu!();
     // Epochs 15 s apart: the offer by hand has the shadow to itself between two.
-    let c = Cluster::new(&["host-a", "host-b"]);
-    c.start_coordinator();
-    c.start_agent("host-a");
-    c.start_agent("host-b");
-    c.wait_connected(2);
-    c.create_workload(&[
-        "w",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
-        "15s",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        SLEEPER,
-    ]);
+    let c = cluster_with(&[], "15s");
     eventually("the first epoch committed", Duration::from_secs(40), || {
         committed_epochs(&c)
             .last()
