@@ -14,10 +14,13 @@ use super::Shared;
 /// How long sending the list to one agent may take.
 const SEND_LIMIT: Duration = Duration::from_secs(10);
 
-/// Sends every revocation to the agent on `conn`, in the background.
+/// Sends every revocation to the agent on `conn`, in the background; nothing when there
+/// is none (an agent's list only grows, so an empty one would tell it nothing).
 pub fn tell(shared: &Shared, conn: quinn::Connection) {
     let list = list(shared);
-    tokio::spawn(async move { send(&conn, &list).await });
+    if !list.hosts.is_empty() {
+        tokio::spawn(async move { send(&conn, &list).await });
+    }
 }
 
 /// Sends every revocation to every connected agent, in the background.
