@@ -421,7 +421,7 @@ fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_say
     // host-b is unfit by its health at once, and in trouble itself a heartbeat later.
     assert!(
         (last.message.contains("host-b health 30 below 75")
-            || last.message.contains("host-b itself at risk (health)"))
+            || last.message.contains("host-b itself at risk (health:"))
             && last.message.contains("host-c health 72 below 75"),
         "{last:?}"
     );

@@ -90,7 +90,11 @@ fn unfit(
         return Some(format!("{name} in or near maintenance"));
     }
     if let Some(t) = triggered.get(name) {
-        return Some(format!("{name} itself at risk ({})", t.kind.as_str()));
+        return Some(format!(
+            "{name} itself at risk ({}: {})",
+            t.kind.as_str(),
+            t.detail
+        ));
     }
     match &host.health {
         // No assessment yet (a model still learning the host) is not bad health.

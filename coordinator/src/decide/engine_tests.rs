@@ -180,6 +180,16 @@ fn predicted_exhaustion_and_error_bursts_are_triggers_named_with_their_inputs() 
         .starts_with("mem_u forecast to reach 0.97"));
     assert_eq!(moves(&d).len(), 1);
 
+    // A disk forecast to stay busy is saturated, not running out: no trigger, no move.
+    let mut f = fleet();
+    f.hosts[0].health.as_mut().unwrap().forecasts = vec![Forecast {
+        metric: "disk_u".into(),
+        horizon_secs: 300,
+        central: 1.0,
+        upper: 1.0,
+    }];
+    assert!(decide(&f, &s, &mut Memory::default(), T0).is_empty());
+
     let mut f = fleet();
     f.hosts[0].health.as_mut().unwrap().kernel_errors = vec![("edac".into(), 12)];
     let d = decide(&f, &s, &mut Memory::default(), T0);

@@ -13,8 +13,10 @@ use understudy_common::telemetry::HealthLevel;
 
 use super::{HostView, Memory, Settings};
 
-/// Forecast metrics whose exhaustion is a trigger: memory and disk, as shares of capacity.
-const EXHAUSTIBLE: [&str; 3] = ["mem_u", "disk_u", "fs_used"];
+/// Forecast metrics whose exhaustion is a trigger: memory and disk space, as shares of
+/// capacity (the agent's own list). Disk busy time (`disk_u`) is not one: a disk busy for a
+/// while is saturated, not used up, and a build or a backup makes it so on a healthy host.
+const EXHAUSTIBLE: [&str; 2] = ["mem_u", "fs_used"];
 
 /// A kind of trigger.
 #[derive(
