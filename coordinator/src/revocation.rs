@@ -1,8 +1,10 @@
-//! Revoked host certificates as the coordinator records them: records of its store,
-//! replicated with the rest of its state, sent to every agent. Which certificates a
-//! revocation refuses is [`RevokedHost::refuses`]: a certificate issued for the host from
-//! the next second after the revocation on is accepted, so re-enrolling it needs no
-//! further step.
+//! Revoked certificates as the coordinator records them, by certificate name (a host's,
+//! a person's or a tool's: one namespace of the cluster CA): records of its store,
+//! replicated with the rest of its state, sent to every agent and checked by the operator
+//! API's guard. Which certificates a revocation refuses is [`RevokedHost::refuses`]: a
+//! certificate issued for the name from the next second after the revocation on is
+//! accepted, so re-enrolling a host or re-issuing a person's certificate needs no further
+//! step.
 
 use serde::{Deserialize, Serialize};
 use understudy_common::tls::revoked::RevokedHost;

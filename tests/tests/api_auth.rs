@@ -404,3 +404,83 @@ fn a_secret_variable_reaches_the_workload_and_is_shown_to_nobody() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_revoked_persons_certificate_is_refused_even_after_a_restart_and_a_new_one_is_accepted() {
+    require_e2e!();
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    // alice, an operator, with a certificate of her own (written where the test client
+    // looks for an admin's: the role is the certificate's, not the file's).
+    let alice_as = |cert: &understudy_common::tls::ca::PemPair| {
+        let dir = c.client_dir().join("alice");
+        client_files(&dir, &c.ca().cert_pem, cert);
+        ApiClient::new(&dir, Some(Role::Admin))
+    };
+    let first = issue(c.ca(), "alice", Role::Operator, Validity::days_from_now(1)).unwrap();
+    let alice = alice_as(&first);
+    eventually_up(&alice, api);
+    // Revoking is an admin's.
+    let (status, answer) = alice
+        .send(api, "POST", "/v1/certificates/alice/revoke", "{}")
+        .unwrap();
+    assert_eq!(status, 403, "{answer}");
+
+    let out = c.cli(&["revoke", "alice"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("alice: certificates issued before"), "{said}");
+    let refused = |alice: &ApiClient| {
+        let (status, answer) = alice.send(api, "GET", "/v1/workloads", "").unwrap();
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.contains("revoked by test-admin (admin)"), "{answer}");
+        let (status, answer) = alice
+            .send(api, "POST", "/v1/workloads", &body("after", Some("nobody")))
+            .unwrap();
+        assert_eq!(status, 401, "{answer}");
+        assert!(!workload_names(&c).contains(&"after".to_owned()));
+    };
+    refused(&alice);
+    // Other people are not affected, and the refusal and the revocation are in the log.
+    assert!(c.api_get("coord", "/v1/workloads").is_ok());
+    let events: Vec<Event> =
+        serde_json::from_str(&c.api_get("coord", "/v1/events?limit=1000").unwrap()).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "revoke" && e.message.contains("certificates of alice")),
+        "{events:#?}"
+    );
+    assert!(
+        audit_events(&c).iter().any(|e| e
+            .message
+            .contains("alice (operator): GET /v1/workloads: 401")),
+        "{:#?}",
+        audit_events(&c)
+    );
+
+    // The revocation is a record of the store: it outlives a SIGKILL of the coordinator.
+    c.kill("coord");
+    c.start_coordinator();
+    eventually_up(&c.api_client(Some(Role::Admin)), api);
+    refused(&alice);
+
+    // A certificate issued after the revocation (a second later: certificates count in
+    // seconds) lets her back.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = issue(c.ca(), "alice", Role::Operator, Validity::days_from_now(1)).unwrap();
+    let (status, answer) = alice_as(&second)
+        .send(api, "GET", "/v1/workloads", "")
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until the API at `api` answers `client`.
+fn eventually_up(client: &ApiClient, api: SocketAddr) {
+    understudy_tests::wait::eventually(
+        "the API answering",
+        std::time::Duration::from_secs(20),
+        || client.get(api, "/v1/health").map(|_| ()),
+    );
+}

@@ -112,6 +112,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Refuse every certificate of NAME issued until now (admin): a person's or a tool's on
+    /// the operator API, or a host's (as `host revoke`). One issued afterwards is accepted.
+    Revoke {
+        /// The name in the certificates (`understudy ca issue --name`).
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Inspect or salvage the coordinator's database (with the coordinator stopped).
     Store {
         #[command(subcommand)]
@@ -258,6 +266,7 @@ pub fn main() -> i32 {
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
         Command::Token { command, api } => tokens::run(&api.coordinator, api.output, command),
+        Command::Revoke { name, api } => ops::revoke_name(&api.coordinator, api.output, &name),
         Command::Backup { out, api } => backup::take(&api.coordinator, &out),
         Command::Restore { from, api } => backup::restore(&api.coordinator, &from),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),

@@ -105,6 +105,22 @@ pub fn revoke(base: &str, output: Output, host: &str) -> i32 {
     }
 }
 
+/// `revoke NAME`.
+pub fn revoke_name(base: &str, output: Output, name: &str) -> i32 {
+    let path = format!("/v1/certificates/{name}/revoke");
+    match post::<_, crate::revocation::Revocation>(base, &path, &serde_json::json!({})) {
+        Ok(r) if output == Output::Json => print_json(&r),
+        Ok(r) => {
+            outln!(
+                "{name}: certificates issued before {} are refused; issue a new one (understudy ca issue --name {name}) to let its holder back",
+                time_text(r.at_unix_ms)
+            );
+            0
+        }
+        Err(f) => fail(f),
+    }
+}
+
 /// `host drain` and its `--monitor` / `--cancel`.
 pub fn drain(
     base: &str,

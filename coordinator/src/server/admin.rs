@@ -136,7 +136,7 @@ impl Shared {
                 "audit",
                 (Some(host), None),
                 format!(
-                    "refused host {host}: its certificate was revoked by {} (issue it a new one to let it back)",
+                    "refused {host}: its certificate was revoked by {} (issue it a new one to let it back)",
                     r.by
                 ),
                 Vec::new(),

@@ -29,6 +29,8 @@ pub struct Caller {
     pub name: Option<String>,
     /// The certificate's role.
     pub role: Option<Role>,
+    /// The certificate's start of validity (Unix seconds), which revocations are judged by.
+    pub not_before_unix: Option<i64>,
     /// The client's address.
     pub addr: SocketAddr,
 }
@@ -66,7 +68,8 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
     if method == Method::POST && path == "/v1/join" {
         return None;
     }
-    let revoke = path.starts_with("/v1/hosts/") && path.ends_with("/revoke");
+    let revoke = (path.starts_with("/v1/hosts/") || path.starts_with("/v1/certificates/"))
+        && path.ends_with("/revoke");
     let admin_only = path == "/v1/backup"
         || path == "/v1/restore"
         || path.starts_with("/v1/cluster/")
@@ -212,6 +215,28 @@ impl Asked {
         check(self.caller.as_ref(), &self.method, &self.path)
     }
 
+    /// Refuses (401) a caller whose certificate a revocation of its name refuses.
+    fn not_revoked(&self, shared: &Shared) -> Result<(), (StatusCode, String)> {
+        let Some(Caller {
+            name: Some(name),
+            not_before_unix: Some(not_before),
+            ..
+        }) = &self.caller
+        else {
+            return Ok(());
+        };
+        match shared.refused_by_revocation(name, *not_before) {
+            None => Ok(()),
+            Some(r) => Err((
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "the certificate of {name} was revoked by {} (an admin can issue a new one: understudy ca issue)",
+                    r.by
+                ),
+            )),
+        }
+    }
+
     fn mutating(&self) -> bool {
         !(self.method == Method::GET || self.method == Method::HEAD)
     }
@@ -237,7 +262,7 @@ impl Asked {
 /// every change and every refusal.
 pub async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let asked = Asked::of(&req);
-    if let Err((status, msg)) = asked.check() {
+    if let Err((status, msg)) = asked.check().and_then(|()| asked.not_revoked(&shared)) {
         asked.audit(&shared, status, &msg);
         return refusal(status, msg);
     }
@@ -285,6 +310,7 @@ mod tests {
         Caller {
             name: role.map(|_| "alice".to_owned()),
             role,
+            not_before_unix: Some(0),
             addr: SocketAddr::from(([127, 0, 0, 1], 1)),
         }
     }
@@ -351,6 +377,7 @@ mod tests {
         let agent = Caller {
             name: Some("host-a".into()),
             role: Some(Role::Agent),
+            not_before_unix: Some(0),
             addr: SocketAddr::from(([127, 0, 0, 1], 1)),
         };
         assert_eq!(

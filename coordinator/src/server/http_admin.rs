@@ -87,6 +87,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/hosts/{host}/cordon", post(cordon))
         .route("/v1/hosts/{host}/uncordon", post(uncordon))
         .route("/v1/hosts/{host}/revoke", post(revoke))
+        .route("/v1/certificates/{name}/revoke", post(revoke_name))
         .route("/v1/revocations", get(revocations))
         .route("/v1/hosts/{host}/drain", get(drain_status).post(drain))
         .route("/v1/maintenance", get(windows).post(add_window))
@@ -147,6 +148,30 @@ async fn revoke(
         (Some(&host), None),
         format!("{host}'s certificates issued until now are refused (revoked by {by}); its connection is closed"),
         Vec::new(),
+    );
+    Ok(Json(r))
+}
+
+/// Revokes every certificate of a name, whoever holds it: a person's or a tool's on the
+/// operator API (refused there from now on), or a host's (as `revoke`). Certificate names
+/// are one namespace of the cluster CA.
+async fn revoke_name(
+    State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    Path(name): Path<String>,
+) -> Result<Json<Revocation>, ApiError> {
+    understudy_common::tls::identity::validate_host_name(&name)
+        .map_err(|e| err(400, format!("name: {e}")))?;
+    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
+    let r = shared
+        .revoke(&name, &by)
+        .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
+    super::revocations::tell_all(&shared);
+    shared.event(
+        "revoke",
+        (None, None),
+        format!("certificates of {name} issued until now are refused (revoked by {by})"),
+        vec![("name".into(), name.clone())],
     );
     Ok(Json(r))
 }

@@ -98,6 +98,7 @@ impl Caller {
             .and_then(|c| read_identity(c).ok());
         Caller {
             name: id.as_ref().map(|i| i.name.clone()),
+            not_before_unix: id.as_ref().map(|i| i.not_before_unix),
             role: id.and_then(|i| i.role),
             addr,
         }
