@@ -2,6 +2,8 @@
 //! epoch's file and a delta read from the stream a command at a time, so that memory stays
 //! a few buffers whatever the file's size or however far the delta decompresses.
 //!
+//! A file sent whole is zstd of its bytes, decoded the same way ([`decode_whole`]).
+//!
 //! A delta is zstd of librsync's delta format: a magic number, then commands until END.
 //! LITERAL carries new bytes (length inline in the command for 1–64 bytes, else in 1, 2, 4
 //! or 8 following bytes); COPY takes a range of the base (offset and length each in 1, 2,
@@ -10,7 +12,7 @@
 //! format (fast_rsync's included) applies. The format is the data plane's, so it lives
 //! here with the wire protocol; the primary's encoder is the agent's.
 
-use std::io::{BufReader, ErrorKind, Read};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -45,6 +47,19 @@ pub enum ApplyError {
         limit: u64,
     },
 }
+/// Decodes a file sent whole (zstd) as it is read from `input` into `out`, a piece at a
+/// time: memory stays flat however large the file or however far the data expands. More
+/// than `size` decoded bytes is refused.
+pub fn decode_whole(input: impl Read, out: &mut impl Write, size: u64) -> Result<(), ApplyError> {
+    let mut dec = zstd::stream::read::Decoder::new(input).map_err(ApplyError::Io)?;
+    let n =
+        std::io::copy(&mut (&mut dec).take(size.saturating_add(1)), out).map_err(ApplyError::Io)?;
+    if n > size {
+        return Err(ApplyError::TooLarge { limit: size });
+    }
+    Ok(())
+}
+
 /// Largest piece copied or written at once.
 const PIECE: usize = 1 << 20;
 const WIDTHS: [usize; 4] = [1, 2, 4, 8];
@@ -266,5 +281,46 @@ mod tests {
         let out = apply(&pages(1, 0), &zstd(&raw), len as u64).unwrap();
         assert_eq!(out.len(), len);
         assert!(out.iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn a_whole_file_decodes_as_in_one_piece_and_is_capped() {
+        let data = pages(40, 3);
+        let wire = zstd(&data);
+        // Fed in small reads, as pieces arrive from the network.
+        let reader = std::io::BufReader::with_capacity(7, wire.as_slice());
+        let mut out = Vec::new();
+        decode_whole(reader, &mut out, data.len() as u64).unwrap();
+        assert_eq!(out, data);
+        // Data that expands past the announced size is refused.
+        let mut out = Vec::new();
+        let err = decode_whole(wire.as_slice(), &mut out, 1000).unwrap_err();
+        assert!(matches!(err, ApplyError::TooLarge { limit: 1000 }), "{err}");
+        assert!(out.len() <= 1001);
+    }
+
+    #[test]
+    fn fast_rsync_deltas_with_every_command_width_apply_as_fast_rsync_applies_them() {
+        // Byte-granular deltas of unaligned edits use short literals and narrow copies.
+        for (n, seed) in [(3usize, 2u8), (40, 7), (300, 11)] {
+            let old = pages(n, seed);
+            let mut new = old.clone();
+            new.drain(100..(n * PAGE / 3));
+            new.splice(7..7, b"inserted bytes".iter().copied());
+            new.extend_from_slice(&pages(1, seed + 1)[..1000]);
+            let sig = fast_rsync::Signature::calculate(
+                &old,
+                fast_rsync::SignatureOptions {
+                    block_size: 64,
+                    crypto_hash_size: 8,
+                },
+            );
+            let mut raw = Vec::new();
+            fast_rsync::diff(&sig.index(), &new, &mut raw).unwrap();
+            let mut reference = Vec::new();
+            fast_rsync::apply(&old, &raw, &mut reference).unwrap();
+            assert_eq!(reference, new);
+            assert_eq!(apply(&old, &zstd(&raw), new.len() as u64).unwrap(), new);
+        }
     }
 }

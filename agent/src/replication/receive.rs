@@ -15,7 +15,6 @@ use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
 use understudy_common::workload::validate_workload_name;
 
-use super::delta;
 use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
 use super::send::{ANSWER_LIMIT, STALL_LIMIT};
 use super::shadow_store::ShadowStore;
@@ -119,7 +118,7 @@ fn stage_stream(
             let file = std::fs::File::create(&path)
                 .map_err(|e| format!("staging {}: {e}", path.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            delta::decode_whole_stream(input, &mut out, size)
+            understudy_common::delta_apply::decode_whole(input, &mut out, size)
                 .map_err(|e| format!("{name}: {e}"))?;
             std::io::Write::flush(&mut out)
                 .map_err(|e| format!("staging {}: {e}", path.display()))?;
