@@ -127,6 +127,15 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         source,
     })?;
     let fence = Fence::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
+    // Before the data plane serves: a transfer in flight when an earlier run was killed
+    // left a staging directory behind (the committed epochs are what counts).
+    let leftovers = crate::replication::shadow_store::discard_all_staging(&config.agent.data_dir);
+    if leftovers > 0 {
+        tracing::info!(
+            workloads = leftovers,
+            "discarded epochs an earlier run was receiving when it stopped"
+        );
+    }
     crate::supervisor::binary::install()?;
     let copies =
         Copies::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;

@@ -13,6 +13,8 @@ use understudy_common::tls::ca::{issue, Validity};
 use understudy_common::tls::Role;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
 use understudy_tests::cluster::Cluster;
+use understudy_tests::copies::{create_counter, one_copy_soon};
+use understudy_tests::numbers;
 use understudy_tests::wait::eventually;
 use understudy_tests::{rawclient, require_criu, require_e2e};
 
@@ -318,17 +320,33 @@ fn offer_bomb(
     let shadow = c.pid("host-b").unwrap();
     let before = anon_kib(shadow);
     let (stop, watcher) = watch_anon(shadow);
+    let reply = offer_file(c, encoding, base_epoch, wire, BOMB as u64);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = watcher.join().unwrap();
+    eprintln!("{encoding:?} bomb: the shadow agent's heap {before} KiB before, {peak} KiB at most");
+    (reply, peak, before)
+}
+
+/// Offers epoch 2000000 of `w` to host-b by hand, as host-a, with one memory image of
+/// `size` bytes sent as `wire` (zstd) in `encoding` against `base_epoch`; host-b's answer.
+fn offer_file(
+    c: &Cluster,
+    encoding: understudy_common::transfer::Encoding,
+    base_epoch: Option<u64>,
+    wire: &[u8],
+    size: u64,
+) -> Result<DataReply, understudy_common::frame::FrameError> {
     // Announced honestly (it fits on disk), with a wrong hash.
     let image = understudy_common::epoch::FileEntry {
         name: "pages-1.img".into(),
-        size: BOMB as u64,
+        size,
         blake3: [7; 32],
     };
     let cert = issue(c.ca(), "host-a", Role::Agent, Validity::days_from_now(1)).unwrap();
     let addr = std::net::SocketAddr::from((c.host("host-b").addr, 7442));
     let generation = c.workload("w").unwrap().generation;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let reply = rt.block_on(async {
+    rt.block_on(async {
         let conn = rawclient::open_data(addr, "host-b", &cert, &c.ca().cert_pem)
             .await
             .unwrap();
@@ -358,21 +376,17 @@ fn offer_bomb(
         write_frame(&mut send, PROTOCOL_VERSION, &file)
             .await
             .unwrap();
-        send.write_all(wire).await.unwrap();
-        write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done)
-            .await
-            .unwrap();
+        // The shadow may be gone before all is sent (a test killing it).
+        if send.write_all(wire).await.is_ok() {
+            let _ = write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done).await;
+        }
         tokio::time::timeout(
             Duration::from_secs(60),
             read_frame::<_, DataReply>(&mut recv, PROTOCOL_VERSION, MAX_DATA_FRAME),
         )
         .await
         .unwrap()
-    });
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let peak = watcher.join().unwrap();
-    eprintln!("{encoding:?} bomb: the shadow agent's heap {before} KiB before, {peak} KiB at most");
-    (reply, peak, before)
+    })
 }
 
 /// Size of the "compression bombs": 256 MiB of zeros compress to a few KiB, so a shadow
@@ -425,16 +439,7 @@ fn a_delta_is_applied_as_it_arrives_and_a_compression_bomb_in_one_leaves_memory_
             .cloned()
             .ok_or("none yet".to_owned())
     });
-    let base: u64 = committed_epochs(&c)
-        .last()
-        .and_then(|p| {
-            p.file_name()?
-                .to_str()?
-                .strip_prefix("epoch-")?
-                .parse()
-                .ok()
-        })
-        .unwrap();
+    let base = newest_committed(&c).unwrap();
 
     // A delta of one command: 256 MiB of new bytes (zeros), a few KiB on the wire.
     let mut raw = Vec::with_capacity(BOMB + 32);
@@ -462,4 +467,145 @@ fn a_delta_is_applied_as_it_arrives_and_a_compression_bomb_in_one_leaves_memory_
         .host_dir("host-b")
         .join("data/workloads/w/shadow/epoch-2000000")
         .exists());
+}
+
+/// The newest epoch of `w` committed on host-b.
+fn newest_committed(c: &Cluster) -> Option<u64> {
+    committed_epochs(c)
+        .iter()
+        .filter_map(|p| epoch_number(p))
+        .max()
+}
+
+fn epoch_number(dir: &std::path::Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("epoch-")?
+        .parse()
+        .ok()
+}
+
+/// zstd of a delta of one LITERAL of `size` zero bytes, made a megabyte at a time.
+fn zero_literal_delta(size: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    z.write_all(&0x7273_0236_u32.to_be_bytes()).unwrap();
+    z.write_all(&[0x44]).unwrap();
+    z.write_all(&size.to_be_bytes()).unwrap();
+    let mb = vec![0u8; 1 << 20];
+    for _ in 0..size >> 20 {
+        z.write_all(&mb).unwrap();
+    }
+    z.write_all(&[0x00]).unwrap();
+    z.finish().unwrap()
+}
+
+#[test]
+fn a_shadow_killed_while_applying_a_delta_restarts_on_its_last_epoch_and_the_workload_moves_intact()
+{
+    require_e2e!();
+    require_criu!();
+    const HOSTS: [&str; 2] = ["host-a", "host-b"];
+    let c = Cluster::new(&HOSTS);
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(2);
+    create_counter(&c, "w", "host-a", "host-b", "15s");
+    // Right after an epoch commits, so that the primary's next one (15 s later) does not
+    // meet the delta offered by hand.
+    let first = eventually("a first epoch committed", Duration::from_secs(40), || {
+        newest_committed(&c).ok_or("none yet".to_owned())
+    });
+    let base = eventually("the next epoch committed", Duration::from_secs(40), || {
+        newest_committed(&c)
+            .filter(|n| *n > first)
+            .ok_or("not yet".to_owned())
+    });
+
+    // A delta building a 1 GiB image: the shadow is killed when it has written 64 MiB.
+    const SIZE: u64 = 1 << 30;
+    let wire = zero_literal_delta(SIZE);
+    let shadow = c.host_dir("host-b").join("data/workloads/w/shadow");
+    let staged = shadow.join(".staging-2000000/pages-1.img");
+    let reply = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            offer_file(
+                &c,
+                understudy_common::transfer::Encoding::Delta,
+                Some(base),
+                &wire,
+                SIZE,
+            )
+        });
+        let t = std::time::Instant::now();
+        while std::fs::metadata(&staged).map_or(0, |m| m.len()) < 64 << 20 {
+            assert!(
+                !sender.is_finished(),
+                "the offer ended before the shadow had written 64 MiB: {:?}",
+                sender.join()
+            );
+            assert!(t.elapsed() < Duration::from_secs(60), "nothing staged");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        c.kill("host-b");
+        sender.join().unwrap()
+    });
+    assert!(reply.is_err(), "answered though killed: {reply:?}");
+    assert!(staged.exists(), "the half-applied file is left by the kill");
+
+    // Restarted, the shadow throws away the half-applied epoch and still holds its last
+    // committed one, on which the primary's next epochs build.
+    c.restart_agent("host-b", true);
+    let left: Vec<_> = std::fs::read_dir(&shadow)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "still there once registered: {left:?}");
+    assert!(
+        c.log("host-b")
+            .contains("discarded epochs an earlier run was receiving"),
+        "the restarted agent says what it threw away"
+    );
+    assert!(
+        newest_committed(&c) >= Some(base),
+        "{:?}",
+        committed_epochs(&c)
+    );
+    eventually(
+        "an epoch committed after the restart",
+        Duration::from_secs(60),
+        || {
+            newest_committed(&c)
+                .filter(|n| *n > base)
+                .ok_or(format!("{:?}", committed_epochs(&c)))
+        },
+    );
+
+    // The workload moves there with its state and runs once.
+    let out = c.cli(&["migrate", "w"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last_on_a = *numbers(&c.output_log("host-a", "w")).last().unwrap();
+    assert_eq!(one_copy_soon(&c, &HOSTS, "w"), "host-b");
+    let on_b = eventually("w counting on host-b", Duration::from_secs(10), || {
+        let n = numbers(&c.output_log("host-b", "w"));
+        if n.len() >= 20 {
+            Ok(n)
+        } else {
+            Err(format!("{} lines", n.len()))
+        }
+    });
+    assert!(
+        on_b[0] + 1 >= last_on_a,
+        "host-b started at {} but host-a had logged {last_on_a}",
+        on_b[0]
+    );
 }

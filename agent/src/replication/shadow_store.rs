@@ -11,6 +11,29 @@ use understudy_common::epoch::{Manifest, MANIFEST_FILE};
 /// Committed epochs kept per workload.
 pub const KEEP: usize = 3;
 
+/// Removes the staging directories of every workload under `data_dir` (`workloads/*/`):
+/// what transfers left when an earlier run of this agent was killed during them. A
+/// half-applied delta can be as large as the workload's memory; committed epochs are
+/// untouched. Returns how many workloads had one.
+pub fn discard_all_staging(data_dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(data_dir.join("workloads"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let store = ShadowStore::new(crate::workload::Paths::new(data_dir, &name).shadow_epochs());
+        if store.has_staging() {
+            store.discard_staging();
+            n += 1;
+        }
+    }
+    n
+}
+
 /// One workload's shadow directory.
 #[derive(Debug, Clone)]
 pub struct ShadowStore {
@@ -64,6 +87,15 @@ impl ShadowStore {
         let staging = self.dir.join(format!(".staging-{n}"));
         std::fs::create_dir_all(&staging)?;
         Ok(staging)
+    }
+
+    /// Whether a staging directory is there.
+    fn has_staging(&self) -> bool {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
     }
 
     /// Removes every staging directory (an interrupted transfer's leftovers).
