@@ -484,3 +484,102 @@ fn eventually_up(client: &ApiClient, api: SocketAddr) {
         || client.get(api, "/v1/health").map(|_| ()),
     );
 }
+
+/// A viewer's certificate made due for renewal: issued (by its start) ten minutes ago,
+/// valid two more minutes, so two thirds of its lifetime are behind it.
+fn due_certificate(c: &Cluster, name: &str) -> understudy_common::tls::ca::PemPair {
+    let mut v = Validity::from_now(std::time::Duration::from_secs(120));
+    v.not_before -= std::time::Duration::from_secs(300);
+    issue(c.ca(), name, Role::Viewer, v).unwrap()
+}
+
+/// The CLI with `dir`'s `ca.crt`, `client.crt` and `client.key`.
+fn cli_with(c: &Cluster, dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = c.cli_command();
+    cmd.env("UNDERSTUDY_CA", dir.join("ca.crt"))
+        .env("UNDERSTUDY_CERT", dir.join("client.crt"))
+        .env("UNDERSTUDY_KEY", dir.join("client.key"));
+    cmd.args(args).output().unwrap()
+}
+
+fn write_client(dir: &Path, ca_pem: &str, cert: &understudy_common::tls::ca::PemPair) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    std::fs::write(dir.join("client.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("client.key"), &cert.key_pem).unwrap();
+}
+
+fn identity_of(cert_pem: &str) -> understudy_common::tls::PeerIdentity {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    understudy_common::tls::identity::read_identity(&der).unwrap()
+}
+
+#[test]
+fn the_cli_renews_its_certificate_two_thirds_through_its_lifetime_and_goes_on_with_it() {
+    require_e2e!();
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::new(&HOSTS);
+    c.enable_enrollment("1h");
+    c.start_coordinator();
+    let api = SocketAddr::from((c.host("coord").addr, HTTP_PORT));
+    eventually_up(&c.api_client(Some(Role::Admin)), api);
+
+    let dir = c.client_dir().join("bob");
+    let old = due_certificate(&c, "bob");
+    write_client(&dir, &c.ca().cert_pem, &old);
+    let out = cli_with(&c, &dir, &["hosts"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("renewed the client certificate"), "{said}");
+    // A new key and a certificate for it: the same name and role, valid for the
+    // coordinator's configured lifetime.
+    let cert = std::fs::read_to_string(dir.join("client.crt")).unwrap();
+    let key = std::fs::read_to_string(dir.join("client.key")).unwrap();
+    assert_ne!(key, old.key_pem, "the key was not replaced");
+    let (was, now) = (identity_of(&old.cert_pem), identity_of(&cert));
+    assert_eq!((now.name.as_str(), now.role), ("bob", Some(Role::Viewer)));
+    assert!(now.not_after_unix > was.not_after_unix + 1800, "{now:?}");
+    let mode = std::fs::metadata(dir.join("client.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!dir.join("client.crt.next").exists() && !dir.join("client.key.next").exists());
+    // The next invocation uses it, and has nothing to renew.
+    let out = cli_with(&c, &dir, &["hosts"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("renewed"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("client.crt")).unwrap(),
+        cert
+    );
+    let events: Vec<Event> =
+        serde_json::from_str(&c.api_get("coord", "/v1/events?limit=1000").unwrap()).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "renew" && e.message.contains("bob renewed its viewer certificate")),
+        "{events:#?}"
+    );
+
+    // A coordinator that does not sign: the CLI says so and goes on with the old one.
+    let plain = Cluster::new(&HOSTS);
+    plain.start_coordinator();
+    let api = SocketAddr::from((plain.host("coord").addr, HTTP_PORT));
+    eventually_up(&plain.api_client(Some(Role::Admin)), api);
+    let dir = plain.client_dir().join("carol");
+    let old = due_certificate(&plain, "carol");
+    write_client(&dir, &plain.ca().cert_pem, &old);
+    let out = cli_with(&plain, &dir, &["hosts"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        said.contains("was not renewed") && said.contains("[enrollment]"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("client.crt")).unwrap(),
+        old.cert_pem
+    );
+}

@@ -49,7 +49,7 @@ pub(super) fn send(
         })
         .collect();
     let agent = if bases.iter().any(|b| b.starts_with("https://")) {
-        super::identity::agent()
+        super::identity::agent_for(base)
     } else {
         ureq::AgentBuilder::new().redirects(0).build()
     };

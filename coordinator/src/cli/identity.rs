@@ -4,13 +4,25 @@
 //! `UNDERSTUDY_KEY`), else `~/.config/understudy/` (`ca.crt`, `client.crt`, `client.key`;
 //! `$XDG_CONFIG_HOME` when set). Without a client certificate the CLI still connects, and
 //! the coordinator answers everything but `/v1/health` with 401.
+//!
+//! Renewal: at its first HTTPS request, an invocation whose certificate is two thirds
+//! through its lifetime makes a new key, has the coordinator sign it (`POST /v1/renew`,
+//! with `[enrollment]` there) and replaces both files the way agents do (`*.next`, then
+//! renamed key first), then goes on with the new certificate. A renewal that fails is a
+//! warning; the old certificate serves until it expires.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use understudy_common::exit;
+use understudy_common::tls::files::TlsFiles;
 use understudy_common::tls::https::api_client_config;
+use understudy_common::tls::identity::read_identity;
+use understudy_common::tls::{now_unix, renew_at};
+
+use crate::server::join::{Joined, RenewRequest};
 
 /// The `--ca`, `--cert` and `--key` flags (each also read from the environment).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -27,7 +39,21 @@ pub struct IdentityArgs {
 }
 
 static ARGS: OnceLock<IdentityArgs> = OnceLock::new();
-static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+/// The HTTPS agent, replaced once if the certificate is renewed.
+static AGENT: Mutex<Option<ureq::Agent>> = Mutex::new(None);
+/// Whether this invocation has looked at renewing (it does once, at its first request).
+static RENEWAL_LOOKED_AT: AtomicBool = AtomicBool::new(false);
+
+/// The client certificate's files and validity, as loaded.
+#[derive(Debug, Clone)]
+struct Held {
+    files: TlsFiles,
+    name: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+static HELD: Mutex<Option<Held>> = Mutex::new(None);
 
 /// Remembers the flags for the API calls this invocation makes.
 pub fn set(args: IdentityArgs) {
@@ -62,15 +88,83 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 /// The HTTPS agent for this invocation; prints why and exits 78 when the files are
 /// missing or unusable.
 pub fn agent() -> ureq::Agent {
-    AGENT
-        .get_or_init(|| match build() {
-            Ok(a) => a,
+    let mut slot = AGENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    slot.get_or_insert_with(|| match build() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(exit::CONFIG);
+        }
+    })
+    .clone()
+}
+
+/// The HTTPS agent for a request to `base`, after renewing the client certificate first
+/// if it is due (once per invocation).
+pub fn agent_for(base: &str) -> ureq::Agent {
+    let agent = agent();
+    if RENEWAL_LOOKED_AT.swap(true, Ordering::SeqCst) {
+        return agent;
+    }
+    let held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(held) = held else {
+        return agent;
+    };
+    let now = now_unix();
+    if now < renew_at(held.not_before, held.not_after) || now >= held.not_after {
+        return agent;
+    }
+    match renew(base, &held) {
+        Ok(until) => match build() {
+            Ok(renewed) => {
+                eprintln!(
+                    "renewed the client certificate {} (valid until {})",
+                    held.files.cert.display(),
+                    unix_text(until)
+                );
+                *AGENT
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(renewed.clone());
+                renewed
+            }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("renewed the client certificate, but cannot use it: {e}");
                 std::process::exit(exit::CONFIG);
             }
-        })
-        .clone()
+        },
+        Err(why) => {
+            eprintln!(
+                "warning: the client certificate {} is due for renewal (valid until {}) but was not renewed: {why}",
+                held.files.cert.display(),
+                unix_text(held.not_after)
+            );
+            agent
+        }
+    }
+}
+
+/// Has the coordinator at `base` sign a new key for `held`'s name and role, and installs
+/// both; the new certificate's end of validity.
+fn renew(base: &str, held: &Held) -> Result<i64, String> {
+    let pair = understudy_common::tls::ca::request(&held.name).map_err(|e| e.to_string())?;
+    let req = RenewRequest { csr: pair.cert_pem };
+    let got: Joined = super::api::post(base, "/v1/renew", &req).map_err(|f| match f {
+        super::api::ApiFailure::Unreachable(e) => e,
+        super::api::ApiFailure::Refused(status, e) => format!("refused ({status}): {e}"),
+    })?;
+    held.files
+        .install_renewed(&pair.key_pem, &got.cert)
+        .map_err(|(path, e)| format!("{}: {e}", path.display()))?;
+    Ok(got.not_after_unix)
+}
+
+fn unix_text(secs: i64) -> String {
+    super::ops::time_text(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
 }
 
 fn build() -> Result<ureq::Agent, String> {
@@ -98,6 +192,13 @@ fn build() -> Result<ureq::Agent, String> {
     ) {
         (None, None) => None,
         (Some((cert, _)), Some((key, _))) => {
+            let files = TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            // A renewal an earlier invocation left half done is finished or undone.
+            files.finish_renewal();
             let pem = read(&cert, "client certificate")?;
             let chain = CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<Vec<_>, _>>()
@@ -111,6 +212,16 @@ fn build() -> Result<ureq::Agent, String> {
             let pem = read(&key, "client key")?;
             let key = PrivateKeyDer::from_pem_slice(&pem)
                 .map_err(|e| format!("client key {}: {e}", key.display()))?;
+            if let Ok(id) = read_identity(&chain[0]) {
+                *HELD
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Held {
+                    files,
+                    name: id.name,
+                    not_before: id.not_before_unix,
+                    not_after: id.not_after_unix,
+                });
+            }
             Some((chain, key))
         }
         (Some((c, _)), None) => {

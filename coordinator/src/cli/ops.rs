@@ -58,7 +58,7 @@ fn parse_start(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s}: before 1970"))
 }
 
-fn time_text(ms: u64) -> String {
+pub(super) fn time_text(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

@@ -1,7 +1,5 @@
 //! `understudy token create|list`: join tokens for `understudy-agent join` (admin).
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use comfy_table::{presets::NOTHING, Table};
 use understudy_common::outln;
 
@@ -35,9 +33,7 @@ pub enum TokenCommand {
     },
 }
 
-fn time_text(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
+use super::ops::time_text;
 
 /// Runs one `token` command.
 pub fn run(base: &str, output: Output, command: TokenCommand) -> i32 {

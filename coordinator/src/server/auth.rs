@@ -68,6 +68,10 @@ pub fn needed(method: &Method, path: &str) -> Option<Role> {
     if method == Method::POST && path == "/v1/join" {
         return None;
     }
+    // Anyone with a certificate renews their own.
+    if method == Method::POST && path == "/v1/renew" {
+        return Some(Role::Viewer);
+    }
     let revoke = (path.starts_with("/v1/hosts/") || path.starts_with("/v1/certificates/"))
         && path.ends_with("/revoke");
     let admin_only = path == "/v1/backup"

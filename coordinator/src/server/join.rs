@@ -85,6 +85,47 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/tokens", get(list).post(create))
         .route("/v1/tokens/{id}", axum::routing::delete(forget))
         .route("/v1/join", post(join))
+        .route("/v1/renew", post(renew_caller))
+}
+
+/// What `POST /v1/renew` takes: a certificate request for a key the caller made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// The request (PEM); only its public key is used.
+    pub csr: String,
+}
+
+/// Renews the caller's own certificate (a person's or a tool's on the operator API, which
+/// the CLI does two thirds through its lifetime): signs the request's key for the name and
+/// role of the certificate the caller presented, for the configured lifetime. A revoked
+/// certificate never gets here (the API's guard refuses it).
+async fn renew_caller(
+    State(shared): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
+    b: Result<Json<RenewRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Joined>, ApiError> {
+    let req = body(b)?;
+    let Some(axum::Extension(Caller {
+        name: Some(name),
+        role: Some(role),
+        ..
+    })) = caller
+    else {
+        return Err(err(401, "renewing needs the certificate to renew"));
+    };
+    let Some(enrollment) = shared.enrollment() else {
+        return Err(err(
+            409,
+            "this coordinator does not sign certificates: its config has no [enrollment] ca_key",
+        ));
+    };
+    let lifetime = enrollment.cert_lifetime;
+    let cert = renew(&shared, &name, role, &req.csr).map_err(|e| err(400, e))?;
+    let not_after_unix = Validity::from_now(lifetime).not_after.unix_timestamp();
+    Ok(Json(Joined {
+        cert,
+        not_after_unix,
+    }))
 }
 
 fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
@@ -287,7 +328,7 @@ pub fn renew(shared: &Shared, name: &str, role: Role, csr: &str) -> Result<Strin
         "renew",
         (Some(name), None),
         format!(
-            "{name} renewed its {role} certificate (a new key made on the host), valid until {}",
+            "{name} renewed its {role} certificate (with a key of its own making), valid until {}",
             validity.not_after
         ),
         Vec::new(),
