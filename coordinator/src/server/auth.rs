@@ -349,6 +349,21 @@ mod tests {
         );
         assert!(check(Some(&admin), &post, "/v1/restore").is_ok());
         assert!(check(Some(&admin), &post, "/v1/cluster/remove").is_ok());
+        // Revoking any name is an admin's; renewing one's own certificate anyone's.
+        for path in ["/v1/hosts/a/revoke", "/v1/certificates/alice/revoke"] {
+            assert_eq!(
+                check(Some(&operator), &post, path).unwrap_err().0,
+                StatusCode::FORBIDDEN
+            );
+            assert!(check(Some(&admin), &post, path).is_ok());
+        }
+        assert!(check(Some(&viewer), &post, "/v1/renew").is_ok());
+        assert_eq!(
+            check(Some(&caller(None)), &post, "/v1/renew")
+                .unwrap_err()
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]
