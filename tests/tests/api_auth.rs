@@ -260,7 +260,7 @@ fn only_certificates_of_the_cluster_ca_with_the_right_role_change_anything_and_a
 }
 
 #[test]
-fn a_request_naming_another_host_or_announcing_a_large_body_is_refused_before_any_route() {
+fn a_request_naming_another_host_announcing_a_large_body_or_nested_too_deep_is_refused() {
     require_e2e!();
     let c = Cluster::new(&[]);
     c.start_coordinator();
@@ -301,6 +301,29 @@ fn a_request_naming_another_host_or_announcing_a_large_body_is_refused_before_an
         .unwrap();
     assert_eq!(status(&answer).as_deref(), Some("413"), "{answer}");
     assert!(answer.contains(&(1usize << 20).to_string()), "{answer}");
+
+    // JSON nested 100 000 deep (within the size limit) is refused as malformed, and the
+    // coordinator goes on serving.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let answer = admin
+        .exchange(
+            api,
+            format!(
+                "POST /v1/workloads HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{deep}",
+                deep.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert!(
+        matches!(status(&answer).as_deref(), Some("400" | "422")),
+        "{}",
+        &answer[..answer.len().min(400)]
+    );
+    assert!(
+        admin.get(api, "/v1/health").is_ok(),
+        "the API stopped serving"
+    );
 
     assert!(workload_names(&c).is_empty(), "{:?}", workload_names(&c));
 }
