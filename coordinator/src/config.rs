@@ -58,6 +58,20 @@ fn default_cert_lifetime() -> Duration {
 }
 
 impl EnrollmentSection {
+    /// Adds its problems: a lifetime out of range, a key that is not the CA's (`ca`).
+    fn check(&self, problems: &mut Vec<Problem>, ca: &std::path::Path) {
+        check_range(
+            problems,
+            "enrollment.cert_lifetime",
+            self.cert_lifetime,
+            Duration::from_secs(60),
+            Duration::from_secs(10 * 365 * 86_400),
+        );
+        if let Err(p) = self.load_ca(ca) {
+            problems.push(p);
+        }
+    }
+
     /// The CA (certificate from `ca`, key from `ca_key`), checked to match.
     pub fn load_ca(
         &self,
@@ -103,6 +117,10 @@ pub struct WitnessConfig {
     pub tls: TlsFiles,
     /// Its place in the group.
     pub witness: WitnessSection,
+    /// The cluster CA's key, for the witness to renew its own certificate two thirds
+    /// through its lifetime (as coordinators with `[enrollment]` do); it signs nothing
+    /// else. Without it, its certificate is replaced by hand.
+    pub enrollment: Option<EnrollmentSection>,
 }
 
 /// `[witness]`
@@ -149,6 +167,9 @@ impl Validate for WitnessConfig {
         }
         if let Err(e) = self.tls.load(Role::Coordinator) {
             problems.push(Problem::new("", e.to_string()));
+        }
+        if let Some(e) = &self.enrollment {
+            e.check(&mut problems, &self.tls.ca);
         }
         problems
     }
@@ -402,16 +423,7 @@ impl Validate for CoordinatorConfig {
             problems.push(Problem::new("", e.to_string()));
         }
         if let Some(e) = &self.enrollment {
-            check_range(
-                &mut problems,
-                "enrollment.cert_lifetime",
-                e.cert_lifetime,
-                Duration::from_secs(60),
-                Duration::from_secs(10 * 365 * 86_400),
-            );
-            if let Err(p) = e.load_ca(&self.tls.ca) {
-                problems.push(p);
-            }
+            e.check(&mut problems, &self.tls.ca);
         }
         problems
     }
@@ -519,6 +531,26 @@ mod tests {
             assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
         }
         assert!(parse::<WitnessConfig>("[witness]\nid = 1\nsurprise = 2\n").is_err());
+
+        // A witness's CA key (to renew its own certificate) is checked like a coordinator's.
+        let with_key: WitnessConfig = parse(
+            r#"
+            [tls]
+            ca = "/nonexistent/ca.crt"
+            cert = "/nonexistent/c.crt"
+            key = "/nonexistent/c.key"
+            [witness]
+            id = 3
+            listen = "10.0.0.3:7442"
+            log = "/tmp/raft.redb"
+            store = "/tmp/records.redb"
+            [enrollment]
+            ca_key = "/nonexistent/ca.key"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<_> = with_key.validate().into_iter().map(|p| p.key).collect();
+        assert!(keys.iter().any(|k| k == "tls.ca"), "{keys:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use understudy_common::protocol::{close, CONTROL_ALPN};
 use understudy_common::shutdown::wait_for_signal;
 use understudy_common::tls::endpoint::{server_config, EndpointConfigError};
-use understudy_common::tls::files::TlsFileError;
+use understudy_common::tls::files::{TlsFileError, TlsFiles};
 use understudy_common::tls::{Refusal, Role};
 
 use super::{control, group, http, switchover, Shared};
@@ -75,7 +75,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
         settings,
         config.decisions.settings(),
     ));
-    shared.set_enrollment(enrollment(&config));
+    shared.set_enrollment(enrollment(config.enrollment.as_ref(), &config.tls));
 
     let sink_shared = Arc::downgrade(&shared);
     let sink = Arc::new(move |reason: Refusal, detail: &str| {
@@ -98,7 +98,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(signer) = enrollment(&config) {
+    if let Some(signer) = enrollment(config.enrollment.as_ref(), &config.tls) {
         super::renew_self::spawn(config.tls.clone(), &tls, signer, stop_rx.clone());
     }
 
@@ -156,7 +156,7 @@ async fn serve_member(
     let hb = config.heartbeat.clone();
     let f = config.failover.clone();
     let decisions = config.decisions.settings();
-    let signer = enrollment(&config);
+    let signer = enrollment(config.enrollment.as_ref(), &config.tls);
     let build = move |store: Arc<Store>| -> Result<Arc<Shared>, String> {
         let loaded = store.load().map_err(|e| e.to_string())?;
         let interrupted = loaded.migrations.clone();
@@ -201,7 +201,7 @@ async fn serve_member(
     );
     let accept = tokio::spawn(group::accept_loop(endpoint.clone(), group.clone()));
     let (stop_tx, http_stop) = tokio::sync::watch::channel(false);
-    if let Some(signer) = enrollment(&config) {
+    if let Some(signer) = enrollment(config.enrollment.as_ref(), &config.tls) {
         super::renew_self::spawn(config.tls.clone(), &tls, signer, http_stop.clone());
     }
     let app = group::router(group.clone());
@@ -244,7 +244,14 @@ pub async fn witness(config: crate::config::WitnessConfig) -> Result<(), ServeEr
     )
     .await?;
     tracing::info!(id = w.id, raft = %w.listen, "witness serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let renewing = enrollment(config.enrollment.as_ref(), &config.tls)
+        .map(|signer| super::renew_self::spawn(config.tls.clone(), &tls, signer, stop_rx));
     wait_for_signal().await.map_err(ServeError::Signal)?;
+    let _ = stop_tx.send(true);
+    if let Some(r) = renewing {
+        let _ = r.await;
+    }
     node.shutdown().await;
     tracing::info!("witness stopped");
     Ok(())
@@ -346,9 +353,12 @@ impl ApiListeners {
 }
 
 /// The CA that signs joining and renewing hosts' certificates (`[enrollment]`), if any.
-fn enrollment(config: &CoordinatorConfig) -> Option<super::join::Enrollment> {
-    let e = config.enrollment.as_ref()?;
-    match e.load_ca(&config.tls.ca) {
+fn enrollment(
+    section: Option<&crate::config::EnrollmentSection>,
+    tls: &TlsFiles,
+) -> Option<super::join::Enrollment> {
+    let e = section?;
+    match e.load_ca(&tls.ca) {
         Ok(ca) => Some(super::join::Enrollment {
             ca: Arc::new(ca),
             cert_lifetime: e.cert_lifetime,
