@@ -142,3 +142,20 @@ fn tracer(pid: u32) -> String {
     let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
     format!(" traced by {by} ({})", cmd.trim())
 }
+
+/// The numbers workload `name` has logged on `host`, once there are at least 20 of them
+/// (within 10 s).
+pub fn counts_on(c: &Cluster, host: &str, name: &str) -> Vec<u64> {
+    eventually(
+        &format!("{name} logging counts on {host}"),
+        Duration::from_secs(10),
+        || {
+            let n = numbers(&c.output_log(host, name));
+            if n.len() >= 20 {
+                Ok(n)
+            } else {
+                Err(format!("{} lines", n.len()))
+            }
+        },
+    )
+}

@@ -13,7 +13,7 @@ use understudy_common::tls::ca::{issue, Validity};
 use understudy_common::tls::Role;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{create_counter, one_copy_soon};
+use understudy_tests::copies::{counts_on, create_counter, one_copy_soon};
 use understudy_tests::numbers;
 use understudy_tests::wait::eventually;
 use understudy_tests::{rawclient, require_criu, require_e2e};
@@ -595,14 +595,7 @@ fn a_shadow_killed_while_applying_a_delta_restarts_on_its_last_epoch_and_the_wor
     );
     let last_on_a = *numbers(&c.output_log("host-a", "w")).last().unwrap();
     assert_eq!(one_copy_soon(&c, &HOSTS, "w"), "host-b");
-    let on_b = eventually("w counting on host-b", Duration::from_secs(10), || {
-        let n = numbers(&c.output_log("host-b", "w"));
-        if n.len() >= 20 {
-            Ok(n)
-        } else {
-            Err(format!("{} lines", n.len()))
-        }
-    });
+    let on_b = counts_on(&c, "host-b", "w");
     assert!(
         on_b[0] + 1 >= last_on_a,
         "host-b started at {} but host-a had logged {last_on_a}",

@@ -55,14 +55,7 @@ fn counter_continues_on_the_new_host_after_migrate() {
     let after = c.workload("counter").unwrap();
     assert_eq!(after.primary, "host-b");
     assert_eq!(after.generation, before.generation + 1);
-    let b_counts = eventually("counter logs on host-b", Duration::from_secs(10), || {
-        let n = numbers(&c.output_log("host-b", "counter"));
-        if n.len() >= 20 {
-            Ok(n)
-        } else {
-            Err(format!("{} lines", n.len()))
-        }
-    });
+    let b_counts = understudy_tests::copies::counts_on(&c, "host-b", "counter");
     // It did not restart from zero: it continues from at least the last value host-a logged.
     assert!(
         b_counts[0] > last_on_a.saturating_sub(1),

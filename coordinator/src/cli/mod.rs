@@ -266,7 +266,7 @@ pub fn main() -> i32 {
         Command::Ca { command } => ca::run(command),
         Command::Store { command } => store::run(command),
         Command::Token { command, api } => tokens::run(&api.coordinator, api.output, command),
-        Command::Revoke { name, api } => ops::revoke_name(&api.coordinator, api.output, &name),
+        Command::Revoke { name, api } => ops::revoke(&api.coordinator, api.output, &name, false),
         Command::Backup { out, api } => backup::take(&api.coordinator, &out),
         Command::Restore { from, api } => backup::restore(&api.coordinator, &from),
         Command::Hosts { api } => api::hosts(&api.coordinator, api.output),
@@ -302,7 +302,7 @@ fn host(command: HostCommand) -> i32 {
     match command {
         HostCommand::Show { name, api } => api::host_show(&api.coordinator, api.output, &name),
         HostCommand::Cordon { name, api } => ops::cordon(&api.coordinator, api.output, &name, true),
-        HostCommand::Revoke { name, api } => ops::revoke(&api.coordinator, api.output, &name),
+        HostCommand::Revoke { name, api } => ops::revoke(&api.coordinator, api.output, &name, true),
         HostCommand::Uncordon { name, api } => {
             ops::cordon(&api.coordinator, api.output, &name, false)
         }

@@ -89,32 +89,22 @@ pub fn cordon(base: &str, output: Output, host: &str, on: bool) -> i32 {
     }
 }
 
-/// `host revoke`.
-pub fn revoke(base: &str, output: Output, host: &str) -> i32 {
-    let path = format!("/v1/hosts/{host}/revoke");
+/// `host revoke HOST` (`host`) and `revoke NAME` (not `host`).
+pub fn revoke(base: &str, output: Output, name: &str, host: bool) -> i32 {
+    let path = if host {
+        format!("/v1/hosts/{name}/revoke")
+    } else {
+        format!("/v1/certificates/{name}/revoke")
+    };
     match post::<_, crate::revocation::Revocation>(base, &path, &serde_json::json!({})) {
         Ok(r) if output == Output::Json => print_json(&r),
         Ok(r) => {
-            outln!(
-                "{host}: certificates issued before {} are refused and its connection is closed; issue it a new certificate to let it back",
-                time_text(r.at_unix_ms)
-            );
-            0
-        }
-        Err(f) => fail(f),
-    }
-}
-
-/// `revoke NAME`.
-pub fn revoke_name(base: &str, output: Output, name: &str) -> i32 {
-    let path = format!("/v1/certificates/{name}/revoke");
-    match post::<_, crate::revocation::Revocation>(base, &path, &serde_json::json!({})) {
-        Ok(r) if output == Output::Json => print_json(&r),
-        Ok(r) => {
-            outln!(
-                "{name}: certificates issued before {} are refused; issue a new one (understudy ca issue --name {name}) to let its holder back",
-                time_text(r.at_unix_ms)
-            );
+            let until = time_text(r.at_unix_ms);
+            if host {
+                outln!("{name}: certificates issued before {until} are refused and its connection is closed; issue it a new certificate to let it back");
+            } else {
+                outln!("{name}: certificates issued before {until} are refused; issue a new one (understudy ca issue --name {name}) to let its holder back");
+            }
             0
         }
         Err(f) => fail(f),

@@ -131,18 +131,30 @@ async fn cordon(
     Ok(Json(rec))
 }
 
+/// Revokes `name`'s certificates for `caller` (validated, recorded, told to every
+/// agent); the revocation and who made it.
+fn revoke_for(
+    shared: &Arc<Shared>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    name: &str,
+    field: &str,
+) -> Result<(Revocation, String), ApiError> {
+    understudy_common::tls::identity::validate_host_name(name)
+        .map_err(|e| err(400, format!("{field}: {e}")))?;
+    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
+    let r = shared
+        .revoke(name, &by)
+        .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
+    super::revocations::tell_all(shared);
+    Ok((r, by))
+}
+
 async fn revoke(
     State(shared): State<Arc<Shared>>,
     caller: Option<axum::Extension<super::auth::Caller>>,
     Path(host): Path<String>,
 ) -> Result<Json<Revocation>, ApiError> {
-    understudy_common::tls::identity::validate_host_name(&host)
-        .map_err(|e| err(400, format!("host: {e}")))?;
-    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
-    let r = shared
-        .revoke(&host, &by)
-        .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
-    super::revocations::tell_all(&shared);
+    let (r, by) = revoke_for(&shared, caller, &host, "host")?;
     shared.event(
         "revoke",
         (Some(&host), None),
@@ -160,13 +172,7 @@ async fn revoke_name(
     caller: Option<axum::Extension<super::auth::Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<Revocation>, ApiError> {
-    understudy_common::tls::identity::validate_host_name(&name)
-        .map_err(|e| err(400, format!("name: {e}")))?;
-    let by = caller.map_or_else(|| "an unknown caller".to_owned(), |c| c.who());
-    let r = shared
-        .revoke(&name, &by)
-        .map_err(|e| err(503, format!("the revocation was not recorded: {e}")))?;
-    super::revocations::tell_all(&shared);
+    let (r, by) = revoke_for(&shared, caller, &name, "name")?;
     shared.event(
         "revoke",
         (None, None),
