@@ -26,8 +26,7 @@ pub fn discard_all_staging(data_dir: &Path) -> usize {
             continue;
         };
         let store = ShadowStore::new(crate::workload::Paths::new(data_dir, &name).shadow_epochs());
-        if store.has_staging() {
-            store.discard_staging();
+        if store.discard_staging() {
             n += 1;
         }
     }
@@ -89,22 +88,17 @@ impl ShadowStore {
         Ok(staging)
     }
 
-    /// Whether a staging directory is there.
-    fn has_staging(&self) -> bool {
-        std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
-    }
-
-    /// Removes every staging directory (an interrupted transfer's leftovers).
-    pub fn discard_staging(&self) {
+    /// Removes every staging directory (an interrupted transfer's leftovers); whether there
+    /// was one.
+    pub fn discard_staging(&self) -> bool {
+        let mut found = false;
         for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with(".staging-") {
+                found = true;
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        found
     }
 
     /// Commits a verified staging directory as its epoch and prunes old epochs. With

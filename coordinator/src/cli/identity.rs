@@ -22,7 +22,9 @@ use understudy_common::tls::https::api_client_config;
 use understudy_common::tls::identity::read_identity;
 use understudy_common::tls::{now_unix, renew_at};
 
-use crate::server::join::{Joined, RenewRequest};
+use understudy_common::protocol::RenewRequest;
+
+use crate::server::join::Joined;
 
 /// The `--ca`, `--cert` and `--key` flags (each also read from the environment).
 #[derive(Debug, Clone, Default, clap::Args)]

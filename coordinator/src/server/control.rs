@@ -181,8 +181,9 @@ async fn serve_renewals(shared: Arc<Shared>, conn: quinn::Connection, name: Stri
         .await;
         let answer = match read {
             Ok(Ok(req)) => match super::join::renew(&shared, &name, Role::Agent, &req.csr) {
-                Ok(cert) => RenewAnswer::Renewed(cert),
+                Ok((cert, _)) => RenewAnswer::Renewed(cert),
                 Err(why) => {
+                    let why = why.to_string();
                     tracing::warn!(host = %name, "refused a certificate renewal: {why}");
                     RenewAnswer::Refused(why)
                 }

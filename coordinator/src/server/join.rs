@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use understudy_common::protocol::RenewRequest;
 use understudy_common::tls::ca::{sign_request, PemPair, Validity};
 use understudy_common::tls::identity::validate_host_name;
 use understudy_common::tls::Role;
@@ -88,13 +89,6 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/renew", post(renew_caller))
 }
 
-/// What `POST /v1/renew` takes: a certificate request for a key the caller made.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RenewRequest {
-    /// The request (PEM); only its public key is used.
-    pub csr: String,
-}
-
 /// Renews the caller's own certificate (a person's or a tool's on the operator API, which
 /// the CLI does two thirds through its lifetime): signs the request's key for the name and
 /// role of the certificate the caller presented, for the configured lifetime. A revoked
@@ -113,19 +107,25 @@ async fn renew_caller(
     else {
         return Err(err(401, "renewing needs the certificate to renew"));
     };
-    let Some(enrollment) = shared.enrollment() else {
-        return Err(err(
-            409,
-            "this coordinator does not sign certificates: its config has no [enrollment] ca_key",
-        ));
-    };
-    let lifetime = enrollment.cert_lifetime;
-    let cert = renew(&shared, &name, role, &req.csr).map_err(|e| err(400, e))?;
-    let not_after_unix = Validity::from_now(lifetime).not_after.unix_timestamp();
-    Ok(Json(Joined {
-        cert,
-        not_after_unix,
-    }))
+    match renew(&shared, &name, role, &req.csr) {
+        Ok((cert, validity)) => Ok(Json(Joined {
+            cert,
+            not_after_unix: validity.not_after.unix_timestamp(),
+        })),
+        Err(e @ RenewError::NotSigning) => Err(err(409, e.to_string())),
+        Err(e) => Err(err(400, e.to_string())),
+    }
+}
+
+/// Why a renewal was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// This coordinator holds no CA key.
+    #[error("this coordinator does not sign certificates: its config has no [enrollment] ca_key")]
+    NotSigning,
+    /// The certificate request is too large or not valid.
+    #[error("csr: {0}")]
+    Request(String),
 }
 
 fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
@@ -312,18 +312,21 @@ async fn join(
     }))
 }
 
-/// Signs a renewal for host `name` (the connection's verified certificate names it, in
-/// `role`): the public key of `csr`, for the configured lifetime.
-pub fn renew(shared: &Shared, name: &str, role: Role, csr: &str) -> Result<String, String> {
-    let enrollment = shared.enrollment().ok_or(
-        "this coordinator does not sign certificates: its config has no [enrollment] ca_key",
-    )?;
+/// Signs a renewal for `name` (the caller's verified certificate names it, in `role`): the
+/// public key of `csr`, for the configured lifetime; the certificate and its validity.
+pub fn renew(
+    shared: &Shared,
+    name: &str,
+    role: Role,
+    csr: &str,
+) -> Result<(String, Validity), RenewError> {
+    let enrollment = shared.enrollment().ok_or(RenewError::NotSigning)?;
     if csr.len() > MAX_CSR {
-        return Err(format!("csr: larger than {MAX_CSR} bytes"));
+        return Err(RenewError::Request(format!("larger than {MAX_CSR} bytes")));
     }
     let validity = Validity::from_now(enrollment.cert_lifetime);
-    let cert =
-        sign_request(&enrollment.ca, csr, name, role, validity).map_err(|e| format!("csr: {e}"))?;
+    let cert = sign_request(&enrollment.ca, csr, name, role, validity)
+        .map_err(|e| RenewError::Request(e.to_string()))?;
     shared.event(
         "renew",
         (Some(name), None),
@@ -333,5 +336,5 @@ pub fn renew(shared: &Shared, name: &str, role: Role, csr: &str) -> Result<Strin
         ),
         Vec::new(),
     );
-    Ok(cert)
+    Ok((cert, validity))
 }
