@@ -214,6 +214,7 @@ fn build_manifest(
         stdio_key: Some(stdio_key.to_owned()),
         files,
         data: Vec::new(),
+        seal: None,
     })
 }
 

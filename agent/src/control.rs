@@ -15,7 +15,7 @@ use understudy_common::protocol::{
 };
 use understudy_common::tls::revoked::Revocations;
 use understudy_common::tls::COORDINATOR_SAN;
-use understudy_common::workload::{Order, OrderReply, Report};
+use understudy_common::workload::{OrderEnvelope, OrderReply, Report};
 
 use crate::backoff::Backoff;
 use crate::hostmetrics::cgroup_memory::MemoryCgroup;
@@ -298,9 +298,19 @@ async fn serve_orders(
         tokio::spawn(async move {
             let order = tokio::time::timeout(
                 ANSWER_TIMEOUT,
-                read_frame::<_, Order>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
+                read_frame::<_, OrderEnvelope>(&mut recv, PROTOCOL_VERSION, MAX_CONTROL_FRAME),
             )
-            .await;
+            .await
+            .map(|read| {
+                read.map(|OrderEnvelope { order, data_key }| {
+                    // Kept for the order's workload only (checked against the order by
+                    // `orders::handle` before anything else uses it).
+                    if let (Some(k), false) = (data_key, order.problem().is_some()) {
+                        node.set_key(order.target().0, k.0);
+                    }
+                    order
+                })
+            });
             let reply = match order {
                 Err(_) => OrderReply::Failed(format!("no whole order within {ANSWER_TIMEOUT:?}")),
                 Ok(Ok(order)) if stale(&node, &conn_term).is_some() => {

@@ -19,6 +19,9 @@ pub fn renew(node: &Node, leases: Vec<Lease>) {
     for lease in leases {
         // Its task passes it on if it is for the generation the copy runs under.
         if let Some(p) = node.primary(&lease.workload) {
+            if let Some(k) = &lease.data_key {
+                node.set_key(&lease.workload, k.0);
+            }
             p.tell(crate::life::Event::Lease {
                 generation: lease.generation,
                 valid_ms: lease.valid_ms,

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use understudy_common::seal::DataKey;
 
 use criu_sys::Criu;
 use tokio::sync::mpsc;
@@ -47,6 +48,9 @@ pub struct Node {
     verified: Mutex<HashMap<String, u64>>,
     orphans: Mutex<HashMap<String, CopyRecord>>,
     order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The data keys of the workloads this host seals epochs of, in memory only: a
+    /// restarted agent learns them again from the coordinator's leases.
+    keys: Mutex<HashMap<String, Arc<DataKey>>>,
     /// The newest coordinator-group leader term this agent has registered with (0: a
     /// single coordinator); orders and leases from an older term are refused.
     pub term: std::sync::atomic::AtomicU64,
@@ -101,6 +105,7 @@ impl Node {
             verified: Mutex::new(HashMap::new()),
             orphans: Mutex::new(orphans),
             order_locks: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
             term: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -112,6 +117,24 @@ impl Node {
             .entry(workload.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Keeps `workload`'s data key (as an order or a lease brought it).
+    pub fn set_key(&self, workload: &str, key: [u8; 32]) {
+        let mut keys = lock(&self.keys);
+        if keys.get(workload).is_none_or(|k| k.bytes() != key) {
+            keys.insert(workload.to_owned(), Arc::new(DataKey::from_bytes(key)));
+        }
+    }
+
+    /// `workload`'s data key, if this host has been given it.
+    pub fn key(&self, workload: &str) -> Option<Arc<DataKey>> {
+        lock(&self.keys).get(workload).cloned()
+    }
+
+    /// Forgets `workload`'s data key (it no longer runs here).
+    pub fn forget_key(&self, workload: &str) {
+        lock(&self.keys).remove(workload);
     }
 
     /// The tree of `workload` an earlier run of this agent left running, if any.

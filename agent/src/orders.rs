@@ -71,7 +71,10 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             }
             reply
         }
-        Order::Release { workload, .. } => release(node, &workload, true).await,
+        Order::Release { workload, .. } => {
+            node.forget_key(&workload);
+            release(node, &workload, true).await
+        }
         Order::Resume {
             workload,
             generation,
@@ -85,6 +88,7 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             // Deleting a workload stops it as a service manager would; its data
             // directories stay where they are.
             let reply = release_with(node, &workload, false, Stop::Graceful).await;
+            node.forget_key(&workload);
             node.stop_shadowing(&workload);
             let store = ShadowStore::new(Paths::new(&node.data_dir, &workload).shadow_epochs());
             let _ = tokio::task::spawn_blocking(move || store.clear()).await;
@@ -286,7 +290,7 @@ async fn restore(
         node.criu.clone(),
         &node.data_dir,
         &spec,
-        (dir, &manifest),
+        (dir, &manifest, node.key(workload)),
         node.data_host_paths(&spec),
         mailbox.exit_hook(workload, FIRST_TREE),
     )

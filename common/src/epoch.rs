@@ -3,6 +3,9 @@
 //! On disk a manifest is the magic `USMF`, a format version (u16), the payload length
 //! (u32), the encoded manifest, and the BLAKE3 hash of the payload, so a truncated or
 //! altered manifest is refused rather than trusted.
+//!
+//! Version 3 added the [`Manifest::seal`] tag of epochs whose memory images are sealed
+//! (`crate::seal`); version 2 manifests (unsealed epochs) are still read.
 
 use std::path::Path;
 
@@ -13,7 +16,7 @@ use crate::data_entry::{wire_name, DataEntry, DataKind};
 
 const MAGIC: [u8; 4] = *b"USMF";
 /// Format version of manifests written by this build.
-pub const MANIFEST_VERSION: u16 = 2;
+pub const MANIFEST_VERSION: u16 = 3;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// File name of the manifest inside an epoch directory.
@@ -48,6 +51,22 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// The data directories' entries, parents before children.
     pub data: Vec<DataEntry>,
+    /// Set when the memory images are sealed (`crate::seal`): each file entry's hash is
+    /// then the sealed file's digest, and this is the MAC, under the workload's data key,
+    /// of the manifest with this field left out.
+    pub seal: Option<[u8; 32]>,
+}
+
+/// The layout of version 2 manifests (no seal), read as unsealed epochs.
+#[derive(Deserialize)]
+struct ManifestV2 {
+    workload: String,
+    generation: u64,
+    epoch: u64,
+    taken_unix_ms: u64,
+    stdio_key: Option<String>,
+    files: Vec<FileEntry>,
+    data: Vec<DataEntry>,
 }
 
 /// Why a manifest could not be read or a file did not match it.
@@ -98,7 +117,7 @@ impl Manifest {
             return Err("not a manifest (bad magic or too short)".into());
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != MANIFEST_VERSION {
+        if version != MANIFEST_VERSION && version != 2 {
             return Err(format!(
                 "manifest format version {version} is not supported (this build reads {MANIFEST_VERSION})"
             ));
@@ -111,7 +130,55 @@ impl Manifest {
         if blake3::hash(payload).as_bytes() != &bytes[10 + len..] {
             return Err("manifest checksum mismatch".into());
         }
+        if version == 2 {
+            let old: ManifestV2 =
+                codec::decode(payload, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?;
+            return Ok(Manifest {
+                workload: old.workload,
+                generation: old.generation,
+                epoch: old.epoch,
+                taken_unix_ms: old.taken_unix_ms,
+                stdio_key: old.stdio_key,
+                files: old.files,
+                data: old.data,
+                seal: None,
+            });
+        }
         codec::decode(payload, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())
+    }
+
+    /// The bytes the seal tag is computed over: the manifest without its tag.
+    fn tag_input(&self) -> Result<Vec<u8>, codec::CodecError> {
+        let mut unsealed = self.clone();
+        unsealed.seal = None;
+        codec::encode(&unsealed)
+    }
+
+    /// Marks the manifest sealed, with its tag under `key`.
+    pub fn seal_with(&mut self, key: &crate::seal::DataKey) -> Result<(), codec::CodecError> {
+        self.seal = None;
+        self.seal = Some(crate::seal::tag(key, &self.tag_input()?));
+        Ok(())
+    }
+
+    /// Checks the seal tag under `key`: the manifest is the one the primary sealed for this
+    /// workload, generation and epoch, file for file.
+    pub fn check_seal(&self, key: &crate::seal::DataKey) -> Result<(), ManifestError> {
+        let bad = |reason: &str| ManifestError::Mismatch {
+            name: MANIFEST_FILE.into(),
+            reason: reason.into(),
+        };
+        let Some(given) = self.seal else {
+            return Err(bad("the epoch is not sealed"));
+        };
+        let input = self.tag_input().map_err(|e| bad(&e.to_string()))?;
+        if crate::seal::tag_matches(key, &input, &given) {
+            Ok(())
+        } else {
+            Err(bad(
+                "the seal tag does not match: altered, or sealed under another key",
+            ))
+        }
     }
 
     /// Reads `dir/manifest.bin`.
@@ -152,10 +219,19 @@ impl Manifest {
     /// Checks every file in `dir`, memory images and data files, against the manifest
     /// (size and hash).
     pub fn verify_dir(&self, dir: &Path) -> Result<(), ManifestError> {
-        for f in self.files.iter().cloned().chain(self.data_files()) {
-            check_file(&dir.join(&f.name), &f)?;
+        let sealed = self.seal.is_some();
+        for f in &self.files {
+            check_file(&dir.join(&f.name), f, sealed)?;
+        }
+        for f in self.data_files() {
+            check_file(&dir.join(&f.name), &f, false)?;
         }
         Ok(())
+    }
+
+    /// Whether `name` is a memory image of a sealed epoch (hashed as a sealed file).
+    pub fn is_sealed_file(&self, name: &str) -> bool {
+        self.seal.is_some() && self.files.iter().any(|f| f.name == name)
     }
 }
 
@@ -166,9 +242,16 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
     Ok((hasher.count(), *hasher.finalize().as_bytes()))
 }
 
-/// Checks one file against its manifest entry.
-pub fn check_file(path: &Path, entry: &FileEntry) -> Result<(), ManifestError> {
-    let (size, hash) = hash_file(path).map_err(|source| ManifestError::Io {
+/// Checks one file against its manifest entry (`sealed`: the entry's hash is a sealed
+/// file's digest).
+pub fn check_file(path: &Path, entry: &FileEntry, sealed: bool) -> Result<(), ManifestError> {
+    let hashed = if sealed {
+        std::fs::File::open(path)
+            .and_then(|f| crate::seal::digest_reader(std::io::BufReader::with_capacity(1 << 20, f)))
+    } else {
+        hash_file(path)
+    };
+    let (size, hash) = hashed.map_err(|source| ManifestError::Io {
         path: path.display().to_string(),
         source,
     })?;
@@ -204,6 +287,7 @@ mod tests {
                 blake3: *blake3::hash(b"abc").as_bytes(),
             }],
             data: vec![],
+            seal: None,
         }
     }
 
@@ -216,6 +300,45 @@ mod tests {
             b[i] ^= 0x40;
             assert!(Manifest::from_bytes(&b).is_err(), "flip at {i} accepted");
         }
+    }
+
+    #[test]
+    fn a_sealed_manifest_checks_under_its_key_only_and_refuses_any_change() {
+        let key = crate::seal::DataKey::generate().unwrap();
+        let mut m = sample();
+        m.seal_with(&key).unwrap();
+        let back = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap();
+        back.check_seal(&key).unwrap();
+        let other = crate::seal::DataKey::generate().unwrap();
+        assert!(back.check_seal(&other).is_err());
+        let mut moved = back.clone();
+        moved.epoch += 1;
+        assert!(moved.check_seal(&key).is_err(), "replayed as another epoch");
+        let mut renamed = back.clone();
+        renamed.files[0].name = "pages-2.img".into();
+        assert!(renamed.check_seal(&key).is_err(), "file renamed");
+        assert!(sample().check_seal(&key).is_err(), "unsealed accepted");
+    }
+
+    #[test]
+    fn version_2_manifests_are_read_as_unsealed() {
+        let m = sample();
+        let payload = codec::encode(&(
+            &m.workload,
+            m.generation,
+            m.epoch,
+            m.taken_unix_ms,
+            &m.stdio_key,
+            &m.files,
+            &m.data,
+        ))
+        .unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&2u16.to_be_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
     }
 
     #[test]

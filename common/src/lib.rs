@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod out;
 pub mod prom;
 pub mod protocol;
+pub mod seal;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

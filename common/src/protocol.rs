@@ -13,7 +13,7 @@ use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.
@@ -107,6 +107,9 @@ pub struct Lease {
     pub generation: u64,
     /// How long it holds, milliseconds.
     pub valid_ms: Option<u64>,
+    /// The workload's data key, which the primary seals its epochs with (filled in as the
+    /// lease is sent; a restarted agent has it again from its first heartbeat's answer).
+    pub data_key: Option<crate::seal::KeyBytes>,
 }
 
 /// QUIC application close codes used on every understudy connection.

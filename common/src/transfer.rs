@@ -7,6 +7,10 @@
 //! many raw bytes (zstd of the whole file, or of a fast_rsync delta against the base
 //! epoch's file of the same name). After `Done` the shadow checks every hash and either
 //! commits, or asks for named files whole, once; a file that still fails refuses the epoch.
+//!
+//! A sealed epoch's memory images (`crate::seal`) are offered with their sealed sizes;
+//! their digests, known only once every page is encoded, and the manifest's seal tag come
+//! with `Done`.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +45,19 @@ pub enum DataMessage {
         len: u64,
     },
     /// Every file has been sent.
-    Done,
+    Done {
+        /// For a sealed epoch: the memory images' digests and the manifest's tag.
+        seal: Option<SealedFiles>,
+    },
+}
+
+/// The part of a sealed epoch's manifest known only after its files were encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFiles {
+    /// The digest of each memory image, in the manifest's order.
+    pub digests: Vec<[u8; 32]>,
+    /// The manifest's seal tag (`Manifest::seal`).
+    pub tag: [u8; 32],
 }
 
 /// How a file's bytes are encoded on the wire.

@@ -744,6 +744,24 @@ impl Order {
     }
 }
 
+/// An order as it travels: with the workload's data key when the order needs it (a start,
+/// whose epochs the host seals, and a restore, which opens them), kept out of [`Order`] so
+/// that no order is ever logged or stored with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEnvelope {
+    /// The order.
+    pub order: Order,
+    /// The workload's data key.
+    pub data_key: Option<crate::seal::KeyBytes>,
+}
+
+impl Order {
+    /// Whether the receiving host needs the workload's data key to carry it out.
+    pub fn needs_key(&self) -> bool {
+        matches!(self, Order::Start { .. } | Order::Restore { .. })
+    }
+}
+
 /// What an agent answers to an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderReply {

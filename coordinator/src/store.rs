@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use understudy_common::codec;
+use understudy_common::seal::KeyBytes;
 
 use serde::{de::DeserializeOwned, Serialize};
 use understudy_common::workload_v5::SpecV5;
@@ -83,7 +84,15 @@ const TOKENS: Kind = Kind {
     name: "join token",
     oldest: 7,
 };
-const KINDS: [Kind; 8] = [
+// Since version 7 too: each workload's data key, which seals its checkpoints (written
+// once: a replicated write for a key that exists changes nothing, so two coordinators
+// that each made one agree on the first).
+const DATA_KEYS: Kind = Kind {
+    table: TableDefinition::new("data_keys"),
+    name: "data key",
+    oldest: 7,
+};
+const KINDS: [Kind; 9] = [
     HOSTS,
     WORKLOADS,
     MIGRATIONS,
@@ -92,6 +101,7 @@ const KINDS: [Kind; 8] = [
     EVENTS,
     REVOCATIONS,
     TOKENS,
+    DATA_KEYS,
 ];
 
 /// The name of record table `kind` (an [`Op`]'s kind), if there is one.
@@ -118,6 +128,7 @@ impl Record for HostAdmin {}
 impl Record for Event {}
 impl Record for Revocation {}
 impl Record for JoinToken {}
+impl Record for KeyBytes {}
 
 impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
@@ -358,6 +369,7 @@ impl Store {
         self.write(|w| {
             w.remove(WORKLOADS, name)?;
             w.remove(MIGRATIONS, name)?;
+            w.remove(DATA_KEYS, name)?;
             w.put(TOMBSTONES, &tombstone.name, tombstone)?;
             if old.len() >= MAX_TOMBSTONES {
                 let mut by_age: Vec<&Tombstone> =
@@ -369,6 +381,36 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Workload `name`'s data key, made (and replicated) on first use.
+    pub fn data_key(&self, name: &str) -> Result<KeyBytes, StoreError> {
+        if let Some(k) = self.stored_key(name)? {
+            return Ok(k);
+        }
+        let fresh = KeyBytes::generate().map_err(|_| StoreError::Record {
+            path: self.path.clone(),
+            kind: DATA_KEYS.name,
+            key: name.to_owned(),
+            reason: "the system's random number generator failed".into(),
+        })?;
+        self.write(|w| w.put(DATA_KEYS, name, &fresh))?;
+        // Another coordinator's key, if it was first, is the one kept.
+        self.stored_key(name)?.ok_or_else(|| StoreError::Record {
+            path: self.path.clone(),
+            kind: DATA_KEYS.name,
+            key: name.to_owned(),
+            reason: "written but not found".into(),
+        })
+    }
+
+    fn stored_key(&self, name: &str) -> Result<Option<KeyBytes>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(DATA_KEYS.table).map_err(|e| self.err(e))?;
+        let Some(v) = table.get(name).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        self.decode(DATA_KEYS, name, v.value()).map(Some)
     }
 
     /// Forgets the tombstone of `name` (a new workload took the name).
@@ -457,6 +499,15 @@ impl Store {
                 });
             };
             let mut table = tx.open_table(kind.table).map_err(|e| self.err(e))?;
+            if kind.name == DATA_KEYS.name && op.value.is_some() {
+                let exists = table
+                    .get(op.key.as_str())
+                    .map_err(|e| self.err(e))?
+                    .is_some();
+                if exists {
+                    continue;
+                }
+            }
             match &op.value {
                 Some(v) => table.insert(op.key.as_str(), v.as_slice()).map(|_| ()),
                 None => table.remove(op.key.as_str()).map(|_| ()),

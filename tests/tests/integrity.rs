@@ -88,6 +88,7 @@ fn manifest(
         stdio_key: None,
         files,
         data: vec![],
+        seal: None,
     }
 }
 
@@ -378,7 +379,12 @@ fn offer_file(
             .unwrap();
         // The shadow may be gone before all is sent (a test killing it).
         if send.write_all(wire).await.is_ok() {
-            let _ = write_frame(&mut send, PROTOCOL_VERSION, &DataMessage::Done).await;
+            let _ = write_frame(
+                &mut send,
+                PROTOCOL_VERSION,
+                &DataMessage::Done { seal: None },
+            )
+            .await;
         }
         tokio::time::timeout(
             Duration::from_secs(60),

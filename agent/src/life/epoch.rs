@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use criu_sys::Criu;
 use understudy_common::epoch::Manifest;
+use understudy_common::seal::DataKey;
 use understudy_common::workload::{EpochReport, Peer};
 
 use super::machine::Failure;
@@ -43,6 +44,9 @@ pub struct Job {
     pub shadow: Peer,
     /// Connections to other agents.
     pub peers: Arc<Peers>,
+    /// The workload's data key, which seals its memory images (none yet: the epoch waits
+    /// for it, as it comes with the coordinator's order or lease).
+    pub key: Option<Arc<DataKey>>,
     /// Called with (bytes sent, bytes to send) as the transfer goes.
     pub progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
 }
@@ -109,6 +113,12 @@ pub async fn run(job: Job) -> Outcome {
     if frozen(&job.workload).await {
         return outcome;
     }
+    let Some(key) = job.key.clone() else {
+        outcome.result = Err(Failure::Failed(
+            "unprotected: no data key from the coordinator yet to seal the checkpoint with (it comes with the next lease)".into(),
+        ));
+        return outcome;
+    };
     let criu = match job.criu.clone() {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +184,7 @@ pub async fn run(job: Job) -> Outcome {
         &dumped,
         job.base.as_ref(),
         job.final_epoch,
+        &key,
         &move |s, t| progress(s, t),
     )
     .await
@@ -202,6 +213,7 @@ pub async fn run(job: Job) -> Outcome {
     outcome.base = Some(Base {
         epoch,
         sigs: Arc::new(sent.sigs),
+        seals: Arc::new(sent.seals),
         index: Arc::new(dumped.index),
     });
     outcome.result = Ok(EpochReport {

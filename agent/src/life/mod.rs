@@ -1,7 +1,7 @@
 //! The life of each workload this host runs as primary. One task per workload
 //! ([`task`]) owns its state machine ([`machine`], free of I/O) and carries out what the
 //! machine decides with mechanisms that know nothing of the agent around them: an epoch's
-//! dump and transfer ([`epoch`]), a restore ([`restore`]), a stop ([`stop`]). Orders,
+//! dump and transfer ([`epoch`]), a restore ([`restore`], opening a sealed epoch with [`unseal`]), a stop ([`stop`]). Orders,
 //! exits and lease renewals reach the task as messages through its [`task::Handle`].
 
 pub mod epoch;
@@ -9,6 +9,7 @@ pub mod machine;
 pub mod restore;
 pub mod stop;
 pub mod task;
+pub mod unseal;
 
 #[cfg(test)]
 mod machine_tests;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use criu_sys::Criu;
 use understudy_common::epoch::Manifest;
+use understudy_common::seal::DataKey;
 use understudy_common::workload::{Probe, WorkloadSpec};
 
 use crate::workload::process::{adopt_restored, open_log, ExitHook, Running};
@@ -30,12 +31,12 @@ pub struct Restored {
 
 /// Restores `spec`'s workload from the epoch in `dir` (its output going on to this host's
 /// log under `data_dir`, its data directories at `data_dirs`); `hook` hears of an exit
-/// nobody asked for.
+/// nobody asked for. A sealed epoch is opened with `key` first (`super::unseal`).
 pub async fn restore_tree(
     criu: Result<Arc<Criu>, String>,
     data_dir: &Path,
     spec: &WorkloadSpec,
-    (dir, manifest): (PathBuf, &Manifest),
+    (dir, manifest, key): (PathBuf, &Manifest, Option<Arc<DataKey>>),
     data_dirs: Vec<PathBuf>,
     hook: ExitHook,
 ) -> Result<Restored, String> {
@@ -45,9 +46,30 @@ pub async fn restore_tree(
     // The supervisor goes on appending to this host's log in place of the dumped host's.
     let log = open_log(&paths.output_log())
         .map_err(|e| format!("{}: {e}", paths.output_log().display()))?;
+    let scratch = match (&manifest.seal, key) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(format!(
+                "epoch {} is sealed and this host has no data key for {:?}",
+                manifest.epoch, spec.name
+            ))
+        }
+        (Some(_), Some(key)) => {
+            let (d, m, fallback) = (dir.clone(), manifest.clone(), paths.root().to_owned());
+            let opened = tokio::task::spawn_blocking(move || {
+                super::unseal::open_epoch(&d, &m, &key, &fallback)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            Some(opened)
+        }
+    };
+    let images = scratch.as_ref().map_or(dir, |s| s.path().to_owned());
     let started = Instant::now();
-    let pid =
-        crate::checkpoint::restore(criu, dir, manifest.stdio_key.clone(), log, data_dirs).await?;
+    let restored =
+        crate::checkpoint::restore(criu, images, manifest.stdio_key.clone(), log, data_dirs).await;
+    drop(scratch);
+    let pid = restored?;
     let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::debug!(workload = %spec.name, pid, restore_ms, "CRIU restore done");
     let name = spec.name.clone();

@@ -362,6 +362,7 @@ impl Task {
                     base: self.base.clone().filter(|b| Some(b.epoch) == base),
                     shadow,
                     peers: self.node.peers.clone(),
+                    key: self.node.key(&name),
                     progress: Arc::new(move |sent, total| {
                         node.report(Report::Progress {
                             workload: progress_name.clone(),
@@ -440,7 +441,7 @@ impl Task {
                         node.criu.clone(),
                         &node.data_dir,
                         &spec,
-                        (dir, &manifest),
+                        (dir, &manifest, None),
                         node.data_host_paths(&spec),
                         hook,
                     )

@@ -306,7 +306,8 @@ async fn receive(
                     join_one(tasks).await?;
                 }
             }
-            DataMessage::Done => {
+            DataMessage::Done { seal } => {
+                core.on_seal(seal)?;
                 let t = std::time::Instant::now();
                 while !tasks.is_empty() {
                     join_one(tasks).await?;
@@ -331,11 +332,13 @@ async fn receive(
                         .chain(m.data_files())
                         .filter(|f| !skip.contains(&f.name))
                         .filter(|f| st.join(&f.name).exists())
-                        .filter_map(|f| match check_file(&st.join(&f.name), &f) {
-                            Ok(()) => None,
-                            Err(e) => {
-                                tracing::warn!("staged file refused: {e}");
-                                Some(f.name.clone())
+                        .filter_map(|f| {
+                            match check_file(&st.join(&f.name), &f, m.is_sealed_file(&f.name)) {
+                                Ok(()) => None,
+                                Err(e) => {
+                                    tracing::warn!("staged file refused: {e}");
+                                    Some(f.name.clone())
+                                }
                             }
                         })
                         .collect::<Vec<_>>()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use understudy_common::data_entry::{check_entry_path, wire_name, DataKind};
 use understudy_common::epoch::{FileEntry, Manifest};
-use understudy_common::transfer::Encoding;
+use understudy_common::transfer::{Encoding, SealedFiles};
 
 /// What the shadow knows when an offer arrives.
 #[derive(Debug, Clone)]
@@ -184,6 +184,30 @@ impl Receiving {
         self.received.insert(name.to_owned());
     }
 
+    /// Completes a sealed epoch's manifest from `Done`: the memory images' digests and the
+    /// seal tag (which only the restoring agent, with the key, can check).
+    pub fn on_seal(&mut self, seal: Option<SealedFiles>) -> Result<(), String> {
+        let Some(seal) = seal else {
+            return if self.manifest.seal.is_some() {
+                Err("the epoch was sealed and now is not".into())
+            } else {
+                Ok(())
+            };
+        };
+        if seal.digests.len() != self.manifest.files.len() {
+            return Err(format!(
+                "{} digests for {} memory images",
+                seal.digests.len(),
+                self.manifest.files.len()
+            ));
+        }
+        for (f, d) in self.manifest.files.iter_mut().zip(seal.digests) {
+            f.blake3 = d;
+        }
+        self.manifest.seal = Some(seal.tag);
+        Ok(())
+    }
+
     /// Decides after `Done`, given the files whose content did not match the manifest.
     pub fn on_done(&mut self, mismatched: Vec<String>) -> DoneDecision {
         let mut bad: BTreeSet<String> = mismatched.into_iter().collect();
@@ -241,6 +265,7 @@ mod tests {
                 },
             ],
             data: vec![],
+            seal: None,
         }
     }
 

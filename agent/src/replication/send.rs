@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use quinn::{RecvStream, SendStream};
 use understudy_common::frame::{encode_frame, read_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
-use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
+use understudy_common::seal::{self, Binding, DataKey, Sealer};
+use understudy_common::transfer::{DataMessage, DataReply, SealedFiles, MAX_DATA_FRAME};
 
 use understudy_common::data_entry::{wire_name, DataKind};
 
@@ -69,6 +70,8 @@ pub struct Base {
     pub epoch: u64,
     /// Page signature of each of its files (data files by wire name).
     pub sigs: Arc<HashMap<String, PageSignature>>,
+    /// Record fingerprints of its sealed memory images.
+    pub seals: Arc<HashMap<String, Vec<u128>>>,
     /// Its data-directory entries, what the next capture compares with.
     pub index: Arc<Index>,
 }
@@ -86,6 +89,8 @@ pub struct Sent {
     pub data_sent: u64,
     /// Page signatures of the sent epoch's files, the base of the next delta.
     pub sigs: HashMap<String, PageSignature>,
+    /// Record fingerprints of its sealed memory images.
+    pub seals: HashMap<String, Vec<u128>>,
     /// Wall time of the transfer, milliseconds.
     pub transfer_ms: u64,
 }
@@ -137,6 +142,39 @@ async fn send_file(
     Ok((enc, n))
 }
 
+/// Reads, seals and sends one memory image (a delta in record coordinates when `use_base`
+/// and the base has its signature and records); returns the encoding, bytes written and
+/// the records' fingerprints.
+async fn send_sealed_file(
+    send: &mut SendStream,
+    dir: &Path,
+    name: &str,
+    (base, use_base): (Option<&Base>, bool),
+    (key, workload): (&Arc<DataKey>, &str),
+) -> Result<(EncodedFile, u64, Vec<u128>), String> {
+    let path = dir.join(name);
+    let base_of = base
+        .filter(|_| use_base)
+        .and_then(|b| Some((b.sigs.get(name)?.clone(), b.seals.get(name)?.clone())));
+    let sealer = Sealer::new(
+        key,
+        &Binding {
+            workload: workload.to_owned(),
+            file: name.to_owned(),
+        },
+    );
+    let name2 = name.to_owned();
+    let sealed = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = base_of.as_ref().map(|(p, r)| (p.as_slice(), r.as_slice()));
+        delta::encode_sealed(file, base, &sealer).map_err(|e| format!("{name2}: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let n = write_encoded(send, name, &sealed.encoded).await?;
+    Ok((sealed.encoded, n, sealed.records))
+}
+
 /// Writes one encoded file (header frame, then its bytes); returns the bytes written.
 async fn write_encoded(
     send: &mut SendStream,
@@ -164,13 +202,15 @@ async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
     .map_err(|e| format!("shadow: {e}"))
 }
 
-/// Sends `dumped` over a new stream of `conn`; `progress(done, total)` is called per file.
-/// A final epoch is the last before a switchover: the shadow restores it at once.
+/// Sends `dumped` over a new stream of `conn`, its memory images sealed under `key`;
+/// `progress(done, total)` is called per file. A final epoch is the last before a
+/// switchover: the shadow restores it at once.
 pub async fn send_epoch(
     conn: &quinn::Connection,
     dumped: &Dumped,
     base: Option<&Base>,
     final_epoch: bool,
+    key: &Arc<DataKey>,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<Sent, SendError> {
     let started = Instant::now();
@@ -179,8 +219,15 @@ pub async fn send_epoch(
         .map_err(|_| format!("shadow: no stream within {STALL_LIMIT:?}"))?
         .map_err(|e| format!("shadow: {e}"))?;
     let manifest = &dumped.manifest;
+    // The shadow learns the sealed images' digests with `Done`.
+    let mut offered = manifest.clone();
+    for f in &mut offered.files {
+        f.size = seal::sealed_size(f.size);
+        f.blake3 = [0; 32];
+    }
+    let workload = manifest.workload.as_str();
     let offer = DataMessage::Offer {
-        manifest: manifest.clone(),
+        manifest: offered.clone(),
         base_epoch: base.map(|b| b.epoch),
         final_epoch,
     };
@@ -198,14 +245,32 @@ pub async fn send_epoch(
         let mut bytes_sent = 0u64;
         let mut bytes_changed = 0u64;
         let mut sigs = HashMap::new();
+        let mut seals = HashMap::new();
         for f in &manifest.files {
-            let (enc, n) = send_file(&mut send, &dumped.dir, &f.name, &f.name, base, have_base).await?;
+            let (enc, n, records) = send_sealed_file(
+                &mut send,
+                &dumped.dir,
+                &f.name,
+                (base, have_base),
+                (key, workload),
+            )
+            .await?;
             bytes_sent += n;
             bytes_changed += enc.changed;
             sigs.insert(f.name.clone(), enc.signature);
+            seals.insert(f.name.clone(), records);
             done += f.size;
             progress(done, total);
         }
+        let mut sealed = offered.clone();
+        for f in &mut sealed.files {
+            f.blake3 = seal::digest(&seals[&f.name]);
+        }
+        sealed.seal_with(key).map_err(|e| e.to_string())?;
+        let seal_done = SealedFiles {
+            digests: sealed.files.iter().map(|f| f.blake3).collect(),
+            tag: sealed.seal.unwrap_or_default(),
+        };
         let mut data_changed = 0u64;
         let mut data_sent = 0u64;
         for d in &manifest.data {
@@ -276,7 +341,10 @@ pub async fn send_epoch(
             progress(done, total);
         }
         loop {
-            write_message(&mut send, &DataMessage::Done).await?;
+            let done = DataMessage::Done {
+                seal: Some(seal_done.clone()),
+            };
+            write_message(&mut send, &done).await?;
             match reply(&mut recv).await? {
                 DataReply::Committed { epoch } if epoch == manifest.epoch => break,
                 DataReply::Resend { names } => {
@@ -287,8 +355,19 @@ pub async fn send_epoch(
                                 "(it asked for {name}, which this epoch did not copy)"
                             )));
                         }
-                        let (enc, n) =
-                            send_file(&mut send, &dumped.dir, &name, &name, None, false).await?;
+                        let (enc, n) = if manifest.files.iter().any(|f| f.name == name) {
+                            let (enc, n, _) = send_sealed_file(
+                                &mut send,
+                                &dumped.dir,
+                                &name,
+                                (None, false),
+                                (key, workload),
+                            )
+                            .await?;
+                            (enc, n)
+                        } else {
+                            send_file(&mut send, &dumped.dir, &name, &name, None, false).await?
+                        };
                         bytes_sent += n;
                         if name.starts_with(understudy_common::data_entry::DATA_PREFIX) {
                             data_sent += n;
@@ -309,6 +388,7 @@ pub async fn send_epoch(
             data_changed,
             data_sent,
             sigs,
+            seals,
             transfer_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }

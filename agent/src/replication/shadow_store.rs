@@ -153,6 +153,7 @@ mod tests {
             stdio_key: None,
             files: vec![],
             data: vec![],
+            seal: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
         stdio_key: None,
         files: Vec::new(),
         data: Vec::new(),
+        seal: None,
     }
     .to_bytes()
     .expect("an empty manifest encodes");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use understudy_common::frame::{read_frame, write_frame};
 use understudy_common::protocol::{MAX_CONTROL_FRAME, PROTOCOL_VERSION};
-use understudy_common::workload::{Order, OrderReply};
+use understudy_common::workload::{Order, OrderEnvelope, OrderReply};
 
 use super::Shared;
 use crate::workloads::migration::Delivery;
@@ -33,12 +33,24 @@ pub async fn deliver(shared: &Shared, host: &str, order: &Order, timeout: Durati
         "sending order"
     );
     let kind = order.kind();
+    let data_key = if order.needs_key() {
+        match shared.data_key(order.target().0) {
+            Ok(k) => Some(k),
+            Err(e) => return Delivery::NotSent(format!("{kind} order to {host}: {e}")),
+        }
+    } else {
+        None
+    };
+    let envelope = OrderEnvelope {
+        order: order.clone(),
+        data_key,
+    };
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(e) => return Delivery::NotSent(format!("{kind} order to {host}: {e}")),
     };
     let exchange = async {
-        write_frame(&mut send, PROTOCOL_VERSION, order)
+        write_frame(&mut send, PROTOCOL_VERSION, &envelope)
             .await
             .map_err(|e| e.to_string())?;
         let _ = send.finish();

@@ -263,7 +263,22 @@ impl Shared {
 
     /// The leases `host` holds now (see [`crate::workloads::failover`]).
     pub fn leases_for(&self, host: &str) -> Vec<understudy_common::protocol::Lease> {
-        crate::workloads::failover::leases(host, self.book().records.values(), &self.failover)
+        let mut leases =
+            crate::workloads::failover::leases(host, self.book().records.values(), &self.failover);
+        for l in &mut leases {
+            l.data_key = self
+                .data_key(&l.workload)
+                .map_err(
+                    |e| tracing::warn!(workload = %l.workload, "no data key for the lease: {e}"),
+                )
+                .ok();
+        }
+        leases
+    }
+
+    /// Workload `name`'s data key (made on first use).
+    pub fn data_key(&self, name: &str) -> Result<understudy_common::seal::KeyBytes, String> {
+        self.store.data_key(name).map_err(|e| e.to_string())
     }
 
     /// The lease a copy of `spec`'s workload runs under on its primary, ms (`None`: none).

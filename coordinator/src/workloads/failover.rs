@@ -99,6 +99,7 @@ pub fn leases<'a>(
             workload: r.spec.name.clone(),
             generation: r.generation,
             valid_ms: lease_ms(&r.spec, settings),
+            data_key: None,
         })
         .collect()
 }
