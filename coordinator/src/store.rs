@@ -736,6 +736,9 @@ impl Store {
             "migration" => self.decode::<Migration>(kind, key, value).map(|_| ()),
             "host admin" => self.decode::<HostAdmin>(kind, key, value).map(|_| ()),
             "event" => self.decode::<Event>(kind, key, value).map(|_| ()),
+            "revocation" => self.decode::<Revocation>(kind, key, value).map(|_| ()),
+            "join token" => self.decode::<JoinToken>(kind, key, value).map(|_| ()),
+            "data key" => self.decode::<KeyBytes>(kind, key, value).map(|_| ()),
             _ => self.decode::<Tombstone>(kind, key, value).map(|_| ()),
         };
         result.map_err(|e| match e {

@@ -454,3 +454,46 @@ fn join_tokens_are_kept_spent_and_forgotten() {
     s.save_token(&c, &[a.id.clone(), spent.id.clone()]).unwrap();
     assert_eq!(s.tokens().unwrap(), vec![c]);
 }
+
+#[test]
+fn a_data_key_is_made_once_kept_across_reopen_never_replaced_and_goes_with_its_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let s = Store::open(&path).unwrap();
+    let k = s.data_key("db").unwrap();
+    assert_eq!(
+        s.data_key("db").unwrap(),
+        k,
+        "a second use makes no new key"
+    );
+    assert_ne!(s.data_key("web").unwrap(), k, "each workload has its own");
+    // A replicated write of another key for "db" (a second coordinator that made one at
+    // the same time) changes nothing: the first one written is kept.
+    let mut w = Writer {
+        store: &s,
+        ops: Vec::new(),
+    };
+    w.put(DATA_KEYS, "db", &KeyBytes([9; 32])).unwrap();
+    s.apply(&w.ops, None).unwrap();
+    drop(s);
+    // A salvage keeps it (it reads every kind of record as what it is).
+    let salvaged = salvage(&path, 1).unwrap();
+    assert!(salvaged.dropped.is_empty(), "{:?}", salvaged.dropped);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.data_key("db").unwrap(),
+        k,
+        "kept across a reopen and a salvage"
+    );
+    let tomb = Tombstone {
+        name: "db".into(),
+        generation: 1,
+        deleted_unix_ms: 1,
+    };
+    s.delete_workload("db", &tomb).unwrap();
+    assert_ne!(
+        s.data_key("db").unwrap(),
+        k,
+        "a new workload of the name has a new key"
+    );
+}

@@ -11,7 +11,7 @@ use understudy_common::protocol::{
 };
 use understudy_common::tls::revoked::Revocations;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
-use understudy_common::workload::{Order, OrderReply, Report};
+use understudy_common::workload::{OrderEnvelope, OrderReply, Report};
 
 const CAP: u32 = 64 * 1024;
 
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = read::<CoordinatorMessage>(bytes);
         }
         2 => {
-            if let Ok(order) = read::<Order>(bytes) {
+            if let Ok(OrderEnvelope { order, .. }) = read::<OrderEnvelope>(bytes) {
                 let _ = order.problem();
                 let _ = (order.kind(), order.target());
             }
