@@ -193,6 +193,10 @@ pub struct AgentSection {
     /// rather than the machine's: for a host that is a container or a slice with a memory
     /// limit. Cgroup v2 or v1.
     pub memory_cgroup: Option<PathBuf>,
+    /// Where dumps of workloads without data directories are written (`crate::scratch`):
+    /// a memory-backed file system keeps the disk off the freeze. Default
+    /// `/dev/shm/understudy/HOST` when `/dev/shm` is a tmpfs, else under `data_dir`.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Longest zone name.
@@ -248,6 +252,14 @@ impl Validate for AgentConfig {
                 "agent.data_dir",
                 format!("{} must be an absolute path", self.agent.data_dir.display()),
             ));
+        }
+        if let Some(s) = &self.agent.scratch_dir {
+            if !s.is_absolute() {
+                problems.push(Problem::new(
+                    "agent.scratch_dir",
+                    format!("{} must be an absolute path", s.display()),
+                ));
+            }
         }
         if let Some(z) = &self.agent.zone {
             let ok = !z.is_empty()
@@ -363,6 +375,7 @@ mod tests {
             r#"
             [agent]
             data_dir = "relative"
+            scratch_dir = "scratch"
             zone = "rack 7"
             memory_cgroup = "/nonexistent/cgroup"
             [coordinator]
@@ -379,6 +392,7 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"agent.data_dir".to_string()), "{keys:?}");
+        assert!(keys.contains(&"agent.scratch_dir".to_string()), "{keys:?}");
         assert!(
             keys.contains(&"coordinator.addresses[0]".to_string()),
             "{keys:?}"

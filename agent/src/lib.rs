@@ -23,6 +23,7 @@ pub mod procs;
 pub mod renew;
 pub mod replication;
 pub mod run;
+pub mod scratch;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;

@@ -51,6 +51,8 @@ pub struct Node {
     /// The data keys of the workloads this host seals epochs of, in memory only: a
     /// restarted agent learns them again from the coordinator's leases.
     keys: Mutex<HashMap<String, Arc<DataKey>>>,
+    /// Memory-backed scratch space for dumps (`crate::scratch`), if there is one.
+    pub scratch: Option<PathBuf>,
     /// The newest coordinator-group leader term this agent has registered with (0: a
     /// single coordinator); orders and leases from an older term are refused.
     pub term: std::sync::atomic::AtomicU64,
@@ -106,6 +108,7 @@ impl Node {
             orphans: Mutex::new(orphans),
             order_locks: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
+            scratch: None,
             term: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -117,6 +120,15 @@ impl Node {
             .entry(workload.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Where `spec`'s dumps go: its own directory of scratch space, or, for a workload with
+    /// data directories (or without scratch space), under the data directory.
+    pub fn dump_dir(&self, spec: &WorkloadSpec) -> PathBuf {
+        match &self.scratch {
+            Some(root) if spec.data_dirs.is_empty() => root.join(&spec.name),
+            _ => crate::workload::Paths::new(&self.data_dir, &spec.name).primary_epochs(),
+        }
     }
 
     /// Keeps `workload`'s data key (as an order or a lease brought it).

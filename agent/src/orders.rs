@@ -378,7 +378,13 @@ async fn release_with(
     node.stop_unsupervised(workload, how == Stop::Graceful)
         .await?;
     let dir = Paths::new(&node.data_dir, workload).primary_epochs();
-    tokio::task::spawn_blocking(move || crate::checkpoint::remove_dir(&dir));
+    let scratch = node.scratch.as_ref().map(|root| root.join(workload));
+    tokio::task::spawn_blocking(move || {
+        crate::checkpoint::remove_dir(&dir);
+        if let Some(s) = scratch {
+            crate::checkpoint::remove_dir(&s);
+        }
+    });
     tracing::info!(workload, "released: no copy of the workload runs here");
     Ok(OrderReply::Done)
 }

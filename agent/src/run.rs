@@ -172,7 +172,21 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         tracing::info!(cgroup = %m.dir().display(), "this host's memory is its memory cgroup's");
     }
     let (report_tx, report_rx) = tokio::sync::mpsc::channel(1024);
-    let node = Arc::new(Node::new(
+    let scratch = crate::scratch::root(
+        config.agent.scratch_dir.as_deref(),
+        &tls.identity.name,
+    )
+    .and_then(|root| match crate::scratch::prepare(&root) {
+        Ok(()) => {
+            tracing::info!(dir = %root.display(), "dumps go to memory-backed scratch space");
+            Some(root)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %root.display(), "scratch space unusable, dumps go under the data directory: {e}");
+            None
+        }
+    });
+    let mut node = Node::new(
         tls.identity.name.clone(),
         config.agent.data_dir.clone(),
         criu,
@@ -180,7 +194,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         (fence, copies),
         Peers::new(endpoint.clone(), data_client, revoked),
         report_tx,
-    ));
+    );
+    node.scratch = scratch;
+    let node = Arc::new(node);
     // Workloads an earlier run started kept running under their supervisors: take them back.
     crate::workload::adopt::readopt(&node).await;
     tokio::spawn(dataplane::serve(node.clone()));

@@ -126,6 +126,17 @@ impl Cluster {
         self.dir.path().join("hosts").join(name)
     }
 
+    /// Host `name`'s memory-backed scratch space for dumps: on `/dev/shm`, one per cluster
+    /// (tests run in parallel, each with its own `host-a`), removed with the cluster.
+    pub fn scratch_dir(&self, name: &str) -> PathBuf {
+        self.scratch_root().join(name)
+    }
+
+    fn scratch_root(&self) -> PathBuf {
+        let unique = self.dir.path().file_name().unwrap_or_default();
+        Path::new("/dev/shm").join(unique)
+    }
+
     /// Under which the tests' workloads declare data directories (the agents' allowed root).
     pub fn logical_root(&self) -> PathBuf {
         self.dir.path().join("logical")
@@ -272,9 +283,11 @@ mode = "off"
         let leaf = issue(&self.ca, name, Role::Agent, Validity::days_from_now(30)).unwrap();
         self.install_tls(name, &leaf, &self.ca.cert_pem);
         let d = self.host_dir(name);
+        let scratch = self.scratch_dir(name);
         let cfg = format!(
             r#"[agent]
 data_dir = "{d}/data"
+scratch_dir = "{scratch}"
 [coordinator]
 addresses = [{}]
 [tls]
@@ -303,6 +316,7 @@ enabled = true
                 .join(", "),
             d = d.display(),
             logical = self.logical_root().display(),
+            scratch = scratch.display(),
         );
         fs::write(d.join("agent.toml"), cfg).unwrap();
     }
@@ -802,6 +816,7 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = fs::remove_dir_all(self.scratch_root());
         if std::thread::panicking() {
             // UNDERSTUDY_TEST_LOG_LINES shows more of each log (default 30 lines).
             let lines = std::env::var("UNDERSTUDY_TEST_LOG_LINES")

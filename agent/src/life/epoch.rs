@@ -126,6 +126,17 @@ pub async fn run(job: Job) -> Outcome {
             return outcome;
         }
     };
+    if job.data.is_empty() {
+        // Memory-backed scratch space too small for the dump: say so rather than let CRIU
+        // fail half-way through it.
+        if let Some(parent) = job.dir.parent() {
+            let _ = std::fs::create_dir_all(parent);
+            if let Err(e) = crate::scratch::check_room(parent, job.running.pid) {
+                outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
+                return outcome;
+            }
+        }
+    }
     if job.final_epoch {
         job.running.expect_exit();
     }

@@ -347,8 +347,9 @@ impl Task {
                     epoch,
                     final_epoch,
                     running,
-                    dir: Paths::new(&self.node.data_dir, &name)
-                        .primary_epochs()
+                    dir: self
+                        .node
+                        .dump_dir(&self.spec)
                         .join(format!("epoch-{epoch}")),
                     data: self
                         .spec
