@@ -12,6 +12,7 @@ pub mod epoch;
 pub mod exit;
 pub mod frame;
 pub mod inventory;
+pub mod io;
 pub mod out;
 pub mod prom;
 pub mod protocol;

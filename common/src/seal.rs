@@ -21,6 +21,8 @@
 
 use std::io::{Read, Write};
 
+use crate::io::read_full;
+
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
 /// Plaintext bytes per record.
@@ -306,20 +308,6 @@ impl Sealer {
         }
         Ok(written)
     }
-}
-
-/// Reads until `buf` is full or the input ends; how many bytes.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -19,6 +19,18 @@ pub fn marker(name: &str) -> String {
 
 /// Creates a counter workload `name` on `host`, shadowed on `shadow`.
 pub fn create_counter(c: &Cluster, name: &str, host: &str, shadow: &str, interval: &str) {
+    create_python(c, name, (host, shadow), interval, COUNTER);
+}
+
+/// Creates workload `name` running the Python `program` on `host`, shadowed on `shadow`,
+/// its marker in its arguments.
+pub fn create_python(
+    c: &Cluster,
+    name: &str,
+    (host, shadow): (&str, &str),
+    interval: &str,
+    program: &str,
+) {
     let m = marker(name);
     c.create_workload(&[
         name,
@@ -31,7 +43,7 @@ pub fn create_counter(c: &Cluster, name: &str, host: &str, shadow: &str, interva
         "--",
         "/usr/bin/python3",
         "-c",
-        COUNTER,
+        program,
         &m,
     ]);
 }

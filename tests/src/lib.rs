@@ -17,6 +17,7 @@ pub mod pressure;
 pub mod procstat;
 pub mod rawclient;
 pub mod soak;
+pub mod tmpfs;
 pub mod vm;
 pub mod wait;
 

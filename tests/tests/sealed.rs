@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
-use understudy_tests::copies::{advancing, marker, the_one_copy};
+use understudy_tests::copies::{advancing, create_python, marker, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -160,21 +160,7 @@ fn the_shadow_s_disk_never_shows_the_workload_s_memory_which_comes_back_after_a_
     let hosts = ["host-a", "host-b", "host-c"];
     let c = Cluster::started(&hosts);
     let name = "keeper";
-    let m = marker(name);
-    c.create_workload(&[
-        name,
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
-        "500ms",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        SECRET_KEEPER,
-        &m,
-    ]);
+    create_python(&c, name, ("host-a", "host-b"), "500ms", SECRET_KEEPER);
     let secret = secret();
     assert_eq!(secret.len(), 128);
     // The secret is in the process's memory (so an unsealed page image would show it).

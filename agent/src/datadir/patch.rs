@@ -7,7 +7,7 @@
 //! to be read again after the thaw. A random rewrite of 1 % of a large file thus costs one
 //! read of the file from the page cache, not a copy of it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use xxhash_rust::xxh3::xxh3_128;
@@ -50,15 +50,7 @@ pub fn capture(src: &Path, dst: &Path, base: &[u128]) -> std::io::Result<Patch> 
     let mut buf = vec![0u8; 256 * PAGE];
     let mut tail = 0u64;
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = understudy_common::io::read_full(&mut input, &mut buf)?;
         let chunk = &buf[..filled];
         hasher.update(chunk);
         size += filled as u64;

@@ -132,15 +132,7 @@ const READ_CHUNK: usize = 256 * PAGE;
 fn for_each_chunk(mut r: impl Read, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = understudy_common::io::read_full(&mut r, &mut buf)?;
         if filled == 0 {
             return Ok(());
         }

@@ -264,7 +264,7 @@ pub async fn send_epoch(
         }
         let mut sealed = offered.clone();
         for f in &mut sealed.files {
-            f.blake3 = seal::digest(&seals[&f.name]);
+            f.blake3 = seals.get(&f.name).map(|r| seal::digest(r)).unwrap_or_default();
         }
         sealed.seal_with(key).map_err(|e| e.to_string())?;
         let seal_done = SealedFiles {
