@@ -1,15 +1,14 @@
 //! Sealing epoch files page by page: checkpoints encrypted at rest.
 //!
 //! A memory image is cut into 4 KiB pages (the last may be shorter) and each page is sealed
-//! on its own with ChaCha20-Poly1305 (ring) under a key derived from the workload's data
+//! on its own with AES-256-GCM (ring; hardware AES where the CPU has it) under a key derived from the workload's data
 //! key. The nonce is synthetic: a keyed BLAKE3 hash of the page and of what the record is
 //! bound to (workload, file name), so the same page of the same file seals to the same
 //! record. That is what lets the shadow keep applying deltas without the key: an unchanged
 //! page is an unchanged record, a COPY of the base's; a changed page is a LITERAL of a
 //! freshly sealed record. What it gives away is which pages are equal, which the deltas
-//! already tell the shadow. A record is `nonce (12) ‖ ciphertext ‖ tag (16)`; opening it
-//! recomputes the nonce from the plaintext and refuses a mismatch, so a record moved to
-//! another file or workload does not open.
+//! already tell the shadow. A record is `nonce (12) ‖ ciphertext ‖ tag (16)`, with the
+//! binding as associated data, so a record moved to another file or workload does not open.
 //!
 //! A sealed file's *digest* is the BLAKE3 hash of its records' xxh3-128 fingerprints in
 //! order: the primary knows it without sealing the pages it copies (their fingerprints are
@@ -23,7 +22,7 @@ use std::io::{Read, Write};
 
 use crate::io::read_full;
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 
 /// Plaintext bytes per record.
 pub const PAGE: usize = 4096;
@@ -203,10 +202,10 @@ impl Sealer {
     /// For the file `binding` names, under `key`.
     pub fn new(key: &DataKey, binding: &Binding) -> Self {
         let enc = blake3::derive_key(ENC_CONTEXT, &key.0);
-        let unbound = match UnboundKey::new(&CHACHA20_POLY1305, &enc) {
+        let unbound = match UnboundKey::new(&AES_256_GCM, &enc) {
             Ok(k) => k,
-            // A 32-byte key is what ChaCha20-Poly1305 takes.
-            Err(_) => unreachable!("ChaCha20-Poly1305 takes 32-byte keys"),
+            // A 32-byte key is what AES-256-GCM takes.
+            Err(_) => unreachable!("AES-256-GCM takes 32-byte keys"),
         };
         Sealer {
             aead: LessSafeKey::new(unbound),
@@ -231,42 +230,101 @@ impl Sealer {
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(page);
-        let mut body = out.split_off(start);
-        let sealed = self.aead.seal_in_place_append_tag(
+        let tag = self.aead.seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(&self.aad),
-            &mut body,
+            &mut out[start..],
         );
-        // Sealing fails only for inputs longer than ChaCha20 can count (256 GiB).
-        debug_assert!(sealed.is_ok());
-        out.extend_from_slice(&body);
+        match tag {
+            Ok(t) => out.extend_from_slice(t.as_ref()),
+            // Sealing fails only for inputs longer than GCM can count (64 GiB), never a page.
+            Err(_) => unreachable!("a page is within AES-GCM's limit"),
+        }
     }
 
-    /// The page of record `index` (`record`, as [`Sealer::seal`] made it).
-    pub fn open(&self, index: u64, record: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Opens record `index` in place (`record`, as [`Sealer::seal`] made it): its page.
+    /// The binding (workload, file) is checked as the AEAD's associated data; where the
+    /// record sits in its file is checked by the file's digest, bound by the manifest's tag.
+    pub fn open_in<'a>(&self, index: u64, record: &'a mut [u8]) -> Result<&'a [u8], SealError> {
         if record.len() < OVERHEAD {
             return Err(SealError::Truncated {
                 index,
                 len: record.len(),
             });
         }
-        let (nonce, body) = record.split_at(NONCE_LEN);
+        let (nonce, body) = record.split_at_mut(NONCE_LEN);
         let mut n = [0u8; NONCE_LEN];
         n.copy_from_slice(nonce);
-        let mut body = body.to_vec();
         let page = self
             .aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(n),
-                Aad::from(&self.aad),
-                &mut body,
-            )
-            .map_err(|_| SealError::Refused { index })?
-            .to_vec();
-        if self.nonce(&page) != n {
-            return Err(SealError::Refused { index });
-        }
+            .open_in_place(Nonce::assume_unique_for_key(n), Aad::from(&self.aad), body)
+            .map_err(|_| SealError::Refused { index })?;
         Ok(page)
+    }
+
+    /// The page of record `index` (`record`, as [`Sealer::seal`] made it).
+    pub fn open(&self, index: u64, record: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut copy = record.to_vec();
+        self.open_in(index, &mut copy).map(<[u8]>::to_vec)
+    }
+
+    /// Opens the sealed file `input` into `output` (its plaintext, from offset 0), with
+    /// `threads` threads each opening a range of records; bytes of plaintext.
+    pub fn open_file(
+        &self,
+        input: &std::fs::File,
+        output: &std::fs::File,
+        threads: usize,
+    ) -> Result<u64, SealError> {
+        use std::os::unix::fs::FileExt;
+        let len = input.metadata()?.len();
+        let full = len / RECORD as u64;
+        let tail = (len % RECORD as u64) as usize;
+        if tail > 0 && tail < OVERHEAD {
+            return Err(SealError::Truncated {
+                index: full,
+                len: tail,
+            });
+        }
+        let records = full + u64::from(tail > 0);
+        let plain = full * PAGE as u64 + tail.saturating_sub(OVERHEAD) as u64;
+        output.set_len(plain)?;
+        // Records read and written per step.
+        const STEP: u64 = 64;
+        let per_thread = records.div_ceil(threads.max(1) as u64).max(1);
+        let range = |from: u64| -> Result<(), SealError> {
+            let to = (from + per_thread).min(records);
+            let mut buf = vec![0u8; STEP as usize * RECORD];
+            let mut plain_buf = Vec::with_capacity(STEP as usize * PAGE);
+            let mut first = from;
+            while first < to {
+                let last = (first + STEP).min(to);
+                let start = first * RECORD as u64;
+                let n = ((last * RECORD as u64).min(len) - start) as usize;
+                input.read_exact_at(&mut buf[..n], start)?;
+                plain_buf.clear();
+                for (i, record) in buf[..n].chunks_mut(RECORD).enumerate() {
+                    plain_buf.extend_from_slice(self.open_in(first + i as u64, record)?);
+                }
+                output.write_all_at(&plain_buf, first * PAGE as u64)?;
+                first = last;
+            }
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..records)
+                .step_by(per_thread as usize)
+                .map(|from| s.spawn(move || range(from)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(SealError::Refused { index: 0 }))
+                })
+                .collect::<Result<Vec<()>, SealError>>()
+        })?;
+        Ok(plain)
     }
 
     /// Seals everything read from `input` into `out`, a page at a time; bytes written.
@@ -353,6 +411,39 @@ mod tests {
             (sealed.len() as u64, digest(&fps))
         );
         assert_eq!(sealed_size(data.len() as u64), sealed.len() as u64);
+    }
+
+    #[test]
+    fn a_file_opened_by_several_threads_is_the_file_and_an_altered_record_is_named() {
+        let key = DataKey::generate().unwrap();
+        let s = Sealer::new(&key, &binding("pages-1.img"));
+        let (data, _) = image(300);
+        let mut sealed = Vec::new();
+        s.seal_stream(data.as_slice(), &mut sealed).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("sealed"), dir.path().join("plain"));
+        std::fs::write(&src, &sealed).unwrap();
+        for threads in [1, 3, 8] {
+            let n = s
+                .open_file(
+                    &std::fs::File::open(&src).unwrap(),
+                    &std::fs::File::create(&dst).unwrap(),
+                    threads,
+                )
+                .unwrap();
+            assert_eq!(n, data.len() as u64);
+            assert_eq!(std::fs::read(&dst).unwrap(), data, "{threads} threads");
+        }
+        sealed[200 * RECORD + 99] ^= 1;
+        std::fs::write(&src, &sealed).unwrap();
+        let err = s
+            .open_file(
+                &std::fs::File::open(&src).unwrap(),
+                &std::fs::File::create(&dst).unwrap(),
+                3,
+            )
+            .unwrap_err();
+        assert!(matches!(err, SealError::Refused { index: 200 }), "{err}");
     }
 
     #[test]

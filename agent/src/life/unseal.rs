@@ -73,6 +73,8 @@ pub fn open_epoch(
             .create(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
     }
+    // Opening is the restore's own cost (a switchover waits for it): every core helps.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for f in &manifest.files {
         let sealer = Sealer::new(
             key,
@@ -85,11 +87,9 @@ pub fn open_epoch(
         let to = scratch.dir.join(&f.name);
         let input = std::fs::File::open(&from).map_err(|e| format!("{}: {e}", from.display()))?;
         let output = std::fs::File::create(&to).map_err(|e| format!("{}: {e}", to.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, output);
         sealer
-            .open_stream(std::io::BufReader::with_capacity(1 << 20, input), &mut out)
+            .open_file(&input, &output, threads)
             .map_err(|e| format!("{}: {e}", from.display()))?;
-        std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", to.display()))?;
     }
     Ok(scratch)
 }
