@@ -319,8 +319,9 @@ impl Sealer {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(SealError::Refused { index: 0 }))
+                    h.join().unwrap_or(Err(SealError::Io(std::io::Error::other(
+                        "a thread opening records stopped",
+                    ))))
                 })
                 .collect::<Result<Vec<()>, SealError>>()
         })?;
