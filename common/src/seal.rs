@@ -494,3 +494,44 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Prints how fast 256 MiB seal and open here (`cargo test --release -p
+    /// understudy-common seal_speed -- --ignored --nocapture`); not part of the tests.
+    #[test]
+    #[ignore]
+    fn seal_speed() {
+        let key = DataKey::generate().unwrap();
+        let s = Sealer::new(
+            &key,
+            &Binding {
+                workload: "w".into(),
+                file: "pages-1.img".into(),
+            },
+        );
+        let data: Vec<u8> = (0..256usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let t = std::time::Instant::now();
+        let mut sealed = Vec::with_capacity(data.len() + data.len() / 100);
+        s.seal_stream(data.as_slice(), &mut sealed).unwrap();
+        eprintln!("seal 256 MiB: {:?}", t.elapsed());
+        let (src, dst) = (dir.path().join("s"), dir.path().join("p"));
+        std::fs::write(&src, &sealed).unwrap();
+        for threads in [1, 2] {
+            let t = std::time::Instant::now();
+            s.open_file(
+                &std::fs::File::open(&src).unwrap(),
+                &std::fs::File::create(&dst).unwrap(),
+                threads,
+            )
+            .unwrap();
+            eprintln!("open 256 MiB, {threads} threads: {:?}", t.elapsed());
+        }
+        let t = std::time::Instant::now();
+        let _ = digest_reader(std::fs::File::open(&src).unwrap()).unwrap();
+        eprintln!("digest 256 MiB: {:?}", t.elapsed());
+    }
+}
