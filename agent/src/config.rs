@@ -45,6 +45,42 @@ pub struct AgentConfig {
     /// How often workloads' probes run.
     #[serde(default)]
     pub probes: ProbesSection,
+    /// How much of a workload's time and of the agent's CPU periodic epochs may take.
+    #[serde(default)]
+    pub epochs: EpochsSection,
+}
+
+/// `[epochs]`: the budgets that pace each workload's periodic epochs. Epochs come at the
+/// spec's interval while they keep within both; when they would not, the agent lengthens
+/// that workload's interval until they do (`understudy workload show` says which limit
+/// binds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpochsSection {
+    /// Percent of wall time a workload may be frozen by periodic epochs (default 5).
+    pub freeze_budget_percent: u8,
+    /// Percent of one core the agent may spend on one workload's epochs (default 20).
+    pub cpu_budget_percent: u8,
+}
+
+impl Default for EpochsSection {
+    fn default() -> Self {
+        let b = crate::life::cadence::Budgets::default();
+        EpochsSection {
+            freeze_budget_percent: b.freeze_percent,
+            cpu_budget_percent: b.cpu_percent,
+        }
+    }
+}
+
+impl EpochsSection {
+    /// The budgets it sets.
+    pub fn budgets(&self) -> crate::life::cadence::Budgets {
+        crate::life::cadence::Budgets {
+            freeze_percent: self.freeze_budget_percent,
+            cpu_percent: self.cpu_budget_percent,
+        }
+    }
 }
 
 /// `[probes]`: each workload with a probe in its spec is probed every `interval` while it
@@ -330,6 +366,20 @@ impl Validate for AgentConfig {
             Duration::from_millis(100),
             Duration::from_secs(3600),
         );
+        for (key, percent) in [
+            (
+                "epochs.freeze_budget_percent",
+                self.epochs.freeze_budget_percent,
+            ),
+            ("epochs.cpu_budget_percent", self.epochs.cpu_budget_percent),
+        ] {
+            if !(1..=100).contains(&percent) {
+                problems.push(Problem::new(
+                    key,
+                    format!("{percent} is not a percentage from 1 to 100"),
+                ));
+            }
+        }
         if self.models.warmup_samples > MAX_WARMUP_SAMPLES {
             problems.push(Problem::new(
                 "models.warmup_samples",
@@ -418,6 +468,9 @@ mod tests {
             max = "300000000000y"
             [probes]
             interval = "99999y"
+            [epochs]
+            freeze_budget_percent = 0
+            cpu_budget_percent = 101
             [models]
             warmup_samples = 4000000000
             [tls]
@@ -428,7 +481,13 @@ mod tests {
         )
         .unwrap();
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
-        for k in ["reconnect.max", "probes.interval", "models.warmup_samples"] {
+        for k in [
+            "reconnect.max",
+            "probes.interval",
+            "models.warmup_samples",
+            "epochs.freeze_budget_percent",
+            "epochs.cpu_budget_percent",
+        ] {
             assert!(keys.contains(&k.to_string()), "{k} not in {keys:?}");
         }
     }

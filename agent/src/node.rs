@@ -53,6 +53,8 @@ pub struct Node {
     keys: Mutex<HashMap<String, Arc<DataKey>>>,
     /// Memory-backed scratch space for dumps (`crate::scratch`), if there is one.
     pub scratch: Option<PathBuf>,
+    /// The budgets that pace periodic epochs (`[epochs]`).
+    pub budgets: crate::life::cadence::Budgets,
     /// The newest coordinator-group leader term this agent has registered with (0: a
     /// single coordinator); orders and leases from an older term are refused.
     pub term: std::sync::atomic::AtomicU64,
@@ -109,6 +111,7 @@ impl Node {
             order_locks: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             scratch: None,
+            budgets: crate::life::cadence::Budgets::default(),
             term: std::sync::atomic::AtomicU64::new(0),
         }
     }

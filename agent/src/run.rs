@@ -196,6 +196,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         report_tx,
     );
     node.scratch = scratch;
+    node.budgets = config.epochs.budgets();
     let node = Arc::new(node);
     // Workloads an earlier run started kept running under their supervisors: take them back.
     crate::workload::adopt::readopt(&node).await;

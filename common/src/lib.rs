@@ -24,3 +24,4 @@ pub mod transfer;
 pub mod workload;
 pub mod workload_v5;
 pub mod workload_v6;
+pub mod workload_v7;

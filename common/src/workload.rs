@@ -848,6 +848,45 @@ pub struct EpochReport {
     pub committed_unix_ms: u64,
     /// Whether CRIU memory tracking (pre-dumps) was used.
     pub incremental: bool,
+    /// How the primary paced the next epoch after this one (none from builds before
+    /// adaptive cadence).
+    #[serde(default)]
+    pub cadence: Option<Cadence>,
+}
+
+/// The pace a primary chose for a workload's epochs: the time from one epoch's end to the
+/// next one's start, and the limit that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cadence {
+    /// Time from the end of one epoch to the start of the next, milliseconds.
+    pub interval_ms: u64,
+    /// What set it.
+    pub limit: CadenceLimit,
+}
+
+/// What set a workload's epoch interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CadenceLimit {
+    /// The spec's `interval` (the recovery-point target): every budget is met at it.
+    Spec,
+    /// The agent's freeze budget: epochs as often as the spec asks would hold the workload
+    /// frozen for a larger share of wall time than `[epochs] freeze_budget`.
+    FreezeBudget,
+    /// The agent's CPU budget: they would cost the agent more than `[epochs] cpu_budget`
+    /// of a core.
+    CpuBudget,
+}
+
+impl CadenceLimit {
+    /// How `workload show` names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CadenceLimit::Spec => "the spec's interval",
+            CadenceLimit::FreezeBudget => "the freeze budget",
+            CadenceLimit::CpuBudget => "the CPU budget",
+        }
+    }
 }
 
 /// Something an agent tells the coordinator on its own initiative (one per uni stream).

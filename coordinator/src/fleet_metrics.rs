@@ -94,8 +94,12 @@ pub fn render(hosts: &[HostRecord], workloads: &[WorkloadRecord], now_unix_ms: u
         (
             "understudy_workload_checkpoint_interval_seconds",
             "gauge",
-            "How often the workload is checkpointed to its shadow (its spec's interval).",
-            |w| Some(w.spec.interval_ms as f64 / 1000.0),
+            "Time between the workload's checkpoints: its spec's interval, or longer while its agent's freeze or CPU budget would not allow that.",
+            |w| {
+                let paced = w.last_epoch.as_ref().and_then(|e| e.cadence);
+                let ms = paced.map_or(w.spec.interval_ms, |c| c.interval_ms);
+                Some(ms as f64 / 1000.0)
+            },
         ),
         (
             "understudy_workload_checkpoint_frozen_seconds",

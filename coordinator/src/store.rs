@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 use understudy_common::codec;
 use understudy_common::seal::KeyBytes;
+use understudy_common::workload::WorkloadSpec;
 
 use serde::{de::DeserializeOwned, Serialize};
 use understudy_common::workload_v5::SpecV5;
 use understudy_common::workload_v6::SpecV6;
+use understudy_common::workload_v7::EpochReportV7;
 
 use crate::admin::HostAdmin;
 use crate::events::{Event, MAX_EVENTS};
@@ -45,7 +47,9 @@ const HOSTS: Kind = Kind {
 };
 // Version 4 added the spec's user, groups and stop settings; 5 its failover mode, the
 // lost state, failovers and their recovery points; 6 its priority; 7 its secret_env
-// (version 5 and 6 records are read with the spec's old layouts, `workload_v5`, `_v6`).
+// (version 5 and 6 records are read with the spec's old layouts, `workload_v5`, `_v6`);
+// 8 the recovery point's cadence (version 7 and older records are read with the epoch
+// report's old layout, `workload_v7`).
 const WORKLOADS: Kind = Kind {
     table: TableDefinition::new("workloads"),
     name: "workload",
@@ -110,7 +114,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
 }
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 7;
+pub const RECORD_VERSION: u8 = 8;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;
@@ -134,12 +138,19 @@ impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
         match version {
             ..=5 => {
-                let old: WorkloadRecord<SpecV5> = codec::decode(body, MAX_RECORD_BYTES)?;
-                Ok(old.map_spec(Into::into))
+                let old: WorkloadRecord<SpecV5, EpochReportV7> =
+                    codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into).map_epoch(Into::into))
             }
             6 => {
-                let old: WorkloadRecord<SpecV6> = codec::decode(body, MAX_RECORD_BYTES)?;
-                Ok(old.map_spec(Into::into))
+                let old: WorkloadRecord<SpecV6, EpochReportV7> =
+                    codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_spec(Into::into).map_epoch(Into::into))
+            }
+            7 => {
+                let old: WorkloadRecord<WorkloadSpec, EpochReportV7> =
+                    codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.map_epoch(Into::into))
             }
             _ => codec::decode(body, MAX_RECORD_BYTES),
         }

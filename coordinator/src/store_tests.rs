@@ -4,7 +4,10 @@ use crate::workloads::{MigrationSummary, WorkloadState};
 use understudy_common::telemetry::{
     Forecast, HealthLevel, HealthReport, ProbeReport, Risk, TelemetrySummary,
 };
-use understudy_common::workload::{EpochReport, Peer, Probe, RestartPolicy, WorkloadSpec};
+use understudy_common::workload::{
+    Cadence, CadenceLimit, EpochReport, Peer, Probe, RestartPolicy, WorkloadSpec,
+};
+use understudy_common::workload_v7::EpochReportV7;
 
 fn host(name: &str, full: bool) -> HostRecord {
     let telemetry = full.then(|| TelemetrySummary {
@@ -333,7 +336,8 @@ fn workloads_and_switchovers_written_before_priority_are_read_with_normal_priori
         "old",
         &v5(codec::encode(
             &w.clone()
-                .map_spec(understudy_common::workload_v5::SpecV5::written_by_old_build),
+                .map_spec(understudy_common::workload_v5::SpecV5::written_by_old_build)
+                .map_epoch(EpochReportV7::written_by_old_build),
         )
         .unwrap()),
     );
@@ -374,7 +378,10 @@ fn workloads_and_switchovers_written_before_secret_env_are_read_with_none() {
     };
     let (m, _) = Migration::start(w.spec.clone(), "a", peer("b"), 4, Some(peer("c")), 1);
     Store::open(&path).unwrap();
-    let old_w = w.clone().map_spec(SpecV6::written_by_old_build);
+    let old_w = w
+        .clone()
+        .map_spec(SpecV6::written_by_old_build)
+        .map_epoch(EpochReportV7::written_by_old_build);
     let old_m = m.clone().map_spec(SpecV6::written_by_old_build);
     put_raw(
         &path,
@@ -496,4 +503,34 @@ fn a_data_key_is_made_once_kept_across_reopen_never_replaced_and_goes_with_its_w
         k,
         "a new workload of the name has a new key"
     );
+}
+
+#[test]
+fn workloads_written_before_cadence_are_read_with_none_and_new_ones_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let w = workload("old", WorkloadState::Running, true);
+    assert!(w.last_epoch.is_some(), "the test needs a recovery point");
+    let v7 = |body: Vec<u8>| [vec![7u8], body].concat();
+    Store::open(&path).unwrap();
+    let old_w = w.clone().map_epoch(EpochReportV7::written_by_old_build);
+    put_raw(
+        &path,
+        WORKLOADS.table,
+        "old",
+        &v7(codec::encode(&old_w).unwrap()),
+    );
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.workloads, vec![w.clone()]);
+    // A record written now keeps the cadence its primary reported.
+    let s = Store::open(&path).unwrap();
+    let mut w = w;
+    if let Some(e) = w.last_epoch.as_mut() {
+        e.cadence = Some(Cadence {
+            interval_ms: 4200,
+            limit: CadenceLimit::FreezeBudget,
+        });
+    }
+    s.save_workload(&w, None).unwrap();
+    assert_eq!(s.load().unwrap().workloads, vec![w]);
 }

@@ -308,6 +308,10 @@ interval = "200ms"
 # The tests scrape every agent from outside its namespace.
 listen = "0.0.0.0:7443"
 enabled = true
+[epochs]
+# Most tests take epochs at their spec's pace, which is faster than a 5 % freeze budget
+# allows on this machine; cadence.rs tests the default budget.
+freeze_budget_percent = 50
 "#,
             self.coordinators()
                 .iter()
@@ -504,6 +508,15 @@ enabled = true
             text.replacen("[agent]\n", &format!("[agent]\n{line}\n"), 1),
         )
         .unwrap();
+    }
+
+    /// Gives host `name`'s agent the default `[epochs]` budgets; call before starting it.
+    pub fn use_default_epoch_budgets(&self, name: &str) {
+        let cfg = self.host_dir(name).join("agent.toml");
+        let text = fs::read_to_string(&cfg).unwrap();
+        let kept = text.replacen("freeze_budget_percent = 50\n", "", 1);
+        assert_ne!(kept, text, "no [epochs] budget in {}", cfg.display());
+        fs::write(&cfg, kept).unwrap();
     }
 
     /// Starts the agent on host `name`.

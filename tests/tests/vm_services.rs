@@ -49,6 +49,8 @@ fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
          [failover]\nfence_after = \"60s\"\nfailover_after = \"150s\"\n",
     )
     .unwrap();
+    // The VMs are emulated, so a dump freezes a workload about ten times as long as on
+    // hardware: at the default 5 % freeze budget their epochs would come minutes apart.
     for vm in &vms.vms {
         let n = &vm.name;
         std::fs::write(
@@ -57,7 +59,8 @@ fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
                 "[agent]\ndata_dir = \"/var/lib/understudy-agent\"\n[coordinator]\naddresses = [\"{coord_ip}:7440\"]\n\
                  [tls]\nca = \"/mnt/understudy-share/{n}/ca.crt\"\ncert = \"/mnt/understudy-share/{n}/host.crt\"\nkey = \"/mnt/understudy-share/{n}/host.key\"\n\
                  [criu]\nbinary = \"/usr/sbin/criu\"\n[workload_data]\nallowed_roots = [\"/srv\"]\nhost_root = \"/\"\n\
-                 [models]\nwarmup_samples = 3\n[probes]\ninterval = \"2s\"\n"
+                 [models]\nwarmup_samples = 3\n[probes]\ninterval = \"2s\"\n\
+                 [epochs]\nfreeze_budget_percent = 50\n"
             ),
         )
         .unwrap();

@@ -244,6 +244,8 @@ pub async fn run(job: Job) -> Outcome {
         cpu_ms: cpu_ms().saturating_sub(cpu_before),
         committed_unix_ms: now_ms(),
         incremental: false,
+        // Set by the workload's task, which paces its epochs.
+        cadence: None,
     });
     outcome
 }

@@ -1,9 +1,12 @@
 //! The life of each workload this host runs as primary. One task per workload
 //! ([`task`]) owns its state machine ([`machine`], free of I/O) and carries out what the
 //! machine decides with mechanisms that know nothing of the agent around them: an epoch's
-//! dump and transfer ([`epoch`]), a restore ([`restore`], opening a sealed epoch with [`unseal`]), a stop ([`stop`]). Orders,
-//! exits and lease renewals reach the task as messages through its [`task::Handle`].
+//! dump and transfer ([`epoch`]), a restore ([`restore`], opening a sealed epoch with
+//! [`unseal`]), a stop ([`stop`]); the pace of periodic epochs comes from [`cadence`],
+//! free of I/O too. Orders, exits and lease renewals reach the task as messages through
+//! its [`task::Handle`].
 
+pub mod cadence;
 pub mod epoch;
 pub mod machine;
 pub mod restore;

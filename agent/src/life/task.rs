@@ -15,6 +15,7 @@ use understudy_common::epoch::Manifest;
 use understudy_common::inventory::CopyState;
 use understudy_common::workload::{OrderReply, Report, WorkloadSpec};
 
+use super::cadence::{Cost, Pacer};
 use super::epoch::{self, Job, Outcome};
 use super::machine::{Command, Event, Machine, Tree};
 use super::restore::{restore_tree, Restored};
@@ -155,6 +156,8 @@ pub fn spawn(
     });
     let task = Task {
         node: node.clone(),
+        pacer: Pacer::new(spec.interval_ms, node.budgets),
+        flight_started: None,
         spec,
         machine,
         running: Some(running),
@@ -196,6 +199,10 @@ fn snapshot(m: &Machine) -> Snapshot {
 struct Task {
     node: Arc<Node>,
     spec: WorkloadSpec,
+    /// Paces periodic epochs.
+    pacer: Pacer,
+    /// When the epoch in flight started, and whether it sends every file whole.
+    flight_started: Option<(Instant, bool)>,
     machine: Machine,
     running: Option<Running>,
     tree: u64,
@@ -210,8 +217,7 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let interval = Duration::from_millis(self.spec.interval_ms.max(1));
-        let mut next_tick = Instant::now() + interval;
+        let mut next_tick = Instant::now() + self.interval();
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => match m {
@@ -219,7 +225,7 @@ impl Task {
                     None => return,
                 },
                 () = tokio::time::sleep_until(next_tick) => {
-                    next_tick = Instant::now() + interval;
+                    next_tick = Instant::now() + self.interval();
                     self.step(Event::Tick);
                     continue;
                 }
@@ -248,9 +254,10 @@ impl Task {
                     }
                 }
                 Msg::EpochDone(outcome) => {
+                    let event = self.epoch_done(*outcome);
                     // The next periodic epoch is an interval after this one ended.
-                    next_tick = Instant::now() + interval;
-                    self.epoch_done(*outcome)
+                    next_tick = Instant::now() + self.interval();
+                    event
                 }
                 Msg::Started { tree, result } => {
                     let result = result.map(|running| {
@@ -284,8 +291,36 @@ impl Task {
         }
     }
 
-    fn epoch_done(&mut self, outcome: Outcome) -> Event {
+    /// Time from an epoch's end to the next one's start.
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.pacer.current().interval_ms)
+    }
+
+    fn epoch_done(&mut self, mut outcome: Outcome) -> Event {
         self.flight = None;
+        let started = self.flight_started.take();
+        if let (Ok(report), Some((at, whole)), None) =
+            (&mut outcome.result, started, &outcome.final_dump)
+        {
+            let before = self.pacer.current();
+            let pace = self.pacer.observe(Cost {
+                frozen_ms: report.frozen_ms,
+                cpu_ms: report.cpu_ms,
+                busy_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                whole,
+            });
+            if pace.limit != before.limit {
+                tracing::info!(
+                    workload = %self.spec.name,
+                    interval_ms = pace.interval_ms,
+                    frozen_ms = report.frozen_ms,
+                    cpu_ms = report.cpu_ms,
+                    "epochs now paced by {}",
+                    pace.limit.describe()
+                );
+            }
+            report.cadence = Some(pace);
+        }
         let dumped = outcome.final_dump.is_some();
         if let Some(dump) = outcome.final_dump {
             // CRIU stopped the tree after dumping it.
@@ -373,6 +408,7 @@ impl Task {
                         });
                     }),
                 };
+                self.flight_started = Some((Instant::now(), job.base.is_none()));
                 let tx = self.tx.clone();
                 self.flight = Some(tokio::spawn(async move {
                     let outcome = epoch::run(job).await;

@@ -549,10 +549,7 @@ fn print_workload(w: &WorkloadView) {
     outln!("primary:        {}", r.primary);
     outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
     outln!("generation:     {}", r.generation);
-    outln!(
-        "interval:       {}",
-        humantime::format_duration(Duration::from_millis(r.spec.interval_ms))
-    );
+    outln!("interval:       {}", view::interval_text(r));
     outln!("recovery point: {}", view::recovery_point(r, now));
     if let Some(e) = &r.last_epoch {
         outln!(

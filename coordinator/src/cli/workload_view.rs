@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use understudy_common::workload::Probe;
+use understudy_common::workload::{CadenceLimit, Probe};
 
 use super::api::short_duration;
 use crate::server::http::WorkloadView;
@@ -55,6 +55,20 @@ pub fn probe_text(p: &Probe) -> String {
     match p {
         Probe::Tcp { port } => format!("tcp port {port}"),
         Probe::Command { argv } => format!("command: {}", quoted(argv)),
+    }
+}
+
+/// The epoch interval of `workload show`: the spec's, or the one its primary paces epochs
+/// at and the budget that set it: `6.2s (the freeze budget binds; spec 1s)`.
+pub fn interval_text(r: &WorkloadRecord) -> String {
+    let spec = humantime::format_duration(Duration::from_millis(r.spec.interval_ms));
+    match r.last_epoch.as_ref().and_then(|e| e.cadence) {
+        Some(c) if c.limit != CadenceLimit::Spec => format!(
+            "{:.1}s ({} binds; spec {spec})",
+            c.interval_ms as f64 / 1000.0,
+            c.limit.describe()
+        ),
+        _ => spec.to_string(),
     }
 }
 
@@ -175,5 +189,27 @@ mod tests {
         });
         assert_eq!(recovery_point(&w, 4_000), "epoch 17 on b, committed 3s ago");
         assert_eq!(recovery_point_short(&w, 4_000), "epoch 17, 3s old");
+    }
+
+    #[test]
+    fn the_interval_says_which_budget_lengthened_it() {
+        use understudy_common::workload::Cadence;
+        let mut w = view(WorkloadState::Running, None).record;
+        assert_eq!(interval_text(&w), "1s");
+        let paced = |limit| {
+            Some(EpochReport {
+                cadence: Some(Cadence {
+                    interval_ms: 6_240,
+                    limit,
+                }),
+                ..Default::default()
+            })
+        };
+        w.last_epoch = paced(CadenceLimit::Spec);
+        assert_eq!(interval_text(&w), "1s");
+        w.last_epoch = paced(CadenceLimit::FreezeBudget);
+        assert_eq!(interval_text(&w), "6.2s (the freeze budget binds; spec 1s)");
+        w.last_epoch = paced(CadenceLimit::CpuBudget);
+        assert_eq!(interval_text(&w), "6.2s (the CPU budget binds; spec 1s)");
     }
 }

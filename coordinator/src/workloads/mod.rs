@@ -55,9 +55,10 @@ impl WorkloadState {
 }
 
 /// The coordinator's record of a workload; persisted and served by the API. (`S` is the
-/// spec's type: another only to read records written in an older layout.)
+/// spec's type and `E` the epoch report's: others only to read records written in an
+/// older layout.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkloadRecord<S = WorkloadSpec> {
+pub struct WorkloadRecord<S = WorkloadSpec, E = EpochReport> {
     /// What to run.
     pub spec: S,
     /// Host running it.
@@ -71,7 +72,7 @@ pub struct WorkloadRecord<S = WorkloadSpec> {
     /// Why it is not protected right now (no shadow, CRIU error, shadow unreachable).
     pub unprotected: Option<String>,
     /// The newest epoch committed on the shadow: the recovery point.
-    pub last_epoch: Option<EpochReport>,
+    pub last_epoch: Option<E>,
     /// Epochs committed so far.
     pub epochs: u64,
     /// When the record was created, milliseconds since the Unix epoch.
@@ -125,17 +126,30 @@ pub struct MigrationSummary {
     pub recovery_age_ms: Option<u64>,
 }
 
-impl<S> WorkloadRecord<S> {
+impl<S, E> WorkloadRecord<S, E> {
     /// The same record with its spec changed by `f`.
-    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> WorkloadRecord<T> {
+    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> WorkloadRecord<T, E> {
+        self.map_layout(f, |e| e)
+    }
+
+    /// The same record with its recovery point's report changed by `f`.
+    pub fn map_epoch<F>(self, f: impl FnOnce(E) -> F) -> WorkloadRecord<S, F> {
+        self.map_layout(|s| s, f)
+    }
+
+    fn map_layout<T, F>(
+        self,
+        spec: impl FnOnce(S) -> T,
+        epoch: impl FnOnce(E) -> F,
+    ) -> WorkloadRecord<T, F> {
         WorkloadRecord {
-            spec: f(self.spec),
+            spec: spec(self.spec),
             primary: self.primary,
             shadow: self.shadow,
             generation: self.generation,
             state: self.state,
             unprotected: self.unprotected,
-            last_epoch: self.last_epoch,
+            last_epoch: self.last_epoch.map(epoch),
             epochs: self.epochs,
             created_unix_ms: self.created_unix_ms,
             last_migration: self.last_migration,
