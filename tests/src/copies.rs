@@ -48,6 +48,14 @@ pub fn create_python(
     ]);
 }
 
+/// The last count `name`'s counter printed on `host` (0 before any).
+pub fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
+    numbers(&c.output_log(host, name))
+        .last()
+        .copied()
+        .unwrap_or(0)
+}
+
 /// The one host among `hosts` that runs `name`; panics if none or several do.
 pub fn the_one_copy(c: &Cluster, hosts: &[&str], name: &str) -> String {
     let on = c.running_on(hosts, &marker(name));

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER, FENCE_AFTER};
-use understudy_tests::copies::{advancing, create_counter, marker, silent, the_one_copy};
+use understudy_tests::copies::{
+    advancing, create_counter, last_count, marker, silent, the_one_copy,
+};
 use understudy_tests::greeter::{self, GREETER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
@@ -50,14 +52,6 @@ fn frozen_then_failed_over(c: &Cluster, name: &str) -> u64 {
     failed_over(c, name, "host-b", FAILOVER_AFTER + Duration::from_secs(30));
     advancing(c, "host-b", name);
     frozen_at
-}
-
-/// The last count in `host`'s log of `name` now.
-fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
-    numbers(&c.output_log(host, name))
-        .last()
-        .copied()
-        .unwrap_or(0)
 }
 
 #[test]

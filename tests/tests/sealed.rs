@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
-use understudy_tests::copies::{advancing, create_python, marker, the_one_copy};
+use understudy_tests::copies::{advancing, create_python, last_count, marker, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -143,13 +143,6 @@ fn shadow_shows_nothing(c: &Cluster, host: &str, name: &str, whole_data_dir: boo
         "the secret is readable on {host}'s disk in {found:?}"
     );
     eprintln!("{host}: {searched} bytes searched, secret in none");
-}
-
-fn last_count(c: &Cluster, host: &str, name: &str) -> u64 {
-    numbers(&c.output_log(host, name))
-        .last()
-        .copied()
-        .unwrap_or(0)
 }
 
 #[test]

@@ -15,6 +15,12 @@
 //! `--link 1gbit` limits every host's link with a tc token bucket, both directions, for
 //! ours and the baseline alike: namespace links otherwise move data at memory speed, which
 //! no network between two machines does.
+//!
+//! Before each switchover, steady-state protection is sampled every 100 ms for
+//! `--window SECS` (default 120) with the agents at their default `[epochs]` budgets: the
+//! recovery point's age (p50, p99), the share of wall time the workload was frozen by
+//! epochs, the interval the agent paced them at and which limit set it, the primary
+//! agent's CPU per epoch and its peak resident memory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
 
@@ -139,7 +145,86 @@ impl Prober {
     }
 }
 
+/// Steady-state protection over the sampling window.
+struct Window {
+    rpo_p50_ms: u64,
+    rpo_p99_ms: u64,
+    freeze_share: f64,
+    cpu_share: f64,
+    interval_ms: u64,
+    limit: String,
+    agent_rss_mib: f64,
+}
+
+fn window_secs() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--window")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(120)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Samples `name`'s recovery point every 100 ms for the window.
+fn sample(c: &Cluster, name: &str) -> Window {
+    let agent = c.pid("host-a").expect("host-a's agent runs");
+    let secs = window_secs();
+    let (start, start_ms) = (Instant::now(), wall_ms());
+    let mut ages = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut rss = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Ok(Some(e)) = c.workload(name).map(|w| w.last_epoch) {
+            ages.push(wall_ms().saturating_sub(e.committed_unix_ms));
+            seen.insert(e.epoch, e);
+        }
+        rss = rss.max(rss_kib(agent));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let window_ms = (secs * 1000) as f64;
+    let inside: Vec<_> = seen
+        .values()
+        .filter(|e| e.committed_unix_ms >= start_ms)
+        .collect();
+    let sum = |f: &dyn Fn(&understudy_common::workload::EpochReport) -> u64| {
+        inside.iter().map(|e| f(e) as f64).sum::<f64>()
+    };
+    ages.sort_unstable();
+    let pct = |p: f64| ages[((ages.len() as f64 * p).ceil() as usize).clamp(1, ages.len()) - 1];
+    let pace = seen.values().next_back().and_then(|e| e.cadence);
+    Window {
+        rpo_p50_ms: pct(0.5),
+        rpo_p99_ms: pct(0.99),
+        freeze_share: sum(&|e| e.frozen_ms) / window_ms,
+        cpu_share: sum(&|e| e.cpu_ms) / window_ms,
+        interval_ms: pace.map_or(0, |p| p.interval_ms),
+        limit: pace.map_or("-".into(), |p| format!("{:?}", p.limit)),
+        agent_rss_mib: rss as f64 / 1024.0,
+    }
+}
+
 struct Row {
+    window: Window,
     mib: usize,
     ours_freeze: Duration,
     naive_freeze: Duration,
@@ -167,13 +252,16 @@ fn started_cluster() -> Cluster {
     let c = Cluster::new(&["host-a", "host-b"]);
     limited(&c);
     c.start_coordinator();
+    for h in ["host-a", "host-b"] {
+        c.use_default_epoch_budgets(h);
+    }
     c.start_agent("host-a");
     c.start_agent("host-b");
     c.wait_connected(2);
     c
 }
 
-fn ours(mib: usize) -> (Duration, [f64; 5]) {
+fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
     let c = started_cluster();
     let name = format!("mem{mib}");
     let out = c.cli(&[
@@ -221,6 +309,17 @@ fn ours(mib: usize) -> (Duration, [f64; 5]) {
         avg(&|e| e.cpu_ms),
         avg(&|e| e.frozen_ms),
     ];
+    let window = sample(&c, &name);
+    println!(
+        "  steady: recovery point p50 {} ms, p99 {} ms; frozen {:.1} % of the time; interval {} ms ({}); agent CPU {:.1} % of a core, peak RSS {:.0} MiB",
+        window.rpo_p50_ms,
+        window.rpo_p99_ms,
+        window.freeze_share * 100.0,
+        window.interval_ms,
+        window.limit,
+        window.cpu_share * 100.0,
+        window.agent_rss_mib
+    );
     let a = SocketAddr::from((c.host("host-a").addr, PORT));
     let b = SocketAddr::from((c.host("host-b").addr, PORT));
     let prober = Prober::start(a, b);
@@ -258,7 +357,7 @@ fn ours(mib: usize) -> (Duration, [f64; 5]) {
             }
         }
     }
-    (freeze, stats)
+    (freeze, stats, window)
 }
 
 fn naive(mib: usize, criu_bin: &std::path::Path) -> Duration {
@@ -397,9 +496,12 @@ fn main() {
         data::run(mib);
         return;
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--window")
+        .filter_map(|(_, a)| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() {
         vec![64, 256, 1024]
@@ -412,9 +514,10 @@ fn main() {
             "{mib} MiB workload, dirtying {:.0}% of its pages per second:",
             DIRTY_SHARE_PER_SEC * 100.0
         );
-        let (ours_freeze, s) = ours(mib);
+        let (ours_freeze, s, window) = ours(mib);
         let naive_freeze = naive(mib, &criu.bin);
         rows.push(Row {
+            window,
             mib,
             ours_freeze,
             naive_freeze,
@@ -442,6 +545,28 @@ fn main() {
             r.steady_sent / r.steady_changed.max(1.0),
             r.dump_ms,
             r.cpu_ms
+        );
+    }
+    println!();
+    println!(
+        "steady state over {} s, spec interval 2 s, default budgets (freeze 5 %, CPU 20 %):",
+        window_secs()
+    );
+    println!("| size | recovery point p50 | p99 | p99 / spec interval | frozen share | interval in force | set by | agent CPU share | agent peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    for r in &rows {
+        let w = &r.window;
+        println!(
+            "| {} MiB | {} ms | {} ms | {:.1} | {:.1} % | {} ms | {} | {:.1} % | {:.0} MiB |",
+            r.mib,
+            w.rpo_p50_ms,
+            w.rpo_p99_ms,
+            w.rpo_p99_ms as f64 / 2000.0,
+            w.freeze_share * 100.0,
+            w.interval_ms,
+            w.limit,
+            w.cpu_share * 100.0,
+            w.agent_rss_mib
         );
     }
 }
