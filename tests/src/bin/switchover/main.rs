@@ -154,6 +154,7 @@ struct Window {
     interval_ms: u64,
     limit: String,
     agent_rss_mib: f64,
+    agent_anon_mib: f64,
 }
 
 fn window_secs() -> u64 {
@@ -171,12 +172,13 @@ fn wall_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// `field` of `/proc/PID/status` (VmRSS, RssAnon, RssFile, RssShmem), KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
+                .find(|l| l.starts_with(field))?
                 .split_whitespace()
                 .nth(1)?
                 .parse()
@@ -193,12 +195,14 @@ fn sample(c: &Cluster, name: &str) -> Window {
     let mut ages = Vec::new();
     let mut seen = std::collections::BTreeMap::new();
     let mut rss = 0;
+    let mut anon = 0;
     while start.elapsed() < Duration::from_secs(secs) {
         if let Ok(Some(e)) = c.workload(name).map(|w| w.last_epoch) {
             ages.push(wall_ms().saturating_sub(e.committed_unix_ms));
             seen.insert(e.epoch, e);
         }
-        rss = rss.max(rss_kib(agent));
+        rss = rss.max(status_kib(agent, "VmRSS:"));
+        anon = anon.max(status_kib(agent, "RssAnon:"));
         std::thread::sleep(Duration::from_millis(100));
     }
     let window_ms = (secs * 1000) as f64;
@@ -220,6 +224,7 @@ fn sample(c: &Cluster, name: &str) -> Window {
         interval_ms: pace.map_or(0, |p| p.interval_ms),
         limit: pace.map_or("-".into(), |p| format!("{:?}", p.limit)),
         agent_rss_mib: rss as f64 / 1024.0,
+        agent_anon_mib: anon as f64 / 1024.0,
     }
 }
 
@@ -311,14 +316,15 @@ fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
     ];
     let window = sample(&c, &name);
     println!(
-        "  steady: recovery point p50 {} ms, p99 {} ms; frozen {:.1} % of the time; interval {} ms ({}); agent CPU {:.1} % of a core, peak RSS {:.0} MiB",
+        "  steady: recovery point p50 {} ms, p99 {} ms; frozen {:.1} % of the time; interval {} ms ({}); agent CPU {:.1} % of a core, peak RSS {:.0} MiB (anonymous {:.0} MiB)",
         window.rpo_p50_ms,
         window.rpo_p99_ms,
         window.freeze_share * 100.0,
         window.interval_ms,
         window.limit,
         window.cpu_share * 100.0,
-        window.agent_rss_mib
+        window.agent_rss_mib,
+        window.agent_anon_mib
     );
     let a = SocketAddr::from((c.host("host-a").addr, PORT));
     let b = SocketAddr::from((c.host("host-b").addr, PORT));
@@ -552,12 +558,12 @@ fn main() {
         "steady state over {} s, spec interval 2 s, default budgets (freeze 5 %, CPU 20 %):",
         window_secs()
     );
-    println!("| size | recovery point p50 | p99 | p99 / spec interval | frozen share | interval in force | set by | agent CPU share | agent peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!("| size | recovery point p50 | p99 | p99 / spec interval | frozen share | interval in force | set by | agent CPU share | agent peak RSS | of it anonymous |");
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     for r in &rows {
         let w = &r.window;
         println!(
-            "| {} MiB | {} ms | {} ms | {:.1} | {:.1} % | {} ms | {} | {:.1} % | {:.0} MiB |",
+            "| {} MiB | {} ms | {} ms | {:.1} | {:.1} % | {} ms | {} | {:.1} % | {:.0} MiB | {:.0} MiB |",
             r.mib,
             w.rpo_p50_ms,
             w.rpo_p99_ms,
@@ -566,7 +572,8 @@ fn main() {
             w.interval_ms,
             w.limit,
             w.cpu_share * 100.0,
-            w.agent_rss_mib
+            w.agent_rss_mib,
+            w.agent_anon_mib
         );
     }
 }
