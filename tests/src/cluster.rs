@@ -34,6 +34,17 @@ pub const FENCE_AFTER: Duration = Duration::from_secs(5);
 /// (more than the lease, the heartbeat timeout and the 1 s margin).
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(10);
 
+/// The `Environment=` settings of the agent's systemd unit, so that tested agents run as
+/// shipped ones do.
+pub fn unit_environment() -> Vec<(String, String)> {
+    include_str!("../../systemd/understudy-agent.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// Path of one of the workspace's binaries (built next to the test executables).
 pub fn bin(name: &str) -> PathBuf {
     if let Ok(dir) = std::env::var("UNDERSTUDY_BIN_DIR") {
@@ -521,22 +532,21 @@ freeze_budget_percent = 50
 
     /// Starts the agent on host `name`.
     pub fn start_agent(&self, name: &str) {
-        let cfg = self.host_dir(name).join("agent.toml");
-        self.spawn(
-            name,
-            "understudy-agent",
-            &["--config", cfg.to_str().unwrap()],
-        );
+        self.start_agent_env(name, &[]);
     }
 
-    /// Starts the agent on host `name` with extra environment variables.
+    /// Starts the agent on host `name` with extra environment variables, besides the
+    /// environment its systemd unit gives it.
     pub fn start_agent_env(&self, name: &str, env: &[(&str, &str)]) {
         let cfg = self.host_dir(name).join("agent.toml");
+        let mut all = unit_environment();
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.spawn_env(
             name,
             "understudy-agent",
             &["--config", cfg.to_str().unwrap()],
-            env,
+            &all,
         );
     }
 

@@ -158,6 +158,15 @@ fn the_shadow_s_disk_never_shows_the_workload_s_memory_which_comes_back_after_a_
     assert_eq!(secret.len(), 128);
     // The secret is in the process's memory (so an unsealed page image would show it).
     let pid = workload_pid(&c, "host-a", name);
+    // The agent runs with its unit's allocator settings; its workloads do not inherit them.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !understudy_tests::cluster::unit_environment().is_empty()
+            && !environ
+                .split(|b| *b == 0)
+                .any(|kv| kv.starts_with(b"GLIBC_TUNABLES=")),
+        "the workload inherited the agent's GLIBC_TUNABLES"
+    );
     eventually("the secret is in memory", Duration::from_secs(10), || {
         in_memory(pid, &secret)
             .then_some(())

@@ -252,6 +252,9 @@ pub fn start(
     }
     let early_err = early.try_clone().map_err(spawn_err)?;
     let child = cmd
+        // The agent's allocator settings (its systemd unit's) are not the workload's; a
+        // spec may still set its own.
+        .env_remove("GLIBC_TUNABLES")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")
         .stdin(Stdio::null())
