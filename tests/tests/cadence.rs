@@ -1,8 +1,8 @@
 //! Adaptive cadence: a workload that starts dirtying twenty times more memory costs more
 //! per epoch, and its primary lengthens its interval within a few epochs so that the share
-//! of wall time it is frozen stays within the agent's freeze budget; `workload show` says
-//! the budget binds; once the workload is light again its interval comes back to its
-//! spec's.
+//! of wall time it is frozen stays within the agent's freeze budget (and the agent's CPU
+//! within its own); `workload show` says which budget binds; once the workload is light
+//! again its interval comes back to its spec's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -122,21 +122,18 @@ fn a_workload_dirtying_more_memory_gets_a_longer_interval_and_stays_within_its_f
     // Heavy: within a few epochs the freeze budget sets a longer interval.
     std::fs::write(&trigger, b"").unwrap();
     let heavy_from = last.epoch;
+    // (Which budget binds depends on the machine: sealing 200 MiB of changed pages can
+    // cost the agent more than 20 % of a core before the freeze passes 5 % of the time.)
+    let by_budget = |e: &EpochReport| e.cadence.is_some_and(|p| p.limit != CadenceLimit::Spec);
     let paced = collect(&c, "paced", Duration::from_secs(90), |s| {
         s.range(heavy_from + 1..)
-            .filter(|(_, e)| {
-                e.cadence
-                    .is_some_and(|p| p.limit == CadenceLimit::FreezeBudget)
-            })
+            .filter(|(_, e)| by_budget(e))
             .count()
             >= 4
     });
     let first_paced = paced
         .range(heavy_from + 1..)
-        .find(|(_, e)| {
-            e.cadence
-                .is_some_and(|p| p.limit == CadenceLimit::FreezeBudget)
-        })
+        .find(|(_, e)| by_budget(e))
         .map(|(n, _)| *n)
         .unwrap();
     assert!(
@@ -169,7 +166,7 @@ fn a_workload_dirtying_more_memory_gets_a_longer_interval_and_stays_within_its_f
     let show = c.cli(&["workload", "show", "paced"]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(
-        text.contains("the freeze budget binds; spec 2s"),
+        text.contains(&format!("{} binds; spec 2s", pace.limit.describe())),
         "workload show does not say what sets the interval:\n{text}"
     );
     advancing(&c, "host-a", "paced");
