@@ -46,6 +46,8 @@ pub struct Dumped {
     pub index: Index,
     /// Data files captured as changed pages, by wire name.
     pub patches: HashMap<String, Patch>,
+    /// With memory tracking: the pages CRIU wrote while frozen, of all the dump holds.
+    pub tracked: Option<crate::tracked::Flattened>,
 }
 
 /// What to dump.
@@ -71,10 +73,15 @@ pub struct DumpRequest {
     pub index: Arc<Index>,
     /// Page signatures of the shadow's files, by wire name.
     pub sigs: Arc<HashMap<String, PageSignature>>,
+    /// Track written pages (soft-dirty), so that the next dump can name this one as parent.
+    pub track_mem: bool,
+    /// The whole previous dump of this tree, taken with tracking: pages not written since
+    /// are left in it and copied from it once the tree runs again.
+    pub parent: Option<PathBuf>,
 }
 
 /// Dumps the tree and builds the manifest. On error the directory is removed.
-pub async fn dump(criu: Arc<Criu>, req: DumpRequest) -> Result<Dumped, String> {
+pub async fn dump(criu: Arc<Criu>, mut req: DumpRequest) -> Result<Dumped, String> {
     tokio::task::spawn_blocking(move || {
         let mut result = dump_blocking(&criu, &req);
         if let Err(first) = &result {
@@ -85,6 +92,9 @@ pub async fn dump(criu: Arc<Criu>, req: DumpRequest) -> Result<Dumped, String> {
             tracing::warn!(pid = req.pid, "criu dump failed, trying once more: {first}");
             std::thread::sleep(std::time::Duration::from_millis(200));
             let first = first.clone();
+            // The failed attempt may have cleared the dirty bits after writing only part of
+            // what changed: the parent no longer tells what was written since.
+            req.parent = None;
             result =
                 dump_blocking(&criu, &req).map_err(|e| format!("{e} (and before that: {first})"));
         }
@@ -136,6 +146,8 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         auto_external_mounts: has_data,
         ghost_limit: Some(GHOST_LIMIT),
         external: log_keys,
+        track_mem: req.track_mem,
+        parent_images: req.parent.as_ref().map(|p| p.display().to_string()),
         ..DumpOptions::default()
     };
     let taken_unix_ms = now_ms();
@@ -165,6 +177,18 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         }
         (Ok(()), None) => None,
     };
+    // The tree runs again (or is stopped for good): runs left in the parent are copied in.
+    let tracked = match (&req.parent, req.track_mem) {
+        (Some(parent), _) => Some(
+            crate::tracked::flatten(&req.dir, parent)
+                .map_err(|e| format!("memory-tracking dump not made whole: {e}"))?,
+        ),
+        (None, true) => Some(
+            crate::tracked::flatten(&req.dir, &req.dir)
+                .map_err(|e| format!("memory-tracking dump not counted: {e}"))?,
+        ),
+        (None, false) => None,
+    };
     let (frozen_disk_ms, snapshot_bytes) = capture
         .as_ref()
         .map_or((0, 0), |c| (c.ms, c.snapshot_bytes));
@@ -185,6 +209,7 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         snapshot_bytes,
         index,
         patches,
+        tracked,
     })
 }
 

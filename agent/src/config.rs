@@ -61,6 +61,9 @@ pub struct EpochsSection {
     pub freeze_budget_percent: u8,
     /// Percent of one core the agent may spend on one workload's epochs (default 20).
     pub cpu_budget_percent: u8,
+    /// Dump only the pages written since the previous dump where the kernel tracks them
+    /// (soft-dirty) and CRIU can (default true; ignored where they cannot).
+    pub memory_tracking: bool,
 }
 
 impl Default for EpochsSection {
@@ -69,6 +72,7 @@ impl Default for EpochsSection {
         EpochsSection {
             freeze_budget_percent: b.freeze_percent,
             cpu_budget_percent: b.cpu_percent,
+            memory_tracking: true,
         }
     }
 }

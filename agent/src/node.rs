@@ -55,6 +55,8 @@ pub struct Node {
     pub scratch: Option<PathBuf>,
     /// The budgets that pace periodic epochs (`[epochs]`).
     pub budgets: crate::life::cadence::Budgets,
+    /// Dump with memory tracking (`[epochs] memory_tracking`, and the kernel and CRIU can).
+    pub memory_tracking: bool,
     /// The newest coordinator-group leader term this agent has registered with (0: a
     /// single coordinator); orders and leases from an older term are refused.
     pub term: std::sync::atomic::AtomicU64,
@@ -112,6 +114,7 @@ impl Node {
             keys: Mutex::new(HashMap::new()),
             scratch: None,
             budgets: crate::life::cadence::Budgets::default(),
+            memory_tracking: false,
             term: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -86,13 +86,10 @@ fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
             kernel.1
         ));
     }
-    let tracking = criu.feature_mem_track().unwrap_or(false);
     tracing::info!(
         binary = %criu.service_binary().display(),
         version,
-        memory_tracking = tracking,
-        "CRIU ready ({})",
-        if tracking { "pre-dumps possible" } else { "no soft-dirty tracking: full dumps, deltas keep the wire small" }
+        "CRIU ready"
     );
     Ok(Arc::new(criu))
 }
@@ -197,6 +194,22 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     );
     node.scratch = scratch;
     node.budgets = config.epochs.budgets();
+    node.memory_tracking = config.epochs.memory_tracking
+        && node
+            .criu
+            .as_ref()
+            .is_ok_and(|c| c.feature_mem_track().unwrap_or(false));
+    tracing::info!(
+        memory_tracking = node.memory_tracking,
+        "epochs: {}",
+        if node.memory_tracking {
+            "each dump writes only the pages written since the previous one"
+        } else if config.epochs.memory_tracking {
+            "whole dumps (this kernel or CRIU cannot track written pages)"
+        } else {
+            "whole dumps ([epochs] memory_tracking = false)"
+        }
+    );
     let node = Arc::new(node);
     // Workloads an earlier run started kept running under their supervisors: take them back.
     crate::workload::adopt::readopt(&node).await;

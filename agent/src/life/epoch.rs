@@ -36,6 +36,8 @@ pub struct Job {
     pub running: Running,
     /// Where the images go.
     pub dir: PathBuf,
+    /// Dump with memory tracking, chaining each dump to the previous one (`crate::tracked`).
+    pub track_mem: bool,
     /// The workload's data directories on this host.
     pub data: Vec<capture::Dir>,
     /// What the shadow acknowledged last, if the delta may be made against it.
@@ -140,6 +142,12 @@ pub async fn run(job: Job) -> Outcome {
     if job.final_epoch {
         job.running.expect_exit();
     }
+    let dump_dir = job.dir.parent().map(PathBuf::from).unwrap_or_default();
+    let parent = if job.track_mem {
+        crate::tracked::parent(&dump_dir, job.running.pid)
+    } else {
+        None
+    };
     let req = DumpRequest {
         workload: job.workload.clone(),
         generation: job.generation,
@@ -157,10 +165,14 @@ pub async fn run(job: Job) -> Outcome {
             .base
             .as_ref()
             .map_or_else(Default::default, |b| b.sigs.clone()),
+        track_mem: job.track_mem,
+        parent,
     };
     let dumped = match checkpoint::dump(criu, req).await {
         Ok(d) => d,
         Err(e) => {
+            // CRIU may have cleared the dirty bits: the chain no longer says what changed.
+            crate::tracked::drop_chain(&dump_dir);
             if job.final_epoch && job.running.is_alive() {
                 job.running.unexpect_exit();
             }
@@ -170,13 +182,36 @@ pub async fn run(job: Job) -> Outcome {
     };
     if job.final_epoch {
         outcome.final_dump = Some((dumped.dir.clone(), dumped.manifest.clone()));
+        crate::tracked::drop_chain(&dump_dir);
     }
+    if let Some(t) = dumped.tracked {
+        tracing::debug!(
+            workload = %job.workload,
+            epoch = job.epoch,
+            pages_dumped = t.pages_dumped,
+            pages_total = t.pages_total,
+            frozen_ms = dumped.frozen_ms,
+            "memory tracking: {} of {} pages written while frozen",
+            t.pages_dumped,
+            t.pages_total
+        );
+    }
+    let chained = dumped.tracked.is_some() && !job.final_epoch;
+    let pid = job.running.pid;
     let cpu_before = cpu_ms();
     let (epoch, shadow) = (job.epoch, job.shadow.name.clone());
     let lagging =
         |e: String| format!("shadow lagging: {shadow} has not committed epoch {epoch}: {e}");
+    // Sent or not, a tracked dump is what CRIU compared the tree with: it is the next
+    // dump's parent. Any other dump is removed, but a final one (kept to resume from).
     let cleanup = |dir: &PathBuf| {
-        if !job.final_epoch {
+        if chained {
+            if let Err(e) = crate::tracked::keep(dir, &dump_dir, pid) {
+                tracing::warn!("{}: not kept as the next dump's parent: {e}", dir.display());
+                crate::tracked::drop_chain(&dump_dir);
+                checkpoint::remove_dir(dir);
+            }
+        } else if !job.final_epoch {
             checkpoint::remove_dir(dir);
         }
     };
@@ -243,7 +278,9 @@ pub async fn run(job: Job) -> Outcome {
         transfer_ms: sent.transfer_ms,
         cpu_ms: cpu_ms().saturating_sub(cpu_before),
         committed_unix_ms: now_ms(),
-        incremental: false,
+        incremental: dumped
+            .tracked
+            .is_some_and(|t| t.pages_dumped < t.pages_total),
         // Set by the workload's task, which paces its epochs.
         cadence: None,
     });

@@ -386,6 +386,7 @@ impl Task {
                         .node
                         .dump_dir(&self.spec)
                         .join(format!("epoch-{epoch}")),
+                    track_mem: self.node.memory_tracking,
                     data: self
                         .spec
                         .data_dirs

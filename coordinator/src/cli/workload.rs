@@ -566,6 +566,14 @@ fn print_workload(w: &WorkloadView) {
             e.transfer_ms,
             e.cpu_ms
         );
+        outln!(
+            "epoch dump:     {}",
+            if e.incremental {
+                "the pages written since the epoch before (memory tracking)"
+            } else {
+                "whole"
+            }
+        );
         if !r.spec.data_dirs.is_empty() {
             outln!(
                 "data dirs:      {} ({} in the last epoch, {} changed)",
