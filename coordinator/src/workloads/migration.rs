@@ -3,7 +3,8 @@
 //! The driver writes the machine to the store, carries out the step it returns, and feeds
 //! back what became of the order ([`Delivery`]); time is passed in. Phases, in order:
 //!
-//! 1. **sync**: one more epoch while the workload runs, so the final one is small;
+//! 1. **sync**: one more epoch while the workload runs, so the final one is small — again
+//!    while the last one carried more than [`SYNC_SMALL_BYTES`], up to [`SYNC_ROUNDS`];
 //! 2. **freeze**: the final epoch — dump, stop, transfer, commit on the target;
 //! 3. **restore**: the target restores that epoch and checks the workload is alive;
 //! 4. **confirm**: only when the restore's answer was lost: ask the target what it runs;
@@ -153,6 +154,12 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts to reach a host whose answer the migration cannot do without.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// A running epoch of a switchover that carried more than this is followed by another
+/// (pre-copy rounds, as live migration takes them): what the final epoch carries, with the
+/// workload stopped, is what changed during the last running one.
+pub const SYNC_SMALL_BYTES: u64 = 32 << 20;
+/// At most this many running epochs before the final one, however much they carry.
+pub const SYNC_ROUNDS: u32 = 4;
 
 /// A switchover of one workload from one host to another; everything it needs to carry
 /// on after a coordinator restart is in here, and it is stored as it is.
@@ -415,6 +422,12 @@ impl Migration {
             return self.on_failover_delivery(delivery, now_ms);
         }
         match (self.phase, delivery) {
+            // `attempts` counts the running epochs taken so far in this phase.
+            (Phase::Sync, Delivery::Reply(OrderReply::Epoch(report)))
+                if report.bytes_changed > SYNC_SMALL_BYTES && self.attempts < SYNC_ROUNDS =>
+            {
+                self.checkpoint(false)
+            }
             (Phase::Sync, Delivery::Reply(OrderReply::Epoch(_))) => {
                 self.phase = Phase::Freeze;
                 self.attempts = 0;

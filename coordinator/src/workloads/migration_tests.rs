@@ -114,6 +114,41 @@ fn happy_path_orders_and_measures_freeze() {
     assert_eq!(m.phase, Phase::Finished);
 }
 
+fn epoch_changed(n: u64, mib: u64) -> Delivery {
+    Delivery::Reply(OrderReply::Epoch(EpochReport {
+        epoch: n,
+        bytes_changed: mib << 20,
+        ..Default::default()
+    }))
+}
+
+#[test]
+fn running_epochs_repeat_while_they_carry_much_and_no_more_than_the_rounds() {
+    // Shrinking: 660, 200 MiB are repeated; 20 MiB is small: the final epoch follows.
+    let mut m = start();
+    let s = m.on_delivery(epoch_changed(10, 660), 1_000);
+    assert_eq!(what(&s), ("a".into(), "checkpoint", 4));
+    let s = m.on_delivery(epoch_changed(11, 200), 1_000);
+    assert_eq!(what(&s), ("a".into(), "checkpoint", 4));
+    assert_eq!(m.phase, Phase::Sync);
+    let s = m.on_delivery(epoch_changed(12, 20), 1_000);
+    assert_eq!(what(&s), ("a".into(), "final-checkpoint", 4));
+    assert_eq!(m.freeze_started_unix_ms, Some(1_000));
+
+    // Never small: the final epoch comes after SYNC_ROUNDS running ones.
+    let mut m = start();
+    let mut running = 0;
+    loop {
+        running += 1;
+        let s = m.on_delivery(epoch_changed(10 + running, 500), 1_000);
+        if what(&s).1 == "final-checkpoint" {
+            break;
+        }
+        assert!(running < 10, "{s:?}");
+    }
+    assert_eq!(running, SYNC_ROUNDS as u64);
+}
+
 #[test]
 fn failure_before_freeze_resumes_where_it_runs() {
     let mut m = start();
