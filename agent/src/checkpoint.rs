@@ -153,41 +153,60 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     let taken_unix_ms = now_ms();
     let started = Instant::now();
     let mut captured: Option<Result<capture::Capture, String>> = None;
+    let mut made_whole: Option<Result<Option<crate::tracked::Flattened>, String>> = None;
     let mut on_notify = |action: &str| {
         // CRIU runs post-dump after the images are written and before it thaws (or
         // kills) the tree: the data directories are cut at the same instant as memory.
-        if action != "post-dump" || !has_data {
+        if action != "post-dump" {
             return true;
         }
-        let logical: Vec<PathBuf> = req.data.iter().map(|d| d.logical.clone()).collect();
-        let always = shared_writable(req.pid, &logical);
-        let result = capture::capture(&req.data, &req.index, &req.sigs, &always, &req.dir);
+        if has_data {
+            let logical: Vec<PathBuf> = req.data.iter().map(|d| d.logical.clone()).collect();
+            let always = shared_writable(req.pid, &logical);
+            let result = capture::capture(&req.data, &req.index, &req.sigs, &always, &req.dir);
+            let ok = result.is_ok();
+            captured = Some(result);
+            if !ok {
+                return false;
+            }
+        }
+        if req.leave_running {
+            return true;
+        }
+        // A final dump's images are finished while CRIU still holds the tree: if they
+        // cannot be, CRIU resumes it rather than kill a tree that has no whole image.
+        let result = final_images(req);
         let ok = result.is_ok();
-        captured = Some(result);
+        made_whole = Some(result);
         ok
     };
     let dumped = criu.dump_with_notify(&opts, &mut on_notify);
     let frozen_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let capture = match (dumped, captured) {
-        (_, Some(Err(e))) => return Err(format!("data directories not captured: {e}")),
-        (Err(e), _) => return Err(e.to_string()),
-        (Ok(()), Some(Ok(c))) => Some(c),
-        (Ok(()), None) if has_data => {
+    let capture = match (dumped, captured, &made_whole) {
+        (_, Some(Err(e)), _) => return Err(format!("data directories not captured: {e}")),
+        (_, _, Some(Err(e))) => return Err(format!("final dump not finished: {e}")),
+        (Err(e), _, _) => return Err(e.to_string()),
+        (Ok(()), Some(Ok(c)), _) => Some(c),
+        (Ok(()), None, _) if has_data => {
             return Err("CRIU never reported post-dump; data directories not captured".into())
         }
-        (Ok(()), None) => None,
+        (Ok(()), None, _) => None,
     };
-    // The tree runs again (or is stopped for good): runs left in the parent are copied in.
-    let tracked = match (&req.parent, req.track_mem) {
-        (Some(parent), _) => Some(
+    if !req.leave_running && made_whole.is_none() {
+        return Err("CRIU never reported post-dump; the final dump was not finished".into());
+    }
+    // The tree runs again: runs left in the parent are copied in.
+    let tracked = match (made_whole, &req.parent, req.track_mem) {
+        (Some(Ok(t)), _, _) => t,
+        (_, Some(parent), _) => Some(
             crate::tracked::flatten(&req.dir, parent)
                 .map_err(|e| format!("memory-tracking dump not made whole: {e}"))?,
         ),
-        (None, true) => Some(
+        (_, None, true) => Some(
             crate::tracked::flatten(&req.dir, &req.dir)
                 .map_err(|e| format!("memory-tracking dump not counted: {e}"))?,
         ),
-        (None, false) => None,
+        (_, None, false) => None,
     };
     let (frozen_disk_ms, snapshot_bytes) = capture
         .as_ref()
@@ -211,6 +230,19 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
         patches,
         tracked,
     })
+}
+
+/// A final dump made whole (with a parent) or counted (tracked), while the tree is frozen.
+fn final_images(req: &DumpRequest) -> Result<Option<crate::tracked::Flattened>, String> {
+    crate::faults::final_images()?;
+    let flattened = match (&req.parent, req.track_mem) {
+        (Some(parent), _) => crate::tracked::flatten(&req.dir, parent)
+            .map_err(|e| format!("memory-tracking dump not made whole: {e}"))?,
+        (None, true) => crate::tracked::flatten(&req.dir, &req.dir)
+            .map_err(|e| format!("memory-tracking dump not counted: {e}"))?,
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(flattened))
 }
 
 fn build_manifest(

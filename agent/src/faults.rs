@@ -10,6 +10,8 @@
 //! - `delay-reply:KIND:MS` — the reply to the first order of this kind (`restore`, …) is
 //!   sent MS milliseconds after the order was carried out, so a test can cut the link
 //!   while the coordinator waits for it.
+//! - `fail-final-images:N` — the next N final dumps (a switchover's last epoch) fail while
+//!   CRIU still holds the tree, as a memory-tracking dump that cannot be made whole does.
 
 /// `UNDERSTUDY_TEST_HEALTH`: `report` with the file's score, if it holds one.
 pub fn health_score(
@@ -54,4 +56,34 @@ pub async fn before_reply(kind: &str) {
         }
     }
     let _ = kind;
+}
+
+/// `fail-final-images:N`: an error while the next N final dumps' images are finished.
+pub fn final_images() -> Result<(), String> {
+    #[cfg(feature = "fault-hooks")]
+    {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static LEFT: AtomicI64 = AtomicI64::new(-1);
+        if LEFT.load(Ordering::SeqCst) < 0 {
+            let spec = std::env::var("UNDERSTUDY_FAULTS").unwrap_or_default();
+            let n = spec
+                .split(',')
+                .find_map(|h| {
+                    h.trim()
+                        .strip_prefix("fail-final-images:")?
+                        .parse::<i64>()
+                        .ok()
+                })
+                .unwrap_or(0);
+            let _ = LEFT.compare_exchange(-1, n, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        let before = LEFT.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n > 0).then_some(n - 1)
+        });
+        if before.is_ok() {
+            tracing::warn!("fault hook: the final dump's images are not finished");
+            return Err("fault hook fail-final-images".into());
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,12 @@
 //! `DUMP_DIR/tracked`, beside the workload's epoch directories (memory-backed scratch space
 //! where there is some).
 //!
+//! A switchover's final dump is made whole while CRIU still holds the tree (in its
+//! `post-dump` notification, [`crate::checkpoint`]): if it cannot be, CRIU resumes the tree
+//! instead of stopping it for good, the dump is retried whole, and failing that the move
+//! fails with the workload still running where it was. A parent whose pages file is shorter
+//! than its pagemap says is refused, not patched with holes.
+//!
 //! A chain is trusted only as far as this agent knows what cleared the tree's dirty bits.
 //! It is dropped, and the next dump is whole, when a dump fails (CRIU may have cleared them
 //! before failing), when the tree is another one (a restart, a restore; the marker holds
@@ -46,6 +52,16 @@ pub enum FlattenError {
         path: PathBuf,
         /// What is wrong with it.
         source: pagemap::PagemapError,
+    },
+    /// The parent's pages file holds fewer pages than its pagemap says.
+    #[error("{path}: {len} bytes, but its pagemap names {expected}")]
+    ParentShort {
+        /// The parent's pages file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// What its pagemap says it holds.
+        expected: u64,
     },
     /// A run the dump left in its parent is not there.
     #[error("{file}: pages {vaddr:#x}+{pages} are in neither the dump nor its parent")]
@@ -140,6 +156,20 @@ fn flatten_one(dir: &Path, parent: &Path, name: &str, map: &Pagemap) -> Result<(
     let parent_index = index(&parent_map);
     let parent_pages_path = parent.join(format!("pages-{}.img", parent_map.pages_id));
     let parent_pages = std::fs::File::open(&parent_pages_path).map_err(io(&parent_pages_path))?;
+    // A parent cut short (scratch space that filled, a crash while it was kept) would leave
+    // holes in the whole dump: refused, so the next dump is whole.
+    let expected = parent_map.present_pages() * PAGE;
+    let len = parent_pages
+        .metadata()
+        .map_err(io(&parent_pages_path))?
+        .len();
+    if len != expected {
+        return Err(FlattenError::ParentShort {
+            path: parent_pages_path,
+            len,
+            expected,
+        });
+    }
     let pages_path = dir.join(format!("pages-{}.img", map.pages_id));
     // A dump whose runs are all in the parent may have no pages file of its own.
     let own = match std::fs::File::open(&pages_path) {
@@ -496,6 +526,36 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("pagemap-1.img"), "{err}");
+    }
+
+    #[test]
+    fn a_parent_cut_short_is_refused_rather_than_patched_with_holes() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join(CHAIN_DIR);
+        let map = Pagemap {
+            pages_id: 1,
+            runs: vec![run(0x1000, 3, Held::Present)],
+        };
+        // Laid out like the parent (the in-place case), whose file lost its last page.
+        write_dump(&parent, &map, &[page(b'a'), page(b'b')]);
+        let dir = root.path().join("epoch-2");
+        write_dump(
+            &dir,
+            &Pagemap {
+                pages_id: 2,
+                runs: vec![run(0x1000, 1, Held::Present), run(0x2000, 2, Held::Parent)],
+            },
+            &[page(b'A')],
+        );
+        let err = flatten(&dir, &parent).unwrap_err();
+        assert!(
+            matches!(err, FlattenError::ParentShort { len, expected, .. }
+                if len == 2 * PAGE && expected == 3 * PAGE),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pages-1.img"), "{err}");
+        // Nothing was moved: the dump is as CRIU left it.
+        assert_eq!(std::fs::read(dir.join("pages-2.img")).unwrap(), page(b'A'));
     }
 
     #[test]

@@ -84,6 +84,84 @@ fn counter_continues_on_the_new_host_after_migrate() {
     );
 }
 
+#[test]
+fn a_final_dump_that_cannot_be_finished_leaves_the_workload_running_where_it_was() {
+    require_e2e!();
+    require_criu!();
+    // Host-a's next three final dumps fail while CRIU holds the tree (as a memory-tracking
+    // dump that cannot be made whole does): the first move's dump and its retry, then the
+    // second move's first attempt.
+    let c = Cluster::new(&["host-a", "host-b"]);
+    c.start_coordinator();
+    c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", "fail-final-images:3")]);
+    c.start_agent("host-b");
+    c.wait_connected(2);
+    c.create_workload(&[
+        "counter",
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
+    ]);
+    c.wait_for_epochs("counter", 2);
+
+    let out = c.cli(&["migrate", "counter"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the move should have failed: {err}");
+    assert!(err.contains("final dump not finished"), "{err}");
+    // CRIU let the tree go on: it still runs on host-a, keeps counting, and has no copy on B.
+    let w = c.workload("counter").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert_eq!(
+        w.state,
+        understudy_coordinator::workloads::WorkloadState::Running
+    );
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    let n1 = numbers(&c.output_log("host-a", "counter")).len();
+    eventually("host-a keeps counting", Duration::from_secs(5), || {
+        let n2 = numbers(&c.output_log("host-a", "counter")).len();
+        if n2 > n1 + 20 {
+            Ok(())
+        } else {
+            Err(format!("{n1} -> {n2}"))
+        }
+    });
+    let a_counts = numbers(&c.output_log("host-a", "counter"));
+    assert!(
+        a_counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "the counter on A lost or repeated counts"
+    );
+    assert!(
+        numbers(&c.output_log("host-b", "counter")).is_empty(),
+        "B ran a copy"
+    );
+
+    // The next move's first attempt fails the same way; its retry is a whole dump, finished
+    // while the tree is frozen, and the move goes through with the count intact.
+    let out = c.cli(&["migrate", "counter"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last_on_a = *numbers(&c.output_log("host-a", "counter")).last().unwrap();
+    assert_eq!(c.workload("counter").unwrap().primary, "host-b");
+    let b_counts = understudy_tests::copies::counts_on(&c, "host-b", "counter");
+    assert!(
+        b_counts[0] > last_on_a.saturating_sub(1),
+        "host-b started at {} but host-a had logged {last_on_a}",
+        b_counts[0]
+    );
+}
+
 /// A line-based key-value server that keeps everything in memory.
 const KV_SERVER: &str = r#"
 import socket
