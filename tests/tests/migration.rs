@@ -17,11 +17,8 @@ fn started_cluster() -> Cluster {
     Cluster::started(&["host-a", "host-b"])
 }
 
-#[test]
-fn counter_continues_on_the_new_host_after_migrate() {
-    require_e2e!();
-    require_criu!();
-    let c = started_cluster();
+/// The counter on host-a, shadowed on host-b, with 500 ms epochs.
+fn create_counter(c: &Cluster) {
     c.create_workload(&[
         "counter",
         "--host",
@@ -35,6 +32,31 @@ fn counter_continues_on_the_new_host_after_migrate() {
         "-c",
         COUNTER,
     ]);
+}
+
+/// Waits until `name`'s output log on `host` has grown by more than 20 counts.
+fn keeps_counting(c: &Cluster, host: &str, name: &str) {
+    let n1 = numbers(&c.output_log(host, name)).len();
+    eventually(
+        &format!("{host} keeps counting"),
+        Duration::from_secs(5),
+        || {
+            let n2 = numbers(&c.output_log(host, name)).len();
+            if n2 > n1 + 20 {
+                Ok(())
+            } else {
+                Err(format!("{n1} -> {n2}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn counter_continues_on_the_new_host_after_migrate() {
+    require_e2e!();
+    require_criu!();
+    let c = started_cluster();
+    create_counter(&c);
     let before = c.wait_for_epochs("counter", 2);
     assert_eq!(before.primary, "host-a");
     let e = before.last_epoch.clone().unwrap();
@@ -96,19 +118,7 @@ fn a_final_dump_that_cannot_be_finished_leaves_the_workload_running_where_it_was
     c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", "fail-final-images:3")]);
     c.start_agent("host-b");
     c.wait_connected(2);
-    c.create_workload(&[
-        "counter",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
-        "500ms",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        COUNTER,
-    ]);
+    create_counter(&c);
     c.wait_for_epochs("counter", 2);
 
     let out = c.cli(&["migrate", "counter"]);
@@ -124,15 +134,7 @@ fn a_final_dump_that_cannot_be_finished_leaves_the_workload_running_where_it_was
     );
     assert!(err.contains("rolled back"), "{err}");
     assert_eq!(out.status.code(), Some(75), "{err}");
-    let n1 = numbers(&c.output_log("host-a", "counter")).len();
-    eventually("host-a keeps counting", Duration::from_secs(5), || {
-        let n2 = numbers(&c.output_log("host-a", "counter")).len();
-        if n2 > n1 + 20 {
-            Ok(())
-        } else {
-            Err(format!("{n1} -> {n2}"))
-        }
-    });
+    keeps_counting(&c, "host-a", "counter");
     let a_counts = numbers(&c.output_log("host-a", "counter"));
     assert!(
         a_counts.windows(2).all(|w| w[1] == w[0] + 1),
@@ -311,15 +313,7 @@ fn shadow_killed_during_migration_rolls_back_and_a_later_migration_succeeds() {
         w.state,
         understudy_coordinator::workloads::WorkloadState::Running
     );
-    let n1 = numbers(&c.output_log("host-a", "big")).len();
-    eventually("host-a keeps counting", Duration::from_secs(5), || {
-        let n2 = numbers(&c.output_log("host-a", "big")).len();
-        if n2 > n1 + 20 {
-            Ok(())
-        } else {
-            Err(format!("{n1} -> {n2}"))
-        }
-    });
+    keeps_counting(&c, "host-a", "big");
 
     // host-b comes back; shadowing resumes and a later migration succeeds.
     c.set_link("host-b", true);
@@ -354,19 +348,7 @@ fn migrate_to_a_host_that_is_not_the_shadow_reshadows_first() {
         c.start_agent(h);
     }
     c.wait_connected(3);
-    c.create_workload(&[
-        "counter",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
-        "500ms",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        COUNTER,
-    ]);
+    create_counter(&c);
     c.wait_for_epochs("counter", 1);
     let out = c.cli(&["migrate", "counter", "--to", "host-c"]);
     assert!(
@@ -399,19 +381,7 @@ fn deleted_workload_stops_and_leaves_no_copies() {
     require_e2e!();
     require_criu!();
     let c = started_cluster();
-    c.create_workload(&[
-        "counter",
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
-        "500ms",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        COUNTER,
-    ]);
+    create_counter(&c);
     c.wait_for_epochs("counter", 1);
     let out = c.cli(&["workload", "delete", "counter"]);
     assert!(
