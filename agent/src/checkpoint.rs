@@ -107,8 +107,34 @@ pub async fn dump(criu: Arc<Criu>, mut req: DumpRequest) -> Result<Dumped, Strin
     .map_err(|e| format!("dump task failed: {e}"))?
 }
 
+/// Where CRIU's parasite mounts a procfs of the tree's own when the tree's `/proc` is
+/// another PID namespace's: `proc.crtools` in the working directory of the tree's root.
+const PARASITE_PROC_DIR: &str = "proc.crtools";
+
+/// Removes the directory an interrupted dump (CRIU killed while its parasite held the
+/// tree) left behind: CRIU creates it without tolerating one already there, so one left
+/// over fails every later dump of a tree rooted in that directory ("Can't get /proc fd").
+/// Only an empty directory goes; a user's file of that name is left alone.
+fn remove_leftover_parasite_dir(pid: i32) {
+    let dir = PathBuf::from(format!("/proc/{pid}/cwd/{PARASITE_PROC_DIR}"));
+    if !dir.is_dir() {
+        return;
+    }
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => tracing::warn!(
+            pid,
+            "removed {PARASITE_PROC_DIR} left in the tree's working directory by an interrupted dump"
+        ),
+        Err(e) => tracing::warn!(
+            pid,
+            "{PARASITE_PROC_DIR} in the tree's working directory, left by an interrupted dump, could not be removed: {e}"
+        ),
+    }
+}
+
 fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     std::fs::create_dir_all(&req.dir).map_err(|e| format!("{}: {e}", req.dir.display()))?;
+    remove_leftover_parasite_dir(req.pid);
     let has_data = !req.data.is_empty();
     // A tree with its own mount namespace holds the output log through a mount of the
     // agent's namespace, which CRIU cannot find among the tree's mounts once the tree was

@@ -132,6 +132,29 @@ fn disk_full_on_the_shadow_keeps_the_previous_epoch_and_recovers_when_space_retu
 }
 
 #[test]
+fn a_directory_left_by_an_interrupted_dump_does_not_block_later_epochs() {
+    require_e2e!();
+    require_criu!();
+    // CRIU killed while its parasite held a tree (an agent killed mid-epoch) leaves
+    // `proc.crtools` in the working directory of the tree's root, `/` here; CRIU then fails
+    // every later dump of such a tree that has its own mount namespace ("Can't get /proc fd").
+    let leftover = Path::new("/proc.crtools");
+    let _ = std::fs::create_dir(leftover);
+    let c = started_cluster(&[]);
+    let logical = c.logical_dir("left");
+    std::fs::create_dir_all(c.data_path("host-a", &logical)).unwrap();
+    c.create_with_data_dir(
+        "left",
+        "300ms",
+        &logical,
+        &["/bin/sh", "-c", "while :; do sleep 1; done"],
+    );
+    let w = c.wait_for_epochs("left", 2);
+    assert!(w.unprotected.is_none(), "{:?}", w.unprotected);
+    assert!(!leftover.exists(), "the leftover directory is still there");
+}
+
+#[test]
 fn an_unreadable_data_file_fails_the_epoch_loudly_and_commits_nothing() {
     require_e2e!();
     require_criu!();
