@@ -25,10 +25,20 @@ pub(super) enum Body {
     Bytes(Vec<u8>),
 }
 
+/// How long a call waits for the coordinator group to elect a leader when every member
+/// it reached said there is none (a member restarting, a leader stepping down): a few
+/// elections' worth, so an operator's command rides over one instead of failing.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Pause between rounds while waiting for a leader.
+const LEADER_POLL: Duration = Duration::from_millis(250);
+
 /// Sends one request to the coordinator at `base`, which may list several members
 /// (`URL,URL`): each is tried in turn while it cannot be reached or has no leader, and a
-/// member's redirect to its leader is followed (with the method and body kept). Returns
-/// the URL last asked and its answer.
+/// member's redirect to its leader is followed (with the method and body kept). While a
+/// member reached says the group has no leader (HTTP 503, sent before anything is acted
+/// on, so asking again cannot act twice), the round is repeated for up to
+/// [`LEADER_WAIT`]. Returns the URL last asked and its answer.
 pub(super) fn send(
     base: &str,
     method: &str,
@@ -36,6 +46,41 @@ pub(super) fn send(
     body: Option<&Body>,
     timeout: Duration,
 ) -> (String, Result<ureq::Response, ureq::Error>) {
+    send_waiting(base, method, path, body, timeout, LEADER_WAIT)
+}
+
+fn send_waiting(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Body>,
+    timeout: Duration,
+    wait: Duration,
+) -> (String, Result<ureq::Response, ureq::Error>) {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let (url, result, no_leader) = send_round(base, method, path, body, timeout);
+        if !no_leader || started.elapsed() + LEADER_POLL > wait {
+            return (url, result);
+        }
+        if !told {
+            eprintln!("the coordinator group has no leader yet; waiting up to {wait:?} for one");
+            told = true;
+        }
+        std::thread::sleep(LEADER_POLL);
+    }
+}
+
+/// One round of [`send`] over the members; the flag says whether a member answered that
+/// the group has no leader.
+fn send_round(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Body>,
+    timeout: Duration,
+) -> (String, Result<ureq::Response, ureq::Error>, bool) {
     let bases: Vec<String> = base
         .split(',')
         .map(str::trim)
@@ -54,6 +99,7 @@ pub(super) fn send(
         ureq::AgentBuilder::new().redirects(0).build()
     };
     let mut last = None;
+    let mut no_leader = false;
     for (i, b) in bases.iter().enumerate() {
         let mut url = format!("{}{path}", b.trim_end_matches('/'));
         let mut hops = 0;
@@ -81,21 +127,21 @@ pub(super) fn send(
             }
         };
         let more = i + 1 < bases.len();
-        let retry = matches!(
-            &result,
-            Err(ureq::Error::Transport(_)) | Err(ureq::Error::Status(503, _))
-        );
+        let leaderless = matches!(&result, Err(ureq::Error::Status(503, _)));
+        no_leader |= leaderless;
+        let retry = leaderless || matches!(&result, Err(ureq::Error::Transport(_)));
         if more && retry {
             last = Some((url, result));
             continue;
         }
-        return (url, result);
+        return (url, result, no_leader);
     }
-    last.unwrap_or_else(|| {
+    let (url, r) = last.unwrap_or_else(|| {
         let url = format!("{base}{path}");
         let r = agent.request(method, &url).timeout(timeout).call();
         (url, r)
-    })
+    });
+    (url, r, no_leader)
 }
 
 /// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
@@ -453,6 +499,65 @@ pub fn status(base: &str, output: Output) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves raw HTTP answers on a loopback port, one connection each, in order.
+    fn serve(answers: Vec<(u16, &'static str)>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut conn, &mut buf);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut conn, reply.as_bytes());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    const NO_LEADER: &str = r#"{"error":"no leader yet (member 2, term 1); retry shortly"}"#;
+
+    #[test]
+    fn a_call_waits_out_an_election_and_gets_the_answer() {
+        let base = serve(vec![
+            (503, NO_LEADER),
+            (503, NO_LEADER),
+            (200, r#"{"ok":1}"#),
+        ]);
+        let (_, r) = send_waiting(&base, "GET", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        let v: serde_json::Value = r
+            .expect("answered once a leader was there")
+            .into_json()
+            .unwrap();
+        assert_eq!(v["ok"], 1);
+    }
+
+    #[test]
+    fn a_group_without_a_leader_for_longer_than_the_wait_is_reported() {
+        let base = serve(vec![(503, NO_LEADER); 8]);
+        let wait = Duration::from_millis(600);
+        let started = std::time::Instant::now();
+        let (url, r) = send_waiting(&base, "GET", "/v1/x", None, TIMEOUT, wait);
+        assert!(started.elapsed() >= LEADER_POLL, "asked more than once");
+        match answer::<serde_json::Value>(&base, &url, r) {
+            Err(ApiFailure::Refused(503, msg)) => assert!(msg.contains("no leader"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_not_asked_again() {
+        let base = serve(vec![(409, r#"{"error":"already exists"}"#), (200, "{}")]);
+        let (url, r) = send_waiting(&base, "POST", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        match answer::<serde_json::Value>(&base, &url, r) {
+            Err(ApiFailure::Refused(409, msg)) => assert_eq!(msg, "already exists"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn durations_read_like_people_write_them() {
