@@ -20,6 +20,8 @@ use crate::epoch::Manifest;
 pub const DATA_ALPN: &[u8] = b"understudy-data/1";
 /// Largest data-plane control frame (manifests included).
 pub const MAX_DATA_FRAME: u32 = 8 * 1024 * 1024;
+/// Largest chunk of a file's wire bytes either side sends or accepts.
+pub const MAX_FILE_CHUNK: u32 = 1024 * 1024;
 
 /// Sent by the primary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,14 +37,14 @@ pub enum DataMessage {
         /// to disk before committing.
         final_epoch: bool,
     },
-    /// One file's bytes follow this frame.
+    /// One file's bytes follow this frame, as they are encoded: chunks of at most
+    /// [`MAX_FILE_CHUNK`] bytes, each after its length (4 bytes, big-endian), ending with
+    /// an empty chunk.
     File {
         /// File name from the manifest.
         name: String,
         /// How the bytes encode the file.
         encoding: Encoding,
-        /// Number of raw bytes after this frame.
-        len: u64,
     },
     /// Every file has been sent.
     Done {

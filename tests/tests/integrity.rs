@@ -11,7 +11,7 @@ use understudy_common::frame::{read_frame, write_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::tls::ca::{issue, Validity};
 use understudy_common::tls::Role;
-use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME};
+use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME, MAX_FILE_CHUNK};
 use understudy_tests::cluster::Cluster;
 use understudy_tests::copies::{counts_on, create_counter, one_copy_soon};
 use understudy_tests::numbers;
@@ -372,13 +372,22 @@ fn offer_file(
         let file = DataMessage::File {
             name: "pages-1.img".into(),
             encoding,
-            len: wire.len() as u64,
         };
         write_frame(&mut send, PROTOCOL_VERSION, &file)
             .await
             .unwrap();
         // The shadow may be gone before all is sent (a test killing it).
-        if send.write_all(wire).await.is_ok() {
+        let mut sent = Ok(());
+        for piece in wire.chunks(MAX_FILE_CHUNK as usize).chain([&[][..]]) {
+            sent = send.write_all(&(piece.len() as u32).to_be_bytes()).await;
+            if sent.is_ok() {
+                sent = send.write_all(piece).await;
+            }
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
             let _ = write_frame(
                 &mut send,
                 PROTOCOL_VERSION,

@@ -20,7 +20,7 @@
 //! so only changed pages are sealed and the shadow applies it without the key.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 
 use understudy_common::delta_apply::{DELTA_MAGIC, OP_COPY_N8_N8, OP_END, OP_LITERAL_N8};
 use understudy_common::seal::{self, Sealer, RECORD};
@@ -41,6 +41,9 @@ pub enum DeltaError {
     /// zstd failed.
     #[error("zstd: {0}")]
     Zstd(std::io::Error),
+    /// Reading the file or writing the wire bytes failed.
+    #[error("{0}")]
+    Io(std::io::Error),
     /// The delta does not apply to the base.
     #[error("delta does not apply to the base file: {0}")]
     Apply(String),
@@ -52,17 +55,42 @@ pub enum DeltaError {
     },
 }
 
-/// What encoding one file produced.
+/// What encoding one file produced besides its wire bytes (which went to the caller's
+/// writer as they were made).
+#[derive(Debug)]
+pub struct Encoded {
+    /// Whole or delta.
+    pub encoding: Encoding,
+    /// The file's page signature, the base of the next delta.
+    pub signature: PageSignature,
+    /// Bytes of the file not found at the same place in the base (all of it without one).
+    pub changed: u64,
+}
+
+/// A file encoded into memory (tests).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct EncodedFile {
     /// Whole or delta.
     pub encoding: Encoding,
     /// The bytes to send.
     pub wire: Vec<u8>,
-    /// The file's page signature, the base of the next delta.
+    /// The file's page signature.
     pub signature: PageSignature,
-    /// Bytes of the file not found at the same place in the base (all of it without one).
+    /// Bytes changed.
     pub changed: u64,
+}
+
+#[cfg(test)]
+impl EncodedFile {
+    fn of(e: Encoded, wire: Vec<u8>) -> Self {
+        EncodedFile {
+            encoding: e.encoding,
+            wire,
+            signature: e.signature,
+            changed: e.changed,
+        }
+    }
 }
 
 /// The page signature of `data`.
@@ -70,58 +98,74 @@ pub fn signature(data: &[u8]) -> PageSignature {
     data.chunks_exact(PAGE).map(xxh3_128).collect()
 }
 
-#[derive(Debug, Default)]
-struct DeltaWriter {
-    out: Vec<u8>,
+/// A literal run longer than this goes out as several LITERAL commands, so a long run of
+/// changed pages is never held whole.
+const LITERAL_RUN: usize = 1 << 20;
+
+/// Writes delta commands to `out` as they are decided, merging adjacent COPYs and
+/// buffering at most [`LITERAL_RUN`] literal bytes.
+struct DeltaWriter<W: Write> {
+    out: W,
     copy: Option<(u64, u64)>,
     literal: Vec<u8>,
 }
 
-impl DeltaWriter {
-    fn new() -> Self {
-        let mut w = DeltaWriter::default();
-        w.out.extend_from_slice(&DELTA_MAGIC.to_be_bytes());
-        w
+impl<W: Write> DeltaWriter<W> {
+    fn new(mut out: W) -> std::io::Result<Self> {
+        out.write_all(&DELTA_MAGIC.to_be_bytes())?;
+        Ok(DeltaWriter {
+            out,
+            copy: None,
+            literal: Vec::new(),
+        })
     }
 
-    fn copy(&mut self, offset: u64, len: u64) {
-        self.flush_literal();
+    fn copy(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.flush_literal()?;
         match &mut self.copy {
             Some((o, l)) if *o + *l == offset => *l += len,
             _ => {
-                self.flush_copy();
+                self.flush_copy()?;
                 self.copy = Some((offset, len));
             }
         }
+        Ok(())
     }
 
-    fn literal(&mut self, bytes: &[u8]) {
-        self.flush_copy();
+    fn literal(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.flush_copy()?;
         self.literal.extend_from_slice(bytes);
+        if self.literal.len() >= LITERAL_RUN {
+            self.flush_literal()?;
+        }
+        Ok(())
     }
 
-    fn flush_copy(&mut self) {
+    fn flush_copy(&mut self) -> std::io::Result<()> {
         if let Some((offset, len)) = self.copy.take() {
-            self.out.push(OP_COPY_N8_N8);
-            self.out.extend_from_slice(&offset.to_be_bytes());
-            self.out.extend_from_slice(&len.to_be_bytes());
+            self.out.write_all(&[OP_COPY_N8_N8])?;
+            self.out.write_all(&offset.to_be_bytes())?;
+            self.out.write_all(&len.to_be_bytes())?;
         }
+        Ok(())
     }
 
-    fn flush_literal(&mut self) {
+    fn flush_literal(&mut self) -> std::io::Result<()> {
         if !self.literal.is_empty() {
-            self.out.push(OP_LITERAL_N8);
+            self.out.write_all(&[OP_LITERAL_N8])?;
             self.out
-                .extend_from_slice(&(self.literal.len() as u64).to_be_bytes());
-            self.out.append(&mut self.literal);
+                .write_all(&(self.literal.len() as u64).to_be_bytes())?;
+            self.out.write_all(&self.literal)?;
+            self.literal.clear();
         }
+        Ok(())
     }
 
-    fn finish(mut self) -> Vec<u8> {
-        self.flush_copy();
-        self.flush_literal();
-        self.out.push(OP_END);
-        self.out
+    fn finish(mut self) -> std::io::Result<W> {
+        self.flush_copy()?;
+        self.flush_literal()?;
+        self.out.write_all(&[OP_END])?;
+        Ok(self.out)
     }
 }
 
@@ -129,38 +173,61 @@ impl DeltaWriter {
 const READ_CHUNK: usize = 256 * PAGE;
 
 /// Reads `r` to its end in chunks of whole pages, calling `f` on each.
-fn for_each_chunk(mut r: impl Read, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+fn for_each_chunk(
+    mut r: impl Read,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let filled = understudy_common::io::read_full(&mut r, &mut buf)?;
         if filled == 0 {
             return Ok(());
         }
-        f(&buf[..filled]);
+        f(&buf[..filled])?;
         if filled < buf.len() {
             return Ok(());
         }
     }
 }
 
-/// Encodes the file read from `r` for the wire: a delta against `base` when given, else
-/// whole.
-pub fn encode_reader(r: impl Read, base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
+/// The zstd stream the raw wire bytes go through on their way to `out`.
+fn compressor<W: Write>(out: W) -> Result<zstd::stream::write::Encoder<'static, W>, DeltaError> {
+    zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(DeltaError::Zstd)
+}
+
+/// For each base page fingerprint, the first page that has it.
+fn index_of(base: &[u128]) -> HashMap<u128, usize> {
+    let mut m = HashMap::with_capacity(base.len());
+    for (j, f) in base.iter().enumerate() {
+        m.entry(*f).or_insert(j);
+    }
+    m
+}
+
+/// Encodes the file read from `r` for the wire, writing the bytes to `out` as they are
+/// made: a delta against `base` when given, else whole.
+pub fn stream_reader(
+    r: impl Read,
+    base: Option<&[u128]>,
+    out: impl Write,
+) -> Result<Encoded, DeltaError> {
     let mut signature = Vec::new();
     let mut changed = 0u64;
-    let (encoding, raw) = match base {
+    let z = compressor(out)?;
+    let encoding = match base {
         None => {
-            let mut whole = Vec::new();
+            let mut z = z;
             for_each_chunk(r, |chunk| {
                 signature.extend(chunk.chunks_exact(PAGE).map(xxh3_128));
-                whole.extend_from_slice(chunk);
+                changed += chunk.len() as u64;
+                z.write_all(chunk)
             })
-            .map_err(DeltaError::Zstd)?;
-            changed = whole.len() as u64;
-            (Encoding::Whole, whole)
+            .map_err(DeltaError::Io)?;
+            z.finish().map_err(DeltaError::Io)?;
+            Encoding::Whole
         }
         Some(base) => {
-            let mut w = DeltaWriter::new();
+            let mut w = DeltaWriter::new(z).map_err(DeltaError::Io)?;
             let mut anywhere: Option<HashMap<u128, usize>> = None;
             let mut index = 0usize;
             for_each_chunk(r, |chunk| {
@@ -169,65 +236,97 @@ pub fn encode_reader(r: impl Read, base: Option<&[u128]>) -> Result<EncodedFile,
                     let fp = xxh3_128(page);
                     signature.push(fp);
                     if base.get(index) == Some(&fp) {
-                        w.copy((index * PAGE) as u64, PAGE as u64);
+                        w.copy((index * PAGE) as u64, PAGE as u64)?;
                     } else {
                         changed += PAGE as u64;
-                        let map = anywhere.get_or_insert_with(|| {
-                            let mut m = HashMap::with_capacity(base.len());
-                            for (j, f) in base.iter().enumerate() {
-                                m.entry(*f).or_insert(j);
-                            }
-                            m
-                        });
+                        let map = anywhere.get_or_insert_with(|| index_of(base));
                         match map.get(&fp) {
-                            Some(&j) => w.copy((j * PAGE) as u64, PAGE as u64),
-                            None => w.literal(page),
+                            Some(&j) => w.copy((j * PAGE) as u64, PAGE as u64)?,
+                            None => w.literal(page)?,
                         }
                     }
                     index += 1;
                 }
                 if full < chunk.len() {
                     changed += (chunk.len() - full) as u64;
-                    w.literal(&chunk[full..]);
+                    w.literal(&chunk[full..])?;
                 }
+                Ok(())
             })
-            .map_err(DeltaError::Zstd)?;
-            (Encoding::Delta, w.finish())
+            .map_err(DeltaError::Io)?;
+            w.finish()
+                .and_then(|z| z.finish())
+                .map_err(DeltaError::Io)?;
+            Encoding::Delta
         }
     };
-    let wire = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(DeltaError::Zstd)?;
-    Ok(EncodedFile {
+    Ok(Encoded {
         encoding,
-        wire,
         signature,
         changed,
     })
 }
 
+/// [`stream_reader`] into memory.
+#[cfg(test)]
+pub fn encode_reader(r: impl Read, base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
+    let mut wire = Vec::new();
+    let e = stream_reader(r, base, &mut wire)?;
+    Ok(EncodedFile::of(e, wire))
+}
+
 /// What sealing a file produced besides its wire bytes.
 #[derive(Debug)]
-pub struct SealedFile {
-    /// The wire bytes, the plaintext page signature and the bytes changed.
-    pub encoded: EncodedFile,
+pub struct Sealed {
+    /// The plaintext page signature and the bytes changed.
+    pub encoded: Encoded,
     /// The fingerprint of every record, in order: the base of the next delta with the
     /// page signature, and the sealed file's digest.
     pub records: Vec<u128>,
 }
 
-/// Encodes the file read from `r` sealed by `sealer`: a delta in record coordinates against
-/// `base` (the base file's page signature and record fingerprints) when given, else whole.
-pub fn encode_sealed(
+/// A sealed file encoded into memory (tests).
+#[cfg(test)]
+#[derive(Debug)]
+pub struct SealedFile {
+    /// The wire bytes, the plaintext page signature and the bytes changed.
+    pub encoded: EncodedFile,
+    /// The fingerprint of every record.
+    pub records: Vec<u128>,
+}
+
+/// A base a sealed delta can copy from (page signature and record fingerprints): only one
+/// with a record for each of its pages.
+pub fn usable_sealed_base<'a>(
+    base: Option<(&'a [u128], &'a [u128])>,
+) -> Option<(&'a [u128], &'a [u128])> {
+    base.filter(|(pages, records)| records.len() >= pages.len())
+}
+
+/// Where a sealed file's records go: delta commands, or the whole file's records.
+enum SealedOut<W: Write> {
+    Delta(DeltaWriter<W>),
+    Whole(W),
+}
+
+/// Encodes the file read from `r` sealed by `sealer`, writing the bytes to `out` as they
+/// are made: a delta in record coordinates against `base` (the base file's page signature
+/// and record fingerprints) when [`usable_sealed_base`], else whole.
+pub fn stream_sealed(
     r: impl Read,
     base: Option<(&[u128], &[u128])>,
     sealer: &Sealer,
-) -> Result<SealedFile, DeltaError> {
-    // A base without a record for each of its pages cannot be copied from.
-    let base = base.filter(|(pages, records)| records.len() >= pages.len());
+    out: impl Write,
+) -> Result<Sealed, DeltaError> {
+    let base = usable_sealed_base(base);
     let mut signature = Vec::new();
     let mut records = Vec::new();
     let mut changed = 0u64;
-    let mut w = DeltaWriter::new();
-    let mut whole = Vec::new();
+    let z = compressor(out)?;
+    let mut w = match base {
+        Some(_) => SealedOut::Delta(DeltaWriter::new(z).map_err(DeltaError::Io)?),
+        None => SealedOut::Whole(z),
+    };
     let mut anywhere: Option<HashMap<u128, usize>> = None;
     let mut record = Vec::with_capacity(RECORD);
     let mut index = 0usize;
@@ -243,13 +342,7 @@ pub fn encode_sealed(
                         found = Some(index);
                     } else {
                         changed += PAGE as u64;
-                        let map = anywhere.get_or_insert_with(|| {
-                            let mut m = HashMap::with_capacity(pages.len());
-                            for (j, f) in pages.iter().enumerate() {
-                                m.entry(*f).or_insert(j);
-                            }
-                            m
-                        });
+                        let map = anywhere.get_or_insert_with(|| index_of(pages));
                         found = map.get(&fp).copied();
                     }
                 } else {
@@ -258,35 +351,41 @@ pub fn encode_sealed(
             } else {
                 changed += page.len() as u64;
             }
-            match (found, base) {
-                (Some(j), Some((_, base_records))) => {
+            match (found, base, &mut w) {
+                (Some(j), Some((_, base_records)), SealedOut::Delta(w)) => {
                     records.push(base_records[j]);
-                    w.copy((j * RECORD) as u64, RECORD as u64);
+                    w.copy((j * RECORD) as u64, RECORD as u64)?;
                 }
-                _ => {
+                (_, _, w) => {
                     record.clear();
                     sealer.seal(page, &mut record);
                     records.push(seal::record_fingerprint(&record));
-                    if base.is_some() {
-                        w.literal(&record);
-                    } else {
-                        whole.extend_from_slice(&record);
+                    match w {
+                        SealedOut::Delta(w) => w.literal(&record)?,
+                        SealedOut::Whole(z) => z.write_all(&record)?,
                     }
                 }
             }
             index += 1;
         }
+        Ok(())
     })
-    .map_err(DeltaError::Zstd)?;
-    let (encoding, raw) = match base {
-        Some(_) => (Encoding::Delta, w.finish()),
-        None => (Encoding::Whole, whole),
+    .map_err(DeltaError::Io)?;
+    let encoding = match w {
+        SealedOut::Delta(w) => {
+            w.finish()
+                .and_then(|z| z.finish())
+                .map_err(DeltaError::Io)?;
+            Encoding::Delta
+        }
+        SealedOut::Whole(z) => {
+            z.finish().map_err(DeltaError::Io)?;
+            Encoding::Whole
+        }
     };
-    let wire = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(DeltaError::Zstd)?;
-    Ok(SealedFile {
-        encoded: EncodedFile {
+    Ok(Sealed {
+        encoded: Encoded {
             encoding,
-            wire,
             signature,
             changed,
         },
@@ -294,49 +393,81 @@ pub fn encode_sealed(
     })
 }
 
-/// Encodes a file captured as changed pages (see `datadir::patch`): `stored` reads the
-/// changed full pages (indexes `pages`, ascending) then `tail` trailing bytes; every other
-/// of the `total_pages` full pages is a COPY of the base page at the same index.
-pub fn encode_patch(
+/// [`stream_sealed`] into memory.
+#[cfg(test)]
+pub fn encode_sealed(
+    r: impl Read,
+    base: Option<(&[u128], &[u128])>,
+    sealer: &Sealer,
+) -> Result<SealedFile, DeltaError> {
+    let mut wire = Vec::new();
+    let s = stream_sealed(r, base, sealer, &mut wire)?;
+    Ok(SealedFile {
+        encoded: EncodedFile::of(s.encoded, wire),
+        records: s.records,
+    })
+}
+
+/// Encodes a file captured as changed pages (see `datadir::patch`), writing the bytes to
+/// `out` as they are made: `stored` reads the changed full pages (indexes `pages`,
+/// ascending) then `tail` trailing bytes; every other of the `total_pages` full pages is a
+/// COPY of the base page at the same index.
+pub fn stream_patch(
     mut stored: impl Read,
-    pages: &[u64],
-    total_pages: u64,
-    tail: u64,
+    (pages, total_pages, tail): (&[u64], u64, u64),
     signature: PageSignature,
-) -> Result<EncodedFile, DeltaError> {
-    let mut w = DeltaWriter::new();
+    out: impl Write,
+) -> Result<Encoded, DeltaError> {
+    let mut w = DeltaWriter::new(compressor(out)?).map_err(DeltaError::Io)?;
     let mut next = pages.iter().peekable();
     let mut page = vec![0u8; PAGE];
     for index in 0..total_pages {
         if next.peek() == Some(&&index) {
             next.next();
-            stored.read_exact(&mut page).map_err(DeltaError::Zstd)?;
-            w.literal(&page);
+            stored.read_exact(&mut page).map_err(DeltaError::Io)?;
+            w.literal(&page).map_err(DeltaError::Io)?;
         } else {
-            w.copy(index * PAGE as u64, PAGE as u64);
+            w.copy(index * PAGE as u64, PAGE as u64)
+                .map_err(DeltaError::Io)?;
         }
     }
     let mut rest = Vec::new();
     stored
         .take(tail)
         .read_to_end(&mut rest)
-        .map_err(DeltaError::Zstd)?;
+        .map_err(DeltaError::Io)?;
     if rest.len() as u64 != tail {
         return Err(DeltaError::Apply(
             "patch file is shorter than recorded".into(),
         ));
     }
-    w.literal(&rest);
-    let wire = zstd::bulk::compress(&w.finish(), ZSTD_LEVEL).map_err(DeltaError::Zstd)?;
-    Ok(EncodedFile {
+    w.literal(&rest).map_err(DeltaError::Io)?;
+    w.finish()
+        .and_then(|z| z.finish())
+        .map_err(DeltaError::Io)?;
+    Ok(Encoded {
         encoding: Encoding::Delta,
-        wire,
         signature,
         changed: pages.len() as u64 * PAGE as u64 + tail,
     })
 }
 
+/// [`stream_patch`] into memory.
+#[cfg(test)]
+pub fn encode_patch(
+    stored: impl Read,
+    pages: &[u64],
+    total_pages: u64,
+    tail: u64,
+    signature: PageSignature,
+) -> Result<EncodedFile, DeltaError> {
+    let mut wire = Vec::new();
+    let e = stream_patch(stored, (pages, total_pages, tail), signature, &mut wire)?;
+    Ok(EncodedFile::of(e, wire))
+}
+
 /// Encodes `data` for the wire: a delta against `base` when given, else whole.
+#[cfg(test)]
 pub fn encode(data: &[u8], base: Option<&[u128]>) -> Result<EncodedFile, DeltaError> {
     encode_reader(data, base)
 }
@@ -554,5 +685,59 @@ mod tests {
             apply_streamed(&old, &enc.wire, grown.len() as u64 - 1),
             Err(understudy_common::delta_apply::ApplyError::TooLarge { .. })
         ));
+    }
+
+    /// A writer that records the largest single write it was handed.
+    #[derive(Default)]
+    struct Largest {
+        bytes: Vec<u8>,
+        largest: usize,
+    }
+
+    impl Write for Largest {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.largest = self.largest.max(b.len());
+            self.bytes.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_run_of_changed_pages_streams_in_bounded_literals_and_rebuilds_the_file() {
+        // 3 MiB of changed pages in one run, between unchanged ones.
+        let old = pages(1000, 1);
+        let mut new = old.clone();
+        let fresh = pages(768, 77);
+        new[100 * PAGE..868 * PAGE].copy_from_slice(&fresh);
+        let mut raw = Largest::default();
+        // The raw delta (before zstd), to see how it was cut.
+        let mut w = DeltaWriter::new(&mut raw).unwrap();
+        let base = signature(&old);
+        for (i, page) in new.chunks_exact(PAGE).enumerate() {
+            if base[i] == xxh3_128(page) {
+                w.copy((i * PAGE) as u64, PAGE as u64).unwrap();
+            } else {
+                w.literal(page).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        assert!(raw.largest <= LITERAL_RUN, "one write of {} bytes", raw.largest);
+        let overhead = raw.bytes.len() - 768 * PAGE;
+        assert!(overhead < 128, "{overhead} bytes of commands");
+
+        let mut wire = Largest::default();
+        let e = stream_reader(&new[..], Some(&base), &mut wire).unwrap();
+        assert_eq!(e.changed, 768 * PAGE as u64);
+        assert_eq!(
+            apply_streamed(&old, &wire.bytes, new.len() as u64).unwrap(),
+            new
+        );
+        assert_eq!(
+            decode(Encoding::Delta, &wire.bytes, Some(&old), new.len() as u64).unwrap(),
+            new
+        );
     }
 }

@@ -15,7 +15,7 @@ use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, Encoding, MAX_DATA_FRAME};
 use understudy_common::workload::validate_workload_name;
 
-use super::receive_core::{check_offer, DoneDecision, Receiving, ShadowView};
+use super::receive_core::{check_offer, chunk, DoneDecision, Receiving, ShadowView};
 use super::send::{ANSWER_LIMIT, STALL_LIMIT};
 use super::shadow_store::ShadowStore;
 use crate::node::Node;
@@ -72,27 +72,36 @@ impl std::io::Read for Pieces {
     }
 }
 
-/// Passes `len` bytes from the primary to a decoder, a piece at a time (a few pieces in
-/// flight at most). Fails when the decoder stopped taking them.
+/// Passes a file's chunks from the primary to a decoder as they arrive (a few in flight
+/// at most), up to the empty chunk that ends the file; at most `cap` bytes in all, each
+/// chunk at most [`MAX_FILE_CHUNK`]. Fails when the decoder stopped taking them.
 async fn pipe(
     recv: &mut RecvStream,
-    len: u64,
+    name: &str,
+    cap: u64,
     to: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
-    const PIECE: u64 = 1 << 20;
-    let mut left = len;
-    while left > 0 {
-        let mut piece = vec![0; left.min(PIECE) as usize];
-        tokio::time::timeout(STALL_LIMIT, recv.read_exact(&mut piece))
-            .await
-            .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
-            .map_err(|e| format!("primary: {e}"))?;
-        left -= piece.len() as u64;
+    let mut total = 0u64;
+    loop {
+        let mut len = [0u8; 4];
+        read_within(recv, &mut len).await?;
+        let Some(len) = chunk(name, u32::from_be_bytes(len), &mut total, cap)? else {
+            return Ok(());
+        };
+        let mut piece = vec![0; len];
+        read_within(recv, &mut piece).await?;
         to.send(piece)
             .await
             .map_err(|_| "the file's decoder stopped before its end".to_owned())?;
     }
-    Ok(())
+}
+
+/// Fills `buf` from the primary, failing after [`STALL_LIMIT`] without it.
+async fn read_within(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), String> {
+    tokio::time::timeout(STALL_LIMIT, recv.read_exact(buf))
+        .await
+        .map_err(|_| format!("primary: no progress for {STALL_LIMIT:?}"))?
+        .map_err(|e| format!("primary: {e}"))
 }
 
 /// Stages a file straight from the wire, decoded as its pieces arrive: a whole file
@@ -268,12 +277,9 @@ async fn receive(
     let mut core = Receiving::new(manifest, have_base);
     loop {
         match next_message(recv).await? {
-            DataMessage::File {
-                name,
-                encoding,
-                len,
-            } => {
-                let entry = core.on_file(&name, encoding, len)?;
+            DataMessage::File { name, encoding } => {
+                let entry = core.on_file(&name, encoding)?;
+                let cap = Receiving::wire_cap(&entry);
                 linked.remove(&name);
                 // Every file goes from the stream to disk as it arrives (a first epoch's
                 // memory images are the largest), never whole in memory; files stage in
@@ -295,7 +301,7 @@ async fn receive(
                 tasks.spawn_blocking(move || {
                     stage_stream(&st, &entry.name, base, input, entry.size)
                 });
-                if let Err(e) = pipe(recv, len, tx).await {
+                if let Err(e) = pipe(recv, &name, cap, tx).await {
                     // A decoder that stopped says why.
                     while !tasks.is_empty() {
                         join_one(tasks).await?;

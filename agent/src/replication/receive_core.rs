@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use understudy_common::data_entry::{check_entry_path, wire_name, DataKind};
 use understudy_common::epoch::{FileEntry, Manifest};
-use understudy_common::transfer::{Encoding, SealedFiles};
+use understudy_common::transfer::{Encoding, SealedFiles, MAX_FILE_CHUNK};
 
 /// What the shadow knows when an offer arrives.
 #[derive(Debug, Clone)]
@@ -125,12 +125,7 @@ impl Receiving {
     }
 
     /// Checks a `File` frame before its bytes are read; returns the manifest entry.
-    pub fn on_file(
-        &mut self,
-        name: &str,
-        encoding: Encoding,
-        len: u64,
-    ) -> Result<FileEntry, String> {
+    pub fn on_file(&mut self, name: &str, encoding: Encoding) -> Result<FileEntry, String> {
         let entry = self
             .manifest
             .files
@@ -142,16 +137,14 @@ impl Receiving {
         if encoding == Encoding::Delta && !self.have_base {
             return Err(format!("delta for {name:?} but no base epoch here"));
         }
-        // zstd never expands by more than a small fraction; deltas add per-op overhead.
-        let cap = entry.size + entry.size / 4 + 64 * 1024;
-        if len > cap {
-            return Err(format!(
-                "file {name:?} announces {len} wire bytes for {} bytes of content",
-                entry.size
-            ));
-        }
         self.received.insert(name.to_owned());
         Ok(entry)
+    }
+
+    /// The most wire bytes a file may take: zstd never expands by more than a small
+    /// fraction; deltas add per-command overhead.
+    pub fn wire_cap(entry: &FileEntry) -> u64 {
+        entry.size + entry.size / 4 + 64 * 1024
     }
 
     /// The base epoch's file a delta for `name` applies to: the data file's origin, or
@@ -239,6 +232,27 @@ impl Receiving {
         }
         DoneDecision::Resend(bad.into_iter().collect())
     }
+}
+
+/// What a chunk's length `len` says about a file being received, given the wire bytes so
+/// far (`total`, updated) and the file's `cap`: its end (`None`), or a chunk of that many
+/// bytes to read.
+pub fn chunk(name: &str, len: u32, total: &mut u64, cap: u64) -> Result<Option<usize>, String> {
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > MAX_FILE_CHUNK {
+        return Err(format!(
+            "file {name:?}: a chunk of {len} bytes (at most {MAX_FILE_CHUNK})"
+        ));
+    }
+    *total += u64::from(len);
+    if *total > cap {
+        return Err(format!(
+            "file {name:?}: more than {cap} wire bytes for its content"
+        ));
+    }
+    Ok(Some(len as usize))
 }
 
 #[cfg(test)]
@@ -339,9 +353,9 @@ mod tests {
             });
         }
         let mut r = Receiving::new(m, true);
-        r.on_file("a.img", Encoding::Delta, 10).unwrap();
-        r.on_file("pages-1.img", Encoding::Delta, 10).unwrap();
-        r.on_file("data/0/new", Encoding::Whole, 1).unwrap();
+        r.on_file("a.img", Encoding::Delta).unwrap();
+        r.on_file("pages-1.img", Encoding::Delta).unwrap();
+        r.on_file("data/0/new", Encoding::Whole).unwrap();
         let unsent = r.unsent_data();
         assert_eq!(
             unsent
@@ -363,22 +377,22 @@ mod tests {
     #[test]
     fn mismatch_is_resent_whole_once_then_refused() {
         let mut r = Receiving::new(manifest(1, 5), true);
-        r.on_file("a.img", Encoding::Delta, 10).unwrap();
-        r.on_file("pages-1.img", Encoding::Delta, 1000).unwrap();
+        r.on_file("a.img", Encoding::Delta).unwrap();
+        r.on_file("pages-1.img", Encoding::Delta).unwrap();
         assert_eq!(
             r.on_done(vec!["pages-1.img".into()]),
             DoneDecision::Resend(vec!["pages-1.img".into()])
         );
         // The resend must be whole.
-        assert!(r.on_file("pages-1.img", Encoding::Delta, 1000).is_err());
-        r.on_file("pages-1.img", Encoding::Whole, 1000).unwrap();
+        assert!(r.on_file("pages-1.img", Encoding::Delta).is_err());
+        r.on_file("pages-1.img", Encoding::Whole).unwrap();
         assert_eq!(r.on_done(vec![]), DoneDecision::Commit);
 
         let mut r = Receiving::new(manifest(1, 5), false);
-        r.on_file("a.img", Encoding::Whole, 10).unwrap();
-        r.on_file("pages-1.img", Encoding::Whole, 1000).unwrap();
+        r.on_file("a.img", Encoding::Whole).unwrap();
+        r.on_file("pages-1.img", Encoding::Whole).unwrap();
         r.on_done(vec!["a.img".into()]);
-        r.on_file("a.img", Encoding::Whole, 10).unwrap();
+        r.on_file("a.img", Encoding::Whole).unwrap();
         assert!(
             matches!(r.on_done(vec!["a.img".into()]), DoneDecision::Refuse(e) if e.contains("a.img"))
         );
@@ -387,9 +401,28 @@ mod tests {
     #[test]
     fn missing_files_and_oversized_frames_are_caught() {
         let mut r = Receiving::new(manifest(1, 5), false);
-        assert!(r.on_file("nope.img", Encoding::Whole, 1).is_err());
-        assert!(r.on_file("a.img", Encoding::Whole, 10 << 20).is_err());
-        r.on_file("a.img", Encoding::Whole, 10).unwrap();
+        assert!(r.on_file("nope.img", Encoding::Whole).is_err());
+        let a = r.on_file("a.img", Encoding::Whole).unwrap();
+        let cap = Receiving::wire_cap(&a);
+        let mut total = 0;
+        assert_eq!(chunk("a.img", 4, &mut total, cap), Ok(Some(4)));
+        assert_eq!(chunk("a.img", 0, &mut total, cap), Ok(None));
+        let e = chunk("a.img", MAX_FILE_CHUNK + 1, &mut total, cap).unwrap_err();
+        assert!(e.contains("a.img") && e.contains("chunk"), "{e}");
+        let mut over = 0;
+        let e = loop {
+            match chunk(
+                "a.img",
+                MAX_FILE_CHUNK,
+                &mut over,
+                3 * u64::from(MAX_FILE_CHUNK),
+            ) {
+                Ok(Some(_)) => continue,
+                other => break other.unwrap_err(),
+            }
+        };
+        assert!(e.contains("more than"), "{e}");
+        assert_eq!(over, 4 * u64::from(MAX_FILE_CHUNK));
         assert_eq!(
             r.on_done(vec![]),
             DoneDecision::Resend(vec!["pages-1.img".into()])

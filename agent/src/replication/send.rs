@@ -12,11 +12,11 @@ use quinn::{RecvStream, SendStream};
 use understudy_common::frame::{encode_frame, read_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::seal::{self, Binding, DataKey, Sealer};
-use understudy_common::transfer::{DataMessage, DataReply, SealedFiles, MAX_DATA_FRAME};
+use understudy_common::transfer::{DataMessage, DataReply, Encoding, SealedFiles, MAX_DATA_FRAME};
 
 use understudy_common::data_entry::{wire_name, DataKind};
 
-use super::delta::{self, EncodedFile, PageSignature};
+use super::delta::{self, Encoded, PageSignature};
 use crate::checkpoint::Dumped;
 use crate::datadir::capture::{patch_path, Index};
 
@@ -95,23 +95,106 @@ pub struct Sent {
     pub transfer_ms: u64,
 }
 
-/// Reads and encodes one file (a delta when `use_base` and the base has a signature of
-/// `base_name`).
-fn encode_file(
-    dir: &Path,
-    name: &str,
-    base_name: &str,
-    base: Option<&Base>,
-    use_base: bool,
-) -> Result<EncodedFile, String> {
-    let path = dir.join(name);
-    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let base_sig = base
-        .filter(|_| use_base)
-        .and_then(|b| b.sigs.get(base_name));
-    delta::encode_reader(file, base_sig.map(Vec::as_slice)).map_err(|e| format!("{name}: {e}"))
+/// Wire bytes go to the stream in chunks of at most this many bytes, each after its
+/// length, while the file is still being encoded: no file is ever whole in memory.
+const CHUNK: usize = 256 * 1024;
+
+/// The wire bytes of a file being encoded on a blocking thread, handed to the stream's
+/// writer a chunk at a time (a few chunks in flight at most).
+struct ChunkSink {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
 }
 
+impl ChunkSink {
+    fn push(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the transfer to the shadow stopped",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == CHUNK {
+            self.push()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends one file: its header, then the wire bytes `encode` writes (run on a blocking
+/// thread meanwhile) as length-prefixed chunks, then an empty chunk. Returns what `encode`
+/// returned and the bytes written.
+async fn stream_file<T: Send + 'static>(
+    send: &mut SendStream,
+    name: &str,
+    encoding: Encoding,
+    encode: impl FnOnce(&mut ChunkSink) -> Result<T, String> + Send + 'static,
+) -> Result<(T, u64), String> {
+    let t = Instant::now();
+    let header = DataMessage::File {
+        name: name.to_owned(),
+        encoding,
+    };
+    let frame = encode_frame(PROTOCOL_VERSION, &header).map_err(|e| e.to_string())?;
+    write_bounded(send, &frame, name).await?;
+    let mut n = frame.len() as u64;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut sink = ChunkSink {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let out = encode(&mut sink)?;
+        sink.push().map_err(|e| e.to_string())?;
+        Ok::<T, String>(out)
+    });
+    let mut written = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX).to_be_bytes();
+        written = write_bounded(send, &len, name).await;
+        if written.is_ok() {
+            written = write_bounded(send, &chunk, name).await;
+        }
+        if written.is_err() {
+            break;
+        }
+        n += (len.len() + chunk.len()) as u64;
+    }
+    // A failed write stops the encoder at its next chunk.
+    drop(rx);
+    let out = task.await.map_err(|e| e.to_string())?;
+    written?;
+    let out = out?;
+    write_bounded(send, &0u32.to_be_bytes(), name).await?;
+    n += 4;
+    if t.elapsed() > Duration::from_millis(20) {
+        tracing::debug!(
+            file = name,
+            total_ms = t.elapsed().as_millis(),
+            wire = n,
+            "file sent"
+        );
+    }
+    Ok((out, n))
+}
+
+/// Reads, encodes and sends one file (a delta when `use_base` and the base has a
+/// signature of `base_name`).
 async fn send_file(
     send: &mut SendStream,
     dir: &Path,
@@ -119,27 +202,22 @@ async fn send_file(
     base_name: &str,
     base: Option<&Base>,
     use_base: bool,
-) -> Result<(EncodedFile, u64), String> {
-    let (dir2, name2, base_name2) = (dir.to_owned(), name.to_owned(), base_name.to_owned());
-    let base2 = base.cloned();
-    let t = Instant::now();
-    let enc = tokio::task::spawn_blocking(move || {
-        encode_file(&dir2, &name2, &base_name2, base2.as_ref(), use_base)
+) -> Result<(Encoded, u64), String> {
+    let path = dir.join(name);
+    let base_sig = base
+        .filter(|_| use_base)
+        .and_then(|b| b.sigs.get(base_name))
+        .cloned();
+    let encoding = match base_sig {
+        Some(_) => Encoding::Delta,
+        None => Encoding::Whole,
+    };
+    let name2 = name.to_owned();
+    stream_file(send, name, encoding, move |out| {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        delta::stream_reader(file, base_sig.as_deref(), out).map_err(|e| format!("{name2}: {e}"))
     })
     .await
-    .map_err(|e| e.to_string())??;
-    let encode_ms = t.elapsed().as_millis();
-    let n = write_encoded(send, name, &enc).await?;
-    if encode_ms > 20 {
-        tracing::debug!(
-            file = name,
-            encode_ms,
-            total_ms = t.elapsed().as_millis(),
-            wire = n,
-            "file sent"
-        );
-    }
-    Ok((enc, n))
 }
 
 /// Reads, seals and sends one memory image (a delta in record coordinates when `use_base`
@@ -151,11 +229,16 @@ async fn send_sealed_file(
     name: &str,
     (base, use_base): (Option<&Base>, bool),
     (key, workload): (&Arc<DataKey>, &str),
-) -> Result<(EncodedFile, u64, Vec<u128>), String> {
+) -> Result<(Encoded, u64, Vec<u128>), String> {
     let path = dir.join(name);
     let base_of = base
         .filter(|_| use_base)
         .and_then(|b| Some((b.sigs.get(name)?.clone(), b.seals.get(name)?.clone())));
+    let base_of = base_of.filter(|(p, r)| delta::usable_sealed_base(Some((p, r))).is_some());
+    let encoding = match base_of {
+        Some(_) => Encoding::Delta,
+        None => Encoding::Whole,
+    };
     let sealer = Sealer::new(
         key,
         &Binding {
@@ -164,32 +247,13 @@ async fn send_sealed_file(
         },
     );
     let name2 = name.to_owned();
-    let sealed = tokio::task::spawn_blocking(move || {
+    let (sealed, n) = stream_file(send, name, encoding, move |out| {
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = base_of.as_ref().map(|(p, r)| (p.as_slice(), r.as_slice()));
-        delta::encode_sealed(file, base, &sealer).map_err(|e| format!("{name2}: {e}"))
+        delta::stream_sealed(file, base, &sealer, out).map_err(|e| format!("{name2}: {e}"))
     })
-    .await
-    .map_err(|e| e.to_string())??;
-    let n = write_encoded(send, name, &sealed.encoded).await?;
+    .await?;
     Ok((sealed.encoded, n, sealed.records))
-}
-
-/// Writes one encoded file (header frame, then its bytes); returns the bytes written.
-async fn write_encoded(
-    send: &mut SendStream,
-    name: &str,
-    enc: &EncodedFile,
-) -> Result<u64, String> {
-    let header = DataMessage::File {
-        name: name.to_owned(),
-        encoding: enc.encoding,
-        len: enc.wire.len() as u64,
-    };
-    let frame = encode_frame(PROTOCOL_VERSION, &header).map_err(|e| e.to_string())?;
-    write_bounded(send, &frame, name).await?;
-    write_bounded(send, &enc.wire, name).await?;
-    Ok((frame.len() + enc.wire.len()) as u64)
 }
 
 async fn reply(recv: &mut RecvStream) -> Result<DataReply, String> {
@@ -302,22 +366,19 @@ pub async fn send_epoch(
                 }
                 let stored = patch_path(&dumped.dir.join(&name));
                 let p2 = p.clone();
-                let enc = tokio::task::spawn_blocking(move || {
+                let (enc, n) = stream_file(&mut send, &name, Encoding::Delta, move |out| {
                     let f = std::fs::File::open(&stored)
                         .map_err(|e| format!("{}: {e}", stored.display()))?;
                     let total = p2.signature.len() as u64;
-                    delta::encode_patch(
+                    delta::stream_patch(
                         std::io::BufReader::with_capacity(1 << 20, f),
-                        &p2.pages,
-                        total,
-                        p2.tail,
+                        (&p2.pages, total, p2.tail),
                         p2.signature,
+                        out,
                     )
                     .map_err(|e| e.to_string())
                 })
-                .await
-                .map_err(|e| e.to_string())??;
-                let n = write_encoded(&mut send, &name, &enc).await?;
+                .await?;
                 bytes_sent += n;
                 data_sent += n;
                 bytes_changed += enc.changed;
