@@ -724,7 +724,11 @@ mod tests {
             }
         }
         w.finish().unwrap();
-        assert!(raw.largest <= LITERAL_RUN, "one write of {} bytes", raw.largest);
+        assert!(
+            raw.largest <= LITERAL_RUN,
+            "one write of {} bytes",
+            raw.largest
+        );
         let overhead = raw.bytes.len() - 768 * PAGE;
         assert!(overhead < 128, "{overhead} bytes of commands");
 

@@ -155,6 +155,9 @@ struct Window {
     limit: String,
     agent_rss_mib: f64,
     agent_anon_mib: f64,
+    /// Per-epoch averages of the epochs committed inside the window (bytes sent, changed
+    /// and in all, agent CPU ms, frozen ms), once the interval has settled.
+    epochs: Option<[f64; 5]>,
 }
 
 fn window_secs() -> u64 {
@@ -216,7 +219,18 @@ fn sample(c: &Cluster, name: &str) -> Window {
     ages.sort_unstable();
     let pct = |p: f64| ages[((ages.len() as f64 * p).ceil() as usize).clamp(1, ages.len()) - 1];
     let pace = seen.values().next_back().and_then(|e| e.cadence);
+    let n = inside.len() as f64;
+    let epochs = (!inside.is_empty()).then(|| {
+        [
+            sum(&|e| e.bytes_sent) / n,
+            sum(&|e| e.bytes_changed) / n,
+            sum(&|e| e.bytes_total) / n,
+            sum(&|e| e.cpu_ms) / n,
+            sum(&|e| e.frozen_ms) / n,
+        ]
+    });
     Window {
+        epochs,
         rpo_p50_ms: pct(0.5),
         rpo_p99_ms: pct(0.99),
         freeze_share: sum(&|e| e.frozen_ms) / window_ms,
@@ -315,6 +329,9 @@ fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
         avg(&|e| e.frozen_ms),
     ];
     let window = sample(&c, &name);
+    // The window's epochs, at the interval the budgets settled on, rather than the first
+    // few (whose interval has not adapted yet).
+    let stats = window.epochs.unwrap_or(stats);
     println!(
         "  steady: recovery point p50 {} ms, p99 {} ms; frozen {:.1} % of the time; interval {} ms ({}); agent CPU {:.1} % of a core, peak RSS {:.0} MiB (anonymous {:.0} MiB)",
         window.rpo_p50_ms,
