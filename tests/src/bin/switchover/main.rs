@@ -160,6 +160,16 @@ struct Window {
     epochs: Option<[f64; 5]>,
 }
 
+impl Window {
+    /// A share of the window's wall time, or why there is none.
+    fn share(&self, v: f64) -> String {
+        match self.epochs {
+            Some(_) => format!("{:.1} %", v * 100.0),
+            None => "no epoch in the window".into(),
+        }
+    }
+}
+
 fn window_secs() -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -333,13 +343,13 @@ fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
     // few (whose interval has not adapted yet).
     let stats = window.epochs.unwrap_or(stats);
     println!(
-        "  steady: recovery point p50 {} ms, p99 {} ms; frozen {:.1} % of the time; interval {} ms ({}); agent CPU {:.1} % of a core, peak RSS {:.0} MiB (anonymous {:.0} MiB)",
+        "  steady: recovery point p50 {} ms, p99 {} ms; frozen {} of the time; interval {} ms ({}); agent CPU {} of a core, peak RSS {:.0} MiB (anonymous {:.0} MiB)",
         window.rpo_p50_ms,
         window.rpo_p99_ms,
-        window.freeze_share * 100.0,
+        window.share(window.freeze_share),
         window.interval_ms,
         window.limit,
-        window.cpu_share * 100.0,
+        window.share(window.cpu_share),
         window.agent_rss_mib,
         window.agent_anon_mib
     );
@@ -580,15 +590,15 @@ fn main() {
     for r in &rows {
         let w = &r.window;
         println!(
-            "| {} MiB | {} ms | {} ms | {:.1} | {:.1} % | {} ms | {} | {:.1} % | {:.0} MiB | {:.0} MiB |",
+            "| {} MiB | {} ms | {} ms | {:.1} | {} | {} ms | {} | {} | {:.0} MiB | {:.0} MiB |",
             r.mib,
             w.rpo_p50_ms,
             w.rpo_p99_ms,
             w.rpo_p99_ms as f64 / 2000.0,
-            w.freeze_share * 100.0,
+            w.share(w.freeze_share),
             w.interval_ms,
             w.limit,
-            w.cpu_share * 100.0,
+            w.share(w.cpu_share),
             w.agent_rss_mib,
             w.agent_anon_mib
         );
