@@ -60,8 +60,11 @@ fn send_waiting(
     let started = std::time::Instant::now();
     let mut told = false;
     loop {
-        let (url, result, no_leader) = send_round(base, method, path, body, timeout);
-        if !no_leader || started.elapsed() + LEADER_POLL > wait {
+        let (url, result) = send_round(base, method, path, body, timeout);
+        // Only a round no member acted on is asked again: one that ended in a leader's
+        // answer (an acceptance or a refusal) never is.
+        let leaderless = matches!(&result, Err(ureq::Error::Status(503, _)));
+        if !leaderless || started.elapsed() + LEADER_POLL > wait {
             return (url, result);
         }
         if !told {
@@ -72,15 +75,16 @@ fn send_waiting(
     }
 }
 
-/// One round of [`send`] over the members; the flag says whether a member answered that
-/// the group has no leader.
+/// One round of [`send`] over the members: the first answer that is neither "unreachable"
+/// nor "no leader", else a member's "no leader" (rather than another's unreachability),
+/// else the last failure.
 fn send_round(
     base: &str,
     method: &str,
     path: &str,
     body: Option<&Body>,
     timeout: Duration,
-) -> (String, Result<ureq::Response, ureq::Error>, bool) {
+) -> (String, Result<ureq::Response, ureq::Error>) {
     let bases: Vec<String> = base
         .split(',')
         .map(str::trim)
@@ -99,7 +103,7 @@ fn send_round(
         ureq::AgentBuilder::new().redirects(0).build()
     };
     let mut last = None;
-    let mut no_leader = false;
+    let mut no_leader = None;
     for (i, b) in bases.iter().enumerate() {
         let mut url = format!("{}{path}", b.trim_end_matches('/'));
         let mut hops = 0;
@@ -127,21 +131,21 @@ fn send_round(
             }
         };
         let more = i + 1 < bases.len();
-        let leaderless = matches!(&result, Err(ureq::Error::Status(503, _)));
-        no_leader |= leaderless;
-        let retry = leaderless || matches!(&result, Err(ureq::Error::Transport(_)));
-        if more && retry {
-            last = Some((url, result));
-            continue;
+        match result {
+            Err(ureq::Error::Status(503, _)) if more || no_leader.is_some() => {
+                no_leader.get_or_insert((url, result));
+            }
+            Err(ureq::Error::Transport(_)) if more || no_leader.is_some() => {
+                last = Some((url, result));
+            }
+            _ => return (url, result),
         }
-        return (url, result, no_leader);
     }
-    let (url, r) = last.unwrap_or_else(|| {
+    no_leader.or(last).unwrap_or_else(|| {
         let url = format!("{base}{path}");
         let r = agent.request(method, &url).timeout(timeout).call();
         (url, r)
-    });
-    (url, r, no_leader)
+    })
 }
 
 /// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
@@ -543,6 +547,43 @@ mod tests {
         let started = std::time::Instant::now();
         let (url, r) = send_waiting(&base, "GET", "/v1/x", None, TIMEOUT, wait);
         assert!(started.elapsed() >= LEADER_POLL, "asked more than once");
+        match answer::<serde_json::Value>(&base, &url, r) {
+            Err(ApiFailure::Refused(503, msg)) => assert!(msg.contains("no leader"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_leader_that_acted_is_not_asked_again_when_another_member_had_no_leader() {
+        // The first member lost its leadership; the second leads and accepts, and would
+        // refuse a second copy of the request.
+        let cut_off = serve(vec![(503, NO_LEADER); 4]);
+        let leader = serve(vec![
+            (202, r#"{"accepted":1}"#),
+            (409, r#"{"error":"already runs"}"#),
+        ]);
+        let base = format!("{cut_off},{leader}");
+        let (_, r) = send_waiting(&base, "POST", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        let v: serde_json::Value = r.expect("the leader's acceptance").into_json().unwrap();
+        assert_eq!(v["accepted"], 1);
+    }
+
+    #[test]
+    fn a_member_without_a_leader_is_reported_rather_than_another_unreachable_one() {
+        let cut_off = serve(vec![(503, NO_LEADER); 8]);
+        let gone = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let base = format!("{cut_off},{gone}");
+        let (url, r) = send_waiting(
+            &base,
+            "GET",
+            "/v1/x",
+            None,
+            TIMEOUT,
+            Duration::from_millis(600),
+        );
         match answer::<serde_json::Value>(&base, &url, r) {
             Err(ApiFailure::Refused(503, msg)) => assert!(msg.contains("no leader"), "{msg}"),
             other => panic!("{other:?}"),
