@@ -27,7 +27,19 @@ fn failed_over(c: &Cluster, name: &str, to: &str, within: Duration) -> WorkloadR
             (WorkloadState::Running, Some(m)) if m.outcome == "failed over" && w.primary == to => {
                 Ok(w)
             }
-            other => Err(format!("{} on {}: {other:?}", w.state.name(), w.primary)),
+            other => {
+                // What a restored copy that did not come up said, to see why.
+                let said = c.output_log(to, name);
+                let tail: String = said
+                    .chars()
+                    .skip(said.chars().count().saturating_sub(600))
+                    .collect();
+                Err(format!(
+                    "{} on {}: {other:?}; its output on {to} ends: {tail}",
+                    w.state.name(),
+                    w.primary
+                ))
+            }
         }
     })
 }
