@@ -7,15 +7,15 @@
 
 use std::sync::Arc;
 
-use understudy_common::epoch::Manifest;
 use understudy_common::workload::{Order, OrderReply, Peer, Report, WorkloadSpec};
 
-use crate::datadir::materialize::{materialize, remove_aside};
-use crate::life::restore::{restore_tree, Restored};
+use crate::datadir::materialize::remove_aside;
 use crate::life::{Event, Handle, Machine, Mailbox};
 use crate::node::Node;
 use crate::replication::shadow_store::ShadowStore;
 use crate::workload::{binds, process, Paths};
+
+mod restore;
 
 /// The number of a workload's first tree in its task's mailbox.
 const FIRST_TREE: u64 = 1;
@@ -61,10 +61,11 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             epoch,
             shadow,
             lease_ms,
+            fall_back,
             ..
         } => {
             let name = spec.name.clone();
-            let reply = restore(node, spec, generation, epoch, shadow).await;
+            let reply = restore::restore(node, spec, generation, (epoch, fall_back), shadow).await;
             if reply.is_ok() {
                 // The restored copy starts under the lease the order brings.
                 crate::lease::pass_on(&name, lease_ms).await;
@@ -216,123 +217,6 @@ async fn checkpoint(
             final_epoch,
         })
         .await
-}
-
-async fn restore(
-    node: &Arc<Node>,
-    spec: WorkloadSpec,
-    generation: u64,
-    epoch: u64,
-    shadow: Option<Peer>,
-) -> Result<OrderReply, String> {
-    let name = spec.name.clone();
-    let workload = name.as_str();
-    for d in &spec.data_dirs {
-        node.data_roots
-            .check_allowed(d)
-            .map_err(|e| format!("{} cannot restore this workload: {e}", node.name))?;
-    }
-    let paths = Paths::new(&node.data_dir, workload);
-    let store = ShadowStore::new(paths.shadow_epochs());
-    // The newest committed epoch, never one older than the coordinator's recovery point.
-    let epoch = match store.newest() {
-        Some(n) if n >= epoch => n,
-        Some(n) => {
-            return Err(format!(
-            "asked to restore epoch {epoch} or newer, but the newest committed epoch here is {n}"
-        ))
-        }
-        None => {
-            return Err(format!(
-                "no committed epoch of {workload:?} on {}",
-                node.name
-            ))
-        }
-    };
-    let dir = store.epoch_dir(epoch);
-    let manifest = Manifest::read_from(&dir).map_err(|e| e.to_string())?;
-    // Hash every file again unless this process verified them while committing (an epoch
-    // read back from disk after a restart could have been damaged since).
-    if !node.was_verified(workload, epoch) {
-        let d2 = dir.clone();
-        let m2 = manifest.clone();
-        tokio::task::spawn_blocking(move || m2.verify_dir(&d2))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("refusing to restore epoch {epoch}: {e}"))?;
-    }
-    if !spec.data_dirs.is_empty() {
-        // The epoch's data files move into place (hard links shared with older epochs,
-        // which go): from here on this host has no shadow copy to fall back on.
-        let (entries, d2, targets) = (
-            manifest.data.clone(),
-            dir.clone(),
-            node.data_host_paths(&spec),
-        );
-        let logical = (!node.data_roots.is_identity()).then(|| spec.data_dirs.clone());
-        let placed = tokio::task::spawn_blocking(move || {
-            for mount_point in logical.iter().flatten() {
-                std::fs::create_dir_all(mount_point)
-                    .map_err(|e| format!("{}: {e}", mount_point.display()))?;
-            }
-            materialize(&entries, &d2, &targets)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        if let Err(e) = placed {
-            let s2 = store.clone();
-            tokio::task::spawn_blocking(move || s2.clear());
-            return Err(format!("cannot put the data directories in place: {e}"));
-        }
-    }
-    let mailbox = Mailbox::default();
-    let restored = restore_tree(
-        node.criu.clone(),
-        &node.data_dir,
-        &spec,
-        (dir, &manifest, node.key(workload)),
-        node.data_host_paths(&spec),
-        mailbox.exit_hook(workload, FIRST_TREE),
-    )
-    .await;
-    if restored.is_err() && !spec.data_dirs.is_empty() {
-        let s2 = store.clone();
-        tokio::task::spawn_blocking(move || s2.clear());
-    }
-    let Restored {
-        running,
-        restore_ms,
-        check_ms,
-    } = restored?;
-    let pid = running.pid;
-    if node.fence.seen(workload) != Some(generation) {
-        // A newer generation arrived while it was restored: this copy is not the one.
-        running.kill();
-        return Err(format!(
-            "generation {generation} of {workload:?} was superseded during the restore"
-        ));
-    }
-    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), pid, epoch + 1) {
-        running.kill();
-        return Err(format!("cannot record the restored tree: {e}"));
-    }
-    tracing::info!(
-        workload,
-        pid,
-        restore_ms,
-        "workload restored; now primary here"
-    );
-    node.stop_shadowing(workload);
-    supervise(node, spec, generation, shadow, running, epoch + 1, mailbox);
-    // The shadow copies are not needed any more; removing gigabytes takes time, so it
-    // happens after the reply, off the switchover's critical path.
-    tokio::task::spawn_blocking(move || store.clear());
-    Ok(OrderReply::Restored {
-        epoch,
-        pid,
-        restore_ms,
-        check_ms,
-    })
 }
 
 /// How a copy is stopped.

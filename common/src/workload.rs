@@ -586,6 +586,12 @@ pub enum Order {
         /// The lease the restored copy starts under (as a heartbeat answer would grant
         /// it), so that it does not freeze before the coordinator records it the primary.
         lease_ms: Option<u64>,
+        /// When the newest epoch does not restore (damaged, CRIU's restore fails, or the
+        /// restored tree fails its liveness check), try the older ones this host keeps,
+        /// newest first, even older than `epoch`: set for a failover, where nothing newer
+        /// exists anywhere and an older state beats none; never for a switchover, whose
+        /// original resumes instead.
+        fall_back: bool,
     },
     /// Switchover done: forget the stopped original and its images.
     Release {
@@ -779,6 +785,8 @@ pub enum OrderReply {
         restore_ms: u64,
         /// Time the liveness check took, milliseconds.
         check_ms: u64,
+        /// Newer epochs that did not restore (only with `fall_back`), newest first.
+        passed_over: Vec<PassedOver>,
     },
     /// The order was refused or failed; nothing it would have changed was changed.
     Failed(String),
@@ -811,6 +819,25 @@ impl std::fmt::Display for OrderReply {
             },
         }
     }
+}
+
+/// An epoch a failover's restore passed over for an older one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedOver {
+    /// The epoch.
+    pub epoch: u64,
+    /// Why it did not restore.
+    pub reason: String,
+}
+
+/// What a failover that restored an older epoch than the newest says about it, for
+/// people: `epoch 27 did not restore (…); epoch 26 did not restore (…)`.
+pub fn describe_passed_over(passed: &[PassedOver]) -> String {
+    passed
+        .iter()
+        .map(|p| format!("epoch {} did not restore ({})", p.epoch, p.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One committed epoch, as the primary saw it.
@@ -986,6 +1013,7 @@ mod tests {
             epoch: 1,
             shadow: None,
             lease_ms: None,
+            fall_back: false,
         };
         assert!(other.problem().unwrap().starts_with("spec.name:"));
         let nul = Order::ExpectShadow {

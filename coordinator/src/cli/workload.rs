@@ -622,6 +622,9 @@ fn print_workload(w: &WorkloadView) {
                 .map(|a| format!(" ({:.1} s old)", a as f64 / 1000.0))
                 .unwrap_or_default()
         );
+        if let Some(why) = &m.error {
+            outln!("                (not the newest: {why})");
+        }
     } else if let Some(m) = &r.last_migration {
         outln!(
             "last move:      {} -> {} {} (generation {}){}{}",

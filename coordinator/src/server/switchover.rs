@@ -289,7 +289,11 @@ pub(super) async fn drive(
         } else {
             outcome.label().into()
         },
-        error: outcome.error().map(str::to_owned),
+        error: match &outcome {
+            // A failover that restored an older epoch than the newest: why.
+            Outcome::Succeeded if failover => machine.error.clone(),
+            _ => outcome.error().map(str::to_owned),
+        },
         freeze_ms: machine.freeze_ms,
         total_ms,
         finished_unix_ms: wall_ms(),
@@ -297,6 +301,18 @@ pub(super) async fn drive(
         recovery_age_ms: None,
     };
     let new_shadow = machine.new_shadow.as_ref().map(|p| p.name.clone());
+    if let (Outcome::Succeeded, true, Some(why)) = (&outcome, failover, &machine.error) {
+        shared.event(
+            "move",
+            (Some(to.as_str()), Some(name.as_str())),
+            format!(
+                "failed over from {} to {to} from epoch {}, older than the newest: {why}",
+                machine.from,
+                machine.final_epoch.unwrap_or(0)
+            ),
+            Vec::new(),
+        );
+    }
     shared.save_migration(&machine, |r| {
         if failover {
             summary.recovery_epoch = machine.final_epoch;

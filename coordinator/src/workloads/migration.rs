@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use understudy_common::inventory::Held;
-use understudy_common::workload::{Order, OrderReply, Peer, WorkloadSpec};
+use understudy_common::workload::{describe_passed_over, Order, OrderReply, Peer, WorkloadSpec};
 
 /// Why the workload moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +195,8 @@ pub struct Migration<S = WorkloadSpec> {
     pub rollback_generation: Option<u64>,
     /// In a rollback: whether the target has confirmed it holds no running copy.
     pub target_demoted: bool,
-    /// What went wrong, in a rollback.
+    /// What went wrong, in a rollback; in a failover, why the newer epochs the restore
+    /// passed over did not restore.
     pub error: Option<String>,
     /// How it ended.
     pub outcome: Option<Outcome>,
@@ -294,6 +295,7 @@ impl Migration {
                 epoch: self.final_epoch.unwrap_or(0),
                 shadow: self.new_shadow.clone(),
                 lease_ms: None,
+                fall_back: self.kind == Kind::Failover,
             },
             timeout: RESTORE_TIMEOUT,
             after: Duration::ZERO,
@@ -503,9 +505,15 @@ impl Migration {
             (
                 Phase::Restore | Phase::Confirm,
                 Delivery::Reply(OrderReply::Restored {
-                    epoch, check_ms, ..
+                    epoch,
+                    check_ms,
+                    passed_over,
+                    ..
                 }),
             ) => {
+                // Newer epochs that did not restore: the workload lost more than the
+                // recorded recovery point, and the operator is told why.
+                self.error = (!passed_over.is_empty()).then(|| describe_passed_over(&passed_over));
                 self.final_epoch = Some(epoch);
                 self.freeze_ms = self
                     .freeze_started_unix_ms

@@ -1,6 +1,6 @@
 use super::*;
 use understudy_common::inventory::{CopyState, Held, LocalCopy};
-use understudy_common::workload::{EpochReport, RestartPolicy};
+use understudy_common::workload::{EpochReport, PassedOver, RestartPolicy};
 
 fn peer(n: &str) -> Peer {
     Peer {
@@ -44,6 +44,7 @@ fn restored() -> Delivery {
         pid: 1,
         restore_ms: 5,
         check_ms: 20,
+        passed_over: Vec::new(),
     })
 }
 
@@ -95,11 +96,19 @@ fn happy_path_orders_and_measures_freeze() {
     assert_eq!(what(&s), ("a".into(), "final-checkpoint", 4));
     let s = m.on_delivery(epoch(11), 1_050);
     if let Step::Send {
-        order: Order::Restore { epoch, shadow, .. },
+        order:
+            Order::Restore {
+                epoch,
+                shadow,
+                fall_back,
+                ..
+            },
         ..
     } = &s
     {
         assert_eq!(*epoch, 11);
+        // A switchover's original can resume: its restore never falls back.
+        assert!(!fall_back);
         assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("a"));
     } else {
         panic!("{s:?}");
@@ -328,12 +337,15 @@ fn failover() -> Migration {
                 epoch,
                 shadow,
                 generation,
+                fall_back,
                 ..
             },
         ..
     } = &s
     {
         assert_eq!((host.as_str(), *epoch, *generation), ("b", 9, 5));
+        // Nothing newer exists anywhere: an older epoch beats none.
+        assert!(fall_back);
         assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("c"));
     } else {
         panic!("{s:?}");
@@ -350,11 +362,34 @@ fn a_failover_restores_on_the_shadow_and_never_touches_the_lost_primary() {
             pid: 1,
             restore_ms: 5,
             check_ms: 20,
+            passed_over: Vec::new(),
         }),
         1_500,
     );
     assert_eq!(done, Step::Finished(Outcome::Succeeded));
     assert_eq!((m.final_epoch, m.freeze_ms), (Some(10), Some(480)));
+    assert_eq!(m.error, None);
+    // Restored from an older epoch than the newest: the machine keeps why, to show.
+    let mut m = failover();
+    let done = m.on_delivery(
+        Delivery::Reply(OrderReply::Restored {
+            epoch: 8,
+            pid: 1,
+            restore_ms: 5,
+            check_ms: 20,
+            passed_over: vec![PassedOver {
+                epoch: 9,
+                reason: "CRIU restore failed: a file is missing".into(),
+            }],
+        }),
+        1_500,
+    );
+    assert_eq!(done, Step::Finished(Outcome::Succeeded));
+    assert_eq!(m.final_epoch, Some(8));
+    assert_eq!(
+        m.error.as_deref(),
+        Some("epoch 9 did not restore (CRIU restore failed: a file is missing)")
+    );
     // A failed restore leaves it lost: there is no old primary to resume.
     let mut m = failover();
     match m.on_delivery(failed("no committed epoch"), 0) {

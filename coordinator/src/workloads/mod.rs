@@ -112,7 +112,8 @@ pub struct MigrationSummary {
     pub generation: u64,
     /// "succeeded", "rolled back", "failed" or "failed over".
     pub outcome: String,
-    /// Error, when it did not succeed.
+    /// Error, when it did not succeed; for a failover that succeeded from an older epoch
+    /// than the newest, why the newer ones did not restore.
     pub error: Option<String>,
     /// Freeze time: from the final-checkpoint order to the restored workload's reply, ms.
     pub freeze_ms: Option<u64>,

@@ -1,0 +1,154 @@
+//! A failover whose newest epoch does not restore comes back from the next older one the
+//! shadow keeps, and says so: a workload that opened a file only on its primary's disk
+//! after an epoch was taken cannot be restored from the epochs that hold that file open on
+//! a host where it is gone, but it can from the epoch before, and running from an older
+//! state beats not running at all when the primary is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use understudy_coordinator::workloads::WorkloadState;
+use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
+use understudy_tests::copies::{advancing, marker, the_one_copy};
+use understudy_tests::wait::eventually;
+use understudy_tests::{numbers, require_criu, require_e2e};
+
+/// Counts; once `ARGV[1].now` exists, opens `ARGV[1]` (read-only, so its size stays what
+/// an epoch recorded) and keeps it open.
+const OPENS_LATE: &str = "import os, sys, time
+late = sys.argv[1]
+held = None
+n = 0
+while True:
+    n += 1
+    print(n, flush=True)
+    if held is None and os.path.exists(late + '.now'):
+        held = open(late, 'rb')
+        print('opened at', n, flush=True)
+    time.sleep(0.01)
+";
+
+/// The recovery point the coordinator records for `name`, once it is newer than `after`.
+fn recovery_point_after(c: &Cluster, name: &str, after: u64, within: Duration) -> u64 {
+    eventually(
+        &format!("an epoch of {name} newer than {after}"),
+        within,
+        || match c.workload(name)?.last_epoch {
+            Some(e) if e.epoch > after => Ok(e.epoch),
+            other => Err(format!("{other:?}")),
+        },
+    )
+}
+
+#[test]
+fn a_failover_whose_newest_epoch_does_not_restore_comes_back_from_the_one_before() {
+    require_e2e!();
+    require_criu!();
+    let hosts = ["host-a", "host-b"];
+    let c = Cluster::started(&hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("only-on-host-a");
+    std::fs::write(&late, b"a file the shadow host will not have").unwrap();
+    let late_arg = late.to_str().unwrap().to_owned();
+    let name = "opener";
+    c.create_workload(&[
+        name,
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "4s",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        OPENS_LATE,
+        &late_arg,
+        &marker(name),
+    ]);
+    let first = c.wait_for_epochs(name, 1).last_epoch.unwrap().epoch;
+    // Right after an epoch commits (the next is about 4 s away), the workload opens the
+    // file: that epoch is the last one without it.
+    let before_open = recovery_point_after(&c, name, first, Duration::from_secs(30));
+    std::fs::write(dir.path().join("only-on-host-a.now"), b"").unwrap();
+    let opened_at = eventually(
+        "the workload opens the file",
+        Duration::from_secs(5),
+        || {
+            c.output_log("host-a", name)
+                .lines()
+                .find_map(|l| l.strip_prefix("opened at ")?.trim().parse::<u64>().ok())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    // An epoch that holds the file open is committed, and recorded as the recovery point.
+    let recorded = recovery_point_after(&c, name, before_open, Duration::from_secs(30));
+    c.kill_host("host-a");
+    // The file (and what told the workload to open it) existed only on host-a's disk.
+    std::fs::remove_file(&late).unwrap();
+    std::fs::remove_file(dir.path().join("only-on-host-a.now")).unwrap();
+    let w = eventually(
+        "opener fails over to host-b",
+        FAILOVER_AFTER + Duration::from_secs(60),
+        || {
+            let w = c.workload(name)?;
+            match (&w.state, &w.last_migration) {
+                (WorkloadState::Running, Some(m)) if m.outcome == "failed over" => Ok(w),
+                other => {
+                    // What a restored copy that did not come up said, to see why.
+                    let said = c.output_log("host-b", name);
+                    let tail: String = said
+                        .chars()
+                        .skip(said.chars().count().saturating_sub(600))
+                        .collect();
+                    Err(format!("{other:?}; its output on host-b ends: {tail}"))
+                }
+            }
+        },
+    );
+    let m = w.last_migration.clone().unwrap();
+    assert_eq!(w.primary, "host-b");
+    assert_eq!(
+        m.recovery_epoch,
+        Some(before_open),
+        "restored the last epoch without the file (recorded recovery point {recorded}): {m:?}"
+    );
+    let why = m.error.clone().unwrap_or_default();
+    assert!(
+        why.contains(&format!("epoch {recorded} did not restore")),
+        "the move says why the newer epochs were passed over: {m:?}"
+    );
+    // The state is the older epoch's: the count goes on from before the file was opened.
+    let counts = eventually("it counts on host-b", Duration::from_secs(10), || {
+        let n = numbers(&c.output_log("host-b", name));
+        if n.len() > 10 {
+            Ok(n)
+        } else {
+            Err(format!("{} lines", n.len()))
+        }
+    });
+    assert!(
+        counts[0] < opened_at,
+        "host-b went on from {}, not from before {opened_at}, where host-a opened the file",
+        counts[0]
+    );
+    advancing(&c, "host-b", name);
+    assert_eq!(the_one_copy(&c, &hosts, name), "host-b");
+    let shown = c.cli(&["workload", "show", name]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!("recovery point epoch {before_open}"))
+            && text.contains(&format!(
+                "(not the newest: epoch {recorded} did not restore"
+            )),
+        "{text}"
+    );
+    let events = c.cli(&["events", "--workload", name]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("older than the newest"),
+        "the event log says so: {events}"
+    );
+    eprintln!("opener: recorded epoch {recorded}, restored {before_open}: {why}");
+}
