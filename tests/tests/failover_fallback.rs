@@ -152,3 +152,97 @@ fn a_failover_whose_newest_epoch_does_not_restore_comes_back_from_the_one_before
     );
     eprintln!("opener: recorded epoch {recorded}, restored {before_open}: {why}");
 }
+
+/// Opens `ARGV[1]` (read-only) at once and counts.
+const OPENS_AT_ONCE: &str = "import sys, time
+held = open(sys.argv[1], 'rb')
+n = 0
+while True:
+    n += 1
+    print(n, flush=True)
+    time.sleep(0.01)
+";
+
+#[test]
+fn a_failover_nothing_can_restore_is_retried_less_often_and_succeeds_once_fixed() {
+    require_e2e!();
+    require_criu!();
+    let hosts = ["host-a", "host-b"];
+    let c = Cluster::started(&hosts);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("only-on-host-a");
+    let content = b"a file every epoch holds open";
+    std::fs::write(&file, content).unwrap();
+    let name = "holder";
+    c.create_workload(&[
+        name,
+        "--host",
+        "host-a",
+        "--shadow",
+        "host-b",
+        "--interval",
+        "1s",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        OPENS_AT_ONCE,
+        file.to_str().unwrap(),
+        &marker(name),
+    ]);
+    let before = c.wait_for_epochs(name, 2);
+    c.kill_host("host-a");
+    std::fs::remove_file(&file).unwrap();
+    // Every epoch holds the file open: no failover can succeed. It is tried again, but
+    // less often: 2, 4, 8, 16 s apart (a new generation each time), not every sweep.
+    let lost = eventually(
+        "holder is lost with the reason and the next attempt",
+        FAILOVER_AFTER + Duration::from_secs(30),
+        || {
+            let w = c.workload(name)?;
+            match &w.state {
+                WorkloadState::Lost(why) if why.contains("attempt 3 in a row failed") => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let WorkloadState::Lost(why) = &lost.state else {
+        unreachable!()
+    };
+    assert!(
+        why.contains("Unable to open") && why.contains("the next in 8s"),
+        "the reason names CRIU's error and when it is tried again: {why}"
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let later = c.workload(name).unwrap();
+    assert!(
+        later.generation <= lost.generation + 1,
+        "10 s after the third failed attempt, at most one more was made (generation {} then {})",
+        lost.generation,
+        later.generation
+    );
+    // The file is put back on the shadow's side: the next attempt restores the newest epoch.
+    std::fs::write(&file, content).unwrap();
+    let w = eventually(
+        "holder fails over once the file is back",
+        Duration::from_secs(70),
+        || {
+            let w = c.workload(name)?;
+            match (&w.state, &w.last_migration) {
+                (WorkloadState::Running, Some(m)) if m.outcome == "failed over" => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert_eq!(w.primary, "host-b");
+    let m = w.last_migration.clone().unwrap();
+    assert!(
+        m.recovery_epoch >= before.last_epoch.as_ref().map(|e| e.epoch),
+        "{m:?}"
+    );
+    advancing(&c, "host-b", name);
+    assert_eq!(the_one_copy(&c, &hosts, name), "host-b");
+    eprintln!(
+        "holder: lost at generation {}, back at generation {} from epoch {:?}",
+        lost.generation, w.generation, m.recovery_epoch
+    );
+}

@@ -42,6 +42,9 @@ pub struct Book {
     settled: HashMap<String, Instant>,
     absent: HashMap<String, BTreeSet<String>>,
     floors: HashMap<String, u64>,
+    /// Failovers that failed in a row, and when the last one did: the next waits
+    /// ([`crate::workloads::failover::retry_after`]).
+    failed_failovers: HashMap<String, (u32, Instant)>,
 }
 
 impl Book {
@@ -60,6 +63,7 @@ impl Book {
             settled: HashMap::new(),
             absent: HashMap::new(),
             floors: HashMap::new(),
+            failed_failovers: HashMap::new(),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Shared {
     /// orders). Without `generation` (nothing was ever started) no tombstone is left.
     pub fn remove_workload(&self, name: &str, generation: Option<u64>) -> Option<WorkloadRecord> {
         let mut b = self.book();
+        b.failed_failovers.remove(name);
         let rec = b.records.remove(name)?;
         let tomb = Tombstone {
             name: name.to_owned(),
@@ -289,8 +294,36 @@ impl Shared {
     /// Failover decisions for the idle workloads now.
     pub fn failover_decisions(&self) -> Vec<crate::workloads::failover::Decision> {
         let records: Vec<WorkloadRecord> = self.workload_list();
-        let idle = idle_in(&self.book());
+        let idle = {
+            let b = self.book();
+            let mut idle = idle_in(&b);
+            // A failover that failed is tried again, but less often each time.
+            idle.retain(|n| {
+                b.failed_failovers.get(n).is_none_or(|(failures, at)| {
+                    at.elapsed() >= crate::workloads::failover::retry_after(*failures)
+                })
+            });
+            idle
+        };
         crate::workloads::failover::decide(&records, |h| self.host_now(h), &idle, &self.failover)
+    }
+
+    /// Notes that a failover of `name` failed; returns how many failed in a row and how
+    /// long until the next is tried.
+    pub fn failover_failed(&self, name: &str) -> (u32, Duration) {
+        let mut b = self.book();
+        let failures = b
+            .failed_failovers
+            .get(name)
+            .map_or(1, |(n, _)| n.saturating_add(1));
+        b.failed_failovers
+            .insert(name.to_owned(), (failures, Instant::now()));
+        (failures, crate::workloads::failover::retry_after(failures))
+    }
+
+    /// Notes that a failover of `name` succeeded: the next one, if any, is not held back.
+    pub fn failover_succeeded(&self, name: &str) {
+        self.book().failed_failovers.remove(name);
     }
 
     /// Whether a workload's shadow host is currently disconnected, for display.

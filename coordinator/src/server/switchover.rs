@@ -301,6 +301,22 @@ pub(super) async fn drive(
         recovery_age_ms: None,
     };
     let new_shadow = machine.new_shadow.as_ref().map(|p| p.name.clone());
+    // A failover that failed is tried again later, less often each time: say when.
+    let retry = match &outcome {
+        Outcome::Failed(_) if failover => {
+            let (failures, wait) = shared.failover_failed(&name);
+            format!(
+                "; failover attempt {failures} in a row failed, the next in {}",
+                humantime::format_duration(wait)
+            )
+        }
+        _ => {
+            if failover {
+                shared.failover_succeeded(&name);
+            }
+            String::new()
+        }
+    };
     if let (Outcome::Succeeded, true, Some(why)) = (&outcome, failover, &machine.error) {
         shared.event(
             "move",
@@ -337,7 +353,7 @@ pub(super) async fn drive(
                 r.state = WorkloadState::Running;
             }
             Outcome::RolledBack(_) => r.state = WorkloadState::Running,
-            Outcome::Failed(e) if failover => r.state = WorkloadState::Lost(e.clone()),
+            Outcome::Failed(e) if failover => r.state = WorkloadState::Lost(format!("{e}{retry}")),
             Outcome::Failed(e) => r.state = WorkloadState::Failed(e.clone()),
         }
         r.last_migration = Some(summary);

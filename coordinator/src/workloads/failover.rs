@@ -65,6 +65,18 @@ pub enum Decision {
     },
 }
 
+/// How long after its `failures`-th failed failover in a row a workload's failover is tried
+/// again: 2 s, doubling each time, at most a minute (a restore that fails may be fixed on the
+/// shadow, and a lost workload must come back when it is; asking every sweep only fills the
+/// logs and burns generations).
+pub fn retry_after(failures: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(2);
+    const MOST: Duration = Duration::from_secs(60);
+    FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MOST)
+}
+
 /// States in which a copy may run on the recorded primary.
 fn may_run(state: &WorkloadState) -> bool {
     matches!(

@@ -146,3 +146,10 @@ fn manual_failover_and_stopped_workloads_are_left_alone_and_leases_follow_the_mo
         .iter()
         .all(|l| l.valid_ms.is_none()));
 }
+
+#[test]
+fn a_failover_that_keeps_failing_is_tried_less_often_up_to_a_minute() {
+    let secs: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
+    assert_eq!(secs, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+    assert_eq!(retry_after(u32::MAX), Duration::from_secs(60));
+}
