@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+
 use crate::cluster::Cluster;
 use crate::numbers;
 use crate::wait::eventually;
@@ -31,8 +33,21 @@ pub fn create_python(
     interval: &str,
     program: &str,
 ) {
+    create_python_with(c, name, (host, shadow), interval, program, &[]);
+}
+
+/// Like [`create_python`], with `args` for the program (its `sys.argv[1..]`) before the
+/// marker.
+pub fn create_python_with(
+    c: &Cluster,
+    name: &str,
+    (host, shadow): (&str, &str),
+    interval: &str,
+    program: &str,
+    args: &[&str],
+) {
     let m = marker(name);
-    c.create_workload(&[
+    let mut all = vec![
         name,
         "--host",
         host,
@@ -44,8 +59,35 @@ pub fn create_python(
         "/usr/bin/python3",
         "-c",
         program,
-        &m,
-    ]);
+    ];
+    all.extend_from_slice(args);
+    all.push(&m);
+    c.create_workload(&all);
+}
+
+/// Waits until `name` has failed over to `to` and returns its record; while it has not,
+/// says what a restored copy that did not come up wrote, to see why.
+pub fn failed_over(c: &Cluster, name: &str, to: &str, within: Duration) -> WorkloadRecord {
+    eventually(&format!("{name} fails over to {to}"), within, || {
+        let w = c.workload(name)?;
+        match (&w.state, &w.last_migration) {
+            (WorkloadState::Running, Some(m)) if m.outcome == "failed over" && w.primary == to => {
+                Ok(w)
+            }
+            other => {
+                let said = c.output_log(to, name);
+                let tail: String = said
+                    .chars()
+                    .skip(said.chars().count().saturating_sub(600))
+                    .collect();
+                Err(format!(
+                    "{} on {}: {other:?}; its output on {to} ends: {tail}",
+                    w.state.name(),
+                    w.primary
+                ))
+            }
+        }
+    })
 }
 
 /// The last count `name`'s counter printed on `host` (0 before any).

@@ -10,39 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER, FENCE_AFTER};
 use understudy_tests::copies::{
-    advancing, create_counter, last_count, marker, silent, the_one_copy,
+    advancing, create_counter, failed_over, last_count, marker, silent, the_one_copy,
 };
 use understudy_tests::greeter::{self, GREETER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
-
-/// Waits until `name` has failed over to `to` and returns its record.
-fn failed_over(c: &Cluster, name: &str, to: &str, within: Duration) -> WorkloadRecord {
-    eventually(&format!("{name} fails over to {to}"), within, || {
-        let w = c.workload(name)?;
-        match (&w.state, &w.last_migration) {
-            (WorkloadState::Running, Some(m)) if m.outcome == "failed over" && w.primary == to => {
-                Ok(w)
-            }
-            other => {
-                // What a restored copy that did not come up said, to see why.
-                let said = c.output_log(to, name);
-                let tail: String = said
-                    .chars()
-                    .skip(said.chars().count().saturating_sub(600))
-                    .collect();
-                Err(format!(
-                    "{} on {}: {other:?}; its output on {to} ends: {tail}",
-                    w.state.name(),
-                    w.primary
-                ))
-            }
-        }
-    })
-}
 
 /// Waits until host-a's copy of `name` is frozen by its own supervisor (its lease ran
 /// out) and the workload has failed over to host-b and counts there; returns the count

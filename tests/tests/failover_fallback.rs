@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
-use understudy_tests::copies::{advancing, marker, the_one_copy};
+use understudy_tests::copies::{advancing, create_python_with, failed_over, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -50,23 +50,15 @@ fn a_failover_whose_newest_epoch_does_not_restore_comes_back_from_the_one_before
     let dir = tempfile::tempdir().unwrap();
     let late = dir.path().join("only-on-host-a");
     std::fs::write(&late, b"a file the shadow host will not have").unwrap();
-    let late_arg = late.to_str().unwrap().to_owned();
     let name = "opener";
-    c.create_workload(&[
+    create_python_with(
+        &c,
         name,
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
+        ("host-a", "host-b"),
         "4s",
-        "--",
-        "/usr/bin/python3",
-        "-c",
         OPENS_LATE,
-        &late_arg,
-        &marker(name),
-    ]);
+        &[late.to_str().unwrap()],
+    );
     let first = c.wait_for_epochs(name, 1).last_epoch.unwrap().epoch;
     // Right after an epoch commits (the next is about 4 s away), the workload opens the
     // file: that epoch is the last one without it.
@@ -88,27 +80,8 @@ fn a_failover_whose_newest_epoch_does_not_restore_comes_back_from_the_one_before
     // The file (and what told the workload to open it) existed only on host-a's disk.
     std::fs::remove_file(&late).unwrap();
     std::fs::remove_file(dir.path().join("only-on-host-a.now")).unwrap();
-    let w = eventually(
-        "opener fails over to host-b",
-        FAILOVER_AFTER + Duration::from_secs(60),
-        || {
-            let w = c.workload(name)?;
-            match (&w.state, &w.last_migration) {
-                (WorkloadState::Running, Some(m)) if m.outcome == "failed over" => Ok(w),
-                other => {
-                    // What a restored copy that did not come up said, to see why.
-                    let said = c.output_log("host-b", name);
-                    let tail: String = said
-                        .chars()
-                        .skip(said.chars().count().saturating_sub(600))
-                        .collect();
-                    Err(format!("{other:?}; its output on host-b ends: {tail}"))
-                }
-            }
-        },
-    );
+    let w = failed_over(&c, name, "host-b", FAILOVER_AFTER + Duration::from_secs(60));
     let m = w.last_migration.clone().unwrap();
-    assert_eq!(w.primary, "host-b");
     assert_eq!(
         m.recovery_epoch,
         Some(before_open),
@@ -174,21 +147,14 @@ fn a_failover_nothing_can_restore_is_retried_less_often_and_succeeds_once_fixed(
     let content = b"a file every epoch holds open";
     std::fs::write(&file, content).unwrap();
     let name = "holder";
-    c.create_workload(&[
+    create_python_with(
+        &c,
         name,
-        "--host",
-        "host-a",
-        "--shadow",
-        "host-b",
-        "--interval",
+        ("host-a", "host-b"),
         "1s",
-        "--",
-        "/usr/bin/python3",
-        "-c",
         OPENS_AT_ONCE,
-        file.to_str().unwrap(),
-        &marker(name),
-    ]);
+        &[file.to_str().unwrap()],
+    );
     let before = c.wait_for_epochs(name, 2);
     c.kill_host("host-a");
     std::fs::remove_file(&file).unwrap();
@@ -222,18 +188,7 @@ fn a_failover_nothing_can_restore_is_retried_less_often_and_succeeds_once_fixed(
     );
     // The file is put back on the shadow's side: the next attempt restores the newest epoch.
     std::fs::write(&file, content).unwrap();
-    let w = eventually(
-        "holder fails over once the file is back",
-        Duration::from_secs(70),
-        || {
-            let w = c.workload(name)?;
-            match (&w.state, &w.last_migration) {
-                (WorkloadState::Running, Some(m)) if m.outcome == "failed over" => Ok(w),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    );
-    assert_eq!(w.primary, "host-b");
+    let w = failed_over(&c, name, "host-b", Duration::from_secs(70));
     let m = w.last_migration.clone().unwrap();
     assert!(
         m.recovery_epoch >= before.last_epoch.as_ref().map(|e| e.epoch),
