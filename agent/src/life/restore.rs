@@ -1,7 +1,7 @@
 //! Restoring a workload's tree from an epoch directory as this process's child: CRIU's
 //! restore, the tree placed in the workload's scope, then a liveness check (alive after a
 //! moment, and the spec's probe answering) with a deadline. A tree that fails the check is
-//! killed.
+//! killed, and gone before the restore returns.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use crate::workload::Paths;
 
 /// How long a restored TCP server may take to accept again.
 const PROBE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a tree that failed its check may take to be gone once killed.
+const GONE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A tree restored and checked.
 #[derive(Debug)]
@@ -78,6 +80,12 @@ pub async fn restore_tree(
     let started = Instant::now();
     if let Err(e) = liveness(&running, spec).await {
         running.kill();
+        // Gone before anything else is restored in its place (an older epoch in a
+        // failover): a dying tree could still hold its listening sockets.
+        let deadline = Instant::now() + GONE_LIMIT;
+        while running.is_alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         return Err(format!("restored workload failed its liveness check: {e}"));
     }
     let check_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
