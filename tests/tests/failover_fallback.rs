@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
-use understudy_tests::copies::{advancing, create_python_with, failed_over, the_one_copy};
+use understudy_tests::copies::{advancing, create_python_with, failed_over, marker, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -186,6 +186,29 @@ fn a_failover_nothing_can_restore_is_retried_less_often_and_succeeds_once_fixed(
         lost.generation,
         later.generation
     );
+    // The coordinator restarted (SIGTERM, then SIGKILL) while the workload is lost: its
+    // record stays lost, nothing runs it anywhere, and attempts go on (counted afresh).
+    for kill in [false, true] {
+        if kill {
+            c.kill("coord");
+        } else {
+            c.stop("coord");
+        }
+        c.start_coordinator();
+        c.wait_connected(1);
+        eventually(
+            "holder is lost again after the restart",
+            Duration::from_secs(30),
+            || match c.workload(name)?.state {
+                WorkloadState::Lost(why) if why.contains("attempt 1 in a row failed") => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        assert!(
+            c.running_on(&hosts, &marker(name)).is_empty(),
+            "a lost workload runs nowhere"
+        );
+    }
     // The file is put back on the shadow's side: the next attempt restores the newest epoch.
     std::fs::write(&file, content).unwrap();
     let w = failed_over(&c, name, "host-b", Duration::from_secs(70));

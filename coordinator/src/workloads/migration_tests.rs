@@ -39,12 +39,17 @@ fn done() -> Delivery {
 }
 
 fn restored() -> Delivery {
+    restored_from(11, Vec::new())
+}
+
+/// The target restored `epoch` (after passing over `passed_over`).
+fn restored_from(epoch: u64, passed_over: Vec<PassedOver>) -> Delivery {
     Delivery::Reply(OrderReply::Restored {
-        epoch: 11,
+        epoch,
         pid: 1,
         restore_ms: 5,
         check_ms: 20,
-        passed_over: Vec::new(),
+        passed_over,
     })
 }
 
@@ -356,32 +361,20 @@ fn failover() -> Migration {
 #[test]
 fn a_failover_restores_on_the_shadow_and_never_touches_the_lost_primary() {
     let mut m = failover();
-    let done = m.on_delivery(
-        Delivery::Reply(OrderReply::Restored {
-            epoch: 10,
-            pid: 1,
-            restore_ms: 5,
-            check_ms: 20,
-            passed_over: Vec::new(),
-        }),
-        1_500,
-    );
+    let done = m.on_delivery(restored_from(10, Vec::new()), 1_500);
     assert_eq!(done, Step::Finished(Outcome::Succeeded));
     assert_eq!((m.final_epoch, m.freeze_ms), (Some(10), Some(480)));
     assert_eq!(m.error, None);
     // Restored from an older epoch than the newest: the machine keeps why, to show.
     let mut m = failover();
     let done = m.on_delivery(
-        Delivery::Reply(OrderReply::Restored {
-            epoch: 8,
-            pid: 1,
-            restore_ms: 5,
-            check_ms: 20,
-            passed_over: vec![PassedOver {
+        restored_from(
+            8,
+            vec![PassedOver {
                 epoch: 9,
                 reason: "CRIU restore failed: a file is missing".into(),
             }],
-        }),
+        ),
         1_500,
     );
     assert_eq!(done, Step::Finished(Outcome::Succeeded));
