@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use crate::bindings;
 use crate::fds::{open_images_dir, InheritGuard};
 use crate::handle::OptsHandle;
+use crate::lazy::{self, ConfigFile};
 use crate::lock::with_libcriu;
 use crate::log::failure_reason;
 use crate::notify::{trampoline, with_callback};
-use crate::{CriuError, DumpOptions, NetworkLock, RestoreOptions};
+use crate::{CriuError, DumpOptions, NetworkLock, PageServer, RestoreOptions};
 
 /// The CRIU service binary found at build time (may be empty).
 const DEFAULT_BIN: &str = env!("CRIU_DEFAULT_BIN");
@@ -51,6 +52,20 @@ impl Criu {
     /// The service binary this runs.
     pub fn service_binary(&self) -> &Path {
         &self.service_binary
+    }
+
+    /// The `criu lazy-pages` daemon that feeds a lazy restore of `images_dir` (see
+    /// [`RestoreOptions::lazy_pages`]) from the page server at `server`, logging to
+    /// `log_file` inside `images_dir`. Spawn it before the restore; it exits 0 once every
+    /// page is in, non-zero when the transfer failed (the restored tree is then missing
+    /// memory and must not run on).
+    pub fn lazy_pages_daemon(
+        &self,
+        images_dir: &Path,
+        server: &PageServer,
+        log_file: &str,
+    ) -> std::process::Command {
+        lazy::daemon(&self.service_binary, images_dir, server, log_file)
     }
 
     /// Dumps the tree rooted at `opts.pid` into `opts.images_dir`.
@@ -107,6 +122,18 @@ impl Criu {
             &opts.ext_mounts,
         )?;
         set_auto_external_mounts(&mut h, opts.auto_external_mounts);
+        let config = if opts.lazy_pages {
+            Some(ConfigFile::write(
+                op,
+                &opts.images_dir,
+                &lazy::restore_lines(),
+            )?)
+        } else {
+            None
+        };
+        if let Some(config) = &config {
+            set_config_file(&mut h, config)?;
+        }
         if let Some(root) = &opts.root {
             let root = h.c_string("root", root.as_os_str().as_encoded_bytes())?;
             h.set_str("criu_local_set_root", bindings::criu_local_set_root, &root)?;
@@ -222,6 +249,17 @@ impl Criu {
         if let Some(limit) = opts.ghost_limit {
             h.set_ghost_limit(limit);
         }
+        let config = match &opts.lazy_pages {
+            Some(server) => Some(ConfigFile::write(
+                op,
+                &opts.images_dir,
+                &lazy::dump_lines(server),
+            )?),
+            None => None,
+        };
+        if let Some(config) = &config {
+            set_config_file(&mut h, config)?;
+        }
         let call = |h: &mut OptsHandle| {
             // SAFETY: `operation` is criu_local_dump or criu_local_pre_dump;
             // `h` holds fully initialised options and the images dir fd
@@ -295,6 +333,16 @@ fn prepare_log(
         }),
         _ => Ok(Some(path)),
     }
+}
+
+/// Names the RPC configuration file in the request.
+fn set_config_file(h: &mut OptsHandle, config: &ConfigFile) -> Result<(), CriuError> {
+    let path = h.c_string("config file", config.path().as_os_str().as_encoded_bytes())?;
+    h.set_str(
+        "criu_local_set_config_file",
+        bindings::criu_local_set_config_file,
+        &path,
+    )
 }
 
 /// `--ext-mount-map auto` with external sharing and masters allowed, or none of them.

@@ -23,6 +23,7 @@ mod criu;
 mod error;
 mod fds;
 mod handle;
+mod lazy;
 mod lock;
 mod log;
 mod notify;
@@ -30,4 +31,4 @@ mod options;
 
 pub use criu::Criu;
 pub use error::CriuError;
-pub use options::{DumpOptions, NetworkLock, RestoreOptions};
+pub use options::{DumpOptions, NetworkLock, PageServer, RestoreOptions};

@@ -69,6 +69,24 @@ pub struct DumpOptions {
     pub auto_external_mounts: bool,
     /// Largest deleted-but-open file whose content goes into the images, bytes.
     pub ghost_limit: Option<u32>,
+    /// Post-copy: leave the memory out of the images and serve it from this page server
+    /// once they are written (`--lazy-pages --address --port`). The dump returns only once
+    /// a `criu lazy-pages` daemon has taken every page (or the transfer failed); the tree
+    /// stays frozen until then, and is killed after a complete transfer, resumed after a
+    /// failed one (so a caller that must not let it run on fences it, e.g. with a pending
+    /// `SIGSTOP` sent at the `post-dump` notification).
+    pub lazy_pages: Option<PageServer>,
+}
+
+/// Where a post-copy dump serves its memory, and where a `criu lazy-pages` daemon fetches
+/// it from. CRIU speaks plain TCP here: keep it on the loopback and carry it further over
+/// an authenticated channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageServer {
+    /// The address to listen on (dump) or connect to (daemon).
+    pub address: String,
+    /// The TCP port.
+    pub port: u16,
 }
 
 impl Default for DumpOptions {
@@ -91,6 +109,7 @@ impl Default for DumpOptions {
             ext_mounts: Vec::new(),
             auto_external_mounts: false,
             ghost_limit: None,
+            lazy_pages: None,
         }
     }
 }
@@ -131,6 +150,10 @@ pub struct RestoreOptions {
     /// Leave the restored tasks in the restoring process's cgroups instead of recreating
     /// the ones recorded at dump (`--manage-cgroups=ignore`); the caller places them.
     pub ignore_cgroups: bool,
+    /// Post-copy: the images hold no memory of the tree; a `criu lazy-pages` daemon started
+    /// on `images_dir` (see [`Criu::lazy_pages_daemon`](crate::Criu::lazy_pages_daemon))
+    /// fills it in as the tree touches it and in the background.
+    pub lazy_pages: bool,
 }
 
 impl Default for RestoreOptions {
@@ -151,6 +174,7 @@ impl Default for RestoreOptions {
             auto_external_mounts: false,
             root: None,
             ignore_cgroups: false,
+            lazy_pages: false,
         }
     }
 }
