@@ -258,6 +258,67 @@ fn dump_blocking(criu: &Criu, req: &DumpRequest) -> Result<Dumped, String> {
     })
 }
 
+/// A post-copy dump of the tree (no data directories): CRIU writes the images without the
+/// memory, then serves the memory from a page server on `server` until a `criu lazy-pages`
+/// daemon has taken it all. At `post-dump`, while CRIU still holds the tree, the tree is
+/// fenced (`crate::postcopy::fence`) and `on_images` gets the images' manifest (with every
+/// file's hash). Returns when the transfer is over: `Ok` once every page was taken (CRIU
+/// then killed the tree), an error otherwise (the tree is left stopped by the fence, or
+/// running if CRIU failed before `post-dump`).
+pub fn dump_lazy_blocking(
+    criu: &Criu,
+    req: &DumpRequest,
+    server: criu_sys::PageServer,
+    on_images: &mut dyn FnMut(Result<Manifest, String>),
+) -> Result<(), String> {
+    std::fs::create_dir_all(&req.dir).map_err(|e| format!("{}: {e}", req.dir.display()))?;
+    remove_leftover_parasite_dir(req.pid);
+    let opts = DumpOptions {
+        pid: req.pid,
+        images_dir: req.dir.clone(),
+        leave_running: false,
+        tcp_established: true,
+        tcp_skip_in_flight: true,
+        file_locks: true,
+        network_lock: NetworkLock::Nftables,
+        log_level: 2,
+        ghost_limit: Some(GHOST_LIMIT),
+        lazy_pages: Some(server),
+        ..DumpOptions::default()
+    };
+    let taken_unix_ms = now_ms();
+    let mut told = false;
+    let mut on_notify = |action: &str| {
+        if action != "post-dump" {
+            return true;
+        }
+        crate::postcopy::fence(req.pid);
+        told = true;
+        on_images(
+            build_manifest(req, &req.stdio_key, taken_unix_ms).and_then(|mut m| {
+                for f in &mut m.files {
+                    let path = req.dir.join(&f.name);
+                    let bytes =
+                        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    f.blake3 = *blake3::hash(&bytes).as_bytes();
+                }
+                Ok(m)
+            }),
+        );
+        true
+    };
+    let result = criu
+        .dump_with_notify(&opts, &mut on_notify)
+        .map_err(|e| e.to_string());
+    if !told {
+        on_images(Err(match &result {
+            Err(e) => e.clone(),
+            Ok(()) => "CRIU never reported post-dump".into(),
+        }));
+    }
+    result
+}
+
 /// A final dump made whole (with a parent) or counted (tracked), while the tree is frozen.
 fn final_images(req: &DumpRequest) -> Result<Option<crate::tracked::Flattened>, String> {
     crate::faults::final_images()?;
@@ -319,6 +380,7 @@ pub async fn restore(
     stdio_key: Option<String>,
     log: std::os::fd::OwnedFd,
     data_dirs: Vec<PathBuf>,
+    lazy: bool,
 ) -> Result<i32, String> {
     tokio::task::spawn_blocking(move || {
         use std::os::fd::AsRawFd;
@@ -335,6 +397,7 @@ pub async fn restore(
             // the workload's own scope (workload::scope), never into cgroups recreated
             // behind the service manager's back.
             ignore_cgroups: true,
+            lazy_pages: lazy,
             ..RestoreOptions::default()
         };
         if !data_dirs.is_empty() {

@@ -12,6 +12,9 @@
 //!   while the coordinator waits for it.
 //! - `fail-final-images:N` — the next N final dumps (a switchover's last epoch) fail while
 //!   CRIU still holds the tree, as a memory-tracking dump that cannot be made whole does.
+//! - `slow-post-copy:MS` — the old primary's side of a post-copy page transfer waits MS
+//!   milliseconds before each piece it passes to the target (256 KiB at most), so that the
+//!   transfer of a few hundred MiB lasts long enough to watch and to cut.
 
 /// `UNDERSTUDY_TEST_HEALTH`: `report` with the file's score, if it holds one.
 pub fn health_score(
@@ -86,4 +89,21 @@ pub fn final_images() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `slow-post-copy:MS`: the pause before each piece of a post-copy page transfer.
+pub async fn post_copy_piece() {
+    #[cfg(feature = "fault-hooks")]
+    {
+        let spec = std::env::var("UNDERSTUDY_FAULTS").unwrap_or_default();
+        let pause = spec.split(',').find_map(|h| {
+            h.trim()
+                .strip_prefix("slow-post-copy:")?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(ms) = pause {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
 }

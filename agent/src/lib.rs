@@ -19,6 +19,7 @@ pub mod life;
 pub mod node;
 pub mod orders;
 pub mod pagemap;
+pub mod postcopy;
 pub mod predict;
 pub mod procs;
 pub mod renew;

@@ -60,6 +60,8 @@ pub struct Node {
     /// The newest coordinator-group leader term this agent has registered with (0: a
     /// single coordinator); orders and leases from an older term are refused.
     pub term: std::sync::atomic::AtomicU64,
+    /// Post-copy images waiting for their restore order.
+    pub post_copy: crate::postcopy::target::Parked,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +118,7 @@ impl Node {
             budgets: crate::life::cadence::Budgets::default(),
             memory_tracking: false,
             term: std::sync::atomic::AtomicU64::new(0),
+            post_copy: Default::default(),
         }
     }
 

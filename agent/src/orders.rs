@@ -18,7 +18,7 @@ use crate::workload::{binds, process, Paths};
 mod restore;
 
 /// The number of a workload's first tree in its task's mailbox.
-const FIRST_TREE: u64 = 1;
+pub(crate) const FIRST_TREE: u64 = 1;
 
 /// Handles one order and returns the reply.
 pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
@@ -54,7 +54,8 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             workload,
             generation,
             final_epoch,
-        } => checkpoint(node, &workload, generation, final_epoch).await,
+            post_copy,
+        } => checkpoint(node, &workload, generation, (final_epoch, post_copy)).await,
         Order::Restore {
             spec,
             generation,
@@ -62,10 +63,18 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             shadow,
             lease_ms,
             fall_back,
+            post_copy,
             ..
         } => {
             let name = spec.name.clone();
-            let reply = restore::restore(node, spec, generation, (epoch, fall_back), shadow).await;
+            let reply = restore::restore(
+                node,
+                spec,
+                generation,
+                (epoch, fall_back, post_copy.then_some(lease_ms)),
+                shadow,
+            )
+            .await;
             if reply.is_ok() {
                 // The restored copy starts under the lease the order brings.
                 crate::lease::pass_on(&name, lease_ms).await;
@@ -209,12 +218,13 @@ async fn checkpoint(
     node: &Arc<Node>,
     workload: &str,
     generation: u64,
-    final_epoch: bool,
+    (final_epoch, post_copy): (bool, bool),
 ) -> Result<OrderReply, String> {
     primary_of(node, workload)?
         .order(Event::Checkpoint {
             generation,
             final_epoch,
+            post_copy,
         })
         .await
 }

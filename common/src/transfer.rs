@@ -46,6 +46,14 @@ pub enum DataMessage {
         /// How the bytes encode the file.
         encoding: Encoding,
     },
+    /// A post-copy move's images (no memory in them) are coming, each file's raw bytes
+    /// as chunks like a `File`'s, in the manifest's order, checked against its hashes. Once
+    /// the target answers `Staged`, the stream carries CRIU's page-server connection: the
+    /// target's `criu lazy-pages` daemon pulling the memory from the old primary's dump.
+    PostCopy {
+        /// What the images are.
+        manifest: Manifest,
+    },
     /// Every file has been sent.
     Done {
         /// For a sealed epoch: the memory images' digests and the manifest's tag.
@@ -84,6 +92,8 @@ pub enum DataReply {
         /// File names.
         names: Vec<String>,
     },
+    /// The post-copy images are staged; the page-server connection follows.
+    Staged,
     /// The epoch is committed.
     Committed {
         /// Its number.

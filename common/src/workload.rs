@@ -569,6 +569,10 @@ pub enum Order {
         generation: u64,
         /// Stop the workload after dumping (switchover).
         final_epoch: bool,
+        /// A final epoch by post-copy: dump without memory, send those images to the
+        /// shadow (the target), and serve the memory to it from there on. The tree stays
+        /// frozen until every page is taken, then goes.
+        post_copy: bool,
     },
     /// Restore the newest committed epoch (shadow side) and become primary.
     Restore {
@@ -592,6 +596,10 @@ pub enum Order {
         /// exists anywhere and an older state beats none; never for a switchover, whose
         /// original resumes instead.
         fall_back: bool,
+        /// Restore from the post-copy images the old primary sent under `generation`
+        /// instead of an epoch, pulling the memory from it; answered once every page has
+        /// arrived (the workload runs before that). Switchovers only.
+        post_copy: bool,
     },
     /// Switchover done: forget the stopped original and its images.
     Release {
@@ -787,6 +795,9 @@ pub enum OrderReply {
         check_ms: u64,
         /// Newer epochs that did not restore (only with `fall_back`), newest first.
         passed_over: Vec<PassedOver>,
+        /// A post-copy restore: how long the memory took to arrive after the check, while
+        /// the workload ran, milliseconds (0 otherwise).
+        memory_ms: u64,
     },
     /// The order was refused or failed; nothing it would have changed was changed.
     Failed(String),
@@ -1014,6 +1025,7 @@ mod tests {
             shadow: None,
             lease_ms: None,
             fall_back: false,
+            post_copy: false,
         };
         assert!(other.problem().unwrap().starts_with("spec.name:"));
         let nul = Order::ExpectShadow {

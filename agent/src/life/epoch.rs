@@ -32,6 +32,8 @@ pub struct Job {
     pub epoch: u64,
     /// A switchover's final epoch: CRIU stops the tree once it is dumped.
     pub final_epoch: bool,
+    /// A final epoch by post-copy (`crate::postcopy::source`).
+    pub post_copy: bool,
     /// The tree.
     pub running: Running,
     /// Where the images go.
@@ -72,6 +74,8 @@ pub struct Outcome {
     pub epoch: u64,
     /// A final epoch's dump, kept to resume from (the tree is stopped).
     pub final_dump: Option<(PathBuf, Manifest)>,
+    /// A final epoch by post-copy: the transfer under way (the tree is frozen).
+    pub post_copy: Option<crate::postcopy::source::Session>,
     /// The base the next delta is made against, when the shadow committed.
     pub base: Option<Base>,
     /// What the shadow committed, or why not.
@@ -107,6 +111,7 @@ pub async fn run(job: Job) -> Outcome {
     let mut outcome = Outcome {
         epoch: job.epoch,
         final_dump: None,
+        post_copy: None,
         base: None,
         result: Err(Failure::Frozen),
     };
@@ -128,6 +133,16 @@ pub async fn run(job: Job) -> Outcome {
             return outcome;
         }
     };
+    if job.final_epoch && job.post_copy {
+        match crate::postcopy::source::freeze(&job, criu).await {
+            Ok((report, session)) => {
+                outcome.post_copy = Some(session);
+                outcome.result = Ok(report);
+            }
+            Err(e) => outcome.result = Err(Failure::Failed(e)),
+        }
+        return outcome;
+    }
     if job.data.is_empty() {
         // Memory-backed scratch space too small for the dump: say so rather than let CRIU
         // fail half-way through it.

@@ -61,8 +61,13 @@ pub const FROZEN: &str = "frozen for lack of a lease: epochs wait until it is re
 pub enum Event {
     /// The epoch interval passed.
     Tick,
-    /// Order: take an epoch now (a switchover's), final or not, under `generation`.
-    Checkpoint { generation: u64, final_epoch: bool },
+    /// Order: take an epoch now (a switchover's), final or not, under `generation`; a
+    /// final one by post-copy (memory left out, served to the shadow) with `post_copy`.
+    Checkpoint {
+        generation: u64,
+        final_epoch: bool,
+        post_copy: bool,
+    },
     /// Order: go on running here under `generation` (a switchover rolled back).
     Resume { generation: u64 },
     /// Order: epochs go to `shadow` from now on, under `generation`.
@@ -112,6 +117,8 @@ pub enum Command {
         generation: u64,
         shadow: Peer,
         final_epoch: bool,
+        /// A final epoch by post-copy.
+        post_copy: bool,
         base: Option<u64>,
     },
     /// Answer the order being carried out.
@@ -167,6 +174,8 @@ pub struct Machine {
     last_unprotected: Option<String>,
     restarts_ms: Vec<u64>,
     restarts: u32,
+    /// The switchover's final epoch goes by post-copy.
+    post_copy: bool,
 }
 
 impl Machine {
@@ -195,6 +204,7 @@ impl Machine {
             last_unprotected: None,
             restarts_ms: Vec::new(),
             restarts: 0,
+            post_copy: false,
         }
     }
 
@@ -252,7 +262,11 @@ impl Machine {
             Event::Checkpoint {
                 generation,
                 final_epoch,
-            } => self.checkpoint(generation, final_epoch),
+                post_copy,
+            } => {
+                self.post_copy = final_epoch && post_copy;
+                self.checkpoint(generation, final_epoch)
+            }
             Event::Resume { generation } => self.resume(generation),
             Event::SetShadow { generation, shadow } => self.set_shadow(generation, shadow),
             Event::Release { graceful } => {
@@ -324,11 +338,13 @@ impl Machine {
             asker,
             shadow: shadow.name.clone(),
         });
+        let final_epoch = asker == Asker::Order { final_epoch: true };
         vec![Command::TakeEpoch {
             epoch,
             generation: self.generation,
             shadow,
-            final_epoch: asker == Asker::Order { final_epoch: true },
+            final_epoch,
+            post_copy: final_epoch && self.post_copy,
             base: self.acked,
         }]
     }

@@ -138,6 +138,7 @@ fn a_switchover_epoch_waits_for_the_periodic_one_and_pauses_the_rest() {
     let cmds = m.handle(Event::Checkpoint {
         generation: 4,
         final_epoch: false,
+        post_copy: false,
     });
     assert!(cmds.is_empty(), "waits for epoch 1: {cmds:?}");
     let cmds = commit(&mut m, 1);
@@ -152,6 +153,7 @@ fn a_switchover_epoch_waits_for_the_periodic_one_and_pauses_the_rest() {
     let cmds = m.handle(Event::Checkpoint {
         generation: 4,
         final_epoch: true,
+        post_copy: false,
     });
     assert_eq!(started(&cmds), Some((3, true, Some(2))));
     let cmds = m.handle(Event::EpochDone {
@@ -180,6 +182,7 @@ fn resume_without_a_final_dump_is_refused_by_reason() {
     m.handle(Event::Checkpoint {
         generation: 4,
         final_epoch: true,
+        post_copy: false,
     });
     m.handle(Event::EpochDone {
         epoch: 1,
@@ -301,6 +304,7 @@ fn an_exit_during_a_switchover_is_reported_not_restarted() {
     m.handle(Event::Checkpoint {
         generation: 4,
         final_epoch: false,
+        post_copy: false,
     });
     let cmds = m.handle(Event::Exited {
         pid: 100,

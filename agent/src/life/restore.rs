@@ -33,7 +33,9 @@ pub struct Restored {
 
 /// Restores `spec`'s workload from the epoch in `dir` (its output going on to this host's
 /// log under `data_dir`, its data directories at `data_dirs`); `hook` hears of an exit
-/// nobody asked for. A sealed epoch is opened with `key` first (`super::unseal`).
+/// nobody asked for. A sealed epoch is opened with `key` first (`super::unseal`). With
+/// `lazy`, the images hold no memory: a `criu lazy-pages` daemon already running on `dir`
+/// feeds it (`crate::postcopy::target`).
 pub async fn restore_tree(
     criu: Result<Arc<Criu>, String>,
     data_dir: &Path,
@@ -41,6 +43,7 @@ pub async fn restore_tree(
     (dir, manifest, key): (PathBuf, &Manifest, Option<Arc<DataKey>>),
     data_dirs: Vec<PathBuf>,
     hook: ExitHook,
+    lazy: bool,
 ) -> Result<Restored, String> {
     let criu = criu?;
     let paths = Paths::new(data_dir, &spec.name);
@@ -68,8 +71,15 @@ pub async fn restore_tree(
     };
     let images = scratch.as_ref().map_or(dir, |s| s.path().to_owned());
     let started = Instant::now();
-    let restored =
-        crate::checkpoint::restore(criu, images, manifest.stdio_key.clone(), log, data_dirs).await;
+    let restored = crate::checkpoint::restore(
+        criu,
+        images,
+        manifest.stdio_key.clone(),
+        log,
+        data_dirs,
+        lazy,
+    )
+    .await;
     drop(scratch);
     let pid = restored?;
     let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -26,6 +26,10 @@ use crate::replication::send::Base;
 use crate::workload::process::{self, ExitHook, Running};
 use crate::workload::Paths;
 
+/// How long a released old primary waits for a post-copy transfer to end before it kills
+/// what CRIU left of the tree.
+const POST_COPY_END_LIMIT: Duration = Duration::from_secs(60);
+
 type ReplyTo = oneshot::Sender<Result<OrderReply, String>>;
 
 /// A message to a workload's task.
@@ -165,6 +169,7 @@ pub fn spawn(
         early_exit: None,
         base: None,
         final_dump: None,
+        post_copy: None,
         reply: None,
         flight: None,
         tx: mailbox.tx,
@@ -209,6 +214,8 @@ struct Task {
     early_exit: Option<(u64, String)>,
     base: Option<Base>,
     final_dump: Option<(PathBuf, Manifest)>,
+    /// A post-copy final epoch's transfer, and the epoch's number.
+    post_copy: Option<(crate::postcopy::source::Session, u64)>,
     reply: Option<ReplyTo>,
     flight: Option<tokio::task::JoinHandle<()>>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -321,7 +328,12 @@ impl Task {
             }
             report.cadence = Some(pace);
         }
-        let dumped = outcome.final_dump.is_some();
+        let dumped = outcome.final_dump.is_some() || outcome.post_copy.is_some();
+        if let Some(session) = outcome.post_copy {
+            // CRIU holds the tree frozen until the target has its memory, then ends it.
+            self.post_copy = Some((session, outcome.epoch));
+            self.running = None;
+        }
         if let Some(dump) = outcome.final_dump {
             // CRIU stopped the tree after dumping it.
             self.final_dump = Some(dump);
@@ -360,12 +372,14 @@ impl Task {
                 generation,
                 shadow,
                 final_epoch,
+                post_copy,
                 base,
             } => {
                 let Some(running) = self.running.clone() else {
                     self.post(Msg::EpochDone(Box::new(Outcome {
                         epoch,
                         final_dump: None,
+                        post_copy: None,
                         base: None,
                         result: Err(super::machine::Failure::Failed(
                             "the workload is not running here".into(),
@@ -381,6 +395,7 @@ impl Task {
                     generation,
                     epoch,
                     final_epoch,
+                    post_copy,
                     running,
                     dir: self
                         .node
@@ -464,6 +479,15 @@ impl Task {
                 });
             }
             Command::ResumeFromFinalDump => {
+                if let Some((session, epoch)) = self.post_copy.take() {
+                    // The same tree runs on: its exit hook keeps its number.
+                    let (tree, tx) = (self.tree, self.tx.clone());
+                    tokio::spawn(async move {
+                        let result = session.resume().await.map(|running| (running, epoch));
+                        let _ = tx.send(Msg::Resumed { tree, result });
+                    });
+                    return false;
+                }
                 let Some((dir, manifest)) = self.final_dump.clone() else {
                     self.post(Msg::Resumed {
                         tree: self.tree,
@@ -482,6 +506,7 @@ impl Task {
                         (dir, &manifest, None),
                         node.data_host_paths(&spec),
                         hook,
+                        false,
                     )
                     .await
                     .map(|Restored { running, restore_ms, .. }| {
@@ -497,7 +522,11 @@ impl Task {
             Command::Stop { graceful } => {
                 let (running, spec, tx) =
                     (self.running.clone(), self.spec.clone(), self.tx.clone());
+                let post_copy = self.post_copy.take();
                 tokio::spawn(async move {
+                    if let Some((session, _)) = post_copy {
+                        session.finish(POST_COPY_END_LIMIT).await;
+                    }
                     let result = match running {
                         Some(r) => super::stop::stop(&r, &spec, graceful).await,
                         None => Ok(()),

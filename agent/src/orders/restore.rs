@@ -20,12 +20,14 @@ use crate::replication::shadow_store::ShadowStore;
 use crate::workload::Paths;
 
 /// Restores `spec`'s workload here under `generation`, from epoch `floor` or newer (older
-/// ones too, after newer ones failed, with `fall_back`); its epochs go to `shadow` next.
+/// ones too, after newer ones failed, with `fall_back`), or by post-copy from the images
+/// the old primary sent (`post_copy`, with the lease the restored copy starts under); its
+/// epochs go to `shadow` next.
 pub(super) async fn restore(
     node: &Arc<Node>,
     spec: WorkloadSpec,
     generation: u64,
-    (floor, fall_back): (u64, bool),
+    (floor, fall_back, post_copy): (u64, bool, Option<Option<u64>>),
     shadow: Option<Peer>,
 ) -> Result<OrderReply, String> {
     let name = spec.name.clone();
@@ -37,6 +39,16 @@ pub(super) async fn restore(
     }
     let paths = Paths::new(&node.data_dir, workload);
     let store = ShadowStore::new(paths.shadow_epochs());
+    if let Some(lease_ms) = post_copy {
+        let done = crate::postcopy::target::restore(node, &spec, generation, lease_ms).await?;
+        let epoch = done.epoch;
+        return become_primary(
+            node,
+            (spec, generation, shadow),
+            (epoch, done.restored, done.mailbox, done.memory_ms),
+            (store, Vec::new()),
+        );
+    }
     // A workload's data directories are moved into place from the epoch it restores
     // (hard links shared with older epochs, which go): after one attempt there is nothing
     // older to fall back on.
@@ -70,6 +82,24 @@ pub(super) async fn restore(
             ),
         });
     };
+    become_primary(
+        node,
+        (spec, generation, shadow),
+        (epoch, restored, mailbox, 0),
+        (store, passed_over),
+    )
+}
+
+/// Makes the restored tree this host's primary copy, unless a newer generation came in
+/// meanwhile (then it is killed); the shadow copies go after the reply.
+fn become_primary(
+    node: &Arc<Node>,
+    (spec, generation, shadow): (WorkloadSpec, u64, Option<Peer>),
+    (epoch, restored, mailbox, memory_ms): (u64, Restored, Mailbox, u64),
+    (store, passed_over): (ShadowStore, Vec<PassedOver>),
+) -> Result<OrderReply, String> {
+    let name = spec.name.clone();
+    let workload = name.as_str();
     let Restored {
         running,
         restore_ms,
@@ -114,6 +144,7 @@ pub(super) async fn restore(
         restore_ms,
         check_ms,
         passed_over,
+        memory_ms,
     })
 }
 
@@ -170,6 +201,7 @@ async fn restore_epoch(
         (dir, &manifest, node.key(workload)),
         node.data_host_paths(spec),
         mailbox.exit_hook(workload, FIRST_TREE),
+        false,
     )
     .await;
     if restored.is_err() && !spec.data_dirs.is_empty() {

@@ -203,15 +203,24 @@ async fn join_one(tasks: &mut StagingTasks) -> Result<(), String> {
 pub async fn handle(node: Arc<Node>, peer: String, mut send: SendStream, mut recv: RecvStream) {
     let mut staging_of: Option<ShadowStore> = None;
     let mut tasks = StagingTasks::new();
-    let result = receive(
-        &node,
-        &peer,
-        &mut send,
-        &mut recv,
-        &mut staging_of,
-        &mut tasks,
-    )
-    .await;
+    let result = match next_message(&mut recv).await {
+        Ok(DataMessage::PostCopy { manifest }) => {
+            // A post-copy move's images; the stream then carries its page transfer.
+            crate::postcopy::target::receive(node, peer, send, recv, manifest).await;
+            return;
+        }
+        Ok(first) => {
+            receive(
+                &node,
+                &peer,
+                (&mut send, &mut recv, first),
+                &mut staging_of,
+                &mut tasks,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(reason) = result {
         // Let running staging finish before the directory goes.
         while tasks.join_next().await.is_some() {}
@@ -227,12 +236,11 @@ pub async fn handle(node: Arc<Node>, peer: String, mut send: SendStream, mut rec
 async fn receive(
     node: &Node,
     peer: &str,
-    send: &mut SendStream,
-    recv: &mut RecvStream,
+    (send, recv, first): (&mut SendStream, &mut RecvStream, DataMessage),
     staging_of: &mut Option<ShadowStore>,
     tasks: &mut StagingTasks,
 ) -> Result<(), String> {
-    let (manifest, base_epoch, final_epoch) = match next_message(recv).await? {
+    let (manifest, base_epoch, final_epoch) = match first {
         DataMessage::Offer {
             manifest,
             base_epoch,
@@ -383,7 +391,9 @@ async fn receive(
                     DoneDecision::Refuse(reason) => return Err(reason),
                 }
             }
-            DataMessage::Offer { .. } => return Err("a second offer on one stream".into()),
+            DataMessage::Offer { .. } | DataMessage::PostCopy { .. } => {
+                return Err("a second offer on one stream".into())
+            }
         }
     }
 }

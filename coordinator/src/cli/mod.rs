@@ -183,6 +183,11 @@ enum Command {
         /// Only say what would happen.
         #[arg(long)]
         dry_run: bool,
+        /// Move by post-copy: the workload runs on the target at once and its memory follows
+        /// (the freeze does not grow with its size; the old primary must stay up until the
+        /// memory has arrived, else the workload comes back from its last checkpoint).
+        #[arg(long)]
+        post_copy: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -293,8 +298,15 @@ pub fn main() -> i32 {
             name,
             to,
             dry_run,
+            post_copy,
             api,
-        } => workload::migrate(&api.coordinator, api.output, &name, to, dry_run),
+        } => workload::migrate(
+            &api.coordinator,
+            api.output,
+            &name,
+            to,
+            (dry_run, post_copy),
+        ),
     }
 }
 

@@ -647,12 +647,22 @@ fn print_workload(w: &WorkloadView) {
     }
 }
 
-/// `understudy migrate NAME [--to HOST] [--dry-run]`
-pub fn migrate(base: &str, output: Output, name: &str, to: Option<String>, dry_run: bool) -> i32 {
+/// `understudy migrate NAME [--to HOST] [--dry-run] [--post-copy]`
+pub fn migrate(
+    base: &str,
+    output: Output,
+    name: &str,
+    to: Option<String>,
+    (dry_run, post_copy): (bool, bool),
+) -> i32 {
     if let Err(code) = check_name(name) {
         return code;
     }
-    let req = MigrateRequest { to, dry_run };
+    let req = MigrateRequest {
+        to,
+        dry_run,
+        post_copy,
+    };
     let started: MigrationStatus =
         match super::api::post(base, &format!("/v1/workloads/{name}/migrate"), &req) {
             Ok(s) => s,

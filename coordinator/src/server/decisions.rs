@@ -269,6 +269,8 @@ fn start_move(shared: &Arc<Shared>, workload: &str, to: &str) {
     let req = MigrateRequest {
         to: Some(to.to_owned()),
         dry_run: false,
+        // The engine's moves leave a host in trouble, which may not live through a copy.
+        post_copy: false,
     };
     tokio::spawn(async move {
         let started = switchover::migrate(&shared, &workload, req).await;

@@ -102,6 +102,12 @@ pub async fn migrate(
             ))
         }
     };
+    if req.post_copy && !rec.spec.data_dirs.is_empty() {
+        return Err(err(
+            400,
+            format!("post_copy: {name:?} has data directories, which a post-copy move cannot carry (they must be cut at the instant its memory is); move it without --post-copy"),
+        ));
+    }
     if to == rec.primary {
         return Err(err(400, format!("to: {to:?} already runs {name:?}")));
     }
@@ -115,6 +121,12 @@ pub async fn migrate(
     }
     let new_shadow = shared.pick_shadow(name, &to, None);
     let mut plan = plan_text(&rec, &to, new_shadow.as_deref());
+    if req.post_copy {
+        plan = format!(
+            "{plan}; by post-copy: the final dump leaves the memory out, {to} runs the workload at once and pulls its memory from {}, which must stay up until every page has arrived",
+            rec.primary
+        );
+    }
     if reshadow {
         plan = format!(
             "{to} is not the shadow of {name}: first make it the shadow and wait for a whole epoch there; then {plan}"
@@ -122,7 +134,12 @@ pub async fn migrate(
     }
     let generation = rec.generation + 1;
     let new_shadow_peer = new_shadow.as_ref().and_then(|s| shared.peer(s).ok());
-    let (machine, step) = Migration::start(
+    let start = if req.post_copy {
+        Migration::start_post_copy
+    } else {
+        Migration::start
+    };
+    let (machine, step) = start(
         rec.spec.clone(),
         &rec.primary,
         to_peer.clone(),
@@ -266,6 +283,16 @@ pub(super) async fn drive(
                     s.bytes_total = 0;
                 });
                 tokio::time::sleep(after).await;
+                let silent = shared.host_now(&host);
+                if host == machine.from
+                    && !silent.connected
+                    && silent.silent_for >= shared.failover.failover_after
+                {
+                    if let Some(s) = machine.old_primary_lost() {
+                        step = s;
+                        continue;
+                    }
+                }
                 let mut order = order;
                 if let Order::Restore { spec, lease_ms, .. } = &mut order {
                     *lease_ms = shared.lease_of(spec);
@@ -355,6 +382,7 @@ pub(super) async fn drive(
             Outcome::RolledBack(_) => r.state = WorkloadState::Running,
             Outcome::Failed(e) if failover => r.state = WorkloadState::Lost(format!("{e}{retry}")),
             Outcome::Failed(e) => r.state = WorkloadState::Failed(e.clone()),
+            Outcome::Lost(e) => r.state = WorkloadState::Lost(e.clone()),
         }
         r.last_migration = Some(summary);
     });

@@ -52,6 +52,10 @@ pub struct MigrateRequest {
     /// Only say what would happen.
     #[serde(default)]
     pub dry_run: bool,
+    /// Move by post-copy: the workload runs on the target before its memory has arrived,
+    /// so the freeze does not grow with its size (docs/failover.md says what it risks).
+    #[serde(default)]
+    pub post_copy: bool,
 }
 
 /// A migration as the API shows it, live and after it ended.

@@ -37,6 +37,11 @@ pub enum Kind {
     /// The old primary is lost: its shadow restores the newest committed epoch. There is
     /// nothing to roll back to; a failure leaves the workload lost.
     Failover,
+    /// A planned switchover by post-copy: the final dump leaves the memory out, the target
+    /// restores at once and pulls the memory from the old primary, which lives until every
+    /// page has arrived. The restore is answered only then; until it is, a failure rolls
+    /// back to the old primary, whose tree was held stopped.
+    PostCopy,
 }
 
 /// Where a migration is.
@@ -83,6 +88,10 @@ pub enum Outcome {
     RolledBack(String),
     /// The workload may not be running anywhere; the error says what failed.
     Failed(String),
+    /// The old primary was lost while a failed switchover waited to resume there, the
+    /// target having been made a shadow again: the workload is lost, for a failover to its
+    /// shadow to restore (the error says what failed).
+    Lost(String),
 }
 
 impl Outcome {
@@ -92,6 +101,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::RolledBack(_) => "rolled back",
             Outcome::Failed(_) => "failed",
+            Outcome::Lost(_) => "lost",
         }
     }
 
@@ -99,7 +109,7 @@ impl Outcome {
     pub fn error(&self) -> Option<&str> {
         match self {
             Outcome::Succeeded => None,
-            Outcome::RolledBack(e) | Outcome::Failed(e) => Some(e),
+            Outcome::RolledBack(e) | Outcome::Failed(e) | Outcome::Lost(e) => Some(e),
         }
     }
 }
@@ -263,6 +273,20 @@ impl Migration {
         (m, step)
     }
 
+    /// Like [`Migration::start`], by post-copy ([`Kind::PostCopy`]).
+    pub fn start_post_copy(
+        spec: WorkloadSpec,
+        from: &str,
+        to: Peer,
+        generation: u64,
+        new_shadow: Option<Peer>,
+        now_ms: u64,
+    ) -> (Self, Step) {
+        let (mut m, step) = Migration::start(spec, from, to, generation, new_shadow, now_ms);
+        m.kind = Kind::PostCopy;
+        (m, step)
+    }
+
     /// Starts restoring `spec`'s workload (already at its new `generation`) on `to`, its
     /// shadow, because `from` is lost: from the newest epoch `to` committed, at least
     /// `recovery_epoch`; afterwards the new primary sends epochs to `new_shadow`.
@@ -296,6 +320,7 @@ impl Migration {
                 shadow: self.new_shadow.clone(),
                 lease_ms: None,
                 fall_back: self.kind == Kind::Failover,
+                post_copy: self.kind == Kind::PostCopy,
             },
             timeout: RESTORE_TIMEOUT,
             after: Duration::ZERO,
@@ -341,6 +366,7 @@ impl Migration {
                 workload: self.spec.name.clone(),
                 generation: self.generation,
                 final_epoch,
+                post_copy: final_epoch && self.kind == Kind::PostCopy,
             },
             timeout: EPOCH_TIMEOUT,
             after: Duration::ZERO,
@@ -411,6 +437,24 @@ impl Migration {
         }
     }
 
+    /// The old primary is lost (silent past the failover delay). A switchover rolling back
+    /// that has only the old primary's resume left (the target answered that it runs
+    /// nothing, or was never asked to restore) ends with the workload lost, so that it
+    /// fails over to its shadow instead of waiting for a host that may never return. `None`
+    /// in any other phase: the machine goes on as it was.
+    pub fn old_primary_lost(&mut self) -> Option<Step> {
+        let demoting = self.rollback_generation.is_some() && !self.target_demoted;
+        if self.kind == Kind::Failover || self.phase != Phase::Rollback || demoting {
+            return None;
+        }
+        let e = format!(
+            "{}; then {} was lost before it resumed the workload",
+            self.error.clone().unwrap_or_default(),
+            self.from
+        );
+        Some(self.finish(Outcome::Lost(e)))
+    }
+
     fn finish(&mut self, outcome: Outcome) -> Step {
         self.phase = Phase::Finished;
         self.outcome = Some(outcome.clone());
@@ -452,11 +496,22 @@ impl Migration {
                 // primary answers only once any final checkpoint in progress has ended.
                 self.rollback(format!("final epoch failed: {}", other.describe()))
             }
-            (Phase::Restore, Delivery::Reply(OrderReply::Restored { check_ms, .. })) => {
-                // The workload runs again once restored; its liveness check is not freeze.
-                self.freeze_ms = self
-                    .freeze_started_unix_ms
-                    .map(|t| now_ms.saturating_sub(t).saturating_sub(check_ms));
+            (
+                Phase::Restore,
+                Delivery::Reply(OrderReply::Restored {
+                    check_ms,
+                    memory_ms,
+                    ..
+                }),
+            ) => {
+                // The workload runs again once restored; neither its liveness check nor the
+                // memory a post-copy move pulls in while it runs is freeze.
+                self.freeze_ms = self.freeze_started_unix_ms.map(|t| {
+                    now_ms
+                        .saturating_sub(t)
+                        .saturating_sub(check_ms)
+                        .saturating_sub(memory_ms)
+                });
                 self.release()
             }
             (Phase::Restore, Delivery::NotSent(e)) => {

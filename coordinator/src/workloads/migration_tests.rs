@@ -50,6 +50,7 @@ fn restored_from(epoch: u64, passed_over: Vec<PassedOver>) -> Delivery {
         restore_ms: 5,
         check_ms: 20,
         passed_over,
+        memory_ms: 0,
     })
 }
 
@@ -406,4 +407,110 @@ fn a_failover_restores_on_the_shadow_and_never_touches_the_lost_primary() {
         Step::Finished(Outcome::Failed(e)) => assert!(e.contains("does not run it")),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_post_copy_move_asks_for_a_post_copy_final_epoch_and_restore_and_does_not_count_the_copy_as_freeze(
+) {
+    let (mut m, s) = Migration::start_post_copy(spec(), "a", peer("b"), 4, Some(peer("a")), 1_000);
+    // The epoch while running is an ordinary one.
+    assert!(matches!(
+        &s,
+        Step::Send {
+            order: Order::Checkpoint {
+                post_copy: false,
+                final_epoch: false,
+                ..
+            },
+            ..
+        }
+    ));
+    let s = m.on_delivery(epoch(10), 1_000);
+    assert!(
+        matches!(
+            &s,
+            Step::Send {
+                order: Order::Checkpoint {
+                    post_copy: true,
+                    final_epoch: true,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    let s = m.on_delivery(epoch(11), 1_050);
+    assert!(
+        matches!(
+            &s,
+            Step::Send {
+                order: Order::Restore {
+                    post_copy: true,
+                    fall_back: false,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    // Frozen from the final dump's order at 1 000; answered at 4 200, of which the check
+    // took 20 ms and the memory 3 s while the workload ran: frozen 180 ms.
+    let s = m.on_delivery(
+        Delivery::Reply(OrderReply::Restored {
+            epoch: 11,
+            pid: 1,
+            restore_ms: 40,
+            check_ms: 20,
+            passed_over: Vec::new(),
+            memory_ms: 3_000,
+        }),
+        4_200,
+    );
+    assert_eq!(what(&s), ("a".into(), "release", 4));
+    assert_eq!(m.freeze_ms, Some(180));
+    // A switchover's orders never ask for post-copy.
+    let (mut m, _) = Migration::start(spec(), "a", peer("b"), 4, None, 0);
+    let s = m.on_delivery(epoch(10), 0);
+    assert!(matches!(
+        &s,
+        Step::Send {
+            order: Order::Checkpoint {
+                post_copy: false,
+                ..
+            },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_old_primary_lost_while_a_rollback_waits_to_resume_it_leaves_the_workload_lost() {
+    // Not while the target may still run a copy: it must answer first.
+    let mut m = at_restore();
+    m.on_delivery(failed("post-copy from a: the transfer broke"), 0);
+    assert_eq!(
+        m.old_primary_lost(),
+        None,
+        "the target has not confirmed it runs nothing"
+    );
+    let s = m.on_delivery(done(), 0);
+    assert_eq!(what(&s), ("a".into(), "resume", 5));
+    // The resume cannot reach the lost old primary: lost, for a failover to take over.
+    m.on_delivery(Delivery::NotSent("a is not connected".into()), 0);
+    match m.old_primary_lost() {
+        Some(Step::Finished(Outcome::Lost(e))) => {
+            assert!(
+                e.contains("the transfer broke") && e.contains("a was lost"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.phase, Phase::Finished);
+    // Nothing changes in any other phase.
+    let mut m = at_restore();
+    assert_eq!(m.old_primary_lost(), None);
+    assert_eq!(failover().old_primary_lost(), None);
 }

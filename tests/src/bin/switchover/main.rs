@@ -21,6 +21,11 @@
 //! recovery point's age (p50, p99), the share of wall time the workload was frozen by
 //! epochs, the interval the agent paced them at and which limit set it, the primary
 //! agent's CPU per epoch and its peak resident memory.
+//!
+//! After our switchover the workload moves back with `migrate --post-copy` (once the old
+//! host, now its shadow, holds an epoch), measured by the same prober: the post-copy
+//! column. It needs `fs.pipe-max-size` of 4 MiB without CAP_SYS_RESOURCE, which the
+//! program sets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark program
 
@@ -256,6 +261,7 @@ struct Row {
     window: Window,
     mib: usize,
     ours_freeze: Duration,
+    post_copy_freeze: Duration,
     naive_freeze: Duration,
     steady_sent: f64,
     steady_changed: f64,
@@ -290,7 +296,55 @@ fn started_cluster() -> Cluster {
     c
 }
 
-fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
+/// Moves `name` (on host-b, shadowed on host-a) back to host-a by post-copy, once host-a
+/// holds an epoch; the client-seen freeze.
+fn post_copy_back(c: &Cluster, name: &str) -> Duration {
+    let path = "/proc/sys/fs/pipe-max-size";
+    let now: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if now < 4 << 20 {
+        std::fs::write(path, (4u64 << 20).to_string()).expect("raise fs.pipe-max-size");
+    }
+    eventually("an epoch on host-a", Duration::from_secs(600), || {
+        let w = c.workload(name)?;
+        match &w.last_epoch {
+            Some(e) if w.primary == "host-b" && e.shadow == "host-a" => Ok(()),
+            _ => Err(format!(
+                "primary {}, last epoch {:?}",
+                w.primary,
+                w.last_epoch.map(|e| e.epoch)
+            )),
+        }
+    });
+    let a = SocketAddr::from((c.host("host-a").addr, PORT));
+    let b = SocketAddr::from((c.host("host-b").addr, PORT));
+    let prober = Prober::start(b, a);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.cli(&["migrate", name, "--post-copy"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!(
+        "  post-copy: {}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let freeze = prober
+        .freeze()
+        .expect("no answers around the post-copy move");
+    println!("; client-seen freeze {} ms", freeze.as_millis());
+    freeze
+}
+
+fn ours(mib: usize) -> (Duration, Duration, [f64; 5], Window) {
     let c = started_cluster();
     let name = format!("mem{mib}");
     let out = c.cli(&[
@@ -390,7 +444,8 @@ fn ours(mib: usize) -> (Duration, [f64; 5], Window) {
             }
         }
     }
-    (freeze, stats, window)
+    let post_copy = post_copy_back(&c, &name);
+    (freeze, post_copy, stats, window)
 }
 
 fn naive(mib: usize, criu_bin: &std::path::Path) -> Duration {
@@ -547,12 +602,13 @@ fn main() {
             "{mib} MiB workload, dirtying {:.0}% of its pages per second:",
             DIRTY_SHARE_PER_SEC * 100.0
         );
-        let (ours_freeze, s, window) = ours(mib);
+        let (ours_freeze, post_copy_freeze, s, window) = ours(mib);
         let naive_freeze = naive(mib, &criu.bin);
         rows.push(Row {
             window,
             mib,
             ours_freeze,
+            post_copy_freeze,
             naive_freeze,
             steady_sent: s[0],
             steady_changed: s[1],
@@ -563,15 +619,17 @@ fn main() {
     }
     let mb = |b: f64| b / (1024.0 * 1024.0);
     println!();
-    println!("| size | freeze ours | freeze naive | ours/naive | epoch size | changed/epoch | sent/epoch | sent/changed | dump (frozen) | agent CPU/epoch |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| size | freeze ours | freeze naive | ours/naive | freeze post-copy | post-copy/naive | epoch size | changed/epoch | sent/epoch | sent/changed | dump (frozen) | agent CPU/epoch |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} MiB | {} ms | {} ms | {:.2} | {:.1} MiB | {:.2} MiB | {:.2} MiB | {:.2} | {:.0} ms | {:.0} ms |",
+            "| {} MiB | {} ms | {} ms | {:.2} | {} ms | {:.2} | {:.1} MiB | {:.2} MiB | {:.2} MiB | {:.2} | {:.0} ms | {:.0} ms |",
             r.mib,
             r.ours_freeze.as_millis(),
             r.naive_freeze.as_millis(),
             r.ours_freeze.as_secs_f64() / r.naive_freeze.as_secs_f64(),
+            r.post_copy_freeze.as_millis(),
+            r.post_copy_freeze.as_secs_f64() / r.naive_freeze.as_secs_f64(),
             mb(r.steady_total),
             mb(r.steady_changed),
             mb(r.steady_sent),

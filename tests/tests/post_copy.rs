@@ -1,0 +1,233 @@
+//! End to end with real CRIU and QUIC between namespace hosts: `understudy migrate
+//! --post-copy`. The workload (192 MiB of random memory it checksums, and a counter) runs
+//! on the target before its memory has arrived and ends with all of it; when the old
+//! primary is lost in the middle of the copy, the workload comes back from the shadow's
+//! last epoch, whole, and runs exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use understudy_coordinator::workloads::WorkloadState;
+use understudy_tests::cluster::Cluster;
+use understudy_tests::copies;
+use understudy_tests::wait::eventually;
+use understudy_tests::{numbers, require_criu, require_e2e};
+
+/// 192 MiB of random bytes, their CRC printed at the start and every 200 counts; a count
+/// every 10 ms; the wall clock (ms) every 10 counts.
+const BIG: &str = "import os, sys, time, zlib\nblob = bytearray(os.urandom(192 * 1024 * 1024))\nprint('crc', zlib.crc32(blob), flush=True)\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    if n % 10 == 0:\n        print('t', int(time.time() * 1000), flush=True)\n    if n % 200 == 0:\n        print('crc', zlib.crc32(blob), flush=True)\n    time.sleep(0.01)\n";
+
+/// Each piece (256 KiB at most) of the page transfer waits this long on the old primary:
+/// 192 MiB take at least ~1.5 s to arrive.
+const SLOW: &str = "slow-post-copy:2";
+
+/// Without CAP_SYS_RESOURCE (as here), CRIU's page server needs a 4 MiB pipe size limit;
+/// the agent refuses post-copy below it and says so.
+fn allow_post_copy() {
+    let path = "/proc/sys/fs/pipe-max-size";
+    let now: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if now < 4 << 20 {
+        std::fs::write(path, (4u64 << 20).to_string()).expect("raise fs.pipe-max-size");
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The `crc` values in `log`.
+fn crcs(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("crc ")?.trim().parse().ok())
+        .collect()
+}
+
+/// The `t` stamps in `log`.
+fn stamps(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("t ")?.trim().parse().ok())
+        .collect()
+}
+
+fn cluster() -> Cluster {
+    allow_post_copy();
+    let c = Cluster::new(&["host-a", "host-b"]);
+    c.start_coordinator();
+    c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", SLOW)]);
+    c.start_agent("host-b");
+    c.wait_connected(2);
+    copies::create_python(&c, "big", ("host-a", "host-b"), "2s", BIG);
+    c.wait_for_epochs("big", 1);
+    c
+}
+
+/// Waits for `host`'s log of `big` to hold a CRC; returns the first.
+fn first_crc(c: &Cluster, host: &str) -> u64 {
+    eventually(
+        &format!("a checksum on {host}"),
+        Duration::from_secs(30),
+        || {
+            crcs(&c.output_log(host, "big"))
+                .first()
+                .copied()
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+}
+
+#[test]
+fn a_post_copy_move_runs_on_the_target_before_its_memory_has_arrived_and_keeps_all_of_it() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    let before = c.workload("big").unwrap();
+
+    let out = c.cli(&["migrate", "big", "--post-copy"]);
+    let done_ms = now_ms();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "migrate --post-copy failed: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        copies::seen(&c, &["host-a", "host-b"], "big")
+    );
+    assert!(stdout.contains("post-copy"), "{stdout}");
+    let after = c.workload("big").unwrap();
+    assert_eq!(after.primary, "host-b");
+    assert_eq!(after.generation, before.generation + 1);
+    assert_eq!(after.state, WorkloadState::Running);
+
+    // It ran on host-b before the move was over: the move is answered only once the last
+    // page is in, and host-b's copy had printed the time well before that.
+    let b_log = c.output_log("host-b", "big");
+    let first_stamp = *stamps(&b_log).first().expect("host-b printed the time");
+    let last_on_a = copies::last_count(&c, "host-a", "big");
+    let b_counts = numbers(&b_log);
+    eprintln!(
+        "post-copy: host-a counted to {last_on_a}, host-b went on from {}; host-b's first stamp {} ms before the move was answered; freeze {:?} ms",
+        b_counts[0],
+        done_ms.saturating_sub(first_stamp),
+        after.last_migration.as_ref().and_then(|m| m.freeze_ms)
+    );
+    assert!(
+        first_stamp + 500 < done_ms,
+        "host-b's copy printed first at {first_stamp}, the move was answered at {done_ms}: it did not run while its memory arrived"
+    );
+    // With its state: the count goes on from host-a's, and its memory is all there.
+    assert!(
+        b_counts[0] > last_on_a.saturating_sub(1) && b_counts[0] <= last_on_a + 1,
+        "host-b started at {} after host-a's {last_on_a}",
+        b_counts[0]
+    );
+    assert!(
+        b_counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "counts on host-b skip"
+    );
+    let b_crc = first_crc(&c, "host-b");
+    assert_eq!(
+        b_crc, original,
+        "the memory on host-b is not the memory on host-a"
+    );
+    // Exactly one copy, on host-b, going on.
+    assert_eq!(
+        copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
+        "host-b"
+    );
+    copies::advancing(&c, "host-b", "big");
+
+    // A workload with a data directory cannot move by post-copy: refused, naming the field.
+    let logical = c.logical_dir("files");
+    for h in ["host-a", "host-b"] {
+        std::fs::create_dir_all(c.data_path(h, &logical)).unwrap();
+    }
+    c.create_with_data_dir("files", "1s", &logical, &["/bin/sleep", "1000"]);
+    let out = c.cli(&["migrate", "files", "--post-copy"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("post_copy:") && err.contains("data directories"),
+        "{err}"
+    );
+    assert_eq!(
+        c.workload("files").unwrap().primary,
+        "host-a",
+        "nothing moved"
+    );
+}
+
+#[test]
+fn the_old_primary_lost_mid_copy_brings_the_workload_back_from_the_shadows_epoch_whole() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    let recorded = c.wait_for_epochs("big", 2).last_epoch.unwrap().epoch;
+
+    let migrate = c
+        .cli_command()
+        .args(["migrate", "big", "--post-copy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The copy on host-b runs (its memory still arriving): host-a is lost now.
+    eventually("host-b's copy runs", Duration::from_secs(60), || {
+        if stamps(&c.output_log("host-b", "big")).is_empty() {
+            Err("nothing printed on host-b yet".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    c.note(
+        "coord",
+        "killing host-a in the middle of the post-copy transfer",
+    );
+    c.kill_host("host-a");
+    let out = migrate.wait_with_output().unwrap();
+    eprintln!(
+        "migrate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the move cannot have succeeded");
+
+    // The half-copied tree is gone from host-b, and the workload fails over there from
+    // the last epoch host-b committed as shadow.
+    let w = copies::failed_over(&c, "big", "host-b", Duration::from_secs(90));
+    let m = w.last_migration.clone().unwrap();
+    eprintln!("failed over: {m:?}");
+    assert!(
+        m.recovery_epoch.is_some_and(|e| e >= recorded),
+        "recovered from {:?}, recorded {recorded}",
+        m.recovery_epoch
+    );
+    // Whole: the memory it checksums is the original's, and it counts on.
+    let crcs_b = crcs(&c.output_log("host-b", "big"));
+    eventually(
+        "a checksum after the failover",
+        Duration::from_secs(30),
+        || {
+            let now = crcs(&c.output_log("host-b", "big"));
+            if now.len() > crcs_b.len() {
+                Ok(())
+            } else {
+                Err(format!("{} checksums", now.len()))
+            }
+        },
+    );
+    let all = crcs(&c.output_log("host-b", "big"));
+    assert!(
+        all.iter().all(|&x| x == original),
+        "a checksum on host-b differs from the original's {original}: {all:?}"
+    );
+    assert_eq!(copies::the_one_copy(&c, &["host-b"], "big"), "host-b");
+    copies::advancing(&c, "host-b", "big");
+}
