@@ -231,3 +231,74 @@ fn the_old_primary_lost_mid_copy_brings_the_workload_back_from_the_shadows_epoch
     assert_eq!(copies::the_one_copy(&c, &["host-b"], "big"), "host-b");
     copies::advancing(&c, "host-b", "big");
 }
+
+#[test]
+fn a_transfer_cut_between_the_hosts_rolls_back_to_the_original_which_goes_on_from_where_it_was() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    let migrate = c
+        .cli_command()
+        .args(["migrate", "big", "--post-copy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("host-b's copy runs", Duration::from_secs(60), || {
+        if stamps(&c.output_log("host-b", "big")).is_empty() {
+            Err("nothing printed on host-b yet".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    // The hosts lose each other (both still reach the coordinator) in the middle of the copy.
+    let frozen_at = copies::last_count(&c, "host-a", "big");
+    c.note(
+        "coord",
+        "cutting host-a from host-b in the middle of the post-copy transfer",
+    );
+    c.isolate(&["host-a", "host-b"], true);
+    let out = migrate.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("migrate: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "the move should roll back: {err}"
+    );
+    assert!(err.contains("rolled back"), "{err}");
+    c.isolate(&["host-a", "host-b"], false);
+
+    // The original, held stopped during the copy, goes on from where it was frozen.
+    let w = c.workload("big").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert_eq!(w.state, WorkloadState::Running);
+    assert_eq!(
+        copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
+        "host-a"
+    );
+    copies::advancing(&c, "host-a", "big");
+    let a_counts = numbers(&c.output_log("host-a", "big"));
+    assert!(
+        a_counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "host-a's counts skip or repeat around the rolled-back move (frozen at {frozen_at})"
+    );
+    eventually(
+        "a checksum after the rollback",
+        Duration::from_secs(30),
+        || {
+            let all = crcs(&c.output_log("host-a", "big"));
+            if all.len() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{} checksums", all.len()))
+            }
+        },
+    );
+    let all = crcs(&c.output_log("host-a", "big"));
+    assert!(
+        all.iter().all(|&x| x == original),
+        "host-a's memory changed: {all:?}"
+    );
+}

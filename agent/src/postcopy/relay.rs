@@ -207,6 +207,7 @@ pub async fn target(
     let up = joined(up.await);
     match (up, down) {
         (Ok(()), Ok(_)) => End::Clean,
-        (Err(e), _) | (_, Err(e)) => End::Broken(e),
+        // What broke on the old primary's side says more than the daemon's end that followed.
+        (_, Err(e)) | (Err(e), _) => End::Broken(e),
     }
 }
