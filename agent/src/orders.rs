@@ -49,7 +49,11 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             shadow,
         } => start(node, spec, generation, shadow).await,
         Order::ExpectShadow { spec, primary, .. } => expect_shadow(node, spec, &primary),
-        Order::Demote { spec, primary, .. } => demote(node, spec, &primary).await,
+        Order::Demote { spec, primary, .. } => {
+            // Post-copy images parked for a restore that will not come go with the stream.
+            node.post_copy.discard(&spec.name);
+            demote(node, spec, &primary).await
+        }
         Order::Checkpoint {
             workload,
             generation,

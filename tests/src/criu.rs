@@ -45,3 +45,16 @@ pub fn provisioned() -> Result<CriuEnv, String> {
     }
     found
 }
+
+/// Raises `fs.pipe-max-size` to the 4 MiB CRIU's page server needs for post-copy moves on a
+/// host without CAP_SYS_RESOURCE, as here (the agent refuses post-copy below it).
+pub fn allow_post_copy() {
+    let path = "/proc/sys/fs/pipe-max-size";
+    let now: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if now < 4 << 20 {
+        std::fs::write(path, (4u64 << 20).to_string()).expect("raise fs.pipe-max-size");
+    }
+}

@@ -22,19 +22,6 @@ const BIG: &str = "import os, sys, time, zlib\nblob = bytearray(os.urandom(192 *
 /// 192 MiB take at least ~1.5 s to arrive.
 const SLOW: &str = "slow-post-copy:2";
 
-/// Without CAP_SYS_RESOURCE (as here), CRIU's page server needs a 4 MiB pipe size limit;
-/// the agent refuses post-copy below it and says so.
-fn allow_post_copy() {
-    let path = "/proc/sys/fs/pipe-max-size";
-    let now: u64 = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if now < 4 << 20 {
-        std::fs::write(path, (4u64 << 20).to_string()).expect("raise fs.pipe-max-size");
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -57,7 +44,7 @@ fn stamps(log: &str) -> Vec<u64> {
 }
 
 fn cluster() -> Cluster {
-    allow_post_copy();
+    understudy_tests::criu::allow_post_copy();
     let c = Cluster::new(&["host-a", "host-b"]);
     c.start_coordinator();
     c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", SLOW)]);
@@ -66,6 +53,26 @@ fn cluster() -> Cluster {
     copies::create_python(&c, "big", ("host-a", "host-b"), "2s", BIG);
     c.wait_for_epochs("big", 1);
     c
+}
+
+/// Starts `migrate big --post-copy` and returns once host-b's copy runs (its memory still
+/// arriving, slowly, from host-a).
+fn moving_to_b(c: &Cluster) -> std::process::Child {
+    let migrate = c
+        .cli_command()
+        .args(["migrate", "big", "--post-copy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("host-b's copy runs", Duration::from_secs(60), || {
+        if stamps(&c.output_log("host-b", "big")).is_empty() {
+            Err("nothing printed on host-b yet".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    migrate
 }
 
 /// Waits for `host`'s log of `big` to hold a CRC; returns the first.
@@ -171,21 +178,8 @@ fn the_old_primary_lost_mid_copy_brings_the_workload_back_from_the_shadows_epoch
     let original = first_crc(&c, "host-a");
     let recorded = c.wait_for_epochs("big", 2).last_epoch.unwrap().epoch;
 
-    let migrate = c
-        .cli_command()
-        .args(["migrate", "big", "--post-copy"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let migrate = moving_to_b(&c);
     // The copy on host-b runs (its memory still arriving): host-a is lost now.
-    eventually("host-b's copy runs", Duration::from_secs(60), || {
-        if stamps(&c.output_log("host-b", "big")).is_empty() {
-            Err("nothing printed on host-b yet".to_string())
-        } else {
-            Ok(())
-        }
-    });
     c.note(
         "coord",
         "killing host-a in the middle of the post-copy transfer",
@@ -238,20 +232,7 @@ fn a_transfer_cut_between_the_hosts_rolls_back_to_the_original_which_goes_on_fro
     require_criu!();
     let c = cluster();
     let original = first_crc(&c, "host-a");
-    let migrate = c
-        .cli_command()
-        .args(["migrate", "big", "--post-copy"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    eventually("host-b's copy runs", Duration::from_secs(60), || {
-        if stamps(&c.output_log("host-b", "big")).is_empty() {
-            Err("nothing printed on host-b yet".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    let migrate = moving_to_b(&c);
     // The hosts lose each other (both still reach the coordinator) in the middle of the copy.
     let frozen_at = copies::last_count(&c, "host-a", "big");
     c.note(
@@ -300,5 +281,97 @@ fn a_transfer_cut_between_the_hosts_rolls_back_to_the_original_which_goes_on_fro
     assert!(
         all.iter().all(|&x| x == original),
         "host-a's memory changed: {all:?}"
+    );
+}
+
+#[test]
+fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
+    require_e2e!();
+    require_criu!();
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    let generation = c.workload("big").unwrap().generation;
+    let mut checked_on_a = 0;
+    for kill in [true, false] {
+        let to = if kill { "host-b" } else { "host-a" };
+        if !kill {
+            // Back the other way once host-a, now the shadow, holds an epoch.
+            eventually("an epoch on host-a", Duration::from_secs(60), || {
+                let w = c.workload("big")?;
+                match &w.last_epoch {
+                    Some(e) if e.shadow == "host-a" => Ok(()),
+                    _ => Err(format!("{:?}", w.last_epoch.map(|e| e.shadow))),
+                }
+            });
+            checked_on_a = crcs(&c.output_log("host-a", "big")).len();
+        }
+        let marks = stamps(&c.output_log(to, "big")).len();
+        let migrate = c
+            .cli_command()
+            .args(["migrate", "big", "--post-copy"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(
+            &format!("{to}'s copy runs"),
+            Duration::from_secs(60),
+            || {
+                if stamps(&c.output_log(to, "big")).len() > marks {
+                    Ok(())
+                } else {
+                    Err(format!("nothing new printed on {to} yet"))
+                }
+            },
+        );
+        c.note(
+            "coord",
+            &format!("restarting the coordinator (kill: {kill}) mid-copy"),
+        );
+        if kill {
+            c.kill("coord");
+        } else {
+            c.stop("coord");
+        }
+        let _ = migrate.wait_with_output();
+        c.start_coordinator();
+        eventually(
+            &format!("the move to {to} seen through"),
+            Duration::from_secs(90),
+            || {
+                let w = c.workload("big")?;
+                match (&w.state, &w.last_migration) {
+                    (WorkloadState::Running, Some(m))
+                        if w.primary == to && m.outcome == "succeeded" =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("on {}: {other:?}", w.primary)),
+                }
+            },
+        );
+        assert_eq!(copies::the_one_copy(&c, &["host-a", "host-b"], "big"), to);
+        copies::advancing(&c, to, "big");
+    }
+    assert_eq!(c.workload("big").unwrap().generation, generation + 2);
+    eventually(
+        "a checksum on host-a again",
+        Duration::from_secs(30),
+        || {
+            let all = crcs(&c.output_log("host-a", "big"));
+            if all.len() > checked_on_a {
+                Ok(())
+            } else {
+                Err(format!("{} checksums", all.len()))
+            }
+        },
+    );
+    let all: Vec<u64> = ["host-a", "host-b"]
+        .iter()
+        .flat_map(|h| crcs(&c.output_log(h, "big")))
+        .collect();
+    assert!(
+        all.iter().all(|&x| x == original),
+        "the memory changed across the moves: {all:?}"
     );
 }

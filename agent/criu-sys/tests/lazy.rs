@@ -96,16 +96,22 @@ fn lazy_dump(
     dump
 }
 
-#[test]
-fn lazy_restore_in_another_pid_namespace_counts_on_from_the_dump() {
-    let Some(criu) = criu_or_skip() else { return };
+/// A temporary directory, an empty images directory in it, a counter counting there, and
+/// a free port for the page server; the host allowed to serve lazy pages.
+fn counting() -> (tempfile::TempDir, std::path::PathBuf, Counter, u16) {
     pipe_max_size_for_lazy_pages();
     let tmp = tempfile::tempdir().expect("tempdir");
     let images = tmp.path().join("images");
     std::fs::create_dir(&images).expect("images dir");
     let counter = Counter::start(tmp.path());
+    (tmp, images, counter, free_port())
+}
+
+#[test]
+fn lazy_restore_in_another_pid_namespace_counts_on_from_the_dump() {
+    let Some(criu) = criu_or_skip() else { return };
+    let (tmp, images, counter, port) = counting();
     let pid = counter.pid();
-    let port = free_port();
     let dump = lazy_dump(criu.clone(), pid, images.clone(), port);
     let at_dump = counter.read();
     let pages: u64 = std::fs::read_dir(&images)
@@ -179,13 +185,8 @@ fn lazy_restore_in_another_pid_namespace_counts_on_from_the_dump() {
 #[test]
 fn lazy_dump_whose_pages_are_not_taken_fails_and_the_fenced_tree_stays_stopped() {
     let Some(criu) = criu_or_skip() else { return };
-    pipe_max_size_for_lazy_pages();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let images = tmp.path().join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    let counter = Counter::start(tmp.path());
+    let (_tmp, images, counter, port) = counting();
     let pid = counter.pid();
-    let port = free_port();
     let dump = lazy_dump(criu, pid, images, port);
     // A client whose connection is reset before it took anything: the transfer fails. (A
     // clean close counts as the end of the transfer for CRIU, which then kills the tree.)

@@ -65,9 +65,15 @@ impl Parked {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(workload.to_owned(), parcel);
-        if let Some(mut old) = old {
-            let _ = old.send.reset(quinn::VarInt::from_u32(1));
-            crate::checkpoint::remove_dir(&old.dir);
+        if let Some(old) = old {
+            dispose(old);
+        }
+    }
+
+    /// Drops what is parked for `workload` (its stream reset, its images removed).
+    pub fn discard(&self, workload: &str) {
+        if let Some(p) = self.take(workload) {
+            dispose(p);
         }
     }
 
@@ -77,6 +83,13 @@ impl Parked {
             .unwrap_or_else(|e| e.into_inner())
             .remove(workload)
     }
+}
+
+/// Resets a parcel's stream (the old primary's dump fails, its tree stays held) and removes
+/// its images.
+fn dispose(mut p: Parcel) {
+    let _ = p.send.reset(quinn::VarInt::from_u32(1));
+    crate::checkpoint::remove_dir(&p.dir);
 }
 
 /// Receives a post-copy move's images from `peer` on its stream (after the `PostCopy`
@@ -225,7 +238,7 @@ pub async fn restore(
         Some(p) if p.generation == generation => p,
         Some(p) => {
             let got = p.generation;
-            crate::checkpoint::remove_dir(&p.dir);
+            dispose(p);
             return Err(format!(
                 "the post-copy images here are of generation {got}, not {generation}"
             ));

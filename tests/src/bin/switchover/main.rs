@@ -299,14 +299,7 @@ fn started_cluster() -> Cluster {
 /// Moves `name` (on host-b, shadowed on host-a) back to host-a by post-copy, once host-a
 /// holds an epoch; the client-seen freeze.
 fn post_copy_back(c: &Cluster, name: &str) -> Duration {
-    let path = "/proc/sys/fs/pipe-max-size";
-    let now: u64 = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if now < 4 << 20 {
-        std::fs::write(path, (4u64 << 20).to_string()).expect("raise fs.pipe-max-size");
-    }
+    criu::allow_post_copy();
     eventually("an epoch on host-a", Duration::from_secs(600), || {
         let w = c.workload(name)?;
         match &w.last_epoch {
@@ -318,11 +311,22 @@ fn post_copy_back(c: &Cluster, name: &str) -> Duration {
             )),
         }
     });
-    let a = SocketAddr::from((c.host("host-a").addr, PORT));
-    let b = SocketAddr::from((c.host("host-b").addr, PORT));
-    let prober = Prober::start(b, a);
+    measured_move(
+        c,
+        ("host-b", "host-a"),
+        &["migrate", name, "--post-copy"],
+        "post-copy",
+    )
+}
+
+/// Runs the CLI's `migrate` (`args`) from host `from` to host `to` with the prober on both,
+/// prints the CLI's last line under `label`; the client-seen freeze.
+fn measured_move(c: &Cluster, (from, to): (&str, &str), args: &[&str], label: &str) -> Duration {
+    let old = SocketAddr::from((c.host(from).addr, PORT));
+    let new = SocketAddr::from((c.host(to).addr, PORT));
+    let prober = Prober::start(old, new);
     std::thread::sleep(Duration::from_millis(300));
-    let out = c.cli(&["migrate", name, "--post-copy"]);
+    let out = c.cli(args);
     assert!(
         out.status.success(),
         "{}{}",
@@ -330,16 +334,14 @@ fn post_copy_back(c: &Cluster, name: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     print!(
-        "  post-copy: {}",
+        "  {label}: {}",
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
             .unwrap_or("")
     );
     std::thread::sleep(Duration::from_millis(500));
-    let freeze = prober
-        .freeze()
-        .expect("no answers around the post-copy move");
+    let freeze = prober.freeze().expect("no answers around the switchover");
     println!("; client-seen freeze {} ms", freeze.as_millis());
     freeze
 }
@@ -407,27 +409,7 @@ fn ours(mib: usize) -> (Duration, Duration, [f64; 5], Window) {
         window.agent_rss_mib,
         window.agent_anon_mib
     );
-    let a = SocketAddr::from((c.host("host-a").addr, PORT));
-    let b = SocketAddr::from((c.host("host-b").addr, PORT));
-    let prober = Prober::start(a, b);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = c.cli(&["migrate", &name]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!(
-        "  ours: {}",
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let freeze = prober.freeze().expect("no answers around the switchover");
-    println!("; client-seen freeze {} ms", freeze.as_millis());
+    let freeze = measured_move(&c, ("host-a", "host-b"), &["migrate", &name], "ours");
     if std::env::var("SWITCHOVER_VERBOSE").is_ok() {
         for host in ["host-a", "host-b"] {
             for l in c
