@@ -237,6 +237,10 @@ pub struct AgentSection {
     /// a memory-backed file system keeps the disk off the freeze. Default
     /// `/dev/shm/understudy/HOST` when `/dev/shm` is a tmpfs, else under `data_dir`.
     pub scratch_dir: Option<PathBuf>,
+    /// Where each workload's supervisor (the root of its tree) has its working directory
+    /// (`crate::supervisor::home`). A checkpoint records the path, so it must be the same on
+    /// every host of the cluster. Default `/var/lib/understudy-agent/trees`.
+    pub trees_dir: Option<PathBuf>,
 }
 
 /// Longest zone name.
@@ -293,11 +297,14 @@ impl Validate for AgentConfig {
                 format!("{} must be an absolute path", self.agent.data_dir.display()),
             ));
         }
-        if let Some(s) = &self.agent.scratch_dir {
-            if !s.is_absolute() {
+        for (key, dir) in [
+            ("agent.scratch_dir", &self.agent.scratch_dir),
+            ("agent.trees_dir", &self.agent.trees_dir),
+        ] {
+            if let Some(d) = dir.as_ref().filter(|d| !d.is_absolute()) {
                 problems.push(Problem::new(
-                    "agent.scratch_dir",
-                    format!("{} must be an absolute path", s.display()),
+                    key,
+                    format!("{} must be an absolute path", d.display()),
                 ));
             }
         }
@@ -430,6 +437,7 @@ mod tests {
             [agent]
             data_dir = "relative"
             scratch_dir = "scratch"
+            trees_dir = "trees"
             zone = "rack 7"
             memory_cgroup = "/nonexistent/cgroup"
             [coordinator]
@@ -447,6 +455,7 @@ mod tests {
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"agent.data_dir".to_string()), "{keys:?}");
         assert!(keys.contains(&"agent.scratch_dir".to_string()), "{keys:?}");
+        assert!(keys.contains(&"agent.trees_dir".to_string()), "{keys:?}");
         assert!(
             keys.contains(&"coordinator.addresses[0]".to_string()),
             "{keys:?}"

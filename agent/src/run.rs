@@ -134,6 +134,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         );
     }
     crate::supervisor::binary::install()?;
+    crate::supervisor::home::configure(config.agent.trees_dir.clone());
     let copies =
         Copies::load(&config.agent.data_dir).map_err(|e| RunError::State(e.to_string()))?;
     let control_client = client_config(&tls, Role::Coordinator, CONTROL_ALPN, IDLE_TIMEOUT, None)?;

@@ -137,6 +137,12 @@ impl Cluster {
         self.dir.path().join("hosts").join(name)
     }
 
+    /// Where the cluster's agents keep their supervisors' working directories
+    /// (`[agent] trees_dir`): one per workload, the same path on every host.
+    pub fn trees_dir(&self) -> PathBuf {
+        self.dir.path().join("trees")
+    }
+
     /// Host `name`'s memory-backed scratch space for dumps: on `/dev/shm`, one per cluster
     /// (tests run in parallel, each with its own `host-a`), removed with the cluster.
     pub fn scratch_dir(&self, name: &str) -> PathBuf {
@@ -299,6 +305,9 @@ mode = "off"
             r#"[agent]
 data_dir = "{d}/data"
 scratch_dir = "{scratch}"
+# One for the cluster, the same path on each of its hosts (as on real hosts), so that
+# clusters running side by side do not share the supervisors' working directories.
+trees_dir = "{trees}"
 [coordinator]
 addresses = [{}]
 [tls]
@@ -332,6 +341,7 @@ freeze_budget_percent = 50
             d = d.display(),
             logical = self.logical_root().display(),
             scratch = scratch.display(),
+            trees = self.trees_dir().display(),
         );
         fs::write(d.join("agent.toml"), cfg).unwrap();
     }

@@ -136,11 +136,12 @@ fn a_directory_left_by_an_interrupted_dump_does_not_block_later_epochs() {
     require_e2e!();
     require_criu!();
     // CRIU killed while its parasite held a tree (an agent killed mid-epoch) leaves
-    // `proc.crtools` in the working directory of the tree's root, `/` here; CRIU then fails
-    // every later dump of such a tree that has its own mount namespace ("Can't get /proc fd").
-    let leftover = Path::new("/proc.crtools");
-    let _ = std::fs::create_dir(leftover);
+    // `proc.crtools` in the working directory of the tree's root, the supervisor's own
+    // directory; CRIU then fails every later dump of a tree whose /proc is another PID
+    // namespace's ("Can't get /proc fd").
     let c = started_cluster(&[]);
+    let leftover = c.trees_dir().join("left/proc.crtools");
+    std::fs::create_dir_all(&leftover).unwrap();
     let logical = c.logical_dir("left");
     std::fs::create_dir_all(c.data_path("host-a", &logical)).unwrap();
     c.create_with_data_dir(
@@ -152,6 +153,55 @@ fn a_directory_left_by_an_interrupted_dump_does_not_block_later_epochs() {
     let w = c.wait_for_epochs("left", 2);
     assert!(w.unprotected.is_none(), "{:?}", w.unprotected);
     assert!(!leftover.exists(), "the leftover directory is still there");
+}
+
+/// Removes a directory when dropped, also when the test fails.
+struct RemovedAtEnd(&'static Path);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}
+
+#[test]
+fn another_trees_dump_in_progress_does_not_fail_this_trees_epochs_or_move() {
+    require_e2e!();
+    require_criu!();
+    // While CRIU dumps a tree it keeps `proc.crtools` in the working directory of the
+    // tree's root. Trees that shared `/` failed each other's dumps when two dumped at once
+    // (seen as "Can't get proc fd" failing a move in CI). Here `/` holds one that is not
+    // ours (not empty, so nothing removes it), as another tree's dump would: a tree with and
+    // one without its own mount namespace are still dumped, and one moves and goes on.
+    let theirs = Path::new("/proc.crtools");
+    std::fs::create_dir_all(theirs.join("busy")).unwrap();
+    let _cleanup = RemovedAtEnd(theirs);
+    let c = started_cluster(&[]);
+    let logical = c.logical_dir("shared-cwd");
+    std::fs::create_dir_all(c.data_path("host-a", &logical)).unwrap();
+    c.create_with_data_dir(
+        "shared-cwd",
+        "300ms",
+        &logical,
+        &["/bin/sh", "-c", "while :; do sleep 1; done"],
+    );
+    understudy_tests::copies::create_counter(&c, "counter", "host-a", "host-b", "300ms");
+    for name in ["shared-cwd", "counter"] {
+        let w = c.wait_for_epochs(name, 2);
+        assert!(w.unprotected.is_none(), "{name}: {:?}", w.unprotected);
+    }
+    let out = c.cli(&["migrate", "counter"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.workload("counter").unwrap().primary, "host-b");
+    // The restored tree is dumped too: its epochs go on from host-b.
+    let before = c.workload("counter").unwrap().epochs;
+    let w = c.wait_for_epochs("counter", before + 2);
+    assert!(w.unprotected.is_none(), "{:?}", w.unprotected);
 }
 
 #[test]

@@ -70,6 +70,13 @@ pub async fn restore_tree(
         }
     };
     let images = scratch.as_ref().map_or(dir, |s| s.path().to_owned());
+    // The tree's root is restored in its own working directory, which must exist here.
+    crate::supervisor::home::ensure(&spec.name).map_err(|e| {
+        format!(
+            "{}: {e}",
+            crate::supervisor::home::path(&spec.name).display()
+        )
+    })?;
     let started = Instant::now();
     let restored = crate::checkpoint::restore(
         criu,

@@ -14,6 +14,7 @@
 pub mod account;
 pub mod binary;
 pub mod control;
+pub mod home;
 pub mod lease;
 pub mod output;
 
@@ -55,6 +56,9 @@ pub struct Launch {
     /// The workload (names the control socket).
     #[arg(long)]
     pub workload: String,
+    /// Its own working directory (`home`), where the agent created it.
+    #[arg(long)]
+    pub home: Option<PathBuf>,
     /// The output log to append the command's stdout and stderr to.
     #[arg(long)]
     pub log: PathBuf,
@@ -83,6 +87,13 @@ pub fn run(launch: Launch) -> i32 {
     // Process 1 of the namespace leads its own session, so CRIU finds the session leader
     // inside the tree; it holds nothing from outside but its log (no inherited stdio).
     let _ = nix::unistd::setsid();
+    // Its own working directory (see `home`): the agent created it before starting or
+    // restoring the tree. Without it the tree still runs, from `/`.
+    let home_missing = launch.home.as_deref().and_then(|dir| {
+        std::env::set_current_dir(dir)
+            .err()
+            .map(|e| format!("{}: {e}", dir.display()))
+    });
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
@@ -100,6 +111,11 @@ pub fn run(launch: Launch) -> i32 {
         }
     };
     let mut log = OutputLog::new(&log_file);
+    if let Some(why) = home_missing {
+        log.write(
+            format!("[understudy] supervisor: working directory {why} (staying in /)\n").as_bytes(),
+        );
+    }
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {

@@ -167,6 +167,10 @@ fn supervisor_args(spec: &WorkloadSpec, log: &Path) -> Result<Vec<String>, Start
         "supervise".into(),
         "--workload".into(),
         spec.name.clone(),
+        "--home".into(),
+        crate::supervisor::home::path(&spec.name)
+            .display()
+            .to_string(),
         "--log".into(),
         log.display().to_string(),
         "--workdir".into(),
@@ -220,6 +224,10 @@ pub fn start(
     let launch_log = log.with_file_name(LAUNCH_LOG_FILE);
     let early = open_log(&launch_log).map_err(spawn_err)?;
     let supervisor = supervisor_args(spec, log)?;
+    crate::supervisor::home::ensure(&spec.name).map_err(|source| StartError::Workdir {
+        path: crate::supervisor::home::path(&spec.name),
+        source,
+    })?;
     let mut cmd = Command::new("unshare");
     // Its own IPC namespace too: System V segments (PostgreSQL's) are then the tree's, and
     // CRIU dumps and restores them with it.
