@@ -24,6 +24,9 @@ enum Command {
     /// Process 1 of a workload's PID namespace (started by the agent, not by hand).
     #[command(hide = true)]
     Supervise(crate::supervisor::Launch),
+    /// Guards a post-copy restore against the agent's end (started by the agent).
+    #[command(hide = true)]
+    PostcopyGuard(crate::postcopy::guard::GuardArgs),
     /// Enroll this host: make its key, have the coordinator sign its certificate with a
     /// join token (`understudy token create`), and put both where agent.toml says.
     Join(crate::join::JoinArgs),
@@ -94,6 +97,7 @@ pub fn main() -> i32 {
     };
     match (cli.command, cli.config) {
         (Some(Command::Supervise(launch)), _) => crate::supervisor::run(launch),
+        (Some(Command::PostcopyGuard(args)), _) => crate::postcopy::guard::run(&args),
         (Some(Command::Join(args)), _) => crate::join::run(&args),
         (Some(Command::Validate { config }), _) => match load(&config) {
             Ok(_) => {

@@ -11,7 +11,10 @@
 //!   order, the daemon, the lazy restore, and the verdict: the restore is answered only
 //!   once every page is in; a transfer that breaks kills the restored tree.
 //! - `relay`: CRIU's page-server TCP connection carried over the QUIC data plane.
+//! - [`guard`]: a process of its own that, if the target's agent goes mid-copy, kills the
+//!   restored tree before its missing memory could be handed to it as zeros.
 
+pub mod guard;
 pub mod relay;
 pub mod source;
 pub mod target;
@@ -69,4 +72,16 @@ pub fn fence(root: i32) {
 /// Lifts the fence: the tree runs again (a rollback).
 pub fn unfence(root: i32) {
     signal_tree(root, Signal::SIGCONT);
+}
+
+/// Whether the tree rooted at `root` is held by a fence: its root, the supervisor, is
+/// stopped (it never stops itself; a lease freeze stops only the processes under it).
+pub fn fenced(root: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{root}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        })
+        .is_some_and(|state| state == "T")
 }

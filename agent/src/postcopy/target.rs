@@ -292,24 +292,48 @@ async fn run(
         address: "127.0.0.1".into(),
         port,
     };
+    // Started first: from here on, an agent that goes mid-copy leaves nothing running on
+    // memory that never arrived (see `guard`).
+    let (name, home) = (spec.name.clone(), crate::supervisor::home::path(&spec.name));
+    let guard = tokio::task::spawn_blocking(move || super::guard::Guard::spawn(&name, &home))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|g| g.map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot start the post-copy guard: {e}"))?;
+    let guard = Arc::new(guard);
+    // Not killed when dropped: if the agent stops mid-copy, the guard ends the daemon, after
+    // the tree (the daemon's end would hand the tree zero-filled pages).
     let mut daemon =
         tokio::process::Command::from(criu.lazy_pages_daemon(dir, &server, DAEMON_LOG))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start criu lazy-pages: {e}"))?;
     // The restored tree's root, once known: stopped at once if the old primary goes away,
     // and the daemon ended (it would wait for pages that cannot come).
     let root = Arc::new(AtomicI32::new(0));
     let daemon_pid = daemon.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    let told = guard.daemon(daemon_pid);
+    if let Err(e) = told {
+        let _ = daemon.start_kill();
+        return Err(format!("the post-copy guard: {e}"));
+    }
     let (verdict_tx, verdict_rx) = oneshot::channel();
     let relay = {
         let root = root.clone();
+        let guard = guard.clone();
         tokio::spawn(async move {
             let tcp = match tokio::time::timeout(CONNECT_LIMIT, listener.accept()).await {
-                Ok(Ok((tcp, _))) => tcp,
+                Ok(Ok((tcp, _))) => {
+                    use std::os::fd::AsRawFd;
+                    if let Err(e) = guard.hold(tcp.as_raw_fd()) {
+                        tracing::warn!(
+                            "post-copy guard: cannot hand it the daemon's connection: {e}"
+                        );
+                    }
+                    tcp
+                }
                 _ => {
                     let (mut send, _) = (send, recv);
                     let _ = send.reset(quinn::VarInt::from_u32(1));
@@ -361,6 +385,9 @@ async fn run(
         }
     };
     root.store(restored.running.pid, Ordering::SeqCst);
+    if let Err(e) = guard.tree(restored.running.pid) {
+        tracing::warn!(workload = %spec.name, "post-copy guard: cannot tell it the tree: {e}");
+    }
     // It serves while its memory arrives: under the order's lease, not frozen for want of one.
     crate::lease::pass_on(&spec.name, lease_ms).await;
     tracing::info!(workload = %spec.name, pid = restored.running.pid, restore_ms = restored.restore_ms, "post-copy: restored; the memory follows");
@@ -373,6 +400,10 @@ async fn run(
         .unwrap_or_else(|e| super::relay::End::Broken(e.to_string()));
     let memory_ms = u64::try_from(checked.elapsed().as_millis()).unwrap_or(u64::MAX);
     if ok {
+        if let Err(e) = guard.complete() {
+            // The guard is gone and cannot kill anything; nothing is lost.
+            tracing::warn!(workload = %spec.name, "post-copy guard: {e}");
+        }
         let total_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(workload = %spec.name, memory_ms, total_ms, ?end, "post-copy: every page is in");
         return Ok((restored, mailbox, memory_ms));
@@ -380,6 +411,7 @@ async fn run(
     // Memory is missing: the tree must not run on.
     super::fence(restored.running.pid);
     restored.running.kill();
+    let _ = daemon.start_kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     while restored.running.is_alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
