@@ -19,8 +19,8 @@ use understudy_tests::{numbers, require_criu, require_e2e};
 const BIG: &str = "import os, sys, time, zlib\nblob = bytearray(os.urandom(192 * 1024 * 1024))\nprint('crc', zlib.crc32(blob), flush=True)\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    if n % 10 == 0:\n        print('t', int(time.time() * 1000), flush=True)\n    if n % 200 == 0:\n        print('crc', zlib.crc32(blob), flush=True)\n    time.sleep(0.01)\n";
 
 /// Each piece (256 KiB at most) of the page transfer waits this long on the old primary:
-/// 192 MiB take at least ~1.5 s to arrive.
-const SLOW: &str = "slow-post-copy:2";
+/// 192 MiB take at least ~6 s to arrive, so that a test acts well inside the copy.
+const SLOW: &str = "slow-post-copy:8";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -55,9 +55,13 @@ fn cluster() -> Cluster {
     c
 }
 
-/// Starts `migrate big --post-copy` and returns once host-b's copy runs (its memory still
-/// arriving, slowly, from host-a).
+/// Starts `migrate big --post-copy` and returns once host-b's copy has been restored (its
+/// agent says so) and runs, its memory still arriving, slowly, from host-a. (Not once it
+/// prints: a copy faulting in its first pages over the slowed transfer may print only when
+/// most of its memory has arrived.)
 fn moving_to_b(c: &Cluster) -> std::process::Child {
+    const RESTORED: &str = "post-copy: restored; the memory follows";
+    let restored = c.log("host-b").matches(RESTORED).count();
     let migrate = c
         .cli_command()
         .args(["migrate", "big", "--post-copy"])
@@ -65,11 +69,11 @@ fn moving_to_b(c: &Cluster) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    eventually("host-b's copy runs", Duration::from_secs(60), || {
-        if stamps(&c.output_log("host-b", "big")).is_empty() {
-            Err("nothing printed on host-b yet".to_string())
-        } else {
+    eventually("host-b's copy restored", Duration::from_secs(60), || {
+        if c.log("host-b").matches(RESTORED).count() > restored {
             Ok(())
+        } else {
+            Err("not restored on host-b yet".to_string())
         }
     });
     migrate
@@ -374,4 +378,167 @@ fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
         all.iter().all(|&x| x == original),
         "the memory changed across the moves: {all:?}"
     );
+}
+
+#[test]
+fn the_targets_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_copy() {
+    require_e2e!();
+    require_criu!();
+    // The target's agent relays the pages to CRIU's lazy-pages daemon. Killed (or stopped)
+    // mid-copy, it can no longer serve them: the half-copied tree must go before it can
+    // touch memory that never arrived, and the original goes on where it was frozen.
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    for kill in [true, false] {
+        let before = c.workload("big").unwrap();
+        let crcs_on_a = crcs(&c.output_log("host-a", "big")).len();
+        let migrate = moving_to_b(&c);
+        c.note(
+            "coord",
+            &format!("restarting host-b's agent (kill: {kill}) mid-copy"),
+        );
+        c.restart_agent("host-b", kill);
+        let out = migrate.wait_with_output().unwrap();
+        eprintln!(
+            "migrate: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "the move cannot have succeeded");
+        let w = eventually(
+            "the move rolled back to host-a",
+            Duration::from_secs(90),
+            || {
+                let w = c.workload("big")?;
+                match (&w.state, &w.last_migration) {
+                    (WorkloadState::Running, Some(m))
+                        if w.primary == "host-a"
+                            && w.generation > before.generation
+                            && m.outcome != "succeeded" =>
+                    {
+                        Ok(w)
+                    }
+                    other => Err(format!("on {}: {other:?}", w.primary)),
+                }
+            },
+        );
+        eprintln!("after the restart: {:?}", w.last_migration);
+        assert_eq!(
+            copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
+            "host-a"
+        );
+        copies::advancing(&c, "host-a", "big");
+        // Whole on host-a, and nothing host-b's copy printed came from memory that had
+        // not arrived.
+        eventually("a new checksum on host-a", Duration::from_secs(30), || {
+            let n = crcs(&c.output_log("host-a", "big")).len();
+            if n > crcs_on_a {
+                Ok(())
+            } else {
+                Err(format!("{n} checksums"))
+            }
+        });
+        let all: Vec<u64> = ["host-a", "host-b"]
+            .iter()
+            .flat_map(|h| crcs(&c.output_log(h, "big")))
+            .collect();
+        assert!(
+            all.iter().all(|&x| x == original),
+            "a checksum differs from the original's {original}: {all:?}"
+        );
+        // Protected again before the next round: a fresh epoch on the restarted host-b.
+        let epochs = c.workload("big").unwrap().epochs;
+        c.wait_for_epochs("big", epochs + 1);
+    }
+}
+
+#[test]
+fn the_old_primarys_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_copy() {
+    require_e2e!();
+    require_criu!();
+    // The old primary's agent relays its CRIU page server. Killed (or stopped) mid-copy,
+    // the transfer breaks on both sides: the target's copy goes, and the original — held
+    // by the fence while CRIU let it go — must run again, once, with its memory.
+    let c = cluster();
+    let original = first_crc(&c, "host-a");
+    for kill in [true, false] {
+        if c.workload("big").unwrap().primary != "host-a" {
+            let out = c.cli(&["migrate", "big", "--to", "host-a"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let epochs = c.workload("big").unwrap().epochs;
+            c.wait_for_epochs("big", epochs + 1);
+        }
+        let before = c.workload("big").unwrap();
+        let migrate = moving_to_b(&c);
+        c.note(
+            "coord",
+            &format!("restarting host-a's agent (kill: {kill}) mid-copy"),
+        );
+        if kill {
+            c.kill("host-a");
+        } else {
+            c.stop("host-a");
+        }
+        c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", SLOW)]);
+        let out = migrate.wait_with_output().unwrap();
+        eprintln!(
+            "migrate: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "the move cannot have succeeded");
+        // Rolled back to the original (its agent back in time), or failed over from the
+        // shadow's epoch (not back in time): either way one copy runs, and runs on.
+        let w = eventually(
+            "the workload running again after the broken move",
+            Duration::from_secs(120),
+            || {
+                let w = c.workload("big")?;
+                match (&w.state, &w.last_migration) {
+                    (WorkloadState::Running, Some(m))
+                        if w.generation > before.generation && m.outcome != "succeeded" =>
+                    {
+                        Ok(w)
+                    }
+                    other => Err(format!("on {}: {other:?}", w.primary)),
+                }
+            },
+        );
+        eprintln!(
+            "after the restart: on {}: {:?}",
+            w.primary, w.last_migration
+        );
+        let checked = crcs(&c.output_log(&w.primary, "big")).len();
+        copies::advancing(&c, &w.primary, "big");
+        assert_eq!(
+            copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
+            w.primary
+        );
+        eventually(
+            "a new checksum where it runs",
+            Duration::from_secs(30),
+            || {
+                let n = crcs(&c.output_log(&w.primary, "big")).len();
+                if n > checked {
+                    Ok(())
+                } else {
+                    Err(format!("{n} checksums"))
+                }
+            },
+        );
+        let all: Vec<u64> = ["host-a", "host-b"]
+            .iter()
+            .flat_map(|h| crcs(&c.output_log(h, "big")))
+            .collect();
+        assert!(
+            all.iter().all(|&x| x == original),
+            "a checksum differs from the original's {original}: {all:?}"
+        );
+        let epochs = c.workload("big").unwrap().epochs;
+        c.wait_for_epochs("big", epochs + 1);
+    }
 }

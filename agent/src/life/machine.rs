@@ -135,6 +135,10 @@ pub enum Command {
     ResumeFromFinalDump,
     /// Hand the supervisor a lease of `valid_ms` from now.
     PassLease(Option<u64>),
+    /// Let the tree rooted at this pid run again if a post-copy fence left it stopped: a
+    /// move this agent was the old primary of broke while an earlier run of the agent held
+    /// it, and that run is gone with what it knew.
+    Unfence(i32),
     /// Stop the tree (`graceful` or at once); answer with [`Event::Stopped`].
     Stop { graceful: bool },
     /// The copy is gone: the task ends.
@@ -461,7 +465,15 @@ impl Machine {
     fn resume(&mut self, generation: u64) -> Vec<Command> {
         self.generation = generation;
         match self.tree {
-            Tree::Running(_) | Tree::RestartPending(_) | Tree::Starting(_) => {
+            Tree::Running(pid) => {
+                self.paused = false;
+                vec![
+                    Command::Unfence(pid),
+                    Command::Record,
+                    Command::Reply(Ok(OrderReply::Done)),
+                ]
+            }
+            Tree::RestartPending(_) | Tree::Starting(_) => {
                 self.paused = false;
                 vec![Command::Record, Command::Reply(Ok(OrderReply::Done))]
             }

@@ -355,3 +355,14 @@ fn without_a_shadow_the_epoch_is_reported_unprotected() {
     );
     assert!(m.handle(Event::Tick).is_empty(), "said once");
 }
+
+#[test]
+fn resuming_a_running_tree_lets_a_fenced_one_go_on() {
+    // An agent restarted after a broken post-copy move took the fenced tree back as
+    // running; the rollback's resume must let it run again.
+    let mut m = machine();
+    let cmds = m.handle(Event::Resume { generation: 5 });
+    assert!(cmds.contains(&Command::Unfence(100)), "{cmds:?}");
+    assert!(matches!(replies(&cmds)[..], [Ok(OrderReply::Done)]));
+    assert_eq!(m.generation(), 5);
+}

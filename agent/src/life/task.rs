@@ -516,6 +516,12 @@ impl Task {
                     let _ = tx.send(Msg::Resumed { tree, result });
                 });
             }
+            Command::Unfence(pid) => {
+                if crate::postcopy::fenced(pid) {
+                    tracing::warn!(workload = %name, pid, "the tree was held stopped by the fence of a post-copy move that broke; it runs again");
+                    crate::postcopy::unfence(pid);
+                }
+            }
             Command::PassLease(valid_ms) => {
                 tokio::spawn(async move { crate::lease::pass_on(&name, valid_ms).await });
             }
