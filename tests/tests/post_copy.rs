@@ -380,6 +380,73 @@ fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
     );
 }
 
+/// After a post-copy move broken by `what` (started before `before` was read), waits for
+/// the move to be over and the workload running again under a newer generation (on
+/// `expected_on` if given), then checks that exactly one copy runs there, counts on, and
+/// checksums memory that is the original's; and waits for a fresh epoch, so that it is
+/// protected again. Returns where it runs.
+fn one_whole_copy_after(
+    c: &Cluster,
+    (migrate, what): (std::process::Child, &str),
+    before: &understudy_coordinator::workloads::WorkloadRecord,
+    (original, expected_on): (u64, Option<&str>),
+) -> String {
+    let out = migrate.wait_with_output().unwrap();
+    eprintln!(
+        "migrate ({what}): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the move cannot have succeeded");
+    let w = eventually(
+        &format!("the workload running again after {what}"),
+        Duration::from_secs(120),
+        || {
+            let w = c.workload("big")?;
+            match (&w.state, &w.last_migration) {
+                (WorkloadState::Running, Some(m))
+                    if w.generation > before.generation
+                        && m.outcome != "succeeded"
+                        && expected_on.is_none_or(|h| w.primary == h) =>
+                {
+                    Ok(w)
+                }
+                other => Err(format!("on {}: {other:?}", w.primary)),
+            }
+        },
+    );
+    eprintln!("after {what}: on {}: {:?}", w.primary, w.last_migration);
+    let on = w.primary.clone();
+    let checked = crcs(&c.output_log(&on, "big")).len();
+    copies::advancing(c, &on, "big");
+    assert_eq!(copies::the_one_copy(c, &["host-a", "host-b"], "big"), on);
+    // Whole where it runs, and nothing the broken copy printed came from memory that had
+    // not arrived.
+    eventually(
+        "a new checksum where it runs",
+        Duration::from_secs(30),
+        || {
+            let n = crcs(&c.output_log(&on, "big")).len();
+            if n > checked {
+                Ok(())
+            } else {
+                Err(format!("{n} checksums"))
+            }
+        },
+    );
+    let all: Vec<u64> = ["host-a", "host-b"]
+        .iter()
+        .flat_map(|h| crcs(&c.output_log(h, "big")))
+        .collect();
+    assert!(
+        all.iter().all(|&x| x == original),
+        "a checksum differs from the original's {original}: {all:?}"
+    );
+    let epochs = c.workload("big").unwrap().epochs;
+    c.wait_for_epochs("big", epochs + 1);
+    on
+}
+
 #[test]
 fn the_targets_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_copy() {
     require_e2e!();
@@ -391,64 +458,11 @@ fn the_targets_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_copy()
     let original = first_crc(&c, "host-a");
     for kill in [true, false] {
         let before = c.workload("big").unwrap();
-        let crcs_on_a = crcs(&c.output_log("host-a", "big")).len();
         let migrate = moving_to_b(&c);
-        c.note(
-            "coord",
-            &format!("restarting host-b's agent (kill: {kill}) mid-copy"),
-        );
+        let what = format!("host-b's agent restarted (kill: {kill}) mid-copy");
+        c.note("coord", &what);
         c.restart_agent("host-b", kill);
-        let out = migrate.wait_with_output().unwrap();
-        eprintln!(
-            "migrate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "the move cannot have succeeded");
-        let w = eventually(
-            "the move rolled back to host-a",
-            Duration::from_secs(90),
-            || {
-                let w = c.workload("big")?;
-                match (&w.state, &w.last_migration) {
-                    (WorkloadState::Running, Some(m))
-                        if w.primary == "host-a"
-                            && w.generation > before.generation
-                            && m.outcome != "succeeded" =>
-                    {
-                        Ok(w)
-                    }
-                    other => Err(format!("on {}: {other:?}", w.primary)),
-                }
-            },
-        );
-        eprintln!("after the restart: {:?}", w.last_migration);
-        assert_eq!(
-            copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
-            "host-a"
-        );
-        copies::advancing(&c, "host-a", "big");
-        // Whole on host-a, and nothing host-b's copy printed came from memory that had
-        // not arrived.
-        eventually("a new checksum on host-a", Duration::from_secs(30), || {
-            let n = crcs(&c.output_log("host-a", "big")).len();
-            if n > crcs_on_a {
-                Ok(())
-            } else {
-                Err(format!("{n} checksums"))
-            }
-        });
-        let all: Vec<u64> = ["host-a", "host-b"]
-            .iter()
-            .flat_map(|h| crcs(&c.output_log(h, "big")))
-            .collect();
-        assert!(
-            all.iter().all(|&x| x == original),
-            "a checksum differs from the original's {original}: {all:?}"
-        );
-        // Protected again before the next round: a fresh epoch on the restarted host-b.
-        let epochs = c.workload("big").unwrap().epochs;
-        c.wait_for_epochs("big", epochs + 1);
+        one_whole_copy_after(&c, (migrate, &what), &before, (original, Some("host-a")));
     }
 }
 
@@ -458,7 +472,9 @@ fn the_old_primarys_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_c
     require_criu!();
     // The old primary's agent relays its CRIU page server. Killed (or stopped) mid-copy,
     // the transfer breaks on both sides: the target's copy goes, and the original — held
-    // by the fence while CRIU let it go — must run again, once, with its memory.
+    // by the fence while CRIU let it go — must run again, once, with its memory. Rolled
+    // back to the original (its agent back in time), or failed over from the shadow's
+    // epoch (not back in time): either way one copy runs, and runs on.
     let c = cluster();
     let original = first_crc(&c, "host-a");
     for kill in [true, false] {
@@ -474,71 +490,14 @@ fn the_old_primarys_agent_restarted_in_the_middle_of_the_copy_leaves_one_whole_c
         }
         let before = c.workload("big").unwrap();
         let migrate = moving_to_b(&c);
-        c.note(
-            "coord",
-            &format!("restarting host-a's agent (kill: {kill}) mid-copy"),
-        );
+        let what = format!("host-a's agent restarted (kill: {kill}) mid-copy");
+        c.note("coord", &what);
         if kill {
             c.kill("host-a");
         } else {
             c.stop("host-a");
         }
         c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", SLOW)]);
-        let out = migrate.wait_with_output().unwrap();
-        eprintln!(
-            "migrate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "the move cannot have succeeded");
-        // Rolled back to the original (its agent back in time), or failed over from the
-        // shadow's epoch (not back in time): either way one copy runs, and runs on.
-        let w = eventually(
-            "the workload running again after the broken move",
-            Duration::from_secs(120),
-            || {
-                let w = c.workload("big")?;
-                match (&w.state, &w.last_migration) {
-                    (WorkloadState::Running, Some(m))
-                        if w.generation > before.generation && m.outcome != "succeeded" =>
-                    {
-                        Ok(w)
-                    }
-                    other => Err(format!("on {}: {other:?}", w.primary)),
-                }
-            },
-        );
-        eprintln!(
-            "after the restart: on {}: {:?}",
-            w.primary, w.last_migration
-        );
-        let checked = crcs(&c.output_log(&w.primary, "big")).len();
-        copies::advancing(&c, &w.primary, "big");
-        assert_eq!(
-            copies::the_one_copy(&c, &["host-a", "host-b"], "big"),
-            w.primary
-        );
-        eventually(
-            "a new checksum where it runs",
-            Duration::from_secs(30),
-            || {
-                let n = crcs(&c.output_log(&w.primary, "big")).len();
-                if n > checked {
-                    Ok(())
-                } else {
-                    Err(format!("{n} checksums"))
-                }
-            },
-        );
-        let all: Vec<u64> = ["host-a", "host-b"]
-            .iter()
-            .flat_map(|h| crcs(&c.output_log(h, "big")))
-            .collect();
-        assert!(
-            all.iter().all(|&x| x == original),
-            "a checksum differs from the original's {original}: {all:?}"
-        );
-        let epochs = c.workload("big").unwrap().epochs;
-        c.wait_for_epochs("big", epochs + 1);
+        one_whole_copy_after(&c, (migrate, &what), &before, (original, None));
     }
 }
