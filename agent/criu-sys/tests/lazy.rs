@@ -55,6 +55,26 @@ fn reset(stream: std::net::TcpStream) {
     drop(stream);
 }
 
+/// Connects to the page server on `port` once it listens: CRIU opens it only after the
+/// `post-dump` notification. (Connecting at once could be refused; the test then gave up
+/// while CRIU, still holding the tree, waited for a client forever.)
+fn connect_when_listening(port: u16) -> std::net::TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the page server did not listen on {port} within 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("connect to the page server on {port}: {e}"),
+        }
+    }
+}
+
 fn state(pid: i32) -> char {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -190,7 +210,7 @@ fn lazy_dump_whose_pages_are_not_taken_fails_and_the_fenced_tree_stays_stopped()
     let dump = lazy_dump(criu, pid, images, port);
     // A client whose connection is reset before it took anything: the transfer fails. (A
     // clean close counts as the end of the transfer for CRIU, which then kills the tree.)
-    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let client = connect_when_listening(port);
     reset(client);
     let err = dump
         .join()

@@ -166,7 +166,7 @@ pub async fn freeze(job: &Job, criu: Arc<Criu>) -> Result<(EpochReport, Session)
             return Err(abandon(session, &why, port).await);
         }
     };
-    let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+    let tcp = match page_server(port).await {
         Ok(t) => t,
         Err(e) => {
             let why = format!("post-copy: cannot reach the dump's page server: {e}");
@@ -204,11 +204,31 @@ pub async fn freeze(job: &Job, criu: Arc<Criu>) -> Result<(EpochReport, Session)
     Ok((report, session))
 }
 
+/// How long the dump's page server may take to listen once CRIU has written the images.
+const LISTEN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Connects to the dump's page server on `port`, once it listens: CRIU opens it only after
+/// its `post-dump` notification, and until a client comes it holds the tree frozen.
+async fn page_server(port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let deadline = Instant::now() + LISTEN_LIMIT;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Gives up on a post-copy freeze before the target took anything: the page server is
 /// reset (a connection of our own when none was made), the dump ends, the tree runs again.
 async fn abandon(mut session: Session, why: &str, port: u16) -> String {
     if session.done.borrow().is_none() {
-        if let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        if let Ok(tcp) = page_server(port).await {
             let _ = tcp.set_zero_linger();
             drop(tcp);
         }
