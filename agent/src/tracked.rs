@@ -332,14 +332,7 @@ fn copy(
 
 /// Who a chain belongs to: this agent process and the tree's root (pid and start time).
 fn marker_text(pid: i32) -> Option<String> {
-    // `/proc/PID/stat`: the start time is the 22nd field, the 20th after the command's `)`.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let start = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .to_owned();
+    let start = crate::procs::start_ticks(pid)?;
     Some(format!("{} {pid} {start}\n", std::process::id()))
 }
 

@@ -105,6 +105,8 @@ fn now_ms() -> u64 {
 /// Checks that no workload runs twice, and that a failover's restored copy counts on from
 /// at least what its lineage had counted before the restored epoch was taken: epoch R was
 /// dumped after epoch R-1 was committed, so every count logged before that commit is in it.
+/// After a failover the lineage is the restored copy's: what the lost copy counted after
+/// the restored epoch no longer counts toward it.
 fn check(
     c: &Cluster,
     watches: &mut BTreeMap<String, Watch>,
@@ -168,6 +170,15 @@ fn check(
                         "{name} restored from epoch {restored} on {} started at {start:?}, below the {floor} its lineage had counted before that epoch was taken",
                         rec.primary
                     ));
+                }
+                // What the old primary counted after the restored epoch was dumped is lost
+                // (within the recovery point): the lineage goes on from the restored count,
+                // so those samples must not raise the floor of a later failover.
+                match start {
+                    Some(s) => w.samples.retain(|(_, v)| *v <= s),
+                    None => w
+                        .samples
+                        .retain(|(when, _)| before.is_some_and(|at| *when < at)),
                 }
             }
         }

@@ -77,11 +77,5 @@ pub fn unfence(root: i32) {
 /// Whether the tree rooted at `root` is held by a fence: its root, the supervisor, is
 /// stopped (it never stops itself; a lease freeze stops only the processes under it).
 pub fn fenced(root: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{root}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-        })
-        .is_some_and(|state| state == "T")
+    crate::procs::is_stopped(root)
 }
