@@ -77,7 +77,7 @@ pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
             Some(LocalCopy {
                 spec: p.spec.clone(),
                 generation: snap.generation,
-                shadow: snap.shadow,
+                shadows: snap.shadows,
                 pid: snap.pid,
                 state,
             })
@@ -85,7 +85,7 @@ pub async fn held(node: &Node, workload: &str, wait: bool) -> Option<Held> {
         None => node.orphan(workload).map(|o| LocalCopy {
             spec: o.spec,
             generation: o.generation,
-            shadow: o.shadow.map(|p| p.name),
+            shadows: o.shadows.into_iter().map(|p| p.name).collect(),
             pid: o.pid,
             state: CopyState::Orphaned,
         }),

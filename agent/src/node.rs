@@ -175,19 +175,19 @@ impl Node {
     }
 
     /// Records the tree now running `spec`'s workload here, durably: enough for a
-    /// restarted agent to take it back (generation, shadow, pid, next epoch).
+    /// restarted agent to take it back (generation, shadows, pid, next epoch).
     pub fn record_copy(
         &self,
         spec: &WorkloadSpec,
         generation: u64,
-        shadow: Option<&Peer>,
+        shadows: &[Peer],
         pid: i32,
         next_epoch: u64,
     ) -> Result<(), String> {
         let record = CopyRecord {
             spec: spec.clone(),
             generation,
-            shadow: shadow.cloned(),
+            shadows: shadows.to_vec(),
             pid,
             start_ticks: crate::procs::start_ticks(pid).unwrap_or(0),
             next_epoch,

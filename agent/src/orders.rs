@@ -46,8 +46,8 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
         Order::Start {
             spec,
             generation,
-            shadow,
-        } => start(node, spec, generation, shadow).await,
+            shadows,
+        } => start(node, spec, generation, shadows).await,
         Order::ExpectShadow { spec, primary, .. } => expect_shadow(node, spec, &primary),
         Order::Demote { spec, primary, .. } => {
             // Post-copy images parked for a restore that will not come go with the stream.
@@ -59,12 +59,13 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             generation,
             final_epoch,
             post_copy,
-        } => checkpoint(node, &workload, generation, (final_epoch, post_copy)).await,
+            to,
+        } => checkpoint(node, &workload, generation, (final_epoch, post_copy), to).await,
         Order::Restore {
             spec,
             generation,
             epoch,
-            shadow,
+            shadows,
             lease_ms,
             fall_back,
             post_copy,
@@ -76,7 +77,7 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
                 spec,
                 generation,
                 (epoch, fall_back, post_copy.then_some(lease_ms)),
-                shadow,
+                shadows,
             )
             .await;
             if reply.is_ok() {
@@ -93,11 +94,11 @@ pub async fn handle(node: &Arc<Node>, order: Order) -> OrderReply {
             workload,
             generation,
         } => resume(node, &workload, generation).await,
-        Order::SetShadow {
+        Order::SetShadows {
             workload,
             generation,
-            shadow,
-        } => set_shadow(node, &workload, generation, shadow).await,
+            shadows,
+        } => set_shadows(node, &workload, generation, shadows).await,
         Order::Remove { workload, .. } => {
             // Deleting a workload stops it as a service manager would; its data
             // directories stay where they are.
@@ -136,7 +137,7 @@ async fn start(
     node: &Arc<Node>,
     spec: WorkloadSpec,
     generation: u64,
-    shadow: Option<Peer>,
+    shadows: Vec<Peer>,
 ) -> Result<OrderReply, String> {
     if let Some(p) = node.primary(&spec.name) {
         let snap = p.snapshot();
@@ -174,7 +175,7 @@ async fn start(
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(workload = %spec.name, pid = running.pid, "workload started");
-    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), running.pid, 1) {
+    if let Err(e) = node.record_copy(&spec, generation, &shadows, running.pid, 1) {
         // Running but not recorded: a restart of this agent would lose track of it.
         running.kill();
         return Err(format!("cannot record the started tree: {e}"));
@@ -186,7 +187,7 @@ async fn start(
             reason: format!("unprotected: {reason}"),
         });
     }
-    supervise(node, spec, generation, shadow, running, 1, mailbox);
+    supervise(node, spec, generation, shadows, running, 1, mailbox);
     Ok(OrderReply::Done)
 }
 
@@ -195,7 +196,7 @@ fn supervise(
     node: &Arc<Node>,
     spec: WorkloadSpec,
     generation: u64,
-    shadow: Option<Peer>,
+    shadows: Vec<Peer>,
     running: process::Running,
     next_epoch: u64,
     mailbox: Mailbox,
@@ -205,7 +206,7 @@ fn supervise(
         &name,
         spec.restart,
         generation,
-        shadow,
+        shadows,
         running.pid,
         next_epoch,
     );
@@ -223,12 +224,14 @@ async fn checkpoint(
     workload: &str,
     generation: u64,
     (final_epoch, post_copy): (bool, bool),
+    to: Option<String>,
 ) -> Result<OrderReply, String> {
     primary_of(node, workload)?
         .order(Event::Checkpoint {
             generation,
             final_epoch,
             post_copy,
+            to,
         })
         .await
 }
@@ -293,13 +296,16 @@ async fn resume(node: &Arc<Node>, workload: &str, generation: u64) -> Result<Ord
         .await
 }
 
-async fn set_shadow(
+async fn set_shadows(
     node: &Arc<Node>,
     workload: &str,
     generation: u64,
-    shadow: Peer,
+    shadows: Vec<Peer>,
 ) -> Result<OrderReply, String> {
     primary_of(node, workload)?
-        .order(Event::SetShadow { generation, shadow })
+        .order(Event::SetShadows {
+            generation,
+            shadows,
+        })
         .await
 }

@@ -47,7 +47,7 @@ pub struct LocalCopy {
     /// The generation it runs under.
     pub generation: u64,
     /// Where its epochs go.
-    pub shadow: Option<String>,
+    pub shadows: Vec<String>,
     /// Host pid of the tree's root (0 when none runs).
     pub pid: i32,
     /// What the tree is doing.

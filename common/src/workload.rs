@@ -531,14 +531,14 @@ pub struct Peer {
 /// An order from the coordinator to an agent, on a stream the coordinator opens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Order {
-    /// Start the workload here as its primary, shadowed on `shadow` if given.
+    /// Start the workload here as its primary, shadowed on `shadows` (none: unprotected).
     Start {
         /// What to run.
         spec: WorkloadSpec,
         /// The workload's generation.
         generation: u64,
-        /// Where to send epochs.
-        shadow: Option<Peer>,
+        /// Where to send epochs: each epoch goes to every one.
+        shadows: Vec<Peer>,
     },
     /// Accept epochs of the workload from `primary`, for this generation or newer.
     ExpectShadow {
@@ -573,6 +573,9 @@ pub enum Order {
         /// shadow (the target), and serve the memory to it from there on. The tree stays
         /// frozen until every page is taken, then goes.
         post_copy: bool,
+        /// The shadow a final epoch goes to (the switchover's target); the workload's
+        /// other shadows get periodic epochs only. `None`: every shadow.
+        to: Option<String>,
     },
     /// Restore the newest committed epoch (shadow side) and become primary.
     Restore {
@@ -586,7 +589,7 @@ pub enum Order {
         /// if it is older than this (the recovery point the coordinator recorded).
         epoch: u64,
         /// Where the new primary sends its epochs.
-        shadow: Option<Peer>,
+        shadows: Vec<Peer>,
         /// The lease the restored copy starts under (as a heartbeat answer would grant
         /// it), so that it does not freeze before the coordinator records it the primary.
         lease_ms: Option<u64>,
@@ -632,14 +635,14 @@ pub enum Order {
         /// The generation the asker knows.
         generation: u64,
     },
-    /// Send epochs to another shadow from now on (the next one whole).
-    SetShadow {
+    /// Send epochs to these shadows from now on (the next one whole to a new one).
+    SetShadows {
         /// The workload.
         workload: String,
         /// Its generation.
         generation: u64,
-        /// The new shadow.
-        shadow: Peer,
+        /// Every shadow, in the coordinator's order of preference.
+        shadows: Vec<Peer>,
     },
 }
 
@@ -671,21 +674,26 @@ impl Order {
                 return Some(format!("spec.{field}: {reason}"));
             }
         }
-        let peer = match self {
-            Order::Start { shadow, .. } | Order::Restore { shadow, .. } => shadow.as_ref(),
-            Order::SetShadow { shadow, .. } => Some(shadow),
-            _ => None,
-        };
-        let host = match self {
-            Order::ExpectShadow { primary, .. } | Order::Demote { primary, .. } => {
-                Some(primary.as_str())
+        let hosts: Vec<&str> = match self {
+            Order::Start { shadows, .. }
+            | Order::Restore { shadows, .. }
+            | Order::SetShadows { shadows, .. } => {
+                shadows.iter().map(|p| p.name.as_str()).collect()
             }
-            _ => peer.map(|p| p.name.as_str()),
+            Order::ExpectShadow { primary, .. } | Order::Demote { primary, .. } => {
+                vec![primary.as_str()]
+            }
+            Order::Checkpoint { to, .. } => to.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
         };
-        if let Some(h) = host {
+        for h in &hosts {
             if let Err(e) = crate::tls::identity::validate_host_name(h) {
                 return Some(format!("host: {e}"));
             }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = hosts.iter().find(|h| !seen.insert(**h)) {
+            return Some(format!("shadows: {twice} is named twice"));
         }
         None
     }
@@ -720,7 +728,7 @@ impl Order {
                 workload,
                 generation,
             }
-            | Order::SetShadow {
+            | Order::SetShadows {
                 workload,
                 generation,
                 ..
@@ -751,7 +759,7 @@ impl Order {
             Order::Restore { .. } => "restore",
             Order::Release { .. } => "release",
             Order::Resume { .. } => "resume",
-            Order::SetShadow { .. } => "set-shadow",
+            Order::SetShadows { .. } => "set-shadows",
             Order::Remove { .. } => "remove",
             Order::Query { .. } => "query",
         }
@@ -1001,7 +1009,7 @@ mod tests {
         let good = Order::Start {
             spec: spec(&["/bin/true"]),
             generation: 1,
-            shadow: None,
+            shadows: Vec::new(),
         };
         assert_eq!(good.problem(), None);
         let mut s = spec(&["/bin/true"]);
@@ -1009,7 +1017,7 @@ mod tests {
         let bad_name = Order::Start {
             spec: s,
             generation: 1,
-            shadow: None,
+            shadows: Vec::new(),
         };
         assert!(bad_name.problem().unwrap().starts_with("workload:"));
         let release = Order::Release {
@@ -1022,7 +1030,7 @@ mod tests {
             workload: "other".into(),
             generation: 1,
             epoch: 1,
-            shadow: None,
+            shadows: Vec::new(),
             lease_ms: None,
             fall_back: false,
             post_copy: false,
@@ -1040,6 +1048,27 @@ mod tests {
             primary: "Host A/..".into(),
         };
         assert!(bad_host.problem().unwrap().starts_with("host:"));
+        let peer = |name: &str| Peer {
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let twice = Order::SetShadows {
+            workload: "w".into(),
+            generation: 1,
+            shadows: vec![peer("host-b"), peer("host-c"), peer("host-b")],
+        };
+        assert_eq!(
+            twice.problem().as_deref(),
+            Some("shadows: host-b is named twice")
+        );
+        let bad_target = Order::Checkpoint {
+            workload: "w".into(),
+            generation: 1,
+            final_epoch: true,
+            post_copy: false,
+            to: Some("../x".into()),
+        };
+        assert!(bad_target.problem().unwrap().starts_with("host:"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The I/O of one epoch: ask the supervisor whether the tree is frozen, dump it with CRIU,
-//! connect to the shadow and send the dump (a delta against the acknowledged base), with a
-//! deadline on every network wait. It knows nothing of the agent's other workloads; what it
+//! The I/O of one epoch: ask the supervisor whether the tree is frozen, dump it with CRIU
+//! once, connect to each shadow in turn and send it the dump (a delta against the base they
+//! all acknowledged), with a deadline on every network wait. It knows nothing of the agent's other workloads; what it
 //! needs comes in a [`Job`], what happened goes out in an [`Outcome`].
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use understudy_common::epoch::Manifest;
 use understudy_common::seal::DataKey;
 use understudy_common::workload::{EpochReport, Peer};
 
-use super::machine::Failure;
+use super::machine::{Delivery, Failure};
 use crate::checkpoint::{self, DumpRequest};
 use crate::clock::now_ms;
 use crate::datadir::capture;
@@ -42,10 +42,10 @@ pub struct Job {
     pub track_mem: bool,
     /// The workload's data directories on this host.
     pub data: Vec<capture::Dir>,
-    /// What the shadow acknowledged last, if the delta may be made against it.
+    /// What every shadow it goes to acknowledged last, if the delta may be made against it.
     pub base: Option<Base>,
     /// Where the epoch goes.
-    pub shadow: Peer,
+    pub to: Vec<Peer>,
     /// Connections to other agents.
     pub peers: Arc<Peers>,
     /// The workload's data key, which seals its memory images (none yet: the epoch waits
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Job {
             .field("generation", &self.generation)
             .field("epoch", &self.epoch)
             .field("final_epoch", &self.final_epoch)
-            .field("shadow", &self.shadow)
+            .field("to", &self.to)
             .finish_non_exhaustive()
     }
 }
@@ -76,10 +76,29 @@ pub struct Outcome {
     pub final_dump: Option<(PathBuf, Manifest)>,
     /// A final epoch by post-copy: the transfer under way (the tree is frozen).
     pub post_copy: Option<crate::postcopy::source::Session>,
-    /// The base the next delta is made against, when the shadow committed.
+    /// The base the next delta is made against, when a shadow committed.
     pub base: Option<Base>,
-    /// What the shadow committed, or why not.
-    pub result: Result<EpochReport, Failure>,
+    /// What each shadow committed, or why not.
+    pub results: Vec<Delivery>,
+}
+
+impl Outcome {
+    /// An epoch that reached no shadow, each of `to` failing with `why`.
+    pub fn failed(epoch: u64, to: &[Peer], why: &Failure) -> Self {
+        Outcome {
+            epoch,
+            final_dump: None,
+            post_copy: None,
+            base: None,
+            results: to
+                .iter()
+                .map(|p| Delivery {
+                    shadow: p.name.clone(),
+                    result: Err(why.clone()),
+                })
+                .collect(),
+        }
+    }
 }
 
 fn cpu_ms() -> u64 {
@@ -108,38 +127,38 @@ async fn frozen(workload: &str) -> bool {
 /// Takes the epoch. The images directory is removed afterwards unless it is a final
 /// epoch's dump (kept to resume from if the switchover fails).
 pub async fn run(job: Job) -> Outcome {
-    let mut outcome = Outcome {
-        epoch: job.epoch,
-        final_dump: None,
-        post_copy: None,
-        base: None,
-        result: Err(Failure::Frozen),
-    };
+    let failed = |why: Failure| Outcome::failed(job.epoch, &job.to, &why);
     // Nothing changes in a copy frozen for lack of a lease, and a dump would run CRIU's
     // parasite inside it: its epochs wait for the lease.
     if frozen(&job.workload).await {
-        return outcome;
+        return failed(Failure::Frozen);
     }
     let Some(key) = job.key.clone() else {
-        outcome.result = Err(Failure::Failed(
+        return failed(Failure::Failed(
             "unprotected: no data key from the coordinator yet to seal the checkpoint with (it comes with the next lease)".into(),
         ));
-        return outcome;
     };
     let criu = match job.criu.clone() {
         Ok(c) => c,
-        Err(e) => {
-            outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
-            return outcome;
-        }
+        Err(e) => return failed(Failure::Failed(format!("unprotected: {e}"))),
     };
     if job.final_epoch && job.post_copy {
-        match crate::postcopy::source::freeze(&job, criu).await {
+        let [target] = job.to.as_slice() else {
+            return failed(Failure::Failed(format!(
+                "post-copy: the final epoch must go to one shadow, not {}",
+                job.to.len()
+            )));
+        };
+        let mut outcome = failed(Failure::Frozen);
+        match crate::postcopy::source::freeze(&job, target, criu).await {
             Ok((report, session)) => {
                 outcome.post_copy = Some(session);
-                outcome.result = Ok(report);
+                outcome.results = vec![Delivery {
+                    shadow: target.name.clone(),
+                    result: Ok(report),
+                }];
             }
-            Err(e) => outcome.result = Err(Failure::Failed(e)),
+            Err(e) => return failed(Failure::Failed(e)),
         }
         return outcome;
     }
@@ -149,8 +168,7 @@ pub async fn run(job: Job) -> Outcome {
         if let Some(parent) = job.dir.parent() {
             let _ = std::fs::create_dir_all(parent);
             if let Err(e) = crate::scratch::check_room(parent, job.running.pid) {
-                outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
-                return outcome;
+                return failed(Failure::Failed(format!("unprotected: {e}")));
             }
         }
     }
@@ -191,9 +209,15 @@ pub async fn run(job: Job) -> Outcome {
             if job.final_epoch && job.running.is_alive() {
                 job.running.unexpect_exit();
             }
-            outcome.result = Err(Failure::Failed(format!("unprotected: {e}")));
-            return outcome;
+            return failed(Failure::Failed(format!("unprotected: {e}")));
         }
+    };
+    let mut outcome = Outcome {
+        epoch: job.epoch,
+        final_dump: None,
+        post_copy: None,
+        base: None,
+        results: Vec::new(),
     };
     if job.final_epoch {
         outcome.final_dump = Some((dumped.dir.clone(), dumped.manifest.clone()));
@@ -212,76 +236,96 @@ pub async fn run(job: Job) -> Outcome {
         );
     }
     let chained = dumped.tracked.is_some() && !job.final_epoch;
-    let pid = job.running.pid;
-    let cpu_before = cpu_ms();
-    let (epoch, shadow) = (job.epoch, job.shadow.name.clone());
-    let lagging =
-        |e: String| format!("shadow lagging: {shadow} has not committed epoch {epoch}: {e}");
+    let epoch = job.epoch;
+    // Every shadow that commits holds the same files (sealing is deterministic), so the
+    // first one's signatures are the next delta's base for all of them.
+    let mut signatures = None;
+    for peer in &job.to {
+        let result = send_to(&job, peer, &dumped, &key).await;
+        let result = result.map(|(report, sigs)| {
+            signatures.get_or_insert(sigs);
+            report
+        });
+        outcome.results.push(Delivery {
+            shadow: peer.name.clone(),
+            result,
+        });
+    }
+    tracing::debug!(workload = %job.workload, epoch, final_epoch = job.final_epoch, dump_ms = dumped.frozen_ms, "epoch sent to {} shadow(s)", job.to.len());
+    outcome.base = signatures.map(|(sigs, seals)| Base {
+        epoch,
+        sigs: Arc::new(sigs),
+        seals: Arc::new(seals),
+        index: Arc::new(dumped.index),
+    });
     // Sent or not, a tracked dump is what CRIU compared the tree with: it is the next
     // dump's parent. Any other dump is removed, but a final one (kept to resume from).
-    let cleanup = |dir: &PathBuf| {
-        if chained {
-            if let Err(e) = crate::tracked::keep(dir, &dump_dir, pid) {
-                tracing::warn!("{}: not kept as the next dump's parent: {e}", dir.display());
-                crate::tracked::drop_chain(&dump_dir);
-                checkpoint::remove_dir(dir);
-            }
-        } else if !job.final_epoch {
-            checkpoint::remove_dir(dir);
+    if chained {
+        if let Err(e) = crate::tracked::keep(&job.dir, &dump_dir, job.running.pid) {
+            tracing::warn!(
+                "{}: not kept as the next dump's parent: {e}",
+                job.dir.display()
+            );
+            crate::tracked::drop_chain(&dump_dir);
+            checkpoint::remove_dir(&job.dir);
         }
-    };
-    let conn = match job.peers.connect(&job.shadow).await {
-        Ok(c) => c,
-        Err(e) => {
-            cleanup(&job.dir);
-            outcome.result = Err(Failure::Failed(lagging(e)));
-            return outcome;
-        }
-    };
+    } else if !job.final_epoch {
+        checkpoint::remove_dir(&job.dir);
+    }
+    outcome
+}
+
+/// Page signatures and seal fingerprints of an epoch's files, by name.
+type Signatures = (
+    std::collections::HashMap<String, crate::replication::delta::PageSignature>,
+    std::collections::HashMap<String, Vec<u128>>,
+);
+
+/// Sends the dumped epoch to `peer`; returns what it committed and the signatures the
+/// next delta is made against.
+async fn send_to(
+    job: &Job,
+    peer: &Peer,
+    dumped: &checkpoint::Dumped,
+    key: &Arc<DataKey>,
+) -> Result<(EpochReport, Signatures), Failure> {
+    let (epoch, shadow) = (job.epoch, peer.name.clone());
+    let lagging =
+        |e: String| format!("shadow lagging: {shadow} has not committed epoch {epoch}: {e}");
+    let conn = job
+        .peers
+        .connect(peer)
+        .await
+        .map_err(|e| Failure::Failed(lagging(e)))?;
+    let cpu_before = cpu_ms();
     let progress = job.progress.clone();
     let send_started = Instant::now();
-    let sent = match send_epoch(
+    let sent = send_epoch(
         &conn,
-        &dumped,
+        dumped,
         job.base.as_ref(),
         job.final_epoch,
-        &key,
+        key,
         &move |s, t| progress(s, t),
     )
     .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            cleanup(&job.dir);
-            outcome.result = Err(match e {
-                SendError::BaseLost(m) => Failure::BaseLost(lagging(m)),
-                SendError::Other(m) => Failure::Failed(lagging(m)),
-            });
-            return outcome;
-        }
-    };
+    .map_err(|e| match e {
+        SendError::BaseLost(m) => Failure::BaseLost(lagging(m)),
+        SendError::Other(m) => Failure::Failed(lagging(m)),
+    })?;
     tracing::debug!(
         workload = %job.workload,
         epoch,
-        final_epoch = job.final_epoch,
-        dump_ms = dumped.frozen_ms,
+        shadow = %peer.name,
         send_ms = send_started.elapsed().as_millis() as u64,
         bytes_sent = sent.bytes_sent,
         "epoch committed on the shadow"
     );
-    // The signatures are all the next delta needs; only a final dump is kept.
-    cleanup(&job.dir);
-    outcome.base = Some(Base {
-        epoch,
-        sigs: Arc::new(sent.sigs),
-        seals: Arc::new(sent.seals),
-        index: Arc::new(dumped.index),
-    });
-    outcome.result = Ok(EpochReport {
-        workload: job.workload,
+    let report = EpochReport {
+        workload: job.workload.clone(),
         generation: job.generation,
         epoch,
-        shadow,
+        shadow: peer.name.clone(),
         bytes_total: dumped.manifest.total_bytes(),
         bytes_sent: sent.bytes_sent,
         bytes_changed: sent.bytes_changed,
@@ -298,6 +342,6 @@ pub async fn run(job: Job) -> Outcome {
             .is_some_and(|t| t.pages_dumped < t.pages_total),
         // Set by the workload's task, which paces its epochs.
         cadence: None,
-    });
-    outcome
+    };
+    Ok((report, (sent.sigs, sent.seals)))
 }

@@ -8,8 +8,16 @@
 //! Rules it keeps:
 //! - At most one epoch is in flight. A switchover's epoch (a `Checkpoint` order) waits for
 //!   a periodic one in flight, then pauses the periodic ones until `Resume`.
-//! - An acknowledgement is a delta base only for the shadow it came from: a new shadow, or a
-//!   shadow that lost its base, gets the next epoch whole.
+//! - Each epoch is dumped once and sent to every shadow the epoch targets. An
+//!   acknowledgement is a delta base only for the shadow it came from: a new shadow, or a
+//!   shadow that lost its base, gets the next epoch whole — and, since an epoch's data
+//!   directories are captured against one base, so do the others that epoch goes to. An
+//!   epoch is a delta only when every shadow it goes to holds the same base.
+//! - A shadow that failed [`REST_AFTER`] epochs in a row is *resting*: periodic epochs go
+//!   to the others, and only every [`PROBE_EVERY`]th epoch tries it again (whole), so a
+//!   lost shadow neither holds the others' epochs up nor makes each of them whole. With no
+//!   shadow left that is not resting, every epoch tries them all.
+//! - A switchover's epochs go to its target only (`Checkpoint::to`).
 //! - A lease is passed on only for exactly the generation this copy runs under.
 //! - An exit restarts the tree only while no switchover is under way, and only as often as
 //!   its restart policy allows within its window.
@@ -56,22 +64,61 @@ impl Failure {
 /// Said once while a copy is frozen for lack of a lease.
 pub const FROZEN: &str = "frozen for lack of a lease: epochs wait until it is renewed";
 
+/// Failed epochs in a row after which a shadow rests.
+pub const REST_AFTER: u32 = 3;
+
+/// A resting shadow is tried again by every epoch whose number is a multiple of this.
+pub const PROBE_EVERY: u64 = 10;
+
+/// One shadow: where epochs go, what it acknowledged last, how often it failed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Link {
+    peer: Peer,
+    acked: Option<u64>,
+    failures: u32,
+}
+
+impl Link {
+    fn new(peer: Peer) -> Self {
+        Link {
+            peer,
+            acked: None,
+            failures: 0,
+        }
+    }
+
+    fn resting(&self) -> bool {
+        self.failures >= REST_AFTER
+    }
+}
+
+/// What one shadow made of an epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The shadow.
+    pub shadow: String,
+    /// What it committed, or why not.
+    pub result: Result<EpochReport, Failure>,
+}
+
 /// An event for the machine.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The epoch interval passed.
     Tick,
     /// Order: take an epoch now (a switchover's), final or not, under `generation`; a
-    /// final one by post-copy (memory left out, served to the shadow) with `post_copy`.
+    /// final one by post-copy (memory left out, served to the shadow) with `post_copy`;
+    /// only to the shadow `to` when named (the switchover's target).
     Checkpoint {
         generation: u64,
         final_epoch: bool,
         post_copy: bool,
+        to: Option<String>,
     },
     /// Order: go on running here under `generation` (a switchover rolled back).
     Resume { generation: u64 },
-    /// Order: epochs go to `shadow` from now on, under `generation`.
-    SetShadow { generation: u64, shadow: Peer },
+    /// Order: epochs go to `shadows` from now on, under `generation`.
+    SetShadows { generation: u64, shadows: Vec<Peer> },
     /// Order: stop the tree for good (`graceful`: as a service manager would).
     Release { graceful: bool },
     /// The coordinator renewed the lease of `generation` for `valid_ms`.
@@ -79,12 +126,13 @@ pub enum Event {
         generation: u64,
         valid_ms: Option<u64>,
     },
-    /// The epoch numbered `epoch` ended. For a final epoch, `dumped` says whether CRIU
-    /// dumped (and so stopped) the tree.
+    /// The epoch numbered `epoch` ended, with what each shadow it went to made of it (a
+    /// failure before any transfer is every one's). For a final epoch, `dumped` says
+    /// whether CRIU dumped (and so stopped) the tree.
     EpochDone {
         epoch: u64,
         dumped: bool,
-        result: Result<EpochReport, Failure>,
+        results: Vec<Delivery>,
     },
     /// The tree rooted at `pid` exited on its own at `now_ms`.
     Exited {
@@ -110,12 +158,12 @@ pub enum Event {
 /// A command the driver carries out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Dump the tree as epoch `epoch` under `generation` and send it to `shadow`, as a
-    /// delta against the acknowledged epoch `base` if there is one.
+    /// Dump the tree as epoch `epoch` under `generation` and send it to each of `to`, as a
+    /// delta against the epoch `base` they all acknowledged, if there is one.
     TakeEpoch {
         epoch: u64,
         generation: u64,
-        shadow: Peer,
+        to: Vec<Peer>,
         final_epoch: bool,
         /// A final epoch by post-copy.
         post_copy: bool,
@@ -125,7 +173,8 @@ pub enum Command {
     Reply(Result<OrderReply, String>),
     /// Tell the coordinator.
     Report(Report),
-    /// Persist the copy's record (generation, shadow, pid, next epoch) for a restarted agent.
+    /// Persist the copy's record (generation, shadows, pid, next epoch) for a restarted
+    /// agent.
     Record,
     /// Send [`Event::RestartDue`] after `ms`.
     RestartAfter(u64),
@@ -156,7 +205,8 @@ enum Asker {
 struct InFlight {
     epoch: u64,
     asker: Asker,
-    shadow: String,
+    /// The shadows it went to.
+    to: Vec<String>,
 }
 
 /// One primary workload's state.
@@ -165,10 +215,9 @@ pub struct Machine {
     name: String,
     policy: RestartPolicy,
     generation: u64,
-    shadow: Option<Peer>,
+    shadows: Vec<Link>,
     tree: Tree,
     next_epoch: u64,
-    acked: Option<u64>,
     paused: bool,
     in_flight: Option<InFlight>,
     /// A `Checkpoint` order waiting for the periodic epoch in flight.
@@ -180,16 +229,18 @@ pub struct Machine {
     restarts: u32,
     /// The switchover's final epoch goes by post-copy.
     post_copy: bool,
+    /// The switchover's epochs go to this shadow only.
+    order_to: Option<String>,
 }
 
 impl Machine {
     /// A workload running here as `pid` under `generation`, whose next epoch is
-    /// `next_epoch` and goes whole to `shadow`.
+    /// `next_epoch` and goes whole to `shadows`.
     pub fn new(
         name: &str,
         policy: RestartPolicy,
         generation: u64,
-        shadow: Option<Peer>,
+        shadows: Vec<Peer>,
         pid: i32,
         next_epoch: u64,
     ) -> Self {
@@ -197,10 +248,9 @@ impl Machine {
             name: name.to_owned(),
             policy,
             generation,
-            shadow,
+            shadows: shadows.into_iter().map(Link::new).collect(),
             tree: Tree::Running(pid),
             next_epoch,
-            acked: None,
             paused: false,
             in_flight: None,
             waiting: None,
@@ -209,6 +259,7 @@ impl Machine {
             restarts_ms: Vec::new(),
             restarts: 0,
             post_copy: false,
+            order_to: None,
         }
     }
 
@@ -218,8 +269,8 @@ impl Machine {
     }
 
     /// Where epochs go.
-    pub fn shadow(&self) -> Option<&Peer> {
-        self.shadow.as_ref()
+    pub fn shadows(&self) -> Vec<Peer> {
+        self.shadows.iter().map(|l| l.peer.clone()).collect()
     }
 
     /// What the tree is doing.
@@ -267,12 +318,17 @@ impl Machine {
                 generation,
                 final_epoch,
                 post_copy,
+                to,
             } => {
                 self.post_copy = final_epoch && post_copy;
+                self.order_to = to;
                 self.checkpoint(generation, final_epoch)
             }
             Event::Resume { generation } => self.resume(generation),
-            Event::SetShadow { generation, shadow } => self.set_shadow(generation, shadow),
+            Event::SetShadows {
+                generation,
+                shadows,
+            } => self.set_shadows(generation, shadows),
             Event::Release { graceful } => {
                 self.paused = true;
                 self.waiting = None;
@@ -297,8 +353,8 @@ impl Machine {
             Event::EpochDone {
                 epoch,
                 dumped,
-                result,
-            } => self.epoch_done(epoch, dumped, result),
+                results,
+            } => self.epoch_done(epoch, dumped, results),
             Event::Exited {
                 pid,
                 status,
@@ -331,25 +387,53 @@ impl Machine {
         }
     }
 
+    /// The shadows epoch `epoch` goes to, by the rules in the module's doc.
+    fn targets(&self, epoch: u64, asker: Asker) -> Result<Vec<&Link>, String> {
+        if asker != Asker::Timer {
+            if let Some(to) = &self.order_to {
+                return match self.shadows.iter().find(|l| &l.peer.name == to) {
+                    Some(l) => Ok(vec![l]),
+                    None => Err(format!("{to} is not a shadow of {}", self.name)),
+                };
+            }
+        }
+        if self.shadows.is_empty() {
+            return Err("no shadow host".into());
+        }
+        let probe = epoch.is_multiple_of(PROBE_EVERY) || self.shadows.iter().all(Link::resting);
+        Ok(self
+            .shadows
+            .iter()
+            .filter(|l| probe || asker != Asker::Timer || !l.resting())
+            .collect())
+    }
+
     fn start_epoch(&mut self, asker: Asker) -> Vec<Command> {
-        let Some(shadow) = self.shadow.clone() else {
-            return self.failed(asker, "no shadow host".into());
-        };
         let epoch = self.next_epoch;
+        let to = match self.targets(epoch, asker) {
+            Ok(to) => to,
+            Err(e) => return self.failed(asker, e),
+        };
+        // A delta only against a base every target holds.
+        let base = to
+            .first()
+            .and_then(|l| l.acked)
+            .filter(|b| to.iter().all(|l| l.acked == Some(*b)));
+        let to: Vec<Peer> = to.into_iter().map(|l| l.peer.clone()).collect();
         self.next_epoch += 1;
         self.in_flight = Some(InFlight {
             epoch,
             asker,
-            shadow: shadow.name.clone(),
+            to: to.iter().map(|p| p.name.clone()).collect(),
         });
         let final_epoch = asker == Asker::Order { final_epoch: true };
         vec![Command::TakeEpoch {
             epoch,
             generation: self.generation,
-            shadow,
+            to,
             final_epoch,
             post_copy: final_epoch && self.post_copy,
-            base: self.acked,
+            base,
         }]
     }
 
@@ -404,12 +488,34 @@ impl Machine {
         })]
     }
 
-    fn epoch_done(
-        &mut self,
-        epoch: u64,
-        dumped: bool,
-        result: Result<EpochReport, Failure>,
-    ) -> Vec<Command> {
+    /// Notes what shadow `name` made of epoch `epoch` (nothing if it is no longer one).
+    fn note(&mut self, name: &str, epoch: u64, result: &Result<EpochReport, Failure>) {
+        let Some(link) = self.shadows.iter_mut().find(|l| l.peer.name == name) else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                link.acked = Some(epoch);
+                if link.failures >= REST_AFTER {
+                    tracing::info!(workload = %self.name, shadow = name, "the shadow takes epochs again");
+                }
+                link.failures = 0;
+            }
+            // Nothing was taken: not the shadow's failure.
+            Err(Failure::Frozen) => {}
+            Err(f) => {
+                if let Failure::BaseLost(_) = f {
+                    link.acked = None;
+                }
+                link.failures = link.failures.saturating_add(1);
+                if link.failures == REST_AFTER && self.shadows.len() > 1 {
+                    tracing::warn!(workload = %self.name, shadow = name, "the shadow failed {REST_AFTER} epochs in a row: it rests, tried again every {PROBE_EVERY}th epoch");
+                }
+            }
+        }
+    }
+
+    fn epoch_done(&mut self, epoch: u64, dumped: bool, results: Vec<Delivery>) -> Vec<Command> {
         let Some(flight) = self.in_flight.take_if(|f| f.epoch == epoch) else {
             return Vec::new();
         };
@@ -420,34 +526,48 @@ impl Machine {
         if final_epoch && dumped {
             self.tree = Tree::Stopped(true);
         }
-        let same_shadow = self.shadow.as_ref().map(|s| s.name.as_str()) == Some(&flight.shadow);
-        let mut out = match result {
-            Ok(report) => {
-                if same_shadow {
-                    self.acked = Some(epoch);
-                }
-                let mut out = Vec::new();
-                if !final_epoch {
-                    out.push(Command::Record);
-                }
-                match flight.asker {
-                    Asker::Order { .. } => out.push(Command::Reply(Ok(OrderReply::Epoch(report)))),
-                    Asker::Timer => {
-                        self.last_unprotected = None;
-                        out.push(Command::Report(Report::EpochCommitted(report)));
+        for sent in &results {
+            if flight.to.contains(&sent.shadow) {
+                self.note(&sent.shadow, epoch, &sent.result);
+            }
+        }
+        let (committed, failed): (Vec<Delivery>, Vec<Delivery>) =
+            results.into_iter().partition(|s| s.result.is_ok());
+        let reports: Vec<EpochReport> = committed
+            .into_iter()
+            .filter_map(|s| s.result.ok())
+            .collect();
+        let failures: Vec<Failure> = failed.into_iter().filter_map(|s| s.result.err()).collect();
+        let mut out = if let Some(first) = reports.first().cloned() {
+            let mut out = Vec::new();
+            if !final_epoch {
+                out.push(Command::Record);
+            }
+            match flight.asker {
+                Asker::Order { .. } => out.push(Command::Reply(Ok(OrderReply::Epoch(first)))),
+                Asker::Timer => {
+                    self.last_unprotected = None;
+                    for f in &failures {
+                        tracing::warn!(workload = %self.name, epoch, "a shadow did not commit the epoch: {}", f.reason());
                     }
+                    out.extend(
+                        reports
+                            .into_iter()
+                            .map(|r| Command::Report(Report::EpochCommitted(r))),
+                    );
                 }
-                out
             }
-            Err(failure) => {
-                match &failure {
-                    // Nothing was taken: the number is not used up.
-                    Failure::Frozen if self.next_epoch == epoch + 1 => self.next_epoch = epoch,
-                    Failure::BaseLost(_) if same_shadow => self.acked = None,
-                    _ => {}
-                }
-                self.failed(flight.asker, failure.reason())
+            out
+        } else {
+            let failure = failures
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Failure::Failed("the epoch went to no shadow".into()));
+            // Nothing was taken: the number is not used up.
+            if failure == Failure::Frozen && self.next_epoch == epoch + 1 {
+                self.next_epoch = epoch;
             }
+            self.failed(flight.asker, failure.reason())
         };
         if let Some(final_epoch) = self.waiting.take() {
             if matches!(self.tree, Tree::Running(_)) {
@@ -496,13 +616,21 @@ impl Machine {
         }
     }
 
-    fn set_shadow(&mut self, generation: u64, shadow: Peer) -> Vec<Command> {
+    fn set_shadows(&mut self, generation: u64, shadows: Vec<Peer>) -> Vec<Command> {
         self.generation = generation;
-        if self.shadow.as_ref() != Some(&shadow) {
-            tracing::info!(workload = %self.name, shadow = %shadow.name, "new shadow; the next epoch goes whole");
-            self.shadow = Some(shadow);
-            // The new shadow holds nothing to apply deltas to.
-            self.acked = None;
+        if self.shadows() != shadows {
+            let old = std::mem::take(&mut self.shadows);
+            self.shadows = shadows
+                .into_iter()
+                .map(|peer| {
+                    // A shadow kept (same host, same address) keeps its base; a new one
+                    // holds nothing to apply deltas to.
+                    old.iter().find(|l| l.peer == peer).cloned().unwrap_or_else(|| {
+                        tracing::info!(workload = %self.name, shadow = %peer.name, "new shadow; the next epoch goes whole");
+                        Link::new(peer)
+                    })
+                })
+                .collect();
             self.last_unprotected = None;
         }
         let mut out = Vec::new();

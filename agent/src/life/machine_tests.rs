@@ -2,7 +2,9 @@
 
 use understudy_common::workload::{EpochReport, OrderReply, Peer, Report, RestartPolicy};
 
-use super::machine::{Command, Event, Failure, Machine, Tree, FROZEN};
+use super::machine::{
+    Command, Delivery, Event, Failure, Machine, Tree, FROZEN, PROBE_EVERY, REST_AFTER,
+};
 
 fn peer(name: &str) -> Peer {
     Peer {
@@ -20,17 +22,39 @@ fn policy(attempts: u32) -> RestartPolicy {
 }
 
 fn machine() -> Machine {
-    Machine::new("kv", policy(0), 3, Some(peer("b")), 100, 1)
+    Machine::new("kv", policy(0), 3, vec![peer("b")], 100, 1)
 }
 
-fn report(epoch: u64) -> EpochReport {
+fn report_on(shadow: &str, epoch: u64) -> EpochReport {
     EpochReport {
         workload: "kv".into(),
         generation: 3,
         epoch,
-        shadow: "b".into(),
+        shadow: shadow.into(),
         ..Default::default()
     }
+}
+
+fn report(epoch: u64) -> EpochReport {
+    report_on("b", epoch)
+}
+
+/// What the only shadow, b, made of an epoch.
+fn on_b(result: Result<EpochReport, Failure>) -> Vec<Delivery> {
+    vec![Delivery {
+        shadow: "b".into(),
+        result,
+    }]
+}
+
+/// The shadows the epoch the commands start goes to.
+fn targets(cmds: &[Command]) -> Vec<String> {
+    cmds.iter()
+        .find_map(|c| match c {
+            Command::TakeEpoch { to, .. } => Some(to.iter().map(|p| p.name.clone()).collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The epoch the commands start, if any: (number, final, base).
@@ -68,7 +92,7 @@ fn commit(m: &mut Machine, epoch: u64) -> Vec<Command> {
     m.handle(Event::EpochDone {
         epoch,
         dumped: false,
-        result: Ok(report(epoch)),
+        results: on_b(Ok(report(epoch))),
     })
 }
 
@@ -96,7 +120,7 @@ fn a_failure_is_reported_once_while_it_lasts_and_a_lost_base_means_a_whole_epoch
         m.handle(Event::EpochDone {
             epoch,
             dumped: false,
-            result: Err(f),
+            results: on_b(Err(f)),
         })
     };
     let first = fail(&mut m, 2, Failure::Failed("shadow lagging".into()));
@@ -112,7 +136,7 @@ fn a_failure_is_reported_once_while_it_lasts_and_a_lost_base_means_a_whole_epoch
     m.handle(Event::EpochDone {
         epoch: 4,
         dumped: false,
-        result: Err(Failure::BaseLost("gone".into())),
+        results: on_b(Err(Failure::BaseLost("gone".into()))),
     });
     assert_eq!(started(&m.handle(Event::Tick)), Some((5, false, None)));
 }
@@ -124,7 +148,7 @@ fn a_frozen_copy_uses_no_epoch_number_and_is_not_reported() {
     let cmds = m.handle(Event::EpochDone {
         epoch: 1,
         dumped: false,
-        result: Err(Failure::Frozen),
+        results: on_b(Err(Failure::Frozen)),
     });
     assert!(reports(&cmds).is_empty(), "{cmds:?}");
     assert_eq!(started(&m.handle(Event::Tick)), Some((1, false, None)));
@@ -139,6 +163,7 @@ fn a_switchover_epoch_waits_for_the_periodic_one_and_pauses_the_rest() {
         generation: 4,
         final_epoch: false,
         post_copy: false,
+        to: None,
     });
     assert!(cmds.is_empty(), "waits for epoch 1: {cmds:?}");
     let cmds = commit(&mut m, 1);
@@ -154,12 +179,13 @@ fn a_switchover_epoch_waits_for_the_periodic_one_and_pauses_the_rest() {
         generation: 4,
         final_epoch: true,
         post_copy: false,
+        to: None,
     });
     assert_eq!(started(&cmds), Some((3, true, Some(2))));
     let cmds = m.handle(Event::EpochDone {
         epoch: 3,
         dumped: true,
-        result: Err(Failure::Failed("shadow gone".into())),
+        results: on_b(Err(Failure::Failed("shadow gone".into()))),
     });
     assert!(matches!(replies(&cmds)[..], [Err(e)] if e == "shadow gone"));
     assert_eq!(m.tree(), &Tree::Stopped(true), "the final dump stopped it");
@@ -183,11 +209,12 @@ fn resume_without_a_final_dump_is_refused_by_reason() {
         generation: 4,
         final_epoch: true,
         post_copy: false,
+        to: None,
     });
     m.handle(Event::EpochDone {
         epoch: 1,
         dumped: false,
-        result: Err(Failure::Failed("criu failed".into())),
+        results: on_b(Err(Failure::Failed("criu failed".into()))),
     });
     assert_eq!(
         m.tree(),
@@ -207,17 +234,16 @@ fn resume_without_a_final_dump_is_refused_by_reason() {
 fn an_acknowledgement_from_a_replaced_shadow_is_no_base() {
     let mut m = machine();
     m.handle(Event::Tick);
-    let cmds = m.handle(Event::SetShadow {
+    let cmds = m.handle(Event::SetShadows {
         generation: 4,
-        shadow: peer("c"),
+        shadows: vec![peer("c")],
     });
     assert!(matches!(replies(&cmds)[..], [Ok(OrderReply::Done)]));
     commit(&mut m, 1);
     let cmds = m.handle(Event::Tick);
     assert_eq!(started(&cmds), Some((2, false, None)));
-    assert!(
-        matches!(&cmds[0], Command::TakeEpoch { shadow, generation: 4, .. } if shadow.name == "c")
-    );
+    assert_eq!(targets(&cmds), ["c"]);
+    assert!(matches!(&cmds[0], Command::TakeEpoch { generation: 4, .. }));
 }
 
 #[test]
@@ -229,9 +255,9 @@ fn a_lease_is_passed_on_only_for_the_generation_it_runs_under() {
     };
     assert!(m.handle(lease(2)).is_empty(), "an older generation's lease");
     assert_eq!(m.handle(lease(3)), vec![Command::PassLease(Some(3000))]);
-    m.handle(Event::SetShadow {
+    m.handle(Event::SetShadows {
         generation: 4,
-        shadow: peer("c"),
+        shadows: vec![peer("c")],
     });
     assert!(m.handle(lease(3)).is_empty(), "superseded by generation 4");
     assert_eq!(m.handle(lease(4)).len(), 1);
@@ -239,7 +265,7 @@ fn a_lease_is_passed_on_only_for_the_generation_it_runs_under() {
 
 #[test]
 fn exits_restart_as_the_policy_allows_then_are_reported() {
-    let mut m = Machine::new("kv", policy(1), 3, Some(peer("b")), 100, 1);
+    let mut m = Machine::new("kv", policy(1), 3, vec![peer("b")], 100, 1);
     let cmds = m.handle(Event::Exited {
         pid: 100,
         status: "exit status 3".into(),
@@ -278,7 +304,7 @@ fn exits_restart_as_the_policy_allows_then_are_reported() {
 
 #[test]
 fn a_release_while_the_tree_is_started_afresh_stops_the_new_tree() {
-    let mut m = Machine::new("kv", policy(1), 3, Some(peer("b")), 100, 1);
+    let mut m = Machine::new("kv", policy(1), 3, vec![peer("b")], 100, 1);
     m.handle(Event::Exited {
         pid: 100,
         status: "exit status 3".into(),
@@ -300,11 +326,12 @@ fn a_release_while_the_tree_is_started_afresh_stops_the_new_tree() {
 
 #[test]
 fn an_exit_during_a_switchover_is_reported_not_restarted() {
-    let mut m = Machine::new("kv", policy(3), 3, Some(peer("b")), 100, 1);
+    let mut m = Machine::new("kv", policy(3), 3, vec![peer("b")], 100, 1);
     m.handle(Event::Checkpoint {
         generation: 4,
         final_epoch: false,
         post_copy: false,
+        to: None,
     });
     let cmds = m.handle(Event::Exited {
         pid: 100,
@@ -348,7 +375,7 @@ fn a_release_stops_the_tree_and_a_stop_that_fails_leaves_it_this_hosts_copy() {
 
 #[test]
 fn without_a_shadow_the_epoch_is_reported_unprotected() {
-    let mut m = Machine::new("kv", policy(0), 1, None, 100, 1);
+    let mut m = Machine::new("kv", policy(0), 1, Vec::new(), 100, 1);
     let cmds = m.handle(Event::Tick);
     assert!(
         matches!(reports(&cmds)[..], [Report::Unprotected { reason, .. }] if reason == "no shadow host")
@@ -365,4 +392,188 @@ fn resuming_a_running_tree_lets_a_fenced_one_go_on() {
     assert!(cmds.contains(&Command::Unfence(100)), "{cmds:?}");
     assert!(matches!(replies(&cmds)[..], [Ok(OrderReply::Done)]));
     assert_eq!(m.generation(), 5);
+}
+
+fn two_shadows() -> Machine {
+    Machine::new("kv", policy(0), 3, vec![peer("b"), peer("c")], 100, 1)
+}
+
+fn delivered(results: &[(&str, Result<u64, Failure>)]) -> Vec<Delivery> {
+    results
+        .iter()
+        .map(|(shadow, r)| Delivery {
+            shadow: (*shadow).into(),
+            result: r.clone().map(|epoch| report_on(shadow, epoch)),
+        })
+        .collect()
+}
+
+fn done(m: &mut Machine, epoch: u64, results: &[(&str, Result<u64, Failure>)]) -> Vec<Command> {
+    m.handle(Event::EpochDone {
+        epoch,
+        dumped: false,
+        results: delivered(results),
+    })
+}
+
+fn lagging() -> Failure {
+    Failure::Failed("shadow lagging".into())
+}
+
+#[test]
+fn with_two_shadows_each_epoch_goes_to_both_and_each_commit_is_reported() {
+    let mut m = two_shadows();
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(targets(&cmds), ["b", "c"]);
+    assert_eq!(started(&cmds), Some((1, false, None)));
+    let cmds = done(&mut m, 1, &[("b", Ok(1)), ("c", Ok(1))]);
+    let committed: Vec<&str> = reports(&cmds)
+        .iter()
+        .filter_map(|r| match r {
+            Report::EpochCommitted(e) => Some(e.shadow.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, ["b", "c"]);
+    // Both hold epoch 1: the next is a delta against it, to both.
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(started(&cmds), Some((2, false, Some(1))));
+    assert_eq!(targets(&cmds), ["b", "c"]);
+}
+
+#[test]
+fn one_shadow_failing_leaves_the_workload_protected_by_the_other_and_then_rests() {
+    let mut m = two_shadows();
+    m.handle(Event::Tick);
+    done(&mut m, 1, &[("b", Ok(1)), ("c", Ok(1))]);
+    m.handle(Event::Tick);
+    let cmds = done(&mut m, 2, &[("b", Ok(2)), ("c", Err(lagging()))]);
+    assert!(
+        matches!(reports(&cmds)[..], [Report::EpochCommitted(e)] if e.shadow == "b"),
+        "b committed; no unprotected report while one shadow holds it: {cmds:?}"
+    );
+    // b holds 2, c holds 1: no base both hold, so epoch 3 goes whole to both.
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(started(&cmds), Some((3, false, None)));
+    assert_eq!(targets(&cmds), ["b", "c"]);
+    done(&mut m, 3, &[("b", Ok(3)), ("c", Err(lagging()))]);
+    let rests_from = u64::from(REST_AFTER) + 2;
+    for epoch in 4..rests_from {
+        assert_eq!(targets(&m.handle(Event::Tick)), ["b", "c"]);
+        done(&mut m, epoch, &[("b", Ok(epoch)), ("c", Err(lagging()))]);
+    }
+    // c has failed REST_AFTER epochs in a row: it rests, epochs go to b alone, as deltas.
+    for epoch in rests_from..PROBE_EVERY {
+        let cmds = m.handle(Event::Tick);
+        assert_eq!(targets(&cmds), ["b"], "epoch {epoch}");
+        assert_eq!(started(&cmds), Some((epoch, false, Some(epoch - 1))));
+        done(&mut m, epoch, &[("b", Ok(epoch))]);
+    }
+    // Every PROBE_EVERY-th epoch tries it again, whole; it is back.
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(targets(&cmds), ["b", "c"]);
+    assert_eq!(started(&cmds), Some((PROBE_EVERY, false, None)));
+    done(
+        &mut m,
+        PROBE_EVERY,
+        &[("b", Ok(PROBE_EVERY)), ("c", Ok(PROBE_EVERY))],
+    );
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(targets(&cmds), ["b", "c"]);
+    assert_eq!(
+        started(&cmds),
+        Some((PROBE_EVERY + 1, false, Some(PROBE_EVERY)))
+    );
+}
+
+#[test]
+fn with_every_shadow_failing_the_workload_is_unprotected_and_every_epoch_tries_them_all() {
+    let mut m = two_shadows();
+    for epoch in 1..=REST_AFTER as u64 + 2 {
+        let cmds = m.handle(Event::Tick);
+        assert_eq!(targets(&cmds), ["b", "c"], "epoch {epoch}");
+        let cmds = done(
+            &mut m,
+            epoch,
+            &[("b", Err(lagging())), ("c", Err(lagging()))],
+        );
+        if epoch == 1 {
+            assert!(
+                matches!(reports(&cmds)[..], [Report::Unprotected { reason, .. }] if reason == "shadow lagging"),
+                "{cmds:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_switchovers_epochs_go_to_its_target_only() {
+    let mut m = two_shadows();
+    m.handle(Event::Tick);
+    done(&mut m, 1, &[("b", Ok(1)), ("c", Ok(1))]);
+    let cmds = m.handle(Event::Checkpoint {
+        generation: 4,
+        final_epoch: false,
+        post_copy: false,
+        to: Some("c".into()),
+    });
+    assert_eq!(targets(&cmds), ["c"]);
+    assert_eq!(started(&cmds), Some((2, false, Some(1))));
+    let cmds = done(&mut m, 2, &[("c", Ok(2))]);
+    assert!(matches!(replies(&cmds)[..], [Ok(OrderReply::Epoch(r))] if r.shadow == "c"));
+    let cmds = m.handle(Event::Checkpoint {
+        generation: 4,
+        final_epoch: true,
+        post_copy: true,
+        to: Some("c".into()),
+    });
+    assert_eq!(targets(&cmds), ["c"]);
+    assert!(matches!(
+        &cmds[..],
+        [Command::TakeEpoch {
+            final_epoch: true,
+            post_copy: true,
+            base: Some(2),
+            ..
+        }]
+    ));
+    // A target that is not a shadow is refused, naming it.
+    let mut m = two_shadows();
+    let cmds = m.handle(Event::Checkpoint {
+        generation: 4,
+        final_epoch: true,
+        post_copy: false,
+        to: Some("d".into()),
+    });
+    assert!(matches!(replies(&cmds)[..], [Err(e)] if e == "d is not a shadow of kv"));
+}
+
+#[test]
+fn a_shadow_kept_by_a_new_set_keeps_its_base_and_a_new_one_makes_the_next_epoch_whole() {
+    let mut m = two_shadows();
+    m.handle(Event::Tick);
+    done(&mut m, 1, &[("b", Ok(1)), ("c", Ok(1))]);
+    m.handle(Event::SetShadows {
+        generation: 3,
+        shadows: vec![peer("c")],
+    });
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(targets(&cmds), ["c"]);
+    assert_eq!(started(&cmds), Some((2, false, Some(1))), "c kept its base");
+    done(&mut m, 2, &[("c", Ok(2))]);
+    m.handle(Event::SetShadows {
+        generation: 3,
+        shadows: vec![peer("c"), peer("d")],
+    });
+    let cmds = m.handle(Event::Tick);
+    assert_eq!(targets(&cmds), ["c", "d"]);
+    assert_eq!(started(&cmds), Some((3, false, None)), "d holds nothing");
+    // A late result from a shadow no longer in the set changes nothing.
+    let cmds = done(
+        &mut m,
+        3,
+        &[("c", Ok(3)), ("d", Ok(3)), ("b", Err(lagging()))],
+    );
+    assert_eq!(reports(&cmds).len(), 2);
+    assert_eq!(started(&m.handle(Event::Tick)), Some((4, false, Some(3))));
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use understudy_common::epoch::Manifest;
 use understudy_common::inventory::CopyState;
-use understudy_common::workload::{OrderReply, Report, WorkloadSpec};
+use understudy_common::workload::{EpochReport, OrderReply, Report, WorkloadSpec};
 
 use super::cadence::{Cost, Pacer};
 use super::epoch::{self, Job, Outcome};
@@ -89,8 +89,8 @@ fn exit_hook(tx: mpsc::UnboundedSender<Msg>, workload: &str, tree: u64) -> ExitH
 pub struct Snapshot {
     /// The generation it runs under.
     pub generation: u64,
-    /// Its shadow host.
-    pub shadow: Option<String>,
+    /// Its shadow hosts.
+    pub shadows: Vec<String>,
     /// Root pid of its running tree (0: none).
     pub pid: i32,
     /// What the tree is doing.
@@ -193,7 +193,7 @@ fn snapshot(m: &Machine) -> Snapshot {
     };
     Snapshot {
         generation: m.generation(),
-        shadow: m.shadow().map(|s| s.name.clone()),
+        shadows: m.shadows().into_iter().map(|s| s.name).collect(),
         pid: m.pid(),
         state,
         busy: m.busy(),
@@ -306,13 +306,19 @@ impl Task {
     fn epoch_done(&mut self, mut outcome: Outcome) -> Event {
         self.flight = None;
         let started = self.flight_started.take();
-        if let (Ok(report), Some((at, whole)), None) =
-            (&mut outcome.result, started, &outcome.final_dump)
+        let mut reports: Vec<&mut EpochReport> = outcome
+            .results
+            .iter_mut()
+            .filter_map(|d| d.result.as_mut().ok())
+            .collect();
+        if let (Some(first), Some((at, whole)), None) =
+            (reports.first(), started, &outcome.final_dump)
         {
             let before = self.pacer.current();
             let pace = self.pacer.observe(Cost {
-                frozen_ms: report.frozen_ms,
-                cpu_ms: report.cpu_ms,
+                frozen_ms: first.frozen_ms,
+                // The epoch's cost is every transfer's.
+                cpu_ms: reports.iter().map(|r| r.cpu_ms).sum(),
                 busy_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
                 whole,
             });
@@ -320,13 +326,15 @@ impl Task {
                 tracing::info!(
                     workload = %self.spec.name,
                     interval_ms = pace.interval_ms,
-                    frozen_ms = report.frozen_ms,
-                    cpu_ms = report.cpu_ms,
+                    frozen_ms = first.frozen_ms,
+                    cpu_ms = first.cpu_ms,
                     "epochs now paced by {}",
                     pace.limit.describe()
                 );
             }
-            report.cadence = Some(pace);
+            for r in &mut reports {
+                r.cadence = Some(pace);
+            }
         }
         let dumped = outcome.final_dump.is_some() || outcome.post_copy.is_some();
         if let Some(session) = outcome.post_copy {
@@ -345,7 +353,7 @@ impl Task {
         Event::EpochDone {
             epoch: outcome.epoch,
             dumped,
-            result: outcome.result,
+            results: outcome.results,
         }
     }
 
@@ -370,21 +378,17 @@ impl Task {
             Command::TakeEpoch {
                 epoch,
                 generation,
-                shadow,
+                to,
                 final_epoch,
                 post_copy,
                 base,
             } => {
                 let Some(running) = self.running.clone() else {
-                    self.post(Msg::EpochDone(Box::new(Outcome {
+                    self.post(Msg::EpochDone(Box::new(Outcome::failed(
                         epoch,
-                        final_dump: None,
-                        post_copy: None,
-                        base: None,
-                        result: Err(super::machine::Failure::Failed(
-                            "the workload is not running here".into(),
-                        )),
-                    })));
+                        &to,
+                        &super::machine::Failure::Failed("the workload is not running here".into()),
+                    ))));
                     return false;
                 };
                 let node = self.node.clone();
@@ -412,7 +416,7 @@ impl Task {
                         })
                         .collect(),
                     base: self.base.clone().filter(|b| Some(b.epoch) == base),
-                    shadow,
+                    to,
                     peers: self.node.peers.clone(),
                     key: self.node.key(&name),
                     progress: Arc::new(move |sent, total| {
@@ -443,7 +447,7 @@ impl Task {
                     if let Err(e) = self.node.record_copy(
                         &self.spec,
                         self.machine.generation(),
-                        self.machine.shadow(),
+                        &self.machine.shadows(),
                         pid,
                         self.machine.next_epoch(),
                     ) {

@@ -22,13 +22,13 @@ use crate::workload::Paths;
 /// Restores `spec`'s workload here under `generation`, from epoch `floor` or newer (older
 /// ones too, after newer ones failed, with `fall_back`), or by post-copy from the images
 /// the old primary sent (`post_copy`, with the lease the restored copy starts under); its
-/// epochs go to `shadow` next.
+/// epochs go to `shadows` next.
 pub(super) async fn restore(
     node: &Arc<Node>,
     spec: WorkloadSpec,
     generation: u64,
     (floor, fall_back, post_copy): (u64, bool, Option<Option<u64>>),
-    shadow: Option<Peer>,
+    shadows: Vec<Peer>,
 ) -> Result<OrderReply, String> {
     let name = spec.name.clone();
     let workload = name.as_str();
@@ -44,7 +44,7 @@ pub(super) async fn restore(
         let epoch = done.epoch;
         return become_primary(
             node,
-            (spec, generation, shadow),
+            (spec, generation, shadows),
             (epoch, done.restored, done.mailbox, done.memory_ms),
             (store, Vec::new()),
         );
@@ -84,7 +84,7 @@ pub(super) async fn restore(
     };
     become_primary(
         node,
-        (spec, generation, shadow),
+        (spec, generation, shadows),
         (epoch, restored, mailbox, 0),
         (store, passed_over),
     )
@@ -94,7 +94,7 @@ pub(super) async fn restore(
 /// meanwhile (then it is killed); the shadow copies go after the reply.
 fn become_primary(
     node: &Arc<Node>,
-    (spec, generation, shadow): (WorkloadSpec, u64, Option<Peer>),
+    (spec, generation, shadows): (WorkloadSpec, u64, Vec<Peer>),
     (epoch, restored, mailbox, memory_ms): (u64, Restored, Mailbox, u64),
     (store, passed_over): (ShadowStore, Vec<PassedOver>),
 ) -> Result<OrderReply, String> {
@@ -113,7 +113,7 @@ fn become_primary(
             "generation {generation} of {workload:?} was superseded during the restore"
         ));
     }
-    if let Err(e) = node.record_copy(&spec, generation, shadow.as_ref(), pid, epoch + 1) {
+    if let Err(e) = node.record_copy(&spec, generation, &shadows, pid, epoch + 1) {
         running.kill();
         return Err(format!("cannot record the restored tree: {e}"));
     }
@@ -134,7 +134,7 @@ fn become_primary(
         );
     }
     node.stop_shadowing(workload);
-    supervise(node, spec, generation, shadow, running, epoch + 1, mailbox);
+    supervise(node, spec, generation, shadows, running, epoch + 1, mailbox);
     // The shadow copies are not needed any more; removing gigabytes takes time, so it
     // happens after the reply, off the switchover's critical path.
     tokio::task::spawn_blocking(move || store.clear());

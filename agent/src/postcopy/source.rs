@@ -14,7 +14,7 @@ use understudy_common::epoch::Manifest;
 use understudy_common::frame::{read_frame, write_frame};
 use understudy_common::protocol::PROTOCOL_VERSION;
 use understudy_common::transfer::{DataMessage, DataReply, MAX_DATA_FRAME, MAX_FILE_CHUNK};
-use understudy_common::workload::EpochReport;
+use understudy_common::workload::{EpochReport, Peer};
 
 use crate::checkpoint::{self, DumpRequest};
 use crate::clock::now_ms;
@@ -101,7 +101,11 @@ fn free_port() -> Result<u16, String> {
 
 /// Takes the final epoch of `job` by post-copy. On success the target holds the images and
 /// the transfer runs on; on failure the tree runs here as before.
-pub async fn freeze(job: &Job, criu: Arc<Criu>) -> Result<(EpochReport, Session), String> {
+pub async fn freeze(
+    job: &Job,
+    target: &Peer,
+    criu: Arc<Criu>,
+) -> Result<(EpochReport, Session), String> {
     if !job.data.is_empty() {
         return Err("post-copy: the workload has data directories".into());
     }
@@ -159,10 +163,10 @@ pub async fn freeze(job: &Job, criu: Arc<Criu>) -> Result<(EpochReport, Session)
     };
     let frozen_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let sent_started = Instant::now();
-    let streams = match send_images(job, &manifest).await {
+    let streams = match send_images(job, target, &manifest).await {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("post-copy images not staged on {}: {e}", job.shadow.name);
+            let why = format!("post-copy images not staged on {}: {e}", target.name);
             return Err(abandon(session, &why, port).await);
         }
     };
@@ -186,7 +190,7 @@ pub async fn freeze(job: &Job, criu: Arc<Criu>) -> Result<(EpochReport, Session)
         workload: job.workload.clone(),
         generation: job.generation,
         epoch: job.epoch,
-        shadow: job.shadow.name.clone(),
+        shadow: target.name.clone(),
         bytes_total: bytes,
         bytes_sent: bytes,
         bytes_changed: bytes,
@@ -249,8 +253,12 @@ async fn abandon(mut session: Session, why: &str, port: u16) -> String {
 
 /// Opens a stream to the target and sends it the images; returns the stream, to carry the
 /// page server, once the target has staged them.
-async fn send_images(job: &Job, manifest: &Manifest) -> Result<(SendStream, RecvStream), String> {
-    let conn = job.peers.connect(&job.shadow).await?;
+async fn send_images(
+    job: &Job,
+    target: &Peer,
+    manifest: &Manifest,
+) -> Result<(SendStream, RecvStream), String> {
+    let conn = job.peers.connect(target).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let offer = DataMessage::PostCopy {
         manifest: manifest.clone(),

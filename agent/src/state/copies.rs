@@ -23,22 +23,22 @@ use crate::procs::{is_alive, start_ticks};
 const FORMAT: Format = Format {
     magic: b"USCP",
     // 4: the spec's priority; 5: its secret_env (version 3 and 4 files are read with the
-    // spec's old layouts).
-    version: 5,
+    // spec's old layouts); 6: several shadows (older files hold at most one).
+    version: 6,
     oldest: 3,
     max_bytes: 16 << 20,
 };
 
-/// One tree this agent started or restored. (`S` is the spec's type: another only to read
-/// files written in an older layout.)
+/// One tree this agent started or restored. (`S` is the spec's type and `P` the shadows':
+/// others only to read files written in an older layout.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CopyRecord<S = WorkloadSpec> {
+pub struct CopyRecord<S = WorkloadSpec, P = Vec<Peer>> {
     /// What it runs.
     pub spec: S,
     /// The generation it runs under.
     pub generation: u64,
     /// Where its epochs go.
-    pub shadow: Option<Peer>,
+    pub shadows: P,
     /// Host pid of the tree's root.
     pub pid: i32,
     /// The root's start time in clock ticks since boot.
@@ -47,13 +47,32 @@ pub struct CopyRecord<S = WorkloadSpec> {
     pub next_epoch: u64,
 }
 
-impl<S> CopyRecord<S> {
-    /// The same record with its spec changed by `f`.
-    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> CopyRecord<T> {
+impl<S> CopyRecord<S, Option<Peer>> {
+    /// A record of a file written before several shadows, in today's layout.
+    fn upgrade<T>(self, f: impl FnOnce(S) -> T) -> CopyRecord<T> {
         CopyRecord {
             spec: f(self.spec),
             generation: self.generation,
-            shadow: self.shadow,
+            shadows: self.shadows.into_iter().collect(),
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+            next_epoch: self.next_epoch,
+        }
+    }
+}
+
+impl CopyRecord {
+    /// What a build before several shadows would have written for this record (its
+    /// first shadow only, its spec by `f`): for tests that read old files.
+    #[cfg(test)]
+    fn written_by_old_build<T>(
+        self,
+        f: impl FnOnce(WorkloadSpec) -> T,
+    ) -> CopyRecord<T, Option<Peer>> {
+        CopyRecord {
+            spec: f(self.spec),
+            generation: self.generation,
+            shadows: self.shadows.into_iter().next(),
             pid: self.pid,
             start_ticks: self.start_ticks,
             next_epoch: self.next_epoch,
@@ -75,19 +94,27 @@ impl Copies {
         let map = FORMAT
             .read_with(&path, |version, body| match version {
                 ..=3 => {
-                    let old: BTreeMap<String, CopyRecord<SpecV5>> =
+                    let old: BTreeMap<String, CopyRecord<SpecV5, Option<Peer>>> =
                         codec::decode(body, FORMAT.max_bytes)?;
                     Ok(old
                         .into_iter()
-                        .map(|(k, r)| (k, r.map_spec(Into::into)))
+                        .map(|(k, r)| (k, r.upgrade(Into::into)))
                         .collect())
                 }
                 4 => {
-                    let old: BTreeMap<String, CopyRecord<SpecV6>> =
+                    let old: BTreeMap<String, CopyRecord<SpecV6, Option<Peer>>> =
                         codec::decode(body, FORMAT.max_bytes)?;
                     Ok(old
                         .into_iter()
-                        .map(|(k, r)| (k, r.map_spec(Into::into)))
+                        .map(|(k, r)| (k, r.upgrade(Into::into)))
+                        .collect())
+                }
+                5 => {
+                    let old: BTreeMap<String, CopyRecord<WorkloadSpec, Option<Peer>>> =
+                        codec::decode(body, FORMAT.max_bytes)?;
+                    Ok(old
+                        .into_iter()
+                        .map(|(k, r)| (k, r.upgrade(|s| s)))
                         .collect())
                 }
                 _ => codec::decode(body, FORMAT.max_bytes),
@@ -194,23 +221,50 @@ mod tests {
                 ..Default::default()
             },
             generation: 2,
-            shadow: Some(Peer {
-                name: "b".into(),
-                addr: "10.0.0.2:7442".parse().unwrap(),
-            }),
+            shadows: vec![
+                Peer {
+                    name: "b".into(),
+                    addr: "10.0.0.2:7442".parse().unwrap(),
+                },
+                Peer {
+                    name: "c".into(),
+                    addr: "10.0.0.3:7442".parse().unwrap(),
+                },
+            ],
             pid,
             start_ticks: start_ticks(pid).unwrap_or(0),
             next_epoch: 12,
         }
     }
 
+    /// `r` as a file written before several shadows reads back: with its first shadow.
+    fn first_shadow_only(mut r: CopyRecord) -> CopyRecord {
+        r.shadows.truncate(1);
+        r
+    }
+
+    #[test]
+    fn a_file_written_before_several_shadows_is_read_with_its_one_shadow() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("old", std::process::id() as i32);
+        let old: BTreeMap<String, CopyRecord<WorkloadSpec, Option<Peer>>> =
+            [("old".to_string(), r.clone().written_by_old_build(|s| s))].into();
+        let v5 = Format {
+            version: 5,
+            ..FORMAT
+        };
+        v5.write(&dir.path().join("copies.bin"), &old).unwrap();
+        let copies = Copies::load(dir.path()).unwrap();
+        assert_eq!(copies.get("old"), Some(first_shadow_only(r)));
+    }
+
     #[test]
     fn a_file_written_before_secret_env_is_read_with_none() {
         let dir = tempfile::tempdir().unwrap();
         let r = record("old", std::process::id() as i32);
-        let old: BTreeMap<String, CopyRecord<SpecV6>> = [(
+        let old: BTreeMap<String, CopyRecord<SpecV6, Option<Peer>>> = [(
             "old".to_string(),
-            r.clone().map_spec(SpecV6::written_by_old_build),
+            r.clone().written_by_old_build(SpecV6::written_by_old_build),
         )]
         .into();
         let v4 = Format {
@@ -219,16 +273,16 @@ mod tests {
         };
         v4.write(&dir.path().join("copies.bin"), &old).unwrap();
         let copies = Copies::load(dir.path()).unwrap();
-        assert_eq!(copies.get("old"), Some(r));
+        assert_eq!(copies.get("old"), Some(first_shadow_only(r)));
     }
 
     #[test]
     fn a_file_written_before_priority_is_read_with_normal_priority() {
         let dir = tempfile::tempdir().unwrap();
         let r = record("old", std::process::id() as i32);
-        let old: BTreeMap<String, CopyRecord<SpecV5>> = [(
+        let old: BTreeMap<String, CopyRecord<SpecV5, Option<Peer>>> = [(
             "old".to_string(),
-            r.clone().map_spec(SpecV5::written_by_old_build),
+            r.clone().written_by_old_build(SpecV5::written_by_old_build),
         )]
         .into();
         let v3 = Format {
@@ -237,7 +291,7 @@ mod tests {
         };
         v3.write(&dir.path().join("copies.bin"), &old).unwrap();
         let copies = Copies::load(dir.path()).unwrap();
-        assert_eq!(copies.get("old"), Some(r));
+        assert_eq!(copies.get("old"), Some(first_shadow_only(r)));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub async fn readopt(node: &Arc<Node>) {
             &name,
             rec.spec.restart,
             rec.generation,
-            rec.shadow.clone(),
+            rec.shadows.clone(),
             rec.pid,
             rec.next_epoch,
         );

@@ -359,10 +359,10 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
         let _claim = claim;
         let result = async {
             let peer = expect_shadow(&shared, &workload, rec.generation, &to, &rec.primary).await?;
-            let order = Order::SetShadow {
+            let order = Order::SetShadows {
                 workload: workload.clone(),
                 generation: rec.generation,
-                shadow: peer,
+                shadows: vec![peer],
             };
             match orders::send(&shared, &rec.primary, &order, ORDER_TIMEOUT).await {
                 OrderReply::Done => Ok(()),

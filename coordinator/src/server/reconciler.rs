@@ -29,10 +29,10 @@ pub fn on_inventory(shared: &Arc<Shared>, host: &str, inventory: &Inventory) {
                 } => match shared.peer(&shadow) {
                     Ok(peer) => (
                         host,
-                        Order::SetShadow {
+                        Order::SetShadows {
                             workload,
                             generation,
-                            shadow: peer,
+                            shadows: vec![peer],
                         },
                         format!("its recorded shadow is {shadow}"),
                     ),

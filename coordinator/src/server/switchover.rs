@@ -204,10 +204,10 @@ async fn move_shadow(shared: &Arc<Shared>, m: &Migration, to: &Peer) -> Result<(
             to.name
         ));
     }
-    let order = Order::SetShadow {
+    let order = Order::SetShadows {
         workload: name.to_owned(),
         generation: m.generation,
-        shadow: to.clone(),
+        shadows: vec![to.clone()],
     };
     match orders::send(shared, &m.from, &order, ORDER_TIMEOUT).await {
         OrderReply::Done => {}

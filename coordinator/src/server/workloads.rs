@@ -172,7 +172,7 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
     let order = Order::Start {
         spec: req.spec,
         generation,
-        shadow: shadow_peer.clone(),
+        shadows: shadow_peer.clone().into_iter().collect(),
     };
     let reply = orders::send(shared, &req.host, &order, ORDER_TIMEOUT).await;
     if let OrderReply::Invalid(e) = reply {

@@ -64,7 +64,7 @@ fn held_busy(generation: u64, state: CopyState, busy: bool) -> Delivery {
         copy: Some(LocalCopy {
             spec: spec(),
             generation,
-            shadow: None,
+            shadows: Vec::new(),
             pid: 42,
             state,
         }),
@@ -105,7 +105,7 @@ fn happy_path_orders_and_measures_freeze() {
         order:
             Order::Restore {
                 epoch,
-                shadow,
+                shadows,
                 fall_back,
                 ..
             },
@@ -115,7 +115,10 @@ fn happy_path_orders_and_measures_freeze() {
         assert_eq!(*epoch, 11);
         // A switchover's original can resume: its restore never falls back.
         assert!(!fall_back);
-        assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("a"));
+        assert_eq!(
+            shadows.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
     } else {
         panic!("{s:?}");
     }
@@ -341,7 +344,7 @@ fn failover() -> Migration {
         order:
             Order::Restore {
                 epoch,
-                shadow,
+                shadows,
                 generation,
                 fall_back,
                 ..
@@ -352,7 +355,10 @@ fn failover() -> Migration {
         assert_eq!((host.as_str(), *epoch, *generation), ("b", 9, 5));
         // Nothing newer exists anywhere: an older epoch beats none.
         assert!(fall_back);
-        assert_eq!(shadow.as_ref().map(|p| p.name.as_str()), Some("c"));
+        assert_eq!(
+            shadows.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
     } else {
         panic!("{s:?}");
     }

@@ -190,7 +190,7 @@ fn unknown(host: &str, held: &Held, tomb: Option<&Tombstone>, now_ms: u64) -> Op
     let rec = WorkloadRecord {
         spec: copy.spec.clone(),
         primary: host.to_owned(),
-        shadow: copy.shadow.clone(),
+        shadow: copy.shadows.first().cloned(),
         generation: copy.generation,
         state: WorkloadState::Running,
         unprotected: orphan_reason(host, copy),
@@ -203,7 +203,7 @@ fn unknown(host: &str, held: &Held, tomb: Option<&Tombstone>, now_ms: u64) -> Op
         last_correction: Some((why, now_ms)),
     };
     let mut fixes = vec![];
-    if let Some(s) = &copy.shadow {
+    if let Some(s) = copy.shadows.first() {
         fixes.push(arm_shadow(s, &rec, "the record was rebuilt"));
     }
     fixes.insert(0, Fix::Adopt(rec));
@@ -238,7 +238,7 @@ fn copy_fixes(
                 copy.generation, rec.generation, rec.primary
             );
             r.primary = host.to_owned();
-            r.shadow = copy.shadow.clone().filter(|s| s != host);
+            r.shadow = copy.shadows.iter().find(|s| *s != host).cloned();
             r.generation = copy.generation;
             r.state = WorkloadState::Running;
             r.unprotected = orphan_reason(host, copy);
@@ -343,7 +343,7 @@ fn copy_fixes(
         return;
     }
     if let (CopyState::Running { .. }, Some(s)) = (&copy.state, &r.shadow) {
-        if copy.shadow.as_deref() != Some(s.as_str()) {
+        if copy.shadows.as_slice() != std::slice::from_ref(s) {
             fixes.push(Fix::SetShadow {
                 host: host.to_owned(),
                 workload: name.clone(),

@@ -40,7 +40,7 @@ fn copy(name: &str, generation: u64, shadow: Option<&str>, state: CopyState) -> 
         copy: Some(LocalCopy {
             spec: spec(name),
             generation,
-            shadow: shadow.map(Into::into),
+            shadows: shadow.into_iter().map(Into::into).collect(),
             pid: 4242,
             state,
         }),
