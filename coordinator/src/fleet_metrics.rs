@@ -193,6 +193,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             last_correction: None,
+            more_shadows: Default::default(),
         }
     }
 

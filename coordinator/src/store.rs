@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 use understudy_common::codec;
 use understudy_common::seal::KeyBytes;
-use understudy_common::workload::WorkloadSpec;
+use understudy_common::workload::{EpochReport, WorkloadSpec};
 
 use serde::{de::DeserializeOwned, Serialize};
 use understudy_common::workload_v5::SpecV5;
@@ -49,7 +49,8 @@ const HOSTS: Kind = Kind {
 // lost state, failovers and their recovery points; 6 its priority; 7 its secret_env
 // (version 5 and 6 records are read with the spec's old layouts, `workload_v5`, `_v6`);
 // 8 the recovery point's cadence (version 7 and older records are read with the epoch
-// report's old layout, `workload_v7`).
+// report's old layout, `workload_v7`); 9 shadows beyond the first (older records are read
+// without them: one shadow).
 const WORKLOADS: Kind = Kind {
     table: TableDefinition::new("workloads"),
     name: "workload",
@@ -114,7 +115,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
 }
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 8;
+pub const RECORD_VERSION: u8 = 9;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;
@@ -138,19 +139,30 @@ impl Record for WorkloadRecord {
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
         match version {
             ..=5 => {
-                let old: WorkloadRecord<SpecV5, EpochReportV7> =
+                let old: WorkloadRecord<SpecV5, EpochReportV7, ()> =
                     codec::decode(body, MAX_RECORD_BYTES)?;
-                Ok(old.map_spec(Into::into).map_epoch(Into::into))
+                Ok(old
+                    .map_spec(Into::into)
+                    .map_epoch(Into::into)
+                    .with_one_shadow())
             }
             6 => {
-                let old: WorkloadRecord<SpecV6, EpochReportV7> =
+                let old: WorkloadRecord<SpecV6, EpochReportV7, ()> =
                     codec::decode(body, MAX_RECORD_BYTES)?;
-                Ok(old.map_spec(Into::into).map_epoch(Into::into))
+                Ok(old
+                    .map_spec(Into::into)
+                    .map_epoch(Into::into)
+                    .with_one_shadow())
             }
             7 => {
-                let old: WorkloadRecord<WorkloadSpec, EpochReportV7> =
+                let old: WorkloadRecord<WorkloadSpec, EpochReportV7, ()> =
                     codec::decode(body, MAX_RECORD_BYTES)?;
-                Ok(old.map_epoch(Into::into))
+                Ok(old.map_epoch(Into::into).with_one_shadow())
+            }
+            8 => {
+                let old: WorkloadRecord<WorkloadSpec, EpochReport, ()> =
+                    codec::decode(body, MAX_RECORD_BYTES)?;
+                Ok(old.with_one_shadow())
             }
             _ => codec::decode(body, MAX_RECORD_BYTES),
         }

@@ -138,6 +138,7 @@ fn workload(name: &str, state: WorkloadState, full: bool) -> WorkloadRecord {
         restarts: 1,
         last_exit: full.then(|| ("exited with status 3".into(), 7)),
         last_correction: full.then(|| ("corrected".into(), 8)),
+        more_shadows: Default::default(),
     }
 }
 
@@ -336,6 +337,7 @@ fn workloads_and_switchovers_written_before_priority_are_read_with_normal_priori
         "old",
         &v5(codec::encode(
             &w.clone()
+                .without_more_shadows()
                 .map_spec(understudy_common::workload_v5::SpecV5::written_by_old_build)
                 .map_epoch(EpochReportV7::written_by_old_build),
         )
@@ -380,6 +382,7 @@ fn workloads_and_switchovers_written_before_secret_env_are_read_with_none() {
     Store::open(&path).unwrap();
     let old_w = w
         .clone()
+        .without_more_shadows()
         .map_spec(SpecV6::written_by_old_build)
         .map_epoch(EpochReportV7::written_by_old_build);
     let old_m = m.clone().map_spec(SpecV6::written_by_old_build);
@@ -513,7 +516,10 @@ fn workloads_written_before_cadence_are_read_with_none_and_new_ones_keep_it() {
     assert!(w.last_epoch.is_some(), "the test needs a recovery point");
     let v7 = |body: Vec<u8>| [vec![7u8], body].concat();
     Store::open(&path).unwrap();
-    let old_w = w.clone().map_epoch(EpochReportV7::written_by_old_build);
+    let old_w = w
+        .clone()
+        .without_more_shadows()
+        .map_epoch(EpochReportV7::written_by_old_build);
     put_raw(
         &path,
         WORKLOADS.table,
@@ -533,4 +539,37 @@ fn workloads_written_before_cadence_are_read_with_none_and_new_ones_keep_it() {
     }
     s.save_workload(&w, None).unwrap();
     assert_eq!(s.load().unwrap().workloads, vec![w]);
+}
+
+#[test]
+fn workloads_written_before_several_shadows_are_read_with_one_and_new_ones_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let w = workload("old", WorkloadState::Running, true);
+    let v8 = |body: Vec<u8>| [vec![8u8], body].concat();
+    Store::open(&path).unwrap();
+    let old_w = w.clone().without_more_shadows();
+    put_raw(
+        &path,
+        WORKLOADS.table,
+        "old",
+        &v8(codec::encode(&old_w).unwrap()),
+    );
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.workloads, vec![w.clone()]);
+    assert_eq!(loaded.workloads[0].shadows(), ["b"]);
+    assert_eq!(loaded.workloads[0].more_shadows.wanted(), 1);
+    // A record written now keeps its shadows and what each holds.
+    let s = Store::open(&path).unwrap();
+    let mut w = w;
+    w.more_shadows = crate::workloads::MoreShadows {
+        wanted: 2,
+        hosts: vec!["c".into()],
+        epochs: vec![("b".into(), 9), ("c".into(), 8)],
+    };
+    s.save_workload(&w, None).unwrap();
+    let loaded = s.load().unwrap().workloads;
+    assert_eq!(loaded, vec![w]);
+    assert_eq!(loaded[0].shadows(), ["b", "c"]);
+    assert_eq!(loaded[0].epoch_on("c"), Some(8));
 }

@@ -34,6 +34,10 @@ pub enum WorkloadCommand {
         /// Host to keep its understudy on (default: chosen by the coordinator).
         #[arg(long)]
         shadow: Option<String>,
+        /// How many shadows, on as many other hosts (1–3; default 1): each epoch goes to
+        /// all, a move or a failover takes the best.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        shadows: Option<u8>,
         /// Time between checkpoint epochs.
         #[arg(long, value_parser = humantime::parse_duration)]
         interval: Option<Duration>,
@@ -179,6 +183,7 @@ struct SpecFile {
     command: Vec<String>,
     host: Option<String>,
     shadow: Option<String>,
+    shadows: Option<u8>,
     #[serde(default, with = "humantime_serde")]
     interval: Option<Duration>,
     #[serde(default)]
@@ -271,6 +276,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             name,
             host,
             shadow,
+            shadows,
             interval,
             probe_tcp,
             env,
@@ -329,6 +335,7 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         spec,
                         host,
                         shadow: shadow.or(f.shadow.clone()),
+                        shadows: shadows.or(f.shadows),
                     }
                 }
                 None => {
@@ -358,7 +365,12 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                     };
                     service.apply(None, &mut spec);
                     add_secrets(&mut spec, secret_env);
-                    CreateRequest { spec, host, shadow }
+                    CreateRequest {
+                        spec,
+                        host,
+                        shadow,
+                        shadows,
+                    }
                 }
             };
             match super::api::post::<_, WorkloadRecord>(base, "/v1/workloads", &req) {
@@ -547,7 +559,24 @@ fn print_workload(w: &WorkloadView) {
         );
     }
     outln!("primary:        {}", r.primary);
-    outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
+    let shadows = r.shadows();
+    if shadows.len() > 1 || r.more_shadows.wanted() > 1 {
+        let each: Vec<String> = shadows
+            .iter()
+            .map(|h| match r.epoch_on(h) {
+                Some(e) => format!("{h} (epoch {e})"),
+                None => format!("{h} (no epoch yet)"),
+            })
+            .collect();
+        outln!(
+            "shadows:        {} of {} wanted: {}",
+            shadows.len(),
+            r.more_shadows.wanted(),
+            each.join(", ")
+        );
+    } else {
+        outln!("shadow:         {}", r.shadow.as_deref().unwrap_or("-"));
+    }
     outln!("generation:     {}", r.generation);
     outln!("interval:       {}", view::interval_text(r));
     outln!("recovery point: {}", view::recovery_point(r, now));

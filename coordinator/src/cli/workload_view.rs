@@ -139,6 +139,7 @@ mod tests {
                 restarts: 0,
                 last_exit: None,
                 last_correction: None,
+                more_shadows: Default::default(),
             },
             protection: protection.map(Into::into),
         }

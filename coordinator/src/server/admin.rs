@@ -264,7 +264,7 @@ impl Shared {
             .collect();
         let shadows_left = records
             .iter()
-            .filter(|r| r.shadow.as_deref() == Some(host))
+            .filter(|r| r.is_shadow(host))
             .map(|r| r.spec.name.clone())
             .collect();
         let names = admin

@@ -350,19 +350,31 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
     let Ok(claim) = shared.claim(workload, "a shadow move") else {
         return;
     };
-    let Some(to) = shared.pick_shadow(workload, &rec.primary, Some(host)) else {
+    // Not a host that already holds one of its shadows.
+    let Some(to) = shared.pick_shadow(workload, &rec.primary, &rec.shadows()) else {
         drop(claim);
         return;
     };
+    // The same shadows, with `to` in `host`'s place.
+    let swap = |h: &str| if h == host { to.clone() } else { h.to_owned() };
+    let shadows: Vec<String> = rec.shadows().into_iter().map(swap).collect();
     let (shared, workload, host) = (shared.clone(), workload.to_owned(), host.to_owned());
     tokio::spawn(async move {
         let _claim = claim;
         let result = async {
             let peer = expect_shadow(&shared, &workload, rec.generation, &to, &rec.primary).await?;
+            let mut peers = Vec::new();
+            for s in &shadows {
+                if *s == to {
+                    peers.push(peer.clone());
+                } else {
+                    peers.push(shared.peer(s)?);
+                }
+            }
             let order = Order::SetShadows {
                 workload: workload.clone(),
                 generation: rec.generation,
-                shadows: vec![peer],
+                shadows: peers,
             };
             match orders::send(&shared, &rec.primary, &order, ORDER_TIMEOUT).await {
                 OrderReply::Done => Ok(()),
@@ -375,7 +387,12 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
         .await;
         let message = match &result {
             Ok(()) => {
-                shared.update_workload(&workload, |r| r.shadow = Some(to.clone()));
+                shared.update_workload(&workload, |r| {
+                    let mut all = shadows.clone().into_iter();
+                    r.shadow = all.next();
+                    r.more_shadows.hosts = all.collect();
+                    r.more_shadows.epochs.retain(|(h, _)| *h != host);
+                });
                 format!("{workload}'s shadow moved from {host} ({why}) to {to}")
             }
             Err(e) => format!("{workload}'s shadow could not move from {host} to {to}: {e}"),

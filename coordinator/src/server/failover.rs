@@ -39,14 +39,19 @@ async fn fail_over(shared: Arc<Shared>, claim: Claim, name: String, from: String
     let (Ok(to_peer), Some(point)) = (shared.peer(&to), rec.last_epoch.clone()) else {
         return;
     };
+    // The newest epoch the chosen shadow holds (with several, it may not hold the newest
+    // committed anywhere: that one's holder is unreachable).
+    let floor = rec.epoch_on(&to).unwrap_or(point.epoch);
     let generation = rec.generation + 1;
-    let new_shadow = shared.pick_shadow(&name, &to, Some(&from));
+    let mut taken: Vec<&str> = rec.shadows();
+    taken.push(&from);
+    let new_shadow = shared.pick_shadow(&name, &to, &taken);
     tracing::warn!(
         workload = %name,
         from = %from,
         to = %to,
         generation,
-        recovery_epoch = point.epoch,
+        recovery_epoch = floor,
         age_ms = wall_ms().saturating_sub(point.committed_unix_ms),
         "{from} is lost: failing over to {to}"
     );
@@ -61,7 +66,7 @@ async fn fail_over(shared: Arc<Shared>, claim: Claim, name: String, from: String
         to_peer,
         generation,
         new_shadow_peer,
-        point.epoch,
+        floor,
         wall_ms(),
     );
     // The commit point of the new generation: from here the old primary's copy is stale.
@@ -70,7 +75,7 @@ async fn fail_over(shared: Arc<Shared>, claim: Claim, name: String, from: String
         &machine,
         format!(
             "fail over {name} from {from} (lost) to {to}: generation {} -> {generation}, from epoch {} or newer",
-            rec.generation, point.epoch
+            rec.generation, floor
         ),
     ));
     drive(shared, claim, machine, step).await;

@@ -407,17 +407,12 @@ impl Shared {
 
     /// The shadow for `workload` on `primary` among [`Shared::candidates`] other than
     /// `except` (see `placement`).
-    pub fn pick_shadow(
-        &self,
-        workload: &str,
-        primary: &str,
-        except: Option<&str>,
-    ) -> Option<String> {
+    pub fn pick_shadow(&self, workload: &str, primary: &str, except: &[&str]) -> Option<String> {
         let zone = self.lock().registry.zone(primary).map(str::to_owned);
         let candidates: Vec<Candidate> = self
             .candidates()
             .into_iter()
-            .filter(|c| Some(c.name.as_str()) != except)
+            .filter(|c| !except.contains(&c.name.as_str()))
             .collect();
         crate::workloads::placement::pick_shadow(workload, primary, zone.as_deref(), &candidates)
     }

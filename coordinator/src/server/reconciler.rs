@@ -25,17 +25,22 @@ pub fn on_inventory(shared: &Arc<Shared>, host: &str, inventory: &Inventory) {
                     host,
                     workload,
                     generation,
-                    shadow,
-                } => match shared.peer(&shadow) {
-                    Ok(peer) => (
+                    shadows,
+                } => match shadows
+                    .iter()
+                    .map(|s| shared.peer(s))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(peers) => (
                         host,
                         Order::SetShadows {
                             workload,
                             generation,
-                            shadows: vec![peer],
+                            shadows: peers,
                         },
-                        format!("its recorded shadow is {shadow}"),
+                        format!("its recorded shadows are {}", shadows.join(", ")),
                     ),
+                    // Not while one is unknown: the next inventory tries again.
                     Err(_) => return,
                 },
                 Fix::Correct(_) | Fix::Adopt(_) => return,

@@ -92,7 +92,15 @@ pub async fn migrate(
             ))
         }
     }
-    let to = match (&req.to, &rec.shadow) {
+    // With several shadows: the connected one holding the newest epoch.
+    let best_shadow = rec
+        .shadows()
+        .into_iter()
+        .filter(|s| shared.peer(s).is_ok())
+        .max_by_key(|s| rec.epoch_on(s))
+        .map(str::to_owned)
+        .or_else(|| rec.shadow.clone());
+    let to = match (&req.to, &best_shadow) {
         (Some(t), _) => t.clone(),
         (None, Some(s)) => s.clone(),
         (None, None) => {
@@ -112,14 +120,16 @@ pub async fn migrate(
         return Err(err(400, format!("to: {to:?} already runs {name:?}")));
     }
     let to_peer = shared.peer(&to).map_err(|e| err(400, format!("to: {e}")))?;
-    let reshadow = rec.shadow.as_deref() != Some(to.as_str());
+    let reshadow = !rec.is_shadow(&to);
     if rec.last_epoch.is_none() && !reshadow {
         return Err(err(
             409,
             format!("workload {name:?} has no committed epoch yet: nothing to restore from"),
         ));
     }
-    let new_shadow = shared.pick_shadow(name, &to, None);
+    // The new primary's first shadow: not one it has already.
+    let others: Vec<&str> = rec.shadows().into_iter().filter(|s| *s != to).collect();
+    let new_shadow = shared.pick_shadow(name, &to, &others);
     let mut plan = plan_text(&rec, &to, new_shadow.as_deref());
     if req.post_copy {
         plan = format!(
@@ -204,10 +214,21 @@ async fn move_shadow(shared: &Arc<Shared>, m: &Migration, to: &Peer) -> Result<(
             to.name
         ));
     }
+    // The target replaces the first shadow; the others stay.
+    let mut shadows = vec![to.clone()];
+    for extra in shared
+        .workload(name)
+        .map(|r| r.more_shadows.hosts)
+        .unwrap_or_default()
+    {
+        if let Ok(p) = shared.peer(&extra) {
+            shadows.push(p);
+        }
+    }
     let order = Order::SetShadows {
         workload: name.to_owned(),
         generation: m.generation,
-        shadows: vec![to.clone()],
+        shadows,
     };
     match orders::send(shared, &m.from, &order, ORDER_TIMEOUT).await {
         OrderReply::Done => {}
@@ -218,13 +239,17 @@ async fn move_shadow(shared: &Arc<Shared>, m: &Migration, to: &Peer) -> Result<(
             ))
         }
     }
-    shared.update_workload(name, |r| r.shadow = Some(to.name.clone()));
+    shared.update_workload(name, |r| {
+        r.shadow = Some(to.name.clone());
+        r.more_shadows.epochs.retain(|(h, _)| *h != to.name);
+    });
     let started = Instant::now();
     loop {
         let committed_there = shared.workload(name).is_some_and(|r| {
             r.last_epoch
                 .as_ref()
                 .is_some_and(|e| e.shadow == to.name && e.generation == m.generation)
+                || r.more_shadows.epochs.iter().any(|(h, _)| *h == to.name)
         });
         if committed_there {
             return Ok(());
@@ -368,8 +393,27 @@ pub(super) async fn drive(
         }
         match &outcome {
             Outcome::Succeeded => {
+                // The other shadows stay; the new primary is told of them by
+                // reconciliation, which arms them for it too.
+                let kept: Vec<String> = r
+                    .shadows()
+                    .into_iter()
+                    .filter(|s| *s != to && Some(*s) != new_shadow.as_deref())
+                    .map(str::to_owned)
+                    .collect();
+                r.more_shadows.epochs.clear();
                 r.primary = to.clone();
-                r.shadow = new_shadow;
+                match new_shadow {
+                    Some(s) => {
+                        r.shadow = Some(s);
+                        r.more_shadows.hosts = kept;
+                    }
+                    None => {
+                        let mut kept = kept.into_iter();
+                        r.shadow = kept.next();
+                        r.more_shadows.hosts = kept.collect();
+                    }
+                }
                 r.unprotected = r
                     .shadow
                     .is_none()

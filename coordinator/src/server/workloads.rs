@@ -9,7 +9,7 @@ use understudy_common::workload::{Order, OrderReply, Report, WorkloadSpec};
 
 use super::{orders, wall_ms, Shared};
 use crate::workloads::migration::Phase;
-use crate::workloads::{WorkloadRecord, WorkloadState};
+use crate::workloads::{MoreShadows, WorkloadRecord, WorkloadState};
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +40,14 @@ pub struct CreateRequest {
     /// Host to shadow it on (default: chosen by placement).
     #[serde(default)]
     pub shadow: Option<String>,
+    /// How many shadows it gets, on as many other hosts (default 1; the ones beyond
+    /// `shadow` are chosen by placement).
+    #[serde(default)]
+    pub shadows: Option<u8>,
 }
+
+/// The most shadows a workload may have.
+pub const MAX_SHADOWS: u8 = 3;
 
 /// Body of `POST /v1/workloads/{name}/migrate`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +128,13 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
     if let Some((field, reason)) = req.spec.problems().into_iter().next() {
         return Err(err(400, format!("{field}: {reason}")));
     }
+    let wanted = req.shadows.unwrap_or(1);
+    if !(1..=MAX_SHADOWS).contains(&wanted) {
+        return Err(err(
+            400,
+            format!("shadows: {wanted} is not between 1 and {MAX_SHADOWS}"),
+        ));
+    }
     let name = req.spec.name.clone();
     let _claim = shared.claim(&name, "a create").map_err(|e| err(409, e))?;
     if shared.workload(&name).is_some() {
@@ -140,8 +154,20 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
                 .map_err(|e| err(400, format!("shadow: {e}")))?;
             Some(s.clone())
         }
-        None => shared.pick_shadow(&name, &req.host, None),
+        None => shared.pick_shadow(&name, &req.host, &[]),
     };
+    // The shadows beyond the first: as many as there are other hosts to hold them.
+    let mut extras: Vec<String> = Vec::new();
+    if let Some(first) = &shadow {
+        while extras.len() + 1 < usize::from(wanted) {
+            let mut taken = vec![first.as_str()];
+            taken.extend(extras.iter().map(String::as_str));
+            match shared.pick_shadow(&name, &req.host, &taken) {
+                Some(h) => extras.push(h),
+                None => break,
+            }
+        }
+    }
     let generation = shared.first_generation(&name);
     let record = WorkloadRecord {
         spec: req.spec.clone(),
@@ -159,6 +185,11 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         restarts: 0,
         last_exit: None,
         last_correction: None,
+        more_shadows: MoreShadows {
+            wanted,
+            hosts: extras.clone(),
+            epochs: Vec::new(),
+        },
     };
     if !shared.insert_workload(record) {
         return Err(err(409, format!("workload {name:?} already exists")));
@@ -169,16 +200,22 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
             .ok(),
         None => None,
     };
+    let mut peers: Vec<_> = shadow_peer.clone().into_iter().collect();
+    for extra in &extras {
+        if let Ok(p) = expect_shadow(shared, &name, generation, extra, &req.host).await {
+            peers.push(p);
+        }
+    }
     let order = Order::Start {
         spec: req.spec,
         generation,
-        shadows: shadow_peer.clone().into_iter().collect(),
+        shadows: peers.clone(),
     };
     let reply = orders::send(shared, &req.host, &order, ORDER_TIMEOUT).await;
     if let OrderReply::Invalid(e) = reply {
         // Nothing runs: forget the workload, and the shadow's expectation of it.
         shared.remove_workload(&name, Some(generation));
-        if let Some(s) = &shadow_peer {
+        for s in &peers {
             let forget = Order::Remove {
                 workload: name.clone(),
                 generation,
@@ -191,6 +228,9 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         if shadow_peer.is_none() {
             r.shadow = None;
         }
+        r.more_shadows
+            .hosts
+            .retain(|h| peers.iter().any(|p| &p.name == h));
         r.state = match reply {
             OrderReply::Done => WorkloadState::Running,
             OrderReply::Failed(e) => WorkloadState::Failed(e),
@@ -268,7 +308,7 @@ pub async fn delete(
             rec.primary
         );
     }
-    if let Some(shadow) = &rec.shadow {
+    for shadow in rec.shadows() {
         // Epochs a shadow keeps are dropped when it reports them, if not now.
         let _ = orders::send(shared, shadow, &order, ORDER_TIMEOUT).await;
     }

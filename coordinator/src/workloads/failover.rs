@@ -133,6 +133,23 @@ pub fn decide<'a>(
         if primary.connected || primary.silent_for < settings.failover_after {
             continue;
         }
+        // With several shadows: the connected one holding the newest epoch.
+        let best = r
+            .more_shadows
+            .hosts
+            .iter()
+            .chain(&r.shadow)
+            .filter(|s| host(s).connected)
+            .filter_map(|s| r.epoch_on(s).map(|e| (e, s)))
+            .max_by_key(|(e, _)| *e);
+        if let Some((_, s)) = best.filter(|_| !r.more_shadows.hosts.is_empty()) {
+            out.push(Decision::FailOver {
+                workload: name.clone(),
+                from: r.primary.clone(),
+                to: s.clone(),
+            });
+            continue;
+        }
         let point = r.last_epoch.as_ref();
         let shadow = r.shadow.as_deref().map(|s| (s, host(s)));
         let why = match (shadow, point) {

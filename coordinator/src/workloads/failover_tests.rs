@@ -35,6 +35,7 @@ fn record(
         restarts: 0,
         last_exit: None,
         last_correction: None,
+        more_shadows: Default::default(),
     }
 }
 
@@ -152,4 +153,43 @@ fn a_failover_that_keeps_failing_is_tried_less_often_up_to_a_minute() {
     let secs: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
     assert_eq!(secs, vec![2, 4, 8, 16, 32, 60, 60, 60]);
     assert_eq!(retry_after(u32::MAX), Duration::from_secs(60));
+}
+
+/// `w` on `a`, shadowed on `b` and `c`, which committed epochs `on_b` and `on_c`.
+fn two_shadows(on_b: Option<u64>, on_c: Option<u64>) -> WorkloadRecord {
+    let mut r = record("w", "a", Some("b"), None);
+    r.more_shadows.wanted = 2;
+    r.more_shadows.hosts = vec!["c".into()];
+    for (host, epoch) in [("b", on_b), ("c", on_c)] {
+        if let Some(epoch) = epoch {
+            r.epoch_committed(EpochReport {
+                generation: 3,
+                epoch,
+                shadow: host.into(),
+                ..Default::default()
+            });
+        }
+    }
+    r
+}
+
+#[test]
+fn with_two_shadows_the_connected_one_holding_the_newest_epoch_takes_over() {
+    let to = |r: &WorkloadRecord, up: &'static [&'static str]| {
+        let recs = vec![r.clone()];
+        match &decide(&recs, hosts(up, 60), &all_idle(&recs), &SETTINGS)[..] {
+            [Decision::FailOver { to, .. }] => Some(to.clone()),
+            _ => None,
+        }
+    };
+    let r = two_shadows(Some(7), Some(9));
+    assert_eq!(r.last_epoch.as_ref().map(|e| e.epoch), Some(9));
+    assert_eq!((r.epoch_on("b"), r.epoch_on("c")), (Some(7), Some(9)));
+    assert_eq!(to(&r, &["b", "c"]).as_deref(), Some("c"), "the newest");
+    // Its holder unreachable: the other one, which holds an older epoch, rather than none.
+    assert_eq!(to(&r, &["b"]).as_deref(), Some("b"));
+    // A shadow that committed nothing is no candidate.
+    let r = two_shadows(None, Some(4));
+    assert_eq!(to(&r, &["b", "c"]).as_deref(), Some("c"));
+    assert_eq!(to(&r, &["b"]), None);
 }

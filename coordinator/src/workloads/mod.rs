@@ -55,10 +55,10 @@ impl WorkloadState {
 }
 
 /// The coordinator's record of a workload; persisted and served by the API. (`S` is the
-/// spec's type and `E` the epoch report's: others only to read records written in an
-/// older layout.)
+/// spec's type, `E` the epoch report's and `M` that of the shadows beyond the first:
+/// others only to read records written in an older layout — `()` for none.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkloadRecord<S = WorkloadSpec, E = EpochReport> {
+pub struct WorkloadRecord<S = WorkloadSpec, E = EpochReport, M = MoreShadows> {
     /// What to run.
     pub spec: S,
     /// Host running it.
@@ -86,6 +86,33 @@ pub struct WorkloadRecord<S = WorkloadSpec, E = EpochReport> {
     /// The last time the coordinator corrected this record from what a host reported, and
     /// why (ms since the Unix epoch).
     pub last_correction: Option<(String, u64)>,
+    /// Shadows beyond `shadow` (`--shadows 2` and more), and the newest epoch each shadow
+    /// committed.
+    pub more_shadows: M,
+}
+
+/// A workload's shadows beyond the first, and what every shadow holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoreShadows {
+    /// How many shadows it should have (0 is read as 1: records from before this field).
+    pub wanted: u8,
+    /// Hosts holding its understudy besides `shadow`, in order of preference.
+    pub hosts: Vec<String>,
+    /// The newest epoch each shadow committed under the current generation.
+    pub epochs: Vec<(String, u64)>,
+}
+
+impl MoreShadows {
+    /// How many shadows the workload should have.
+    pub fn wanted(&self) -> usize {
+        usize::from(self.wanted.max(1))
+    }
+}
+
+impl From<()> for MoreShadows {
+    fn from((): ()) -> Self {
+        MoreShadows::default()
+    }
 }
 
 /// What is left of a deleted workload: the generation its deletion was ordered under, so
@@ -127,22 +154,38 @@ pub struct MigrationSummary {
     pub recovery_age_ms: Option<u64>,
 }
 
+impl<S, E> WorkloadRecord<S, E, ()> {
+    /// A record written before several shadows, in today's layout (one shadow).
+    pub fn with_one_shadow(self) -> WorkloadRecord<S, E> {
+        self.map_layout(|s| s, |e| e, MoreShadows::from)
+    }
+}
+
 impl<S, E> WorkloadRecord<S, E> {
+    /// What a build before several shadows would have written (the record without them):
+    /// for tests that read old records.
+    pub fn without_more_shadows(self) -> WorkloadRecord<S, E, ()> {
+        self.map_layout(|s| s, |e| e, |_| ())
+    }
+}
+
+impl<S, E, M> WorkloadRecord<S, E, M> {
     /// The same record with its spec changed by `f`.
-    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> WorkloadRecord<T, E> {
-        self.map_layout(f, |e| e)
+    pub fn map_spec<T>(self, f: impl FnOnce(S) -> T) -> WorkloadRecord<T, E, M> {
+        self.map_layout(f, |e| e, |m| m)
     }
 
     /// The same record with its recovery point's report changed by `f`.
-    pub fn map_epoch<F>(self, f: impl FnOnce(E) -> F) -> WorkloadRecord<S, F> {
-        self.map_layout(|s| s, f)
+    pub fn map_epoch<F>(self, f: impl FnOnce(E) -> F) -> WorkloadRecord<S, F, M> {
+        self.map_layout(|s| s, f, |m| m)
     }
 
-    fn map_layout<T, F>(
+    fn map_layout<T, F, N>(
         self,
         spec: impl FnOnce(S) -> T,
         epoch: impl FnOnce(E) -> F,
-    ) -> WorkloadRecord<T, F> {
+        more: impl FnOnce(M) -> N,
+    ) -> WorkloadRecord<T, F, N> {
         WorkloadRecord {
             spec: spec(self.spec),
             primary: self.primary,
@@ -157,6 +200,7 @@ impl<S, E> WorkloadRecord<S, E> {
             restarts: self.restarts,
             last_exit: self.last_exit,
             last_correction: self.last_correction,
+            more_shadows: more(self.more_shadows),
         }
     }
 }
@@ -167,10 +211,45 @@ impl WorkloadRecord {
         self.last_correction = Some((why, now_ms));
     }
 
+    /// Every host holding its understudy: `shadow` first, then the others.
+    pub fn shadows(&self) -> Vec<&str> {
+        self.shadow
+            .iter()
+            .chain(&self.more_shadows.hosts)
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether `host` holds its understudy.
+    pub fn is_shadow(&self, host: &str) -> bool {
+        self.shadows().contains(&host)
+    }
+
+    /// The newest epoch shadow `host` committed under the current generation.
+    pub fn epoch_on(&self, host: &str) -> Option<u64> {
+        let recorded = self
+            .more_shadows
+            .epochs
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, e)| *e);
+        let last = self
+            .last_epoch
+            .as_ref()
+            .filter(|e| e.shadow == host)
+            .map(|e| e.epoch);
+        recorded.max(last)
+    }
+
     /// Applies a committed epoch, if it belongs to the current generation.
     pub fn epoch_committed(&mut self, report: EpochReport) -> bool {
         if report.generation != self.generation {
             return false;
+        }
+        let points = &mut self.more_shadows.epochs;
+        match points.iter_mut().find(|(h, _)| *h == report.shadow) {
+            Some((_, e)) => *e = (*e).max(report.epoch),
+            None => points.push((report.shadow.clone(), report.epoch)),
         }
         if self
             .last_epoch

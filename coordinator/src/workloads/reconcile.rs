@@ -44,7 +44,8 @@ pub enum Fix {
         /// Why, for the log.
         why: String,
     },
-    /// Tell the primary `host` to send epochs to `shadow` (the shell looks up its address).
+    /// Tell the primary `host` to send epochs to `shadows` (the shell looks up their
+    /// addresses).
     SetShadow {
         /// The primary.
         host: String,
@@ -52,8 +53,8 @@ pub enum Fix {
         workload: String,
         /// Its generation.
         generation: u64,
-        /// The shadow host's name.
-        shadow: String,
+        /// The shadow hosts' names, the recorded `shadow` first.
+        shadows: Vec<String>,
     },
 }
 
@@ -133,7 +134,7 @@ pub fn reconcile(
             } else {
                 absent.insert(name.clone());
             }
-        } else if rec.shadow.as_deref() == Some(host) && rec.state == WorkloadState::Running {
+        } else if rec.is_shadow(host) && rec.state == WorkloadState::Running {
             fixes.push(arm_shadow(
                 host,
                 rec,
@@ -201,6 +202,7 @@ fn unknown(host: &str, held: &Held, tomb: Option<&Tombstone>, now_ms: u64) -> Op
         restarts: 0,
         last_exit: None,
         last_correction: Some((why, now_ms)),
+        more_shadows: Default::default(),
     };
     let mut fixes = vec![];
     if let Some(s) = copy.shadows.first() {
@@ -238,7 +240,9 @@ fn copy_fixes(
                 copy.generation, rec.generation, rec.primary
             );
             r.primary = host.to_owned();
-            r.shadow = copy.shadows.iter().find(|s| *s != host).cloned();
+            let mut others = copy.shadows.iter().filter(|s| *s != host).cloned();
+            r.shadow = others.next();
+            r.more_shadows.hosts = others.collect();
             r.generation = copy.generation;
             r.state = WorkloadState::Running;
             r.unprotected = orphan_reason(host, copy);
@@ -342,22 +346,24 @@ fn copy_fixes(
         });
         return;
     }
-    if let (CopyState::Running { .. }, Some(s)) = (&copy.state, &r.shadow) {
-        if copy.shadows.as_slice() != std::slice::from_ref(s) {
-            fixes.push(Fix::SetShadow {
-                host: host.to_owned(),
-                workload: name.clone(),
-                generation: r.generation,
-                shadow: s.clone(),
-            });
-        }
+    let shadows: Vec<String> = r.shadows().into_iter().map(str::to_owned).collect();
+    if matches!(copy.state, CopyState::Running { .. })
+        && !shadows.is_empty()
+        && copy.shadows != shadows
+    {
+        fixes.push(Fix::SetShadow {
+            host: host.to_owned(),
+            workload: name.clone(),
+            generation: r.generation,
+            shadows,
+        });
     }
 }
 
 /// The shadow side of `held` against the record.
 fn shadow_fix(host: &str, held: &Held, rec: &WorkloadRecord) -> Option<Fix> {
     let sh = held.shadow.as_ref();
-    if rec.shadow.as_deref() == Some(host) {
+    if rec.is_shadow(host) {
         let armed = sh.and_then(|s| s.primary.as_deref()) == Some(rec.primary.as_str());
         return (!armed && rec.state == WorkloadState::Running)
             .then(|| arm_shadow(host, rec, "it does not expect the workload's epochs"));

@@ -31,6 +31,7 @@ fn record(name: &str, primary: &str, shadow: Option<&str>, generation: u64) -> W
         restarts: 0,
         last_exit: None,
         last_correction: None,
+        more_shadows: Default::default(),
     }
 }
 
@@ -380,7 +381,7 @@ fn a_primary_pointed_at_another_shadow_is_told_the_recorded_one() {
             host: "a".into(),
             workload: "w".into(),
             generation: 2,
-            shadow: "b".into()
+            shadows: vec!["b".into()]
         }]
     );
 }
