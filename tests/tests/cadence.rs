@@ -69,6 +69,13 @@ fn collect(
     );
 }
 
+/// The median of `values` (the upper one of an even count).
+fn median(values: impl Iterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = values.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
 /// Share of wall time frozen over consecutive epochs of `epochs` (the freeze of each epoch
 /// over the time since the one before it committed).
 fn freeze_share(epochs: &[&EpochReport]) -> f64 {
@@ -117,7 +124,8 @@ fn a_workload_dirtying_more_memory_gets_a_longer_interval_and_stays_within_its_f
         (SPEC_MS, CadenceLimit::Spec),
         "a light workload was paced below its spec: {light:#?}"
     );
-    let light_frozen = last.frozen_ms;
+    // One dump's freeze varies with what else the machine does: compare medians.
+    let light_frozen = median(light.values().map(|e| e.frozen_ms));
 
     // Heavy: within a few epochs the freeze budget sets a longer interval.
     std::fs::write(&trigger, b"").unwrap();
@@ -143,10 +151,10 @@ fn a_workload_dirtying_more_memory_gets_a_longer_interval_and_stays_within_its_f
     );
     let newest = paced.values().next_back().unwrap();
     let pace = newest.cadence.unwrap();
+    let heavy_frozen = median(paced.range(first_paced..).map(|(_, e)| e.frozen_ms));
     assert!(
-        newest.frozen_ms > 2 * light_frozen,
-        "the heavy workload was not dearer to dump ({} ms vs {light_frozen} ms): the test proves nothing",
-        newest.frozen_ms
+        heavy_frozen > 2 * light_frozen,
+        "the heavy workload was not dearer to dump (median {heavy_frozen} ms vs {light_frozen} ms): the test proves nothing"
     );
     // Longer than the spec's (by how much depends on this machine's dump speed: the
     // budget's share is checked below).
