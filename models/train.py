@@ -11,8 +11,11 @@ autoregression and the whitening online from the host's own history (running mea
 covariances of the last LAGS + 1 samples, exactly what `fit_host` below computes in batch);
 the ONNX graph takes them as inputs beside the window. The whitened errors are clipped,
 squared and averaged into the score; per metric they are the "top contributing metrics".
-Whitening makes the score's scale the same on every host, so one alarm threshold, picked
-here on all machines' train halves, serves every host.
+Each host calibrates its own alarm threshold from its own smoothed scores, for a target
+number of false alarms a day (agent/src/predict/calibrate.rs: peaks over threshold); the
+manifest carries the target and the calibration's window, and a threshold picked here on all
+machines' train parts that serves only until the host has calibrated its own (a live host
+always has by the end of its warm-up).
 
 Writes models/anomaly.onnx, models/anomaly.toml (SHA-256, shapes, threshold and the
 detector parameters) and models/fixtures/anomaly-parity.json (onnxruntime outputs on fixed
@@ -40,6 +43,13 @@ LAGS = 2
 RIDGE = 1e-4              # added to the lagged samples' covariance (normalised units)
 INNOVATION_FLOOR = 1.0    # added to the innovation covariance before whitening
 RESIDUAL_CLIP = 10.0      # whitened errors are clipped to this before squaring
+# Each host's own threshold: false alarms a day targeted, and the days of its own scores it
+# is calibrated from (at least ~1 500 scores: a day at SMD's one-minute steps, two weeks at
+# ASD's five; the choice is evaluated held out by machine in crossval.py), with this share
+# of them above the calibration's initial threshold.
+FALSE_ALARMS_PER_DAY = 0.5
+CALIBRATION_DAYS = {"smd": 1.0, "asd": 14.0}
+CALIBRATION_TAIL = 0.02
 
 
 def stacked(z):
@@ -167,9 +177,15 @@ sha256 = "{sha}"
 input_shape = [1, {LAGS + 1}, {n_features}]
 features = {n_features}
 outputs = ["score", "contrib"]
-# Alarm when the smoothed score exceeds this (train quantile {q}: {fa:.2f} alarm events per
-# machine-day on the train halves).
+# Until a host has calibrated its own threshold, alarm when the smoothed score exceeds this
+# (train quantile {q}: {fa:.2f} alarm events per machine-day on the train parts).
 threshold = {threshold:.6f}
+# Each host calibrates its own threshold from its own smoothed scores (peaks over
+# threshold, see agent/src/predict/calibrate.rs) for this many false alarm events a day,
+# from this many days of scores, this share of them above the initial threshold.
+false_alarms_per_day = {FALSE_ALARMS_PER_DAY}
+calibration_days = {CALIBRATION_DAYS[ds]}
+calibration_tail = {CALIBRATION_TAIL}
 ema_alpha = {detector.EMA_ALPHA}
 z_clip = {detector.Z_CLIP}
 std_floor_rel = {detector.STD_FLOOR_REL}

@@ -39,9 +39,10 @@ enum Command {
     /// second apart, and print each with its unit, or why it is unavailable here.
     Metrics,
     /// Stream recorded telemetry through the live detectors. smd/asd: the host anomaly
-    /// detector learns its baseline from --train only, then scores --test row by row into
-    /// `row,score,alarm` (with --keep-learning it goes on learning from the rows it scores
-    /// and does not alarm on, as the live agent does). nab: the streaming univariate detector scores --input into
+    /// detector warms up on --train (learning its baseline and calibrating its own alarm
+    /// threshold from its scores), then scores --test row by row into `row,score,alarm`
+    /// (with --keep-learning it goes on learning and calibrating from the rows it scores, as
+    /// the live agent does). nab: the streaming univariate detector scores --input into
     /// `timestamp,value,anomaly_score`, told the file's range and probationary period as NAB
     /// tells every detector.
     Replay {
@@ -68,6 +69,10 @@ enum Command {
         /// smd/asd: go on learning from --test rows that do not alarm, as live.
         #[arg(long)]
         keep_learning: bool,
+        /// smd/asd: false alarms a day the host's threshold is calibrated for (default: the
+        /// model manifest's `false_alarms_per_day`).
+        #[arg(long)]
+        false_alarms_per_day: Option<f64>,
     },
 }
 
@@ -116,18 +121,26 @@ pub fn main() -> i32 {
                 out,
                 models,
                 keep_learning,
+                false_alarms_per_day,
             }),
             _,
         ) => {
+            if let Some(f) = false_alarms_per_day.filter(|f| !(f.is_finite() && *f > 0.0)) {
+                eprintln!(
+                    "understudy-agent replay: --false-alarms-per-day {f}: must be a number above 0"
+                );
+                return exit::USAGE;
+            }
             let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
             match (format, train, test, input) {
                 (ReplayFormat::Nab, None, None, Some(input)) => replay_nab(&input, &out, &dir),
                 (ReplayFormat::Smd | ReplayFormat::Asd, Some(train), Some(test), None) => {
-                    let model = match format {
-                        ReplayFormat::Asd => "anomaly-asd",
-                        _ => "anomaly",
+                    let (model, rows_per_day) = match format {
+                        ReplayFormat::Asd => ("anomaly-asd", 288.0),
+                        _ => ("anomaly", 1440.0),
                     };
-                    replay(&train, &test, &out, &dir, model, keep_learning)
+                    let how = (rows_per_day, false_alarms_per_day);
+                    replay(&train, &test, &out, &dir, model, how, keep_learning)
                 }
                 (ReplayFormat::Nab, ..) => {
                     eprintln!("understudy-agent replay: --format nab needs --input FILE (and no --train/--test)");
@@ -173,6 +186,7 @@ fn replay(
     out: &Path,
     dir: &Path,
     model: &str,
+    calibration: (f64, Option<f64>),
     keep_learning: bool,
 ) -> i32 {
     let mut det = match crate::predict::load_anomaly_named(dir, model) {
@@ -182,7 +196,7 @@ fn replay(
             return exit::CONFIG;
         }
     };
-    match crate::predict::replay::smd(&mut det, train, test, out, keep_learning) {
+    match crate::predict::replay::smd(&mut det, train, test, out, calibration, keep_learning) {
         Ok(n) => {
             eprintln!("{n} rows scored into {}", out.display());
             0

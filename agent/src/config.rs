@@ -136,6 +136,10 @@ pub struct ModelsSection {
     /// Samples learned before the anomaly model first scores (default 3600: an hour at 1 s;
     /// the host's own autoregression needs that much history to keep false alarms down).
     pub warmup_samples: u32,
+    /// False alarm events a day this host's own alarm threshold is calibrated for (default:
+    /// the model manifest's, 0.5).
+    #[serde(default)]
+    pub false_alarms_per_day: Option<f64>,
 }
 
 impl Default for ModelsSection {
@@ -143,6 +147,7 @@ impl Default for ModelsSection {
         ModelsSection {
             dir: None,
             warmup_samples: 3600,
+            false_alarms_per_day: None,
         }
     }
 }
@@ -400,6 +405,16 @@ impl Validate for AgentConfig {
                 ),
             ));
         }
+        if let Some(f) = self
+            .models
+            .false_alarms_per_day
+            .filter(|f| !(f.is_finite() && *f > 0.0 && *f <= 1440.0))
+        {
+            problems.push(Problem::new(
+                "models.false_alarms_per_day",
+                format!("{f} is not a rate above 0 and at most 1440 a day"),
+            ));
+        }
         let h = &self.health;
         if h.healthy > 100 || h.critical == 0 || h.critical > h.healthy {
             problems.push(Problem::new(
@@ -486,6 +501,7 @@ mod tests {
             cpu_budget_percent = 101
             [models]
             warmup_samples = 4000000000
+            false_alarms_per_day = 0
             [tls]
             ca = "/x/ca.crt"
             cert = "/x/a.crt"
@@ -498,6 +514,7 @@ mod tests {
             "reconnect.max",
             "probes.interval",
             "models.warmup_samples",
+            "models.false_alarms_per_day",
             "epochs.freeze_budget_percent",
             "epochs.cpu_budget_percent",
         ] {

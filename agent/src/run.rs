@@ -247,7 +247,10 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
             let history = crate::exporter::start_sampling(
                 schema,
                 &models,
-                config.models.warmup_samples,
+                (
+                    config.models.warmup_samples,
+                    config.models.false_alarms_per_day,
+                ),
                 crate::predict::health::Thresholds {
                     healthy: config.health.healthy,
                     critical: config.health.critical,

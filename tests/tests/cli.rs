@@ -83,6 +83,28 @@ fn usage_errors_exit_64() {
     );
     assert_eq!(nab.status.code(), Some(64));
     assert!(stderr(&nab).contains("--input"), "{}", stderr(&nab));
+    let rate = run(
+        "understudy-agent",
+        &[
+            "replay",
+            "--format",
+            "smd",
+            "--train",
+            "a.txt",
+            "--test",
+            "b.txt",
+            "--out",
+            "o.csv",
+            "--false-alarms-per-day",
+            "0",
+        ],
+    );
+    assert_eq!(rate.status.code(), Some(64));
+    assert!(
+        stderr(&rate).contains("--false-alarms-per-day 0"),
+        "{}",
+        stderr(&rate)
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::hostmetrics::history::History;
 use crate::hostmetrics::schema::Schema;
 use crate::hostmetrics::Sampler;
 use crate::node::Node;
-use crate::predict::detector::Detector;
+use crate::predict::detector::{Detector, DAY_SECONDS};
 use crate::predict::forecast::Forecaster;
 use crate::predict::health;
 use crate::workload::stats;
@@ -106,7 +106,7 @@ fn assess(
     let (schema, warmup) = (ctx.schema, ctx.warmup);
     let row: Vec<Option<f64>> = readings.iter().map(|r| r.as_ref().ok().copied()).collect();
     let row = det.fill_missing(&row);
-    let learned = det.baseline().samples();
+    let warming = det.warming();
     let mem_used = schema
         .metric
         .iter()
@@ -121,22 +121,23 @@ fn assess(
         forecasts,
         kernel_errors: ctx.kernel_errors,
     };
-    if learned < warmup {
+    let stepped = det.step(&row);
+    if warming {
         // Forecasts, risk and kernel errors count from the start; the anomaly model only
-        // once it knows this host.
-        if let Err(e) = det.learn(&row) {
+        // once it knows this host and has calibrated its threshold.
+        if let Err(e) = stepped {
             return health::degraded(format!("anomaly model: {e}"));
         }
         let mut report = health::assess(inputs, ctx.thresholds);
-        let learning =
-            format!("learning this host's baseline: {learned:.0} of {warmup:.0} samples");
+        let learned = det.seen();
+        let learning = format!("learning this host's baseline: {learned} of {warmup:.0} samples");
         report.note = Some(match report.note {
             Some(n) => format!("{n}; {learning}"),
             None => learning,
         });
         return report;
     }
-    match det.step(&row) {
+    match stepped {
         Err(e) => health::degraded(format!("anomaly model: {e}")),
         Ok(s) => {
             let mut top: Vec<(String, f32)> = schema
@@ -150,7 +151,17 @@ fn assess(
             inputs.anomaly = s.smoothed;
             inputs.alarm = s.alarm;
             inputs.top = top;
-            health::assess(inputs, ctx.thresholds)
+            let mut report = health::assess(inputs, ctx.thresholds);
+            if s.alarm && report.note.is_none() {
+                report.note = det.percentile(s.smoothed).map(|p| {
+                    format!(
+                        "anomaly alarm: the score is above {p:.2} % of this host's own recent \
+                         scores (threshold calibrated for {} false alarms a day)",
+                        det.target_per_day()
+                    )
+                });
+            }
+            report
         }
     }
 }
@@ -161,7 +172,7 @@ fn assess(
 pub fn start_sampling(
     schema: Schema,
     models: &Path,
-    warmup_samples: u32,
+    (warmup_samples, false_alarms_per_day): (u32, Option<f64>),
     thresholds: health::Thresholds,
     node: Arc<Node>,
     memory: Option<MemoryCgroup>,
@@ -170,7 +181,11 @@ pub fn start_sampling(
     let capacity = schema.window as usize * WINDOWS_KEPT;
     let history = Arc::new(Mutex::new(History::new(schema.clone(), capacity)));
     let h = history.clone();
-    let detector = crate::predict::load_anomaly(models);
+    let mut detector = crate::predict::load_anomaly(models);
+    if let Ok(det) = &mut detector {
+        let per_day = DAY_SECONDS / f64::from(schema.step_seconds.max(1));
+        det.calibrate_for(per_day, warmup_samples as usize, false_alarms_per_day);
+    }
     if let Err(e) = &detector {
         tracing::warn!("host health degraded: {e}");
     }

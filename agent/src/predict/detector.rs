@@ -1,21 +1,28 @@
 //! The host anomaly detector around the ONNX model: per-host normalisation learned online
 //! from the host's own history, the host's own autoregression and whitening (refitted from
 //! its history every [`REFIT_EVERY`] samples), a window of the newest normalised samples,
-//! the model's score smoothed by an exponential moving average, and the alarm threshold.
+//! the model's score smoothed by an exponential moving average, and the host's own alarm
+//! threshold, calibrated from its own smoothed scores for a target false-alarm rate
+//! ([`calibrate`](super::calibrate)). The first `warmup` samples only teach it: it learns
+//! every one, and their scores calibrate the threshold, but it does not alarm.
 //! The same code serves the live agent and `understudy-agent replay`; `models/detector.py`
 //! and `models/train.py` mirror the definitions for training and baselines.
 
 use std::collections::VecDeque;
 
+use super::calibrate::{Calibration, CalibrationParams, Calibrator};
 use super::hostfit::{FitParams, HostParams, HostStats};
 use super::manifest::ModelManifest;
 use super::model::Model;
 
-/// Samples are learned only while the smoothed score is below this share of the alarm
-/// threshold: clearly normal ones, so an anomaly that has not (yet) alarmed is not learned as
-/// normal. (On SMD, learning every sample that does not alarm found 99 of 200 events at 0.48
-/// false alarms per machine-day; this rule 114 at 0.58.)
+/// Before the host has calibrated its threshold, samples are learned only while the smoothed
+/// score is below this share of the manifest's threshold; afterwards, below the calibration's
+/// base (the host's own `1 - calibration_tail` quantile). Clearly normal ones either way, so
+/// an anomaly that has not (yet) alarmed is not learned as normal.
 pub const LEARN_BELOW: f64 = 0.5;
+
+/// Seconds in a day.
+pub const DAY_SECONDS: f64 = 86_400.0;
 
 /// Samples between refits of the host's autoregression and whitening (a minute at the
 /// live one-second cadence).
@@ -124,6 +131,9 @@ pub struct Detector {
     window: VecDeque<Vec<f32>>,
     ema: Option<f64>,
     learning: bool,
+    calibrator: Calibrator,
+    warmup: usize,
+    seen: usize,
 }
 
 impl Detector {
@@ -131,6 +141,7 @@ impl Detector {
     pub fn new(model: Model, manifest: ModelManifest) -> Self {
         let norm = Normalizer::new(manifest.features, &manifest);
         let stats = HostStats::new(manifest.features, manifest.input_shape[1] - 1);
+        let calibrator = Calibrator::new(calibration_params(&manifest, DAY_SECONDS, None));
         Detector {
             model,
             manifest,
@@ -141,7 +152,44 @@ impl Detector {
             window: VecDeque::new(),
             ema: None,
             learning: true,
+            calibrator,
+            warmup: 0,
+            seen: 0,
         }
+    }
+
+    /// Sets how the host's threshold is calibrated: `rows_per_day` samples a day (86 400 at
+    /// one a second), the first `warmup` samples only teaching, and the target false alarms
+    /// a day (the manifest's when None). Forgets any calibration so far.
+    pub fn calibrate_for(&mut self, rows_per_day: f64, warmup: usize, target: Option<f64>) {
+        self.calibrator = Calibrator::new(calibration_params(&self.manifest, rows_per_day, target));
+        self.warmup = warmup;
+    }
+
+    /// Whether it is still in its warm-up (learning, calibrating, never alarming).
+    pub fn warming(&self) -> bool {
+        self.seen < self.warmup
+    }
+
+    /// Samples stepped through so far.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The host's newest threshold calibration, if any.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibrator.calibration()
+    }
+
+    /// The target false alarms a day the threshold is calibrated for.
+    pub fn target_per_day(&self) -> f64 {
+        self.calibrator.params().target_per_day
+    }
+
+    /// How unusual `smoothed` is for this host: the percentage of its recent smoothed scores
+    /// below it (None before any).
+    pub fn percentile(&self, smoothed: f64) -> Option<f64> {
+        self.calibrator.percentile(smoothed)
     }
 
     /// The normaliser (for warm-up checks).
@@ -154,9 +202,11 @@ impl Detector {
         self.manifest.features
     }
 
-    /// The alarm threshold.
+    /// The alarm threshold: the host's own once calibrated, else the manifest's.
     pub fn threshold(&self) -> f64 {
-        self.manifest.threshold
+        self.calibrator
+            .threshold()
+            .unwrap_or(self.manifest.threshold)
     }
 
     /// A live sample with missing metrics filled in with the baseline's mean (which
@@ -192,6 +242,12 @@ impl Detector {
         }
     }
 
+    /// Checks that `row` is one [`Detector::step`] takes (the model's first `features`
+    /// values present and finite).
+    pub fn checked_len(&self, row: &[f64]) -> Result<(), String> {
+        self.checked(row).map(|_| ())
+    }
+
     /// Learns a baseline sample without scoring it.
     pub fn learn(&mut self, row: &[f64]) -> Result<(), String> {
         let row = self.checked(row)?;
@@ -216,11 +272,15 @@ impl Detector {
         }
     }
 
-    /// Scores one sample (the model's first `features` metrics, finite), then learns it if
-    /// its smoothed score is below [`LEARN_BELOW`] of the threshold (and learning is on).
+    /// Scores one sample (the model's first `features` metrics, finite). In the warm-up it
+    /// learns the sample and calibrates from its score, and never alarms; afterwards (when
+    /// learning is on) it calibrates from every score and learns the sample if its smoothed
+    /// score is clearly normal (see [`LEARN_BELOW`]).
     pub fn step(&mut self, row: &[f64]) -> Result<Scored, String> {
         let samples = self.model.shape()[1];
         let row = self.checked(row)?;
+        self.seen += 1;
+        let warming = self.seen <= self.warmup;
         self.window.push_back(self.norm.z(row));
         if self.window.len() > samples {
             self.window.pop_front();
@@ -241,8 +301,20 @@ impl Detector {
             Some(prev) => a * score + (1.0 - a) * prev,
         };
         self.ema = Some(smoothed);
-        let alarm = smoothed > self.manifest.threshold;
-        let learn = self.learning && smoothed < LEARN_BELOW * self.manifest.threshold;
+        let scored = !contrib.is_empty();
+        if scored && (warming || self.learning) {
+            self.calibrator.push(smoothed);
+        }
+        if self.seen == self.warmup {
+            self.calibrator.refit();
+        }
+        let threshold = self.threshold();
+        let alarm = !warming && smoothed > threshold;
+        let normal = match self.calibrator.calibration() {
+            Some(c) => smoothed < c.base,
+            None => smoothed < LEARN_BELOW * threshold,
+        };
+        let learn = warming || (self.learning && normal);
         if learn {
             self.norm.update(row);
             self.since_fit += 1;
@@ -254,5 +326,22 @@ impl Detector {
             alarm,
             contrib,
         })
+    }
+}
+
+/// The calibration parameters for a manifest at `rows_per_day`.
+fn calibration_params(
+    m: &ModelManifest,
+    rows_per_day: f64,
+    target: Option<f64>,
+) -> CalibrationParams {
+    CalibrationParams {
+        target_per_day: target.unwrap_or(m.false_alarms_per_day),
+        rows_per_day,
+        window: (m.calibration_days * rows_per_day).round().max(1.0) as usize,
+        tail: m.calibration_tail,
+        merge_gap: m.merge_gap,
+        // A refit a minute at SMD's and ASD's cadences; every ten minutes at one a second.
+        refit_every: REFIT_EVERY.max((m.calibration_days * rows_per_day / 144.0) as usize),
     }
 }

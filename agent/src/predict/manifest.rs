@@ -19,8 +19,16 @@ pub struct ModelManifest {
     pub features: usize,
     /// Output names, in order.
     pub outputs: Vec<String>,
-    /// Alarm threshold on the smoothed score.
+    /// Alarm threshold on the smoothed score until the host has calibrated its own (see
+    /// [`calibrate`](super::calibrate)).
     pub threshold: f64,
+    /// The false alarm events per host-day each host's own threshold is calibrated for
+    /// (`[models] false_alarms_per_day` overrides it on a live host).
+    pub false_alarms_per_day: f64,
+    /// Days of the host's own scores its threshold is calibrated from.
+    pub calibration_days: f64,
+    /// Share of those scores above the calibration's initial threshold.
+    pub calibration_tail: f64,
     /// Smoothing factor of the score's exponential moving average.
     pub ema_alpha: f64,
     /// Normalised inputs are clipped to ±this.
@@ -67,6 +75,21 @@ pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
             path.display(),
             m.ridge,
             m.innovation_floor
+        ));
+    }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(positive(m.false_alarms_per_day)
+        && positive(m.calibration_days)
+        && positive(m.calibration_tail)
+        && m.calibration_tail < 1.0)
+    {
+        return Err(format!(
+            "{}: false_alarms_per_day and calibration_days must be > 0 and calibration_tail \
+             in (0, 1) (got {}, {} and {})",
+            path.display(),
+            m.false_alarms_per_day,
+            m.calibration_days,
+            m.calibration_tail
         ));
     }
     if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {

@@ -1,6 +1,7 @@
 //! Failure prediction on the host: the shipped ONNX models (see `models/`), loaded with
 //! tract after checking their SHA-256 and shapes, and the detectors around them.
 
+pub mod calibrate;
 pub mod detector;
 pub mod forecast;
 pub mod health;

@@ -71,22 +71,37 @@ fn for_each_row(
     Ok(n)
 }
 
-/// Replays SMD-layout `train` then `test` through `det`, writing `out`. The baseline is
-/// learned from `train` only unless `keep_learning` (then, as live, also from the test rows
-/// that do not alarm).
+/// Replays SMD-layout `train` then `test` through `det`, writing `out`. `train` is the
+/// warm-up: every row is learned and its score calibrates the host's threshold, as a live
+/// host's first samples do. The baseline and the calibration then stay as `train` left them
+/// unless `keep_learning` (then, as live, the test rows go on calibrating, and those clearly
+/// normal go on teaching the baseline). `rows_per_day`: 1 440 for SMD, 288 for ASD;
+/// `target`: false alarms a day (the manifest's when None).
 pub fn smd(
     det: &mut Detector,
     train: &Path,
     test: &Path,
     out: &Path,
+    calibration: (f64, Option<f64>),
     keep_learning: bool,
 ) -> Result<usize, String> {
-    let learned = for_each_row(train, |_, row| det.learn(&row))?;
-    if learned == 0 {
+    let mut rows = Vec::new();
+    for_each_row(train, |_, row| {
+        det.checked_len(&row)?;
+        rows.push(row);
+        Ok(())
+    })?;
+    if rows.is_empty() {
         return Err(format!(
             "{}: no rows to learn a baseline from",
             train.display()
         ));
+    }
+    let (rows_per_day, target) = calibration;
+    det.calibrate_for(rows_per_day, rows.len(), target);
+    for (i, row) in rows.iter().enumerate() {
+        det.step(row)
+            .map_err(|e| format!("{}:{}: {e}", train.display(), i + 1))?;
     }
     det.set_learning(keep_learning);
     let mut row_no = 0usize;

@@ -140,7 +140,7 @@ fn fixture_rows(n: usize, seed: u64) -> String {
 fn replay_is_deterministic_and_flags_a_spike() {
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
-    std::fs::write(&train, fixture_rows(500, 1)).unwrap();
+    std::fs::write(&train, fixture_rows(2000, 1)).unwrap();
     std::fs::write(&test, fixture_rows(200, 2)).unwrap();
     let run = |out: &str, keep_learning: bool| {
         let mut det = load_anomaly(&models()).unwrap();
@@ -149,6 +149,7 @@ fn replay_is_deterministic_and_flags_a_spike() {
             &train,
             &test,
             &dir.path().join(out),
+            (1440.0, None),
             keep_learning,
         )
         .unwrap();
@@ -184,7 +185,7 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     std::fs::write(&test, rows).unwrap();
     let mut det = load_anomaly(&models()).unwrap();
     let out = dir.path().join("out.csv");
-    let e = replay::smd(&mut det, &train, &test, &out, false).unwrap_err();
+    let e = replay::smd(&mut det, &train, &test, &out, (1440.0, None), false).unwrap_err();
     assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
     // A train row with too few values is refused too (naming the line), not learned.
@@ -192,7 +193,7 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     rows.push_str("0.1,0.2,0.3\n");
     std::fs::write(&train, rows).unwrap();
     let mut det = load_anomaly(&models()).unwrap();
-    let e = replay::smd(&mut det, &train, &test, &out, false).unwrap_err();
+    let e = replay::smd(&mut det, &train, &test, &out, (1440.0, None), false).unwrap_err();
     assert!(
         e.contains("train.txt:6") && e.contains("3 values, the model reads 38"),
         "{e}"
@@ -328,4 +329,51 @@ fn on_a_real_hosts_recording_the_p90_bound_covers_about_nine_in_ten() {
             "{name}: the p90 bound covered {share:.3} of {n} values {horizon} s later"
         );
     }
+}
+
+/// A host's rows: noise around 0.3 on every metric, plus `shift` on the first five.
+fn noisy_row(x: &mut u64, shift: f64) -> Vec<f64> {
+    (0..38)
+        .map(|j| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            let noise = (*x % 1000) as f64 / 10_000.0;
+            0.3 + noise + if j < 5 { shift } else { 0.0 }
+        })
+        .collect()
+}
+
+#[test]
+fn a_host_whose_normal_moves_to_a_new_level_stops_alarming_within_the_warmup_length() {
+    // One-minute steps, a day's warm-up and a day's calibration window (the SMD manifest's).
+    const DAY: usize = 1440;
+    let mut det = load_anomaly(&models()).unwrap();
+    det.calibrate_for(DAY as f64, DAY, None);
+    let mut x = 42u64;
+    let mut alarms = Vec::new();
+    for t in 0..5 * DAY {
+        let shift = if t >= 2 * DAY { 0.5 } else { 0.0 };
+        let s = det.step(&noisy_row(&mut x, shift)).unwrap();
+        if s.alarm {
+            alarms.push(t);
+        }
+        if t < DAY {
+            assert!(!s.alarm, "no alarm in the warm-up (row {t})");
+            assert_eq!(det.warming(), t + 1 < DAY);
+        }
+    }
+    assert!(
+        alarms.iter().any(|t| (2 * DAY..2 * DAY + 10).contains(t)),
+        "the move itself alarms: {:?}",
+        &alarms[..alarms.len().min(20)]
+    );
+    let late = alarms.iter().filter(|t| **t >= 3 * DAY).count();
+    assert!(
+        late <= 20,
+        "a warm-up length after the move the new level is this host's normal: \
+         {late} alarming rows in its last two days"
+    );
+    let p = det.percentile(det.threshold()).unwrap();
+    assert!(p > 95.0, "the threshold is in this host's tail: {p} %");
 }
