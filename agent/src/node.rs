@@ -31,6 +31,9 @@ pub struct Node {
     pub data_roots: DataRoots,
     /// The newest health assessment of this host, sent with each heartbeat.
     pub health: Mutex<Option<understudy_common::telemetry::HealthReport>>,
+    /// Where the newest anomaly score stands among this host's own recent scores, percent
+    /// (served on `/metrics`; None in the warm-up or without a model).
+    pub anomaly_percentile: Mutex<Option<f64>>,
     /// The newest probe reports of the workloads running here.
     pub probes: Mutex<Vec<understudy_common::telemetry::ProbeReport>>,
     /// Newest generation seen per workload.
@@ -102,6 +105,7 @@ impl Node {
             criu,
             data_roots,
             health: Mutex::new(None),
+            anomaly_percentile: Mutex::new(None),
             probes: Mutex::new(Vec::new()),
             fence,
             copies,
@@ -240,9 +244,19 @@ impl Node {
         lock(&self.health).clone()
     }
 
-    /// Records a new health assessment.
-    pub fn set_health(&self, report: understudy_common::telemetry::HealthReport) {
+    /// Records a new health assessment and where its anomaly score stands for this host.
+    pub fn set_health(
+        &self,
+        report: understudy_common::telemetry::HealthReport,
+        percentile: Option<f64>,
+    ) {
         *lock(&self.health) = Some(report);
+        *lock(&self.anomaly_percentile) = percentile;
+    }
+
+    /// Where the newest anomaly score stands among this host's own recent scores, percent.
+    pub fn anomaly_percentile(&self) -> Option<f64> {
+        *lock(&self.anomaly_percentile)
     }
 
     /// The newest probe reports.

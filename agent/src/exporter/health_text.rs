@@ -1,14 +1,15 @@
 //! The host's health assessment (score, level, anomaly and what drives it, forecasts,
-//! failure risk, kernel errors) in the Prometheus text format. Pure: renders a
-//! `HealthReport`, reads nothing.
+//! failure risk, kernel errors) in the Prometheus text format, with where the anomaly score
+//! stands among this host's own recent scores. Pure: renders a `HealthReport`, reads nothing.
 
 use understudy_common::prom::{family, sample};
 use understudy_common::telemetry::{HealthLevel, HealthReport};
 
 use crate::hostmetrics::kmsg::KernelError;
 
-/// Every family of the assessment, in order.
-pub fn render(h: &HealthReport) -> String {
+/// Every family of the assessment, in order; `percentile` is the anomaly score's standing
+/// among this host's own recent scores (no sample without one: warm-up, no model).
+pub fn render(h: &HealthReport, percentile: Option<f64>) -> String {
     let mut out = String::new();
     let o = &mut out;
     family(
@@ -75,6 +76,15 @@ pub fn render(h: &HealthReport) -> String {
         &[],
         f64::from(h.anomaly_threshold),
     );
+    family(
+        o,
+        "understudy_host_anomaly_percentile",
+        "gauge",
+        "Share of this host's own anomaly scores of the last day below the newest, percent (its threshold is calibrated from them).",
+    );
+    if let Some(p) = percentile {
+        sample(o, "understudy_host_anomaly_percentile", &[], p);
+    }
     family(
         o,
         "understudy_host_anomaly_contribution",
@@ -179,8 +189,9 @@ mod tests {
 
     #[test]
     fn a_critical_host_shows_its_level_forecast_risk_and_causes() {
-        let text = render(&report());
+        let text = render(&report(), Some(99.5));
         for line in [
+            "understudy_host_anomaly_percentile 99.5",
             "understudy_host_health_score{level=\"critical\"} 64",
             "understudy_host_health_degraded 0",
             "understudy_host_anomaly_contribution{metric=\"mem_u\"} 0.699999988079071",
@@ -203,7 +214,7 @@ mod tests {
         let mut h = report();
         h.level = HealthLevel::Degraded;
         h.note = Some("no anomaly model: \"/x\" missing".into());
-        let text = render(&h);
+        let text = render(&h, None);
         assert!(
             text.contains("understudy_host_health_degraded 1\n"),
             "{text}"

@@ -50,8 +50,9 @@ struct Live {
 }
 
 impl Live {
-    /// Samples the host and assesses its health.
-    fn step(&mut self) -> (crate::hostmetrics::Sample, HealthReport) {
+    /// Samples the host and assesses its health (and where its anomaly score stands for
+    /// this host).
+    fn step(&mut self) -> (crate::hostmetrics::Sample, HealthReport, Option<f64>) {
         let sample = self.sampler.sample();
         let schema = self.sampler.schema();
         let forecasts = match &mut self.forecaster {
@@ -82,9 +83,15 @@ impl Live {
                 assess(det, &ctx, &sample.readings, forecasts)
             }
         };
+        let percentile = self
+            .detector
+            .as_ref()
+            .ok()
+            .and_then(Detector::percentile_now);
         (
             sample,
             crate::faults::health_score(report, &self.thresholds),
+            percentile,
         )
     }
 }
@@ -206,14 +213,14 @@ pub fn start_sampling(
         loop {
             tick.tick().await;
             let l = live.clone();
-            let Ok((sample, report)) = tokio::task::spawn_blocking(move || {
+            let Ok((sample, report, percentile)) = tokio::task::spawn_blocking(move || {
                 l.lock().unwrap_or_else(|e| e.into_inner()).step()
             })
             .await
             else {
                 continue;
             };
-            node.set_health(report);
+            node.set_health(report, percentile);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -256,7 +263,7 @@ pub async fn serve(
                 let text = tokio::task::spawn_blocking(move || {
                     let mut text = lock(&history).render();
                     if let Some(h) = node.health() {
-                        text.push_str(&health_text::render(&h));
+                        text.push_str(&health_text::render(&h, node.anomaly_percentile()));
                     }
                     text.push_str(&render_workloads(&node));
                     text

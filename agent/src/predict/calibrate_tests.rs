@@ -164,6 +164,7 @@ fn percentile_says_how_unusual_a_score_is_here() {
     for i in 0..1000 {
         cal.push(f64::from(i));
     }
+    cal.refit();
     assert_eq!(cal.percentile(-1.0), Some(0.0));
     assert_eq!(cal.percentile(500.0), Some(50.0));
     assert_eq!(cal.percentile(5000.0), Some(100.0));

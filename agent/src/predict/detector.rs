@@ -186,6 +186,15 @@ impl Detector {
         self.calibrator.params().target_per_day
     }
 
+    /// Where the newest smoothed score stands among this host's recent ones, percent (None
+    /// in the warm-up).
+    pub fn percentile_now(&self) -> Option<f64> {
+        if self.warming() {
+            return None;
+        }
+        self.ema.and_then(|e| self.calibrator.percentile(e))
+    }
+
     /// How unusual `smoothed` is for this host: the percentage of its recent smoothed scores
     /// below it (None before any).
     pub fn percentile(&self, smoothed: f64) -> Option<f64> {

@@ -376,4 +376,9 @@ fn a_host_whose_normal_moves_to_a_new_level_stops_alarming_within_the_warmup_len
     );
     let p = det.percentile(det.threshold()).unwrap();
     assert!(p > 95.0, "the threshold is in this host's tail: {p} %");
+    let now = det.percentile_now().unwrap();
+    assert!(
+        now < p,
+        "the newest (normal again) score stands below the threshold's {p} %: {now} %"
+    );
 }
