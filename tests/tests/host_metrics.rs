@@ -295,8 +295,15 @@ fn agent_metrics_over_https_need_a_client_certificate_of_an_api_role() {
 
     // A viewer's certificate (as Prometheus would have), checking the agent's own name.
     let viewer = ApiClient::checking(&c.client_dir(), Some(Role::Viewer), Role::Agent, "host-a");
-    let answer = eventually("metrics over HTTPS", Duration::from_secs(10), || {
-        viewer.exchange(addr, get)
+    // The agent serves /metrics before its first host sample is in: wait for one.
+    let answer = eventually("host metrics over HTTPS", Duration::from_secs(30), || {
+        viewer.exchange(addr, get).and_then(|a| {
+            if a.contains("understudy_host_") {
+                Ok(a)
+            } else {
+                Err(format!("no host sample yet: {a}"))
+            }
+        })
     });
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("understudy_host_"), "{answer}");
