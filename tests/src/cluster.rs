@@ -540,6 +540,16 @@ freeze_budget_percent = 50
         fs::write(&cfg, kept).unwrap();
     }
 
+    /// Host `name`'s own kernel log (created empty): the file its agent reads in place of
+    /// `/dev/kmsg`, for [`crate::pressure::edac_errors`] and the like to write to.
+    pub fn kernel_log(&self, name: &str) -> PathBuf {
+        let path = self.host_dir(name).join("kmsg");
+        if !path.exists() {
+            fs::write(&path, "").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        path
+    }
+
     /// Starts the agent on host `name`.
     pub fn start_agent(&self, name: &str) {
         self.start_agent_env(name, &[]);
@@ -547,9 +557,19 @@ freeze_budget_percent = 50
 
     /// Starts the agent on host `name` with extra environment variables, besides the
     /// environment its systemd unit gives it.
+    ///
+    /// Each host has its own kernel log, as a real machine has: the test build's agent reads
+    /// `kmsg` in its host's directory in place of `/dev/kmsg` (`UNDERSTUDY_TEST_KMSG`), so what
+    /// the machine running the tests logs (or what another test made it log) never counts as
+    /// this host's kernel errors. `UNDERSTUDY_TEST_KMSG=""` in `env` reads the real one.
     pub fn start_agent_env(&self, name: &str, env: &[(&str, &str)]) {
         let cfg = self.host_dir(name).join("agent.toml");
+        let kmsg = self.kernel_log(name);
         let mut all = unit_environment();
+        all.push((
+            "UNDERSTUDY_TEST_KMSG".to_owned(),
+            kmsg.to_string_lossy().into_owned(),
+        ));
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.spawn_env(

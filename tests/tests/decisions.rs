@@ -227,14 +227,9 @@ fn a_burst_of_memory_errors_on_the_primary_moves_its_workload_naming_the_trigger
         "mode = \"act\"\ntriggers = [\"errors\"]\nerrors_per_hour = 5\npersist = \"2s\"\ntarget_health_min = 0",
     );
     c.start_coordinator();
-    // The kernel log is one per machine: host-a's agent reads its own (a test-only source
-    // that takes /dev/kmsg's place; the other agents read the machine's).
-    let kmsg = c.host_dir("host-a").join("kmsg");
-    std::fs::write(&kmsg, "").unwrap();
-    c.start_agent_env(
-        "host-a",
-        &[("UNDERSTUDY_TEST_KMSG", kmsg.to_str().unwrap())],
-    );
+    // Each host's agent reads its own kernel log (a test-only file in /dev/kmsg's place).
+    let kmsg = c.kernel_log("host-a");
+    c.start_agent("host-a");
     c.start_agent("host-b");
     c.start_agent("host-c");
     c.wait_connected(3);

@@ -159,18 +159,26 @@ fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
 #[test]
 fn an_io_error_in_the_kernel_log_is_counted_and_named() {
     require_e2e!();
-    let c = Cluster::started(&["host-a"]);
+    let c = Cluster::new(&["host-a", "host-b"]);
+    c.start_coordinator();
+    // host-a reads its own kernel log (the test build's stand-in for /dev/kmsg, so that no
+    // fake disk error lands in the real machine's log); host-b reads the machine's real one.
+    let kmsg = c.kernel_log("host-a");
+    c.start_agent("host-a");
+    c.start_agent_env("host-b", &[("UNDERSTUDY_TEST_KMSG", "")]);
+    c.wait_connected(2);
     let show = || String::from_utf8_lossy(&c.cli(&["host", "show", "host-a"]).stdout).into_owned();
     let before = until("host-a assessed", 20, show, |s| s.contains("anomaly:"));
-    let io_before = kernel_count(&before, "io");
-    // What a failing disk logs; root may write to the kernel log.
+    assert_eq!(kernel_count(&before, "io"), 0, "{before}");
+    // What a failing disk logs, a record in /dev/kmsg's own format, stamped now.
+    let now = understudy_tests::pressure::uptime_usec();
     std::fs::write(
-        "/dev/kmsg",
-        "<3>understudy-test: blk_update_request: I/O error, dev sdz, sector 2048 op 0x0:(READ)\n",
+        &kmsg,
+        format!("3,77,{now},-;blk_update_request: I/O error, dev sdz, sector 2048 op 0x0:(READ)\n"),
     )
     .unwrap();
     let after = until("the error counted", 10, show, |s| {
-        kernel_count(s, "io") > io_before
+        kernel_count(s, "io") == 1
     });
     // Its cost to the score is unit-tested (the anomaly part moves with the host's load).
     assert!(after.contains("health:"), "{after}");
@@ -180,6 +188,19 @@ fn an_io_error_in_the_kernel_log_is_counted_and_named() {
         metrics.contains("understudy_host_kernel_errors_last_hour{kind=\"io\"}"),
         "{metrics}"
     );
+    // The machine's real /dev/kmsg is read too: host-b's I/O error rate is a measured value,
+    // not one of the metrics it says it cannot produce.
+    let addr = SocketAddr::from((c.host("host-b").addr, 7443));
+    eventually("host-b reads /dev/kmsg", Duration::from_secs(20), || {
+        let m = http_get(addr, "/metrics").map_err(|e| e.to_string())?;
+        if m.contains("metric_unavailable{metric=\"kernel_io_errors\"") {
+            return Err(format!("host-b cannot read the kernel log: {m}"));
+        }
+        m.lines()
+            .any(|l| l.starts_with("understudy_host_kernel_io_errors "))
+            .then_some(())
+            .ok_or(m)
+    });
 }
 
 /// Runs `show` until its output satisfies `ready`, and returns that output.

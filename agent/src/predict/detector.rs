@@ -257,15 +257,6 @@ impl Detector {
         self.checked(row).map(|_| ())
     }
 
-    /// Learns a baseline sample without scoring it.
-    pub fn learn(&mut self, row: &[f64]) -> Result<(), String> {
-        let row = self.checked(row)?;
-        self.norm.update(row);
-        self.stats.observe(row, true);
-        self.since_fit += 1;
-        Ok(())
-    }
-
     /// Refits the host's parameters when [`REFIT_EVERY`] samples have been seen since the
     /// last fit, or none is fitted yet (see [`HostStats::min_samples`]).
     fn refit(&mut self) {
