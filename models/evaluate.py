@@ -20,10 +20,15 @@ is at or under the upper bound (the p90 should cover 90 %), for the shipped, cal
 and for the normal-theory bound it replaced.
 
 nab — the streaming univariate detector. `understudy-agent replay --format nab` over every
-corpus file, scored by models/nab.py (NAB's published scoring: windows, sigmoid, profiles,
-probationary period, one threshold per profile optimised over the corpus, normalisation
-against the null and perfect detectors), printed beside NAB's published scores for other
-detectors (reference/final_results.json, computed by NAB with the same rules).
+corpus file, twice: streaming (`--streaming`: each value judged against the range of the
+values before it only, as a live probe must) and by NAB's rules (the file's minimum and
+maximum known beforehand, as NAB gives every detector). Scored by models/nab.py (NAB's
+published scoring: windows, sigmoid, profiles, probationary period, normalisation against
+the null and perfect detectors). Headline: held out by half — the threshold of each profile
+chosen on one half of the corpus and the other half scored with it, both ways; with
+--nab-results, ARTime's and Numenta HTM's published per-file results are scored on the same
+halves the same way. Then the whole corpus under NAB's own rule (the threshold optimised on
+the corpus scored), beside NAB's published scores (reference/final_results.json).
 """
 
 import argparse
@@ -46,30 +51,61 @@ def multivariate(agent, ds):
     crossval.report(ds, crossval.evaluate(agent, ds))
 
 
-def univariate(agent):
+def _replay_nab(agent, out_dir, streaming):
+    """Runs the agent's replay over every corpus file into out_dir; {rel: scores}."""
+    corpus = nab.CORPUS
+    jobs = []
+    for rel in nab.files(corpus):
+        out = out_dir / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [agent, "replay", "--format", "nab", "--input", corpus / "data" / rel, "--out", out]
+        jobs.append(subprocess.Popen(cmd + (["--streaming"] if streaming else []),
+                                     stderr=subprocess.DEVNULL))
+        if len(jobs) >= 2:
+            if jobs.pop(0).wait() != 0:
+                raise SystemExit("replay failed")
+    for j in jobs:
+        if j.wait() != 0:
+            raise SystemExit("replay failed")
+    return nab.read_results(out_dir, corpus)
+
+
+def univariate(agent, others):
     corpus = nab.CORPUS
     with tempfile.TemporaryDirectory() as d:
-        out_dir = pathlib.Path(d)
-        jobs = []
-        for rel in nab.files(corpus):
-            out = out_dir / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            jobs.append(subprocess.Popen([agent, "replay", "--format", "nab", "--input", corpus / "data" / rel,
-                                          "--out", out], stderr=subprocess.DEVNULL))
-            if len(jobs) >= 2:
-                if jobs.pop(0).wait() != 0:
-                    raise SystemExit("replay failed")
-        for j in jobs:
-            if j.wait() != 0:
-                raise SystemExit("replay failed")
-        scores = nab.normalised(nab.read_results(out_dir, corpus), corpus)
+        ours = {
+            "ours, streaming (range seen so far)": _replay_nab(agent, pathlib.Path(d) / "s", True),
+            "ours, NAB's rules (file's range)": _replay_nab(agent, pathlib.Path(d) / "f", False),
+        }
+    theirs = {}
+    if others:
+        for name in ("ARTime", "numenta"):
+            theirs[name + " (NAB's published results)"] = nab.read_results(pathlib.Path(others) / name, corpus)
+    a, b = nab.halves(corpus)
+    print(f"NAB v1.1, {len(nab.files(corpus))} files, held out by half ({len(a)} and {len(b)} files,"
+          " each category split alternately): the threshold for each profile chosen on one half,"
+          " the other half scored with it; scored by models/nab.py")
+    print()
+    print("| detector | half | standard | reward low FP | reward low FN |")
+    print("|---|---|---:|---:|---:|")
+    for name, scores in {**ours, **theirs}.items():
+        for half, result in nab.held_out(scores, corpus):
+            vals = " | ".join(f"{result[p][0]:.2f}" for p in nab.PROFILES)
+            print(f"| {name} | {'AB'[half]} (threshold from {'BA'[half]}) | {vals} |")
+    if not others:
+        print("| (ARTime, numenta: pass --nab-results NAB/results, NAB's repository) | | | | |")
+    print()
     with open(corpus / "reference" / "final_results.json") as f:
         published = json.load(f)
-    print(f"NAB v1.1, {len(nab.files(corpus))} files (scored by models/nab.py; others: NAB's published scores)")
+    print("Whole corpus, NAB's own rule (each detector's threshold chosen on the whole corpus; "
+          "others: NAB's published scores)")
     print()
     print("| detector | standard | reward low FP | reward low FN |")
     print("|---|---:|---:|---:|")
-    rows = [("**ours (univariate.onnx)**", [scores[p][0] for p in nab.PROFILES])]
+    rows = []
+    for name, scores in ours.items():
+        whole = nab.normalised(scores, corpus)
+        rows.append((f"**{name}**", [whole[p][0] for p in nab.PROFILES]))
     rows += [(k, [v[p] for p in nab.PROFILES]) for k, v in published.items()]
     for name, vals in sorted(rows, key=lambda r: -r[1][0]):
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
@@ -141,6 +177,9 @@ def main():
     ap.add_argument("what", nargs="?", default="all",
                     choices=["smd", "asd", "nab", "forecast", "all"])
     ap.add_argument("--agent", default=str(HERE.parent / "target" / "release" / "understudy-agent"))
+    ap.add_argument("--nab-results", metavar="DIR",
+                    help="nab: NAB's results/ directory (github.com/numenta/NAB), to score ARTime's "
+                         "and Numenta HTM's published per-file results on the same halves")
     args = ap.parse_args()
     if args.what in ("smd", "all"):
         multivariate(args.agent, "smd")
@@ -149,7 +188,7 @@ def main():
     if args.what in ("forecast", "all"):
         forecaster()
     if args.what in ("nab", "all"):
-        univariate(args.agent)
+        univariate(args.agent, args.nab_results)
 
 
 if __name__ == "__main__":

@@ -135,22 +135,41 @@ def best_threshold(rows, cost):
     return best
 
 
+def total_at(rows, cost, threshold):
+    """The raw total of rows (as for best_threshold) when a row is a detection at or above
+    `threshold`."""
+    parts = {}
+    fp_total = 0.0
+    for a, s, win in rows:
+        if win is not None:
+            best = parts.setdefault(win, -cost["fnWeight"])
+            if a >= threshold and s > best:
+                parts[win] = s
+        elif a >= threshold:
+            fp_total += s
+    return fp_total + sum(parts.values())
+
+
+def scored_rows(scores_by_file, cost, corpus=CORPUS):
+    """(anomaly score, sweep score, window) of every scored row of the files, probation left
+    out."""
+    wins = windows(corpus)
+    rows = []
+    for rel, scores in scores_by_file.items():
+        ts, _ = load(rel, corpus) if rel not in _TS else (_TS[rel], None)
+        _TS[rel] = ts
+        if len(ts) != len(scores):
+            raise ValueError(f"{rel}: {len(scores)} scores for {len(ts)} rows")
+        for a, (s, win, prob) in zip(scores, sweep(ts, wins[rel], cost, rel)):
+            if not prob:
+                rows.append((float(a), s, win))
+    return rows
+
+
 def raw_scores(scores_by_file, corpus=CORPUS):
     """{profile: (best raw total, threshold)} for {rel: anomaly score array}."""
-    wins = windows(corpus)
-    result = {}
-    for profile, cost in profiles(corpus).items():
-        rows = []
-        for rel, scores in scores_by_file.items():
-            ts, _ = load(rel, corpus) if rel not in _TS else (_TS[rel], None)
-            _TS[rel] = ts
-            if len(ts) != len(scores):
-                raise ValueError(f"{rel}: {len(scores)} scores for {len(ts)} rows")
-            for a, (s, win, prob) in zip(scores, sweep(ts, wins[rel], cost, rel)):
-                if not prob:
-                    rows.append((float(a), s, win))
-        result[profile] = best_threshold(rows, cost)
-    return result
+    return {profile: best_threshold(scored_rows(scores_by_file, cost, corpus), cost)
+            for profile, cost in profiles(corpus).items()}
 
 
 _TS = {}
@@ -166,6 +185,41 @@ def normalised(scores_by_file, corpus=CORPUS):
         perfect = n_windows * cost["tpWeight"]
         base = null[profile][0]
         out[profile] = (100.0 * (ours[profile][0] - base) / (perfect - base), ours[profile][1])
+    return out
+
+
+def halves(corpus=CORPUS):
+    """The corpus in two halves, each with about half of every category's files: within a
+    category, the files in name order go alternately to half 0 and half 1."""
+    out = ([], [])
+    by_cat = {}
+    for rel in files(corpus):
+        by_cat.setdefault(rel.split("/")[0], []).append(rel)
+    for rels in by_cat.values():
+        for i, rel in enumerate(rels):
+            out[i % 2].append(rel)
+    return out
+
+
+def held_out(scores_by_file, corpus=CORPUS):
+    """Each half scored with the threshold chosen on the other: [(half, {profile:
+    (normalised score on that half, the threshold chosen on the other half)})] for halves 0
+    and 1, normalised against the null and perfect detectors on the half scored."""
+    parts = halves(corpus)
+    wins = windows(corpus)
+    out = []
+    for scored, chosen in ((0, 1), (1, 0)):
+        mine = {rel: scores_by_file[rel] for rel in parts[scored]}
+        tuning = {rel: scores_by_file[rel] for rel in parts[chosen]}
+        null = raw_scores({rel: np.full(len(s), 0.5) for rel, s in mine.items()}, corpus)
+        n_windows = sum(len(wins[rel]) for rel in mine)
+        result = {}
+        for profile, cost in profiles(corpus).items():
+            _, threshold = best_threshold(scored_rows(tuning, cost, corpus), cost)
+            total = total_at(scored_rows(mine, cost, corpus), cost, threshold)
+            perfect, base = n_windows * cost["tpWeight"], null[profile][0]
+            result[profile] = (100.0 * (total - base) / (perfect - base), threshold)
+        out.append((scored, result))
     return out
 
 

@@ -73,6 +73,11 @@ enum Command {
         /// model manifest's `false_alarms_per_day`).
         #[arg(long)]
         false_alarms_per_day: Option<f64>,
+        /// nab: judge each value against the range of the values before it only, as a live
+        /// probe must (default: the file's minimum and maximum, which NAB gives every
+        /// detector, and NAB's rest after an alarm).
+        #[arg(long)]
+        streaming: bool,
     },
 }
 
@@ -122,6 +127,7 @@ pub fn main() -> i32 {
                 models,
                 keep_learning,
                 false_alarms_per_day,
+                streaming,
             }),
             _,
         ) => {
@@ -133,7 +139,13 @@ pub fn main() -> i32 {
             }
             let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
             match (format, train, test, input) {
-                (ReplayFormat::Nab, None, None, Some(input)) => replay_nab(&input, &out, &dir),
+                (ReplayFormat::Nab, None, None, Some(input)) => {
+                    replay_nab(&input, &out, &dir, streaming)
+                }
+                (ReplayFormat::Smd | ReplayFormat::Asd, ..) if streaming => {
+                    eprintln!("understudy-agent replay: --streaming is for --format nab only");
+                    exit::USAGE
+                }
                 (ReplayFormat::Smd | ReplayFormat::Asd, Some(train), Some(test), None) => {
                     let (model, rows_per_day) = match format {
                         ReplayFormat::Asd => ("anomaly-asd", 288.0),
@@ -160,7 +172,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn replay_nab(input: &Path, out: &Path, dir: &Path) -> i32 {
+fn replay_nab(input: &Path, out: &Path, dir: &Path, streaming: bool) -> i32 {
     let model = match crate::predict::univariate::UnivariateModel::load(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -168,7 +180,7 @@ fn replay_nab(input: &Path, out: &Path, dir: &Path) -> i32 {
             return exit::CONFIG;
         }
     };
-    match crate::predict::replay::nab(&model, input, out) {
+    match crate::predict::replay::nab(&model, input, out, streaming) {
         Ok(n) => {
             eprintln!("{n} rows scored into {}", out.display());
             0

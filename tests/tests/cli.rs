@@ -105,6 +105,27 @@ fn usage_errors_exit_64() {
         "{}",
         stderr(&rate)
     );
+    let streaming = run(
+        "understudy-agent",
+        &[
+            "replay",
+            "--format",
+            "asd",
+            "--train",
+            "a.txt",
+            "--test",
+            "b.txt",
+            "--out",
+            "o.csv",
+            "--streaming",
+        ],
+    );
+    assert_eq!(streaming.status.code(), Some(64));
+    assert!(
+        stderr(&streaming).contains("--streaming is for --format nab"),
+        "{}",
+        stderr(&streaming)
+    );
 }
 
 #[test]

@@ -125,18 +125,26 @@ pub fn nab_probation(rows: usize) -> usize {
 /// `timestamp,value,anomaly_score` to `out`. As NAB does for every detector, the detector is
 /// told the file's minimum and maximum and rests a fifth of the probationary period after
 /// an alarm (NAB's own context-OSE detector's rule); the values still go through it one by
-/// one. Every row is read and checked before any is scored.
-pub fn nab(model: &UnivariateModel, input: &Path, out: &Path) -> Result<usize, String> {
+/// one. `streaming`: as live, told nothing about the file (the range seen so far, the
+/// manifest's rest). Every row is read and checked before any is scored.
+pub fn nab(
+    model: &UnivariateModel,
+    input: &Path,
+    out: &Path,
+    streaming: bool,
+) -> Result<usize, String> {
     let rows = read_nab(input)?;
     let (lo, hi) = rows
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
             (lo.min(r.1), hi.max(r.1))
         });
-    let mut det = model
-        .detector()
-        .with_known_range(lo, hi)
-        .with_rest(nab_probation(rows.len()) / 5);
+    let mut det = model.detector();
+    if !streaming {
+        det = det
+            .with_known_range(lo, hi)
+            .with_rest(nab_probation(rows.len()) / 5);
+    }
     write_atomically(out, "timestamp,value,anomaly_score", |w| {
         for (ts, v, text, unix) in &rows {
             let score = det.step_at(*v, Some(*unix))?;

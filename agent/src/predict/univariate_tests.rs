@@ -107,7 +107,7 @@ fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
     series[900] += 40.0;
     let input = nab_file(dir.path(), &series);
     let run = |out: &str| {
-        let n = replay::nab(&model(), &input, &dir.path().join(out)).unwrap();
+        let n = replay::nab(&model(), &input, &dir.path().join(out), false).unwrap();
         assert_eq!(n, 1000);
         std::fs::read_to_string(dir.path().join(out)).unwrap()
     };
@@ -136,6 +136,36 @@ fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
     let quiet: Vec<usize> = (901..=900 + rest).filter(|r| score(*r) > 0.0).collect();
     assert!(quiet.is_empty(), "rows scored during the rest: {quiet:?}");
     assert!(score(901 + rest) > 0.0, "scoring resumes after the rest");
+}
+
+#[test]
+fn a_streaming_replay_judges_each_value_by_the_values_before_it_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = wave(1000, 60.0, 11);
+    series[900] += 40.0;
+    let whole = nab_file(dir.path(), &series);
+    let prefix_dir = dir.path().join("prefix");
+    std::fs::create_dir(&prefix_dir).unwrap();
+    let prefix = nab_file(&prefix_dir, &series[..850]);
+    let scores = |input: &std::path::Path, streaming: bool| -> Vec<String> {
+        let out = dir.path().join("out.csv");
+        replay::nab(&model(), input, &out, streaming).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().to_owned())
+            .collect()
+    };
+    // Streaming, a file's first 850 values score the same whether or not the spike follows.
+    let (all, part) = (scores(&whole, true), scores(&prefix, true));
+    assert_eq!(all[..850], part[..]);
+    // By NAB's rules they do not: the file's range, spike included, is known from the start.
+    assert_ne!(scores(&whole, false)[..850], scores(&prefix, false)[..]);
+    let spike: f64 = all[900].parse().unwrap();
+    assert!(
+        spike >= model().manifest().rest_level,
+        "the spike scores {spike}"
+    );
 }
 
 #[test]
@@ -184,25 +214,25 @@ fn nab_replay_refuses_a_malformed_row_or_header_naming_the_line() {
         "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:01:00,n/a\n",
     )
     .unwrap();
-    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
     assert!(e.contains("bad.csv:3") && e.contains("\"n/a\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
     std::fs::write(&input, "timestamp,value\n2024-01-01 00:00:00,NaN\n").unwrap();
-    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
     assert!(
         e.contains("bad.csv:2") && e.contains("not a finite number"),
         "{e}"
     );
     assert!(!out.exists());
     std::fs::write(&input, "time;value\n").unwrap();
-    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
     assert!(e.contains("bad.csv:1") && e.contains("header"), "{e}");
     std::fs::write(
         &input,
         "timestamp,value\n2024-01-01 00:00:00,1.5\nyesterday noon,2.5\n",
     )
     .unwrap();
-    let e = replay::nab(&model(), &input, &out).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
     assert!(
         e.contains("bad.csv:3") && e.contains("timestamp \"yesterday noon\""),
         "{e}"
