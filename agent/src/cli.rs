@@ -78,6 +78,10 @@ enum Command {
         /// detector, and NAB's rest after an alarm).
         #[arg(long)]
         streaming: bool,
+        /// nab: values reported as 0 after an alarm (default: a fifth of NAB's probationary
+        /// period; --streaming: the manifest's `rest`).
+        #[arg(long)]
+        rest: Option<usize>,
     },
 }
 
@@ -128,6 +132,7 @@ pub fn main() -> i32 {
                 keep_learning,
                 false_alarms_per_day,
                 streaming,
+                rest,
             }),
             _,
         ) => {
@@ -140,10 +145,13 @@ pub fn main() -> i32 {
             let dir = models.unwrap_or_else(crate::predict::manifest::default_dir);
             match (format, train, test, input) {
                 (ReplayFormat::Nab, None, None, Some(input)) => {
-                    replay_nab(&input, &out, &dir, streaming)
+                    let how = crate::predict::replay::NabOptions { streaming, rest };
+                    replay_nab(&input, &out, &dir, how)
                 }
-                (ReplayFormat::Smd | ReplayFormat::Asd, ..) if streaming => {
-                    eprintln!("understudy-agent replay: --streaming is for --format nab only");
+                (ReplayFormat::Smd | ReplayFormat::Asd, ..) if streaming || rest.is_some() => {
+                    eprintln!(
+                        "understudy-agent replay: --streaming and --rest are for --format nab only"
+                    );
                     exit::USAGE
                 }
                 (ReplayFormat::Smd | ReplayFormat::Asd, Some(train), Some(test), None) => {
@@ -172,7 +180,12 @@ pub fn main() -> i32 {
     }
 }
 
-fn replay_nab(input: &Path, out: &Path, dir: &Path, streaming: bool) -> i32 {
+fn replay_nab(
+    input: &Path,
+    out: &Path,
+    dir: &Path,
+    how: crate::predict::replay::NabOptions,
+) -> i32 {
     let model = match crate::predict::univariate::UnivariateModel::load(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -180,7 +193,7 @@ fn replay_nab(input: &Path, out: &Path, dir: &Path, streaming: bool) -> i32 {
             return exit::CONFIG;
         }
     };
-    match crate::predict::replay::nab(&model, input, out, streaming) {
+    match crate::predict::replay::nab(&model, input, out, how) {
         Ok(n) => {
             eprintln!("{n} rows scored into {}", out.display());
             0

@@ -122,7 +122,7 @@ fn usage_errors_exit_64() {
     );
     assert_eq!(streaming.status.code(), Some(64));
     assert!(
-        stderr(&streaming).contains("--streaming is for --format nab"),
+        stderr(&streaming).contains("are for --format nab only"),
         "{}",
         stderr(&streaming)
     );

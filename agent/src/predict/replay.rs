@@ -121,17 +121,26 @@ pub fn nab_probation(rows: usize) -> usize {
     (rows * 15 / 100).min(750)
 }
 
+/// How a NAB file is replayed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NabOptions {
+    /// As live: the detector is told nothing about the file (the range seen so far, the
+    /// manifest's rest).
+    pub streaming: bool,
+    /// Values reported as 0 after an alarm, instead of the default (NAB's or the manifest's).
+    pub rest: Option<usize>,
+}
+
 /// Replays a NAB `timestamp,value` file through a detector of `model`, writing
 /// `timestamp,value,anomaly_score` to `out`. As NAB does for every detector, the detector is
 /// told the file's minimum and maximum and rests a fifth of the probationary period after
-/// an alarm (NAB's own context-OSE detector's rule); the values still go through it one by
-/// one. `streaming`: as live, told nothing about the file (the range seen so far, the
-/// manifest's rest). Every row is read and checked before any is scored.
+/// an alarm (NAB's own context-OSE detector's rule), unless `how` says otherwise; the values
+/// still go through it one by one. Every row is read and checked before any is scored.
 pub fn nab(
     model: &UnivariateModel,
     input: &Path,
     out: &Path,
-    streaming: bool,
+    how: NabOptions,
 ) -> Result<usize, String> {
     let rows = read_nab(input)?;
     let (lo, hi) = rows
@@ -140,10 +149,13 @@ pub fn nab(
             (lo.min(r.1), hi.max(r.1))
         });
     let mut det = model.detector();
-    if !streaming {
+    if !how.streaming {
         det = det
             .with_known_range(lo, hi)
             .with_rest(nab_probation(rows.len()) / 5);
+    }
+    if let Some(rest) = how.rest {
+        det = det.with_rest(rest);
     }
     write_atomically(out, "timestamp,value,anomaly_score", |w| {
         for (ts, v, text, unix) in &rows {

@@ -107,7 +107,7 @@ fn nab_replay_writes_nab_s_layout_and_is_deterministic() {
     series[900] += 40.0;
     let input = nab_file(dir.path(), &series);
     let run = |out: &str| {
-        let n = replay::nab(&model(), &input, &dir.path().join(out), false).unwrap();
+        let n = replay::nab(&model(), &input, &dir.path().join(out), Default::default()).unwrap();
         assert_eq!(n, 1000);
         std::fs::read_to_string(dir.path().join(out)).unwrap()
     };
@@ -149,7 +149,11 @@ fn a_streaming_replay_judges_each_value_by_the_values_before_it_only() {
     let prefix = nab_file(&prefix_dir, &series[..850]);
     let scores = |input: &std::path::Path, streaming: bool| -> Vec<String> {
         let out = dir.path().join("out.csv");
-        replay::nab(&model(), input, &out, streaming).unwrap();
+        let how = replay::NabOptions {
+            streaming,
+            rest: None,
+        };
+        replay::nab(&model(), input, &out, how).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         text.lines()
             .skip(1)
@@ -214,25 +218,25 @@ fn nab_replay_refuses_a_malformed_row_or_header_naming_the_line() {
         "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:01:00,n/a\n",
     )
     .unwrap();
-    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, Default::default()).unwrap_err();
     assert!(e.contains("bad.csv:3") && e.contains("\"n/a\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
     std::fs::write(&input, "timestamp,value\n2024-01-01 00:00:00,NaN\n").unwrap();
-    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, Default::default()).unwrap_err();
     assert!(
         e.contains("bad.csv:2") && e.contains("not a finite number"),
         "{e}"
     );
     assert!(!out.exists());
     std::fs::write(&input, "time;value\n").unwrap();
-    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, Default::default()).unwrap_err();
     assert!(e.contains("bad.csv:1") && e.contains("header"), "{e}");
     std::fs::write(
         &input,
         "timestamp,value\n2024-01-01 00:00:00,1.5\nyesterday noon,2.5\n",
     )
     .unwrap();
-    let e = replay::nab(&model(), &input, &out, false).unwrap_err();
+    let e = replay::nab(&model(), &input, &out, Default::default()).unwrap_err();
     assert!(
         e.contains("bad.csv:3") && e.contains("timestamp \"yesterday noon\""),
         "{e}"
