@@ -297,7 +297,7 @@ fn run(path: &Path) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("understudy-agent: {e}");
-            exit::SOFTWARE
+            understudy_common::exit::Coded::exit_code(&e)
         }
     }
 }

@@ -63,6 +63,17 @@ pub enum RunError {
     SupervisorBinary(#[from] crate::supervisor::binary::BinaryError),
 }
 
+impl understudy_common::exit::Coded for RunError {
+    /// Unusable certificate files and an unusable `data_plane.listen` or `agent.data_dir`
+    /// are the operator's to fix: restarting would fail the same way.
+    fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Tls(_) | RunError::DataDir { .. } => understudy_common::exit::CONFIG,
+            _ => understudy_common::exit::SOFTWARE,
+        }
+    }
+}
+
 fn find_criu(config: &AgentConfig) -> Result<Arc<Criu>, String> {
     let criu = match &config.criu.binary {
         Some(bin) => Criu::new(bin.clone()),
@@ -302,7 +313,22 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         stop_rx,
     ));
 
+    understudy_common::systemd::ready(&format!(
+        "{} workloads supervised; data plane on {listen}",
+        node.primaries().len()
+    ));
+    // Alive while the runtime schedules and the node's state can be locked.
+    let watched = node.clone();
+    let watchdog = understudy_common::systemd::spawn_watchdog(move || {
+        let _ = watched.primaries();
+        true
+    });
+
     wait_for_signal().await?;
+    understudy_common::systemd::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = stop_tx.send(true);
     for p in node.primaries() {
         // Workloads keep running when the agent stops; only its epochs stop.

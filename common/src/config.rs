@@ -59,6 +59,19 @@ impl std::error::Error for ConfigError {}
 pub trait Validate {
     /// Every problem found; empty when the config is usable.
     fn validate(&self) -> Vec<Problem>;
+
+    /// What is worth knowing but not wrong (a directory the service creates when it
+    /// starts); `validate` prints these and still passes.
+    fn notes(&self) -> Vec<Problem> {
+        Vec::new()
+    }
+}
+
+/// Prints `config`'s notes, one a line, as `PATH: note: KEY: WHAT`.
+pub fn print_notes(path: &Path, config: &impl Validate) {
+    for n in config.notes() {
+        crate::outln!("{}: note: {}: {}", path.display(), n.key, n.reason);
+    }
 }
 
 /// Largest config file accepted.

@@ -18,3 +18,12 @@ pub const CANT_CREATE: i32 = 73;
 pub const CONFIG: i32 = 78;
 /// Refused: not permitted (EX_NOPERM), e.g. a join token that was spent already.
 pub const NO_PERM: i32 = 77;
+
+/// An error a long-running command stops with, and the exit code that says what kind it
+/// is: [`CONFIG`] for what the operator must fix in a file (systemd's
+/// `RestartPreventExitStatus=78` then leaves the unit failed instead of restarting it),
+/// [`SOFTWARE`] otherwise.
+pub trait Coded: std::fmt::Display {
+    /// The exit code.
+    fn exit_code(&self) -> i32;
+}

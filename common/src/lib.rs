@@ -18,6 +18,7 @@ pub mod prom;
 pub mod protocol;
 pub mod seal;
 pub mod shutdown;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod transfer;

@@ -137,11 +137,17 @@ pub struct WitnessSection {
     pub store: PathBuf,
 }
 
-fn check_dir(problems: &mut Vec<Problem>, key: &str, path: &std::path::Path) {
+/// A note when the directory of `path` does not exist yet: the service creates it when it
+/// starts (under its unit, systemd's `StateDirectory=` already has), so a fresh install
+/// validates before its first start.
+fn note_missing_dir(notes: &mut Vec<Problem>, key: &str, path: &std::path::Path) {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => problems.push(Problem::new(
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => notes.push(Problem::new(
             key,
-            format!("directory {} does not exist", dir.display()),
+            format!(
+                "directory {} does not exist yet; it is created when the service starts",
+                dir.display()
+            ),
         )),
         _ => {}
     }
@@ -154,11 +160,16 @@ fn check_id(problems: &mut Vec<Problem>, key: &str, id: u64) {
 }
 
 impl Validate for WitnessConfig {
+    fn notes(&self) -> Vec<Problem> {
+        let mut notes = Vec::new();
+        note_missing_dir(&mut notes, "witness.log", &self.witness.log);
+        note_missing_dir(&mut notes, "witness.store", &self.witness.store);
+        notes
+    }
+
     fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         check_id(&mut problems, "witness.id", self.witness.id);
-        check_dir(&mut problems, "witness.log", &self.witness.log);
-        check_dir(&mut problems, "witness.store", &self.witness.store);
         if self.witness.log == self.witness.store {
             problems.push(Problem::new(
                 "witness.log",
@@ -296,6 +307,15 @@ impl Default for HeartbeatSection {
 }
 
 impl Validate for CoordinatorConfig {
+    fn notes(&self) -> Vec<Problem> {
+        let mut notes = Vec::new();
+        note_missing_dir(&mut notes, "store.path", &self.store.path);
+        if let Some(c) = &self.cluster {
+            note_missing_dir(&mut notes, "cluster.log", &c.log);
+        }
+        notes
+    }
+
     fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.quic.listen.port() == 0 {
@@ -392,18 +412,8 @@ impl Validate for CoordinatorConfig {
             ));
         }
         self.decisions.check(&mut problems);
-        match self.store.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                problems.push(Problem::new(
-                    "store.path",
-                    format!("directory {} does not exist", dir.display()),
-                ))
-            }
-            _ => {}
-        }
         if let Some(c) = &self.cluster {
             check_id(&mut problems, "cluster.id", c.id);
-            check_dir(&mut problems, "cluster.log", &c.log);
             if c.log == self.store.path {
                 problems.push(Problem::new("cluster.log", "must differ from store.path"));
             }
@@ -527,9 +537,11 @@ mod tests {
         )
         .unwrap();
         let keys: Vec<_> = cfg.validate().into_iter().map(|p| p.key).collect();
-        for k in ["witness.id", "witness.log"] {
-            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
-        }
+        assert!(keys.iter().any(|x| x == "witness.id"), "{keys:?}");
+        // A directory the witness creates when it starts: a note.
+        assert!(!keys.iter().any(|x| x == "witness.log"), "{keys:?}");
+        let notes: Vec<_> = cfg.notes().into_iter().map(|p| p.key).collect();
+        assert_eq!(notes, ["witness.log"]);
         assert!(parse::<WitnessConfig>("[witness]\nid = 1\nsurprise = 2\n").is_err());
 
         // A witness's CA key (to renew its own certificate) is checked like a coordinator's.
@@ -581,7 +593,12 @@ mod tests {
             keys.iter().any(|k| k.ends_with("|heartbeat.timeout")),
             "{keys:?}"
         );
-        assert!(keys.iter().any(|k| k.ends_with("|store.path")), "{keys:?}");
+        assert!(
+            !keys.iter().any(|k| k.ends_with("|store.path")),
+            "a state directory the service creates is not a problem: {keys:?}"
+        );
+        let notes: Vec<_> = cfg.notes().into_iter().map(|p| p.key).collect();
+        assert_eq!(notes, ["store.path"]);
         assert!(keys.iter().any(|k| k.contains("tls.ca")), "{keys:?}");
         assert!(
             keys.iter()
@@ -675,7 +692,7 @@ mod sample_tests {
         let problems: Vec<_> = cfg
             .validate()
             .into_iter()
-            .filter(|p| !p.reason.contains("tls.") && p.key != "store.path")
+            .filter(|p| !p.reason.contains("tls."))
             .collect();
         assert!(problems.is_empty(), "{problems:?}");
     }

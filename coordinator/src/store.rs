@@ -277,6 +277,10 @@ const RAFT_STATE: TableDefinition<'static, &'static str, &'static [u8]> =
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Its directory, where `validate` noted it missing: the service makes it.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| db_err(path, redb::StorageError::Io(e)))?;
+        }
         let db = Database::create(path).map_err(|e| db_err(path, e))?;
         let store = Store {
             db,

@@ -1,34 +1,59 @@
 #!/usr/bin/env bash
-# Make CRIU >= 4.2 and the libcriu headers/library available on Debian 12.
+# Make a CRIU that works on this kernel available to understudy-agent, as
+# /var/cache/understudy/criu/bin/criu (the agent's default), and check it.
 #
-# Why: CRIU <= 4.0 fails `criu check` on kernels >= 6.13, and 4.1.x cannot
-# dump TCP sockets on >= 6.16. Debian 12 ships 3.17, so unless the system
-# already has a good CRIU we debootstrap a private Debian sid root (which
-# carries criu + libcriu-dev 4.2.x) into a cache outside the work tree and run
-# its criu through the root's own dynamic loader. That way criu gets sid's
-# glibc and libraries but still sees the host's filesystem and processes
-# (a chroot would not).
+# Which one: the distribution's own CRIU when it is new enough for this kernel
+# (3.17, Debian 12's, up to kernel 6.12; 4.2 from 6.13 on: CRIU <= 4.0 fails
+# `criu check` on kernels >= 6.13, and 4.1.x cannot dump TCP sockets on >= 6.16),
+# passes `criu check` and can dump a process holding TCP sockets. Only when it
+# cannot does the script debootstrap a private Debian sid root (criu and
+# libcriu-dev 4.2.x) into the cache and run its criu through the root's own
+# dynamic loader: criu gets sid's glibc and libraries but still sees the host's
+# filesystem and processes (a chroot would not).
 #
-# Usage: provision-criu.sh [--print-env]   (run as root)
+# Network and side effects: the system CRIU path needs neither. The private root
+# needs a Debian mirror (~240 MB into /var/cache/understudy/criu/root) and, if
+# missing, installs debootstrap with apt-get (marked automatically installed, so
+# `apt autoremove` takes it away again). Offline hosts: run `--export FILE` on a
+# connected machine of the same architecture and `--import FILE` on the host.
+#
+# Usage: provision-criu.sh [--print-env | --print-mirror | --export FILE | --import FILE]
+#   (run as root)
+#   --print-env     print only the criu.env lines on stdout, for
+#                   eval "$(packaging/criu/provision-criu.sh --print-env)"
 #   --print-mirror  print the Debian mirror it would use (from apt's sources) and exit
-#   --print-env  print only the criu.env lines on stdout, for
-#                eval "$(packaging/criu/provision-criu.sh --print-env)"
+#   --export FILE   build (or reuse) the private root and write it to FILE (.tar.gz),
+#                   whatever the system CRIU; nothing else is changed
+#   --import FILE   unpack a root made by --export instead of downloading one, then
+#                   choose and check as usual (no network needed)
 # Env: UNDERSTUDY_CRIU_CACHE   cache dir (default /var/cache/understudy/criu)
 #      UNDERSTUDY_DEBIAN_MIRROR mirror for debootstrap (default: from apt sources)
 set -euo pipefail
 
-MIN_VERSION=4.2
 CACHE=${UNDERSTUDY_CRIU_CACHE:-/var/cache/understudy/criu}
 ROOT=$CACHE/root
 
-print_env=0 print_mirror=0
+usage() { echo "usage: $0 [--print-env | --print-mirror | --export FILE | --import FILE]" >&2; exit 64; }
+print_env=0 print_mirror=0 export_to="" import_from=""
 case "${1:-}" in
   "") ;;
   --print-env) print_env=1 ;;
   --print-mirror) print_mirror=1 ;;
-  -h|--help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--print-env|--print-mirror]" >&2; exit 2 ;;
+  --export) export_to=${2:-}; [ -n "$export_to" ] || usage ;;
+  --import) import_from=${2:-}; [ -n "$import_from" ] || usage
+            [ -f "$import_from" ] || { echo "provision-criu: --import $import_from: no such file" >&2; exit 66; } ;;
+  -h|--help) sed -n '2,30s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  *) usage ;;
 esac
+
+# The oldest CRIU that works on this kernel (the agent applies the same rule).
+kernel=$(uname -r)
+kmajor=${kernel%%.*}; kminor=${kernel#*.}; kminor=${kminor%%[!0-9]*}
+if [ "$kmajor" -gt 6 ] || { [ "$kmajor" -eq 6 ] && [ "$kminor" -ge 13 ]; }; then
+  MIN_VERSION=4.2
+else
+  MIN_VERSION=3.17
+fi
 # fd 3 is the "real" stdout; with --print-env everything else goes to stderr
 # so that the output stays eval-able.
 exec 3>&1
@@ -91,12 +116,14 @@ if [ "$print_mirror" = 1 ]; then debian_mirror >&3; exit 0; fi
 
 ensure_debootstrap() {
   command -v debootstrap >/dev/null && return
-  log "installing debootstrap"
+  log "installing debootstrap (marked automatically installed: \`apt autoremove\` removes it)"
   # Stale or empty package lists are common on fresh machines: update on failure.
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q debootstrap >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null; } ||
-    die "could not install debootstrap with apt-get"
+  local get=(apt-get install -y -q --no-install-recommends debootstrap)
+  "${get[@]}" >/dev/null ||
+    { apt-get update -q >/dev/null && "${get[@]}" >/dev/null; } ||
+    die "could not install debootstrap with apt-get (no network? see --import)"
+  apt-mark auto debootstrap >/dev/null 2>&1 || true
 }
 
 # The criu command line for a private root (also used before it is renamed).
@@ -134,7 +161,7 @@ build_root() {
   tmp_root=""
 }
 
-# --- choose a CRIU: a good system one, else the (cached) private root -------
+# --- the cache, its lock, leftovers of killed runs ----------------------------
 mkdir -p "$CACHE/bin"
 exec 9>"$CACHE/.lock"
 # Concurrent runs would race on the root and the wrapper.
@@ -142,29 +169,94 @@ if ! flock -n 9; then log "waiting for another run to release $CACHE/.lock"; flo
 for stale in "$CACHE"/.root.*; do  # left by a run that was SIGKILLed
   if [ -d "$stale" ]; then unmount_under "$stale"; rm -rf --one-file-system "$stale"; fi
 done
+if [ -d "$ROOT" ] && [ ! -x "$ROOT/usr/sbin/criu" ]; then  # damaged by hand: start over
+  unmount_under "$ROOT"; rm -rf --one-file-system "$ROOT"
+fi
 
-mode=root
+if [ -n "$export_to" ]; then
+  [ -d "$ROOT" ] || build_root
+  log "writing $ROOT to $export_to"
+  tar -C "$CACHE" -czf "$export_to.tmp" root && mv -f "$export_to.tmp" "$export_to"
+  echo "exported criu $(criu_version root_criu "$ROOT") root: $export_to ($(du -h "$export_to" | cut -f1))"
+  echo "on the host: provision-criu.sh --import $(basename "$export_to")"
+  exit 0
+fi
+if [ -n "$import_from" ]; then
+  tmp_root=$(mktemp -d "$CACHE/.root.XXXXXX")
+  tar -C "$tmp_root" -xzf "$import_from" || die "--import $import_from: not a root made by --export"
+  [ -x "$tmp_root/root/usr/sbin/criu" ] || die "--import $import_from: no usr/sbin/criu in it (made by --export?)"
+  [ -n "$(criu_version root_criu "$tmp_root/root")" ] || die "--import $import_from: its criu does not run here"
+  if [ -d "$ROOT" ]; then unmount_under "$ROOT"; rm -rf --one-file-system "$ROOT"; fi
+  mv -T "$tmp_root/root" "$ROOT" && rm -rf "$tmp_root"
+  tmp_root=""
+  log "imported a criu $(criu_version root_criu "$ROOT") root from $import_from"
+fi
+
+# --- checks: does this CRIU work on this kernel? -------------------------------
+# `criu check`, then a dump of a live process holding a TCP listener plus an
+# established loopback connection (which exercises network locking). setsid +
+# /dev/null stdio means no --shell-job is needed; the process writes its pid
+# once listening. Returns non-zero, saying why, if the CRIU cannot serve here.
+works_here() {
+  local criu=$1 out
+  if ! out=$("$criu" check 2>&1); then
+    echo "$out" | tail -n 5 >&2
+    log "'$criu check' failed on kernel $kernel"
+    return 1
+  fi
+  command -v python3 >/dev/null || die "python3 is needed for the dump self-test"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/understudy-criu-verify.XXXXXX")
+  setsid python3 -c '
+import os, socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+open(sys.argv[1] + ".tmp", "w").write(str(os.getpid())); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)' "$work/pid" </dev/null >"$work/test.out" 2>&1 3>&- 9>&- &
+  test_pid=$!  # same process (setsid/pyenv shims exec); the pid file confirms it
+  for _ in $(seq 100); do [ -s "$work/pid" ] && break; sleep 0.1; done
+  [ -s "$work/pid" ] || { cat "$work/test.out" >&2; die "TCP test process did not start"; }
+  test_pid=$(cat "$work/pid")
+  mkdir "$work/img"
+  # -v4 so that the log explains a failure; criu's stderr is kept out of the
+  # way because it repeats a harmless "Can't setup RLIMIT_NOFILE" error in
+  # containers.
+  local ok=0
+  if ! "$criu" dump -t "$test_pid" -D "$work/img" --leave-running --tcp-established \
+      -v4 -o dump.log 2>"$work/stderr"; then
+    tail -n 15 "$work/img/dump.log" >&2 || cat "$work/stderr" >&2
+    log "$criu could not dump a process with TCP sockets (log above)"
+    ok=1
+  fi
+  kill "$test_pid" 2>/dev/null || true; test_pid=""
+  rm -rf "$work"; work=""
+  return $ok
+}
+
+# --- choose: the system CRIU if it works here, else the private root ----------
+wrapper=$CACHE/bin/criu
+mode=""
 sys_criu=$(PATH=$PATH:/usr/sbin:/sbin command -v criu || true)
-if [ -n "$sys_criu" ] && [ "$(readlink -f "$sys_criu")" != "$(readlink -f "$CACHE/bin/criu")" ]; then
+if [ -n "$sys_criu" ] && [ "$(readlink -f "$sys_criu")" != "$(readlink -f "$wrapper")" ]; then
   sys_ver=$(criu_version "$sys_criu")
-  sys_inc=$(find_include_dir /usr/include /usr/local/include)
-  sys_lib=$(find_lib_dir /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/lib)
-  if [ -n "$sys_ver" ] && version_ge "$sys_ver" "$MIN_VERSION" && [ -n "$sys_inc" ] && [ -n "$sys_lib" ] &&
-     "$sys_criu" check >/dev/null 2>&1; then
+  if [ -z "$sys_ver" ] || ! version_ge "$sys_ver" "$MIN_VERSION"; then
+    log "system criu ${sys_ver:-?} at $sys_criu is too old for kernel $kernel (needs >= $MIN_VERSION)"
+  elif works_here "$sys_criu"; then
     mode=system
   else
-    log "system criu ${sys_ver:-?} at $sys_criu is unusable (need >= $MIN_VERSION, a passing check and libcriu-dev)"
+    log "system criu $sys_ver at $sys_criu does not work on this kernel"
   fi
 fi
 
-wrapper=$CACHE/bin/criu
 if [ "$mode" = system ]; then
-  printf '#!/bin/sh\nexec %q "$@"\n' "$sys_criu" >"$wrapper.tmp"
-  inc=$sys_inc lib=$sys_lib root_env=""
+  printf '#!/bin/sh\n# Generated by provision-criu.sh: the system CRIU, which works on this kernel.\nexec %q "$@"\n' \
+    "$sys_criu" >"$wrapper.tmp"
+  # Headers and library for building the agent, where libcriu-dev is installed;
+  # an agent host needs only the binary.
+  inc=$(find_include_dir /usr/include /usr/local/include)
+  lib=$(find_lib_dir /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/lib)
+  root_env=""
 else
-  if [ -d "$ROOT" ] && [ ! -x "$ROOT/usr/sbin/criu" ]; then  # damaged by hand: start over
-    unmount_under "$ROOT"; rm -rf --one-file-system "$ROOT"
-  fi
+  mode=root
   [ -d "$ROOT" ] || build_root
   # The sid binaries cannot run on the host's older glibc, so criu's helpers
   # (sh, iptables, ip) must come from the host PATH, not from the root. By
@@ -203,37 +295,10 @@ version=$(criu_version "$wrapper")
 } >"$CACHE/criu.env.tmp"
 mv -f "$CACHE/criu.env.tmp" "$CACHE/criu.env"
 
-# --- verify on every run: the kernel may have changed since the cache was made
-if ! out=$("$wrapper" check 2>&1); then
-  echo "$out" | tail -n 20 >&2
-  die "'$wrapper check' failed: this kernel is not usable with criu $version"
+# --- the private root is checked on every run: the kernel may have changed ----
+if [ "$mode" = root ] && ! works_here "$wrapper"; then
+  die "criu $version from the private root does not work on kernel $kernel either"
 fi
-
-# Dump a live process holding a TCP listener plus an established loopback
-# connection (which exercises network locking). setsid + /dev/null stdio
-# means no --shell-job is needed; the process writes its pid once listening.
-command -v python3 >/dev/null || die "python3 is needed for the dump self-test"
-work=$(mktemp -d "${TMPDIR:-/tmp}/understudy-criu-verify.XXXXXX")
-setsid python3 -c '
-import os, socket, sys, time
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
-c = socket.create_connection(s.getsockname()); a, _ = s.accept()
-open(sys.argv[1] + ".tmp", "w").write(str(os.getpid())); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-time.sleep(600)' "$work/pid" </dev/null >"$work/test.out" 2>&1 3>&- 9>&- &
-test_pid=$!  # same process (setsid/pyenv shims exec); the pid file confirms it
-for _ in $(seq 100); do [ -s "$work/pid" ] && break; sleep 0.1; done
-[ -s "$work/pid" ] || { cat "$work/test.out" >&2; die "TCP test process did not start"; }
-test_pid=$(cat "$work/pid")
-mkdir "$work/img"
-# -v4 so that the log explains a failure; criu's stderr is kept out of the
-# way because it repeats a harmless "Can't setup RLIMIT_NOFILE" error in
-# containers.
-if ! "$wrapper" dump -t "$test_pid" -D "$work/img" --leave-running --tcp-established \
-    -v4 -o dump.log 2>"$work/stderr"; then
-  tail -n 25 "$work/img/dump.log" >&2 || cat "$work/stderr" >&2
-  die "criu $version could not dump a process with TCP sockets (log above)"
-fi
-kill "$test_pid" 2>/dev/null || true; test_pid=""
 
 if [ "$print_env" = 1 ]; then cat "$CACHE/criu.env" >&3; fi
-echo "criu $version ready: $wrapper"
+echo "criu $version ready ($([ "$mode" = system ] && echo "the system's, $sys_criu" || echo "private root $ROOT")): $wrapper"

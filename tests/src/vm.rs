@@ -8,8 +8,11 @@
 //! QEMU's user network, restricted (no traffic leaves the machine; the harness reaches the
 //! VM's ssh through a forwarded port on 127.0.0.1), and a LAN NIC joining the two VMs over
 //! QEMU's socket backend on 127.0.0.1, on which they get 10.233.0.2 and .3. The workspace's
-//! binaries and a per-test share directory are mounted in each VM over 9p, and the binaries
-//! copied in. Dropping the set kills the VMs and removes their overlays.
+//! build directory and a per-test share directory are mounted in each VM over 9p.
+//! Dropping the set kills the VMs and removes their overlays.
+
+pub mod install;
+pub mod lifecycle;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -110,8 +113,9 @@ fn image() -> PathBuf {
 
 impl VmPair {
     /// Boots VMs `names` (two), waits until both answer on ssh, and sets them up: LAN
-    /// addresses, the share mounted at `/mnt/understudy-share`, the workspace's binaries
-    /// in `/usr/local/bin`.
+    /// addresses, the share mounted at `/mnt/understudy-share`, the workspace's build
+    /// directory at `/mnt/understudy-bin` (understudy itself is installed from its
+    /// packages: [`install`]).
     pub fn boot(names: [&str; 2]) -> Self {
         let image = image();
         let dir = tempfile::Builder::new()
@@ -224,8 +228,7 @@ impl VmPair {
                      lan=$(ip -o link | awk -F': ' '/52:54:00:34/ {{print $2}}')
                      ip addr add {ip}/24 dev $lan && ip link set $lan up
                      mount -t 9p -o trans=virtio,version=9p2000.L,ro understudy-bin /mnt/understudy-bin
-                     mount -t 9p -o trans=virtio,version=9p2000.L understudy-share /mnt/understudy-share
-                     cp /mnt/understudy-bin/understudy /mnt/understudy-bin/understudy-agent /usr/local/bin/"
+                     mount -t 9p -o trans=virtio,version=9p2000.L understudy-share /mnt/understudy-share"
                 ),
             );
         }

@@ -46,7 +46,7 @@ fn config_errors_exit_78_and_name_file_key_and_every_problem() {
     let out = run("understudy", &["serve", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(78));
     let err = stderr(&out);
-    for key in ["heartbeat.timeout", "store.path", "tls.ca"] {
+    for key in ["heartbeat.timeout", "tls.ca"] {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 

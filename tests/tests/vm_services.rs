@@ -14,125 +14,76 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use understudy_common::tls::ca::{create_ca, issue, Validity};
-use understudy_common::tls::Role;
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::require_vm;
+use understudy_tests::vm::install::Settings;
 use understudy_tests::vm::VmPair;
 use understudy_tests::wait::eventually;
 
 const A: usize = 0;
 const B: usize = 1;
 
-/// Writes certificates and configs into the share, starts the coordinator (on vm-a), and
-/// installs the agent package `deb` in both VMs and starts it with its unit.
-fn start_cluster(vms: &VmPair, deb: &std::path::Path) {
-    let share = vms.share();
-    let ca = create_ca(Validity::days_from_now(30)).unwrap();
-    // The operator's certificate for the HTTPS API is `admin`'s (workloads run as root).
-    let mut certs = vec![("coord", Role::Coordinator), ("admin", Role::Admin)];
-    certs.extend(vms.vms.iter().map(|v| (v.name.as_str(), Role::Agent)));
-    for (name, role) in certs {
-        let d = share.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let leaf = issue(&ca, name, role, Validity::days_from_now(30)).unwrap();
-        std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
-        std::fs::write(d.join("host.crt"), &leaf.cert_pem).unwrap();
-        std::fs::write(d.join("host.key"), &leaf.key_pem).unwrap();
-    }
-    let coord_ip = vms.vms[A].lan_ip;
-    std::fs::write(
-        share.join("coordinator.toml"),
-        "[quic]\nlisten = \"0.0.0.0:7440\"\n[http]\nlisten = \"0.0.0.0:7441\"\n\
-         [tls]\nca = \"/mnt/understudy-share/coord/ca.crt\"\ncert = \"/mnt/understudy-share/coord/host.crt\"\nkey = \"/mnt/understudy-share/coord/host.key\"\n\
-         [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"30s\"\n\
-         [failover]\nfence_after = \"60s\"\nfailover_after = \"150s\"\n",
-    )
-    .unwrap();
-    // The VMs are emulated, so a dump freezes a workload about ten times as long as on
-    // hardware: at the default 5 % freeze budget their epochs would come minutes apart.
-    for vm in &vms.vms {
-        let n = &vm.name;
-        std::fs::write(
-            share.join(format!("{n}.toml")),
+/// What the operator writes into the configs: the coordinator on vm-a, an agent on each VM.
+fn settings() -> Settings {
+    Settings {
+        coordinator: "[quic]\nlisten = \"0.0.0.0:7440\"\n[http]\nlisten = \"0.0.0.0:7441\"\n\
+             [tls]\nca = \"/etc/understudy/tls/ca.crt\"\ncert = \"/etc/understudy/tls/coordinator.crt\"\nkey = \"/etc/understudy/tls/coordinator.key\"\n\
+             [store]\npath = \"/var/lib/understudy/coordinator.redb\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"30s\"\n\
+             [failover]\nfence_after = \"60s\"\nfailover_after = \"150s\"\n"
+            .to_owned(),
+        // The VMs are emulated, so a dump freezes a workload about ten times as long as on
+        // hardware: at the default 5 % freeze budget their epochs would come minutes apart.
+        // No [criu] binary: the agent uses the one provision-criu.sh chose.
+        agent: |_, coord_ip| {
             format!(
                 "[agent]\ndata_dir = \"/var/lib/understudy-agent\"\n[coordinator]\naddresses = [\"{coord_ip}:7440\"]\n\
-                 [tls]\nca = \"/mnt/understudy-share/{n}/ca.crt\"\ncert = \"/mnt/understudy-share/{n}/host.crt\"\nkey = \"/mnt/understudy-share/{n}/host.key\"\n\
-                 [criu]\nbinary = \"/usr/sbin/criu\"\n[workload_data]\nallowed_roots = [\"/srv\"]\nhost_root = \"/\"\n\
+                 [tls]\nca = \"/etc/understudy/tls/ca.crt\"\ncert = \"/etc/understudy/tls/agent.crt\"\nkey = \"/etc/understudy/tls/agent.key\"\n\
+                 [workload_data]\nallowed_roots = [\"/srv\"]\nhost_root = \"/\"\n\
                  [models]\nwarmup_samples = 3\n[probes]\ninterval = \"2s\"\n\
                  [epochs]\nfreeze_budget_percent = 50\n"
-            ),
-        )
-        .unwrap();
+            )
+        },
     }
-    vms.run(
-        A,
-        "mkdir -p /var/lib/understudy && systemd-run --unit=understudy-coordinator \
-         /usr/local/bin/understudy serve --config /mnt/understudy-share/coordinator.toml",
-    );
-    // The agent as an operator installs it: the package, its unit, its config path.
-    std::fs::copy(deb, share.join("understudy-agent.deb")).unwrap();
-    for (i, vm) in vms.vms.iter().enumerate() {
-        vms.run(
-            i,
-            &format!(
-                "dpkg -i /mnt/understudy-share/understudy-agent.deb >/dev/null \
-                 && cp /mnt/understudy-share/{}.toml /etc/understudy/agent.toml \
-                 && mkdir -p /etc/systemd/system/understudy-agent.service.d \
-                 && printf '[Service]\nEnvironment=RUST_LOG=info,understudy_agent::life::epoch=debug\n' \
-                    > /etc/systemd/system/understudy-agent.service.d/debug.conf \
-                 && systemctl daemon-reload \
-                 && systemctl enable --now understudy-agent",
-                vm.name
-            ),
-        );
-    }
-    eventually("both agents connected", Duration::from_secs(120), || {
-        let hosts = cli(vms, "hosts");
-        let n = hosts.matches(" connected ").count();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(hosts)
-        }
-    });
 }
 
-/// The agent's .deb as scripts/package.sh built it (scripts/test.sh does before the tests).
-fn agent_deb() -> std::path::PathBuf {
-    let dir = std::env::var("UNDERSTUDY_PACKAGES").map_or_else(
-        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/packages"),
-        std::path::PathBuf::from,
+/// Installs both packages as docs/install.md says and starts the cluster (coordinator on
+/// vm-a, an agent on each); then a bad key in each config fails its unit once. Returns
+/// the install-to-healthy time and what CRIU each VM got.
+fn start_cluster(vms: &VmPair) -> (Duration, Vec<String>) {
+    let installed = vms.install_as_documented(
+        &settings(),
+        "RUST_LOG=info,understudy_agent::life::epoch=debug",
     );
-    std::fs::read_dir(&dir)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with("understudy-agent_") && n.ends_with(".deb")
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no understudy-agent .deb in {}: the VM tests install the package; build it with scripts/package.sh --profile dev",
-                dir.display()
-            )
-        })
+    for said in &installed.criu {
+        assert!(
+            said.contains("criu 3.17") && said.contains("the system's"),
+            "on Debian 12's kernel the distribution's CRIU is chosen, offline: {said}"
+        );
+    }
+    vms.bad_key_fails_once(B, "understudy-agent", "/etc/understudy/agent.toml");
+    vms.bad_key_fails_once(
+        A,
+        "understudy-coordinator",
+        "/etc/understudy/coordinator.toml",
+    );
+    eventually(
+        "both agents connected again",
+        Duration::from_secs(120),
+        || {
+            let hosts = cli(vms, "hosts");
+            if hosts.matches(" connected ").count() == 2 {
+                Ok(())
+            } else {
+                Err(hosts)
+            }
+        },
+    );
+    (installed.to_healthy, installed.criu)
 }
 
 /// The operator CLI, run in vm-a against the coordinator; must succeed.
 fn cli(vms: &VmPair, args: &str) -> String {
-    vms.run(
-        A,
-        &format!(
-            "UNDERSTUDY_COORDINATOR=https://{}:7441 UNDERSTUDY_CA=/mnt/understudy-share/admin/ca.crt \
-             UNDERSTUDY_CERT=/mnt/understudy-share/admin/host.crt UNDERSTUDY_KEY=/mnt/understudy-share/admin/host.key \
-             understudy {args}",
-            vms.vms[A].lan_ip
-        ),
-    )
+    vms.cli(args)
 }
 
 fn workload(vms: &VmPair, name: &str) -> WorkloadRecord {
@@ -199,35 +150,30 @@ fn users_of(vms: &VmPair, i: usize, comm: &str) -> Vec<String> {
         .collect()
 }
 
-/// vm-b's agent killed with SIGKILL (everything in its unit, as `systemctl kill` does),
-/// then upgraded with `dpkg -i` of a newer package, while the counter runs there: the same
-/// process counts on without a gap or a freeze, in its own scope, its output reaching its
-/// log; it is re-adopted and its next epochs commit; its record is one continuous history.
-/// Returns how long the agent took to be back each time (s).
-fn agent_kill_and_upgrade(vms: &VmPair) -> (f64, f64) {
+/// How long each disruption of the agents and the coordinator took to be over.
+#[derive(Debug)]
+struct Disruptions {
+    /// vm-b's agent back after SIGKILL (s).
+    killed: f64,
+    /// vm-b's agent back after SIGSTOP, restarted by systemd's watchdog (s).
+    hung: f64,
+    /// vm-b's agent back after `dpkg -i` of a newer package (s).
+    agent_upgraded: f64,
+    /// The coordinator back after `dpkg -i` of a newer package on vm-a (s).
+    coordinator_upgraded: f64,
+}
+
+/// While the counter runs on vm-b: its agent killed with SIGKILL (everything in its unit,
+/// as `systemctl kill` does); hung with SIGSTOP until systemd's watchdog kills and restarts
+/// it; upgraded with `dpkg -i` of a newer package; then the coordinator's package upgraded
+/// on vm-a (its postinst restarts it). Throughout, the same process counts on without a
+/// gap or a freeze, in its own scope, its output reaching its log, exactly once (no copy
+/// on vm-a); it is re-adopted and its next epochs commit; the coordinator comes back with
+/// its record, one continuous history: no new generation, no move.
+fn disruptions(vms: &VmPair) -> Disruptions {
     let log = "/var/lib/understudy-agent/workloads/counter/output.log";
     let counter = || vms.run(B, "pgrep -u nobody -x sh").trim().to_owned();
-    let main_pid = || {
-        vms.run(B, "systemctl show -p MainPID --value understudy-agent")
-            .trim()
-            .to_owned()
-    };
-    let agent_back = |old: &str| {
-        let t = Instant::now();
-        eventually("the agent back", Duration::from_secs(120), || {
-            let pid = main_pid();
-            let active = vms
-                .ssh(B, "systemctl is-active -q understudy-agent")
-                .status
-                .success();
-            if active && pid != old && pid != "0" {
-                Ok(())
-            } else {
-                Err(format!("MainPID {pid}"))
-            }
-        });
-        t.elapsed().as_secs_f64()
-    };
+    let agent = "understudy-agent";
     let pid = counter();
     let cg = vms.run(B, &format!("cat /proc/{pid}/cgroup"));
     assert!(
@@ -241,43 +187,37 @@ fn agent_kill_and_upgrade(vms: &VmPair) -> (f64, f64) {
         .parse()
         .unwrap();
 
-    let agent = main_pid();
+    let old = vms.unit_property(B, agent, "MainPID");
     vms.run(B, "systemctl kill --signal=SIGKILL understudy-agent");
-    let killed_s = agent_back(&agent);
+    let killed = vms.unit_back(B, agent, &old).as_secs_f64();
     wait_epochs(vms, "counter", before.epochs + 2);
 
-    // The newer package is made here, not in the emulated VM (where repacking took
-    // minutes), uncompressed so that unpacking it there is quick too.
-    let up = tempfile::tempdir().unwrap();
-    let share = vms.share();
-    let made = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "dpkg-deb -R {deb} {dir}/up && sed -i 's/^Version: .*/Version: 99.0.0-1/' {dir}/up/DEBIAN/control \
-             && dpkg-deb -Znone -b {dir}/up {out} >/dev/null",
-            deb = share.join("understudy-agent.deb").display(),
-            dir = up.path().display(),
-            out = share.join("understudy-agent-upgrade.deb").display(),
-        ))
-        .status()
-        .unwrap();
-    assert!(made.success(), "repacking the agent package failed");
-    let agent = main_pid();
+    let hung = vms.hung_agent_restarted_by_watchdog(B).as_secs_f64();
+    let mid = workload(vms, "counter");
+    wait_epochs(vms, "counter", mid.epochs + 2);
+
+    let newer = vms.newer_package(&name_in_share("understudy-agent_"));
+    let old = vms.unit_property(B, agent, "MainPID");
     let t = Instant::now();
-    vms.run(
-        B,
-        "dpkg -i --force-confold /mnt/understudy-share/understudy-agent-upgrade.deb >/dev/null",
-    );
-    assert_eq!(
-        vms.run(B, "dpkg-query -W -f '${Version}' understudy-agent")
-            .trim(),
-        "99.0.0-1"
-    );
-    let upgraded_s = t.elapsed().as_secs_f64() + agent_back(&agent);
+    vms.upgrade(B, agent, &newer);
+    let agent_upgraded = (t.elapsed() + vms.unit_back(B, agent, &old)).as_secs_f64();
+    let mid = workload(vms, "counter");
+    wait_epochs(vms, "counter", mid.epochs + 2);
+
+    let newer = vms.newer_package(&name_in_share("understudy_"));
+    let coordinator = "understudy-coordinator";
+    let old = vms.unit_property(A, coordinator, "MainPID");
+    let t = Instant::now();
+    vms.upgrade(A, "understudy", &newer);
+    let coordinator_upgraded = (t.elapsed() + vms.unit_back(A, coordinator, &old)).as_secs_f64();
     let mid = workload(vms, "counter");
     wait_epochs(vms, "counter", mid.epochs + 2);
 
     assert_eq!(counter(), pid, "the same process counted throughout");
+    assert!(
+        !vms.ssh(A, "pgrep -u nobody -x sh").status.success(),
+        "no second copy on vm-a"
+    );
     let after = workload(vms, "counter");
     assert_eq!(after.primary, "vm-b");
     assert_eq!(after.state, WorkloadState::Running);
@@ -288,7 +228,7 @@ fn agent_kill_and_upgrade(vms: &VmPair) -> (f64, f64) {
         "no migration in between"
     );
     assert!(
-        after.epochs >= before.epochs + 4,
+        after.epochs >= before.epochs + 8,
         "{} -> {}",
         before.epochs,
         after.epochs
@@ -303,7 +243,95 @@ fn agent_kill_and_upgrade(vms: &VmPair) -> (f64, f64) {
     );
     let gaps: Vec<_> = counts.windows(2).filter(|w| w[1] != w[0] + 1).collect();
     assert!(gaps.is_empty(), "counts missing from output.log: {gaps:?}");
-    (killed_s, upgraded_s)
+    let journal = vms.run(B, "journalctl -u understudy-agent --no-pager -o cat");
+    assert!(
+        !journal.contains("left-over process"),
+        "the agent's unit holds only the agent: {journal}"
+    );
+    Disruptions {
+        killed,
+        hung,
+        agent_upgraded,
+        coordinator_upgraded,
+    }
+}
+
+/// The name of the package file starting with `prefix` that the install copied into the
+/// share.
+fn name_in_share(prefix: &str) -> String {
+    let (agent, coord) = understudy_tests::vm::install::package_files();
+    let deb = if prefix.starts_with("understudy-agent") {
+        agent
+    } else {
+        coord
+    };
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(prefix), "{name}");
+    name
+}
+
+/// Removing the agent package from vm-b while the counter runs there: the removal names
+/// it; the coordinator records the agent's departure and shows it unprotected. Purging
+/// leaves exactly what docs/install.md says: the operator's keys and certificates. Then
+/// the coordinator's package purged on vm-a: its store goes, its user and the keys stay.
+fn remove_and_purge(vms: &VmPair) {
+    let removed = vms.remove_then_purge(B, "understudy-agent");
+    assert!(
+        removed.contains("WARNING: workloads still run on this host: counter"),
+        "{removed}"
+    );
+    assert!(
+        vms.ssh(B, "pgrep -u nobody -x sh").status.success(),
+        "removing the agent does not kill its workloads"
+    );
+    let events = cli(vms, "events --host vm-b");
+    assert!(
+        events.contains("vm-b's agent stopped") && events.contains("counter"),
+        "{events}"
+    );
+    let show = cli(vms, "workload show counter");
+    assert!(show.contains("primary unreachable"), "{show}");
+    let left = vms.files_under(
+        B,
+        &[
+            "/etc/understudy",
+            "/var/lib/understudy-agent",
+            "/var/cache/understudy",
+            "/usr/share/understudy",
+            "/usr/bin/understudy-agent",
+        ],
+    );
+    assert_eq!(
+        left,
+        [
+            "/etc/understudy/",
+            "/etc/understudy/tls/",
+            "/etc/understudy/tls/agent.crt",
+            "/etc/understudy/tls/agent.key",
+            "/etc/understudy/tls/ca.crt",
+        ],
+        "after purging the agent"
+    );
+    vms.remove_then_purge(A, "understudy");
+    let left = vms.files_under(A, &["/var/lib/understudy", "/etc/understudy"]);
+    assert_eq!(
+        left,
+        [
+            "/etc/understudy/",
+            "/etc/understudy/agent.toml",
+            "/etc/understudy/tls/",
+            "/etc/understudy/tls/agent.crt",
+            "/etc/understudy/tls/agent.key",
+            "/etc/understudy/tls/ca.crt",
+            "/etc/understudy/tls/coordinator.crt",
+            "/etc/understudy/tls/coordinator.key",
+        ],
+        "after purging the coordinator (the agent's package is still installed on vm-a)"
+    );
+    assert!(
+        vms.ssh(A, "getent passwd understudy").status.success(),
+        "the system user stays"
+    );
 }
 
 const MEMCACHED_CLIENT: &str = r#"
@@ -508,10 +536,9 @@ done
 fn real_services_that_drop_privileges_move_with_their_state() {
     require_vm!();
     let started = Instant::now();
-    let deb = agent_deb();
     let vms = VmPair::boot(["vm-a", "vm-b"]);
     eprintln!("VMs answering on ssh after {:?}", vms.boot_times);
-    start_cluster(&vms, &deb);
+    let (to_healthy, criu) = start_cluster(&vms);
     let (a, b) = (vms.vms[A].lan_ip, vms.vms[B].lan_ip);
 
     let phases =
@@ -718,10 +745,16 @@ fn real_services_that_drop_privileges_move_with_their_state() {
     );
     let show = cli(&vms, "workload show counter");
     assert!(show.contains("user:           nobody"), "{show}");
-    let (killed_s, upgraded_s) = agent_kill_and_upgrade(&vms);
+    let d = disruptions(&vms);
+    remove_and_purge(&vms);
     eprintln!(
-        "figures: VM boot {:?}; freeze memcached {mc_there} ms there, {mc_back} ms back; postgres {pg_freeze} ms; nobody counter {counter_freeze} ms; agent back after SIGKILL {killed_s:.1} s, after the package upgrade {upgraded_s:.1} s; {tracked}; whole test {:.0} s",
+        "figures: VM boot {:?}; install to healthy {:.0} s (CRIU: {criu:?}); freeze memcached {mc_there} ms there, {mc_back} ms back; postgres {pg_freeze} ms; nobody counter {counter_freeze} ms; agent back after SIGKILL {:.1} s, after SIGSTOP (watchdog) {:.1} s, after the package upgrade {:.1} s; coordinator back after its package upgrade {:.1} s; {tracked}; whole test {:.0} s",
         vms.boot_times,
+        to_healthy.as_secs_f64(),
+        d.killed,
+        d.hung,
+        d.agent_upgraded,
+        d.coordinator_upgraded,
         started.elapsed().as_secs_f64()
     );
 }

@@ -87,6 +87,9 @@ pub fn run(launch: Launch) -> i32 {
     // Process 1 of the namespace leads its own session, so CRIU finds the session leader
     // inside the tree; it holds nothing from outside but its log (no inherited stdio).
     let _ = nix::unistd::setsid();
+    // The agent's unit is Type=notify: neither this process nor the workload may speak
+    // for it.
+    understudy_common::systemd::forget();
     // Its own working directory (see `home`): the agent created it before starting or
     // restoring the tree. Without it the tree still runs, from `/`.
     let home_missing = launch.home.as_deref().and_then(|dir| {

@@ -349,7 +349,8 @@ fn load_config(path: &std::path::Path) -> Result<CoordinatorConfig, i32> {
 
 fn validate(path: &std::path::Path) -> i32 {
     match load_config(path) {
-        Ok(_) => {
+        Ok(cfg) => {
+            understudy_common::config::print_notes(path, &cfg);
             outln!("{}: ok", path.display());
             0
         }
@@ -371,7 +372,7 @@ fn serve(path: &std::path::Path) -> i32 {
 
 /// Runs a long-lived server command on a runtime of `workers` threads (1: the calling
 /// thread alone) and maps its outcome to an exit code.
-pub(crate) fn run_server<E: std::fmt::Display>(
+pub(crate) fn run_server<E: understudy_common::exit::Coded>(
     command: &str,
     workers: usize,
     server: impl std::future::Future<Output = Result<(), E>>,
@@ -397,7 +398,7 @@ pub(crate) fn run_server<E: std::fmt::Display>(
         Ok(()) => 0,
         Err(e) => {
             eprintln!("understudy {command}: {e}");
-            exit::SOFTWARE
+            e.exit_code()
         }
     }
 }

@@ -40,7 +40,13 @@ pub fn protection_text(w: &WorkloadView) -> String {
     match w.protection.as_deref() {
         None if w.record.state == WorkloadState::Running => "protected".into(),
         None => "-".into(),
-        Some(p) if p.starts_with("unprotected") || p.starts_with("shadow ") => p.to_owned(),
+        Some(p)
+            if p.starts_with("unprotected")
+                || p.starts_with("shadow ")
+                || p.starts_with("primary ") =>
+        {
+            p.to_owned()
+        }
         Some(p) => format!("unprotected: {p}"),
     }
 }

@@ -63,6 +63,10 @@ impl LogStore {
     /// Opens (creating) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, std::io::Error> {
         let at = |e: redb::Error| std::io::Error::other(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
         let db = Database::create(path).map_err(|e| at(e.into()))?;
         let tx = db.begin_write().map_err(|e| at(e.into()))?;
         tx.open_table(LOG).map_err(|e| at(e.into()))?;

@@ -79,7 +79,17 @@ pub async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
         refuse(&shared, &conn, &name, e);
     }
     if let Some(id) = conn_id {
-        shared.disconnected(&name, id);
+        // Closed from this side (a leader stepping down, a refusal): no event.
+        let why = match conn.close_reason() {
+            Some(quinn::ConnectionError::LocallyClosed) => None,
+            Some(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code == quinn::VarInt::from_u32(close::SHUTDOWN) =>
+            {
+                Some("stopped (it said it was shutting down)")
+            }
+            _ => Some("lost its connection"),
+        };
+        shared.disconnected(&name, id, why);
     }
 }
 

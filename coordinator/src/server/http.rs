@@ -45,8 +45,8 @@ pub struct WorkloadView {
     /// The stored record.
     #[serde(flatten)]
     pub record: WorkloadRecord,
-    /// Why it is not protected right now (its shadow host disconnected, or the reason its
-    /// agent last reported); absent while it is protected.
+    /// Why it is not protected right now (its primary's or its shadow's agent
+    /// disconnected, or the reason its agent last reported); absent while it is protected.
     #[serde(default)]
     pub protection: Option<String>,
 }
@@ -54,7 +54,8 @@ pub struct WorkloadView {
 impl WorkloadView {
     fn of(shared: &Shared, record: WorkloadRecord) -> Self {
         let protection = shared
-            .shadow_unreachable(&record)
+            .primary_unreachable(&record)
+            .or_else(|| shared.shadow_unreachable(&record))
             .or_else(|| record.unprotected.clone());
         WorkloadView { record, protection }
     }

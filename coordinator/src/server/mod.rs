@@ -186,6 +186,12 @@ impl Shared {
         }
     }
 
+    /// Whether the state can be locked: what systemd's watchdog is told.
+    pub fn responsive(&self) -> bool {
+        drop(self.lock());
+        true
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means a task panicked mid-update; the registry's invariants hold
         // per call, so carrying on with its data is safe.
@@ -288,15 +294,48 @@ impl Shared {
         ok
     }
 
-    /// Records the end of `conn`.
-    pub fn disconnected(&self, name: &str, conn: ConnId) {
+    /// Records the end of `conn`; `why` says how it ended, for the event (none where this
+    /// side closed it).
+    pub fn disconnected(&self, name: &str, conn: ConnId, why: Option<&str>) {
         let mut st = self.lock();
         st.conns.remove(&conn);
-        if let Some(rec) = st.registry.disconnected(name, conn) {
+        let gone = st.registry.disconnected(name, conn);
+        if let Some(rec) = &gone {
             tracing::info!(host = name, "agent disconnected");
-            self.persist(&rec);
+            self.persist(rec);
         }
         self.update_gauges(&st);
+        drop(st);
+        if let (Some(_), Some(why)) = (gone, why) {
+            self.host_gone(name, why);
+        }
+    }
+
+    /// The event saying `host`'s agent is gone and what that means for the workloads it
+    /// runs: no epochs, so unprotected, until it is back (or the failover settings act).
+    fn host_gone(&self, host: &str, why: &str) {
+        let mut running: Vec<String> = self
+            .workload_list()
+            .into_iter()
+            .filter(|w| w.primary == host && w.state == crate::workloads::WorkloadState::Running)
+            .map(|w| w.spec.name)
+            .collect();
+        running.sort();
+        let message = if running.is_empty() {
+            format!("{host}'s agent {why}; no workload runs there")
+        } else {
+            format!(
+                "{host}'s agent {why}: {} workload(s) there run on without epochs, unprotected, until it is back ({}); if it stays away, its leases run out and failover follows [failover] (docs/failover.md)",
+                running.len(),
+                running.join(", ")
+            )
+        };
+        self.event(
+            "host",
+            (Some(host), None),
+            message,
+            vec![("workloads".into(), running.len().to_string())],
+        );
     }
 
     /// Closes connections of hosts silent past the timeout.
@@ -314,6 +353,10 @@ impl Shared {
         }
         if !expired.is_empty() {
             self.update_gauges(&st);
+        }
+        drop(st);
+        for (name, _) in &expired {
+            self.host_gone(name, "sent no heartbeat within the timeout");
         }
     }
 

@@ -326,6 +326,18 @@ impl Shared {
         self.book().failed_failovers.remove(name);
     }
 
+    /// Whether a running workload's primary host is currently disconnected, for display:
+    /// no epochs are taken while its agent is away.
+    pub fn primary_unreachable(&self, rec: &WorkloadRecord) -> Option<String> {
+        if rec.state != WorkloadState::Running || self.is_connected(&rec.primary) {
+            return None;
+        }
+        Some(format!(
+            "primary unreachable: {}'s agent is disconnected, no epochs are taken",
+            rec.primary
+        ))
+    }
+
     /// Whether a workload's shadow host is currently disconnected, for display.
     pub fn shadow_unreachable(&self, rec: &WorkloadRecord) -> Option<String> {
         let shadow = rec.shadow.as_deref()?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use understudy_common::protocol::{close, CONTROL_ALPN};
 use understudy_common::shutdown::wait_for_signal;
+use understudy_common::systemd;
 use understudy_common::tls::endpoint::{server_config, EndpointConfigError};
 use understudy_common::tls::files::{TlsFileError, TlsFiles};
 use understudy_common::tls::{Refusal, Role};
@@ -49,6 +50,35 @@ pub enum ServeError {
     /// Signal handling could not be set up.
     #[error("signal setup: {0}")]
     Signal(std::io::Error),
+}
+
+impl understudy_common::exit::Coded for ServeError {
+    /// Unusable certificate files are the operator's to fix: restarting would fail the
+    /// same way.
+    fn exit_code(&self) -> i32 {
+        match self {
+            ServeError::Tls(_) => understudy_common::exit::CONFIG,
+            _ => understudy_common::exit::SOFTWARE,
+        }
+    }
+}
+
+/// Tells systemd the service is up and, while `alive` answers, alive; returns the
+/// watchdog task to stop when the service stops.
+fn notify_ready(
+    status: String,
+    alive: impl Fn() -> bool + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    systemd::ready(&status);
+    systemd::spawn_watchdog(alive)
+}
+
+/// Tells systemd the service is stopping and stops the watchdog's pings.
+fn notify_stopping(watchdog: Option<tokio::task::JoinHandle<()>>) {
+    systemd::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
 }
 
 /// Runs the coordinator until SIGTERM/SIGINT.
@@ -110,8 +140,17 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
     let sweeper = tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone(), true));
     let app = http::router(shared.clone());
     let http_task = listeners.serve(app, &config, stop_rx);
+    let watched = shared.clone();
+    let watchdog = notify_ready(
+        format!(
+            "serving agents on {}, the API on {}",
+            config.quic.listen, config.http.listen
+        ),
+        move || watched.responsive(),
+    );
 
     wait_for_signal().await.map_err(ServeError::Signal)?;
+    notify_stopping(watchdog);
     let _ = stop_tx.send(true);
     endpoint.close(close::SHUTDOWN.into(), b"coordinator shutting down");
     accept.abort();
@@ -206,8 +245,17 @@ async fn serve_member(
     }
     let app = group::router(group.clone());
     let http_task = listeners.serve(app, &config, http_stop);
+    let watched = group.clone();
+    let watchdog = notify_ready(
+        format!(
+            "group member {} serving; Raft on {}",
+            cluster.id, cluster.listen
+        ),
+        move || watched.leading_shared().is_none_or(|s| s.responsive()),
+    );
 
     wait_for_signal().await.map_err(ServeError::Signal)?;
+    notify_stopping(watchdog);
     let _ = stop_tx.send(true);
     leading.abort();
     accept.abort();
@@ -244,10 +292,12 @@ pub async fn witness(config: crate::config::WitnessConfig) -> Result<(), ServeEr
     )
     .await?;
     tracing::info!(id = w.id, raft = %w.listen, "witness serving");
+    let watchdog = notify_ready(format!("witness {} on {}", w.id, w.listen), || true);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let renewing = enrollment(config.enrollment.as_ref(), &config.tls)
         .map(|signer| super::renew_self::spawn(config.tls.clone(), &tls, signer, stop_rx));
     wait_for_signal().await.map_err(ServeError::Signal)?;
+    notify_stopping(watchdog);
     let _ = stop_tx.send(true);
     if let Some(r) = renewing {
         let _ = r.await;
