@@ -64,8 +64,9 @@ pub enum RunError {
 }
 
 impl understudy_common::exit::Coded for RunError {
-    /// Unusable certificate files and an unusable `data_plane.listen` or `agent.data_dir`
-    /// are the operator's to fix: restarting would fail the same way.
+    /// Unusable certificate files and an `agent.data_dir` that cannot be created are the
+    /// operator's to fix: restarting would fail the same way. A port still held (a
+    /// previous agent not yet gone) may free itself, so a bind error is restarted.
     fn exit_code(&self) -> i32 {
         match self {
             RunError::Tls(_) | RunError::DataDir { .. } => understudy_common::exit::CONFIG,
