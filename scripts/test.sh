@@ -17,8 +17,8 @@ bash scripts/package.sh --profile dev
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Every fuzz target (common/fuzz: frames, manifests, deltas, data-entry paths, config) for
-# 30 s; a crash fails the run.
-bash scripts/fuzz.sh 30
+# 20 s; a crash fails the run.
+bash scripts/fuzz.sh 20
 export UNDERSTUDY_PACKAGES=$PWD/target/packages UNDERSTUDY_REQUIRE_PACKAGES=1
 # The test VM image (built once, cached in /var/cache/understudy/vm).
 bash scripts/vm/build-image.sh

@@ -228,9 +228,10 @@ async fn registered_session(
     // A coordinator that stops answering heartbeats is given up on within two beats (at
     // least a second), so that a group's leader change costs one quick reconnect.
     let hb_limit = (interval * 2).clamp(Duration::from_secs(1), ANSWER_TIMEOUT);
+    // The first beat goes at once: its answer renews the leases, which a leader change may
+    // have left close to running out.
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     let mut seq = 0u64;
     loop {
         let report = tokio::select! {

@@ -25,9 +25,16 @@ pub fn renew(node: &Node, leases: Vec<Lease>) {
             p.tell(crate::life::Event::Lease {
                 generation: lease.generation,
                 valid_ms: lease.valid_ms,
+                at_ms: crate::clock::mono_ms(),
             });
         }
     }
+}
+
+/// What is left now of a lease of `valid_ms` granted at `at_ms` (monotonic clock);
+/// `Some(0)` once it has run out, `None` for a lease without a bound.
+pub fn left_of(valid_ms: Option<u64>, at_ms: u64, now_ms: u64) -> Option<u64> {
+    valid_ms.map(|v| v.saturating_sub(now_ms.saturating_sub(at_ms)))
 }
 
 /// Hands `workload`'s supervisor a lease of `valid_ms` from now.
@@ -43,5 +50,18 @@ pub async fn pass_on(workload: &str, valid_ms: Option<u64>) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::debug!(workload, "lease not passed on: {e}"),
         Err(e) => tracing::debug!(workload, "lease not passed on: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_of;
+
+    #[test]
+    fn a_held_lease_passes_on_only_what_is_left_of_it() {
+        assert_eq!(left_of(Some(5000), 100, 100), Some(5000));
+        assert_eq!(left_of(Some(5000), 100, 1100), Some(4000));
+        assert_eq!(left_of(Some(5000), 100, 9000), Some(0), "run out");
+        assert_eq!(left_of(None, 100, 9000), None, "no bound stays none");
     }
 }

@@ -488,6 +488,24 @@ freeze_budget_percent = 50
             .collect()
     }
 
+    /// Each of `pids` with its state and tracer, as /proc/PID/status says (for a message).
+    pub fn process_states(&self, pids: &[u32]) -> Vec<String> {
+        pids.iter()
+            .map(|p| {
+                let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+                let field = |k: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .unwrap_or("?")
+                        .trim()
+                        .to_owned()
+                };
+                format!("{p}: {} tracer {}", field("State:"), field("TracerPid:"))
+            })
+            .collect()
+    }
+
     /// Kills (SIGKILL) every process on `host` whose command line contains `marker`.
     pub fn kill_processes(&self, host: &str, marker: &str) {
         for pid in self.processes(host, marker) {

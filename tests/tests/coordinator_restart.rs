@@ -138,6 +138,21 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
     c.stop("host-c");
     c.kill("host-b");
     c.kill_processes("host-b", &marker("doomed"));
+    // Gone before the agent comes back: one killed while a dump cut off by the agent's
+    // SIGKILL still held it must not be found alive by the restarted agent.
+    eventually(
+        "doomed's processes are gone",
+        Duration::from_secs(20),
+        || {
+            let left = c.processes("host-b", &marker("doomed"));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                c.kill_processes("host-b", &marker("doomed"));
+                Err(format!("left: {:?}", c.process_states(&left)))
+            }
+        },
+    );
     c.start_agent("host-b");
     eventually("the states settle", Duration::from_secs(40), || {
         let quit = state_of(&c, "quitter")?;

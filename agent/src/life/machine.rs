@@ -18,7 +18,11 @@
 //!   lost shadow neither holds the others' epochs up nor makes each of them whole. With no
 //!   shadow left that is not resting, every epoch tries them all.
 //! - A switchover's epochs go to its target only (`Checkpoint::to`).
-//! - A lease is passed on only for exactly the generation this copy runs under.
+//! - A lease is passed on only for exactly the generation this copy runs under. One for
+//!   the next generation that comes before the order moving the copy to it (the
+//!   coordinator's record moves first) is held, and passed on with what is left of it when
+//!   that order comes: a switchover started just after a leader change must not freeze the
+//!   copy for want of the renewal it raced.
 //! - An exit restarts the tree only while no switchover is under way, and only as often as
 //!   its restart policy allows within its window.
 
@@ -121,10 +125,12 @@ pub enum Event {
     SetShadows { generation: u64, shadows: Vec<Peer> },
     /// Order: stop the tree for good (`graceful`: as a service manager would).
     Release { graceful: bool },
-    /// The coordinator renewed the lease of `generation` for `valid_ms`.
+    /// The coordinator renewed the lease of `generation` for `valid_ms`, at `at_ms` on the
+    /// agent's monotonic clock.
     Lease {
         generation: u64,
         valid_ms: Option<u64>,
+        at_ms: u64,
     },
     /// The epoch numbered `epoch` ended, with what each shadow it went to made of it (a
     /// failure before any transfer is every one's). For a final epoch, `dumped` says
@@ -182,8 +188,9 @@ pub enum Command {
     StartAfresh,
     /// Restore the tree from the kept final dump; answer with [`Event::Resumed`].
     ResumeFromFinalDump,
-    /// Hand the supervisor a lease of `valid_ms` from now.
-    PassLease(Option<u64>),
+    /// Hand the supervisor the lease of `valid_ms` granted at `at_ms` on the agent's
+    /// monotonic clock (what is left of it; `None`: no bound).
+    PassLease { valid_ms: Option<u64>, at_ms: u64 },
     /// Let the tree rooted at this pid run again if a post-copy fence left it stopped: a
     /// move this agent was the old primary of broke while an earlier run of the agent held
     /// it, and that run is gone with what it knew.
@@ -231,6 +238,9 @@ pub struct Machine {
     post_copy: bool,
     /// The switchover's epochs go to this shadow only.
     order_to: Option<String>,
+    /// A lease for a newer generation than this copy's, held until an order moves the copy
+    /// to it: (generation, valid_ms, at_ms).
+    early_lease: Option<(u64, Option<u64>, u64)>,
 }
 
 impl Machine {
@@ -260,6 +270,7 @@ impl Machine {
             restarts: 0,
             post_copy: false,
             order_to: None,
+            early_lease: None,
         }
     }
 
@@ -343,10 +354,18 @@ impl Machine {
             Event::Lease {
                 generation,
                 valid_ms,
+                at_ms,
             } => {
-                if generation == self.generation && matches!(self.tree, Tree::Running(_)) {
-                    vec![Command::PassLease(valid_ms)]
+                if !matches!(self.tree, Tree::Running(_)) {
+                    return Vec::new();
+                }
+                if generation == self.generation {
+                    self.early_lease = None;
+                    vec![Command::PassLease { valid_ms, at_ms }]
                 } else {
+                    if generation > self.generation {
+                        self.early_lease = Some((generation, valid_ms, at_ms));
+                    }
                     Vec::new()
                 }
             }
@@ -444,22 +463,42 @@ impl Machine {
         self.start_epoch(Asker::Timer)
     }
 
-    fn checkpoint(&mut self, generation: u64, final_epoch: bool) -> Vec<Command> {
+    /// Moves the copy to `generation` (an order from the coordinator), passing on a lease
+    /// for it that came before the order.
+    fn adopt(&mut self, generation: u64) -> Vec<Command> {
         self.generation = generation;
+        match self.early_lease.take() {
+            Some((g, valid_ms, at_ms))
+                if g == generation && matches!(self.tree, Tree::Running(_)) =>
+            {
+                vec![Command::PassLease { valid_ms, at_ms }]
+            }
+            Some(early) if early.0 > generation => {
+                self.early_lease = Some(early);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn checkpoint(&mut self, generation: u64, final_epoch: bool) -> Vec<Command> {
+        let mut out = self.adopt(generation);
         // A switchover has begun: periodic epochs pause, so none holds the workload up
         // between the switchover's last epoch and its final one.
         self.paused = true;
         if !matches!(self.tree, Tree::Running(_)) {
-            return vec![Command::Reply(Err(format!(
+            out.push(Command::Reply(Err(format!(
                 "unprotected: {} is not running here",
                 self.name
-            )))];
+            ))));
+            return out;
         }
         if self.in_flight.is_some() {
             self.waiting = Some(final_epoch);
-            return Vec::new();
+            return out;
         }
-        self.start_epoch(Asker::Order { final_epoch })
+        out.extend(self.start_epoch(Asker::Order { final_epoch }));
+        out
     }
 
     fn failed(&mut self, asker: Asker, reason: String) -> Vec<Command> {
@@ -583,15 +622,17 @@ impl Machine {
     }
 
     fn resume(&mut self, generation: u64) -> Vec<Command> {
-        self.generation = generation;
+        let lease = self.adopt(generation);
         match self.tree {
             Tree::Running(pid) => {
                 self.paused = false;
-                vec![
+                let mut out = lease;
+                out.extend([
                     Command::Unfence(pid),
                     Command::Record,
                     Command::Reply(Ok(OrderReply::Done)),
-                ]
+                ]);
+                out
             }
             Tree::RestartPending(_) | Tree::Starting(_) => {
                 self.paused = false;
@@ -617,7 +658,7 @@ impl Machine {
     }
 
     fn set_shadows(&mut self, generation: u64, shadows: Vec<Peer>) -> Vec<Command> {
-        self.generation = generation;
+        let lease = self.adopt(generation);
         if self.shadows() != shadows {
             let old = std::mem::take(&mut self.shadows);
             self.shadows = shadows
@@ -633,7 +674,7 @@ impl Machine {
                 .collect();
             self.last_unprotected = None;
         }
-        let mut out = Vec::new();
+        let mut out = lease;
         if matches!(self.tree, Tree::Running(_)) {
             out.push(Command::Record);
         }

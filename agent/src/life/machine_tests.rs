@@ -252,15 +252,89 @@ fn a_lease_is_passed_on_only_for_the_generation_it_runs_under() {
     let lease = |generation| Event::Lease {
         generation,
         valid_ms: Some(3000),
+        at_ms: 7,
     };
     assert!(m.handle(lease(2)).is_empty(), "an older generation's lease");
-    assert_eq!(m.handle(lease(3)), vec![Command::PassLease(Some(3000))]);
+    assert_eq!(
+        m.handle(lease(3)),
+        vec![Command::PassLease {
+            valid_ms: Some(3000),
+            at_ms: 7
+        }]
+    );
     m.handle(Event::SetShadows {
         generation: 4,
         shadows: vec![peer("c")],
     });
     assert!(m.handle(lease(3)).is_empty(), "superseded by generation 4");
     assert_eq!(m.handle(lease(4)).len(), 1);
+}
+
+/// The coordinator moves its record to a switchover's generation before its first order
+/// reaches the old primary: a renewal in between is for a generation this copy does not
+/// run yet. It is held, and passed on (with its grant time, so only what is left of it
+/// counts) once an order moves the copy to that generation, and only then.
+#[test]
+fn a_lease_that_beats_the_order_moving_the_copy_to_its_generation_is_passed_on_with_it() {
+    let lease = |generation, at_ms| Event::Lease {
+        generation,
+        valid_ms: Some(5000),
+        at_ms,
+    };
+    let passed = |at_ms| Command::PassLease {
+        valid_ms: Some(5000),
+        at_ms,
+    };
+    for order in [
+        Event::SetShadows {
+            generation: 4,
+            shadows: vec![peer("b")],
+        },
+        Event::Checkpoint {
+            generation: 4,
+            final_epoch: false,
+            post_copy: false,
+            to: Some("b".into()),
+        },
+        Event::Resume { generation: 4 },
+    ] {
+        let mut m = machine();
+        assert!(
+            m.handle(lease(4, 11)).is_empty(),
+            "not yet: the copy runs generation 3"
+        );
+        let cmds = m.handle(order.clone());
+        assert_eq!(cmds.first(), Some(&passed(11)), "{order:?}: {cmds:?}");
+        assert!(
+            m.handle(lease(3, 12)).is_empty(),
+            "generation 3's lease no longer applies"
+        );
+    }
+    // Held only for the generation it names: an order for another passes nothing on, and
+    // a copy that is not running gets nothing.
+    let mut m = machine();
+    m.handle(lease(5, 11));
+    let cmds = m.handle(Event::SetShadows {
+        generation: 4,
+        shadows: vec![peer("b")],
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::PassLease { .. })),
+        "{cmds:?}"
+    );
+    let cmds = m.handle(Event::Resume { generation: 5 });
+    assert_eq!(cmds.first(), Some(&passed(11)), "{cmds:?}");
+    let mut m = machine();
+    m.handle(lease(4, 11));
+    m.handle(Event::Release { graceful: true });
+    let cmds = m.handle(Event::SetShadows {
+        generation: 4,
+        shadows: vec![peer("b")],
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::PassLease { .. })),
+        "{cmds:?}"
+    );
 }
 
 #[test]

@@ -526,8 +526,12 @@ impl Task {
                     crate::postcopy::unfence(pid);
                 }
             }
-            Command::PassLease(valid_ms) => {
-                tokio::spawn(async move { crate::lease::pass_on(&name, valid_ms).await });
+            Command::PassLease { valid_ms, at_ms } => {
+                // A lease held for an order that came later passes on only what is left.
+                let left = crate::lease::left_of(valid_ms, at_ms, crate::clock::mono_ms());
+                if left != Some(0) {
+                    tokio::spawn(async move { crate::lease::pass_on(&name, left).await });
+                }
             }
             Command::Stop { graceful } => {
                 let (running, spec, tx) =
