@@ -323,6 +323,8 @@ fn remove_and_purge(vms: &VmPair) {
             "/etc/understudy/tls/agent.crt",
             "/etc/understudy/tls/agent.key",
             "/etc/understudy/tls/ca.crt",
+            // The CA key the operator gave the coordinator to sign joins with: theirs.
+            "/etc/understudy/tls/ca.key",
             "/etc/understudy/tls/coordinator.crt",
             "/etc/understudy/tls/coordinator.key",
         ],

@@ -1,8 +1,9 @@
 //! Installing understudy in the test VMs the way docs/install.md tells an operator to: both
 //! packages on vm-a (coordinator, operator machine and a host), the agent's on vm-b, CRIU
 //! chosen by the packaged provisioning script, a CA and certificates made with the packaged
-//! CLI and copied where the sample configs expect them, the configs validated before the
-//! first start, the units enabled and started. Then the operator's CLI on vm-a.
+//! CLI and copied where the sample configs expect them (vm-a's agent), or a join token
+//! (vm-b's agent, whose key is made there), the configs validated before the first start,
+//! the units enabled and started. Then the operator's CLI on vm-a.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use crate::wait::eventually;
 
 /// The VM holding the coordinator and the operator's CA.
 pub const A: usize = 0;
+
+/// The VM whose agent enrolls with a join token instead of a copied certificate.
+const JOINS: usize = 1;
 
 /// The operator's CA directory and their own (admin) certificate, on vm-a.
 const CA_DIR: &str = "/root/understudy-ca";
@@ -129,35 +133,53 @@ impl VmPair {
              understudy ca issue --dir {CA_DIR} --name admin --role admin --out {ADMIN_DIR} >/dev/null\n\
              cp {CA_DIR}/ca.crt {ADMIN_DIR}/\n"
         ));
-        for vm in &self.vms {
+        for (i, vm) in self.vms.iter().enumerate() {
             let n = &vm.name;
+            if i != JOINS {
+                make.push_str(&format!(
+                    "understudy ca issue --dir {CA_DIR} --name {n} --role agent --out /tmp/{n} >/dev/null\n"
+                ));
+            }
             make.push_str(&format!(
-                "understudy ca issue --dir {CA_DIR} --name {n} --role agent --out /tmp/{n} >/dev/null\n\
-                 cp {CA_DIR}/ca.crt /tmp/{n}/ && rm -rf /mnt/understudy-share/{n} && cp -r /tmp/{n} /mnt/understudy-share/\n"
+                "mkdir -p /tmp/{n} && cp {CA_DIR}/ca.crt /tmp/{n}/ && rm -rf /mnt/understudy-share/{n} && cp -r /tmp/{n} /mnt/understudy-share/\n"
             ));
         }
+        // The coordinator signs joins with the CA's key ([enrollment] ca_key).
         make.push_str(&format!(
             "install -m 0644 {CA_DIR}/ca.crt /etc/understudy/tls/ca.crt\n\
              install -m 0644 /tmp/coord-1/coord-1.crt /etc/understudy/tls/coordinator.crt\n\
-             install -m 0640 -o root -g understudy /tmp/coord-1/coord-1.key /etc/understudy/tls/coordinator.key\n"
+             install -m 0640 -o root -g understudy /tmp/coord-1/coord-1.key /etc/understudy/tls/coordinator.key\n\
+             install -m 0640 -o root -g understudy {CA_DIR}/ca.key /etc/understudy/tls/ca.key\n"
         ));
         self.run(A, &make);
         for (i, vm) in self.vms.iter().enumerate() {
             let n = &vm.name;
+            // A joining host gets only the CA's certificate.
+            let copy_key = if i == JOINS {
+                String::new()
+            } else {
+                format!(
+                    "install -m 0644 $s/{n}.crt /etc/understudy/tls/agent.crt
+                     install -m 0600 $s/{n}.key /etc/understudy/tls/agent.key"
+                )
+            };
             self.run(
                 i,
                 &format!(
                     "set -e; s=/mnt/understudy-share/{n}
                      install -m 0644 $s/ca.crt /etc/understudy/tls/ca.crt
-                     install -m 0644 $s/{n}.crt /etc/understudy/tls/agent.crt
-                     install -m 0600 $s/{n}.key /etc/understudy/tls/agent.key
+                     {copy_key}
                      rm -rf $s"
                 ),
             );
         }
         // 4. The configs, edited, then checked before the first start: the coordinator's
         // state directory does not exist yet, which is a note, not an error.
-        std::fs::write(share.join("coordinator.toml"), &settings.coordinator)
+        let coordinator = format!(
+            "{}\n[enrollment]\nca_key = \"/etc/understudy/tls/ca.key\"\n",
+            settings.coordinator
+        );
+        std::fs::write(share.join("coordinator.toml"), coordinator)
             .expect("write coordinator.toml");
         self.run(
             A,
@@ -175,17 +197,49 @@ impl VmPair {
                 (settings.agent)(n, self.vms[A].lan_ip),
             )
             .expect("write agent.toml");
+            let install = format!(
+                "install -m 0644 /mnt/understudy-share/{n}.toml /etc/understudy/agent.toml"
+            );
+            if i == JOINS {
+                // Checked once it has joined: its certificate does not exist yet.
+                self.run(i, &install);
+                continue;
+            }
             let out = self.run(
                 i,
-                &format!(
-                    "install -m 0644 /mnt/understudy-share/{n}.toml /etc/understudy/agent.toml \
-                     && understudy-agent validate /etc/understudy/agent.toml"
-                ),
+                &format!("{install} && understudy-agent validate /etc/understudy/agent.toml"),
             );
             assert!(out.contains(": ok"), "{out}");
         }
         // 5. Start.
         self.run(A, "systemctl enable --now understudy-coordinator 2>&1");
+        // The joining host: a token made by the admin, used on the host; its key is made
+        // there.
+        let made = eventually("a join token", Duration::from_secs(60), || {
+            let o = self.ssh(A, &self.cli_command("token create --ttl 1h"));
+            if o.status.success() {
+                Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        });
+        let token = made.lines().next().unwrap_or_default().trim();
+        let joined = self.run(
+            JOINS,
+            &format!(
+                "understudy-agent join --coordinator {}:7441 --token {token} --name {} 2>&1 \
+                 && stat -c '%a %U' /etc/understudy/tls/agent.key \
+                 && understudy-agent validate /etc/understudy/agent.toml",
+                self.vms[A].lan_ip, self.vms[JOINS].name
+            ),
+        );
+        assert!(
+            joined.contains(&format!("joined as {}", self.vms[JOINS].name))
+                && joined.contains("600 root")
+                && joined.contains(": ok"),
+            "{} joins with a token, its key made there (0600): {joined}",
+            self.vms[JOINS].name
+        );
         for i in 0..self.vms.len() {
             self.run(
                 i,
