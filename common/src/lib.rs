@@ -20,6 +20,7 @@ pub mod seal;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;
+pub mod telemetry_v9;
 pub mod tls;
 pub mod transfer;
 pub mod workload;

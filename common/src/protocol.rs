@@ -13,7 +13,7 @@ use crate::inventory::Inventory;
 use crate::telemetry::TelemetrySummary;
 
 /// Version of the control protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 14;
+pub const PROTOCOL_VERSION: u16 = 15;
 /// Largest control-plane payload either side accepts.
 pub const MAX_CONTROL_FRAME: u32 = 1024 * 1024;
 /// ALPN protocol name for the agent ⇄ coordinator control plane.

@@ -74,6 +74,11 @@ pub struct HealthReport {
     /// Kernel errors logged in the last hour, by kind (`mce`, `edac`, `io`), non-zero only.
     #[serde(default)]
     pub kernel_errors: Vec<(String, u32)>,
+    /// How unusual the anomaly score is for this host: its percentile, 0–100, among the
+    /// host's own recent scores (the window its threshold is calibrated on); `None` until
+    /// that window holds any (control protocol 15).
+    #[serde(default)]
+    pub percentile: Option<f32>,
 }
 
 /// The chance of failure within a horizon.

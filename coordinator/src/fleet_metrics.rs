@@ -213,6 +213,7 @@ mod tests {
             forecasts: Vec::new(),
             risk: None,
             kernel_errors: Vec::new(),
+            percentile: None,
         };
         let hosts = [
             host("host-a", true, Some(critical)),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use understudy_common::telemetry::TelemetrySummary;
+use understudy_common::telemetry_v9::TelemetrySummaryV9;
 
 /// Identifies one connection, so that events from a replaced connection are ignored.
 pub type ConnId = u64;
@@ -36,6 +37,38 @@ pub struct HostRecord {
     /// UDP port of the host's data plane, if it serves one.
     #[serde(default)]
     pub data_port: Option<u16>,
+}
+
+/// A [`HostRecord`] as store records version 9 and older hold it: telemetry without the
+/// anomaly percentile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)] // the same fields as HostRecord's
+pub struct HostRecordV9 {
+    pub name: String,
+    pub address: Option<SocketAddr>,
+    pub connected: bool,
+    pub first_seen_unix_ms: u64,
+    pub last_seen_unix_ms: u64,
+    pub agent_version: String,
+    pub telemetry: Option<TelemetrySummaryV9>,
+    pub heartbeats: u64,
+    pub data_port: Option<u16>,
+}
+
+impl From<HostRecordV9> for HostRecord {
+    fn from(h: HostRecordV9) -> Self {
+        HostRecord {
+            name: h.name,
+            address: h.address,
+            connected: h.connected,
+            first_seen_unix_ms: h.first_seen_unix_ms,
+            last_seen_unix_ms: h.last_seen_unix_ms,
+            agent_version: h.agent_version,
+            telemetry: h.telemetry.map(Into::into),
+            heartbeats: h.heartbeats,
+            data_port: h.data_port,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -115,7 +115,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
 }
 
 /// The format version of records this build writes.
-pub const RECORD_VERSION: u8 = 9;
+pub const RECORD_VERSION: u8 = 10;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// How many tombstones are kept (the oldest go first).
 const MAX_TOMBSTONES: usize = 10_000;
@@ -127,7 +127,15 @@ trait Record: DeserializeOwned {
     }
 }
 
-impl Record for HostRecord {}
+impl Record for HostRecord {
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, codec::CodecError> {
+        if version <= 9 {
+            let old: crate::registry::HostRecordV9 = codec::decode(body, MAX_RECORD_BYTES)?;
+            return Ok(old.into());
+        }
+        codec::decode(body, MAX_RECORD_BYTES)
+    }
+}
 impl Record for Tombstone {}
 impl Record for HostAdmin {}
 impl Record for Event {}

@@ -36,6 +36,7 @@ fn host(name: &str, full: bool) -> HostRecord {
                 cause: "mem_u".into(),
             }),
             kernel_errors: vec![("io".into(), 3)],
+            percentile: Some(99.5),
         }),
         probes: vec![ProbeReport {
             workload: "w".into(),
@@ -305,14 +306,43 @@ fn an_unreadable_record_is_refused_naming_its_kind_and_key_and_salvage_keeps_the
 }
 
 #[test]
-fn host_records_of_the_previous_version_are_still_read() {
+fn host_records_written_before_the_percentile_are_read_without_one() {
+    use crate::registry::HostRecordV9;
+    use understudy_common::telemetry_v9::TelemetrySummaryV9;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.redb");
     let h = host("a", true);
-    let mut bytes = vec![2u8];
-    bytes.extend(codec::encode(&h).unwrap());
+    let old = HostRecordV9 {
+        name: h.name.clone(),
+        address: h.address,
+        connected: h.connected,
+        first_seen_unix_ms: h.first_seen_unix_ms,
+        last_seen_unix_ms: h.last_seen_unix_ms,
+        agent_version: h.agent_version.clone(),
+        telemetry: h
+            .telemetry
+            .clone()
+            .map(TelemetrySummaryV9::written_by_old_build),
+        heartbeats: h.heartbeats,
+        data_port: h.data_port,
+    };
     Store::open(&path).unwrap();
-    put_raw(&path, HOSTS.table, "a", &bytes);
+    // Versions 2 to 9 all wrote this layout.
+    for version in [2u8, 9] {
+        let mut bytes = vec![version];
+        bytes.extend(codec::encode(&old).unwrap());
+        put_raw(&path, HOSTS.table, "a", &bytes);
+        let mut expected = h.clone();
+        if let Some(health) = expected.telemetry.as_mut().and_then(|t| t.health.as_mut()) {
+            health.percentile = None;
+        }
+        let hosts = Store::open(&path).unwrap().load().unwrap().hosts;
+        assert_eq!(hosts, vec![expected], "version {version}");
+    }
+    // The current layout, with the percentile, reads back whole.
+    let store = Store::open(&path).unwrap();
+    store.save_hosts([&h]).unwrap();
+    drop(store);
     assert_eq!(Store::open(&path).unwrap().load().unwrap().hosts, vec![h]);
 }
 

@@ -56,6 +56,7 @@ fn telemetry(i: usize, seq: u64) -> TelemetrySummary {
                 cause: "none".into(),
             }),
             kernel_errors: Vec::new(),
+            percentile: None,
         }),
         probes: vec![ProbeReport {
             workload: format!("w{i}"),

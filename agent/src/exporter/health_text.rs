@@ -184,6 +184,7 @@ mod tests {
                 cause: "mem_u".into(),
             }),
             kernel_errors: vec![("io".into(), 2)],
+            percentile: None,
         }
     }
 

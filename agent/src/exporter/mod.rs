@@ -88,12 +88,23 @@ impl Live {
             .as_ref()
             .ok()
             .and_then(Detector::percentile_now);
+        let report = with_standing(report, percentile);
         (
             sample,
             crate::faults::health_score(report, &self.thresholds),
             percentile,
         )
     }
+}
+
+/// `report` with how unusual its anomaly score is for this host (`percentile`), which the
+/// heartbeat carries so that `understudy host show` says it at every sample; none for a
+/// degraded report, which has no score.
+fn with_standing(mut report: HealthReport, percentile: Option<f64>) -> HealthReport {
+    if report.level != understudy_common::telemetry::HealthLevel::Degraded {
+        report.percentile = percentile.map(|p| p as f32);
+    }
+    report
 }
 
 /// What an assessment needs besides the detector and the sample.
@@ -284,5 +295,36 @@ pub async fn serve(
     match tls {
         Some(config) => axum::serve(tls_listener::TlsListener::new(listener, config)?, app).await,
         None => axum::serve(listener, app).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{health, with_standing};
+    use understudy_common::telemetry::HealthLevel;
+
+    #[test]
+    fn the_heartbeat_carries_the_scores_standing_unless_there_is_no_score() {
+        let t = health::Thresholds::default();
+        let inputs = health::Inputs {
+            anomaly: 0.2,
+            threshold: 1.0,
+            alarm: false,
+            mem_used: None,
+            top: Vec::new(),
+            forecasts: Vec::new(),
+            kernel_errors: [0; 3],
+        };
+        let assessed = with_standing(health::assess(inputs, &t), Some(97.25));
+        assert_ne!(assessed.level, HealthLevel::Degraded);
+        assert_eq!(assessed.percentile, Some(97.25));
+        let inputs = health::Inputs {
+            threshold: 1.0,
+            ..Default::default()
+        };
+        let warming = with_standing(health::assess(inputs, &t), None);
+        assert_eq!(warming.percentile, None, "none in the warm-up");
+        let degraded = with_standing(health::degraded("no anomaly model".into()), Some(50.0));
+        assert_eq!(degraded.percentile, None, "a degraded report has no score");
     }
 }

@@ -187,6 +187,7 @@ pub fn assess(inp: Inputs, t: &Thresholds) -> HealthReport {
             cause: metric.to_string(),
         }),
         kernel_errors,
+        percentile: None,
     }
 }
 
@@ -202,6 +203,7 @@ pub fn degraded(note: String) -> HealthReport {
         forecasts: Vec::new(),
         risk: None,
         kernel_errors: Vec::new(),
+        percentile: None,
     }
 }
 

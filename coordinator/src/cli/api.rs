@@ -332,6 +332,18 @@ pub fn hosts(base: &str, output: Output) -> i32 {
     0
 }
 
+/// `host show`'s anomaly line: the score, this host's threshold and, past the warm-up, how
+/// unusual the score is for this host.
+fn anomaly_line(r: &understudy_common::telemetry::HealthReport) -> String {
+    let standing = r.percentile.map_or(String::new(), |p| {
+        format!("; percentile {p:.1} of this host's recent scores")
+    });
+    format!(
+        "anomaly:      {:.3} (alarms above {:.3}{standing})",
+        r.anomaly, r.anomaly_threshold
+    )
+}
+
 /// `understudy host show NAME`
 pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
     let list: HostList = match get(base, "/v1/hosts") {
@@ -369,11 +381,7 @@ pub fn host_show(base: &str, output: Output, name: &str) -> i32 {
                 outln!("              {note}");
             }
             if r.level != understudy_common::telemetry::HealthLevel::Degraded {
-                outln!(
-                    "anomaly:      {:.3} (alarms above {:.3})",
-                    r.anomaly,
-                    r.anomaly_threshold
-                );
+                outln!("{}", anomaly_line(r));
                 let top: Vec<String> = r.top.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
                 outln!("top metrics:  {}", top.join(", "));
                 if let Some(risk) = &r.risk {
@@ -503,6 +511,28 @@ pub fn status(base: &str, output: Output) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_show_says_how_unusual_the_score_is_for_the_host_once_it_knows() {
+        let mut r = understudy_common::telemetry::HealthReport {
+            score: 90,
+            level: understudy_common::telemetry::HealthLevel::Healthy,
+            anomaly: 0.2144,
+            anomaly_threshold: 1.016,
+            top: Vec::new(),
+            note: None,
+            forecasts: Vec::new(),
+            risk: None,
+            kernel_errors: Vec::new(),
+            percentile: None,
+        };
+        assert_eq!(anomaly_line(&r), "anomaly:      0.214 (alarms above 1.016)");
+        r.percentile = Some(62.44);
+        assert_eq!(
+            anomaly_line(&r),
+            "anomaly:      0.214 (alarms above 1.016; percentile 62.4 of this host's recent scores)"
+        );
+    }
 
     /// Serves raw HTTP answers on a loopback port, one connection each, in order.
     fn serve(answers: Vec<(u16, &'static str)>) -> String {

@@ -33,6 +33,7 @@ fn health(score: u8) -> HealthReport {
         forecasts: Vec::new(),
         risk: None,
         kernel_errors: Vec::new(),
+        percentile: None,
     }
 }
 

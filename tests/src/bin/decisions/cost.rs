@@ -38,6 +38,7 @@ fn health(score: u8, i: usize) -> HealthReport {
             cause: "mem_u".into(),
         }),
         kernel_errors: Vec::new(),
+        percentile: None,
     }
 }
 
