@@ -15,6 +15,9 @@
 //! - `slow-post-copy:MS` — the old primary's side of a post-copy page transfer waits MS
 //!   milliseconds before each piece it passes to the target (256 KiB at most), so that the
 //!   transfer of a few hundred MiB lasts long enough to watch and to cut.
+//! - `sample-every:MS` — the host is sampled and assessed every MS milliseconds instead of
+//!   every schema step, so that a test sees the anomaly model warm up, fit this host and
+//!   score it within seconds instead of minutes.
 
 /// `UNDERSTUDY_TEST_HEALTH`: `report` with the file's score, if it holds one.
 pub fn health_score(
@@ -106,4 +109,20 @@ pub async fn post_copy_piece() {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
     }
+}
+
+/// `sample-every:MS`: the host's sampling period instead of `step`.
+pub fn sample_period(step: std::time::Duration) -> std::time::Duration {
+    #[cfg(feature = "fault-hooks")]
+    {
+        let spec = std::env::var("UNDERSTUDY_FAULTS").unwrap_or_default();
+        let every = spec
+            .split(',')
+            .find_map(|h| h.trim().strip_prefix("sample-every:")?.parse::<u64>().ok());
+        if let Some(ms) = every.filter(|ms| *ms > 0) {
+            tracing::warn!("fault hook: the host is sampled every {ms} ms");
+            return std::time::Duration::from_millis(ms);
+        }
+    }
+    step
 }

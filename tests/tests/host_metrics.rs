@@ -157,6 +157,44 @@ fn hosts_show_a_health_score_with_its_top_metrics_or_why_there_is_none() {
 }
 
 #[test]
+fn a_host_says_how_unusual_its_anomaly_score_is_for_it() {
+    require_e2e!();
+    let c = Cluster::new(&["host-a"]);
+    c.start_coordinator();
+    // Sampled every 25 ms instead of every second (the test build's hook), so that the model
+    // learns this host and calibrates on its own scores in seconds: live that takes the
+    // warm-up and the 456 samples a fit needs, about eight minutes at one a second.
+    c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", "sample-every:25")]);
+    c.wait_connected(1);
+    let show = || String::from_utf8_lossy(&c.cli(&["host", "show", "host-a"]).stdout).into_owned();
+    let shown = until("a percentile on the anomaly line", 90, show, |s| {
+        s.lines()
+            .any(|l| l.starts_with("anomaly:") && l.contains("percentile"))
+    });
+    let line = shown.lines().find(|l| l.starts_with("anomaly:")).unwrap();
+    let p: f64 = line
+        .split("percentile ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number after 'percentile': {line}"));
+    assert!((0.0..=100.0).contains(&p), "{line}");
+    assert!(
+        line.contains("of this host's recent scores"),
+        "an operator is told what the percentile is of: {line}"
+    );
+    // The API carries it as well, for dashboards.
+    let hosts = c.hosts().unwrap();
+    let health = hosts[0]
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.health.as_ref())
+        .expect("host-a's health");
+    let q = health.percentile.expect("the API's health.percentile");
+    assert!((0.0..=100.0).contains(&f64::from(q)), "{health:?}");
+}
+
+#[test]
 fn an_io_error_in_the_kernel_log_is_counted_and_named() {
     require_e2e!();
     let c = Cluster::new(&["host-a", "host-b"]);

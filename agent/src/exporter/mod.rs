@@ -195,7 +195,8 @@ pub fn start_sampling(
     node: Arc<Node>,
     memory: Option<MemoryCgroup>,
 ) -> SharedHistory {
-    let step = Duration::from_secs(u64::from(schema.step_seconds.max(1)));
+    let step =
+        crate::faults::sample_period(Duration::from_secs(u64::from(schema.step_seconds.max(1))));
     let capacity = schema.window as usize * WINDOWS_KEPT;
     let history = Arc::new(Mutex::new(History::new(schema.clone(), capacity)));
     let h = history.clone();
