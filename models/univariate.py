@@ -22,8 +22,10 @@ recently the newest stretch of the series is:
 - The agent combines the scales' distances as the root of their sum of squares and turns
   that into a score in [0, 1] (distance / SCALE, capped),
   and after a score at or above REST_LEVEL reports 0 for the next REST steps, so one
-  episode raises one alarm. NAB replay rests a fifth of NAB's probationary period instead
-  (at most 150 steps, the value of REST), the rule of NAB's own context-OSE detector.
+  episode raises one alarm; on a longer series the rest grows to REST_PER_SEEN of the values
+  seen so far, up to REST_MAX (NAB's contextOSE rule, a fifth of a probationary period of 15 %
+  of the file, with the values seen so far in place of the file's length). NAB replay rests a
+  fifth of NAB's probationary period of the file instead (at most 750 steps).
 
 Nothing is fitted by gradient descent: the parameters (pattern lengths, memory, SCALE, REST,
 REST_LEVEL, the range rule) were chosen by a small grid search on the NAB corpus itself, as
@@ -52,6 +54,8 @@ SEASONAL_WEIGHT = 0.4
 SEASONAL_PROFILE = dict(period=86400, slot=300, days=7, min_days=2, smooth=2)
 SCALE = 0.5
 REST = 150
+REST_PER_SEEN = 0.03
+REST_MAX = 750
 REST_LEVEL = 0.153
 MIN_MEMORY = 50
 SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
@@ -109,8 +113,11 @@ scales = [{scales}]
 sentinel = {SENTINEL}
 # score = min(1, root of the sum of the scales' squared distances / scale)
 scale = {SCALE}
-# After a score >= rest_level, report 0 for the next `rest` steps.
+# After a score >= rest_level, report 0 for the next `rest` steps, or `rest_per_seen` of the
+# values seen so far when that is more, at most `rest_max`.
 rest = {REST}
+rest_per_seen = {REST_PER_SEEN}
+rest_max = {REST_MAX}
 rest_level = {REST_LEVEL}
 # No score until this many patterns are remembered at a scale.
 min_memory = {MIN_MEMORY}

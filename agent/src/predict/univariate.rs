@@ -44,6 +44,13 @@ pub struct UnivariateManifest {
     pub rest: usize,
     /// See `rest`.
     pub rest_level: f64,
+    /// The rest grows with the series: at least this fraction of the values seen so far
+    /// (0, the default: always `rest`), up to `rest_max`.
+    #[serde(default)]
+    pub rest_per_seen: f64,
+    /// The most a grown rest lasts (default: `rest`).
+    #[serde(default)]
+    pub rest_max: Option<usize>,
     /// Patterns remembered before the first score.
     pub min_memory: usize,
     /// The seasonal scale, last in the model's input.
@@ -135,7 +142,12 @@ impl UnivariateModel {
             memory: vec![VecDeque::with_capacity(self.m.memory); n],
             range: None,
             known_span: None,
-            rest: self.m.rest,
+            rest: Rest {
+                least: self.m.rest,
+                per_seen: self.m.rest_per_seen.max(0.0),
+                most: self.m.rest_max.unwrap_or(self.m.rest).max(self.m.rest),
+            },
+            seen: 0,
             quiet: 0,
             input: vec![0.0; n * (self.m.memory + 1) * self.m.width],
         }
@@ -166,7 +178,9 @@ pub struct Univariate {
     memory: Vec<VecDeque<Vec<f64>>>,
     range: Option<(f64, f64)>,
     known_span: Option<f64>,
-    rest: usize,
+    rest: Rest,
+    /// Values stepped through so far.
+    seen: u64,
     quiet: usize,
     input: Vec<f32>,
 }
@@ -184,7 +198,11 @@ impl Univariate {
     /// Reports 0 for `rest` steps after a score at or above the manifest's `rest_level`
     /// (instead of the manifest's `rest`).
     pub fn with_rest(mut self, rest: usize) -> Self {
-        self.rest = rest;
+        self.rest = Rest {
+            least: rest,
+            per_seen: 0.0,
+            most: rest,
+        };
         self
     }
 
@@ -205,6 +223,7 @@ impl Univariate {
             None => (value, value),
         };
         self.range = Some((lo, hi));
+        self.seen += 1;
         self.recent.push_back(value);
         if self.recent.len() > self.longest {
             self.recent.pop_front();
@@ -268,7 +287,7 @@ impl Univariate {
             return Ok(0.0);
         }
         if score >= m.rest_level {
-            self.quiet = self.rest;
+            self.quiet = self.rest.after(self.seen);
         }
         Ok(score)
     }
@@ -300,6 +319,22 @@ impl Univariate {
                 block[r * width..(r + 1) * width].fill(m.sentinel);
             }
         }
+    }
+}
+
+/// How many steps report 0 after an alarm: `least`, growing with the values seen so far
+/// (`per_seen` of them) up to `most`.
+#[derive(Debug, Clone, Copy)]
+struct Rest {
+    least: usize,
+    per_seen: f64,
+    most: usize,
+}
+
+impl Rest {
+    fn after(self, seen: u64) -> usize {
+        let grown = (self.per_seen * seen as f64) as usize;
+        grown.clamp(self.least, self.most)
     }
 }
 
