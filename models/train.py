@@ -44,12 +44,17 @@ RIDGE = 1e-4              # added to the lagged samples' covariance (normalised 
 INNOVATION_FLOOR = 1.0    # added to the innovation covariance before whitening
 RESIDUAL_CLIP = 10.0      # whitened errors are clipped to this before squaring
 # Each host's own threshold: false alarms a day targeted, and the days of its own scores it
-# is calibrated from (at least ~1 500 scores: a day at SMD's one-minute steps, two weeks at
-# ASD's five; the choice is evaluated held out by machine in crossval.py), with this share
-# of them above the calibration's initial threshold.
+# is calibrated from (at least ~1 500 scores: two days at SMD's one-minute steps, two weeks
+# at ASD's five; evaluated held out by machine in crossval.py, see the model card), with this
+# share of them above the calibration's initial threshold.
 FALSE_ALARMS_PER_DAY = 0.5
-CALIBRATION_DAYS = {"smd": 1.0, "asd": 14.0}
+CALIBRATION_DAYS = {"smd": 2.0, "asd": 14.0}
 CALIBRATION_TAIL = 0.02
+# Days of its own normal samples a host's baseline and autoregression remember (a running
+# average until then, an exponential one after), so that a level it keeps becomes its normal:
+# a day at SMD's one-minute steps (and live), five at ASD's five-minute steps (a day there is
+# 288 samples, near the 228 windows a fit needs). Chosen on these machines: see the card.
+BASELINE_DAYS = {"smd": 1.0, "asd": 5.0}
 
 
 def stacked(z):
@@ -186,6 +191,8 @@ threshold = {threshold:.6f}
 false_alarms_per_day = {FALSE_ALARMS_PER_DAY}
 calibration_days = {CALIBRATION_DAYS[ds]}
 calibration_tail = {CALIBRATION_TAIL}
+# Days of the host's own normal samples its baseline and autoregression remember.
+baseline_days = {BASELINE_DAYS[ds]}
 ema_alpha = {detector.EMA_ALPHA}
 z_clip = {detector.Z_CLIP}
 std_floor_rel = {detector.STD_FLOOR_REL}

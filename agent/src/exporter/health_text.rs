@@ -80,7 +80,7 @@ pub fn render(h: &HealthReport, percentile: Option<f64>) -> String {
         o,
         "understudy_host_anomaly_percentile",
         "gauge",
-        "Share of this host's own anomaly scores of the last day below the newest, percent (its threshold is calibrated from them).",
+        "Share of this host's own anomaly scores of its calibration window below the newest, percent (its threshold is calibrated from them).",
     );
     if let Some(p) = percentile {
         sample(o, "understudy_host_anomaly_percentile", &[], p);

@@ -184,3 +184,36 @@ fn too_few_peaks_alarm_only_above_the_highest_score_seen() {
     assert_eq!(c.clusters, 1);
     assert_eq!(c.threshold, 3.0);
 }
+
+#[test]
+fn the_order_statistic_is_the_sorted_windows_without_sorting_it() {
+    // Heavy-tailed scores, a window mostly of one repeated value (a host at rest: its
+    // scores before the model's window fills), and a handful of values: the same element
+    // as a full sort's, at the calibration's quantile and at the ends.
+    let mut rng = Rng(11);
+    let heavy: VecDeque<f32> = (0..200_000)
+        .map(|_| (rng.exponential().powi(3)) as f32)
+        .collect();
+    let resting: VecDeque<f32> = (0..50_000)
+        .map(|i| {
+            if i % 97 == 0 {
+                rng.uniform() as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let few: VecDeque<f32> = [3.0, -1.0, 2.5, 2.5, 7.0].into_iter().collect();
+    for (name, values) in [("heavy", heavy), ("resting", resting), ("few", few)] {
+        let mut sorted: Vec<f32> = values.iter().copied().collect();
+        sorted.sort_unstable_by(f32::total_cmp);
+        let n = sorted.len();
+        for k in [0, n / 2, (0.98 * (n - 1) as f64) as usize, n - 2, n - 1] {
+            assert_eq!(
+                order_statistic(&values, k),
+                sorted[k],
+                "{name}: element {k} of {n}"
+            );
+        }
+    }
+}

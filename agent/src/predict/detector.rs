@@ -28,10 +28,6 @@ pub const DAY_SECONDS: f64 = 86_400.0;
 /// live one-second cadence).
 pub const REFIT_EVERY: usize = 60;
 
-/// The baseline's memory: running statistics until this many samples, then an exponential
-/// average with this horizon.
-pub const BASELINE_CAP: f64 = 86_400.0;
-
 /// Per-feature running mean and variance.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
@@ -40,10 +36,12 @@ pub struct Normalizer {
     var: Vec<f64>,
     z_clip: f64,
     floor_rel: f64,
+    cap: f64,
 }
 
 impl Normalizer {
-    /// An empty baseline for `features` metrics.
+    /// An empty baseline for `features` metrics, remembering the manifest's `baseline_days`
+    /// at one sample a second until [`Normalizer::set_cap`].
     pub fn new(features: usize, m: &ModelManifest) -> Self {
         Normalizer {
             n: 0.0,
@@ -51,7 +49,14 @@ impl Normalizer {
             var: vec![0.0; features],
             z_clip: m.z_clip,
             floor_rel: m.std_floor_rel,
+            cap: memory(m, DAY_SECONDS),
         }
+    }
+
+    /// Sets how many samples it remembers: a running average until that many, then an
+    /// exponential one with that horizon.
+    pub fn set_cap(&mut self, cap: f64) {
+        self.cap = cap.max(1.0);
     }
 
     /// Samples learned from (capped).
@@ -66,7 +71,7 @@ impl Normalizer {
 
     /// Learns one sample.
     pub fn update(&mut self, row: &[f64]) {
-        self.n = (self.n + 1.0).min(BASELINE_CAP);
+        self.n = (self.n + 1.0).min(self.cap);
         for (i, x) in row.iter().enumerate().take(self.mean.len()) {
             let d = x - self.mean[i];
             self.mean[i] += d / self.n;
@@ -140,7 +145,11 @@ impl Detector {
     /// A detector with an empty baseline.
     pub fn new(model: Model, manifest: ModelManifest) -> Self {
         let norm = Normalizer::new(manifest.features, &manifest);
-        let stats = HostStats::new(manifest.features, manifest.input_shape[1] - 1);
+        let stats = HostStats::new(
+            manifest.features,
+            manifest.input_shape[1] - 1,
+            memory(&manifest, DAY_SECONDS),
+        );
         let calibrator = Calibrator::new(calibration_params(&manifest, DAY_SECONDS, None));
         Detector {
             model,
@@ -158,12 +167,16 @@ impl Detector {
         }
     }
 
-    /// Sets how the host's threshold is calibrated: `rows_per_day` samples a day (86 400 at
-    /// one a second), the first `warmup` samples only teaching, and the target false alarms
-    /// a day (the manifest's when None). Forgets any calibration so far.
+    /// Sets how the host's threshold is calibrated and how long its baseline remembers:
+    /// `rows_per_day` samples a day (86 400 at one a second), the first `warmup` samples only
+    /// teaching, and the target false alarms a day (the manifest's when None). Forgets any
+    /// calibration so far.
     pub fn calibrate_for(&mut self, rows_per_day: f64, warmup: usize, target: Option<f64>) {
         self.calibrator = Calibrator::new(calibration_params(&self.manifest, rows_per_day, target));
         self.warmup = warmup;
+        let cap = memory(&self.manifest, rows_per_day).max(self.stats.min_samples());
+        self.norm.set_cap(cap);
+        self.stats.set_cap(cap);
     }
 
     /// Whether it is still in its warm-up (learning, calibrating, never alarming).
@@ -327,6 +340,11 @@ impl Detector {
             contrib,
         })
     }
+}
+
+/// The samples the baseline remembers at `rows_per_day`.
+fn memory(m: &ModelManifest, rows_per_day: f64) -> f64 {
+    (m.baseline_days * rows_per_day).max(1.0)
 }
 
 /// The calibration parameters for a manifest at `rows_per_day`.

@@ -10,14 +10,13 @@ use std::collections::VecDeque;
 
 use nalgebra::{DMatrix, DVector};
 
-use super::detector::BASELINE_CAP;
-
 /// Running statistics of the stacked recent samples.
 #[derive(Debug, Clone)]
 pub struct HostStats {
     lags: usize,
     d: usize,
     n: f64,
+    cap: f64,
     mean: Vec<f64>,
     /// Row-major `(lags + 1) d` square covariance (divided by n).
     cov: Vec<f64>,
@@ -45,20 +44,28 @@ pub struct FitParams {
 }
 
 impl HostStats {
-    /// Empty statistics for `d` metrics and `lags` lags.
-    pub fn new(d: usize, lags: usize) -> Self {
+    /// Empty statistics for `d` metrics and `lags` lags, remembering `cap` windows (see
+    /// [`HostStats::set_cap`]).
+    pub fn new(d: usize, lags: usize, cap: f64) -> Self {
         let k = (lags + 1) * d;
         HostStats {
             lags,
             d,
             n: 0.0,
+            cap: cap.max(1.0),
             mean: vec![0.0; k],
             cov: vec![0.0; k * k],
             recent: VecDeque::with_capacity(lags + 1),
         }
     }
 
-    /// Stacked samples learned from (capped like the baseline's).
+    /// Sets how many windows it remembers: a running average until that many, then an
+    /// exponential one with that horizon (as the baseline's).
+    pub fn set_cap(&mut self, cap: f64) {
+        self.cap = cap.max(1.0);
+    }
+
+    /// Stacked samples learned from (capped).
     pub fn samples(&self) -> f64 {
         self.n
     }
@@ -83,15 +90,19 @@ impl HostStats {
             return;
         }
         let a: Vec<f64> = self.recent.iter().flatten().copied().collect();
-        self.n = (self.n + 1.0).min(BASELINE_CAP);
+        self.n = (self.n + 1.0).min(self.cap);
+        // One division, then products: the covariance has (lags + 1)² d² entries (13 000 for
+        // the shipped model), and a division each was a third of a step's cost.
+        let w = 1.0 / self.n;
         let delta: Vec<f64> = a.iter().zip(&self.mean).map(|(x, m)| x - m).collect();
         for (m, dl) in self.mean.iter_mut().zip(&delta) {
-            *m += dl / self.n;
+            *m += dl * w;
         }
         let after: Vec<f64> = a.iter().zip(&self.mean).map(|(x, m)| x - m).collect();
         for (row, di) in self.cov.chunks_exact_mut(a.len()).zip(&delta) {
+            let dw = di * w;
             for (c, aj) in row.iter_mut().zip(&after) {
-                *c += (di * aj - *c) / self.n;
+                *c += dw * aj - *c * w;
             }
         }
     }

@@ -41,6 +41,10 @@ pub struct ModelManifest {
     pub ridge: f64,
     /// Added to the host's innovation covariance before whitening.
     pub innovation_floor: f64,
+    /// Days of the host's own learned samples its baseline and autoregression remember: a
+    /// running average until that many, then an exponential one with that horizon, so a
+    /// level the host keeps becomes its normal within about that long.
+    pub baseline_days: f64,
 }
 
 /// Where the shipped models are when not configured: the installed location, else the
@@ -80,15 +84,17 @@ pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !(positive(m.false_alarms_per_day)
         && positive(m.calibration_days)
+        && positive(m.baseline_days)
         && positive(m.calibration_tail)
         && m.calibration_tail < 1.0)
     {
         return Err(format!(
-            "{}: false_alarms_per_day and calibration_days must be > 0 and calibration_tail \
-             in (0, 1) (got {}, {} and {})",
+            "{}: false_alarms_per_day, calibration_days and baseline_days must be > 0 and \
+             calibration_tail in (0, 1) (got {}, {}, {} and {})",
             path.display(),
             m.false_alarms_per_day,
             m.calibration_days,
+            m.baseline_days,
             m.calibration_tail
         ));
     }

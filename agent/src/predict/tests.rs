@@ -85,7 +85,7 @@ fn the_online_fit_learns_what_train_py_fits_in_batch() {
     let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
     let m = manifest::read(&models(), "anomaly").unwrap();
     let mut norm = detector::Normalizer::new(m.features, &m);
-    let mut stats = hostfit::HostStats::new(m.features, m.input_shape[1] - 1);
+    let mut stats = hostfit::HostStats::new(m.features, m.input_shape[1] - 1, 86_400.0);
     for row in fixture["rows"].as_array().unwrap() {
         let row: Vec<f64> = floats(row).iter().map(|v| f64::from(*v)).collect();
         norm.update(&row);
@@ -346,7 +346,8 @@ fn noisy_row(x: &mut u64, shift: f64) -> Vec<f64> {
 
 #[test]
 fn a_host_whose_normal_moves_to_a_new_level_stops_alarming_within_the_warmup_length() {
-    // One-minute steps, a day's warm-up and a day's calibration window (the SMD manifest's).
+    // One-minute steps and a day's warm-up; the SMD manifest's two days of calibration
+    // window and a day's baseline memory.
     const DAY: usize = 1440;
     let mut det = load_anomaly(&models()).unwrap();
     det.calibrate_for(DAY as f64, DAY, None);
@@ -373,6 +374,13 @@ fn a_host_whose_normal_moves_to_a_new_level_stops_alarming_within_the_warmup_len
         late <= 20,
         "a warm-up length after the move the new level is this host's normal: \
          {late} alarming rows in its last two days"
+    );
+    // Noise averages 0.35; the first five metrics moved to 0.85 three days ago. A baseline
+    // that remembered its whole history would sit near 0.65 (two days at 0.35, three at 0.85).
+    let learned = det.baseline().mean(0);
+    assert!(
+        (0.8..0.9).contains(&learned),
+        "the baseline took in the level the host kept: mean {learned}"
     );
     let p = det.percentile(det.threshold()).unwrap();
     assert!(p > 95.0, "the threshold is in this host's tail: {p} %");

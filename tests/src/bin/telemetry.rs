@@ -1,8 +1,9 @@
 //! `telemetry` benchmark: what watching a host costs.
 //!
 //! 1. The anomaly detector's evaluation per host per step (normalise, model, smoothing,
-//!    the host's own threshold calibration with a full day's window),
-//!    and one full sample of the host's schema metrics from procfs.
+//!    the host's own threshold calibration with its window full), the score's percentile
+//!    among the window's (which `/metrics` gives at every sample), and one full sample of the
+//!    host's schema metrics from procfs.
 //! 2. Side by side in one run, on one namespace host: the understudy agent (sampling and
 //!    assessing every second, heartbeating, its /metrics scraped every second) and
 //!    `prometheus-node-exporter` (Debian's package, scraped every second): CPU time and
@@ -36,11 +37,14 @@ fn detector_cost() {
             })
             .collect()
     };
-    // As live at one sample a second: an hour's warm-up, then a day of scores, so the
-    // threshold's calibration window is full (86 400 scores, refitted every minute).
+    // As live at one sample a second: an hour's warm-up, then the manifest's
+    // `calibration_days` of scores, so the threshold's calibration window is full.
     let day = predict::detector::DAY_SECONDS;
+    let days = predict::manifest::read(&dir, "anomaly")
+        .unwrap()
+        .calibration_days;
     det.calibrate_for(day, 3600, None);
-    for _ in 0..day as usize {
+    for _ in 0..(3600.0 + days * day) as usize {
         det.step(&row()).unwrap();
     }
     let rows: Vec<Vec<f64>> = (0..20_000).map(|_| row()).collect();
@@ -49,6 +53,32 @@ fn detector_cost() {
         det.step(r).unwrap();
     }
     let per_step = t.elapsed().as_secs_f64() / rows.len() as f64;
+    let t = Instant::now();
+    let mut seen = 0.0;
+    for _ in 0..200 {
+        seen += det.percentile_now().unwrap();
+    }
+    let per_percentile = t.elapsed().as_secs_f64() / 200.0;
+    assert!((0.0..=100.0 * 200.0).contains(&seen));
+    // The calibration's refit alone, on a full window of the detector's own recent scores.
+    let params = predict::calibrate::CalibrationParams {
+        target_per_day: 0.5,
+        rows_per_day: day,
+        window: (days * day) as usize,
+        tail: 0.02,
+        merge_gap: 10,
+        refit_every: usize::MAX,
+    };
+    let mut cal = predict::calibrate::Calibrator::new(params);
+    for _ in 0..params.window {
+        cal.push(det.step(&row()).unwrap().smoothed);
+    }
+    let t = Instant::now();
+    for _ in 0..20 {
+        cal.refit();
+    }
+    let per_refit = t.elapsed().as_secs_f64() / 20.0;
+    assert!(cal.threshold().is_some());
     let mut sampler = Sampler::new(schema::shipped().unwrap(), None);
     sampler.sample();
     let t = Instant::now();
@@ -79,10 +109,14 @@ fn detector_cost() {
     }
     let per_value = t.elapsed().as_secs_f64() / 2000.0;
     println!(
-        "anomaly detector: {:.1} µs per host per step ({} steps); host sample from procfs: {:.0} µs; \
+        "anomaly detector: {:.1} µs per host per step ({} steps, calibration window {} scores); \
+         its percentile: {:.0} µs; a calibration refit: {:.2} ms; host sample from procfs: {:.0} µs; \
          univariate detector (memory full): {:.0} µs per value",
         per_step * 1e6,
         rows.len(),
+        (days * day) as usize,
+        per_percentile * 1e6,
+        per_refit * 1e3,
         per_sample * 1e6,
         per_value * 1e6
     );
