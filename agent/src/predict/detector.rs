@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use super::calibrate::{Calibration, CalibrationParams, Calibrator};
+use super::horizon::Horizon;
 use super::hostfit::{FitParams, HostParams, HostStats};
 use super::manifest::ModelManifest;
 use super::model::Model;
@@ -31,37 +32,34 @@ pub const REFIT_EVERY: usize = 60;
 /// Per-feature running mean and variance.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
-    n: f64,
+    memory: Horizon,
     mean: Vec<f64>,
     var: Vec<f64>,
     z_clip: f64,
     floor_rel: f64,
-    cap: f64,
 }
 
 impl Normalizer {
-    /// An empty baseline for `features` metrics, remembering the manifest's `baseline_days`
-    /// at one sample a second until [`Normalizer::set_cap`].
-    pub fn new(features: usize, m: &ModelManifest) -> Self {
+    /// An empty baseline for `features` metrics, remembering `cap` samples (see
+    /// [`Horizon`]).
+    pub fn new(features: usize, m: &ModelManifest, cap: f64) -> Self {
         Normalizer {
-            n: 0.0,
+            memory: Horizon::new(cap),
             mean: vec![0.0; features],
             var: vec![0.0; features],
             z_clip: m.z_clip,
             floor_rel: m.std_floor_rel,
-            cap: memory(m, DAY_SECONDS),
         }
     }
 
-    /// Sets how many samples it remembers: a running average until that many, then an
-    /// exponential one with that horizon.
+    /// Sets how many samples it remembers.
     pub fn set_cap(&mut self, cap: f64) {
-        self.cap = cap.max(1.0);
+        self.memory.set_cap(cap);
     }
 
     /// Samples learned from (capped).
     pub fn samples(&self) -> f64 {
-        self.n
+        self.memory.samples()
     }
 
     /// The learned mean of feature `i`.
@@ -71,11 +69,11 @@ impl Normalizer {
 
     /// Learns one sample.
     pub fn update(&mut self, row: &[f64]) {
-        self.n = (self.n + 1.0).min(self.cap);
+        let w = self.memory.next_weight();
         for (i, x) in row.iter().enumerate().take(self.mean.len()) {
             let d = x - self.mean[i];
-            self.mean[i] += d / self.n;
-            self.var[i] += (d * (x - self.mean[i]) - self.var[i]) / self.n;
+            self.mean[i] += d * w;
+            self.var[i] += (d * (x - self.mean[i]) - self.var[i]) * w;
         }
     }
 
@@ -142,14 +140,13 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// A detector with an empty baseline.
+    /// A detector with an empty baseline, set for the live cadence of one sample a second
+    /// until [`Detector::calibrate_for`].
     pub fn new(model: Model, manifest: ModelManifest) -> Self {
-        let norm = Normalizer::new(manifest.features, &manifest);
-        let stats = HostStats::new(
-            manifest.features,
-            manifest.input_shape[1] - 1,
-            memory(&manifest, DAY_SECONDS),
-        );
+        let mut stats = HostStats::new(manifest.features, manifest.input_shape[1] - 1, 1.0);
+        let cap = memory(&manifest, DAY_SECONDS, &stats);
+        stats.set_cap(cap);
+        let norm = Normalizer::new(manifest.features, &manifest, cap);
         let calibrator = Calibrator::new(calibration_params(&manifest, DAY_SECONDS, None));
         Detector {
             model,
@@ -174,7 +171,7 @@ impl Detector {
     pub fn calibrate_for(&mut self, rows_per_day: f64, warmup: usize, target: Option<f64>) {
         self.calibrator = Calibrator::new(calibration_params(&self.manifest, rows_per_day, target));
         self.warmup = warmup;
-        let cap = memory(&self.manifest, rows_per_day).max(self.stats.min_samples());
+        let cap = memory(&self.manifest, rows_per_day, &self.stats);
         self.norm.set_cap(cap);
         self.stats.set_cap(cap);
     }
@@ -342,9 +339,10 @@ impl Detector {
     }
 }
 
-/// The samples the baseline remembers at `rows_per_day`.
-fn memory(m: &ModelManifest, rows_per_day: f64) -> f64 {
-    (m.baseline_days * rows_per_day).max(1.0)
+/// The samples the baseline and the autoregression remember at `rows_per_day`: the
+/// manifest's `baseline_days`, and never fewer than a fit needs.
+fn memory(m: &ModelManifest, rows_per_day: f64, stats: &HostStats) -> f64 {
+    (m.baseline_days * rows_per_day).max(stats.min_samples())
 }
 
 /// The calibration parameters for a manifest at `rows_per_day`.

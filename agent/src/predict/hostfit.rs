@@ -10,13 +10,14 @@ use std::collections::VecDeque;
 
 use nalgebra::{DMatrix, DVector};
 
+use super::horizon::Horizon;
+
 /// Running statistics of the stacked recent samples.
 #[derive(Debug, Clone)]
 pub struct HostStats {
     lags: usize,
     d: usize,
-    n: f64,
-    cap: f64,
+    memory: Horizon,
     mean: Vec<f64>,
     /// Row-major `(lags + 1) d` square covariance (divided by n).
     cov: Vec<f64>,
@@ -45,29 +46,27 @@ pub struct FitParams {
 
 impl HostStats {
     /// Empty statistics for `d` metrics and `lags` lags, remembering `cap` windows (see
-    /// [`HostStats::set_cap`]).
+    /// [`Horizon`]).
     pub fn new(d: usize, lags: usize, cap: f64) -> Self {
         let k = (lags + 1) * d;
         HostStats {
             lags,
             d,
-            n: 0.0,
-            cap: cap.max(1.0),
+            memory: Horizon::new(cap),
             mean: vec![0.0; k],
             cov: vec![0.0; k * k],
             recent: VecDeque::with_capacity(lags + 1),
         }
     }
 
-    /// Sets how many windows it remembers: a running average until that many, then an
-    /// exponential one with that horizon (as the baseline's).
+    /// Sets how many windows it remembers.
     pub fn set_cap(&mut self, cap: f64) {
-        self.cap = cap.max(1.0);
+        self.memory.set_cap(cap);
     }
 
     /// Stacked samples learned from (capped).
     pub fn samples(&self) -> f64 {
-        self.n
+        self.memory.samples()
     }
 
     /// Windows learned before the first fit: four per stacked value, so the autoregression
@@ -90,10 +89,9 @@ impl HostStats {
             return;
         }
         let a: Vec<f64> = self.recent.iter().flatten().copied().collect();
-        self.n = (self.n + 1.0).min(self.cap);
         // One division, then products: the covariance has (lags + 1)² d² entries (13 000 for
         // the shipped model), and a division each was a third of a step's cost.
-        let w = 1.0 / self.n;
+        let w = self.memory.next_weight();
         let delta: Vec<f64> = a.iter().zip(&self.mean).map(|(x, m)| x - m).collect();
         for (m, dl) in self.mean.iter_mut().zip(&delta) {
             *m += dl * w;
@@ -112,10 +110,10 @@ impl HostStats {
         let (d, lags) = (self.d, self.lags);
         let k = lags * d;
         let all = k + d;
-        if self.n < self.min_samples() {
+        if self.samples() < self.min_samples() {
             return Err(format!(
                 "{:.0} of the {:.0} windows a fit needs learned",
-                self.n,
+                self.samples(),
                 self.min_samples()
             ));
         }

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod detector;
 pub mod forecast;
 pub mod health;
+pub mod horizon;
 pub mod hostfit;
 pub mod manifest;
 pub mod model;

@@ -84,7 +84,7 @@ fn the_online_fit_learns_what_train_py_fits_in_batch() {
     let text = std::fs::read_to_string(models().join("fixtures/anomaly-fit.json")).unwrap();
     let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
     let m = manifest::read(&models(), "anomaly").unwrap();
-    let mut norm = detector::Normalizer::new(m.features, &m);
+    let mut norm = detector::Normalizer::new(m.features, &m, 86_400.0);
     let mut stats = hostfit::HostStats::new(m.features, m.input_shape[1] - 1, 86_400.0);
     for row in fixture["rows"].as_array().unwrap() {
         let row: Vec<f64> = floats(row).iter().map(|v| f64::from(*v)).collect();
@@ -389,4 +389,21 @@ fn a_host_whose_normal_moves_to_a_new_level_stops_alarming_within_the_warmup_len
         now < p,
         "the newest (normal again) score stands below the threshold's {p} %: {now} %"
     );
+}
+
+#[test]
+fn a_baseline_shorter_than_a_fit_needs_still_fits_the_host_at_the_live_cadence() {
+    // A manifest whose baseline remembers 86 samples at one a second, fewer than the 456
+    // windows the autoregression needs before its first fit: the memory is raised to what a
+    // fit needs (as `calibrate_for` does), else the host is never fitted and never scored.
+    let mut m = manifest::read(&models(), "anomaly").unwrap();
+    m.baseline_days = 0.001;
+    let model = model::Model::load(&models(), &m).unwrap();
+    let mut det = detector::Detector::new(model, m);
+    let mut x = 7u64;
+    let scored = (0..600)
+        .map(|_| det.step(&noisy_row(&mut x, 0.0)).unwrap())
+        .filter(|s| !s.contrib.is_empty())
+        .count();
+    assert!(scored > 100, "{scored} of 600 samples scored");
 }
