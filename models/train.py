@@ -50,6 +50,8 @@ RESIDUAL_CLIP = 10.0      # whitened errors are clipped to this before squaring
 FALSE_ALARMS_PER_DAY = 0.5
 CALIBRATION_DAYS = {"smd": 2.0, "asd": 14.0}
 CALIBRATION_TAIL = 0.02
+# An alarming score enters the host's calibration at most this multiple of its threshold.
+CALIBRATION_ALARM_CAP = 1.5
 # Days of its own normal samples a host's baseline and autoregression remember (a running
 # average until then, an exponential one after), so that a level it keeps becomes its normal:
 # a day at SMD's one-minute steps (and live), five at ASD's five-minute steps (a day there is
@@ -191,6 +193,8 @@ threshold = {threshold:.6f}
 false_alarms_per_day = {FALSE_ALARMS_PER_DAY}
 calibration_days = {CALIBRATION_DAYS[ds]}
 calibration_tail = {CALIBRATION_TAIL}
+# A score that alarms enters the calibration at most this multiple of the threshold it crossed.
+calibration_alarm_cap = {CALIBRATION_ALARM_CAP}
 # Days of the host's own normal samples its baseline and autoregression remember.
 baseline_days = {BASELINE_DAYS[ds]}
 ema_alpha = {detector.EMA_ALPHA}

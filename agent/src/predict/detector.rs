@@ -312,14 +312,20 @@ impl Detector {
         };
         self.ema = Some(smoothed);
         let scored = !contrib.is_empty();
+        let threshold = self.threshold();
+        let alarm = !warming && smoothed > threshold;
         if scored && (warming || self.learning) {
-            self.calibrator.push(smoothed);
+            // As in SPOT, an alarm is not taken as the host's normal tail: it counts, but at
+            // most `calibration_alarm_cap` times the threshold it crossed.
+            self.calibrator.push(if alarm {
+                smoothed.min(self.manifest.calibration_alarm_cap * threshold)
+            } else {
+                smoothed
+            });
         }
         if self.seen == self.warmup {
             self.calibrator.refit();
         }
-        let threshold = self.threshold();
-        let alarm = !warming && smoothed > threshold;
         let normal = match self.calibrator.calibration() {
             Some(c) => smoothed < c.base,
             None => smoothed < LEARN_BELOW * threshold,

@@ -29,6 +29,10 @@ pub struct ModelManifest {
     pub calibration_days: f64,
     /// Share of those scores above the calibration's initial threshold.
     pub calibration_tail: f64,
+    /// A score that alarms enters the calibration window at most this multiple of the
+    /// threshold it crossed (>= 1): an episode counts towards the host's alarm rate, but
+    /// how far above the threshold it went does not raise the threshold for the next one.
+    pub calibration_alarm_cap: f64,
     /// Smoothing factor of the score's exponential moving average.
     pub ema_alpha: f64,
     /// Normalised inputs are clipped to ±this.
@@ -96,6 +100,13 @@ pub fn read(dir: &Path, name: &str) -> Result<ModelManifest, String> {
             m.calibration_days,
             m.baseline_days,
             m.calibration_tail
+        ));
+    }
+    if !(m.calibration_alarm_cap.is_finite() && m.calibration_alarm_cap >= 1.0) {
+        return Err(format!(
+            "{}: calibration_alarm_cap must be a number >= 1 (got {})",
+            path.display(),
+            m.calibration_alarm_cap
         ));
     }
     if m.input_shape[0] != 1 || m.input_shape[1] < 2 || m.input_shape[2] != m.features {

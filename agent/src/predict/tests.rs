@@ -73,6 +73,16 @@ fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
     .unwrap();
     let e = load_anomaly(dir.path()).unwrap_err();
     assert!(e.contains("input_shape"), "{e}");
+    std::fs::write(
+        dir.path().join("anomaly.toml"),
+        toml.replace("calibration_alarm_cap = 1.5", "calibration_alarm_cap = 0.5"),
+    )
+    .unwrap();
+    let e = load_anomaly(dir.path()).unwrap_err();
+    assert!(
+        e.contains("calibration_alarm_cap") && e.contains("0.5"),
+        "{e}"
+    );
     std::fs::remove_file(dir.path().join("anomaly.toml")).unwrap();
     assert!(load_anomaly(dir.path())
         .unwrap_err()
@@ -406,4 +416,44 @@ fn a_baseline_shorter_than_a_fit_needs_still_fits_the_host_at_the_live_cadence()
         .filter(|s| !s.contrib.is_empty())
         .count();
     assert!(scored > 100, "{scored} of 600 samples scored");
+}
+
+/// Steps a detector (SMD manifest, `cap` as its calibration_alarm_cap, one-minute steps, a
+/// day's warm-up) through a quiet day and then two days with the same tall three-minute
+/// episode every eight hours; returns how many of the six episodes alarmed.
+fn episodes_alarmed(cap: f64) -> usize {
+    const DAY: usize = 1440;
+    let mut m = manifest::read(&models(), "anomaly").unwrap();
+    m.calibration_alarm_cap = cap;
+    let model = model::Model::load(&models(), &m).unwrap();
+    let mut det = detector::Detector::new(model, m);
+    det.calibrate_for(DAY as f64, DAY, None);
+    let mut x = 11u64;
+    let (mut found, mut alarmed) = (0, false);
+    for t in 0..3 * DAY {
+        let phase = t % 480;
+        let shift = if t >= DAY && (100..103).contains(&phase) {
+            0.3
+        } else {
+            0.0
+        };
+        alarmed |= det.step(&noisy_row(&mut x, shift)).unwrap().alarm;
+        if phase == 120 {
+            found += usize::from(alarmed);
+            alarmed = false;
+        }
+    }
+    found
+}
+
+#[test]
+fn an_alarm_counts_towards_the_hosts_rate_but_its_height_does_not_raise_the_threshold() {
+    // Three episodes a day are more than the manifest's target allows, so the threshold
+    // rises either way; capped at 1.5 times the threshold, each episode raises it only so
+    // far, and every one of the six alarms. Taken at their full height, the first three
+    // lift the threshold above the rest, which no longer alarm.
+    let capped = episodes_alarmed(1.5);
+    let uncapped = episodes_alarmed(f64::MAX);
+    assert_eq!(capped, 6, "capped: {capped} of 6 episodes alarmed");
+    assert!(uncapped <= 3, "uncapped: {uncapped} of 6 episodes alarmed");
 }
