@@ -16,8 +16,8 @@
 //! The window holds every score, alarming or not (the detector caps an alarming one at
 //! `calibration_alarm_cap` times its threshold before it comes here): a host whose normal
 //! behaviour moves to a new level raises its own threshold once the new level fills the
-//! window's tail (about `tail · window` samples) instead of alarming forever. The window also gives
-//! [`Calibrator::percentile`], how unusual a score is for this host.
+//! window's tail (about `tail · window` samples) instead of alarming forever. The window
+//! also gives [`Calibrator::percentile`], how unusual a score is for this host.
 //!
 //! Nothing but the window is kept (two days at one a second are 675 KiB of f32): a refit finds
 //! `u` by narrowing a histogram of the window down to the bin that holds it ([`order_statistic`],
