@@ -54,6 +54,45 @@ fn anomaly_parity(name: &str) {
 }
 
 #[test]
+fn a_deviation_spread_over_many_metrics_scores_above_the_same_one_in_a_single_metric() {
+    // The score is a power mean with exponent under 1 of the per-metric terms (train.py
+    // SCORE_POWER): nine metrics each 3 off score above one metric 9 off (the same sum of
+    // squared errors, the same score under a plain mean), while the contributions still name
+    // the metric that is off.
+    for name in ["anomaly", "anomaly-asd"] {
+        let m = manifest::read(&models(), name).unwrap();
+        let model = model::Model::load(&models(), &m).unwrap();
+        let d = m.features;
+        let lags = m.input_shape[1] - 1;
+        let host = hostfit::HostParams {
+            ar: vec![0.0; lags * d * d],
+            bias: vec![0.0; d],
+            whiten: (0..d * d)
+                .map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 })
+                .collect(),
+        };
+        let window = |newest: &dyn Fn(usize) -> f32| -> Vec<f32> {
+            let mut w = vec![0.0; lags * d];
+            w.extend((0..d).map(newest));
+            w
+        };
+        let narrow = model
+            .run(&window(&|j| if j == 0 { 9.0 } else { 0.0 }), &host)
+            .unwrap();
+        let broad = model
+            .run(&window(&|j| if j < 9 { 3.0 } else { 0.0 }), &host)
+            .unwrap();
+        assert!(
+            broad.score > 1.5 * narrow.score,
+            "{name}: broad {} vs narrow {}",
+            broad.score,
+            narrow.score
+        );
+        assert_eq!(narrow.contrib[0], 81.0, "{name}");
+    }
+}
+
+#[test]
 fn a_model_whose_hash_or_manifest_is_wrong_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["anomaly.toml", "anomaly.onnx"] {
@@ -122,7 +161,9 @@ fn the_online_fit_learns_what_train_py_fits_in_batch() {
     }
 }
 
-fn fixture_rows(n: usize, seed: u64) -> String {
+/// `n` SMD-layout rows of small uniform noise around 0.3, the first five metrics 0.9 higher
+/// in row `spike`.
+fn fixture_rows(n: usize, seed: u64, spike: Option<usize>) -> String {
     let mut x = seed;
     let mut out = String::new();
     for i in 0..n {
@@ -132,11 +173,7 @@ fn fixture_rows(n: usize, seed: u64) -> String {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let noise = (x % 1000) as f64 / 10_000.0;
-                let spike = if n >= 20 && i == n - 20 && j < 5 {
-                    0.9
-                } else {
-                    0.0
-                };
+                let spike = if spike == Some(i) && j < 5 { 0.9 } else { 0.0 };
                 format!("{:.4}", 0.3 + noise + spike)
             })
             .collect();
@@ -150,8 +187,8 @@ fn fixture_rows(n: usize, seed: u64) -> String {
 fn replay_is_deterministic_and_flags_a_spike() {
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
-    std::fs::write(&train, fixture_rows(2000, 1)).unwrap();
-    std::fs::write(&test, fixture_rows(200, 2)).unwrap();
+    std::fs::write(&train, fixture_rows(2000, 1, None)).unwrap();
+    std::fs::write(&test, fixture_rows(200, 2, Some(180))).unwrap();
     let run = |out: &str, keep_learning: bool| {
         let mut det = load_anomaly(&models()).unwrap();
         let n = replay::smd(
@@ -189,8 +226,8 @@ fn replay_is_deterministic_and_flags_a_spike() {
 fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = (dir.path().join("train.txt"), dir.path().join("test.txt"));
-    std::fs::write(&train, fixture_rows(50, 1)).unwrap();
-    let mut rows = fixture_rows(10, 2);
+    std::fs::write(&train, fixture_rows(50, 1, None)).unwrap();
+    let mut rows = fixture_rows(10, 2, None);
     rows.push_str("0.1,oops,0.3\n");
     std::fs::write(&test, rows).unwrap();
     let mut det = load_anomaly(&models()).unwrap();
@@ -199,7 +236,7 @@ fn replay_refuses_a_malformed_row_naming_the_line_and_writes_nothing() {
     assert!(e.contains("test.txt:11") && e.contains("\"oops\""), "{e}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
     // A train row with too few values is refused too (naming the line), not learned.
-    let mut rows = fixture_rows(5, 1);
+    let mut rows = fixture_rows(5, 1, None);
     rows.push_str("0.1,0.2,0.3\n");
     std::fs::write(&train, rows).unwrap();
     let mut det = load_anomaly(&models()).unwrap();
@@ -433,7 +470,7 @@ fn episodes_alarmed(cap: f64) -> usize {
     for t in 0..3 * DAY {
         let phase = t % 480;
         let shift = if t >= DAY && (100..103).contains(&phase) {
-            0.3
+            0.5
         } else {
             0.0
         };
