@@ -6,7 +6,8 @@ ASD: its servers in three folds of three). For each fold, the one setting chosen
 on the other folds' machines only (the most events found with at most one false alarm per
 machine-day on every one of them; the rarest rate when none manages that), and the fold's
 machines are then reported with it. Nothing about a held-out machine is used for it except
-its own train part, which is what a live host has too (its warm-up).
+its own train part, which is what a live host has too (its warm-up). (The score's exponent
+is chosen the same way, together with the rate, by power_grid.py.)
 
 Events are counted without point-adjust: a labelled segment counts as found when an alarm
 event starts within LEAD before it or inside it; an alarm event touching no segment (nor

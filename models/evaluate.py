@@ -9,7 +9,8 @@ host's own threshold, then its test part is streamed row by row through the agen
 code path, which goes on learning and calibrating as a live host does), once per
 false-alarm target in crossval.GRID; the target reported for a machine is the one chosen on
 the other folds' machines. Printed pooled and per machine, beside PCA with a threshold from
-the train part and PCA with an oracle threshold.
+the train part and PCA with an oracle threshold. The model's score exponent is the shipped
+one; power_grid.py chooses it held out too (the card's headline).
 
 forecast — the resource forecaster: the shipped forecast.onnx (in onnxruntime; tract matches it
 within 1e-5, tested) over every window of the SMD test parts (120 samples, the value 300
