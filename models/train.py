@@ -45,7 +45,7 @@ RIDGE = 1e-4              # added to the lagged samples' covariance (normalised 
 INNOVATION_FLOOR = 1.0    # added to the innovation covariance before whitening
 RESIDUAL_CLIP = 10.0      # whitened errors are clipped to this before squaring
 # The score is the power mean (mean of c^p)^(1/p) of the metrics' squared whitened errors c
-# (p = 1: their mean). Chosen held out by machine with the target rate (crossval.py; both SMD
+# (p = 1: their mean). Chosen held out by machine with the target rate (power_grid.py; both SMD
 # folds chose 0.75, the ASD folds 0.5, 0.5 and 0.25): see the model card.
 SCORE_POWER = {"smd": 0.75, "asd": 0.5}
 # Each host's own threshold: false alarms a day targeted, and the days of its own scores it
