@@ -21,7 +21,9 @@ chosen on the machine's own test part (the lowest with at most one false alarm p
 machine-day on that test part: the most it could find at that rate, knowing the answers).
 """
 
+import argparse
 import csv
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -75,6 +77,17 @@ def score_alarms(alarm, labels, rows_per_day):
     false = sum(1 for s, e in detector.events(alarm) if not covered[s:e + 1].any())
     return {"segments": len(spans), "found": found, "false": false,
             "days": len(labels) / rows_per_day, "delays": delays}
+
+
+def arguments(description):
+    """The command line of the scripts that replay one set held out: `smd|asd [--agent PATH]`
+    (the agent from $UNDERSTUDY_AGENT, else this checkout's release build)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("ds", choices=["smd", "asd"])
+    ap.add_argument("--agent", default=os.environ.get(
+        "UNDERSTUDY_AGENT",
+        str(pathlib.Path(__file__).resolve().parent.parent / "target/release/understudy-agent")))
+    return ap.parse_args()
 
 
 def replay(agent, ds, machine, out_dir, target, keep_learning):

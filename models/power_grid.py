@@ -11,9 +11,7 @@ one false alarm per machine-day on every one of them) and reports the fold with 
 anomaly card's headline. Also printed: each p with only the target chosen held out.
 """
 
-import argparse
 import hashlib
-import os
 import pathlib
 import re
 import shutil
@@ -79,11 +77,7 @@ def nested(results, folds, machines):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ds", choices=["smd", "asd"])
-    ap.add_argument("--agent", default=os.environ.get(
-        "UNDERSTUDY_AGENT", str(HERE.parent / "target/release/understudy-agent")))
-    a = ap.parse_args()
+    a = crossval.arguments(__doc__.splitlines()[0])
     results, folds, machines = grid(a.agent, a.ds)
     held, chosen = nested(results, folds, machines)
     for fold, p, t in chosen:

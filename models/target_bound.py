@@ -10,13 +10,7 @@ from its own data could find with this score; the card compares it with the held
 to tell a gap in the threshold from a gap in the score.
 """
 
-import argparse
-import os
-import pathlib
-
 import crossval
-
-HERE = pathlib.Path(__file__).resolve().parent
 TARGETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -28,11 +22,7 @@ def best_target(per_target):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ds", choices=["smd", "asd"])
-    ap.add_argument("--agent", default=os.environ.get(
-        "UNDERSTUDY_AGENT", str(HERE.parent / "target/release/understudy-agent")))
-    a = ap.parse_args()
+    a = crossval.arguments(__doc__.splitlines()[0])
     crossval.GRID = TARGETS
     r = crossval.evaluate(a.agent, a.ds)
     found = segments = 0
