@@ -11,6 +11,7 @@ to tell a gap in the threshold from a gap in the score.
 """
 
 import crossval
+
 TARGETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
