@@ -136,28 +136,51 @@ def pooled(rows):
             "worst": worst, "delay": float(np.median(delays)) if delays else float("nan")}
 
 
-def choose(results, machines):
-    """The GRID rate with the most events found on `machines` while every one of them stays
-    at or under MAX_FALSE_PER_DAY (else the rarest)."""
-    ok = [t for t in GRID
+def choose(results, machines, grid=GRID):
+    """The rate in `grid` with the most events found on `machines` while every one of them
+    stays at or under MAX_FALSE_PER_DAY (else the rarest)."""
+    ok = [t for t in grid
           if all(results[(m, t)]["false"] / results[(m, t)]["days"] <= MAX_FALSE_PER_DAY
                  for m in machines)]
     if not ok:
-        return min(GRID)
+        return min(grid)
     return max(ok, key=lambda t: (pooled([results[(m, t)] for m in machines])["recall"], -t))
 
 
-def evaluate(agent, ds, keep_learning=True):
+def replay_all(agent, ds, grid=GRID, keep_learning=True):
+    """Every machine of `ds` replayed through the agent at every target in `grid`: the
+    machines, and each (machine, target)'s scored alarms."""
     per_day = datasets.ROWS_PER_DAY[ds]
-    fs = folds(ds)
-    machines = [m for f in fs for m in f]
+    machines = [m for f in folds(ds) for m in f]
     labels = {m: datasets.labels(m, ds) for m in machines}
     results = {}
     with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(2) as pool:
         jobs = {(m, t): pool.submit(replay, agent, ds, m, d, t, keep_learning)
-                for m in machines for t in GRID}
+                for m in machines for t in grid}
         for key, job in jobs.items():
             results[key] = score_alarms(job.result(), labels[key[0]], per_day)
+    return machines, results
+
+
+def pca_baselines(ds, machines):
+    """PCA's alarms on each machine: with a threshold from its own train part, and with an
+    oracle threshold from its own test labels."""
+    per_day = datasets.ROWS_PER_DAY[ds]
+    pca_train, pca_oracle = {}, {}
+    for m in machines:
+        labels = datasets.labels(m, ds)
+        tr, te = datasets.load(m, "train", ds), datasets.load(m, "test", ds)
+        mu, sd = detector.baseline(tr)
+        a, b = pca_scores(detector.normalise(tr, mu, sd), detector.normalise(te, mu, sd))
+        t, _, _ = detector.pick_threshold([a], rows_per_day=per_day)
+        pca_train[m] = score_alarms(b > t, labels, per_day)
+        pca_oracle[m] = score_alarms(oracle(b, labels, per_day), labels, per_day)
+    return pca_train, pca_oracle
+
+
+def evaluate(agent, ds, keep_learning=True):
+    fs = folds(ds)
+    machines, results = replay_all(agent, ds, GRID, keep_learning)
     chosen, held = {}, {}
     for f in fs:
         rest = [m for m in machines if m not in f]
@@ -166,14 +189,7 @@ def evaluate(agent, ds, keep_learning=True):
             chosen[m] = t
             held[m] = results[(m, t)]
     in_sample_t = choose(results, machines)
-    pca_train, pca_oracle = {}, {}
-    for m in machines:
-        tr, te = datasets.load(m, "train", ds), datasets.load(m, "test", ds)
-        mu, sd = detector.baseline(tr)
-        a, b = pca_scores(detector.normalise(tr, mu, sd), detector.normalise(te, mu, sd))
-        t, _, _ = detector.pick_threshold([a], rows_per_day=per_day)
-        pca_train[m] = score_alarms(b > t, labels[m], per_day)
-        pca_oracle[m] = score_alarms(oracle(b, labels[m], per_day), labels[m], per_day)
+    pca_train, pca_oracle = pca_baselines(ds, machines)
     return {"folds": fs, "chosen": chosen, "held": held, "in_sample_t": in_sample_t,
             "in_sample": {m: results[(m, in_sample_t)] for m in machines},
             "grid": {t: {m: results[(m, t)] for m in machines} for t in GRID},

@@ -24,11 +24,10 @@ def best_target(per_target):
 
 def main():
     a = crossval.arguments(__doc__.splitlines()[0])
-    crossval.GRID = TARGETS
-    r = crossval.evaluate(a.agent, a.ds)
+    machines, results = crossval.replay_all(a.agent, a.ds, TARGETS)
     found = segments = 0
-    for m in r["machines"]:
-        per_target = {t: r["grid"][t][m] for t in TARGETS}
+    for m in machines:
+        per_target = {t: results[(m, t)] for t in TARGETS}
         pick = best_target(per_target)
         segments += per_target[TARGETS[0]]["segments"]
         if pick is None:
