@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use understudy_tests::cluster::Cluster;
+use understudy_tests::cluster::{Cluster, FENCE_AFTER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -103,6 +103,77 @@ fn counter_continues_on_the_new_host_after_migrate() {
         "counter: A logged up to {last_on_a}, B continued from {}; freeze {:?} ms",
         b_counts[0],
         after.last_migration.as_ref().and_then(|m| m.freeze_ms)
+    );
+}
+
+#[test]
+fn a_migration_ordered_while_the_source_agent_reconnects_waits_for_it_and_succeeds() {
+    require_e2e!();
+    require_criu!();
+    let c = started_cluster();
+    create_counter(&c);
+    let before = c.wait_for_epochs("counter", 2);
+    // host-a's agent goes (its workload runs on) and is shown disconnected, as an agent that
+    // missed its heartbeat deadline on a loaded host is, for a moment; here for long enough
+    // that the copy's lease runs out and its supervisor freezes it.
+    let killed = std::time::Instant::now();
+    c.kill("host-a");
+    eventually(
+        "host-a shown disconnected",
+        Duration::from_secs(15),
+        || match c.hosts()?.iter().find(|h| h.name == "host-a") {
+            Some(h) if !h.connected => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let migrate = c
+        .cli_command()
+        .args(["migrate", "counter"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep((FENCE_AFTER + Duration::from_secs(1)).saturating_sub(killed.elapsed()));
+    let frozen = numbers(&c.output_log("host-a", "counter")).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        numbers(&c.output_log("host-a", "counter")).len(),
+        frozen,
+        "host-a's copy froze when its lease ran out"
+    );
+    // Back before the failover delay: the migration goes on from its first order.
+    c.start_agent("host-a");
+    let out = migrate.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the migration should wait for host-a, not roll back: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("host-a is not connected: waiting up to"),
+        "the wait is shown: {stdout}"
+    );
+    let after = c.workload("counter").unwrap();
+    assert_eq!(after.primary, "host-b");
+    assert_eq!(after.generation, before.generation + 1);
+    let last_on_a = *numbers(&c.output_log("host-a", "counter"))
+        .last()
+        .expect("A logged counts");
+    let b_counts = understudy_tests::copies::counts_on(&c, "host-b", "counter");
+    assert!(
+        b_counts[0] > last_on_a.saturating_sub(1),
+        "host-b started at {} but host-a had logged {last_on_a}",
+        b_counts[0]
+    );
+    keeps_counting(&c, "host-b", "counter");
+    // One copy: host-a's has stopped counting.
+    let a_len = numbers(&c.output_log("host-a", "counter")).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        numbers(&c.output_log("host-a", "counter")).len(),
+        a_len,
+        "host-a still runs a copy"
     );
 }
 

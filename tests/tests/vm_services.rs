@@ -124,48 +124,10 @@ fn wait_epochs(vms: &VmPair, name: &str, at_least: u64) {
     );
 }
 
-/// `understudy migrate name`, run in vm-a: its exit status and output.
-fn migrate_once(vms: &VmPair, name: &str) -> std::process::Output {
-    let out = vms.ssh(A, &vms.cli_command(&format!("migrate {name}")));
-    assert!(
-        out.status.success() || out.status.code() == Some(75),
-        "migrate {name} failed ({:?}):\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Moves `name` and returns its freeze in ms.
 fn migrate(vms: &VmPair, name: &str, to: &str) -> u64 {
     let started = Instant::now();
-    let from = workload(vms, name).primary;
-    let mut out = migrate_once(vms, name);
-    // Exit 75: rolled back, the workload still runs where it was (README). Under software
-    // emulation an agent's heartbeat can miss its deadline, and a migration ordered in the
-    // moment before it reconnects rolls back; an operator retries, and so does this test, once,
-    // after checking that the rollback left the workload running on its host.
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.code() == Some(75) && said.contains("is not connected") {
-        let w = workload(vms, name);
-        assert_eq!(w.primary, from, "rolled back onto its own host");
-        assert_eq!(
-            w.state,
-            WorkloadState::Running,
-            "running again after the rollback"
-        );
-        eprintln!(
-            "{name}: migration rolled back (a host was briefly not connected); retrying once"
-        );
-        std::thread::sleep(Duration::from_secs(5));
-        out = migrate_once(vms, name);
-    }
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = cli(vms, &format!("migrate {name}"));
     let w = workload(vms, name);
     assert_eq!(w.primary, to, "{out}");
     assert_eq!(w.state, WorkloadState::Running);

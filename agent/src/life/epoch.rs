@@ -34,6 +34,8 @@ pub struct Job {
     pub final_epoch: bool,
     /// A final epoch by post-copy (`crate::postcopy::source`).
     pub post_copy: bool,
+    /// Ordered by the coordinator (a switchover's), not by the timer.
+    pub ordered: bool,
     /// The tree.
     pub running: Running,
     /// Where the images go.
@@ -112,6 +114,25 @@ fn cpu_ms() -> u64 {
     })
 }
 
+/// How long an ordered epoch of a copy frozen for lack of a lease waits for the lease. An
+/// agent that reconnects after its copy's lease ran out gets a new one with its first
+/// heartbeat's answer, or with the order's generation (held until the order comes), and
+/// passes it to the supervisor as the order starts the epoch: a few heartbeats at most.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits up to `limit` while the workload's supervisor holds it frozen for lack of a lease;
+/// whether it is still frozen afterwards.
+async fn wait_for_lease(workload: &str, limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while frozen(workload).await {
+        if started.elapsed() >= limit {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Whether the workload's supervisor holds it frozen for lack of a lease (`false` when it
 /// cannot say).
 async fn frozen(workload: &str) -> bool {
@@ -130,7 +151,12 @@ pub async fn run(job: Job) -> Outcome {
     let failed = |why: Failure| Outcome::failed(job.epoch, &job.to, &why);
     // Nothing changes in a copy frozen for lack of a lease, and a dump would run CRIU's
     // parasite inside it: its epochs wait for the lease.
-    if frozen(&job.workload).await {
+    let wait = if job.ordered {
+        LEASE_WAIT
+    } else {
+        Duration::ZERO
+    };
+    if wait_for_lease(&job.workload, wait).await {
         return failed(Failure::Frozen);
     }
     let Some(key) = job.key.clone() else {

@@ -174,6 +174,8 @@ pub enum Command {
         /// A final epoch by post-copy.
         post_copy: bool,
         base: Option<u64>,
+        /// Ordered by the coordinator, not by the timer.
+        ordered: bool,
     },
     /// Answer the order being carried out.
     Reply(Result<OrderReply, String>),
@@ -453,6 +455,7 @@ impl Machine {
             final_epoch,
             post_copy: final_epoch && self.post_copy,
             base,
+            ordered: asker != Asker::Timer,
         }]
     }
 

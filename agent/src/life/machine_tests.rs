@@ -651,3 +651,25 @@ fn a_shadow_kept_by_a_new_set_keeps_its_base_and_a_new_one_makes_the_next_epoch_
     assert_eq!(reports(&cmds).len(), 2);
     assert_eq!(started(&m.handle(Event::Tick)), Some((4, false, Some(3))));
 }
+
+/// An ordered epoch is marked so: its dump waits a moment for a lease the order passes on
+/// (a copy frozen while its agent was away), where the timer's epoch does not wait.
+#[test]
+fn an_ordered_epoch_is_told_apart_from_the_timers() {
+    let ordered = |cmds: &[Command]| {
+        cmds.iter().find_map(|c| match c {
+            Command::TakeEpoch { ordered, .. } => Some(*ordered),
+            _ => None,
+        })
+    };
+    let mut m = machine();
+    assert_eq!(ordered(&m.handle(Event::Tick)), Some(false));
+    commit(&mut m, 1);
+    let cmds = m.handle(Event::Checkpoint {
+        generation: 4,
+        final_epoch: false,
+        post_copy: false,
+        to: Some("b".into()),
+    });
+    assert_eq!(ordered(&cmds), Some(true));
+}

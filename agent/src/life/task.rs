@@ -382,6 +382,7 @@ impl Task {
                 final_epoch,
                 post_copy,
                 base,
+                ordered,
             } => {
                 let Some(running) = self.running.clone() else {
                     self.post(Msg::EpochDone(Box::new(Outcome::failed(
@@ -400,6 +401,7 @@ impl Task {
                     epoch,
                     final_epoch,
                     post_copy,
+                    ordered,
                     running,
                     dir: self
                         .node

@@ -709,6 +709,7 @@ pub fn migrate(
     }
     let tty = std::io::stdout().is_terminal();
     let mut last_line = String::new();
+    let mut was_waiting = false;
     let status = loop {
         std::thread::sleep(Duration::from_millis(100));
         let s: MigrationStatus = match get(base, &format!("/v1/workloads/{name}/migration")) {
@@ -723,10 +724,13 @@ pub fn migrate(
             if tty {
                 out!("\r\x1b[2K{line}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
-            } else if phase_of(&line) != phase_of(&last_line) {
+            } else if phase_of(&line) != phase_of(&last_line) || s.waiting.is_some() != was_waiting
+            {
+                // Without a terminal: a line when the phase changes, or a wait begins or ends.
                 outln!("{line}");
             }
             last_line = line;
+            was_waiting = s.waiting.is_some();
         }
     };
     if tty && output == Output::Table {

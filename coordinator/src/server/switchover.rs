@@ -11,7 +11,10 @@ use understudy_common::workload::{Order, OrderReply, Peer};
 use super::records::Claim;
 use super::workloads::{err, expect_shadow, ApiError, MigrateRequest, MigrationStatus};
 use super::{orders, wall_ms, Shared};
-use crate::workloads::migration::{Delivery, Kind, Migration, Outcome, Phase, Step};
+use crate::workloads::failover::HostNow;
+use crate::workloads::migration::{
+    hold_for_reconnect, Delivery, Kind, Migration, Outcome, Phase, Step, RECONNECT_GRACE,
+};
 use crate::workloads::{MigrationSummary, WorkloadRecord, WorkloadState};
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -284,6 +287,34 @@ pub fn resume_interrupted(shared: &Arc<Shared>, machines: Vec<Migration>) {
     }
 }
 
+/// Waits while `host` is reconnecting ([`hold_for_reconnect`]), saying so in the live view,
+/// and returns what is known of it afterwards.
+async fn held_for_reconnect(
+    shared: &Shared,
+    name: &str,
+    machine: &Migration,
+    host: &str,
+) -> HostNow {
+    let held = Instant::now();
+    let mut now = shared.host_now(host);
+    if !hold_for_reconnect(now, Duration::ZERO, shared.failover.failover_after) {
+        return now;
+    }
+    tracing::warn!(workload = %name, host, "host not connected; holding the order until it reconnects");
+    shared.update_migration(name, |s| {
+        s.waiting = Some(format!(
+            "{host} is not connected: waiting up to {} for it to reconnect",
+            humantime::format_duration(RECONNECT_GRACE)
+        ))
+    });
+    while hold_for_reconnect(now, held.elapsed(), shared.failover.failover_after) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = shared.host_now(host);
+    }
+    shared.update_migration(name, |s| s.waiting = machine.waiting_for());
+    now
+}
+
 /// Runs the machine to its end, persisting it before every order.
 pub(super) async fn drive(
     shared: Arc<Shared>,
@@ -308,7 +339,7 @@ pub(super) async fn drive(
                     s.bytes_total = 0;
                 });
                 tokio::time::sleep(after).await;
-                let silent = shared.host_now(&host);
+                let silent = held_for_reconnect(&shared, &name, &machine, &host).await;
                 if host == machine.from
                     && !silent.connected
                     && silent.silent_for >= shared.failover.failover_after

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use understudy_common::inventory::Held;
 use understudy_common::workload::{describe_passed_over, Order, OrderReply, Peer, WorkloadSpec};
 
+use super::failover::HostNow;
+
 /// Why the workload moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,12 +166,25 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts to reach a host whose answer the migration cannot do without.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long an order waits for its host to reconnect before it counts as not sent. An agent
+/// that missed a heartbeat's deadline on a loaded host reconnects within a second or two; a
+/// switchover ordered in that second should not roll back for it.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 /// A running epoch of a switchover that carried more than this is followed by another
 /// (pre-copy rounds, as live migration takes them): what the final epoch carries, with the
 /// workload stopped, is what changed during the last running one.
 pub const SYNC_SMALL_BYTES: u64 = 32 << 20;
 /// At most this many running epochs before the final one, however much they carry.
 pub const SYNC_ROUNDS: u32 = 4;
+
+/// Whether the driver should go on holding an order for a host in state `host`, having held
+/// it for `held`: while the host is not connected, for at most [`RECONNECT_GRACE`], and not
+/// once it has been silent for `failover_after` (it is lost then, and the machine decides
+/// what that means). The order has not left, so holding it changes nothing but when it is
+/// sent: the workload runs where it ran meanwhile.
+pub fn hold_for_reconnect(host: HostNow, held: Duration, failover_after: Duration) -> bool {
+    !host.connected && held < RECONNECT_GRACE && host.silent_for < failover_after
+}
 
 /// A switchover of one workload from one host to another; everything it needs to carry
 /// on after a coordinator restart is in here, and it is stored as it is.

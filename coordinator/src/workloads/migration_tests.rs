@@ -520,3 +520,53 @@ fn an_old_primary_lost_while_a_rollback_waits_to_resume_it_leaves_the_workload_l
     assert_eq!(m.old_primary_lost(), None);
     assert_eq!(failover().old_primary_lost(), None);
 }
+
+fn host(connected: bool, silent_secs: u64) -> HostNow {
+    HostNow {
+        connected,
+        silent_for: Duration::from_secs(silent_secs),
+    }
+}
+
+#[test]
+fn an_order_for_a_reconnecting_host_is_held_within_the_grace() {
+    let failover_after = Duration::from_secs(30);
+    // Not connected, heard from a second ago: held, until the grace is spent.
+    assert!(hold_for_reconnect(
+        host(false, 1),
+        Duration::ZERO,
+        failover_after
+    ));
+    assert!(hold_for_reconnect(
+        host(false, 5),
+        RECONNECT_GRACE - Duration::from_millis(1),
+        failover_after
+    ));
+    assert!(!hold_for_reconnect(
+        host(false, 11),
+        RECONNECT_GRACE,
+        failover_after
+    ));
+    // Back: sent at once.
+    assert!(!hold_for_reconnect(
+        host(true, 0),
+        Duration::from_secs(2),
+        failover_after
+    ));
+}
+
+#[test]
+fn an_order_for_a_lost_host_is_not_held() {
+    // Silent for the failover delay: the machine is told it is lost instead of waiting.
+    let failover_after = Duration::from_secs(10);
+    assert!(!hold_for_reconnect(
+        host(false, 10),
+        Duration::ZERO,
+        failover_after
+    ));
+    assert!(hold_for_reconnect(
+        host(false, 9),
+        Duration::ZERO,
+        failover_after
+    ));
+}
