@@ -51,6 +51,39 @@ fn keeps_counting(c: &Cluster, host: &str, name: &str) {
     );
 }
 
+/// Checks that the counter moved from host-a to host-b under the next generation with its
+/// count: host-b continues from at least the last value host-a logged, consecutively, and
+/// keeps counting while host-a's copy is gone. Returns (last on host-a, first on host-b).
+fn moved_with_its_count(c: &Cluster, generation_before: u64) -> (u64, u64) {
+    let last_on_a = *numbers(&c.output_log("host-a", "counter"))
+        .last()
+        .expect("A logged counts");
+    let after = c.workload("counter").unwrap();
+    assert_eq!(after.primary, "host-b");
+    assert_eq!(after.generation, generation_before + 1);
+    let b_counts = understudy_tests::copies::counts_on(c, "host-b", "counter");
+    // It did not restart from zero: it continues from at least the last value host-a logged.
+    assert!(
+        b_counts[0] > last_on_a.saturating_sub(1),
+        "host-b started at {} but host-a had logged {last_on_a}",
+        b_counts[0]
+    );
+    assert!(
+        b_counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "counts on B are not consecutive"
+    );
+    // And it keeps counting there, with A's copy gone.
+    keeps_counting(c, "host-b", "counter");
+    let a_len = numbers(&c.output_log("host-a", "counter")).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        numbers(&c.output_log("host-a", "counter")).len(),
+        a_len,
+        "A still runs a copy"
+    );
+    (last_on_a, b_counts[0])
+}
+
 #[test]
 fn counter_continues_on_the_new_host_after_migrate() {
     require_e2e!();
@@ -70,38 +103,10 @@ fn counter_continues_on_the_new_host_after_migrate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("frozen for"), "{stdout}");
-    let last_on_a = *numbers(&c.output_log("host-a", "counter"))
-        .last()
-        .expect("A logged counts");
-
+    let (last_on_a, first_on_b) = moved_with_its_count(&c, before.generation);
     let after = c.workload("counter").unwrap();
-    assert_eq!(after.primary, "host-b");
-    assert_eq!(after.generation, before.generation + 1);
-    let b_counts = understudy_tests::copies::counts_on(&c, "host-b", "counter");
-    // It did not restart from zero: it continues from at least the last value host-a logged.
-    assert!(
-        b_counts[0] > last_on_a.saturating_sub(1),
-        "host-b started at {} but host-a had logged {last_on_a}",
-        b_counts[0]
-    );
-    assert!(
-        b_counts.windows(2).all(|w| w[1] == w[0] + 1),
-        "counts on B are not consecutive"
-    );
-    // And it keeps counting there, with A's copy gone.
-    std::thread::sleep(Duration::from_millis(300));
-    let later = numbers(&c.output_log("host-b", "counter"));
-    assert!(later.len() > b_counts.len());
-    let a_len = numbers(&c.output_log("host-a", "counter")).len();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        numbers(&c.output_log("host-a", "counter")).len(),
-        a_len,
-        "A still runs a copy"
-    );
     eprintln!(
-        "counter: A logged up to {last_on_a}, B continued from {}; freeze {:?} ms",
-        b_counts[0],
+        "counter: A logged up to {last_on_a}, B continued from {first_on_b}; freeze {:?} ms",
         after.last_migration.as_ref().and_then(|m| m.freeze_ms)
     );
 }
@@ -154,27 +159,7 @@ fn a_migration_ordered_while_the_source_agent_reconnects_waits_for_it_and_succee
         stdout.contains("host-a is not connected: waiting up to"),
         "the wait is shown: {stdout}"
     );
-    let after = c.workload("counter").unwrap();
-    assert_eq!(after.primary, "host-b");
-    assert_eq!(after.generation, before.generation + 1);
-    let last_on_a = *numbers(&c.output_log("host-a", "counter"))
-        .last()
-        .expect("A logged counts");
-    let b_counts = understudy_tests::copies::counts_on(&c, "host-b", "counter");
-    assert!(
-        b_counts[0] > last_on_a.saturating_sub(1),
-        "host-b started at {} but host-a had logged {last_on_a}",
-        b_counts[0]
-    );
-    keeps_counting(&c, "host-b", "counter");
-    // One copy: host-a's has stopped counting.
-    let a_len = numbers(&c.output_log("host-a", "counter")).len();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        numbers(&c.output_log("host-a", "counter")).len(),
-        a_len,
-        "host-a still runs a copy"
-    );
+    moved_with_its_count(&c, before.generation);
 }
 
 #[test]
