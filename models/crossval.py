@@ -90,7 +90,8 @@ def arguments(description):
     return ap.parse_args()
 
 
-def replay(agent, ds, machine, out_dir, target, keep_learning):
+def replay_rows(agent, ds, machine, out_dir, target, keep_learning):
+    """One machine's test part replayed through the agent: its smoothed scores and alarms."""
     out = pathlib.Path(out_dir) / f"{machine}-{target}-{int(keep_learning)}.csv"
     subprocess.run([agent, "replay", "--format", ds, "--train", datasets.path(machine, "train", ds),
                     "--test", datasets.path(machine, "test", ds), "--out", out,
@@ -98,7 +99,14 @@ def replay(agent, ds, machine, out_dir, target, keep_learning):
                    + (["--keep-learning"] if keep_learning else []),
                    check=True, stderr=subprocess.DEVNULL)
     with open(out) as f:
-        return np.array([int(r["alarm"]) for r in csv.DictReader(f)], dtype=bool)
+        rows = list(csv.DictReader(f))
+    return (np.array([float(r["score"]) for r in rows]),
+            np.array([int(r["alarm"]) for r in rows], dtype=bool))
+
+
+def replay(agent, ds, machine, out_dir, target, keep_learning):
+    """One machine's alarms (see replay_rows)."""
+    return replay_rows(agent, ds, machine, out_dir, target, keep_learning)[1]
 
 
 def pca_scores(train_z, test_z, k=10):
