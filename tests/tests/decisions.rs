@@ -327,6 +327,61 @@ fn health_that_stays_low_moves_the_workload_and_a_dip_shorter_than_the_hysteresi
 }
 
 #[test]
+fn with_most_hosts_in_trouble_at_once_it_only_advises_and_moves_once_that_passes() {
+    require_e2e!();
+    require_criu!();
+    // 6 heartbeats (3 s): the two agents below read their new scores up to a heartbeat
+    // apart, and neither host may count as in trouble alone meanwhile.
+    let (c, score_file) = cluster_with_scores(
+        "mode = \"act\"\ntriggers = [\"health\"]\nhealth_heartbeats = 6\ntarget_health_min = 75",
+    );
+    create_counter(&c, "s1", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("s1", 1);
+    // Two of the three hosts fall at once: more than half, a cause they share is likelier.
+    std::fs::write(score_file("host-a"), "30").unwrap();
+    std::fs::write(score_file("host-b"), "30").unwrap();
+    let reason = "2 of 3 connected hosts in trouble at once (host-a, host-b; more than 0.5)";
+    eventually("the advice is recorded", Duration::from_secs(30), || {
+        let log = events(&c, "workload=s1");
+        match log.iter().find(|e| e.kind == "decision") {
+            Some(e) if e.message.contains(reason) => Ok(()),
+            _ => Err(format!("{log:?}")),
+        }
+    });
+    let plan = String::from_utf8_lossy(&c.cli(&["plan"]).stdout).into_owned();
+    assert!(
+        plan.contains(&format!(
+            "s1 on host-a: should move to host-c, but: {reason}"
+        )),
+        "{plan}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let w = c.workload("s1").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert!(w.last_migration.is_none(), "{:?}", w.last_migration);
+    // Nor does its shadow leave host-b (moving shadows among the troubled hosts escapes
+    // nothing either).
+    assert_eq!(w.shadow.as_deref(), Some("host-b"));
+    assert!(
+        !events(&c, "workload=s1")
+            .iter()
+            .any(|e| e.kind == "reshadow"),
+        "{:?}",
+        events(&c, "workload=s1")
+    );
+    // host-b recovers: host-a alone is in trouble, and its workload leaves.
+    std::fs::write(score_file("host-b"), "95").unwrap();
+    let w = eventually("s1 leaves host-a", Duration::from_secs(60), || {
+        let w = c.workload("s1")?;
+        match &w.last_migration {
+            Some(m) if m.outcome == "succeeded" && w.primary != "host-a" => Ok(w),
+            other => Err(format!("{} on {}: {other:?}", w.state.name(), w.primary)),
+        }
+    });
+    advancing(&c, &w.primary, "s1");
+}
+
+#[test]
 fn advise_mode_records_the_decision_and_moves_nothing_and_with_no_fit_target_says_why() {
     require_e2e!();
     require_criu!();

@@ -70,6 +70,9 @@ pub struct DecisionsSection {
     pub target_memory_headroom: f32,
     /// Automatic moves per hour before the engine only advises (6).
     pub moves_per_hour: u32,
+    /// More than this share of the connected hosts in trouble at once (at least two), and
+    /// automatic moves are only advised (0.5; 1 never holds them).
+    pub shared_trouble_share: f32,
 }
 
 /// The mode as written.
@@ -112,6 +115,7 @@ impl Default for DecisionsSection {
             target_health_min: s.target_health_min,
             target_memory_headroom: s.target_memory_headroom,
             moves_per_hour: s.moves_per_hour,
+            shared_trouble_share: s.shared_trouble_share,
         }
     }
 }
@@ -147,6 +151,7 @@ impl DecisionsSection {
             target_health_min: self.target_health_min,
             target_memory_headroom: self.target_memory_headroom,
             moves_per_hour: self.moves_per_hour,
+            shared_trouble_share: self.shared_trouble_share,
         }
     }
 
@@ -190,6 +195,12 @@ impl DecisionsSection {
             if !v.is_finite() || (k != "threshold" && v < 0.0) {
                 bad(k, format!("{v} must be a finite number, 0 or more"));
             }
+        }
+        if !(self.shared_trouble_share > 0.0 && self.shared_trouble_share <= 1.0) {
+            bad(
+                "shared_trouble_share",
+                format!("{} is outside (0, 1]", self.shared_trouble_share),
+            );
         }
         if !(0.0..0.9).contains(&self.target_memory_headroom) {
             bad(
@@ -260,6 +271,7 @@ mod tests {
             max_moves_per_host: 3,
             max_moves: 2,
             risk_above: 1.5,
+            shared_trouble_share: 0.0,
             cooldown: Duration::from_secs(30 * 86_400),
             ..DecisionsSection::default()
         };
@@ -270,6 +282,7 @@ mod tests {
             "decisions.target_health_min",
             "decisions.max_moves",
             "decisions.risk_above",
+            "decisions.shared_trouble_share",
             "decisions.cooldown",
         ] {
             assert!(keys.contains(&k), "{k} missing from {problems:?}");

@@ -9,8 +9,9 @@
 //!
 //! Guardrails: a cool-down per workload after any move; at most `max_moves_per_host` moves
 //! from or to a host and `max_moves` in the cluster at once; an hourly budget of automatic
-//! moves after which the engine only advises; the mode (`off`, `advise`, `act`) for
-//! automatic moves. A target is connected, not cordoned, draining, triggered or near a
+//! moves after which the engine only advises; while more than `shared_trouble_share` of the
+//! connected hosts are in trouble at once, it only advises too (a shared cause); the mode
+//! (`off`, `advise`, `act`) for automatic moves. A target is connected, not cordoned, draining, triggered or near a
 //! maintenance window, healthy enough, and keeps its memory headroom by its forecast with
 //! the workload on it. Preferred: a target in another zone than the host in trouble (where
 //! hosts carry zones), then the workload's shadow (it already holds its epochs), then the
@@ -179,6 +180,7 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
     if triggered.is_empty() {
         return Vec::new();
     }
+    let shared = shared_trouble(&fleet.hosts, &triggered, s);
     let mut load = Load::default();
     for w in fleet.workloads.iter().filter(|w| w.moving) {
         load.add(&[&w.primary]);
@@ -260,7 +262,7 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
     candidates
         .into_iter()
         .map(|c| {
-            let action = act(&c, s, &mut load, &mut budget, now_ms);
+            let action = act(&c, s, &mut load, &mut budget, shared.as_deref(), now_ms);
             Decision {
                 workload: c.w.name.clone(),
                 from: c.w.primary.clone(),
@@ -335,7 +337,46 @@ fn pick_target(
     })
 }
 
-fn act(c: &Candidate, s: &Settings, load: &mut Load, budget: &mut usize, now_ms: u64) -> Action {
+/// Why automatic moves (and shadow moves) are held now because many hosts are in trouble at
+/// once (see [`Settings::shared_trouble_share`]), if they are; `triggered` is what
+/// [`triggers::evaluate`] says of `hosts`.
+pub fn shared_trouble(
+    hosts: &[HostView],
+    triggered: &BTreeMap<String, Trigger>,
+    s: &Settings,
+) -> Option<String> {
+    let connected = hosts.iter().filter(|h| h.connected).count();
+    let troubled: Vec<&str> = triggered
+        .values()
+        .filter(|t| !t.kind.is_operator())
+        .map(|t| t.host.as_str())
+        .collect();
+    let n = troubled.len();
+    if n < 2 || n as f64 <= f64::from(s.shared_trouble_share) * connected as f64 {
+        return None;
+    }
+    const NAMED: usize = 4;
+    let more = if n > NAMED {
+        format!(" and {} more", n - NAMED)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{n} of {connected} connected hosts in trouble at once ({}{more}; more than {}): \
+         a shared cause is likelier than that many failing hosts",
+        troubled[..n.min(NAMED)].join(", "),
+        s.shared_trouble_share
+    ))
+}
+
+fn act(
+    c: &Candidate,
+    s: &Settings,
+    load: &mut Load,
+    budget: &mut usize,
+    shared: Option<&str>,
+    now_ms: u64,
+) -> Action {
     let hold = |why: String| Action::Hold { why };
     let automatic = !c.operator();
     if automatic {
@@ -387,6 +428,12 @@ fn act(c: &Candidate, s: &Settings, load: &mut Load, budget: &mut usize, now_ms:
         return Action::Advise {
             to,
             why: "decisions mode is advise".into(),
+        };
+    }
+    if let (true, Some(why)) = (automatic, shared) {
+        return Action::Advise {
+            to,
+            why: why.to_owned(),
         };
     }
     if automatic && *budget == 0 {

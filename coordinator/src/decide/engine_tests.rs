@@ -448,3 +448,54 @@ fn a_disconnected_host_has_no_triggers_it_is_failovers_business() {
     f.hosts[0].connected = false;
     assert!(decide(&f, &s, &mut Memory::default(), T0).is_empty());
 }
+
+#[test]
+fn with_most_hosts_in_trouble_at_once_automatic_moves_are_only_advised_and_drains_go_on() {
+    let s = defaults();
+    let mut f = Fleet {
+        hosts: ["a", "b", "c", "d", "e"].map(|h| host(h, 95)).to_vec(),
+        workloads: vec![workload("kv", "a", "e"), workload("web", "d", "e")],
+        recent_moves_ms: Vec::new(),
+        link_bytes_per_s: 100e6,
+    };
+    for h in &mut f.hosts[..2] {
+        h.health = Some(health(30));
+        h.low_health_beats = 10;
+    }
+    // Two of five in trouble: not more than half, kv moves.
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert_eq!(moves(&d), vec![("kv".into(), "e".into())]);
+    // Three of five: a shared cause is likelier; kv is only advised, and says why.
+    f.hosts[2].health = Some(health(30));
+    f.hosts[2].low_health_beats = 10;
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert!(moves(&d).is_empty(), "{d:?}");
+    match &d[0].action {
+        Action::Advise { to, why } => {
+            assert_eq!((d[0].workload.as_str(), to.as_str()), ("kv", "e"));
+            assert!(
+                why.starts_with(
+                    "3 of 5 connected hosts in trouble at once (a, b, c; more than 0.5)"
+                ),
+                "{why}"
+            );
+        }
+        other => panic!("kv: {other:?}"),
+    }
+    // An operator's drain is not held back by it (nor counted as trouble).
+    f.hosts[3].draining = true;
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert_eq!(moves(&d), vec![("web".into(), "e".into())]);
+    // A host that is not connected is not counted: three of four connected is still most.
+    f.hosts[3].draining = false;
+    f.hosts[3].connected = false;
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert!(moves(&d).is_empty(), "{d:?}");
+    // With the share at 1 the guard never holds.
+    let all = Settings {
+        shared_trouble_share: 1.0,
+        ..defaults()
+    };
+    let d = decide(&f, &all, &mut Memory::default(), T0);
+    assert_eq!(moves(&d), vec![("kv".into(), "e".into())]);
+}

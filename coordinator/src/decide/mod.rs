@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use understudy_common::telemetry::HealthReport;
 
-pub use engine::{decide, Action, Decision};
+pub use engine::{decide, shared_trouble, Action, Decision};
 pub use triggers::{Trigger, TriggerKind};
 
 /// What the engine may do.
@@ -73,6 +73,11 @@ pub struct Settings {
     pub target_memory_headroom: f32,
     /// Automatic moves per hour; past it the engine only advises.
     pub moves_per_hour: u32,
+    /// While more than this share of the connected hosts (and at least two) have automatic
+    /// triggers at once, the engine only advises automatic moves: a cause the hosts share
+    /// (the network, a deploy, a fleet-wide job, the telemetry itself) is then likelier than
+    /// that many hosts failing together, and moving workloads among them escapes nothing.
+    pub shared_trouble_share: f32,
 }
 
 impl Default for Settings {
@@ -98,6 +103,7 @@ impl Default for Settings {
             target_health_min: 80,
             target_memory_headroom: 0.1,
             moves_per_hour: 6,
+            shared_trouble_share: 0.5,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The decision engine at work. Every tick the server builds the fleet as the engine sees
 //! it (the registry's hosts and their health, the workload records, what operators said
 //! about hosts), runs [`crate::decide::decide`], starts the moves it decides through the
-//! same switchover as `understudy migrate`, re-homes the shadows living on a drained host,
+//! same switchover as `understudy migrate`, re-homes the shadows living on a drained host
+//! or a host in trouble (not while most hosts are in trouble at once),
 //! ends drains that are done or past their deadline, and records as an event every
 //! decision that changed since the last tick.
 
@@ -13,7 +14,9 @@ use understudy_common::workload::{Order, OrderReply};
 
 use super::workloads::{expect_shadow, MigrateRequest};
 use super::{orders, switchover, wall_ms, Shared};
-use crate::decide::{decide, triggers, Action, Decision, Fleet, HostView, Memory, WorkloadView};
+use crate::decide::{
+    decide, shared_trouble, triggers, Action, Decision, Fleet, HostView, Memory, WorkloadView,
+};
 use crate::workloads::WorkloadState;
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -190,20 +193,24 @@ fn inputs(d: &Decision) -> Vec<(String, String)> {
 pub fn tick(shared: &Arc<Shared>) {
     let now = wall_ms();
     let fleet = shared.fleet();
+    let shared_now;
     let decisions = {
         let mut e = shared.engine();
         e.recent_moves_ms
             .retain(|t| now.saturating_sub(*t) < 3_600_000);
         let mut look = e.memory.clone();
-        e.troubled = triggers::evaluate(&fleet.hosts, &shared.decisions, &mut look, now)
+        let triggered = triggers::evaluate(&fleet.hosts, &shared.decisions, &mut look, now);
+        shared_now = shared_trouble(&fleet.hosts, &triggered, &shared.decisions);
+        e.troubled = triggered
             .into_values()
             .filter(|t| !t.kind.is_operator())
             .map(|t| t.host)
             .collect();
         decide(&fleet, &shared.decisions, &mut e.memory, now)
     };
-    if shared.decisions.mode == crate::decide::Mode::Act {
-        // A shadow on a host in trouble moves before it is needed.
+    if shared.decisions.mode == crate::decide::Mode::Act && shared_now.is_none() {
+        // A shadow on a host in trouble moves before it is needed (not while most hosts
+        // are in trouble at once: moving shadows among them escapes nothing either).
         let troubled = shared.troubled();
         for w in &fleet.workloads {
             if let Some(s) = w.shadow.as_ref().filter(|s| troubled.contains(*s)) {
