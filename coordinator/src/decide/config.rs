@@ -34,7 +34,7 @@ pub struct DecisionsSection {
     pub triggers: Vec<TriggerName>,
     /// Health score below which a host is in trouble (default 70).
     pub health_below: u8,
-    /// Consecutive heartbeats it must stay below (default 3600: 30 minutes at the default
+    /// Consecutive heartbeats it must stay below (default 4800: 40 minutes at the default
     /// 500 ms interval).
     pub health_heartbeats: u32,
     /// Failure probability within the horizon above which a host is in trouble (0.5).

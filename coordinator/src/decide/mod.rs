@@ -85,9 +85,9 @@ impl Default for Settings {
         Settings {
             mode: Mode::Act,
             health_below: Some(70),
-            // 30 minutes at the default 500 ms heartbeat: the anomaly signal alone raises
+            // 40 minutes at the default 500 ms heartbeat: the anomaly signal alone raises
             // false alarms (see the needless-move figures in docs/benchmarks.md).
-            health_heartbeats: 3600,
+            health_heartbeats: 4800,
             risk_above: Some(0.5),
             exhaustion_share: Some(0.95),
             errors_per_hour: Some(10),

@@ -201,8 +201,8 @@ fn simulate(hosts: &[Host], row_minutes: u64, s: &Settings) -> Outcome {
     out
 }
 
-/// Replays both sets and prints the needless moves with the default settings and with
-/// other health hysteresis.
+/// Replays both sets and prints the needless moves with the default settings, with other
+/// health hysteresis, and with the shared-trouble guard off.
 pub fn run(smd: Option<PathBuf>, asd: Option<PathBuf>) {
     let smd = smd.unwrap_or_else(|| datasets().join("smd/train"));
     let asd = asd.unwrap_or_else(|| datasets().join("asd/train"));
@@ -219,7 +219,7 @@ pub fn run(smd: Option<PathBuf>, asd: Option<PathBuf>) {
     );
     let defaults = Settings::default();
     let mut variants = vec![("defaults".to_string(), defaults.clone())];
-    for beats in [3u32, 600, 1800, 2400, 3600, 7200] {
+    for beats in [3u32, 600, 1800, 2400, 3600, 4800, 7200] {
         if beats != defaults.health_heartbeats {
             variants.push((
                 format!("health_heartbeats {beats}"),
@@ -229,6 +229,18 @@ pub fn run(smd: Option<PathBuf>, asd: Option<PathBuf>) {
                 },
             ));
         }
+    }
+    // The shared-trouble guard off, as the baseline for what it holds back (the defaults,
+    // and the shortest hysteresis, where most hosts are low at once most often).
+    for beats in [defaults.health_heartbeats, 3] {
+        variants.push((
+            format!("health_heartbeats {beats}, shared_trouble_share 1 (off)"),
+            Settings {
+                health_heartbeats: beats,
+                shared_trouble_share: 1.0,
+                ..defaults.clone()
+            },
+        ));
     }
     for (label, s) in &variants {
         let mut total = Outcome::default();
