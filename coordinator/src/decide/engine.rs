@@ -13,9 +13,10 @@
 //! connected hosts are in trouble at once, it only advises too (a shared cause); the mode
 //! (`off`, `advise`, `act`) for automatic moves. A target is connected, not cordoned,
 //! draining, triggered or near a maintenance window, healthy enough, and keeps its memory
-//! headroom by its forecast with the workload on it. Preferred: a target in another zone than the host in trouble (where
-//! hosts carry zones), then the workload's shadow (it already holds its epochs), then the
-//! healthiest, then the one with the most memory to spare.
+//! headroom by its forecast with the workload on it. Preferred: a target in another zone
+//! than the host in trouble (where hosts carry zones), then the workload's shadow (it
+//! already holds its epochs), then the healthiest, then the one with the most memory to
+//! spare.
 
 use std::collections::{BTreeMap, HashMap};
 
