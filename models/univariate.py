@@ -53,7 +53,7 @@ SEASONAL = (3, 32, 128)
 SEASONAL_WEIGHT = 0.4
 SEASONAL_PROFILE = dict(period=86400, slot=300, days=7, min_days=2, smooth=2)
 SCALE = 0.5
-REST = 150
+REST = 30
 REST_PER_SEEN = 0.03
 REST_MAX = 750
 REST_LEVEL = 0.153

@@ -295,11 +295,11 @@ fn a_working_day_that_starts_at_2_am_alarms_only_when_the_detector_knows_the_tim
 #[test]
 fn a_growing_rest_starts_at_its_least_grows_with_the_series_and_stops_at_its_most() {
     let rest = Rest {
-        least: 150,
+        least: 30,
         per_seen: 0.03,
         most: 750,
     };
-    assert_eq!(rest.after(1_000), 150, "a young series rests the least");
+    assert_eq!(rest.after(500), 30, "a young series rests the least");
     assert_eq!(rest.after(10_000), 300, "3 % of the values seen");
     assert_eq!(rest.after(1_000_000), 750, "never longer than the most");
     let fixed = Rest {
