@@ -21,8 +21,8 @@ recently the newest stretch of the series is:
   (nearest-neighbour novelty).
 - The agent combines the scales' distances as the root of their sum of squares and turns
   that into a score in [0, 1] (distance / SCALE, capped),
-  and after a score at or above REST_LEVEL reports 0 for the next REST steps, so one
-  episode raises one alarm; on a longer series the rest grows to REST_PER_SEEN of the values
+  and after a score at or above REST_LEVEL reports 0 for the next REST steps, so a short
+  episode raises one alarm (a long one, on a young series, one a rest); on a longer series the rest grows to REST_PER_SEEN of the values
   seen so far, up to REST_MAX (NAB's contextOSE rule, a fifth of a probationary period of 15 %
   of the file, with the values seen so far in place of the file's length). NAB replay rests a
   fifth of NAB's probationary period of the file instead (at most 750 steps).
