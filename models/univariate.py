@@ -24,11 +24,14 @@ recently the newest stretch of the series is:
   and after a score at or above REST_LEVEL reports 0 for the next REST steps, so a short
   episode raises one alarm (a long one, on a young series, one a rest); on a longer series the rest grows to REST_PER_SEEN of the values
   seen so far, up to REST_MAX (NAB's contextOSE rule, a fifth of a probationary period of 15 %
-  of the file, with the values seen so far in place of the file's length). NAB replay rests a
-  fifth of NAB's probationary period of the file instead (at most 750 steps).
+  of the file, with the values seen so far in place of the file's length). Within
+  CONFIRM_WITHIN values of the last alarm, a score that high raises another only when the
+  value before it scored that high too (one novel value soon after an episode is most often
+  the same episode). NAB replay rests a fifth of NAB's probationary period of the file
+  instead (at most 750 steps) and raises every alarm at once.
 
 Nothing is fitted by gradient descent: the parameters (pattern lengths, memory, SCALE, REST,
-REST_LEVEL, the range rule) were chosen by a small grid search on the NAB corpus itself, as
+REST_LEVEL, CONFIRM_WITHIN, the range rule) were chosen by a small grid search on the NAB corpus itself, as
 NAB's published detectors were tuned on it; see cards/univariate.md. Writes univariate.onnx, univariate.toml and
 fixtures/univariate-parity.json (onnxruntime outputs on fixed inputs).
 """
@@ -57,6 +60,7 @@ REST = 30
 REST_PER_SEEN = 0.03
 REST_MAX = 750
 REST_LEVEL = 0.153
+CONFIRM_WITHIN = 600
 MIN_MEMORY = 50
 SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
 
@@ -119,6 +123,9 @@ rest = {REST}
 rest_per_seen = {REST_PER_SEEN}
 rest_max = {REST_MAX}
 rest_level = {REST_LEVEL}
+# A score >= rest_level within `confirm_within` values of the last alarm raises another only
+# when the value before it scored that high too.
+confirm_within = {CONFIRM_WITHIN}
 # No score until this many patterns are remembered at a scale.
 min_memory = {MIN_MEMORY}
 

@@ -125,7 +125,7 @@ pub fn nab_probation(rows: usize) -> usize {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NabOptions {
     /// As live: the detector is told nothing about the file (the range seen so far, the
-    /// manifest's rest).
+    /// manifest's rest and confirmation of alarms soon after the last).
     pub streaming: bool,
     /// Values reported as 0 after an alarm, instead of the default (NAB's or the manifest's).
     pub rest: Option<usize>,
@@ -134,7 +134,8 @@ pub struct NabOptions {
 /// Replays a NAB `timestamp,value` file through a detector of `model`, writing
 /// `timestamp,value,anomaly_score` to `out`. As NAB does for every detector, the detector is
 /// told the file's minimum and maximum and rests a fifth of the probationary period after
-/// an alarm (NAB's own context-OSE detector's rule), unless `how` says otherwise; the values
+/// an alarm (NAB's own context-OSE detector's rule, every alarm after it raised at once),
+/// unless `how` says otherwise; the values
 /// still go through it one by one. Every row is read and checked before any is scored.
 pub fn nab(
     model: &UnivariateModel,
@@ -152,7 +153,8 @@ pub fn nab(
     if !how.streaming {
         det = det
             .with_known_range(lo, hi)
-            .with_rest(nab_probation(rows.len()) / 5);
+            .with_rest(nab_probation(rows.len()) / 5)
+            .without_confirmation();
     }
     if let Some(rest) = how.rest {
         det = det.with_rest(rest);

@@ -51,6 +51,11 @@ pub struct UnivariateManifest {
     /// The most a grown rest lasts (default: `rest`).
     #[serde(default)]
     pub rest_max: Option<usize>,
+    /// A score at or above `rest_level` within this many values of the last alarm raises
+    /// another only when the value before it scored that high too (0, the default: never
+    /// asked). A single high score soon after an episode is most often its tail.
+    #[serde(default)]
+    pub confirm_within: u64,
     /// Patterns remembered before the first score.
     pub min_memory: usize,
     /// The seasonal scale, last in the model's input.
@@ -147,8 +152,11 @@ impl UnivariateModel {
                 per_seen: self.m.rest_per_seen.max(0.0),
                 most: self.m.rest_max.unwrap_or(self.m.rest).max(self.m.rest),
             },
+            confirm_within: self.m.confirm_within,
             seen: 0,
             quiet: 0,
+            last_alarm: None,
+            previous: 0.0,
             input: vec![0.0; n * (self.m.memory + 1) * self.m.width],
         }
     }
@@ -179,9 +187,15 @@ pub struct Univariate {
     range: Option<(f64, f64)>,
     known_span: Option<f64>,
     rest: Rest,
+    /// See [`UnivariateManifest::confirm_within`].
+    confirm_within: u64,
     /// Values stepped through so far.
     seen: u64,
     quiet: usize,
+    /// When the last alarm was raised (`seen` then).
+    last_alarm: Option<u64>,
+    /// The previous value's score, before any rest.
+    previous: f64,
     input: Vec<f32>,
 }
 
@@ -203,6 +217,13 @@ impl Univariate {
             per_seen: 0.0,
             most: rest,
         };
+        self
+    }
+
+    /// Raises every score at or above the rest level as an alarm, however soon after the
+    /// last (instead of the manifest's `confirm_within`).
+    pub fn without_confirmation(mut self) -> Self {
+        self.confirm_within = 0;
         self
     }
 
@@ -282,14 +303,29 @@ impl Univariate {
             }
         }
         let score = (distance / m.scale).min(1.0);
+        let previous = std::mem::replace(&mut self.previous, score);
         if self.quiet > 0 {
             self.quiet -= 1;
             return Ok(0.0);
         }
         if score >= m.rest_level {
+            if self.unconfirmed(previous, m.rest_level) {
+                return Ok(0.0);
+            }
+            self.last_alarm = Some(self.seen);
             self.quiet = self.rest.after(self.seen);
         }
         Ok(score)
+    }
+
+    /// Whether an alarm now would come within `confirm_within` values of the last one with
+    /// the value before it (score `previous`) under `level`: reported as 0, and the next
+    /// value alarms if it is as novel.
+    fn unconfirmed(&self, previous: f64, level: f64) -> bool {
+        let soon = self
+            .last_alarm
+            .is_some_and(|at| self.seen - at < self.confirm_within);
+        soon && previous < level
     }
 
     /// Writes the model input: per scale the current pattern then the usable memory

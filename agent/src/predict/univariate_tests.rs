@@ -71,6 +71,41 @@ fn a_level_shift_alarms_at_once_and_the_steady_wave_before_it_does_not() {
 }
 
 #[test]
+fn soon_after_an_alarm_another_waits_for_a_second_novel_score() {
+    let m = model();
+    let level = m.manifest().rest_level;
+    let within = m.manifest().confirm_within as usize;
+    assert!(
+        within >= 300,
+        "the manifest asks for confirmation: {within}"
+    );
+    let mut series = wave(1400 + within, 96.0, 5);
+    series[800] += 40.0; // the first alarm
+    series[900] -= 40.0; // a spike soon after it: its three-value patterns score high
+    series[1000] += 30.0; // a spike two values wide, soon after the last alarm
+    series[1001] += 30.0;
+    let late = 1001 + within + 100;
+    series[late] -= 60.0; // a spike long after the last alarm
+    let alarms = |det: Univariate| {
+        let mut det = det;
+        let scores: Vec<f64> = series.iter().map(|v| det.step(*v).unwrap()).collect();
+        (400..series.len())
+            .filter(|t| scores[*t] >= level)
+            .collect::<Vec<usize>>()
+    };
+    assert_eq!(
+        alarms(m.detector().without_confirmation()),
+        vec![800, 900, 1000, late],
+        "asked for nothing, every novel value alarms at once"
+    );
+    assert_eq!(
+        alarms(m.detector()),
+        vec![800, 901, 1001, late],
+        "soon after an alarm, the next waits for a second novel score in a row; long after, not"
+    );
+}
+
+#[test]
 fn a_non_finite_value_is_refused_and_changes_nothing() {
     let m = model();
     let (mut a, mut b) = (m.detector(), m.detector());
