@@ -135,8 +135,8 @@ pub struct NabOptions {
 /// `timestamp,value,anomaly_score` to `out`. As NAB does for every detector, the detector is
 /// told the file's minimum and maximum and rests a fifth of the probationary period after
 /// an alarm (NAB's own context-OSE detector's rule, every alarm after it raised at once),
-/// unless `how` says otherwise; the values
-/// still go through it one by one. Every row is read and checked before any is scored.
+/// unless `how` says otherwise; the values still go through it one by one. Every row is
+/// read and checked before any is scored.
 pub fn nab(
     model: &UnivariateModel,
     input: &Path,
