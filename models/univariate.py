@@ -18,7 +18,9 @@ recently the newest stretch of the series is:
   of values seen so far (or, when the series' range is known beforehand, as NAB tells every
   detector its file's minimum and maximum, by the geometric mean of that range and the range
   seen so far), and returns the root-mean-square distance to the nearest pattern in memory
-  (nearest-neighbour novelty).
+  (nearest-neighbour novelty). While the range is learned online, the unit is at least
+  SPAN_FLOOR times the mean absolute value seen so far, so a series that has barely moved
+  around its level is not judged against that small range.
 - The agent combines the scales' distances as the root of their sum of squares and turns
   that into a score in [0, 1] (distance / SCALE, capped),
   and after a score at or above REST_LEVEL reports 0 for the next REST steps, so a short
@@ -31,7 +33,7 @@ recently the newest stretch of the series is:
   instead (at most 750 steps) and raises every alarm at once.
 
 Nothing is fitted by gradient descent: the parameters (pattern lengths, memory, SCALE, REST,
-REST_LEVEL, CONFIRM_WITHIN, the range rule) were chosen by a small grid search on the NAB corpus itself, as
+REST_LEVEL, CONFIRM_WITHIN, SPAN_FLOOR, the range rule) were chosen by a small grid search on the NAB corpus itself, as
 NAB's published detectors were tuned on it; see cards/univariate.md. Writes univariate.onnx, univariate.toml and
 fixtures/univariate-parity.json (onnxruntime outputs on fixed inputs).
 """
@@ -62,6 +64,7 @@ REST_MAX = 750
 REST_LEVEL = 0.153
 CONFIRM_WITHIN = 600
 MIN_MEMORY = 50
+SPAN_FLOOR = 0.5
 SENTINEL = 1.0e6                   # an empty memory row: far from every normalised pattern
 
 
@@ -126,6 +129,9 @@ rest_level = {REST_LEVEL}
 # A score >= rest_level within `confirm_within` values of the last alarm raises another only
 # when the value before it scored that high too.
 confirm_within = {CONFIRM_WITHIN}
+# While the range is learned online (not known beforehand), the unit distances are measured
+# in is at least `span_floor` times the mean absolute value seen so far.
+span_floor = {SPAN_FLOOR}
 # No score until this many patterns are remembered at a scale.
 min_memory = {MIN_MEMORY}
 

@@ -7,7 +7,11 @@
 //! Distances are measured in units of the series' range: the range seen so far, or, when the
 //! range the series lives in is known beforehand ([`Univariate::with_known_range`], as NAB
 //! gives every detector its file's minimum and maximum), the geometric mean of the two, so
-//! a series' first values are not judged against a range it has not shown yet.
+//! a series' first values are not judged against a range it has not shown yet. While the
+//! range is learned online, the unit is at least the manifest's `span_floor` times the mean
+//! absolute value seen so far: a series that has so far barely moved around its level is not
+//! judged against that small range, so a change of a few hundredths of its level does not
+//! look like a leap out of it.
 //!
 //! When the values come with their times ([`Univariate::step_at`]) and the manifest has a
 //! `[seasonal]` section, a third scale looks at the series minus its usual value at this
@@ -56,6 +60,10 @@ pub struct UnivariateManifest {
     /// asked). A single high score soon after an episode is most often its tail.
     #[serde(default)]
     pub confirm_within: u64,
+    /// While the range is learned online, the distance unit is at least this many times the
+    /// mean absolute value seen so far (0, the default: the range alone).
+    #[serde(default)]
+    pub span_floor: f64,
     /// Patterns remembered before the first score.
     pub min_memory: usize,
     /// The seasonal scale, last in the model's input.
@@ -97,6 +105,13 @@ impl UnivariateModel {
             return Err(format!(
                 "{}: scales must be 1..=width values of buckets >= 1, memory > min_memory",
                 path.display()
+            ));
+        }
+        if !(m.span_floor.is_finite() && m.span_floor >= 0.0) {
+            return Err(format!(
+                "{}: span_floor must be a finite number >= 0, not {}",
+                path.display(),
+                m.span_floor
             ));
         }
         if let Some(s) = &m.seasonal {
@@ -154,6 +169,7 @@ impl UnivariateModel {
             },
             confirm_within: self.m.confirm_within,
             seen: 0,
+            abs_sum: 0.0,
             quiet: 0,
             last_alarm: None,
             previous: 0.0,
@@ -191,6 +207,8 @@ pub struct Univariate {
     confirm_within: u64,
     /// Values stepped through so far.
     seen: u64,
+    /// The sum of the absolute values stepped through (for the span's floor).
+    abs_sum: f64,
     quiet: usize,
     /// When the last alarm was raised (`seen` then).
     last_alarm: Option<u64>,
@@ -245,6 +263,7 @@ impl Univariate {
         };
         self.range = Some((lo, hi));
         self.seen += 1;
+        self.abs_sum += value.abs();
         self.recent.push_back(value);
         if self.recent.len() > self.longest {
             self.recent.pop_front();
@@ -253,7 +272,7 @@ impl Univariate {
         let seen = (hi - lo).max(1e-12);
         let span = match self.known_span {
             Some(known) => (seen * known.max(seen)).sqrt(),
-            None => seen,
+            None => seen.max(m.span_floor * self.abs_sum / self.seen as f64),
         };
         // The seasonal scale takes a pattern only at a step whose value has a usual value.
         let mut has_residual = false;

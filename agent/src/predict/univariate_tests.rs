@@ -210,7 +210,8 @@ fn a_streaming_replay_judges_each_value_by_the_values_before_it_only() {
 #[test]
 fn a_known_range_measures_distances_in_the_geometric_mean_of_the_two_ranges() {
     let m = model();
-    let series = wave(800, 40.0, 5);
+    // Around 0, so the range seen so far is above the span's floor (half the mean absolute value).
+    let series: Vec<f64> = wave(800, 40.0, 5).iter().map(|v| v - 50.0).collect();
     let (lo, hi) = series
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
@@ -343,4 +344,61 @@ fn a_growing_rest_starts_at_its_least_grows_with_the_series_and_stops_at_its_mos
         most: 150,
     };
     assert_eq!(fixed.after(1_000_000), 150, "no growth: always the least");
+}
+
+#[test]
+fn a_series_that_has_barely_moved_is_not_judged_against_its_small_range() {
+    let m = model();
+    let level = m.manifest().rest_level;
+    assert_eq!(m.manifest().span_floor, 0.5);
+    let mut unfloored = m.clone();
+    Arc::make_mut(&mut unfloored.m).span_floor = 0.0;
+    // A latency at 100 ms that has moved by ±0.1 ms so far, then by 1 ms (1 % of its level)
+    // at value 1000, then by 30 ms at value 1300.
+    let series: Vec<f64> = wave(1600, 96.0, 11)
+        .iter()
+        .enumerate()
+        .map(|(t, v)| {
+            let step = match t {
+                0..1000 => 0.0,
+                1000..1300 => 1.0,
+                _ => 31.0,
+            };
+            100.0 + (v - 50.0) / 100.0 + step
+        })
+        .collect();
+    let alarms = |m: &UnivariateModel| {
+        let mut det = m.detector();
+        let scores: Vec<f64> = series.iter().map(|v| det.step(*v).unwrap()).collect();
+        (400..series.len())
+            .filter(|t| scores[*t] >= level)
+            .collect::<Vec<usize>>()
+    };
+    let judged_by_range = alarms(&unfloored);
+    assert!(
+        judged_by_range.contains(&1000),
+        "against its range alone, a 1 % move alarms: {judged_by_range:?}"
+    );
+    let floored = alarms(&m);
+    assert_eq!(
+        floored.first(),
+        Some(&1300),
+        "with the floor, the 1 % move raises nothing and the 30 % move alarms at once: {floored:?}"
+    );
+}
+
+#[test]
+fn a_span_floor_that_is_negative_or_not_a_number_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest::default_dir().join("univariate.toml")).unwrap();
+    for bad in ["-0.5", "nan"] {
+        let edited = text.replace("span_floor = 0.5", &format!("span_floor = {bad}"));
+        assert_ne!(edited, text);
+        std::fs::write(dir.path().join("univariate.toml"), edited).unwrap();
+        let e = UnivariateModel::load(dir.path()).unwrap_err();
+        assert!(
+            e.contains("univariate.toml") && e.contains("span_floor"),
+            "{e}"
+        );
+    }
 }
