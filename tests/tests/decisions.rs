@@ -11,7 +11,7 @@ use understudy_coordinator::admin::HostAdmin;
 use understudy_coordinator::events::Event;
 use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::{Cluster, HTTP_PORT};
-use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon};
+use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon, COUNTER};
 use understudy_tests::pressure::{MemoryCgroup, GROWER};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
@@ -719,4 +719,67 @@ fn a_blocking_events_query_answers_when_the_next_event_comes_and_hosts_show_thei
         .get(addr, &format!("/v1/events?after={last}&wait=1s"))
         .unwrap();
     assert_eq!(body.trim(), "[]");
+}
+
+#[test]
+fn a_workload_placed_when_no_host_could_shadow_it_gets_a_shadow_once_one_connects() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&["host-a", "host-b"]);
+    // Not a move: advise mode gives it a shadow too.
+    c.set_decisions("mode = \"advise\"\ntriggers = []");
+    c.start_coordinator();
+    c.start_agent("host-a");
+    c.wait_connected(1);
+    let m = marker("alone");
+    c.create_workload(&[
+        "alone",
+        "--host",
+        "host-a",
+        "--interval",
+        "500ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        COUNTER,
+        &m,
+    ]);
+    let w = c.workload("alone").unwrap();
+    assert_eq!(w.shadow, None, "no other host to shadow it yet");
+    assert!(w.unprotected.is_some(), "{w:?}");
+    c.start_agent("host-b");
+    c.wait_connected(2);
+    let w = eventually(
+        "alone gets host-b as its shadow and commits epochs there",
+        Duration::from_secs(60),
+        || {
+            let w = c.workload("alone")?;
+            let there = w.last_epoch.as_ref().is_some_and(|e| e.shadow == "host-b");
+            if w.shadow.as_deref() == Some("host-b") && there {
+                Ok(w)
+            } else {
+                Err(format!(
+                    "shadow {:?}, unprotected {:?}",
+                    w.shadow, w.unprotected
+                ))
+            }
+        },
+    );
+    assert_eq!(w.unprotected, None);
+    let said = events(&c, "workload=alone");
+    assert!(
+        said.iter()
+            .any(|e| e.message == "alone had no shadow; host-b is its shadow now"),
+        "{said:?}"
+    );
+    // The shadow is real: the workload moves there and counts on.
+    let before = advancing(&c, "host-a", "alone");
+    let out = c.cli(&["migrate", "alone"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(one_copy_soon(&c, &["host-a", "host-b"], "alone"), "host-b");
+    assert!(advancing(&c, "host-b", "alone") > before);
 }

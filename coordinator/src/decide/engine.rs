@@ -370,6 +370,18 @@ pub fn shared_trouble(
     ))
 }
 
+/// The workloads that run with no shadow although a shadow could be armed for them now:
+/// running, not moving, their primary connected. No host was free to shadow them when
+/// they were placed or moved (or the one chosen refused); placement picks one for each.
+pub fn unshadowed(fleet: &Fleet) -> Vec<&WorkloadView> {
+    let connected = |h: &str| fleet.hosts.iter().any(|v| v.name == h && v.connected);
+    fleet
+        .workloads
+        .iter()
+        .filter(|w| w.shadow.is_none() && w.running && !w.moving && connected(&w.primary))
+        .collect()
+}
+
 fn act(
     c: &Candidate,
     s: &Settings,

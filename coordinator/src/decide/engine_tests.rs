@@ -499,3 +499,30 @@ fn with_most_hosts_in_trouble_at_once_automatic_moves_are_only_advised_and_drain
     let d = decide(&f, &all, &mut Memory::default(), T0);
     assert_eq!(moves(&d), vec![("kv".into(), "e".into())]);
 }
+
+#[test]
+fn a_running_workload_with_no_shadow_is_picked_to_get_one_only_while_one_can_be_armed() {
+    let mut f = fleet();
+    let lone = |name: &str, primary: &str| WorkloadView {
+        shadow: None,
+        ..workload(name, primary, "")
+    };
+    f.workloads = vec![
+        workload("kv", "a", "b"),
+        lone("solo", "a"),
+        WorkloadView {
+            moving: true,
+            ..lone("moving", "a")
+        },
+        WorkloadView {
+            running: false,
+            ..lone("failed", "a")
+        },
+        lone("stranded", "c"),
+    ];
+    f.hosts[2].connected = false;
+    let names: Vec<&str> = unshadowed(&f).iter().map(|w| w.name.as_str()).collect();
+    // Not one shadowed already, mid-move, not running, or whose primary is not there to
+    // send its epochs.
+    assert_eq!(names, vec!["solo"]);
+}

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use understudy_common::telemetry::HealthReport;
 
-pub use engine::{decide, shared_trouble, Action, Decision};
+pub use engine::{decide, shared_trouble, unshadowed, Action, Decision};
 pub use triggers::{Trigger, TriggerKind};
 
 /// What the engine may do.

@@ -2,8 +2,8 @@
 //! it (the registry's hosts and their health, the workload records, what operators said
 //! about hosts), runs [`crate::decide::decide`], starts the moves it decides through the
 //! same switchover as `understudy migrate`, re-homes the shadows living on a drained host
-//! or a host in trouble (not while most hosts are in trouble at once),
-//! ends drains that are done or past their deadline, and records as an event every
+//! or a host in trouble (not while most hosts are in trouble at once), gives a shadow to
+//! a workload that runs with none (in act and advise mode), ends drains that are done or past their deadline, and records as an event every
 //! decision that changed since the last tick.
 
 use std::collections::HashMap;
@@ -15,7 +15,8 @@ use understudy_common::workload::{Order, OrderReply};
 use super::workloads::{expect_shadow, MigrateRequest};
 use super::{orders, switchover, wall_ms, Shared};
 use crate::decide::{
-    decide, shared_trouble, triggers, Action, Decision, Fleet, HostView, Memory, WorkloadView,
+    decide, shared_trouble, triggers, unshadowed, Action, Decision, Fleet, HostView, Memory,
+    WorkloadView,
 };
 use crate::workloads::WorkloadState;
 
@@ -40,9 +41,20 @@ pub struct EngineState {
     troubled: std::collections::HashSet<String>,
     /// When a move or shadow move of each workload was last started.
     tried_ms: HashMap<String, u64>,
+    /// Why a first shadow could not be armed, per workload, as last said.
+    shadow_failures: HashMap<String, String>,
 }
 
 impl EngineState {
+    /// Whether `message`, a failure to arm a first shadow for `workload`, is new: one
+    /// tried again every few seconds is said once, not each time.
+    fn first_failure(&mut self, workload: &str, message: &str) -> bool {
+        let before = self
+            .shadow_failures
+            .insert(workload.to_owned(), message.to_owned());
+        before.as_deref() != Some(message)
+    }
+
     /// Whether `workload` may be tried now (and notes that it is).
     fn try_now(&mut self, workload: &str, now: u64) -> bool {
         match self.tried_ms.get(workload) {
@@ -215,9 +227,15 @@ pub fn tick(shared: &Arc<Shared>) {
         for w in &fleet.workloads {
             if let Some(s) = w.shadow.as_ref().filter(|s| troubled.contains(*s)) {
                 if w.running && !w.moving {
-                    reshadow(shared, &w.name, s, "in trouble");
+                    reshadow(shared, &w.name, Some(s), "in trouble");
                 }
             }
+        }
+    }
+    if shared.decisions.mode != crate::decide::Mode::Off {
+        // A workload placed or moved while no host was free to shadow it gets one now.
+        for w in unshadowed(&fleet) {
+            reshadow(shared, &w.name, None, "it had none");
         }
     }
     let mut said_now = HashMap::new();
@@ -303,7 +321,7 @@ fn drains(shared: &Arc<Shared>, now: u64) {
         let host = admin.host.clone();
         let status = shared.drain_status(&host);
         for name in &status.shadows_left {
-            reshadow(shared, name, &host, "drained");
+            reshadow(shared, name, Some(&host), "drained");
         }
         if status.primaries_left.is_empty() && status.shadows_left.is_empty() {
             shared.update_host_admin(&host, |a| a.drain = None);
@@ -345,9 +363,9 @@ fn drains(shared: &Arc<Shared>, now: u64) {
     }
 }
 
-/// Gives `workload`, whose shadow lives on `host` (`why`: drained, in trouble), another
-/// shadow.
-fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str) {
+/// Gives `workload` another shadow in place of the one on `host` (`why`: drained, in
+/// trouble), or, with no `host`, a first one (`why`: it had none).
+fn reshadow(shared: &Arc<Shared>, workload: &str, host: Option<&str>, why: &'static str) {
     let Some(rec) = shared.workload(workload) else {
         return;
     };
@@ -362,10 +380,18 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
         drop(claim);
         return;
     };
-    // The same shadows, with `to` in `host`'s place.
-    let swap = |h: &str| if h == host { to.clone() } else { h.to_owned() };
-    let shadows: Vec<String> = rec.shadows().into_iter().map(swap).collect();
-    let (shared, workload, host) = (shared.clone(), workload.to_owned(), host.to_owned());
+    // The same shadows, with `to` in `host`'s place, or first.
+    let shadows: Vec<String> = match host {
+        Some(host) => rec
+            .shadows()
+            .into_iter()
+            .map(|h| if h == host { to.clone() } else { h.to_owned() })
+            .collect(),
+        None => std::iter::once(to.clone())
+            .chain(rec.shadows().into_iter().map(str::to_owned))
+            .collect(),
+    };
+    let (shared, workload, host) = (shared.clone(), workload.to_owned(), host.map(str::to_owned));
     tokio::spawn(async move {
         let _claim = claim;
         let result = async {
@@ -392,21 +418,38 @@ fn reshadow(shared: &Arc<Shared>, workload: &str, host: &str, why: &'static str)
             }
         }
         .await;
-        let message = match &result {
-            Ok(()) => {
+        let message = match (&result, &host) {
+            (Ok(()), _) => {
                 shared.update_workload(&workload, |r| {
                     let mut all = shadows.clone().into_iter();
                     r.shadow = all.next();
                     r.more_shadows.hosts = all.collect();
-                    r.more_shadows.epochs.retain(|(h, _)| *h != host);
+                    r.more_shadows
+                        .epochs
+                        .retain(|(h, _)| Some(h) != host.as_ref());
                 });
-                format!("{workload}'s shadow moved from {host} ({why}) to {to}")
+                shared.engine().shadow_failures.remove(&workload);
+                match &host {
+                    Some(h) => format!("{workload}'s shadow moved from {h} ({why}) to {to}"),
+                    None => format!("{workload} had no shadow; {to} is its shadow now"),
+                }
             }
-            Err(e) => format!("{workload}'s shadow could not move from {host} to {to}: {e}"),
+            (Err(e), Some(h)) => {
+                format!("{workload}'s shadow could not move from {h} to {to}: {e}")
+            }
+            (Err(e), None) => {
+                format!("{workload} has no shadow, and {to} could not become it: {e}")
+            }
         };
+        let subject = host.as_deref().unwrap_or(&to);
+        // A first shadow that keeps failing is tried again and again: said once.
+        if host.is_none() && result.is_err() && !shared.engine().first_failure(&workload, &message)
+        {
+            return;
+        }
         shared.event(
             "reshadow",
-            (Some(&host), Some(&workload)),
+            (Some(subject), Some(&workload)),
             message,
             Vec::new(),
         );
