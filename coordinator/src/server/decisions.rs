@@ -3,8 +3,9 @@
 //! about hosts), runs [`crate::decide::decide`], starts the moves it decides through the
 //! same switchover as `understudy migrate`, re-homes the shadows living on a drained host
 //! or a host in trouble (not while most hosts are in trouble at once), gives a shadow to
-//! a workload that runs with none (in act and advise mode), ends drains that are done or past their deadline, and records as an event every
-//! decision that changed since the last tick.
+//! a workload that runs with none (in act and advise mode), ends drains that are done or
+//! past their deadline, and records as an event every decision that changed since the
+//! last tick.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
