@@ -8,8 +8,11 @@
 
 use std::time::{Duration, Instant};
 
+use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon, the_one_copy};
+use understudy_tests::copies::{
+    advancing, create_counter, marker, one_copy_soon, the_one_copy, COUNTER,
+};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -151,6 +154,62 @@ fn the_pair_works_without_the_witness_and_both_down_then_up_keeps_every_record()
     epochs_go_on(&c, "steady");
     assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
     advancing(&c, "host-a", "steady");
+}
+
+#[test]
+fn a_create_whose_leader_is_cut_off_mid_way_is_settled_by_the_new_leader_and_runs_once() {
+    require_e2e!();
+    require_criu!();
+    // host-a holds back its reply to the start order (see agent/src/faults.rs), so that the
+    // leader is cut off from the other members while it waits for it.
+    let c = Cluster::new_group(&HOSTS);
+    for m in ["coord", "coord2", "witness"] {
+        c.start_member(m);
+    }
+    c.init_group();
+    c.start_agent_env("host-a", &[("UNDERSTUDY_FAULTS", "delay-reply:start:6000")]);
+    c.start_agent("host-b");
+    c.wait_connected(HOSTS.len());
+    caught_up(&c);
+    let old = c.leader().expect("a leader");
+    let m = marker("steady");
+    let create = c
+        .cli_command()
+        .args(["workload", "create", "steady", "--host", "host-a"])
+        .args(["--shadow", "host-b", "--interval", "500ms", "--"])
+        .args(["/usr/bin/python3", "-c", COUNTER, m.as_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("host-a starts steady", Duration::from_secs(30), || {
+        if c.log("host-a").contains("workload started workload=steady") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    c.set_member_link(old, false);
+    let out = create.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("workload create said:\n{stderr}");
+    // The CLI says the old leader could not settle it, waits for the new one, and reports
+    // the workload running: not "failed", which is what the old leader's record said.
+    assert!(
+        out.status.success(),
+        "workload create: {stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("stopped leading"), "{stderr}");
+    let new = c.wait_leader(&[old], Duration::from_secs(15));
+    assert_ne!(new, old);
+    let w = c.workload("steady").unwrap();
+    assert_eq!(w.primary, "host-a");
+    assert_eq!(w.state, WorkloadState::Running, "{w:?}");
+    assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
+    advancing(&c, "host-a", "steady");
+    epochs_go_on(&c, "steady");
+    c.set_member_link(old, true);
 }
 
 #[test]

@@ -168,6 +168,9 @@ pub(super) enum ApiFailure {
     Unreachable(String),
     /// The coordinator refused the request.
     Refused(u16, String),
+    /// The coordinator stopped leading its group while acting on the request: the group's
+    /// new leader settles what became of it ([`crate::server::http::ErrorBody::unsettled`]).
+    Unsettled(String),
 }
 
 impl ApiFailure {
@@ -185,6 +188,10 @@ impl ApiFailure {
                 } else {
                     exit::DATA_ERR
                 }
+            }
+            ApiFailure::Unsettled(msg) => {
+                eprintln!("{msg}");
+                exit::SOFTWARE
             }
         }
     }
@@ -205,7 +212,7 @@ pub(super) fn delete_empty(base: &str, path: &str) -> Result<(), ApiFailure> {
     }
 }
 
-fn answer<T: DeserializeOwned>(
+pub(super) fn answer<T: DeserializeOwned>(
     base: &str,
     url: &str,
     result: Result<ureq::Response, ureq::Error>,
@@ -215,11 +222,14 @@ fn answer<T: DeserializeOwned>(
             .into_json()
             .map_err(|e| ApiFailure::Unreachable(format!("unexpected answer from {url}: {e}"))),
         Err(ureq::Error::Status(code, resp)) => {
-            let msg = resp
-                .into_json::<crate::server::http::ErrorBody>()
-                .map(|b| b.error)
-                .unwrap_or_else(|_| format!("the coordinator answered HTTP {code} to {url}"));
-            Err(ApiFailure::Refused(code, msg))
+            match resp.into_json::<crate::server::http::ErrorBody>() {
+                Ok(b) if b.unsettled => Err(ApiFailure::Unsettled(b.error)),
+                Ok(b) => Err(ApiFailure::Refused(code, b.error)),
+                Err(_) => Err(ApiFailure::Refused(
+                    code,
+                    format!("the coordinator answered HTTP {code} to {url}"),
+                )),
+            }
         }
         Err(e) => Err(ApiFailure::Unreachable(format!(
             "cannot reach the coordinator at {base}: {e}"
@@ -626,6 +636,23 @@ mod tests {
         let (url, r) = send_waiting(&base, "POST", "/v1/x", None, TIMEOUT, LEADER_WAIT);
         match answer::<serde_json::Value>(&base, &url, r) {
             Err(ApiFailure::Refused(409, msg)) => assert_eq!(msg, "already exists"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_left_unsettled_by_a_lost_leadership_is_not_asked_again_anywhere() {
+        // The first member stopped leading while it created the workload; asking the
+        // second (the new leader) again could start it twice.
+        let old = serve(vec![(
+            500,
+            r#"{"error":"member 1 stopped leading","unsettled":true}"#,
+        )]);
+        let new = serve(vec![(201, r#"{"created":1}"#)]);
+        let base = format!("{old},{new}");
+        let (url, r) = send_waiting(&base, "POST", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        match answer::<serde_json::Value>(&base, &url, r) {
+            Err(ApiFailure::Unsettled(msg)) => assert_eq!(msg, "member 1 stopped leading"),
             other => panic!("{other:?}"),
         }
     }

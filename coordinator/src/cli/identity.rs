@@ -158,6 +158,7 @@ fn renew(base: &str, held: &Held) -> Result<i64, String> {
     let got: Joined = super::api::post(base, "/v1/renew", &req).map_err(|f| match f {
         super::api::ApiFailure::Unreachable(e) => e,
         super::api::ApiFailure::Refused(status, e) => format!("refused ({status}): {e}"),
+        super::api::ApiFailure::Unsettled(e) => e,
     })?;
     held.files
         .install_renewed(&pair.key_pem, &got.cert)

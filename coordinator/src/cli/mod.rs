@@ -10,6 +10,7 @@ mod identity;
 mod ops;
 mod store;
 mod tokens;
+mod unsettled;
 mod workload;
 mod workload_view;
 

@@ -387,6 +387,13 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                         _ => 0,
                     }
                 }
+                Err(super::api::ApiFailure::Unsettled(why)) => super::unsettled::create_outcome(
+                    base,
+                    &req.spec.name,
+                    output,
+                    &why,
+                    print_workload,
+                ),
                 Err(f) => f.report(),
             }
         }

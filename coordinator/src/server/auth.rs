@@ -196,7 +196,14 @@ pub fn audit_handshake(shared: &Shared, reason: understudy_common::tls::Refusal,
 }
 
 fn refusal(status: StatusCode, msg: String) -> Response {
-    (status, Json(ErrorBody { error: msg })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: msg,
+            unsettled: false,
+        }),
+    )
+        .into_response()
 }
 
 /// One request as the guard sees it.

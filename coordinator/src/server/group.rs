@@ -279,7 +279,14 @@ pub fn router(group: Arc<Group>) -> Router {
 }
 
 fn error(status: StatusCode, msg: String) -> Response {
-    (status, Json(ErrorBody { error: msg })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: msg,
+            unsettled: false,
+        }),
+    )
+        .into_response()
 }
 
 /// A redirect to the leader's API for `path`, or 503 while there is none.
@@ -296,6 +303,7 @@ fn redirect(group: &Group, path_and_query: &str) -> Response {
                             "member {} is not the leader; the leader is {id} at {url}",
                             group.node.id
                         ),
+                        unsettled: false,
                     }),
                 )
                     .into_response()
@@ -316,12 +324,30 @@ fn redirect(group: &Group, path_and_query: &str) -> Response {
     }
 }
 
+/// Serves a request from the leader's state, or redirects it. A request that may change
+/// something, during which this member stopped leading (every failed write fences the
+/// term), is answered 500 and marked [`ErrorBody::unsettled`] whatever the handler said:
+/// its writes may not have committed, or orders it sent may have been carried out, and the
+/// new leader settles the outcome from the hosts' reports. Not 503, which tells the CLI
+/// that nothing was acted on and it may ask again.
 async fn to_leader(State(group): State<Arc<Group>>, req: Request<Body>) -> Response {
     match group.term() {
-        Some(t) => match t.app.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => match e {},
-        },
+        Some(t) => {
+            let changes = !matches!(req.method().as_str(), "GET" | "HEAD");
+            let what = format!("{} {}", req.method(), req.uri().path());
+            let answer = match t.app.clone().oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => match e {},
+            };
+            if changes && t.shared.fenced() {
+                tracing::warn!(
+                    request = %what,
+                    "stopped leading the coordinator group while acting on a request; its outcome is left to the new leader"
+                );
+                return unsettled(group.node.id, &what);
+            }
+            answer
+        }
         None => {
             let pq = req
                 .uri()
@@ -331,6 +357,20 @@ async fn to_leader(State(group): State<Arc<Group>>, req: Request<Body>) -> Respo
             redirect(&group, &pq)
         }
     }
+}
+
+/// The answer to a request this member stopped leading in the middle of.
+fn unsettled(id: u64, what: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(ErrorBody {
+            error: format!(
+                "member {id} stopped leading the coordinator group while it acted on {what}: what it started may or may not stand, and the group's new leader settles it from what the hosts report; look (understudy workload show, understudy events) before you ask again"
+            ),
+            unsettled: true,
+        }),
+    )
+        .into_response()
 }
 
 /// One member as `GET /v1/cluster` shows it.

@@ -24,6 +24,11 @@ use understudy_common::tls::Role;
 pub struct ErrorBody {
     /// What is wrong, naming the field or value.
     pub error: String,
+    /// The coordinator stopped leading its group while it acted on the request: what it
+    /// started may or may not stand, and the group's new leader settles it from what the
+    /// hosts report. Asking again blindly could act twice; look first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsettled: bool,
 }
 
 impl IntoResponse for ApiError {
@@ -33,6 +38,7 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 error: self.message,
+                unsettled: false,
             }),
         )
             .into_response()
