@@ -102,6 +102,7 @@ fn send_round(
     } else {
         ureq::AgentBuilder::new().redirects(0).build()
     };
+    let changes = !matches!(method, "GET" | "HEAD");
     let mut last = None;
     let mut no_leader = None;
     for (i, b) in bases.iter().enumerate() {
@@ -132,6 +133,11 @@ fn send_round(
         };
         let more = i + 1 < bases.len();
         match result {
+            // A change the member received but did not answer may have been carried out:
+            // never sent to another member.
+            Err(ureq::Error::Transport(ref t)) if changes && after_sending(t) => {
+                return (url, result)
+            }
             Err(ureq::Error::Status(503, _)) if more || no_leader.is_some() => {
                 no_leader.get_or_insert((url, result));
             }
@@ -146,6 +152,38 @@ fn send_round(
         let r = agent.request(method, &url).timeout(timeout).call();
         (url, r)
     })
+}
+
+/// Whether a failure to get an answer came after the request was sent, so that the
+/// coordinator may have acted on it (not a failure to connect or to agree on TLS).
+fn after_sending(t: &ureq::Transport) -> bool {
+    use ureq::ErrorKind as K;
+    !matches!(
+        t.kind(),
+        K::ConnectionFailed
+            | K::Dns
+            | K::InvalidUrl
+            | K::UnknownScheme
+            | K::InsecureRequestHttpsOnly
+            | K::InvalidProxyUrl
+            | K::ProxyConnect
+            | K::ProxyUnauthorized
+    )
+}
+
+/// [`answer`] to a request that changes something: one the coordinator received but did
+/// not answer (it was killed, or the connection broke) is [`ApiFailure::Unsettled`].
+fn answer_change<T: DeserializeOwned>(
+    base: &str,
+    url: &str,
+    result: Result<ureq::Response, ureq::Error>,
+) -> Result<T, ApiFailure> {
+    match result {
+        Err(ureq::Error::Transport(t)) if after_sending(&t) => Err(ApiFailure::Unsettled(format!(
+            "no answer from {url} after it received the request ({t}): the coordinator may or may not have acted on it; look (understudy workload show, understudy events) before you ask again"
+        ))),
+        r => answer(base, url, r),
+    }
 }
 
 /// GET `path` and decode the JSON answer; prints the problem and returns an exit code.
@@ -200,7 +238,7 @@ impl ApiFailure {
 /// DELETE `path` and decode the JSON answer.
 pub(super) fn delete<T: DeserializeOwned>(base: &str, path: &str) -> Result<T, ApiFailure> {
     let (url, r) = send(base, "DELETE", path, None, Duration::from_secs(120));
-    answer(base, &url, r)
+    answer_change(base, &url, r)
 }
 
 /// DELETE `path`, expecting no answer body.
@@ -208,10 +246,11 @@ pub(super) fn delete_empty(base: &str, path: &str) -> Result<(), ApiFailure> {
     let (url, r) = send(base, "DELETE", path, None, TIMEOUT);
     match r {
         Ok(_) => Ok(()),
-        Err(e) => answer::<serde_json::Value>(base, &url, Err(e)).map(|_| ()),
+        Err(e) => answer_change::<serde_json::Value>(base, &url, Err(e)).map(|_| ()),
     }
 }
 
+/// The decoded answer to a request, or why there is none.
 pub(super) fn answer<T: DeserializeOwned>(
     base: &str,
     url: &str,
@@ -258,7 +297,7 @@ pub(super) fn post<B: serde::Serialize, T: DeserializeOwned>(
         Some(&Body::Json(body)),
         Duration::from_secs(120),
     );
-    answer(base, &url, r)
+    answer_change(base, &url, r)
 }
 
 /// POST raw `bytes` to `path` and decode the JSON answer.
@@ -274,7 +313,7 @@ pub(super) fn post_bytes<T: DeserializeOwned>(
         Some(&Body::Bytes(bytes)),
         Duration::from_secs(120),
     );
-    answer(base, &url, r)
+    answer_change(base, &url, r)
 }
 
 /// GET `path` as raw bytes, at most `cap` of them.
@@ -655,6 +694,37 @@ mod tests {
             Err(ApiFailure::Unsettled(msg)) => assert_eq!(msg, "member 1 stopped leading"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Takes one connection, reads the request and closes without an answer (a member
+    /// killed while it acted on the request).
+    fn hang_up() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn a_change_a_member_received_but_never_answered_is_not_sent_to_another() {
+        let killed = hang_up();
+        let new = serve(vec![(201, r#"{"created":1}"#)]);
+        let base = format!("{killed},{new}");
+        let (url, r) = send_waiting(&base, "POST", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        match answer_change::<serde_json::Value>(&base, &url, r) {
+            Err(ApiFailure::Unsettled(msg)) => assert!(msg.contains("may or may not"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        // A query is asked of the next member.
+        let killed = hang_up();
+        let base = format!("{killed},{new2}", new2 = serve(vec![(200, r#"{"ok":1}"#)]));
+        let (url, r) = send_waiting(&base, "GET", "/v1/x", None, TIMEOUT, LEADER_WAIT);
+        let v: serde_json::Value = answer(&base, &url, r).expect("the second member's answer");
+        assert_eq!(v["ok"], 1);
     }
 
     #[test]
