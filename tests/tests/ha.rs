@@ -156,12 +156,20 @@ fn the_pair_works_without_the_witness_and_both_down_then_up_keeps_every_record()
     advancing(&c, "host-a", "steady");
 }
 
-#[test]
-fn a_create_whose_leader_is_cut_off_mid_way_is_settled_by_the_new_leader_and_runs_once() {
-    require_e2e!();
-    require_criu!();
-    // host-a holds back its reply to the start order (see agent/src/faults.rs), so that the
-    // leader is cut off from the other members while it waits for it.
+/// How the leader is taken away while it creates a workload.
+#[derive(Clone, Copy)]
+enum LeaderLoss {
+    /// Cut off from the other members (it steps down; its last writes do not commit).
+    CutOff,
+    /// SIGKILLed (the CLI's request goes unanswered).
+    Killed,
+}
+
+/// Creates a counter on host-a while host-a holds back its reply to the start order (see
+/// agent/src/faults.rs), and takes the leader away meanwhile: the CLI says the old leader
+/// could not settle it, waits for the new one, and reports the workload running (not
+/// "failed", which is what the old leader's record said); it runs once, on host-a.
+fn create_across_a_leader_loss(loss: LeaderLoss) {
     let c = Cluster::new_group(&HOSTS);
     for m in ["coord", "coord2", "witness"] {
         c.start_member(m);
@@ -189,18 +197,19 @@ fn a_create_whose_leader_is_cut_off_mid_way_is_settled_by_the_new_leader_and_run
             Err("not yet".to_string())
         }
     });
-    c.set_member_link(old, false);
+    match loss {
+        LeaderLoss::CutOff => c.set_member_link(old, false),
+        LeaderLoss::Killed => c.kill(old),
+    }
     let out = create.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("workload create said:\n{stderr}");
-    // The CLI says the old leader could not settle it, waits for the new one, and reports
-    // the workload running: not "failed", which is what the old leader's record said.
     assert!(
         out.status.success(),
         "workload create: {stderr}{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(stderr.contains("stopped leading"), "{stderr}");
+    assert!(stderr.contains("new leader settled it"), "{stderr}");
     let new = c.wait_leader(&[old], Duration::from_secs(15));
     assert_ne!(new, old);
     let w = c.workload("steady").unwrap();
@@ -209,7 +218,23 @@ fn a_create_whose_leader_is_cut_off_mid_way_is_settled_by_the_new_leader_and_run
     assert_eq!(the_one_copy(&c, &HOSTS, "steady"), "host-a");
     advancing(&c, "host-a", "steady");
     epochs_go_on(&c, "steady");
-    c.set_member_link(old, true);
+    if let LeaderLoss::CutOff = loss {
+        c.set_member_link(old, true);
+    }
+}
+
+#[test]
+fn a_create_whose_leader_is_cut_off_mid_way_is_settled_by_the_new_leader_and_runs_once() {
+    require_e2e!();
+    require_criu!();
+    create_across_a_leader_loss(LeaderLoss::CutOff);
+}
+
+#[test]
+fn a_create_whose_leader_is_killed_mid_way_is_settled_by_the_new_leader_and_runs_once() {
+    require_e2e!();
+    require_criu!();
+    create_across_a_leader_loss(LeaderLoss::Killed);
 }
 
 #[test]
