@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon, the_one_copy};
+use understudy_tests::copies::{
+    advancing, create_counter, marker, one_copy_soon, the_one_copy, COUNTER,
+};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -321,6 +323,57 @@ fn a_switchover_interrupted_at_each_phase_ends_with_exactly_one_copy() {
             from.clone()
         };
         assert_eq!(after.primary, expected, "{faults}");
+    }
+}
+
+#[test]
+fn a_create_whose_start_answer_is_lost_or_whose_coordinator_dies_is_settled_from_the_host() {
+    require_e2e!();
+    require_criu!();
+    let hosts = ["host-a", "host-b"];
+    let c = Cluster::started(&hosts);
+    for (faults, aborts, name) in [
+        // host-a's answer to the start order is lost on the way.
+        ("lose-reply:start", false, "answerless"),
+        // The coordinator dies 300 ms after sending the start order (and is started again).
+        ("crash-after:start", true, "orphaned"),
+    ] {
+        c.stop("coord");
+        c.start_coordinator_env(&[("UNDERSTUDY_FAULTS", faults)]);
+        c.wait_connected(hosts.len());
+        let m = marker(name);
+        let create = c
+            .cli_command()
+            .args(["workload", "create", name, "--host", "host-a"])
+            .args(["--shadow", "host-b", "--interval", "500ms", "--"])
+            .args(["/usr/bin/python3", "-c", COUNTER, m.as_str()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if aborts {
+            c.wait_exit("coord", Duration::from_secs(60));
+            c.start_coordinator();
+        }
+        // Not "failed" (what the record said before): the CLI waits until host-a's report
+        // settles it, running.
+        let out = create.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{faults}: workload create: {stderr}{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.contains("settled from the hosts' reports"),
+            "{faults}: {stderr}"
+        );
+        let w = c.workload(name).unwrap();
+        assert_eq!(w.state, WorkloadState::Running, "{faults}: {w:?}");
+        assert_eq!(w.primary, "host-a", "{faults}");
+        assert_eq!(the_one_copy(&c, &hosts, name), "host-a", "{faults}");
+        advancing(&c, "host-a", name);
+        epochs_resume(&c, name);
     }
 }
 

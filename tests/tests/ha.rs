@@ -163,6 +163,8 @@ enum LeaderLoss {
     CutOff,
     /// SIGKILLed (the CLI's request goes unanswered).
     Killed,
+    /// Stopped with SIGTERM.
+    Stopped,
 }
 
 /// Creates a counter on host-a while host-a holds back its reply to the start order (see
@@ -200,6 +202,9 @@ fn create_across_a_leader_loss(loss: LeaderLoss) {
     match loss {
         LeaderLoss::CutOff => c.set_member_link(old, false),
         LeaderLoss::Killed => c.kill(old),
+        LeaderLoss::Stopped => {
+            c.stop(old);
+        }
     }
     let out = create.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -209,7 +214,10 @@ fn create_across_a_leader_loss(loss: LeaderLoss) {
         "workload create: {stderr}{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(stderr.contains("new leader settled it"), "{stderr}");
+    assert!(
+        stderr.contains("settled from the hosts' reports"),
+        "{stderr}"
+    );
     let new = c.wait_leader(&[old], Duration::from_secs(15));
     assert_ne!(new, old);
     let w = c.workload("steady").unwrap();
@@ -235,6 +243,13 @@ fn a_create_whose_leader_is_killed_mid_way_is_settled_by_the_new_leader_and_runs
     require_e2e!();
     require_criu!();
     create_across_a_leader_loss(LeaderLoss::Killed);
+}
+
+#[test]
+fn a_create_whose_leader_is_stopped_mid_way_is_settled_by_the_new_leader_and_runs_once() {
+    require_e2e!();
+    require_criu!();
+    create_across_a_leader_loss(LeaderLoss::Stopped);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! What `workload create` does when the coordinator it asked stopped leading the group
-//! while it created the workload: it waits for the group's new leader to settle the
+//! What `workload create` does when it cannot know whether the workload started: the
+//! coordinator it asked stopped leading the group meanwhile, or the host never answered the
+//! start order. It waits for the coordinator (the group's new leader) to settle the
 //! workload from what the hosts report, and says what became of it.
 
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use super::Output;
 use crate::server::http::WorkloadView;
 use crate::workloads::WorkloadState;
 
-/// How long to wait for the new leader to settle the workload: an election, the agents
-/// reconnecting, and the reconciliation of their reports.
+/// How long to wait for the workload to be settled: an election, the agents reconnecting,
+/// and the reconciliation of their reports.
 const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Pause between looks.
@@ -22,8 +23,8 @@ const POLL: Duration = Duration::from_millis(500);
 const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Waits until the group holds a settled record of workload `name` (not starting), prints
-/// it as `workload create` would have, and returns the exit code for it. `why` is what the
-/// old leader said.
+/// it as `workload create` would have, and returns the exit code for it. `why` says why
+/// the create's own answer could not tell.
 pub(super) fn create_outcome(
     base: &str,
     name: &str,
@@ -33,7 +34,7 @@ pub(super) fn create_outcome(
 ) -> i32 {
     eprintln!("{why}");
     eprintln!(
-        "waiting up to {SETTLE_WAIT:?} for the group's new leader to settle workload {name:?}"
+        "waiting up to {SETTLE_WAIT:?} for the coordinator to settle workload {name:?} from its host's report"
     );
     let started = Instant::now();
     let path = format!("/v1/workloads/{name}");
@@ -41,7 +42,7 @@ pub(super) fn create_outcome(
         let (url, r) = send(base, "GET", &path, None, LOOK_TIMEOUT);
         let last = match answer::<WorkloadView>(base, &url, r) {
             Ok(v) if v.record.state != WorkloadState::Starting => {
-                eprintln!("the new leader settled it:");
+                eprintln!("settled from the hosts' reports:");
                 return settled(&v, output, print);
             }
             Ok(v) => format!("it is still starting on {}", v.record.primary),

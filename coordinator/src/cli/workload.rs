@@ -374,6 +374,18 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
                 }
             };
             match super::api::post::<_, WorkloadRecord>(base, "/v1/workloads", &req) {
+                Ok(rec) if rec.state == WorkloadState::Starting => {
+                    super::unsettled::create_outcome(
+                        base,
+                        &rec.spec.name,
+                        output,
+                        &format!(
+                            "{} did not answer the order to start {}: it may be running there",
+                            rec.primary, rec.spec.name
+                        ),
+                        print_workload,
+                    )
+                }
                 Ok(rec) if output == Output::Json => print_json(&rec),
                 Ok(rec) => {
                     let protection = rec.unprotected.clone();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use understudy_common::workload::{Order, OrderReply, Report, WorkloadSpec};
 
 use super::{orders, wall_ms, Shared};
-use crate::workloads::migration::Phase;
+use crate::workloads::migration::{Delivery, Phase};
 use crate::workloads::{MoreShadows, WorkloadRecord, WorkloadState};
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -211,8 +211,17 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
         generation,
         shadows: peers.clone(),
     };
-    let reply = orders::send(shared, &req.host, &order, ORDER_TIMEOUT).await;
-    if let OrderReply::Invalid(e) = reply {
+    let reply = match orders::deliver(shared, &req.host, &order, ORDER_TIMEOUT).await {
+        Delivery::Reply(r) => Some(r),
+        Delivery::NotSent(e) => Some(OrderReply::Failed(e)),
+        // The host may have started it: the record stays `starting` until the host's next
+        // inventory settles it (running, or failed once it is seen not to run).
+        Delivery::Unknown(e) => {
+            tracing::warn!(workload = %name, host = %req.host, "start order unanswered; left to the host's next report: {e}");
+            None
+        }
+    };
+    if let Some(OrderReply::Invalid(e)) = reply {
         // Nothing runs: forget the workload, and the shadow's expectation of it.
         shared.remove_workload(&name, Some(generation));
         for s in &peers {
@@ -232,9 +241,10 @@ pub async fn create(shared: &Arc<Shared>, req: CreateRequest) -> Result<Workload
             .hosts
             .retain(|h| peers.iter().any(|p| &p.name == h));
         r.state = match reply {
-            OrderReply::Done => WorkloadState::Running,
-            OrderReply::Failed(e) => WorkloadState::Failed(e),
-            other => WorkloadState::Failed(format!("unexpected reply: {other}")),
+            Some(OrderReply::Done) => WorkloadState::Running,
+            Some(OrderReply::Failed(e)) => WorkloadState::Failed(e),
+            Some(other) => WorkloadState::Failed(format!("unexpected reply: {other}")),
+            None => WorkloadState::Starting,
         };
     });
     rec.ok_or_else(|| err(500, "workload vanished while starting"))
