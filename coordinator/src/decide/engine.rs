@@ -181,7 +181,7 @@ pub fn decide(fleet: &Fleet, s: &Settings, memory: &mut Memory, now_ms: u64) -> 
     if triggered.is_empty() {
         return Vec::new();
     }
-    let shared = shared_trouble(&fleet.hosts, &triggered, s);
+    let shared = shared_trouble(&fleet.hosts, &triggered, s, now_ms);
     let mut load = Load::default();
     for w in fleet.workloads.iter().filter(|w| w.moving) {
         load.add(&[&w.primary]);
@@ -340,18 +340,23 @@ fn pick_target(
 
 /// Why automatic moves (and shadow moves) are held now because many hosts are in trouble at
 /// once (see [`Settings::shared_trouble_share`]), if they are; `triggered` is what
-/// [`triggers::evaluate`] says of `hosts`.
+/// [`triggers::evaluate`] says of `hosts`. A host counts when it has a trigger or shows
+/// trouble that has not held long enough to be one yet ([`triggers::showing`]).
 pub fn shared_trouble(
     hosts: &[HostView],
     triggered: &BTreeMap<String, Trigger>,
     s: &Settings,
+    now_ms: u64,
 ) -> Option<String> {
     let connected = hosts.iter().filter(|h| h.connected).count();
-    let troubled: Vec<&str> = triggered
-        .values()
-        .filter(|t| !t.kind.is_operator())
-        .map(|t| t.host.as_str())
-        .collect();
+    let mut troubled = triggers::showing(hosts, s, now_ms);
+    troubled.extend(
+        triggered
+            .values()
+            .filter(|t| !t.kind.is_operator())
+            .map(|t| t.host.clone()),
+    );
+    let troubled: Vec<&str> = troubled.iter().map(String::as_str).collect();
     let n = troubled.len();
     if n < 2 || n as f64 <= f64::from(s.shared_trouble_share) * connected as f64 {
         return None;

@@ -450,6 +450,33 @@ fn a_disconnected_host_has_no_triggers_it_is_failovers_business() {
 }
 
 #[test]
+fn a_shared_cause_is_seen_before_every_host_it_hits_has_held_its_trigger() {
+    // a and b fell at once; b's agent heartbeats a little later, so when a's low health has
+    // held for its 3 heartbeats, b's has held for 2. b is in trouble too: kv on a is only
+    // advised, not moved as if a alone were failing.
+    let s = defaults();
+    let mut f = fleet();
+    f.workloads = vec![workload("kv", "a", "c")];
+    sick(&mut f, 30, 3);
+    f.hosts[1].health = Some(health(30));
+    f.hosts[1].low_health_beats = 2;
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert!(moves(&d).is_empty(), "{d:?}");
+    match &d[0].action {
+        Action::Advise { why, .. } => assert!(
+            why.starts_with("2 of 3 connected hosts in trouble at once (a, b; more than 0.5)"),
+            "{why}"
+        ),
+        other => panic!("kv: {other:?}"),
+    }
+    // b recovers: a alone is in trouble, and kv moves.
+    f.hosts[1].health = Some(health(95));
+    f.hosts[1].low_health_beats = 0;
+    let d = decide(&f, &s, &mut Memory::default(), T0);
+    assert_eq!(moves(&d), vec![("kv".into(), "c".into())]);
+}
+
+#[test]
 fn with_most_hosts_in_trouble_at_once_automatic_moves_are_only_advised_and_drains_go_on() {
     let s = defaults();
     let mut f = Fleet {

@@ -7,7 +7,7 @@
 //! first tick it does not. A disconnected host has no triggers: losing it is failover's
 //! business.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use understudy_common::telemetry::HealthLevel;
 
@@ -179,6 +179,24 @@ fn raw(host: &HostView, s: &Settings, now_ms: u64) -> Vec<Trigger> {
         }
     }
     out
+}
+
+/// The connected hosts that show trouble now, whether or not it has held long enough to be
+/// a trigger: health below the threshold at the last heartbeat, a risk, an exhaustion
+/// forecast or an error burst (operator intents are not trouble). A cause shared by many
+/// hosts reaches each host's trigger up to a heartbeat apart; counted this way, the first
+/// host past its count is not taken for the only one in trouble.
+pub fn showing(hosts: &[HostView], s: &Settings, now_ms: u64) -> BTreeSet<String> {
+    let eager = Settings {
+        health_heartbeats: s.health_heartbeats.min(1),
+        ..s.clone()
+    };
+    hosts
+        .iter()
+        .filter(|h| h.connected)
+        .filter(|h| raw(h, &eager, now_ms).iter().any(|t| !t.kind.is_operator()))
+        .map(|h| h.name.clone())
+        .collect()
 }
 
 fn needs_persisting(kind: TriggerKind) -> bool {

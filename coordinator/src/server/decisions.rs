@@ -213,7 +213,7 @@ pub fn tick(shared: &Arc<Shared>) {
             .retain(|t| now.saturating_sub(*t) < 3_600_000);
         let mut look = e.memory.clone();
         let triggered = triggers::evaluate(&fleet.hosts, &shared.decisions, &mut look, now);
-        shared_now = shared_trouble(&fleet.hosts, &triggered, &shared.decisions);
+        shared_now = shared_trouble(&fleet.hosts, &triggered, &shared.decisions, now);
         e.troubled = triggered
             .into_values()
             .filter(|t| !t.kind.is_operator())
