@@ -326,7 +326,7 @@ fn redirect(group: &Group, path_and_query: &str) -> Response {
 
 /// Serves a request from the leader's state, or redirects it. A request that may change
 /// something, during which this member stopped leading (every failed write fences the
-/// term), is answered 500 and marked [`ErrorBody::unsettled`] whatever the handler said:
+/// term; a restored backup's deliberate fence does not count), is answered 500 and marked [`ErrorBody::unsettled`] whatever the handler said:
 /// its writes may not have committed, or orders it sent may have been carried out, and the
 /// new leader settles the outcome from the hosts' reports. Not 503, which tells the CLI
 /// that nothing was acted on and it may ask again.
@@ -339,7 +339,7 @@ async fn to_leader(State(group): State<Arc<Group>>, req: Request<Body>) -> Respo
                 Ok(r) => r,
                 Err(e) => match e {},
             };
-            if changes && t.shared.fenced() {
+            if changes && t.shared.lost_leadership() {
                 tracing::warn!(
                     request = %what,
                     "stopped leading the coordinator group while acting on a request; its outcome is left to the new leader"

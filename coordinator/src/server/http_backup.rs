@@ -3,7 +3,6 @@
 //! through the group's log in one entry; the leader then rebuilds its state from them as
 //! a newly elected leader does).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -98,7 +97,7 @@ fn restore_here(shared: &Shared, b: Backup) -> Result<Json<Restored>, ApiError> 
         .map_err(|e| err(503, e.to_string()))?;
     // The state acting now predates the records: fence it, so the leader rebuilds its
     // state from the store (agents reconnect to it and report what they run).
-    shared.fence().store(true, Ordering::SeqCst);
+    shared.fence_to_rebuild();
     let restored_workloads = b
         .records
         .iter()

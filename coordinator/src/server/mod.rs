@@ -65,6 +65,9 @@ pub struct Shared {
     /// Set once this coordinator is no longer its group's leader for the term this state
     /// belongs to: no order leaves after it (see [`orders::deliver`]).
     fence: Arc<AtomicBool>,
+    /// Set when the fence was raised on purpose after committed writes (a restored backup:
+    /// the leader rebuilds its state from the store), not because leadership was lost.
+    rebuilding: AtomicBool,
     /// The group leader's term this state acts in (0: a single coordinator).
     term: std::sync::atomic::AtomicU64,
     /// Host records waiting to be written (in a group, registrations and losses are written
@@ -122,6 +125,7 @@ impl Shared {
             ),
             store,
             fence: Arc::new(AtomicBool::new(false)),
+            rebuilding: AtomicBool::new(false),
             term: std::sync::atomic::AtomicU64::new(0),
             pending_hosts: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
@@ -176,6 +180,19 @@ impl Shared {
     /// Whether this coordinator stopped leading the term this state belongs to.
     pub fn fenced(&self) -> bool {
         self.fence.load(Ordering::SeqCst)
+    }
+
+    /// Fences this state after writes that committed, so that the leader rebuilds its state
+    /// from the store (as a newly elected leader does).
+    pub fn fence_to_rebuild(&self) {
+        self.rebuilding.store(true, Ordering::SeqCst);
+        self.fence.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this state was fenced because its leadership was lost or a write failed to
+    /// commit (not by [`Shared::fence_to_rebuild`]): what it was doing may not stand.
+    pub fn lost_leadership(&self) -> bool {
+        self.fenced() && !self.rebuilding.load(Ordering::SeqCst)
     }
 
     /// Closes every agent connection with `code` and `reason` (a leader stepping down).
