@@ -1,6 +1,7 @@
 //! Counting copies of a workload: the invariant every fault test checks is that exactly one
 //! copy runs, on the host the coordinator's record names, and that it keeps working there.
 
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
@@ -22,6 +23,20 @@ pub fn marker(name: &str) -> String {
 /// Creates a counter workload `name` on `host`, shadowed on `shadow`.
 pub fn create_counter(c: &Cluster, name: &str, host: &str, shadow: &str, interval: &str) {
     create_python(c, name, (host, shadow), interval, COUNTER);
+}
+
+/// Starts `understudy workload create` for a counter `name` on `host`, shadowed on
+/// `shadow` every 500 ms, without waiting for it: for the tests that act while the create
+/// is in flight. Its output is piped, for `wait_with_output`.
+pub fn spawn_create_counter(c: &Cluster, name: &str, host: &str, shadow: &str) -> Child {
+    c.cli_command()
+        .args(["workload", "create", name, "--host", host])
+        .args(["--shadow", shadow, "--interval", "500ms", "--"])
+        .args(["/usr/bin/python3", "-c", COUNTER, marker(name).as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("understudy workload create starts")
 }
 
 /// Creates workload `name` running the Python `program` on `host`, shadowed on `shadow`,

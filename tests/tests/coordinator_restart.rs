@@ -10,7 +10,7 @@ use std::time::Duration;
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
 use understudy_tests::copies::{
-    advancing, create_counter, marker, one_copy_soon, the_one_copy, COUNTER,
+    advancing, create_counter, marker, one_copy_soon, spawn_create_counter, the_one_copy,
 };
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
@@ -341,16 +341,7 @@ fn a_create_whose_start_answer_is_lost_or_whose_coordinator_dies_is_settled_from
         c.stop("coord");
         c.start_coordinator_env(&[("UNDERSTUDY_FAULTS", faults)]);
         c.wait_connected(hosts.len());
-        let m = marker(name);
-        let create = c
-            .cli_command()
-            .args(["workload", "create", name, "--host", "host-a"])
-            .args(["--shadow", "host-b", "--interval", "500ms", "--"])
-            .args(["/usr/bin/python3", "-c", COUNTER, m.as_str()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let create = spawn_create_counter(&c, name, "host-a", "host-b");
         if aborts {
             c.wait_exit("coord", Duration::from_secs(60));
             c.start_coordinator();

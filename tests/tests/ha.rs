@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::Cluster;
 use understudy_tests::copies::{
-    advancing, create_counter, marker, one_copy_soon, the_one_copy, COUNTER,
+    advancing, create_counter, marker, one_copy_soon, spawn_create_counter, the_one_copy,
 };
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
@@ -182,16 +182,7 @@ fn create_across_a_leader_loss(loss: LeaderLoss) {
     c.wait_connected(HOSTS.len());
     caught_up(&c);
     let old = c.leader().expect("a leader");
-    let m = marker("steady");
-    let create = c
-        .cli_command()
-        .args(["workload", "create", "steady", "--host", "host-a"])
-        .args(["--shadow", "host-b", "--interval", "500ms", "--"])
-        .args(["/usr/bin/python3", "-c", COUNTER, m.as_str()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = spawn_create_counter(&c, "steady", "host-a", "host-b");
     eventually("host-a starts steady", Duration::from_secs(30), || {
         if c.log("host-a").contains("workload started workload=steady") {
             Ok(())

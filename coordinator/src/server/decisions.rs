@@ -228,7 +228,7 @@ pub fn tick(shared: &Arc<Shared>) {
         for w in &fleet.workloads {
             if let Some(s) = w.shadow.as_ref().filter(|s| troubled.contains(*s)) {
                 if w.running && !w.moving {
-                    reshadow(shared, &w.name, Some(s), "in trouble");
+                    reshadow(shared, &w.name, Some((s, "in trouble")));
                 }
             }
         }
@@ -236,7 +236,7 @@ pub fn tick(shared: &Arc<Shared>) {
     if shared.decisions.mode != crate::decide::Mode::Off {
         // A workload placed or moved while no host was free to shadow it gets one now.
         for w in unshadowed(&fleet) {
-            reshadow(shared, &w.name, None, "it had none");
+            reshadow(shared, &w.name, None);
         }
     }
     let mut said_now = HashMap::new();
@@ -322,7 +322,7 @@ fn drains(shared: &Arc<Shared>, now: u64) {
         let host = admin.host.clone();
         let status = shared.drain_status(&host);
         for name in &status.shadows_left {
-            reshadow(shared, name, Some(&host), "drained");
+            reshadow(shared, name, Some((&host, "drained")));
         }
         if status.primaries_left.is_empty() && status.shadows_left.is_empty() {
             shared.update_host_admin(&host, |a| a.drain = None);
@@ -364,9 +364,10 @@ fn drains(shared: &Arc<Shared>, now: u64) {
     }
 }
 
-/// Gives `workload` another shadow in place of the one on `host` (`why`: drained, in
-/// trouble), or, with no `host`, a first one (`why`: it had none).
-fn reshadow(shared: &Arc<Shared>, workload: &str, host: Option<&str>, why: &'static str) {
+/// Gives `workload` another shadow in place of the one on `from`'s host (and why it moves:
+/// drained, in trouble), or, with no `from`, a first one.
+fn reshadow(shared: &Arc<Shared>, workload: &str, from: Option<(&str, &'static str)>) {
+    let (host, why) = (from.map(|(h, _)| h), from.map_or("", |(_, why)| why));
     let Some(rec) = shared.workload(workload) else {
         return;
     };
