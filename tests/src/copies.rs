@@ -39,6 +39,24 @@ pub fn spawn_create_counter(c: &Cluster, name: &str, host: &str, shadow: &str) -
         .expect("understudy workload create starts")
 }
 
+/// Waits for a create started by [`spawn_create_counter`] and checks that the CLI settled it
+/// from the hosts' reports and succeeded (not "failed", which is what a record left by a
+/// lost answer said before); returns what it wrote on stderr. `what` heads the messages.
+pub fn settled_create(create: Child, what: &str) -> String {
+    let out = create.wait_with_output().expect("workload create ran");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: workload create: {stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("settled from the hosts' reports"),
+        "{what}: {stderr}"
+    );
+    stderr
+}
+
 /// Creates workload `name` running the Python `program` on `host`, shadowed on `shadow`,
 /// its marker in its arguments.
 pub fn create_python(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
 use understudy_tests::copies::{
-    advancing, create_counter, marker, one_copy_soon, spawn_create_counter, the_one_copy,
+    advancing, create_counter, marker, one_copy_soon, settled_create, spawn_create_counter,
+    the_one_copy,
 };
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
@@ -348,17 +349,7 @@ fn a_create_whose_start_answer_is_lost_or_whose_coordinator_dies_is_settled_from
         }
         // Not "failed" (what the record said before): the CLI waits until host-a's report
         // settles it, running.
-        let out = create.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "{faults}: workload create: {stderr}{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(
-            stderr.contains("settled from the hosts' reports"),
-            "{faults}: {stderr}"
-        );
+        settled_create(create, faults);
         let w = c.workload(name).unwrap();
         assert_eq!(w.state, WorkloadState::Running, "{faults}: {w:?}");
         assert_eq!(w.primary, "host-a", "{faults}");
