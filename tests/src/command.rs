@@ -27,3 +27,12 @@ pub fn run(cmd: &mut Command, stdin: &str) -> (i32, String) {
     );
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// What a finished program said: its stdout followed by its stderr.
+pub fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -4,7 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
+use understudy_coordinator::workloads::{MigrationSummary, WorkloadRecord, WorkloadState};
 
 use crate::cluster::Cluster;
 use crate::numbers;
@@ -253,4 +253,14 @@ pub fn counts_on(c: &Cluster, host: &str, name: &str) -> Vec<u64> {
             }
         },
     )
+}
+
+/// What `understudy migrate` says of a move that ended as `m` records: the hosts of one
+/// that succeeded, or how one that did not ended.
+pub fn told(m: &MigrationSummary) -> String {
+    if m.outcome == "succeeded" {
+        format!("from {} to {}", m.from, m.to)
+    } else {
+        m.outcome.clone()
+    }
 }

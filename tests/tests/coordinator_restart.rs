@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
+use understudy_tests::command::said;
 use understudy_tests::copies::{
     advancing, create_counter, marker, one_copy_soon, settled_create, spawn_create_counter,
-    the_one_copy,
+    the_one_copy, told,
 };
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
@@ -202,9 +203,11 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
         } else {
             c.kill("coord");
         }
-        let _ = migrate.join();
         c.start_coordinator();
         c.wait_connected(2);
+        // The operator's migrate followed the move through the restart to its end.
+        let out = migrate.join().unwrap().unwrap();
+        let said = said(&out);
         // Every record is back as it was.
         for old in &before {
             let now = c.workload(&old.spec.name).unwrap();
@@ -222,6 +225,9 @@ fn a_coordinator_restarted_with_workloads_in_every_state_keeps_every_record() {
             m.outcome == "succeeded" || m.outcome == "rolled back",
             "{m:?}"
         );
+        let code = if m.outcome == "succeeded" { 0 } else { 75 };
+        assert_eq!(out.status.code(), Some(code), "{m:?}: {said}");
+        assert!(said.contains(&told(&m)), "the outcome is told: {said}");
         // A copy frozen while no coordinator renewed its lease thaws at the next renewal.
         assert_eq!(
             one_copy_soon(&c, &HOSTS, "mover"),
@@ -268,12 +274,17 @@ fn interrupted_switchover(c: &Cluster, faults: &str, aborts: bool) -> WorkloadRe
     c.wait_connected(2);
     let w = c.workload("hop").unwrap();
     c.wait_for_epochs("hop", w.epochs + 1);
-    let _ = c.cli(&["migrate", "hop"]);
+    let migrate = {
+        let mut cmd = c.cli_command();
+        std::thread::spawn(move || cmd.args(["migrate", "hop"]).output())
+    };
     if aborts {
         c.wait_exit("coord", Duration::from_secs(60));
         c.start_coordinator();
         c.wait_connected(2);
     }
+    // The operator's migrate waits out the restart and tells how the move ended.
+    let out = migrate.join().unwrap().unwrap();
     let after = eventually("the switchover ended", Duration::from_secs(60), || {
         let now = c.workload("hop")?;
         match (&now.state, &now.last_migration) {
@@ -281,6 +292,11 @@ fn interrupted_switchover(c: &Cluster, faults: &str, aborts: bool) -> WorkloadRe
             other => Err(format!("{other:?}")),
         }
     });
+    let m = after.last_migration.as_ref().unwrap();
+    let said = said(&out);
+    let code = if m.outcome == "succeeded" { 0 } else { 75 };
+    assert_eq!(out.status.code(), Some(code), "{faults}: {said}");
+    assert!(said.contains(&told(m)), "{faults}: {said}");
     let host = one_copy_soon(c, &["host-a", "host-b"], "hop");
     assert_eq!(
         host, after.primary,

@@ -11,20 +11,13 @@ use std::fs;
 use std::time::Duration;
 
 use understudy_tests::cluster::Cluster;
+use understudy_tests::command::said as text;
 use understudy_tests::copies::{advancing, create_counter, the_one_copy};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
 const HOSTS: [&str; 2] = ["host-a", "host-b"];
 const MEMBERS: [&str; 3] = ["coord", "coord2", "witness"];
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn a_group_lost_whole_comes_back_from_its_backup_without_moving_the_workload() {

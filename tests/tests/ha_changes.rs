@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::{WorkloadRecord, WorkloadState};
 use understudy_tests::cluster::Cluster;
-use understudy_tests::copies::{advancing, create_counter, marker, one_copy_soon, the_one_copy};
+use understudy_tests::command::said;
+use understudy_tests::copies::{
+    advancing, create_counter, marker, one_copy_soon, the_one_copy, told,
+};
 use understudy_tests::wait::eventually;
 use understudy_tests::{require_criu, require_e2e};
 
@@ -76,9 +79,14 @@ fn switchover_losing_its_leader(c: &Cluster, faults: &str) -> WorkloadRecord {
     c.wait_for_epochs("hop", w.epochs + 1);
     advancing(c, &w.primary, "hop");
     // The armed leader aborts during the move; the other takes over from its record.
-    let _ = c.cli(&["migrate", "hop"]);
+    let migrate = {
+        let mut cmd = c.cli_command();
+        std::thread::spawn(move || cmd.args(["migrate", "hop"]).output())
+    };
     c.wait_exit(follower, Duration::from_secs(60));
     c.start_member(follower);
+    // The operator's migrate follows the move to the new leader and tells how it ended.
+    let out = migrate.join().unwrap().unwrap();
     let after = eventually("the switchover ended", Duration::from_secs(90), || {
         let now = c.workload("hop")?;
         match (&now.state, &now.last_migration) {
@@ -86,6 +94,11 @@ fn switchover_losing_its_leader(c: &Cluster, faults: &str) -> WorkloadRecord {
             other => Err(format!("{other:?}")),
         }
     });
+    let m = after.last_migration.as_ref().unwrap();
+    let said = said(&out);
+    let code = if m.outcome == "succeeded" { 0 } else { 75 };
+    assert_eq!(out.status.code(), Some(code), "{faults}: {said}");
+    assert!(said.contains(&told(m)), "{faults}: {said}");
     let host = one_copy_soon(c, &HOSTS, "hop");
     assert_eq!(
         host, after.primary,

@@ -313,8 +313,8 @@ fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
         let migrate = c
             .cli_command()
             .args(["migrate", "big", "--post-copy"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         eventually(
@@ -337,7 +337,6 @@ fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
         } else {
             c.stop("coord");
         }
-        let _ = migrate.wait_with_output();
         c.start_coordinator();
         eventually(
             &format!("the move to {to} seen through"),
@@ -354,6 +353,11 @@ fn a_coordinator_restarted_in_the_middle_of_the_copy_sees_the_move_through() {
                 }
             },
         );
+        // The operator's migrate waited out the restart and says the move succeeded.
+        let out = migrate.wait_with_output().unwrap();
+        let said = understudy_tests::command::said(&out);
+        assert!(out.status.success(), "kill {kill}: {said}");
+        assert!(said.contains(&format!("to {to}")), "kill {kill}: {said}");
         assert_eq!(copies::the_one_copy(&c, &["host-a", "host-b"], "big"), to);
         copies::advancing(&c, to, "big");
     }

@@ -12,7 +12,7 @@ use crate::registry::HostRecord;
 use crate::server::http::{Health, HostList};
 use crate::server::wall_ms;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many redirects (from a group member to its leader) a call follows.
 const MAX_REDIRECTS: usize = 3;
@@ -559,6 +559,7 @@ pub fn status(base: &str, output: Output) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_http::serve;
     use super::*;
 
     #[test]
@@ -581,25 +582,6 @@ mod tests {
             anomaly_line(&r),
             "anomaly:      0.214 (alarms above 1.016; percentile 62.4 of this host's recent scores)"
         );
-    }
-
-    /// Serves raw HTTP answers on a loopback port, one connection each, in order.
-    fn serve(answers: Vec<(u16, &'static str)>) -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for (status, body) in answers {
-                let (mut conn, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = std::io::Read::read(&mut conn, &mut buf);
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = std::io::Write::write_all(&mut conn, reply.as_bytes());
-            }
-        });
-        format!("http://{addr}")
     }
 
     const NO_LEADER: &str = r#"{"error":"no leader yet (member 2, term 1); retry shortly"}"#;

@@ -9,6 +9,8 @@ mod cluster;
 mod identity;
 mod ops;
 mod store;
+#[cfg(test)]
+mod test_http;
 mod tokens;
 mod unsettled;
 mod workload;

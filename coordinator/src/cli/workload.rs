@@ -458,9 +458,19 @@ pub fn run(base: &str, output: Output, cmd: WorkloadCommand) -> i32 {
             } else {
                 format!("/v1/workloads/{name}")
             };
-            match super::api::delete::<WorkloadRecord>(base, &path) {
-                Ok(rec) if output == Output::Json => print_json(&rec),
-                Ok(rec) => {
+            let deleted = match super::api::delete::<WorkloadRecord>(base, &path) {
+                Err(super::api::ApiFailure::Unsettled(why)) => {
+                    super::unsettled::delete_again(base, &path, &name, &why)
+                }
+                r => r.map(Some),
+            };
+            match deleted {
+                Ok(None) => {
+                    eprintln!("{name} is gone: the first request deleted it");
+                    0
+                }
+                Ok(Some(rec)) if output == Output::Json => print_json(&rec),
+                Ok(Some(rec)) => {
                     outln!(
                         "deleted {name}: stopped on {}{}",
                         rec.primary,
@@ -706,6 +716,16 @@ pub fn migrate(
     if let Err(code) = check_name(name) {
         return code;
     }
+    // The generation it runs under now: a migration this request starts runs under a
+    // higher one, which tells its outcome apart if the answer is lost.
+    let before = if dry_run {
+        0
+    } else {
+        match get::<WorkloadView>(base, &format!("/v1/workloads/{name}")) {
+            Ok(v) => v.record.generation,
+            Err(code) => return code,
+        }
+    };
     let req = MigrateRequest {
         to,
         dry_run,
@@ -714,6 +734,9 @@ pub fn migrate(
     let started: MigrationStatus =
         match super::api::post(base, &format!("/v1/workloads/{name}/migrate"), &req) {
             Ok(s) => s,
+            Err(super::api::ApiFailure::Unsettled(why)) => {
+                return super::unsettled::move_outcome(base, name, before, output, &why)
+            }
             Err(f) => return f.report(),
         };
     if dry_run {
@@ -731,9 +754,34 @@ pub fn migrate(
     let mut was_waiting = false;
     let status = loop {
         std::thread::sleep(Duration::from_millis(100));
-        let s: MigrationStatus = match get(base, &format!("/v1/workloads/{name}/migration")) {
+        let path = format!("/v1/workloads/{name}/migration");
+        let (url, r) = super::api::send(base, "GET", &path, None, super::api::TIMEOUT);
+        let s: MigrationStatus = match super::api::answer(base, &url, r) {
             Ok(s) => s,
-            Err(code) => return code,
+            // The coordinator that ran it is gone, or its successor (which did not start
+            // it) has no progress to show: the record says how it ended.
+            Err(
+                f @ (super::api::ApiFailure::Unreachable(_)
+                | super::api::ApiFailure::Unsettled(_)
+                | super::api::ApiFailure::Refused(404 | 503, _)),
+            ) => {
+                if tty && output == Output::Table {
+                    outln!();
+                }
+                let why = match f {
+                    super::api::ApiFailure::Refused(_, e)
+                    | super::api::ApiFailure::Unreachable(e)
+                    | super::api::ApiFailure::Unsettled(e) => e,
+                };
+                return super::unsettled::move_outcome(
+                    base,
+                    name,
+                    before,
+                    output,
+                    &format!("lost track of the migration of {name}: {why}"),
+                );
+            }
+            Err(f) => return f.report(),
         };
         if s.outcome.is_some() {
             break s;
