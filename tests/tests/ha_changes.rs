@@ -296,12 +296,17 @@ fn a_drain_goes_on_when_the_leader_is_killed_and_leaves_the_host_empty() {
         moved < 3,
         "the drain ended before the leader could be killed"
     );
+    // An operator watches the drain; the watch goes on through the leader's loss.
+    let watch = {
+        let mut cmd = c.cli_command();
+        std::thread::spawn(move || cmd.args(["host", "drain", "host-a", "--monitor"]).output())
+    };
     let old = c.leader().expect("a leader");
     c.kill(old);
     c.wait_leader(&[old], Duration::from_secs(15));
 
-    // The new leader carries the drain on to the end.
-    let out = c.cli(&["host", "drain", "host-a", "--monitor"]);
+    // The new leader carries the drain on to the end, and the watch sees it there.
+    let out = watch.join().unwrap().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && text.contains("host-a drained"),

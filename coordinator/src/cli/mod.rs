@@ -6,6 +6,7 @@ mod api;
 mod backup;
 mod ca;
 mod cluster;
+mod drain_watch;
 mod identity;
 mod ops;
 mod store;

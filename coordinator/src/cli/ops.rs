@@ -16,9 +16,6 @@ use crate::server::admin::{DrainStatus, WindowView};
 use crate::server::http_admin::{DrainRequest, Plan, WindowRequest};
 use crate::server::wall_ms;
 
-/// How often a drain's progress is asked for.
-const POLL: Duration = Duration::from_millis(500);
-
 /// `understudy maintenance …`
 #[derive(Debug, clap::Subcommand)]
 pub enum MaintenanceCommand {
@@ -121,7 +118,7 @@ pub fn drain(
 ) -> i32 {
     let path = format!("/v1/hosts/{host}/drain");
     let first: DrainStatus = if monitor {
-        match get(base, &path) {
+        match super::drain_watch::look(base, &path, super::drain_watch::OUTAGE) {
             Ok(s) => s,
             Err(code) => return code,
         }
@@ -160,11 +157,7 @@ pub fn drain(
         );
     }
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
-    let last = loop {
-        let s: DrainStatus = match get(base, &path) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
+    let watched = super::drain_watch::watch(base, &path, super::drain_watch::OUTAGE, |s| {
         if output == Output::Table {
             for (w, text) in &s.workloads {
                 if shown.get(w) != Some(text) {
@@ -173,10 +166,10 @@ pub fn drain(
                 }
             }
         }
-        if !s.running {
-            break s;
-        }
-        std::thread::sleep(POLL);
+    });
+    let last = match watched {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if output == Output::Json {
         print_json(&last);
