@@ -206,6 +206,10 @@ pub struct FailoverSection {
     /// (default 3.6 s).
     #[serde(with = "humantime_serde")]
     pub failover_after: Duration,
+    /// How long a shadow's host must be unreachable before another host becomes the shadow
+    /// in its place (default 5 min; "0s": never, the shadow waits for its host or a drain).
+    #[serde(with = "humantime_serde")]
+    pub replace_shadow_after: Duration,
 }
 
 impl Default for FailoverSection {
@@ -214,6 +218,7 @@ impl Default for FailoverSection {
             mode: understudy_common::workload::FailoverMode::Auto,
             fence_after: Duration::from_millis(1500),
             failover_after: Duration::from_millis(3600),
+            replace_shadow_after: Duration::from_secs(300),
         }
     }
 }
@@ -394,6 +399,16 @@ impl Validate for CoordinatorConfig {
             Duration::from_secs(2),
             Duration::from_secs(86_400),
         );
+        if !f.replace_shadow_after.is_zero() && f.replace_shadow_after < f.failover_after {
+            problems.push(Problem::new(
+                "failover.replace_shadow_after",
+                format!(
+                    "{} must be 0s (never) or at least failover.failover_after ({}): a shadow is not given up on sooner than a primary",
+                    humantime::format_duration(f.replace_shadow_after),
+                    humantime::format_duration(f.failover_after)
+                ),
+            ));
+        }
         let needed = f.fence_after + hb.timeout + f.margin();
         if f.fence_after <= Duration::from_secs(3600)
             && hb.timeout <= Duration::from_secs(600)
@@ -669,6 +684,28 @@ mod tests {
             p[0].reason.contains("failover.fence_after") && p[0].reason.contains("21s 500ms"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn a_shadow_given_up_on_sooner_than_a_primary_is_refused_and_zero_turns_it_off() {
+        let with = |value: &str| -> Vec<Problem> {
+            let cfg: CoordinatorConfig = parse(&format!(
+                "[tls]\nca = \"/x/ca.crt\"\ncert = \"/x/c.crt\"\nkey = \"/x/c.key\"\n[store]\npath = \"/tmp/c.redb\"\n[failover]\nfailover_after = \"10s\"\nreplace_shadow_after = \"{value}\"\n"
+            ))
+            .unwrap();
+            cfg.validate()
+                .into_iter()
+                .filter(|p| p.key == "failover.replace_shadow_after")
+                .collect()
+        };
+        let p = with("5s");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].reason.contains("failover.failover_after (10s)"),
+            "{p:?}"
+        );
+        assert!(with("10s").is_empty());
+        assert!(with("0s").is_empty());
     }
 
     #[test]

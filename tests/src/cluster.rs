@@ -262,6 +262,19 @@ mode = "off"
         fs::write(&path, kept.join("\n[")).unwrap();
     }
 
+    /// Adds `line` (`key = value`) to the coordinator's `[failover]` section; call before
+    /// starting the coordinator.
+    pub fn add_failover_setting(&self, line: &str) {
+        let path = self.host_dir("coord").join("coordinator.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\n[failover]\n"), "{text}");
+        fs::write(
+            &path,
+            text.replace("\n[failover]\n", &format!("\n[failover]\n{line}\n")),
+        )
+        .unwrap();
+    }
+
     /// Rewrites the coordinator's config without the tests' heartbeat and failover timing,
     /// so that the defaults apply (for benchmarks of what an operator gets).
     pub fn use_default_timing(&self) {

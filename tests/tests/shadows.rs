@@ -1,6 +1,8 @@
 //! Several shadows (`workload create --shadows 2`): every epoch goes to each; with one
 //! shadow host lost, epochs go on to the other, a move goes there, and a lost primary
-//! fails over to it — exactly one copy, counting on from where its epoch left it.
+//! fails over to it — exactly one copy, counting on from where its epoch left it. And a
+//! shadow whose host stays away is replaced by another host, which a lost primary then
+//! fails over to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -8,7 +10,9 @@ use std::time::Duration;
 
 use understudy_coordinator::workloads::WorkloadRecord;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER};
-use understudy_tests::copies::{advancing, failed_over, last_count, marker, the_one_copy, COUNTER};
+use understudy_tests::copies::{
+    advancing, create_counter, failed_over, last_count, marker, the_one_copy, COUNTER,
+};
 use understudy_tests::wait::eventually;
 use understudy_tests::{numbers, require_criu, require_e2e};
 
@@ -159,4 +163,60 @@ fn with_the_primary_and_one_shadow_lost_the_other_shadow_takes_over() {
     let first = numbers(&c.output_log("host-c", "both"))[0];
     assert!(first >= floor, "host-c went on from {first}, below {floor}");
     advancing(&c, "host-c", "both");
+}
+
+#[test]
+fn a_shadow_whose_host_stays_away_is_replaced_and_the_workload_fails_over_there() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::new(&HOSTS);
+    // The least the config allows: as long as a primary is waited for.
+    c.add_failover_setting(&format!(
+        "replace_shadow_after = \"{}ms\"",
+        FAILOVER_AFTER.as_millis()
+    ));
+    c.start_coordinator();
+    for h in HOSTS {
+        c.start_agent(h);
+    }
+    c.wait_connected(HOSTS.len());
+    create_counter(&c, "once", "host-a", "host-b", "500ms");
+    c.wait_for_epochs("once", 1);
+
+    c.kill_host("host-b");
+    let w = eventually(
+        "host-c shadows it in host-b's place, holding the recovery point",
+        FAILOVER_AFTER + Duration::from_secs(40),
+        || {
+            let w = c.workload("once")?;
+            match (&w.shadow, &w.last_epoch) {
+                (Some(s), Some(e)) if s == "host-c" && e.shadow == "host-c" => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert_eq!(w.primary, "host-a");
+    assert_eq!(w.shadows(), ["host-c"], "host-b is no shadow any more");
+    let events = String::from_utf8_lossy(&c.cli(&["events"]).stdout).into_owned();
+    assert!(
+        events.contains("once's shadow moved from host-b (unreachable for"),
+        "{events}"
+    );
+
+    // Protected again: the primary lost, it comes back on host-c from its epoch there.
+    let counted = last_count(&c, "host-a", "once");
+    c.kill_host("host-a");
+    failed_over(
+        &c,
+        "once",
+        "host-c",
+        FAILOVER_AFTER + Duration::from_secs(40),
+    );
+    let first = numbers(&c.output_log("host-c", "once"))[0];
+    assert!(
+        first > 1 && first <= counted + 200,
+        "host-c went on from {first}; host-a had counted {counted}"
+    );
+    advancing(&c, "host-c", "once");
+    assert_eq!(the_one_copy(&c, &HOSTS, "once"), "host-c");
 }

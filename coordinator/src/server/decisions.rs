@@ -239,6 +239,12 @@ pub fn tick(shared: &Arc<Shared>) {
             reshadow(shared, &w.name, None);
         }
     }
+    // A shadow whose host has been silent for `replace_shadow_after` is replaced, whatever
+    // the mode: like a failover, it keeps the workload protected.
+    for s in shared.stranded_shadows() {
+        let why = format!("unreachable for {} s", s.silent_for.as_secs());
+        reshadow(shared, &s.workload, Some((&s.host, &why)));
+    }
     let mut said_now = HashMap::new();
     for d in &decisions {
         let text = summary(d);
@@ -366,8 +372,11 @@ fn drains(shared: &Arc<Shared>, now: u64) {
 
 /// Gives `workload` another shadow in place of the one on `from`'s host (and why it moves:
 /// drained, in trouble), or, with no `from`, a first one.
-fn reshadow(shared: &Arc<Shared>, workload: &str, from: Option<(&str, &'static str)>) {
-    let (host, why) = (from.map(|(h, _)| h), from.map_or("", |(_, why)| why));
+fn reshadow(shared: &Arc<Shared>, workload: &str, from: Option<(&str, &str)>) {
+    let (host, why) = (
+        from.map(|(h, _)| h),
+        from.map_or_else(String::new, |(_, why)| why.to_owned()),
+    );
     let Some(rec) = shared.workload(workload) else {
         return;
     };

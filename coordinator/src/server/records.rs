@@ -308,6 +308,19 @@ impl Shared {
         crate::workloads::failover::decide(&records, |h| self.host_now(h), &idle, &self.failover)
     }
 
+    /// Which idle workloads have a shadow whose host has been silent long enough to be
+    /// replaced ([`crate::workloads::failover::stranded_shadows`]).
+    pub fn stranded_shadows(&self) -> Vec<crate::workloads::failover::StrandedShadow> {
+        let records: Vec<WorkloadRecord> = self.workload_list();
+        let idle = idle_in(&self.book());
+        crate::workloads::failover::stranded_shadows(
+            &records,
+            |h| self.host_now(h),
+            &idle,
+            &self.failover,
+        )
+    }
+
     /// Notes that a failover of `name` failed; returns how many failed in a row and how
     /// long until the next is tried.
     pub fn failover_failed(&self, name: &str) -> (u32, Duration) {

@@ -27,6 +27,9 @@ pub struct Settings {
     pub fence_after: Duration,
     /// How long a host must be silent before its workloads move.
     pub failover_after: Duration,
+    /// How long a shadow's host must be silent before another host takes its place (zero:
+    /// never; the shadow waits for its host, or a drain).
+    pub replace_shadow_after: Duration,
 }
 
 impl Settings {
@@ -189,6 +192,53 @@ pub fn decide<'a>(
         }
     }
     out
+}
+
+/// A shadow to replace: its host has been silent for long enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrandedShadow {
+    /// The workload.
+    pub workload: String,
+    /// The silent shadow host.
+    pub host: String,
+    /// How long it has been silent.
+    pub silent_for: Duration,
+}
+
+/// Which idle, running workloads whose primary is connected have a shadow whose host has
+/// been silent for `replace_shadow_after` or longer: that shadow is replaced by another
+/// host (one per workload at a time, the first such shadow), so that the workload is
+/// protected again rather than waiting for a host that may never come back. A workload
+/// whose primary is away is left as it is: its shadows are what a failover restores from.
+pub fn stranded_shadows<'a>(
+    records: impl IntoIterator<Item = &'a WorkloadRecord>,
+    host: impl Fn(&str) -> HostNow,
+    idle: &BTreeSet<String>,
+    settings: &Settings,
+) -> Vec<StrandedShadow> {
+    if settings.replace_shadow_after.is_zero() {
+        return Vec::new();
+    }
+    records
+        .into_iter()
+        .filter(|r| {
+            idle.contains(&r.spec.name)
+                && r.state == WorkloadState::Running
+                && host(&r.primary).connected
+        })
+        .filter_map(|r| {
+            r.shadows().into_iter().find_map(|s| {
+                let h = host(s);
+                (!h.connected && h.silent_for >= settings.replace_shadow_after).then(|| {
+                    StrandedShadow {
+                        workload: r.spec.name.clone(),
+                        host: s.to_owned(),
+                        silent_for: h.silent_for,
+                    }
+                })
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

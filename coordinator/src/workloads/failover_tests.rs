@@ -5,6 +5,7 @@ const SETTINGS: Settings = Settings {
     mode: FailoverMode::Auto,
     fence_after: Duration::from_secs(15),
     failover_after: Duration::from_secs(30),
+    replace_shadow_after: Duration::from_secs(300),
 };
 
 fn record(
@@ -192,4 +193,54 @@ fn with_two_shadows_the_connected_one_holding_the_newest_epoch_takes_over() {
     let r = two_shadows(None, Some(4));
     assert_eq!(to(&r, &["b", "c"]).as_deref(), Some("c"));
     assert_eq!(to(&r, &["b"]), None);
+}
+
+#[test]
+fn a_shadow_whose_host_is_silent_for_long_enough_is_replaced_and_no_sooner() {
+    let recs = vec![record("w", "a", Some("b"), Some("b"))];
+    let idle = all_idle(&recs);
+    // Silent for less than replace_shadow_after (a restart, a blip): kept.
+    assert!(stranded_shadows(&recs, hosts(&["a"], 299), &idle, &SETTINGS).is_empty());
+    assert_eq!(
+        stranded_shadows(&recs, hosts(&["a"], 300), &idle, &SETTINGS),
+        [StrandedShadow {
+            workload: "w".into(),
+            host: "b".into(),
+            silent_for: Duration::from_secs(300),
+        }]
+    );
+    // Its host connected: nothing to replace.
+    assert!(stranded_shadows(&recs, hosts(&["a", "b"], 900), &idle, &SETTINGS).is_empty());
+    // Zero turns it off.
+    let never = Settings {
+        replace_shadow_after: Duration::ZERO,
+        ..SETTINGS
+    };
+    assert!(stranded_shadows(&recs, hosts(&["a"], 900), &idle, &never).is_empty());
+}
+
+#[test]
+fn a_shadow_is_not_replaced_while_its_primary_is_away_busy_or_not_running() {
+    // The primary away too: the shadow is what a failover restores from.
+    let recs = vec![record("w", "a", Some("b"), Some("b"))];
+    assert!(stranded_shadows(&recs, hosts(&[], 900), &all_idle(&recs), &SETTINGS).is_empty());
+    // A move or another operation holds it.
+    assert!(stranded_shadows(&recs, hosts(&["a"], 900), &BTreeSet::new(), &SETTINGS).is_empty());
+    // Not running.
+    let mut lost = recs[0].clone();
+    lost.state = WorkloadState::Lost("gone".into());
+    let recs = vec![lost];
+    assert!(stranded_shadows(&recs, hosts(&["a"], 900), &all_idle(&recs), &SETTINGS).is_empty());
+}
+
+#[test]
+fn with_two_shadows_only_the_silent_one_is_replaced() {
+    let recs = vec![two_shadows(Some(7), Some(9))];
+    let found = stranded_shadows(&recs, hosts(&["a", "b"], 600), &all_idle(&recs), &SETTINGS);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].host, "c");
+    // Both silent: one at a time, the first.
+    let found = stranded_shadows(&recs, hosts(&["a"], 600), &all_idle(&recs), &SETTINGS);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].host, "b");
 }
