@@ -207,9 +207,10 @@ pub struct FailoverSection {
     #[serde(with = "humantime_serde")]
     pub failover_after: Duration,
     /// How long a shadow's host must be unreachable before another host becomes the shadow
-    /// in its place (default 5 min; "0s": never, the shadow waits for its host or a drain).
+    /// in its place (default: 5 min, or `failover_after` when that is longer; "0s": never,
+    /// the shadow waits for its host or a drain). See [`FailoverSection::replace_after`].
     #[serde(with = "humantime_serde")]
-    pub replace_shadow_after: Duration,
+    pub replace_shadow_after: Option<Duration>,
 }
 
 impl Default for FailoverSection {
@@ -218,12 +219,18 @@ impl Default for FailoverSection {
             mode: understudy_common::workload::FailoverMode::Auto,
             fence_after: Duration::from_millis(1500),
             failover_after: Duration::from_millis(3600),
-            replace_shadow_after: Duration::from_secs(300),
+            replace_shadow_after: None,
         }
     }
 }
 
 impl FailoverSection {
+    /// How long a shadow's host must be unreachable before it is replaced (zero: never).
+    pub fn replace_after(&self) -> Duration {
+        self.replace_shadow_after
+            .unwrap_or_else(|| Duration::from_secs(300).max(self.failover_after))
+    }
+
     /// The clock-rate margin the timing rule adds.
     pub fn margin(&self) -> Duration {
         (self.fence_after / 10).max(Duration::from_millis(500))
@@ -399,12 +406,15 @@ impl Validate for CoordinatorConfig {
             Duration::from_secs(2),
             Duration::from_secs(86_400),
         );
-        if !f.replace_shadow_after.is_zero() && f.replace_shadow_after < f.failover_after {
+        if let Some(r) = f
+            .replace_shadow_after
+            .filter(|r| !r.is_zero() && *r < f.failover_after)
+        {
             problems.push(Problem::new(
                 "failover.replace_shadow_after",
                 format!(
                     "{} must be 0s (never) or at least failover.failover_after ({}): a shadow is not given up on sooner than a primary",
-                    humantime::format_duration(f.replace_shadow_after),
+                    humantime::format_duration(r),
                     humantime::format_duration(f.failover_after)
                 ),
             ));
@@ -706,6 +716,14 @@ mod tests {
         );
         assert!(with("10s").is_empty());
         assert!(with("0s").is_empty());
+        // Unset: 5 min, or failover_after when that is longer (a config that was valid
+        // before the key existed stays valid).
+        let section = |failover_after: u64| FailoverSection {
+            failover_after: Duration::from_secs(failover_after),
+            ..FailoverSection::default()
+        };
+        assert_eq!(section(10).replace_after(), Duration::from_secs(300));
+        assert_eq!(section(600).replace_after(), Duration::from_secs(600));
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn a_write_commits_while_every_runtime_thread_waits_for_the_writers_lock() {
                     mode: f.mode,
                     fence_after: f.fence_after,
                     failover_after: f.failover_after,
-                    replace_shadow_after: f.replace_shadow_after,
+                    replace_shadow_after: f.replace_after(),
                 },
                 Default::default(),
             )))

@@ -96,7 +96,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), ServeError> {
         mode: f.mode,
         fence_after: f.fence_after,
         failover_after: f.failover_after,
-        replace_shadow_after: f.replace_shadow_after,
+        replace_shadow_after: f.replace_after(),
     };
     let shared = Arc::new(Shared::new(
         Arc::new(store),
@@ -204,7 +204,7 @@ async fn serve_member(
             mode: f.mode,
             fence_after: f.fence_after,
             failover_after: f.failover_after,
-            replace_shadow_after: f.replace_shadow_after,
+            replace_shadow_after: f.replace_after(),
         };
         let shared = Arc::new(Shared::new(
             store,
