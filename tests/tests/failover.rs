@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use understudy_coordinator::workloads::WorkloadState;
 use understudy_tests::cluster::{Cluster, FAILOVER_AFTER, FENCE_AFTER};
+use understudy_tests::command::said;
 use understudy_tests::copies::{
-    advancing, create_counter, failed_over, last_count, marker, silent, the_one_copy,
+    advancing, create_counter, failed_over, last_count, marker, one_copy_soon, silent,
+    the_one_copy, COUNTER,
 };
 use understudy_tests::greeter::{self, GREETER};
 use understudy_tests::wait::eventually;
@@ -379,4 +381,79 @@ fn a_generation_that_cannot_be_recorded_is_refused_and_the_move_rolls_back() {
     assert_eq!((w.primary.as_str(), w.state.name()), ("host-a", "running"));
     advancing(&c, "host-a", "fenced");
     std::fs::remove_file(data.join("filler")).unwrap();
+}
+
+/// A switchover whose target is lost before it answers the restore: once the target has
+/// been silent for `failover_after`, its copy froze when its lease ran out, and the old
+/// primary takes the workload back instead of staying stopped for a host that may never
+/// return; when the target comes back, its copy is destroyed.
+#[test]
+fn a_target_lost_before_it_answers_the_restore_gives_the_workload_back_to_its_old_primary() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started(&["host-a", "host-b"]);
+    // A liveness check that takes 3 s: the restored copy runs on host-b that long before
+    // host-b answers the restore.
+    let spec = c.host_dir("coord").join("slowcheck.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"slowcheck\"\ncommand = [\"/usr/bin/python3\", \"-c\", {COUNTER:?}, \"{}\"]\nhost = \"host-a\"\nshadow = \"host-b\"\ninterval = \"500ms\"\n[probe]\ncommand = [\"/bin/sleep\", \"3\"]\n",
+            marker("slowcheck")
+        ),
+    )
+    .unwrap();
+    let created = c.cli(&["workload", "create", "--spec", spec.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", said(&created));
+    c.wait_for_epochs("slowcheck", 1);
+    let counted = last_count(&c, "host-a", "slowcheck");
+
+    let migrate = {
+        let mut cmd = c.cli_command();
+        std::thread::spawn(move || cmd.args(["migrate", "slowcheck"]).output())
+    };
+    eventually(
+        "host-b's restored copy runs",
+        Duration::from_secs(60),
+        || {
+            if numbers(&c.output_log("host-b", "slowcheck")).is_empty() {
+                Err("not yet".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    // Lost while its liveness check runs: the restore's answer never comes.
+    c.set_link("host-b", false);
+    // Before, the switchover asked host-b for ever, the workload stopped on host-a.
+    eventually(
+        "the switchover ends without host-b",
+        FAILOVER_AFTER + Duration::from_secs(40),
+        || match migrate.is_finished() {
+            true => Ok(()),
+            false => Err(format!("{:?}", c.workload("slowcheck").map(|w| w.state))),
+        },
+    );
+    let out = migrate.join().unwrap().unwrap();
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(75), "rolled back: {text}");
+    assert!(text.contains("host-b was lost"), "{text}");
+    let w = c.workload("slowcheck").unwrap();
+    assert_eq!((w.primary.as_str(), w.state.name()), ("host-a", "running"));
+    // host-b's copy froze by itself before host-a went on.
+    assert!(
+        c.output_log("host-b", "slowcheck")
+            .contains("lease expired"),
+        "host-b's copy was not frozen"
+    );
+    assert!(advancing(&c, "host-a", "slowcheck") > counted);
+
+    // host-b back: its frozen copy is destroyed, and the workload runs once, on host-a.
+    c.set_link("host-b", true);
+    c.wait_connected(2);
+    assert_eq!(
+        one_copy_soon(&c, &["host-a", "host-b"], "slowcheck"),
+        "host-a"
+    );
+    advancing(&c, "host-a", "slowcheck");
 }

@@ -349,6 +349,17 @@ pub(super) async fn drive(
                         continue;
                     }
                 }
+                if host == machine.to.name
+                    && !silent.connected
+                    && silent.silent_for >= shared.failover.failover_after
+                {
+                    let leased = shared.lease_of(&machine.spec).is_some();
+                    if let Some(s) = machine.target_lost(leased) {
+                        tracing::warn!(workload = %name, target = %host, "the target is lost: rolling back without its answer; its copy, if any, is fenced by its lease");
+                        step = s;
+                        continue;
+                    }
+                }
                 let mut order = order;
                 if let Order::Restore { spec, lease_ms, .. } = &mut order {
                     *lease_ms = shared.lease_of(spec);

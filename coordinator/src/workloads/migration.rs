@@ -471,6 +471,46 @@ impl Migration {
         Some(self.finish(Outcome::Lost(e)))
     }
 
+    /// The target is lost (silent past the failover delay). Under leases, any copy it
+    /// restored froze when its lease ran out — the rule that lets a failover restore a lost
+    /// primary's workload elsewhere — and is stopped when the target returns, since the
+    /// record no longer names it. So a switchover asking the target whether it runs the
+    /// restored workload, or waiting for it to confirm that it runs no copy, rolls back
+    /// without its answer: the old primary resumes under the rollback generation rather than
+    /// staying stopped for a host that may never return. `None` in any other phase, for a
+    /// failover (nothing to roll back to), and without leases (nothing fences the target's
+    /// copy: the machine goes on asking).
+    pub fn target_lost(&mut self, leased: bool) -> Option<Step> {
+        if !leased || self.kind == Kind::Failover {
+            return None;
+        }
+        let demoting = self.rollback_generation.is_some() && !self.target_demoted;
+        let lost = format!(
+            "{} was lost (any copy it restored froze when its lease ran out)",
+            self.to.name
+        );
+        match self.phase {
+            Phase::Confirm => {
+                self.phase = Phase::Rollback;
+                self.error = Some(format!(
+                    "the answer to the restore on {} was lost, and {lost}",
+                    self.to.name
+                ));
+            }
+            Phase::Rollback if demoting => {
+                let e = self.error.clone().unwrap_or_default();
+                self.error = Some(format!("{e}; then {lost}"));
+            }
+            _ => return None,
+        }
+        if self.restore_sent && self.rollback_generation.is_none() {
+            self.rollback_generation = Some(self.generation + 1);
+        }
+        self.target_demoted = true;
+        self.attempts = 0;
+        Some(self.rollback_step(Duration::ZERO))
+    }
+
     fn finish(&mut self, outcome: Outcome) -> Step {
         self.phase = Phase::Finished;
         self.outcome = Some(outcome.clone());

@@ -521,6 +521,64 @@ fn an_old_primary_lost_while_a_rollback_waits_to_resume_it_leaves_the_workload_l
     assert_eq!(failover().old_primary_lost(), None);
 }
 
+#[test]
+fn a_target_lost_while_its_restore_is_unconfirmed_rolls_back_under_leases_only() {
+    // Confirming: the answer to the restore was lost and the target went silent.
+    let mut m = at_restore();
+    m.on_delivery(Delivery::Unknown("connection lost".into()), 0);
+    m.on_delivery(Delivery::NotSent("b is not connected".into()), 0);
+    assert_eq!(m.phase, Phase::Confirm);
+    // Without leases nothing fences a copy b may run: it goes on asking.
+    assert_eq!(m.clone().target_lost(false), None);
+    // Under leases: the old primary resumes under a newer generation, without b's word.
+    let s = m.target_lost(true).expect("a rollback");
+    assert_eq!(what(&s), ("a".into(), "resume", 5));
+    assert_eq!(m.phase, Phase::Rollback);
+    match m.on_delivery(done(), 0) {
+        Step::Finished(Outcome::RolledBack(e)) => {
+            assert!(e.contains("b was lost") && e.contains("lease"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_target_lost_while_a_rollback_waits_for_its_demotion_lets_the_old_primary_resume() {
+    let mut m = at_restore();
+    m.on_delivery(failed("liveness check failed"), 0);
+    let s = m.on_delivery(Delivery::NotSent("b is not connected".into()), 0);
+    assert_eq!(what(&s), ("b".into(), "demote", 5));
+    let s = m.target_lost(true).expect("the resume");
+    assert_eq!(what(&s), ("a".into(), "resume", 5));
+    assert!(m
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("liveness check failed; then b was lost"));
+    // Then the old primary's resume is all that is left: a lost target changes nothing.
+    assert_eq!(m.target_lost(true), None);
+}
+
+#[test]
+fn a_lost_target_changes_nothing_in_other_phases_or_in_a_failover() {
+    let mut m = start();
+    assert_eq!(m.target_lost(true), None, "sync");
+    m.on_delivery(epoch(10), 0);
+    assert_eq!(m.target_lost(true), None, "freeze");
+    let mut m = at_restore();
+    assert_eq!(m.target_lost(true), None, "restore: its answer decides");
+    let s = m.on_delivery(restored(), 0);
+    assert_eq!(what(&s), ("a".into(), "release", 4));
+    assert_eq!(m.target_lost(true), None, "release: the move succeeded");
+    let mut f = failover();
+    f.on_delivery(Delivery::Unknown("connection lost".into()), 0);
+    assert_eq!(
+        f.target_lost(true),
+        None,
+        "a failover has nothing to roll back to"
+    );
+}
+
 fn host(connected: bool, silent_secs: u64) -> HostNow {
     HostNow {
         connected,
