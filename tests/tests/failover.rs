@@ -383,6 +383,39 @@ fn a_generation_that_cannot_be_recorded_is_refused_and_the_move_rolls_back() {
     std::fs::remove_file(data.join("filler")).unwrap();
 }
 
+/// A counter `name` on host-a shadowed on host-b whose liveness check takes 3 s: a copy
+/// restored on host-b runs that long before host-b answers the restore.
+fn slow_check_counter(c: &Cluster, name: &str) {
+    let spec = c.host_dir("coord").join(format!("{name}.toml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{name}\"\ncommand = [\"/usr/bin/python3\", \"-c\", {COUNTER:?}, \"{}\"]\nhost = \"host-a\"\nshadow = \"host-b\"\ninterval = \"500ms\"\n[probe]\ncommand = [\"/bin/sleep\", \"3\"]\n",
+            marker(name)
+        ),
+    )
+    .unwrap();
+    let created = c.cli(&["workload", "create", "--spec", spec.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", said(&created));
+}
+
+/// Waits until `name`'s copy restored on host-b prints, then cuts host-b off: lost while
+/// its liveness check runs, so the restore's answer never comes.
+fn cut_off_while_restored(c: &Cluster, name: &str) {
+    eventually(
+        "host-b's restored copy runs",
+        Duration::from_secs(60),
+        || {
+            if numbers(&c.output_log("host-b", name)).is_empty() {
+                Err("not yet".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    c.set_link("host-b", false);
+}
+
 /// A switchover whose target is lost before it answers the restore: once the target has
 /// been silent for `failover_after`, its copy froze when its lease ran out, and the old
 /// primary takes the workload back instead of staying stopped for a host that may never
@@ -392,19 +425,7 @@ fn a_target_lost_before_it_answers_the_restore_gives_the_workload_back_to_its_ol
     require_e2e!();
     require_criu!();
     let c = Cluster::started(&["host-a", "host-b"]);
-    // A liveness check that takes 3 s: the restored copy runs on host-b that long before
-    // host-b answers the restore.
-    let spec = c.host_dir("coord").join("slowcheck.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name = \"slowcheck\"\ncommand = [\"/usr/bin/python3\", \"-c\", {COUNTER:?}, \"{}\"]\nhost = \"host-a\"\nshadow = \"host-b\"\ninterval = \"500ms\"\n[probe]\ncommand = [\"/bin/sleep\", \"3\"]\n",
-            marker("slowcheck")
-        ),
-    )
-    .unwrap();
-    let created = c.cli(&["workload", "create", "--spec", spec.to_str().unwrap()]);
-    assert!(created.status.success(), "{}", said(&created));
+    slow_check_counter(&c, "slowcheck");
     c.wait_for_epochs("slowcheck", 1);
     let counted = last_count(&c, "host-a", "slowcheck");
 
@@ -412,19 +433,7 @@ fn a_target_lost_before_it_answers_the_restore_gives_the_workload_back_to_its_ol
         let mut cmd = c.cli_command();
         std::thread::spawn(move || cmd.args(["migrate", "slowcheck"]).output())
     };
-    eventually(
-        "host-b's restored copy runs",
-        Duration::from_secs(60),
-        || {
-            if numbers(&c.output_log("host-b", "slowcheck")).is_empty() {
-                Err("not yet".into())
-            } else {
-                Ok(())
-            }
-        },
-    );
-    // Lost while its liveness check runs: the restore's answer never comes.
-    c.set_link("host-b", false);
+    cut_off_while_restored(&c, "slowcheck");
     // Before, the switchover asked host-b for ever, the workload stopped on host-a.
     eventually(
         "the switchover ends without host-b",
@@ -456,4 +465,51 @@ fn a_target_lost_before_it_answers_the_restore_gives_the_workload_back_to_its_ol
         "host-a"
     );
     advancing(&c, "host-a", "slowcheck");
+}
+
+/// A failover whose target is lost before it answers the restore: the failover fails
+/// once the target has been silent for `failover_after` (its copy froze when its lease
+/// ran out), and the workload comes back on its old primary when that returns — rather
+/// than waiting for the target.
+#[test]
+fn a_failover_whose_target_is_lost_mid_restore_lets_the_old_primary_take_it_back() {
+    require_e2e!();
+    require_criu!();
+    let c = Cluster::started(&["host-a", "host-b"]);
+    slow_check_counter(&c, "twice");
+    c.wait_for_epochs("twice", 1);
+    // host-a cut off: its copy freezes, and host-b restores the workload.
+    c.set_link("host-a", false);
+    cut_off_while_restored(&c, "twice");
+    let frozen_at = last_count(&c, "host-a", "twice");
+    // Both away: the failover fails, and the workload is lost until one returns.
+    eventually(
+        "the failover ends without host-b",
+        FAILOVER_AFTER * 2 + Duration::from_secs(40),
+        || {
+            let w = c.workload("twice")?;
+            match (&w.state, &w.last_migration) {
+                (WorkloadState::Lost(why), Some(m)) if m.outcome == "failed" => Ok(why.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert!(
+        c.output_log("host-b", "twice").contains("lease expired"),
+        "host-b's copy was not frozen"
+    );
+    // host-a back: its copy goes on from where it froze; host-b back: its copy is stopped.
+    c.set_link("host-a", true);
+    eventually("running on host-a again", Duration::from_secs(60), || {
+        let w = c.workload("twice")?;
+        match (&w.state, w.primary.as_str()) {
+            (WorkloadState::Running, "host-a") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(advancing(&c, "host-a", "twice") > frozen_at);
+    c.set_link("host-b", true);
+    c.wait_connected(2);
+    assert_eq!(one_copy_soon(&c, &["host-a", "host-b"], "twice"), "host-a");
+    advancing(&c, "host-a", "twice");
 }

@@ -477,11 +477,12 @@ impl Migration {
     /// record no longer names it. So a switchover asking the target whether it runs the
     /// restored workload, or waiting for it to confirm that it runs no copy, rolls back
     /// without its answer: the old primary resumes under the rollback generation rather than
-    /// staying stopped for a host that may never return. `None` in any other phase, for a
-    /// failover (nothing to roll back to), and without leases (nothing fences the target's
-    /// copy: the machine goes on asking).
+    /// staying stopped for a host that may never return. A failover confirming its restore
+    /// fails (it is tried again, and the workload comes back wherever it can: on another
+    /// shadow, or on its old primary when that returns). `None` in any other phase, and
+    /// without leases (nothing fences the target's copy: the machine goes on asking).
     pub fn target_lost(&mut self, leased: bool) -> Option<Step> {
-        if !leased || self.kind == Kind::Failover {
+        if !leased {
             return None;
         }
         let demoting = self.rollback_generation.is_some() && !self.target_demoted;
@@ -489,6 +490,14 @@ impl Migration {
             "{} was lost (any copy it restored froze when its lease ran out)",
             self.to.name
         );
+        if self.kind == Kind::Failover {
+            return (self.phase == Phase::Confirm).then(|| {
+                self.finish(Outcome::Failed(format!(
+                    "the answer to the restore on {} was lost, and {lost}",
+                    self.to.name
+                )))
+            });
+        }
         match self.phase {
             Phase::Confirm => {
                 self.phase = Phase::Rollback;

@@ -571,12 +571,27 @@ fn a_lost_target_changes_nothing_in_other_phases_or_in_a_failover() {
     assert_eq!(what(&s), ("a".into(), "release", 4));
     assert_eq!(m.target_lost(true), None, "release: the move succeeded");
     let mut f = failover();
-    f.on_delivery(Delivery::Unknown("connection lost".into()), 0);
     assert_eq!(
         f.target_lost(true),
         None,
-        "a failover has nothing to roll back to"
+        "a failover's restore: its answer decides"
     );
+}
+
+#[test]
+fn a_failover_whose_target_is_lost_before_it_confirms_fails_to_be_tried_again() {
+    let mut f = failover();
+    f.on_delivery(Delivery::Unknown("connection lost".into()), 0);
+    assert_eq!(f.phase, Phase::Confirm);
+    assert_eq!(
+        f.clone().target_lost(false),
+        None,
+        "without leases: asks on"
+    );
+    match f.target_lost(true) {
+        Some(Step::Finished(Outcome::Failed(e))) => assert!(e.contains("b was lost"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn host(connected: bool, silent_secs: u64) -> HostNow {
