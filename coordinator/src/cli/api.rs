@@ -212,6 +212,13 @@ pub(super) enum ApiFailure {
 }
 
 impl ApiFailure {
+    /// What went wrong, as the coordinator or the connection said it.
+    pub(super) fn message(&self) -> &str {
+        match self {
+            ApiFailure::Unreachable(m) | ApiFailure::Refused(_, m) | ApiFailure::Unsettled(m) => m,
+        }
+    }
+
     /// Prints the failure and returns the exit code for it.
     pub(super) fn report(self) -> i32 {
         match self {

@@ -52,13 +52,9 @@ pub(super) fn look(base: &str, path: &str, outage: Duration) -> Result<DrainStat
             }
             Err(f @ (ApiFailure::Unreachable(_) | ApiFailure::Refused(503, _))) => {
                 let since = *lost.get_or_insert_with(|| {
-                    let why = match &f {
-                        ApiFailure::Unreachable(e)
-                        | ApiFailure::Refused(_, e)
-                        | ApiFailure::Unsettled(e) => e.as_str(),
-                    };
                     eprintln!(
-                        "lost the coordinator ({why}); the drain is the group's and goes on: waiting up to {outage:?} for it to answer"
+                        "lost the coordinator ({}); the drain is the group's and goes on: waiting up to {outage:?} for it to answer",
+                        f.message()
                     );
                     Instant::now()
                 });

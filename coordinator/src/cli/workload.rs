@@ -768,17 +768,12 @@ pub fn migrate(
                 if tty && output == Output::Table {
                     outln!();
                 }
-                let why = match f {
-                    super::api::ApiFailure::Refused(_, e)
-                    | super::api::ApiFailure::Unreachable(e)
-                    | super::api::ApiFailure::Unsettled(e) => e,
-                };
                 return super::unsettled::move_outcome(
                     base,
                     name,
                     before,
                     output,
-                    &format!("lost track of the migration of {name}: {why}"),
+                    &format!("lost track of the migration of {name}: {}", f.message()),
                 );
             }
             Err(f) => return f.report(),

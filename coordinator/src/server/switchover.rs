@@ -355,7 +355,7 @@ pub(super) async fn drive(
                 {
                     let leased = shared.lease_of(&machine.spec).is_some();
                     if let Some(s) = machine.target_lost(leased) {
-                        tracing::warn!(workload = %name, target = %host, "the target is lost: rolling back without its answer; its copy, if any, is fenced by its lease");
+                        tracing::warn!(workload = %name, target = %host, "the target is lost: going on without its answer (any copy it restored froze when its lease ran out)");
                         step = s;
                         continue;
                     }
